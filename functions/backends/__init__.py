@@ -1,0 +1,28 @@
+"""A lazy registry of backends by dotted path, so ``kubernetes`` is imported only when used."""
+
+from functools import cache
+
+from django.utils.module_loading import import_string
+
+from .base import BackendError, FunctionBackend
+
+BACKENDS = {
+    "local": "functions.backends.local.LocalBackend",
+    "knative": "functions.backends.knative.KnativeBackend",
+}
+
+
+@cache
+def _backend_class(name: str) -> type[FunctionBackend]:
+    try:
+        return import_string(BACKENDS[name])
+    except KeyError as exc:
+        raise BackendError(f"unknown backend {name!r}", permanent=True) from exc
+
+
+def get_backend(project) -> FunctionBackend:
+    """The backend instance serving ``project`` (a ``functions.models.Project``)."""
+    return _backend_class(project.backend).for_project(project)
+
+
+__all__ = ["BACKENDS", "BackendError", "FunctionBackend", "get_backend"]

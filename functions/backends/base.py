@@ -1,0 +1,176 @@
+"""The contract between the platform and wherever functions run.
+
+A backend takes and returns the plain dataclasses below - never Kubernetes objects or process handles -
+so the portal, CLI and SDK cannot tell the local runtime from Knative. Every method is idempotent: the
+Celery tasks that call them may run twice (acks late, retries), so ``apply`` of the same spec, or
+``delete`` of something already gone, must succeed and leave the same state.
+
+Errors are ``BackendError``; ``permanent=True`` means retrying cannot help (bad code, invalid spec), and
+the task records the message on the function instead of retrying.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+
+class BackendError(Exception):
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """Names a function on a backend: the project's namespace and the function's name."""
+
+    project: str
+    namespace: str
+    function: str
+
+
+@dataclass(frozen=True)
+class Scale:
+    min: int = 0
+    max: int = 10
+    target_concurrency: int = 100
+    container_concurrency: int = 0
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_millicores: int = 500
+    memory_mb: int = 256
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    ref: FunctionRef
+    revision: str  # Knative-style revision name, e.g. "hello-00003"
+    runtime: str  # "node" | "python"
+    archive_path: str  # the revision's validated source archive (.tar.gz)
+    archive_url: str = ""  # where a remote builder fetches it (one-time token included)
+    content_hash: str = ""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    artifact: str  # local: prepared directory; cluster: image reference
+    log: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    ref: FunctionRef
+    revision: str
+    runtime: str
+    kind: str
+    artifact: str
+    env: dict[str, str] = field(default_factory=dict)
+    scale: Scale = Scale()
+    resources: Resources = Resources()
+    timeout_seconds: int = 300
+    sandbox_profile: str = "standard"  # "standard" | "restricted"
+    visibility: str = "public"  # "public" | "cluster-local"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    ready: bool
+    url: str = ""
+    internal_url: str = ""
+    replicas: int = 0
+    latest_ready_revision: str = ""
+    message: str = ""
+    exists: bool = True
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp: dt.datetime
+    instance: str
+    stream: str  # "stdout" | "stderr" | "system"
+    text: str
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    ref: FunctionRef
+    name: str
+    cron: str
+    timezone: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str
+    enabled: bool
+    concurrency_policy: str
+    starting_deadline_seconds: int | None
+    target_url: str
+
+
+@dataclass(frozen=True)
+class OwnedFunction:
+    ref: FunctionRef
+    revision: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+LogSink = Callable[[str], None]
+
+
+class FunctionBackend(abc.ABC):
+    """Where functions run. See the module docstring for the rules every method follows."""
+
+    @classmethod
+    def for_project(cls, project) -> "FunctionBackend":
+        """The instance serving a ``functions.models.Project``; backends with per-project
+        credentials (a vCluster's kubeconfig) override this."""
+        return cls()
+
+    @abc.abstractmethod
+    def build(self, spec: BuildSpec, on_log: LogSink | None = None) -> BuildResult:
+        """Source archive -> runnable artifact; calls ``on_log`` with each build log line."""
+
+    @abc.abstractmethod
+    def apply(self, spec: ServiceSpec) -> None:
+        """Create or update the running service so that it serves ``spec.revision``."""
+
+    @abc.abstractmethod
+    def status(self, ref: FunctionRef) -> ServiceStatus:
+        """Readiness, URLs and replicas; ``exists=False`` when the backend has nothing."""
+
+    @abc.abstractmethod
+    def delete(self, ref: FunctionRef) -> None:
+        """Remove everything that belongs to the function; a no-op when it is already gone."""
+
+    @abc.abstractmethod
+    def logs(
+        self,
+        ref: FunctionRef,
+        since: dt.datetime | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[LogLine]:
+        """Log lines of every instance, oldest first; with ``follow`` it goes on until cancelled."""
+
+    @abc.abstractmethod
+    def apply_schedule(self, spec: ScheduleSpec) -> None:
+        """Create or update a cron trigger."""
+
+    @abc.abstractmethod
+    def delete_schedule(self, ref: FunctionRef, name: str) -> None:
+        """Remove a cron trigger; a no-op when it is already gone."""
+
+    @abc.abstractmethod
+    def list_owned(self, project: str, namespace: str) -> list[OwnedFunction]:
+        """Every function the backend holds for a project, for reconciliation and orphan cleanup."""
+
+    def fires_schedules_itself(self) -> bool:
+        """True when the backend runs cron triggers (CronJobs); False when the portal's beat does."""
+        return False

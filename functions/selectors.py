@@ -1,0 +1,68 @@
+"""Reads. The one place that decides who may see what: every view, API endpoint and websocket asks here.
+
+A caller outside a project gets ``Http404`` for everything in it (existence is not revealed); a member
+whose role is too low for an action gets ``PermissionDenied``.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from .models import Function, Membership, Project, Revision, Role
+
+
+def projects_for_user(*, user) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    return Project.objects.filter(memberships__user=user).distinct()
+
+
+def membership_get(*, user, project: Project) -> Membership | None:
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.filter(user=user, project=project).first()
+
+
+def project_get_for_user(*, user, slug: str, role: str = Role.VIEWER) -> Project:
+    project = projects_for_user(user=user).filter(slug=slug).first()
+    if project is None:
+        raise Http404("No such project.")
+    membership = membership_get(user=user, project=project)
+    if membership is None:
+        raise Http404("No such project.")
+    if not membership.allows(role):
+        raise PermissionDenied(f"This needs the {role} role in project {slug}.")
+    project.membership = membership  # type: ignore[attr-defined]
+    return project
+
+
+def functions_for_project(*, project: Project) -> QuerySet[Function]:
+    return (
+        Function.objects.alive()
+        .filter(project=project)
+        .select_related("current_revision", "project")
+    )
+
+
+def functions_for_user(*, user, project_slug: str) -> QuerySet[Function]:
+    project = project_get_for_user(user=user, slug=project_slug)
+    return functions_for_project(project=project)
+
+
+def function_get_for_user(
+    *, user, project_slug: str, name: str, role: str = Role.VIEWER
+) -> Function:
+    project = project_get_for_user(user=user, slug=project_slug, role=role)
+    function = functions_for_project(project=project).filter(name=name).first()
+    if function is None:
+        raise Http404("No such function.")
+    return function
+
+
+def revision_get(*, function: Function, number: int) -> Revision:
+    revision = function.revisions.filter(number=number).first()
+    if revision is None:
+        raise Http404("No such revision.")
+    return revision

