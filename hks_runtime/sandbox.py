@@ -1,0 +1,490 @@
+"""Run untrusted code under bubblewrap with resource limits.
+
+The contract (used by the builder and the runtime daemon):
+
+- ``check_sandbox()`` raises ``SandboxUnavailable`` when bubblewrap is missing or cannot run, and otherwise
+  returns the limits mode in force: ``"cgroup-v2"``, ``"cgroup-v1"`` or ``"rlimit"``.
+- ``spawn(SandboxSpec(...))`` starts a process in fresh mount/pid/ipc/uts/user (and, unless the profile
+  allows it, network) namespaces with read-only system dirs, a private ``/tmp``, no capabilities and exactly
+  ``spec.env`` as environment, and returns a ``SandboxedProcess``.
+
+How a process gets its limits without ``preexec_fn`` (unsafe with threads): the spawned program is a tiny
+``/bin/sh`` wrapper that writes its own pid into the sandbox's cgroups and then execs ``prlimit`` (rlimits:
+open files, file size, and data size / process count when no cgroup enforces them), ``setpriv`` (drop to an
+unprivileged uid where the kernel lets bubblewrap run unprivileged) and finally ``bwrap``. The pid never
+changes along that chain, so everything the user code starts is inside the cgroup before it runs.
+
+Environment values are handed to bwrap through a memfd (``--args FD``), never on its command line, because
+``/proc/PID/cmdline`` is readable by every process on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SANDBOX_UID = 65534  # "nobody": the host uid sandboxed code runs as, when unprivileged bwrap works
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_SYSTEM_BINDS = (("/usr", "/usr"),)
+_SYSTEM_SYMLINKS = (("usr/lib", "/lib"), ("usr/lib64", "/lib64"), ("usr/bin", "/bin"), ("usr/sbin", "/sbin"))
+# What language runtimes need from /etc (DNS, TLS roots, time zone); never shadow, passwd databases etc.
+_ETC_FILES = (
+    "resolv.conf",
+    "hosts",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "localtime",
+    "ssl",
+    "ca-certificates",
+)
+_WRAPPER = 'p=$$; while [ "$1" != -- ]; do echo "$p" > "$1" || exit 125; shift; done; shift; exec "$@"'
+
+
+class SandboxUnavailable(RuntimeError):
+    """Bubblewrap is missing or cannot create a sandbox here; code is never run unsandboxed instead."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int
+    max_pids: int
+    max_open_files: int
+    max_file_size_mb: int
+    cpu_millicores: int
+
+
+PROFILES: dict[str, Limits] = {
+    "standard": Limits(
+        memory_mb=512, max_pids=256, max_open_files=1024, max_file_size_mb=256, cpu_millicores=1000
+    ),
+    "restricted": Limits(
+        memory_mb=256, max_pids=64, max_open_files=256, max_file_size_mb=32, cpu_millicores=500
+    ),
+}
+_NETWORK_DEFAULT = {"standard": True, "restricted": False}
+
+
+@dataclass
+class SandboxSpec:
+    """What to run and what it may see. ``ro_binds``/``rw_binds`` are (host path, sandbox path) pairs."""
+
+    argv: list[str]
+    env: dict[str, str]
+    profile: str
+    limits: Limits
+    ro_binds: list[tuple[str, str]]
+    rw_binds: list[tuple[str, str]] = field(default_factory=list)
+    cwd: str = "/app"
+    pass_fds: tuple[int, ...] = ()
+    name: str = ""
+    network: bool | None = None
+
+
+def _bwrap_path() -> str:
+    path = shutil.which("bwrap")
+    if not path:
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+    return path
+
+
+@functools.cache
+def _probe(unprivileged: bool) -> str | None:
+    """Run a trivial sandbox; return None when it works, else bwrap's complaint."""
+    argv = [_bwrap_path(), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv += _system_args() + ["--", "/bin/true"]
+    if unprivileged:
+        argv = _setpriv_args() + argv
+    try:
+        result = subprocess.run(argv, capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if result.returncode == 0 else result.stderr.decode(errors="replace").strip()
+
+
+def _setpriv_args() -> list[str]:
+    return ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
+
+
+@functools.cache
+def runs_unprivileged() -> bool:
+    """True when sandboxed code runs as the host's ``nobody`` (needs unprivileged user namespaces)."""
+    return os.geteuid() == 0 and bool(shutil.which("setpriv")) and _probe(True) is None
+
+
+def check_sandbox() -> str:
+    """Raise SandboxUnavailable unless bubblewrap works here; return the limits mode in force."""
+    error = _probe(False)
+    if error is not None and not runs_unprivileged():
+        raise SandboxUnavailable(f"bubblewrap cannot create a sandbox on this machine: {error}")
+    return _cgroups().mode
+
+
+# --- cgroups -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CgroupLayout:
+    mode: str  # "cgroup-v2" | "cgroup-v1" | "rlimit"
+    parents: dict[str, Path]  # controller (v1) or "unified" (v2) -> parent dir for sandbox cgroups
+
+
+def _own_cgroup_paths() -> dict[str, str]:
+    paths = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else ["unified"]:
+            paths[controller] = path
+    return paths
+
+
+def _writable_parent(base: Path, own: str) -> Path | None:
+    """Our own cgroup (so sandboxes stay inside this service's accounting) or the hierarchy root."""
+    for candidate in (base / own.lstrip("/") / "hks", base / "hks"):
+        try:
+            candidate.mkdir(exist_ok=True)
+            return candidate
+        except OSError:
+            continue
+    return None
+
+
+def _v2_layout(own: dict[str, str]) -> _CgroupLayout | None:
+    if not (CGROUP_ROOT / "cgroup.controllers").exists():
+        return None
+    parent = _writable_parent(CGROUP_ROOT, own.get("unified", "/"))
+    if parent is None:
+        return None
+    try:
+        # Controllers must be enabled for our children; fails unless the subtree is delegated to us.
+        (parent / "cgroup.subtree_control").write_text("+memory +pids")
+        try:
+            (parent / "cgroup.subtree_control").write_text("+cpu")
+        except OSError:
+            pass  # cpu accounting is optional
+    except OSError:
+        return None
+    return _CgroupLayout("cgroup-v2", {"unified": parent})
+
+
+def _v1_layout(own: dict[str, str]) -> _CgroupLayout | None:
+    parents = {}
+    for controller in ("memory", "pids", "cpu", "cpuacct"):
+        base = CGROUP_ROOT / controller
+        if (base / "cgroup.procs").exists() and controller in own:
+            parent = _writable_parent(base, own[controller])
+            if parent is not None:
+                parents[controller] = parent
+    if "memory" in parents and "pids" in parents:
+        return _CgroupLayout("cgroup-v1", parents)
+    return None
+
+
+@functools.cache
+def _cgroups() -> _CgroupLayout:
+    if os.environ.get("HKS_SANDBOX_LIMITS") == "rlimit":  # lets tests and odd hosts force the fallback
+        return _CgroupLayout("rlimit", {})
+    try:
+        own = _own_cgroup_paths()
+    except OSError:
+        return _CgroupLayout("rlimit", {})
+    return _v2_layout(own) or _v1_layout(own) or _CgroupLayout("rlimit", {})
+
+
+def _cgroup_name(name: str) -> str:
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:60] or "sandbox"
+    return f"{clean}-{os.getpid()}-{time.monotonic_ns():x}"
+
+
+def _create_cgroups(layout: _CgroupLayout, name: str, limits: Limits) -> dict[str, Path]:
+    dirs = {key: parent / name for key, parent in layout.parents.items()}
+    for path in dirs.values():
+        path.mkdir()
+    memory = limits.memory_mb * 1024 * 1024
+    quota = f"{limits.cpu_millicores * 100} 100000"
+    if layout.mode == "cgroup-v2":
+        cg = dirs["unified"]
+        _write(cg / "memory.max", memory)
+        _write(cg / "memory.swap.max", 0, optional=True)
+        _write(cg / "pids.max", limits.max_pids)
+        _write(cg / "cpu.max", quota, optional=True)
+        return dirs
+    _write(dirs["memory"] / "memory.limit_in_bytes", memory)
+    _write(dirs["memory"] / "memory.memsw.limit_in_bytes", memory, optional=True)  # no swapping around it
+    _write(dirs["pids"] / "pids.max", limits.max_pids)
+    if "cpu" in dirs:
+        _write(dirs["cpu"] / "cpu.cfs_period_us", 100000, optional=True)
+        _write(dirs["cpu"] / "cpu.cfs_quota_us", limits.cpu_millicores * 100, optional=True)
+    return dirs
+
+
+def _write(path: Path, value, optional: bool = False) -> None:
+    try:
+        path.write_text(str(value))
+    except OSError:
+        if not optional:
+            raise
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _stat_value(text: str | None, key: str) -> int | None:
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return None
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+
+def _system_args() -> list[str]:
+    args = []
+    for src, dst in _SYSTEM_BINDS:
+        args += ["--ro-bind", src, dst]
+    for target, link in _SYSTEM_SYMLINKS:
+        if os.path.exists("/" + target):
+            args += ["--symlink", target, link]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for name in _ETC_FILES:
+        path = os.path.realpath("/etc/" + name)
+        if os.path.exists(path):
+            args += ["--ro-bind", path, "/etc/" + name]
+    return args
+
+
+def _bwrap_args(spec: SandboxSpec, env_fd: int) -> list[str]:
+    network = _NETWORK_DEFAULT[spec.profile] if spec.network is None else spec.network
+    args = [_bwrap_path(), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    args += ["--share-net"] if network else []
+    args += ["--hostname", "sandbox", "--clearenv", "--args", str(env_fd)]
+    args += _system_args()
+    for src, dst in spec.ro_binds:
+        args += ["--ro-bind", str(src), dst]
+    for src, dst in spec.rw_binds:
+        args += ["--bind", str(src), dst]
+    return args + ["--chdir", spec.cwd, "--", *spec.argv]
+
+
+def _prlimit_args(limits: Limits, mode: str) -> list[str]:
+    fsize = limits.max_file_size_mb * 1024 * 1024
+    args = ["prlimit", f"--nofile={limits.max_open_files}", f"--fsize={fsize}"]
+    if mode == "rlimit":
+        # Last resort: RLIMIT_DATA (not AS, which breaks V8's address-space reservations) bounds the heap;
+        # RLIMIT_NPROC counts per host uid, so it only helps when sandboxes run as their own uid.
+        args.append(f"--data={limits.memory_mb * 1024 * 1024}")
+        if runs_unprivileged():
+            args.append(f"--nproc={limits.max_pids * 4}")
+    return args + ["--"]
+
+
+def _env_memfd(env: dict[str, str]) -> int:
+    fd = os.memfd_create("hks-sandbox-env")  # close-on-exec; pass_fds hands it over
+    payload = b"".join(b"--setenv\0%s\0%s\0" % (k.encode(), v.encode()) for k, v in env.items())
+    os.write(fd, payload)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _validate(spec: SandboxSpec) -> None:
+    if spec.profile not in PROFILES:
+        raise ValueError(f"unknown sandbox profile {spec.profile!r}; expected one of {sorted(PROFILES)}")
+    for key, value in spec.env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise ValueError(f"invalid environment variable name or value: {key!r}")
+    if not spec.argv:
+        raise ValueError("argv must not be empty")
+
+
+# --- the process ---------------------------------------------------------------------------------------
+
+
+class SandboxedProcess:
+    """A running sandbox. ``pid`` is bubblewrap's pid on the host; killing it tears down the pid namespace."""
+
+    def __init__(self, popen: subprocess.Popen, limits_mode: str, cgroups: dict[str, Path]):
+        self._popen = popen
+        self.pid = popen.pid
+        self.limits_mode = limits_mode
+        self.cgroups = cgroups
+        self.stdin = popen.stdin
+        self.stdout = popen.stdout
+        self.stderr = popen.stderr
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._popen.wait(timeout)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def terminate(self, grace: float = 5.0) -> None:
+        """SIGTERM every process in the sandbox, then SIGKILL whatever is left after ``grace`` seconds."""
+        if self.poll() is None:
+            self._signal_all(signal.SIGTERM)
+            try:
+                self._popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        self._signal_all(signal.SIGKILL)
+        if self._popen.poll() is None:
+            self._popen.kill()
+        self._popen.wait()
+        self._wait_cgroup_empty(timeout=5.0)
+
+    def _members(self, children: dict[int, list[int]]) -> set[int]:
+        pids = set(_descendants(self.pid, children))
+        for path in self.cgroups.values():
+            pids.update(int(p) for p in (_read(path / "cgroup.procs") or "").split())
+        pids.discard(os.getpid())
+        return pids
+
+    def _signal_all(self, sig: int) -> None:
+        # The user's processes first (bwrap's init inside would otherwise die first and SIGKILL them).
+        # bwrap's outer process and its init inside the pid namespace get only SIGKILL: the init ignores
+        # SIGTERM anyway and the outer one would take the whole sandbox down without a grace period.
+        children = _children_map()
+        spared = {self.pid, *children.get(self.pid, [])} if sig == signal.SIGTERM else set()
+        for pid in self._members(children) - spared:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _wait_cgroup_empty(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not any((_read(p / "cgroup.procs") or "").split() for p in self.cgroups.values()):
+                return
+            time.sleep(0.01)
+
+    def oom_killed(self) -> bool:
+        """True when the kernel's OOM killer killed something in this sandbox (cgroup modes only)."""
+        if self.limits_mode == "cgroup-v2":
+            return bool(_stat_value(_read(self.cgroups["unified"] / "memory.events"), "oom_kill"))
+        if self.limits_mode == "cgroup-v1":
+            return bool(_stat_value(_read(self.cgroups["memory"] / "memory.oom_control"), "oom_kill"))
+        return False
+
+    def memory_bytes(self) -> int | None:
+        """Working set like cAdvisor's: usage minus inactive file cache."""
+        if self.limits_mode == "cgroup-v2":
+            usage, stat, inactive = "memory.current", "memory.stat", "inactive_file"
+            cg = self.cgroups["unified"]
+        elif self.limits_mode == "cgroup-v1":
+            usage, stat, inactive = "memory.usage_in_bytes", "memory.stat", "total_inactive_file"
+            cg = self.cgroups["memory"]
+        else:
+            return None
+        current = _read(cg / usage)
+        if current is None:
+            return None
+        return max(0, int(current) - (_stat_value(_read(cg / stat), inactive) or 0))
+
+    def cpu_seconds(self) -> float | None:
+        if self.limits_mode == "cgroup-v2":
+            usec = _stat_value(_read(self.cgroups["unified"] / "cpu.stat"), "usage_usec")
+            return None if usec is None else usec / 1e6
+        if "cpuacct" in self.cgroups:
+            nsec = _read(self.cgroups["cpuacct"] / "cpuacct.usage")
+            return None if nsec is None else int(nsec) / 1e9
+        return None
+
+    def cleanup(self) -> None:
+        """Remove this sandbox's cgroups (after the process is gone). Safe to call twice."""
+        if self.poll() is None:
+            self.terminate(grace=0)
+        self._wait_cgroup_empty(timeout=5.0)
+        for path in self.cgroups.values():
+            for _ in range(50):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)  # the last tasks are still exiting
+        for pipe in (self.stdin, self.stdout, self.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _read(Path("/proc", entry, "stat"))
+        if stat:
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def _descendants(root: int, children: dict[int, list[int]]) -> list[int]:
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> SandboxedProcess:
+    """Start ``spec.argv`` in a new sandbox. Raises SandboxUnavailable rather than running unsandboxed.
+
+    ``stdout``/``stderr`` of the result are binary pipes the caller must drain. When sandboxes run as
+    ``nobody``, the host dirs in ``rw_binds`` are chowned to that uid so the code can write to them.
+    """
+    _validate(spec)
+    check_sandbox()
+    layout = _cgroups()
+    cgroups = _create_cgroups(layout, _cgroup_name(spec.name), spec.limits) if layout.parents else {}
+    if runs_unprivileged():
+        for src, _ in spec.rw_binds:
+            os.chown(src, SANDBOX_UID, SANDBOX_UID)
+    env_fd = _env_memfd(spec.env)
+    procs_files = [str(path / "cgroup.procs") for path in cgroups.values()]
+    argv = ["/bin/sh", "-c", _WRAPPER, "hks-sandbox", *procs_files, "--"]
+    argv += _prlimit_args(spec.limits, layout.mode)
+    argv += _setpriv_args() if runs_unprivileged() else []
+    argv += _bwrap_args(spec, env_fd)
+    try:
+        popen = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(env_fd, *spec.pass_fds),
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            close_fds=True,
+        )
+    except BaseException:
+        for path in cgroups.values():
+            path.rmdir()
+        raise
+    finally:
+        os.close(env_fd)
+    return SandboxedProcess(popen, layout.mode, cgroups)
+
+
+def limits_for(profile: str, **overrides: int) -> Limits:
+    """A profile's limits with some fields replaced (e.g. a function's own memory setting)."""
+    return dataclasses.replace(PROFILES[profile], **overrides)
