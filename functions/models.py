@@ -353,3 +353,31 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.function_name}"
+
+
+class CliLoginRequest(models.Model):
+    """A pending ``hks login`` (device flow): the CLI polls with a secret device code while a signed-in
+    user approves the short user code in the portal. Only the device code's SHA-256 is stored, and the
+    approved login yields one API token, once."""
+
+    user_code = models.CharField(max_length=9, unique=True)
+    device_code_hash = models.CharField(max_length=64, unique=True, editable=False)
+    client_name = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    expires_at = models.DateTimeField()
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"CLI login {self.user_code}"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= dj_timezone.now()
