@@ -1,0 +1,341 @@
+"""Function metrics from Prometheus, behind plain functions returning dataclasses.
+
+Views never see PromQL. All of it lives in ``QUERY_TABLES`` below, one table per backend, so a renamed
+metric is a one-line change: the local runtime exposes Knative Serving's OpenTelemetry names (1.19+) and
+cAdvisor's container names; on a cluster the same names come from queue-proxy, the autoscaler and cAdvisor,
+with pods named after the revision instead of carrying the service label.
+
+Prometheus being down, slow or answering garbage is a normal state: every function here returns an object
+with ``available=False`` and a reason, never raises. After a failure the URL is left alone for a short
+while, so a page that polls every few seconds does not wait for a timeout on each refresh.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+from django.conf import settings
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
+
+logger = logging.getLogger(__name__)
+
+# Figures on the list page, each fetched in ONE query for every function of a project.
+LIST_FIGURES = ("rpm", "p95_ms", "error_rate", "cpu_cores", "memory_bytes")
+
+
+@dataclass(frozen=True)
+class QueryTable:
+    """PromQL for one backend.
+
+    Placeholders: ``{sel}`` a label selector for the project (and, for charts, the function), ``{svc}`` the
+    label naming the function, ``{w}`` a range window. Container metrics use ``{csel}``/``{cwrap}``
+    because cAdvisor on a cluster names pods, not services.
+    """
+
+    names: dict[str, str]  # metric and label names: inv, status, replicas, cold_starts
+    namespace_label: str
+    service_label: str
+    container_selector: str  # extra matchers for container_* series
+    container_service_label: str  # how to get the function's name on container_* series
+    list_queries: dict[str, str]
+    chart_queries: dict[str, tuple[str, str, str]]  # key -> (title, unit, PromQL)
+    requests_in_window: str
+
+
+# Plain str.format templates: {{ }} are literal braces of a PromQL selector.
+_LIST = {
+    "rpm": "sum by ({svc}) (rate({inv}_count{{{sel}}}[5m])) * 60",
+    "p95_ms": "histogram_quantile(0.95, sum by ({svc}, le) (rate({inv}_bucket{{{sel}}}[5m]))) * 1000",
+    # "or ... * 0" gives functions without any 5xx series a rate of 0 rather than no row at all.
+    "error_rate": '(sum by ({svc}) (rate({inv}_count{{{sel}, {status}=~"5.."}}[5m]))'
+    " or sum by ({svc}) (rate({inv}_count{{{sel}}}[5m])) * 0)"
+    " / sum by ({svc}) (rate({inv}_count{{{sel}}}[5m]))",
+    "cpu_cores": "sum by ({svc}) ({cwrap_open}rate(container_cpu_usage_seconds_total{{{csel}}}[5m])"
+    "{cwrap_close})",
+    "memory_bytes": "sum by ({svc}) ({cwrap_open}container_memory_working_set_bytes{{{csel}}}{cwrap_close})",
+}
+
+_QUANTILE = (
+    "label_replace(histogram_quantile({q}, sum by (le) (rate({{inv}}_bucket{{{{{{sel}}}}}}[{{w}}]))) * 1000,"
+    ' "quantile", "p{p}", "", "")'
+)
+
+_CHARTS = {
+    "requests": (
+        "Requests per second by status class",
+        "req/s",
+        'sum by (class) (label_replace(rate({inv}_count{{{sel}}}[{w}]), "class", "${{1}}xx", "{status}",'
+        ' "([0-9]).*"))',
+    ),
+    "latency": (
+        "Latency p50 / p95 / p99",
+        "ms",
+        " or ".join(_QUANTILE.format(q=q, p=p) for q, p in ((0.5, 50), (0.95, 95), (0.99, 99))),
+    ),
+    "replicas": ("Replicas", "", "sum({replicas}{{{sel}}})"),
+    "cold_starts": ("Cold starts", "per min", "sum(rate({cold_starts}{{{sel}}}[{w}])) * 60"),
+    "cpu": (
+        "CPU",
+        "cores",
+        "sum({cwrap_open}rate(container_cpu_usage_seconds_total{{{csel}}}[{w}]){cwrap_close})",
+    ),
+    "memory": (
+        "Memory (working set)",
+        "bytes",
+        "sum({cwrap_open}container_memory_working_set_bytes{{{csel}}}{cwrap_close})",
+    ),
+}
+
+_REQUESTS_IN_WINDOW = "sum({inv}_count{{{sel}}}) - (sum({inv}_count{{{sel}}} offset {w}) or vector(0))"
+
+_KNATIVE_NAMES = {
+    "inv": "kn_serving_invocation_duration_seconds",
+    "status": "http_response_status_code",
+    "replicas": "kn_revision_pods_count",
+    "cold_starts": "hks_cold_starts_total",
+}
+
+QUERY_TABLES: dict[str, QueryTable] = {
+    # The local runtime labels every series, container ones included, with Knative's attribute names.
+    "local": QueryTable(
+        names=_KNATIVE_NAMES,
+        namespace_label="k8s_namespace_name",
+        service_label="kn_service_name",
+        container_selector="",
+        container_service_label="",
+        list_queries=_LIST,
+        chart_queries=_CHARTS,
+        requests_in_window=_REQUESTS_IN_WINDOW,
+    ),
+    # Knative: queue-proxy/autoscaler series carry the same attributes; cAdvisor names pods
+    # "{revision}-deployment-{hash}", whose revision is "{service}-{00001}".
+    "knative": QueryTable(
+        names=_KNATIVE_NAMES,
+        namespace_label="k8s_namespace_name",
+        service_label="kn_service_name",
+        container_selector='container="user-container"',
+        container_service_label=r"(.+)-[0-9]{5}-deployment-.*",
+        list_queries=_LIST,
+        chart_queries=_CHARTS,
+        requests_in_window=_REQUESTS_IN_WINDOW,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FunctionFigures:
+    """Current figures of one function for the list page; ``None`` where there is no data."""
+
+    rpm: float | None = None
+    p95_ms: float | None = None
+    error_rate: float | None = None
+    cpu_cores: float | None = None
+    memory_bytes: float | None = None
+
+
+@dataclass(frozen=True)
+class ListMetrics:
+    available: bool
+    by_function: dict[str, FunctionFigures] = field(default_factory=dict)
+    reason: str = ""
+
+    def for_function(self, name: str) -> FunctionFigures:
+        return self.by_function.get(name, FunctionFigures())
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    points: list[tuple[float, float]]  # (unix time, value), NaN dropped
+
+
+@dataclass(frozen=True)
+class Chart:
+    key: str
+    title: str
+    unit: str
+    series: list[Series]
+
+    @property
+    def empty(self) -> bool:
+        return not any(s.points for s in self.series)
+
+
+@dataclass(frozen=True)
+class DetailMetrics:
+    available: bool
+    window: str
+    charts: list[Chart] = field(default_factory=list)
+    requests_in_window: float | None = None
+    reason: str = ""
+
+
+WINDOWS = {"15m": 15 * 60, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600}
+
+
+class MetricsUnavailable(Exception):
+    pass
+
+
+_down_until: dict[str, float] = {}
+_down_lock = threading.Lock()
+
+
+def _client() -> PrometheusConnect:
+    url = settings.HKS_PROMETHEUS_URL.rstrip("/")
+    with _down_lock:
+        if _down_until.get(url, 0) > time.monotonic():
+            raise MetricsUnavailable(f"Prometheus at {url} did not answer a moment ago")
+    # No retries: a slow or absent Prometheus must cost one short timeout, not several.
+    return PrometheusConnect(url=url, retry=Retry(total=0), timeout=_timeout())
+
+
+def _timeout() -> float:
+    return float(getattr(settings, "HKS_PROMETHEUS_TIMEOUT", 2.0))
+
+
+def _mark_down(url: str) -> None:
+    with _down_lock:
+        _down_until[url] = time.monotonic() + float(getattr(settings, "HKS_PROMETHEUS_BACKOFF", 10.0))
+
+
+def _run(call, *args, **kwargs):
+    """Call the client; turn every way Prometheus can fail into ``MetricsUnavailable``."""
+    client = _client()
+    try:
+        return call(client, *args, **kwargs)
+    except (requests.RequestException, PrometheusApiClientException, ValueError, KeyError) as exc:
+        _mark_down(client.url)
+        logger.warning("Prometheus query failed: %s", exc)
+        raise MetricsUnavailable(f"Prometheus at {client.url} is unavailable ({type(exc).__name__})") from exc
+    finally:
+        client.close()
+
+
+def _table(project) -> QueryTable:
+    return QUERY_TABLES.get(project.backend, QUERY_TABLES["local"])
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _format(query: str, table: QueryTable, *, namespace: str, service: str | None = None, **extra) -> str:
+    sel = f'{table.namespace_label}="{_quote(namespace)}"'
+    if service is not None:
+        sel += f', {table.service_label}="{_quote(service)}"'
+    csel, cwrap_open, cwrap_close = _container_parts(table, namespace=namespace, service=service)
+    return query.format(
+        sel=sel,
+        svc=table.service_label,
+        csel=csel,
+        cwrap_open=cwrap_open,
+        cwrap_close=cwrap_close,
+        **table.names,
+        **extra,
+    )
+
+
+def _container_parts(table: QueryTable, *, namespace: str, service: str | None) -> tuple[str, str, str]:
+    """Selector and wrapping for cAdvisor series, which on a cluster name pods rather than services."""
+    if not table.container_service_label:
+        sel = f'{table.namespace_label}="{_quote(namespace)}"'
+        if service is not None:
+            sel += f', {table.service_label}="{_quote(service)}"'
+        return sel, "", ""
+    sel = f'namespace="{_quote(namespace)}"'
+    if table.container_selector:
+        sel += ", " + table.container_selector
+    wrap_open = "label_replace("
+    wrap_close = f', "{table.service_label}", "$1", "pod", "{table.container_service_label}")'
+    if service is not None:
+        sel += f', pod=~"{_quote(service)}-[0-9]{{5}}-deployment-.*"'
+    return sel, wrap_open, wrap_close
+
+
+def _number(raw) -> float | None:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def project_list_metrics(*, project) -> ListMetrics:
+    """Current figures for every function of ``project``: one query per figure, whatever the row count."""
+    table = _table(project)
+    values: dict[str, dict[str, float | None]] = {}
+    try:
+        for figure in LIST_FIGURES:
+            query = _format(table.list_queries[figure], table, namespace=project.effective_namespace)
+            for row in _run(lambda c, q=query: c.custom_query(q)):
+                name = row["metric"].get(table.service_label, "")
+                values.setdefault(name, {})[figure] = _number(row["value"][1])
+    except MetricsUnavailable as exc:
+        return ListMetrics(available=False, reason=str(exc))
+    return ListMetrics(
+        available=True, by_function={name: FunctionFigures(**figures) for name, figures in values.items()}
+    )
+
+
+def _step(seconds: int) -> int:
+    return max(15, seconds // 60)
+
+
+def function_metrics(*, function, window: str = "1h", now: dt.datetime | None = None) -> DetailMetrics:
+    """Charts of one function over ``window`` (one of ``WINDOWS``) and its request count in that window."""
+    if window not in WINDOWS:
+        window = "1h"
+    seconds = WINDOWS[window]
+    end = now or dt.datetime.now(dt.UTC)
+    start = end - dt.timedelta(seconds=seconds)
+    step = _step(seconds)
+    rate_window = f"{max(60, 2 * step)}s"
+    table = _table(function.project)
+    names = {"namespace": function.project.effective_namespace, "service": function.name}
+    try:
+        total = _run(lambda c: c.custom_query(_format(table.requests_in_window, table, w=window, **names)))
+        charts = [
+            _chart(
+                key,
+                title,
+                unit,
+                _run(
+                    lambda c, q=query: c.custom_query_range(
+                        _format(q, table, w=rate_window, **names), start, end, f"{step}s"
+                    )
+                ),
+            )
+            for key, (title, unit, query) in table.chart_queries.items()
+        ]
+    except MetricsUnavailable as exc:
+        return DetailMetrics(available=False, window=window, reason=str(exc))
+    requests_total = _number(total[0]["value"][1]) if total else 0.0
+    return DetailMetrics(available=True, window=window, charts=charts, requests_in_window=requests_total)
+
+
+def _chart(key: str, title: str, unit: str, rows: list[dict]) -> Chart:
+    series = []
+    for row in rows:
+        metric = row.get("metric", {})
+        label = metric.get("class") or metric.get("quantile") or title
+        points = [(float(t), v) for t, raw in row.get("values", []) if (v := _number(raw)) is not None]
+        series.append(Series(label=label, points=points))
+    series.sort(key=lambda s: s.label)
+    return Chart(key=key, title=title, unit=unit, series=series)
+
+
+def prometheus_healthy() -> bool:
+    """True when Prometheus answers its readiness endpoint; for the operators' overview."""
+    url = settings.HKS_PROMETHEUS_URL.rstrip("/")
+    try:
+        return requests.get(f"{url}/-/ready", timeout=_timeout()).ok
+    except requests.RequestException:
+        return False

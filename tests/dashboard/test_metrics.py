@@ -1,0 +1,183 @@
+"""functions/metrics.py against a real Prometheus scraping a real exposition (prometheus_client).
+
+Needs Debian's `prometheus` (skipped locally without it, a failure in CI).
+"""
+
+import socket
+import threading
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from functions import metrics
+from functions.models import Project
+from tests.factories import FunctionFactory
+
+from .prom import free_port, running_prometheus, wait_for
+
+pytestmark = pytest.mark.prometheus
+
+LABELS = ["k8s_namespace_name", "kn_service_name", "kn_revision_name", "http_response_status_code"]
+
+
+class Exposition:
+    """Series named as the local runtime names them, served over HTTP like its /metrics."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.invocations = Histogram(
+            "kn_serving_invocation_duration_seconds", "invocations", LABELS, registry=self.registry
+        )
+        self.memory = Gauge(
+            "container_memory_working_set_bytes", "memory", LABELS[:3], registry=self.registry
+        )
+        self.cpu = Counter("container_cpu_usage_seconds", "cpu", LABELS[:3], registry=self.registry)
+        self.port = free_port()
+        self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+
+    def series(self, project, function, code="200"):
+        return self.invocations.labels(project, function, f"{function}-00001", code)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def exposition():
+    exp = Exposition()
+    yield exp
+    exp.close()
+
+
+@pytest.fixture
+def prometheus(tmp_path, exposition, settings):
+    with running_prometheus(tmp_path, [f"127.0.0.1:{exposition.port}"]) as url:
+        settings.HKS_PROMETHEUS_URL = url
+        yield url
+
+
+def _scraped(url: str, query: str):
+    import requests
+
+    result = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=5).json()["data"]["result"]
+    return result
+
+
+@pytest.fixture
+def hello(project):
+    return FunctionFactory(project=project, name="hello", status="ready")
+
+
+def test_function_metrics_counts_the_requests_prometheus_scraped(prometheus, exposition, hello):
+    ok, failed = exposition.series("acme", "hello"), exposition.series("acme", "hello", "500")
+    wait_for(lambda: _scraped(prometheus, "kn_serving_invocation_duration_seconds_count"))
+    for _ in range(3):
+        ok.observe(0.02)
+    failed.observe(0.4)
+
+    result = wait_for(
+        lambda: (m := metrics.function_metrics(function=hello, window="15m")).requests_in_window == 4 and m
+    )
+
+    assert result.available
+    assert {c.key for c in result.charts} == {
+        "requests",
+        "latency",
+        "replicas",
+        "cold_starts",
+        "cpu",
+        "memory",
+    }
+
+
+def test_request_chart_splits_by_status_class(prometheus, exposition, hello):
+    ok, failed = exposition.series("acme", "hello"), exposition.series("acme", "hello", "503")
+    wait_for(lambda: len(_scraped(prometheus, "kn_serving_invocation_duration_seconds_count")) == 2)
+    ok.observe(0.01)
+    failed.observe(0.01)
+
+    def classes():
+        chart = next(
+            c for c in metrics.function_metrics(function=hello, window="15m").charts if c.key == "requests"
+        )
+        labels = {s.label for s in chart.series if any(v > 0 for _, v in s.points)}
+        return labels if labels == {"2xx", "5xx"} else None
+
+    assert wait_for(classes) == {"2xx", "5xx"}
+
+
+def test_list_metrics_come_per_function_in_one_query_per_figure(prometheus, exposition, project, monkeypatch):
+    FunctionFactory(project=project, name="hello")
+    FunctionFactory(project=project, name="world")
+    hello_ok, hello_err = exposition.series("acme", "hello"), exposition.series("acme", "hello", "500")
+    world_ok = exposition.series("acme", "world")
+    exposition.series("globex", "hello").observe(1)  # another tenant's namespace must not leak in
+    exposition.memory.labels("acme", "hello", "hello-00001").set(64 * 1024 * 1024)
+    wait_for(lambda: len(_scraped(prometheus, "kn_serving_invocation_duration_seconds_count")) == 4)
+    for _ in range(3):
+        hello_ok.observe(0.05)
+    hello_err.observe(0.05)
+    world_ok.observe(0.05)
+
+    queries = []
+    original = metrics.PrometheusConnect.custom_query
+    monkeypatch.setattr(
+        metrics.PrometheusConnect,
+        "custom_query",
+        lambda self, q, **kw: queries.append(q) or original(self, q, **kw),
+    )
+    result = wait_for(
+        lambda: (m := metrics.project_list_metrics(project=project)).for_function("world").rpm and m
+    )
+
+    assert result.available
+    assert set(result.by_function) == {"hello", "world"}
+    assert result.for_function("hello").error_rate == pytest.approx(0.25, abs=0.01)
+    assert result.for_function("world").error_rate == 0
+    assert result.for_function("hello").memory_bytes == 64 * 1024 * 1024
+    assert result.for_function("hello").rpm > 0
+    assert len(queries) % len(metrics.LIST_FIGURES) == 0
+    assert len(queries[-len(metrics.LIST_FIGURES) :]) == len(set(queries[-len(metrics.LIST_FIGURES) :]))
+
+
+def test_prometheus_down_is_a_state_not_an_error(settings, project):
+    settings.HKS_PROMETHEUS_URL = f"http://127.0.0.1:{free_port()}"
+
+    result = metrics.project_list_metrics(project=project)
+
+    assert not result.available
+    assert "unavailable" in result.reason
+
+
+def test_prometheus_that_never_answers_times_out_into_unavailable(settings, project):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    settings.HKS_PROMETHEUS_URL = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    settings.HKS_PROMETHEUS_TIMEOUT = 0.3
+    try:
+        result = metrics.function_metrics(function=FunctionFactory(project=project), window="1h")
+    finally:
+        listener.close()
+
+    assert not result.available
+
+
+def test_after_a_failure_the_next_call_does_not_wait_again(settings, project):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    settings.HKS_PROMETHEUS_URL = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    settings.HKS_PROMETHEUS_TIMEOUT = 0.3
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    try:
+        metrics.project_list_metrics(project=project)
+        second = metrics.project_list_metrics(project=project)
+    finally:
+        listener.close()
+
+    assert not second.available
+    assert "a moment ago" in second.reason
+    assert Project.objects.count() == 1
