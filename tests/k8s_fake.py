@@ -1,0 +1,854 @@
+"""A small stateful fake of a Kubernetes API server - the one fake the test suite allows.
+
+The real ``kubernetes`` client talks HTTP to it (aiohttp on a background thread). It stores what is
+written, checks the bearer token, and rejects what a real server would: every object written is validated
+against the real schemas (Kubernetes' own with ``kubernetes-validate --strict``, Knative's from its CRDs in
+``../shared/schemas/``, made strict about unknown fields), so an invalid manifest gets a 422 here too.
+
+It also plays the controllers the platform relies on:
+
+- a Job gets a Pod (with log lines) and becomes Complete shortly after creation, or Failed when a test
+  called ``fail_next_job(message)``;
+- a Knative Service gets a Revision (``spec.template.metadata.name`` or ``{name}-{generation:05d}``), a
+  running Pod with a ``user-container`` and ``status`` Ready=True with ``url``
+  ``http://{name}.{namespace}.example.test``, ``address.url`` and ``latestReadyRevisionName``;
+  ``fail_next_revision(message)`` makes the next one fail instead;
+- deleting a Job, a Knative Service or a Namespace deletes what they own.
+
+Fixtures: ``fake_k8s_server`` (one server per test session) and ``fake_k8s`` (the same server, emptied
+before each test). The object they yield has ``url``, ``token``, ``kubeconfig`` (YAML text),
+``objects`` (a snapshot ``{(resource, namespace, name): object}`` where ``resource`` is named the way
+kubectl does: ``jobs.batch``, ``services.serving.knative.dev``, ``serviceaccounts``...), ``get``/``list``,
+``append_log``, ``fail_next_job``, ``fail_next_revision``, ``fail_next_request`` and ``requests``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import functools
+import itertools
+import json
+import os
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from aiohttp import web
+
+# kubernetes client 37.x speaks Kubernetes 1.37; validate against the same API version.
+K8S_SCHEMA_VERSION = "1.37.0"
+SCHEMAS_DIR = Path(
+    os.environ.get("HKS_KNATIVE_SCHEMAS", Path(__file__).resolve().parents[2] / "shared" / "schemas")
+)
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def name(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+RESOURCE_TYPES = {
+    r.name: r
+    for r in [
+        ResourceType("", "v1", "namespaces", "Namespace", namespaced=False),
+        ResourceType("", "v1", "serviceaccounts", "ServiceAccount"),
+        ResourceType("", "v1", "secrets", "Secret"),
+        ResourceType("", "v1", "configmaps", "ConfigMap"),
+        ResourceType("", "v1", "pods", "Pod"),
+        ResourceType("batch", "v1", "jobs", "Job"),
+        ResourceType("batch", "v1", "cronjobs", "CronJob"),
+        ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
+        ResourceType("serving.knative.dev", "v1", "services", "Service"),
+        ResourceType("serving.knative.dev", "v1", "revisions", "Revision"),
+    ]
+}
+KSVC = "services.serving.knative.dev"
+
+
+# Validation -----------------------------------------------------------------------------------------
+
+
+class ManifestInvalid(ValueError):
+    """A manifest a real API server would refuse (HTTP 422)."""
+
+
+def _strict(schema):
+    """Reject unknown fields the way ``fieldValidation=Strict`` does, except where the CRD keeps them."""
+    if isinstance(schema, dict):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+        for value in schema.values():
+            _strict(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _strict(value)
+    return schema
+
+
+@functools.cache
+def knative_schema(kind: str) -> dict:
+    path = SCHEMAS_DIR / f"knative-serving-{kind.lower()}-crd.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"Knative CRD for {kind} not found at {path} (set HKS_KNATIVE_SCHEMAS)")
+    crd = yaml.safe_load(path.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+
+
+def _where(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(root)"
+
+
+def validate_manifest(obj: dict) -> None:
+    """Raise ``ManifestInvalid`` unless ``obj`` is valid against the real schema of its kind."""
+    kind, name = obj.get("kind", "?"), obj.get("metadata", {}).get("name", "?")
+    try:
+        if str(obj.get("apiVersion", "")).startswith("serving.knative.dev/"):
+            jsonschema.validate(obj, knative_schema(kind))
+            # CRD schemas leave metadata open; check it as the ObjectMeta it really is.
+            meta_probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj.get("metadata", {})}
+            kubernetes_validate.validate(meta_probe, K8S_SCHEMA_VERSION, strict=True)
+        else:
+            kubernetes_validate.validate(obj, K8S_SCHEMA_VERSION, strict=True)
+    except jsonschema.ValidationError as exc:
+        raise ManifestInvalid(f"{kind} {name} is invalid: {_where(exc)}: {exc.message}") from exc
+    except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as exc:
+        raise ManifestInvalid(f"{kind} {name}: {exc}") from exc
+
+
+# Helpers --------------------------------------------------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _ts(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ts_nano(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+def _parse_ts(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _status(code: int, reason: str, message: str, **details) -> web.Response:
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure" if code >= 400 else "Success",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if details:
+        body["details"] = details
+    return web.json_response(body, status=code)
+
+
+def _merge_patch(target, patch):
+    """RFC 7386 JSON merge patch (strategic merge patches are treated the same, which covers dicts)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
+def _matches(labels: dict, selector: str) -> bool:
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _rand(n: int = 5) -> str:
+    return "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(n))
+
+
+# The server -----------------------------------------------------------------------------------------
+
+
+class FakeKubernetes:
+    """See the module docstring. Thread-safe: tests read and arrange while the server thread serves."""
+
+    def __init__(self, *, job_seconds: float = 0.2, ready_seconds: float = 0.1):
+        self.job_seconds = job_seconds
+        self.ready_seconds = ready_seconds
+        self.token = "fake-" + secrets.token_hex(16)
+        self._lock = threading.RLock()
+        self._rv = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        self.reset()
+
+    # arranging and inspecting (test thread) ---------------------------------------------------------
+
+    def reset(self) -> None:
+        with self._lock:
+            self._store: dict[tuple[str, str, str], dict] = {}
+            self._logs: dict[tuple[str, str, str], list[tuple[dt.datetime, str]]] = {}
+            self._job_failures: list[str] = []
+            self._revision_failures: list[str] = []
+            self._request_failures: list[tuple[str, str, int, str]] = []
+            self.requests: list[tuple[str, str]] = []
+
+    @property
+    def objects(self) -> dict[tuple[str, str, str], dict]:
+        with self._lock:
+            return copy.deepcopy(self._store)
+
+    def get(self, resource: str, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            obj = self._store.get((resource, namespace, name))
+            return copy.deepcopy(obj) if obj else None
+
+    def list(self, resource: str, namespace: str | None = None, selector: str = "") -> list[dict]:
+        with self._lock:
+            return [
+                copy.deepcopy(obj)
+                for (res, ns, _), obj in sorted(self._store.items())
+                if res == resource
+                and namespace in (None, ns)
+                and _matches(obj["metadata"].get("labels", {}), selector)
+            ]
+
+    def fail_next_job(self, message: str = "kaniko: error building image") -> None:
+        """The next Job created fails (status.failed=1, condition Failed) with ``message`` in its log."""
+        with self._lock:
+            self._job_failures.append(message)
+
+    def fail_next_revision(self, message: str = "container failed to start") -> None:
+        """The next Knative revision does not become ready: Ready=False with ``message``."""
+        with self._lock:
+            self._revision_failures.append(message)
+
+    def fail_next_request(
+        self, method: str, path_contains: str, status: int = 500, message: str = "injected failure"
+    ) -> None:
+        """The next ``method`` request whose path contains ``path_contains`` gets ``status``."""
+        with self._lock:
+            self._request_failures.append((method.upper(), path_contains, status, message))
+
+    def append_log(self, namespace: str, pod: str, container: str, text: str) -> None:
+        with self._lock:
+            self._logs.setdefault((namespace, pod, container), []).append((_now(), text))
+
+    def kubeconfig_dict(self, namespace: str = "default") -> dict:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {"token": self.token}}],
+            "contexts": [
+                {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}
+            ],
+            "current-context": "fake",
+        }
+
+    @property
+    def kubeconfig(self) -> str:
+        return yaml.safe_dump(self.kubeconfig_dict())
+
+    # lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> FakeKubernetes:
+        ready = threading.Event()
+        threading.Thread(target=self._serve, args=(ready,), name="fake-k8s", daemon=True).start()
+        if not ready.wait(10):
+            raise RuntimeError("the fake Kubernetes API server did not start")
+        return self
+
+    def _serve(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        future.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    # HTTP --------------------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.requests.append((request.method, request.path))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _status(401, "Unauthorized", "Unauthorized")
+        injected = self._injected_failure(request)
+        if injected:
+            return injected
+        try:
+            route = self._route(request.path)
+        except LookupError as exc:
+            return _status(404, "NotFound", str(exc))
+        rtype, namespace, name, sub = route
+        if sub == "log":
+            return await self._pod_log(request, namespace, name)
+        if sub and sub != "status":
+            return _status(404, "NotFound", f"the fake does not serve the {sub} subresource")
+        if request.query.get("watch") in ("true", "1"):
+            return _status(400, "BadRequest", "the fake Kubernetes API does not support watch")
+        body = None
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.can_read_body:
+            try:
+                body = json.loads(await request.read() or b"null")
+            except ValueError:
+                return _status(400, "BadRequest", "the request body is not JSON")
+        with self._lock:
+            if sub == "status":
+                return self._status_subresource(request, rtype, namespace, name, body)
+            return self._dispatch(request, rtype, namespace, name, body)
+
+    def _injected_failure(self, request: web.Request) -> web.Response | None:
+        with self._lock:
+            for i, (method, needle, status, message) in enumerate(self._request_failures):
+                if method == request.method and needle in request.path:
+                    del self._request_failures[i]
+                    return _status(status, "InternalError" if status >= 500 else "BadRequest", message)
+        return None
+
+    def _route(self, path: str) -> tuple[ResourceType, str, str, str]:
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["api"] and len(parts) >= 2:
+            group, rest = "", parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 3:
+            group, rest = parts[1], parts[3:]
+        else:
+            raise LookupError(f"the fake does not serve {path}")
+        namespace = ""
+        if rest[:1] == ["namespaces"] and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        if not rest:
+            raise LookupError(f"the fake does not serve {path}")
+        plural, name, sub = rest[0], rest[1] if len(rest) > 1 else "", rest[2] if len(rest) > 2 else ""
+        rtype = RESOURCE_TYPES.get(f"{plural}.{group}" if group else plural)
+        if rtype is None:
+            raise LookupError(f"the server could not find the requested resource ({path})")
+        return rtype, namespace, name, sub
+
+    def _dispatch(self, request, rtype, namespace, name, body) -> web.Response:
+        method = request.method
+        if not name:
+            if method == "GET":
+                return self._list(rtype, namespace, request.query.get("labelSelector", ""))
+            if method == "POST":
+                return self._create(rtype, namespace, body)
+            if method == "DELETE":
+                return self._delete_collection(rtype, namespace, request.query.get("labelSelector", ""))
+        elif method == "GET":
+            obj = self._store.get((rtype.name, namespace, name))
+            if obj is None:
+                return self._not_found(rtype, name)
+            return web.json_response(obj)
+        elif method in ("PUT", "PATCH"):
+            return self._update(rtype, namespace, name, body, request)
+        elif method == "DELETE":
+            policy = request.query.get("propagationPolicy") or (body or {}).get("propagationPolicy")
+            return self._delete(rtype, namespace, name, policy)
+        return _status(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    @staticmethod
+    def _not_found(rtype: ResourceType, name: str) -> web.Response:
+        return _status(404, "NotFound", f'{rtype.name} "{name}" not found', name=name, kind=rtype.plural)
+
+    def _status_subresource(self, request, rtype, namespace, name, body) -> web.Response:
+        obj = self._store.get((rtype.name, namespace, name))
+        if obj is None:
+            return self._not_found(rtype, name)
+        if request.method in ("PUT", "PATCH"):
+            new = (
+                body.get("status", {})
+                if request.method == "PUT"
+                else _merge_patch(obj, body).get("status", {})
+            )
+            obj["status"] = new
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        elif request.method != "GET":
+            return _status(405, "MethodNotAllowed", f"{request.method} is not supported on status")
+        return web.json_response(obj)
+
+    def _list(self, rtype, namespace, selector) -> web.Response:
+        items = [
+            obj
+            for (res, ns, _), obj in sorted(self._store.items())
+            if res == rtype.name
+            and namespace in ("", ns)
+            and _matches(obj["metadata"].get("labels", {}), selector)
+        ]
+        return web.json_response(
+            {
+                "apiVersion": rtype.api_version,
+                "kind": rtype.kind + "List",
+                "metadata": {"resourceVersion": str(next(self._rv))},
+                "items": items,
+            }
+        )
+
+    def _create(self, rtype, namespace, body) -> web.Response:
+        if not isinstance(body, dict):
+            return _status(400, "BadRequest", "the body must be a JSON object")
+        if body.get("apiVersion") != rtype.api_version or body.get("kind") != rtype.kind:
+            return _status(
+                400,
+                "BadRequest",
+                f"expected {rtype.api_version} {rtype.kind}, got {body.get('apiVersion')} {body.get('kind')}",
+            )
+        meta = body.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + _rand()
+        name = meta.get("name")
+        if not name:
+            return _status(422, "Invalid", f"{rtype.kind}: metadata.name: Required value")
+        if meta.get("namespace", namespace) != namespace:
+            return _status(400, "BadRequest", "the namespace of the object does not match the request")
+        if rtype.namespaced and not self._store.get(("namespaces", "", namespace)) and namespace != "default":
+            return _status(404, "NotFound", f'namespaces "{namespace}" not found')
+        key = (rtype.name, namespace, name)
+        if key in self._store:
+            return _status(409, "AlreadyExists", f'{rtype.name} "{name}" already exists', name=name)
+        body.pop("status", None)
+        invalid = self._invalid(body)
+        if invalid:
+            return invalid
+        meta.update(
+            uid=str(uuid.uuid4()),
+            resourceVersion=str(next(self._rv)),
+            generation=1,
+            creationTimestamp=_ts(_now()),
+        )
+        if rtype.namespaced:
+            meta["namespace"] = namespace
+        self._store[key] = body
+        self._on_written(rtype, body)
+        return web.json_response(body, status=201)
+
+    @staticmethod
+    def _invalid(obj: dict) -> web.Response | None:
+        try:
+            validate_manifest(obj)
+        except ManifestInvalid as exc:
+            return _status(422, "Invalid", str(exc))
+        return None
+
+    def _update(self, rtype, namespace, name, body, request) -> web.Response:
+        key = (rtype.name, namespace, name)
+        stored = self._store.get(key)
+        if stored is None:
+            return self._not_found(rtype, name)
+        if request.method == "PATCH":
+            if "json-patch" in request.content_type or "apply-patch" in request.content_type:
+                return _status(415, "UnsupportedMediaType", "the fake supports merge patches only")
+            updated = _merge_patch(stored, body)
+        else:
+            wanted_rv = (body or {}).get("metadata", {}).get("resourceVersion")
+            if wanted_rv and wanted_rv != stored["metadata"]["resourceVersion"]:
+                return _status(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {rtype.name} "{name}": '
+                    "the object has been modified; please apply your changes "
+                    "to the latest version and try again",
+                )
+            updated = copy.deepcopy(body)
+        updated.pop("status", None)
+        meta = updated.setdefault("metadata", {})
+        for field in ("uid", "creationTimestamp", "namespace", "generation"):
+            if field in stored["metadata"]:
+                meta[field] = stored["metadata"][field]
+        invalid = self._invalid(updated)
+        if invalid:
+            return invalid
+        if "status" in stored:
+            updated["status"] = stored["status"]
+        spec_changed = {k: v for k, v in updated.items() if k not in ("metadata", "status")} != {
+            k: v for k, v in stored.items() if k not in ("metadata", "status")
+        }
+        meta["generation"] = stored["metadata"].get("generation", 1) + (1 if spec_changed else 0)
+        meta["resourceVersion"] = str(next(self._rv))
+        self._store[key] = updated
+        if spec_changed:
+            self._on_written(rtype, updated)
+        return web.json_response(updated)
+
+    def _delete(self, rtype, namespace, name, policy=None) -> web.Response:
+        obj = self._store.pop((rtype.name, namespace, name), None)
+        if obj is None:
+            return self._not_found(rtype, name)
+        # batch/v1 Jobs orphan their pods unless asked otherwise, as on a real server.
+        if policy != "Orphan" and (rtype.name != "jobs.batch" or policy in ("Background", "Foreground")):
+            self._cascade(rtype, obj)
+        return _status(200, "", "", name=name, kind=rtype.plural, uid=obj["metadata"]["uid"])
+
+    def _delete_collection(self, rtype, namespace, selector) -> web.Response:
+        for (res, ns, name), obj in list(self._store.items()):
+            if (
+                res == rtype.name
+                and namespace in ("", ns)
+                and _matches(obj["metadata"].get("labels", {}), selector)
+            ):
+                self._delete(rtype, ns, name, "Background")
+        return _status(200, "", "", kind=rtype.plural)
+
+    def _cascade(self, rtype: ResourceType, obj: dict) -> None:
+        """Garbage collection: what an object owns goes with it."""
+        namespace, name = obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+        if rtype.name == "namespaces":
+            owned = [key for key in self._store if key[1] == name]
+        elif rtype.name == "jobs.batch":
+            owned = [
+                key
+                for key, o in self._store.items()
+                if key[0] == "pods"
+                and key[1] == namespace
+                and o["metadata"].get("labels", {}).get("job-name") == name
+            ]
+        elif rtype.name == KSVC:
+            owned = [
+                key
+                for key, o in self._store.items()
+                if key[0] in ("pods", "revisions.serving.knative.dev")
+                and key[1] == namespace
+                and o["metadata"].get("labels", {}).get("serving.knative.dev/service") == name
+            ]
+        else:
+            owned = []
+        for key in owned:
+            self._store.pop(key, None)
+
+    # Controllers ---------------------------------------------------------------------------------
+
+    def _on_written(self, rtype: ResourceType, obj: dict) -> None:
+        key = (rtype.name, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        uid, generation = obj["metadata"]["uid"], obj["metadata"]["generation"]
+        if rtype.name == "jobs.batch":
+            failure = self._job_failures.pop(0) if self._job_failures else None
+            obj["status"] = {"active": 1, "startTime": _ts(_now())}
+            self._loop.call_later(self.job_seconds, self._finish_job, key, uid, failure)
+        elif rtype.name == KSVC:
+            failure = self._revision_failures.pop(0) if self._revision_failures else None
+            obj["status"] = {
+                "observedGeneration": generation,
+                "conditions": [
+                    {"type": t, "status": "Unknown", "reason": "Deploying", "lastTransitionTime": _ts(_now())}
+                    for t in ("ConfigurationsReady", "Ready", "RoutesReady")
+                ],
+            }
+            self._loop.call_later(self.ready_seconds, self._reconcile_ksvc, key, uid, generation, failure)
+
+    def _current(self, key, uid, generation=None) -> dict | None:
+        obj = self._store.get(key)
+        if obj is None or obj["metadata"]["uid"] != uid:
+            return None
+        if generation is not None and obj["metadata"]["generation"] != generation:
+            return None  # a newer write superseded this one; its own reconcile will run
+        return obj
+
+    def _finish_job(self, key, uid, failure: str | None) -> None:
+        with self._lock:
+            job = self._current(key, uid)
+            if job is None:
+                return
+            namespace, name = key[1], key[2]
+            pod_spec = job["spec"]["template"]["spec"]
+            pod = self._make_pod(
+                namespace,
+                f"{name}-{_rand()}",
+                {"job-name": name, "batch.kubernetes.io/job-name": name, "controller-uid": uid},
+                pod_spec,
+                "Failed" if failure else "Succeeded",
+            )
+            for container in pod_spec.get("initContainers", []):
+                self.append_log(namespace, pod, container["name"], "fetched the build context")
+            for container in pod_spec["containers"]:
+                for line in self._build_log(container, failure):
+                    self.append_log(namespace, pod, container["name"], line)
+            now = _ts(_now())
+            if failure:
+                job["status"] = {
+                    "failed": 1,
+                    "startTime": job["status"]["startTime"],
+                    "conditions": [
+                        {
+                            "type": "FailureTarget",
+                            "status": "True",
+                            "reason": "BackoffLimitExceeded",
+                            "message": failure,
+                            "lastTransitionTime": now,
+                        },
+                        {
+                            "type": "Failed",
+                            "status": "True",
+                            "reason": "BackoffLimitExceeded",
+                            "message": f"Job has reached the specified backoff limit: {failure}",
+                            "lastTransitionTime": now,
+                        },
+                    ],
+                }
+            else:
+                job["status"] = {
+                    "succeeded": 1,
+                    "startTime": job["status"]["startTime"],
+                    "completionTime": now,
+                    "conditions": [
+                        {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                        {"type": "Complete", "status": "True", "lastTransitionTime": now},
+                    ],
+                }
+            job["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    @staticmethod
+    def _build_log(container: dict, failure: str | None) -> list[str]:
+        args = container.get("args", []) + container.get("command", [])
+        destination = next((a.split("=", 1)[1] for a in args if a.startswith("--destination=")), "")
+        lines = [f"INFO Retrieving build context ({container['name']})", "INFO Building the image"]
+        if failure:
+            return lines + [f"error building image: {failure}"]
+        return lines + [f"INFO Pushed {destination}" if destination else "INFO Done"]
+
+    def _reconcile_ksvc(self, key, uid, generation, failure: str | None) -> None:
+        with self._lock:
+            ksvc = self._current(key, uid, generation)
+            if ksvc is None:
+                return
+            namespace, name = key[1], key[2]
+            template = ksvc["spec"]["template"]
+            revision = template.get("metadata", {}).get("name") or f"{name}-{generation:05d}"
+            now = _ts(_now())
+            status = {"observedGeneration": generation, "latestCreatedRevisionName": revision}
+            if failure:
+                status["conditions"] = [
+                    {
+                        "type": t,
+                        "status": "False",
+                        "reason": "RevisionFailed",
+                        "message": failure,
+                        "lastTransitionTime": now,
+                    }
+                    for t in ("ConfigurationsReady", "Ready")
+                ]
+                previous = ksvc.get("status", {})
+                for field in ("url", "address", "latestReadyRevisionName", "traffic"):
+                    if field in previous:
+                        status[field] = previous[field]
+                ksvc["status"] = status
+                return
+            self._make_revision(namespace, name, revision, ksvc, generation)
+            status.update(
+                latestReadyRevisionName=revision,
+                url=f"http://{name}.{namespace}.example.test",
+                address={"url": f"http://{name}.{namespace}.svc.cluster.local"},
+                traffic=[{"revisionName": revision, "latestRevision": True, "percent": 100}],
+                conditions=[
+                    {"type": t, "status": "True", "lastTransitionTime": now}
+                    for t in ("ConfigurationsReady", "Ready", "RoutesReady")
+                ],
+            )
+            ksvc["status"] = status
+            ksvc["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def _make_revision(self, namespace, service, revision, ksvc, generation) -> None:
+        labels = {
+            "serving.knative.dev/service": service,
+            "serving.knative.dev/configuration": service,
+            "serving.knative.dev/revision": revision,
+        }
+        template = ksvc["spec"]["template"]
+        self._store[("revisions.serving.knative.dev", namespace, revision)] = {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Revision",
+            "metadata": {
+                "name": revision,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "labels": {**template.get("metadata", {}).get("labels", {}), **labels},
+                "annotations": template.get("metadata", {}).get("annotations", {}),
+                "generation": 1,
+                "resourceVersion": str(next(self._rv)),
+                "creationTimestamp": _ts(_now()),
+            },
+            "spec": template["spec"],
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+        # Scale the old revisions' pods away and start one for the new revision.
+        for key, obj in list(self._store.items()):
+            if (
+                key[0] == "pods"
+                and key[1] == namespace
+                and obj["metadata"].get("labels", {}).get("serving.knative.dev/service") == service
+            ):
+                del self._store[key]
+        containers = [
+            {**template["spec"]["containers"][0], "name": "user-container"},
+            {"name": "queue-proxy", "image": "gcr.io/knative-releases/queue"},
+        ]
+        pod = self._make_pod(
+            namespace,
+            f"{revision}-deployment-{_rand(10)}-{_rand()}",
+            labels,
+            {"containers": containers},
+            "Running",
+        )
+        self.append_log(namespace, pod, "user-container", f"listening on :8080 ({revision})")
+        self.append_log(namespace, pod, "queue-proxy", "queue-proxy started")
+
+    def _make_pod(self, namespace, name, labels, pod_spec, phase) -> str:
+        spec = {
+            k: v
+            for k, v in pod_spec.items()
+            if k
+            in (
+                "containers",
+                "initContainers",
+                "serviceAccountName",
+                "restartPolicy",
+                "securityContext",
+                "volumes",
+            )
+        }
+        self._store[("pods", namespace, name)] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": str(next(self._rv)),
+                "creationTimestamp": _ts(_now()),
+            },
+            "spec": spec,
+            "status": {"phase": phase, "startTime": _ts(_now())},
+        }
+        return name
+
+    # Pod logs ------------------------------------------------------------------------------------
+
+    def _log_lines(self, namespace, pod, container, query) -> list[str]:
+        lines = self._logs.get((namespace, pod, container), [])
+        if "sinceTime" in query:
+            since = _parse_ts(query["sinceTime"])
+            lines = [entry for entry in lines if entry[0] >= since]
+        elif "sinceSeconds" in query:
+            since = _now() - dt.timedelta(seconds=int(query["sinceSeconds"]))
+            lines = [entry for entry in lines if entry[0] >= since]
+        if "tailLines" in query:
+            lines = lines[-int(query["tailLines"]) :] if int(query["tailLines"]) else []
+        stamp = query.get("timestamps") in ("true", "1")
+        return [f"{_ts_nano(moment)} {text}\n" if stamp else f"{text}\n" for moment, text in lines]
+
+    async def _pod_log(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+        with self._lock:
+            pod = self._store.get(("pods", namespace, name))
+            if pod is None:
+                return _status(404, "NotFound", f'pods "{name}" not found')
+            names = [c["name"] for c in pod["spec"]["containers"]]
+            names += [c["name"] for c in pod["spec"].get("initContainers", [])]
+            container = request.query.get("container") or (names[0] if len(names) == 1 else "")
+            if not container:
+                return _status(
+                    400,
+                    "BadRequest",
+                    f"a container name must be specified for pod {name}, choose one of: {names}",
+                )
+            if container not in names:
+                return _status(400, "BadRequest", f"container {container} is not valid for pod {name}")
+            lines = self._log_lines(namespace, name, container, request.query)
+            sent = len(self._logs.get((namespace, name, container), []))
+        if request.query.get("follow") not in ("true", "1"):
+            return web.Response(text="".join(lines), content_type="text/plain")
+        return await self._follow(request, namespace, name, container, lines, sent)
+
+    async def _follow(self, request, namespace, name, container, lines, sent) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        stamp = request.query.get("timestamps") in ("true", "1")
+        try:
+            await response.write("".join(lines).encode())
+            while True:
+                with self._lock:
+                    pod = self._store.get(("pods", namespace, name))
+                    fresh = self._logs.get((namespace, name, container), [])[sent:]
+                    sent += len(fresh)
+                for moment, text in fresh:
+                    await response.write((f"{_ts_nano(moment)} {text}\n" if stamp else f"{text}\n").encode())
+                if pod is None or (pod["status"]["phase"] in ("Succeeded", "Failed") and not fresh):
+                    break
+                await asyncio.sleep(0.05)
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
+
+
+# Fixtures -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_k8s_server():
+    server = FakeKubernetes().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_k8s(fake_k8s_server):
+    """The fake Kubernetes API server, empty at the start of the test."""
+    fake_k8s_server.reset()
+    yield fake_k8s_server
+    fake_k8s_server.reset()
