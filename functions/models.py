@@ -59,16 +59,12 @@ class Membership(models.Model):
     """A user's role in a project: viewers read, developers deploy, owners manage members."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.DEVELOPER)
     created_at = models.DateTimeField(default=dj_timezone.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["project", "user"], name="unique_membership")
-        ]
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="unique_membership")]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.project} ({self.role})"
@@ -86,9 +82,7 @@ class ApiToken(models.Model):
 
     PREFIX = "hks_"
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
     token_prefix = models.CharField(max_length=12, editable=False)
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
@@ -164,9 +158,7 @@ class Function(models.Model):
     name = models.CharField(max_length=63, validators=[validate_dns_label])
     runtime = models.CharField(max_length=16, choices=Runtime.choices)
     kind = models.CharField(max_length=16, choices=FunctionKind.choices, default=FunctionKind.HTTP)
-    status = models.CharField(
-        max_length=16, choices=FunctionStatus.choices, default=FunctionStatus.PENDING
-    )
+    status = models.CharField(max_length=16, choices=FunctionStatus.choices, default=FunctionStatus.PENDING)
     status_message = models.TextField(blank=True)
     url = models.URLField(max_length=300, blank=True)
     internal_url = models.URLField(max_length=300, blank=True)
@@ -185,9 +177,7 @@ class Function(models.Model):
     sandbox_profile = models.CharField(
         max_length=16, choices=SandboxProfile.choices, default=SandboxProfile.STANDARD
     )
-    visibility = models.CharField(
-        max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC
-    )
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC)
     ephemeral = models.BooleanField(default=False)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_by = models.ForeignKey(
@@ -235,9 +225,7 @@ class Revision(models.Model):
 
     class Meta:
         ordering = ["-number"]
-        constraints = [
-            models.UniqueConstraint(fields=["function", "number"], name="unique_revision_number")
-        ]
+        constraints = [models.UniqueConstraint(fields=["function", "number"], name="unique_revision_number")]
 
     def __str__(self) -> str:
         return f"{self.function}@{self.name}"
@@ -306,9 +294,7 @@ class Schedule(models.Model):
 
     class Meta:
         ordering = ["name"]
-        constraints = [
-            models.UniqueConstraint(fields=["function", "name"], name="unique_schedule_name")
-        ]
+        constraints = [models.UniqueConstraint(fields=["function", "name"], name="unique_schedule_name")]
 
     def __str__(self) -> str:
         return f"{self.function}:{self.name} ({self.cron})"
@@ -328,9 +314,10 @@ class ScheduleRun(models.Model):
 
     class Meta:
         ordering = ["-scheduled_for"]
-        constraints = [
-            models.UniqueConstraint(fields=["schedule", "scheduled_for"], name="unique_due_time")
-        ]
+        constraints = [models.UniqueConstraint(fields=["schedule", "scheduled_for"], name="unique_due_time")]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} @ {self.scheduled_for:%Y-%m-%d %H:%M}"
 
 
 class AuditEvent(models.Model):

@@ -27,7 +27,7 @@ def build_revision(self, build_id: int) -> None:
     except BackendError as exc:
         if _give_up(self, exc):
             return services.build_fail(build=build, message=exc.message)
-        raise self.retry(exc=exc, countdown=2 ** self.request.retries)
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
     if built:
         deploy_revision.delay(build.revision_id)
 
@@ -42,7 +42,7 @@ def deploy_revision(self, revision_id: int) -> None:
     except BackendError as exc:
         if _give_up(self, exc):
             return services.function_mark_failed(function=revision.function, message=exc.message)
-        raise self.retry(exc=exc, countdown=2 ** self.request.retries)
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
 
 
 @shared_task(bind=True, acks_late=True, **RETRY)
@@ -55,7 +55,7 @@ def delete_function(self, function_id: int) -> None:
     except BackendError as exc:
         if _give_up(self, exc):
             return services.function_mark_failed(function=function, message=f"delete failed: {exc.message}")
-        raise self.retry(exc=exc, countdown=2 ** self.request.retries)
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
 
 
 @shared_task

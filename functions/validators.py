@@ -20,6 +20,4 @@ def validate_dns_label(value: str) -> None:
 
 def validate_env_name(value: str) -> None:
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value or ""):
-        raise ValidationError(
-            "%(value)r is not a valid environment variable name.", params={"value": value}
-        )
+        raise ValidationError("%(value)r is not a valid environment variable name.", params={"value": value})

@@ -128,7 +128,7 @@ class FunctionBackend(abc.ABC):
     """Where functions run. See the module docstring for the rules every method follows."""
 
     @classmethod
-    def for_project(cls, project) -> "FunctionBackend":
+    def for_project(cls, project) -> FunctionBackend:
         """The instance serving a ``functions.models.Project``; backends with per-project
         credentials (a vCluster's kubeconfig) override this."""
         return cls()

