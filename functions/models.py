@@ -368,3 +368,45 @@ class CliLoginRequest(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.expires_at <= dj_timezone.now()
+
+
+class AgentCredential(models.Model):
+    """A project-bound secret an AI agent exchanges for short-lived internal JWTs.
+
+    Only the secret's SHA-256 is stored; revoking it stops every token minted from it at once.
+    """
+
+    PREFIX = "hksa_"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agent_credentials")
+    name = models.CharField(max_length=100)
+    key_prefix = models.CharField(max_length=13, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}: {self.name} ({self.key_prefix}…)"
+
+    @classmethod
+    def issue(cls, *, project: Project, name: str, user=None) -> tuple["AgentCredential", str]:
+        plaintext = cls.PREFIX + secrets.token_urlsafe(32)
+        credential = cls.objects.create(
+            project=project,
+            name=name,
+            key_prefix=plaintext[:13],
+            key_hash=hash_token(plaintext),
+            created_by=user if user is not None and user.is_authenticated else None,
+        )
+        return credential, plaintext
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -104,6 +104,9 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("HKS_CELERY_QUEUE", "hks")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "collect-expired-functions": {"task": "functions.tasks.collect_expired", "schedule": 30.0},
+    "dispatch-schedules": {
+        "task": "functions.tasks_schedules.dispatch_schedules", "schedule": 5.0, "options": {"expires": 5}
+    },
 }
 
 CHANNEL_LAYERS = {
@@ -143,10 +146,20 @@ HKS_RUNTIME_TOKEN = env_str("HKS_RUNTIME_TOKEN") or SECRET_KEY
 HKS_GATEWAY_URL = env_str("HKS_GATEWAY_URL", "http://127.0.0.1:8080")
 HKS_PROMETHEUS_URL = env_str("HKS_PROMETHEUS_URL", "http://127.0.0.1:9090")
 HKS_ENCRYPTION_KEY = env_str("HKS_ENCRYPTION_KEY")  # Fernet key; derived from SECRET_KEY when unset
+# Knative backend: image builds (Kaniko; upstream was archived in 2025, this is the maintained fork), the
+# registry images are pushed to, the curl image for schedules and fetching sources, gVisor for agent code.
+HKS_KANIKO_IMAGE = env_str("HKS_KANIKO_IMAGE", "ghcr.io/osscontainertools/kaniko:latest")
+HKS_REGISTRY = env_str("HKS_REGISTRY", "registry.local/hks")
+HKS_REGISTRY_SECRET = env_str("HKS_REGISTRY_SECRET")  # a dockerconfigjson Secret in each namespace, for pushing
+HKS_CRON_IMAGE = env_str("HKS_CRON_IMAGE", "curlimages/curl:8.17.0")
+HKS_AGENT_RUNTIME_CLASS = env_str("HKS_AGENT_RUNTIME_CLASS")  # e.g. "gvisor"; empty = the cluster default
+HKS_BUILD_TIMEOUT_SECONDS = env_int("HKS_BUILD_TIMEOUT_SECONDS", 900)
 HKS_MAX_ARCHIVE_BYTES = env_int("HKS_MAX_ARCHIVE_BYTES", 20 * 1024 * 1024)
 HKS_MAX_UNPACKED_BYTES = env_int("HKS_MAX_UNPACKED_BYTES", 100 * 1024 * 1024)
 HKS_MAX_ARCHIVE_MEMBERS = env_int("HKS_MAX_ARCHIVE_MEMBERS", 5000)
 HKS_EPHEMERAL_TTL_SECONDS = env_int("HKS_EPHEMERAL_TTL_SECONDS", 900)
+HKS_INTERNAL_JWT_TTL_SECONDS = env_int("HKS_INTERNAL_JWT_TTL_SECONDS", 300)
+HKS_INTERNAL_JWT_KEY_FILE = env_str("HKS_INTERNAL_JWT_KEY_FILE")  # Ed25519 PEM; generated in DATA_DIR
 DATA_UPLOAD_MAX_MEMORY_SIZE = HKS_MAX_ARCHIVE_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 

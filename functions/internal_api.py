@@ -1,0 +1,207 @@
+"""The internal Operations API for AI agents, under /internal/v1.
+
+An agent exchanges its credential for a short-lived JWT (``POST /token``), then deploys generated code as
+a throwaway function (restricted sandbox, no network, cluster-local, expiring), reads its status, invokes
+it and deletes it. Every operation is confined to the credential's project and to agent functions: an
+agent never sees or touches the functions people deploy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from django.db import transaction
+from django.http import Http404
+from ninja import Field, NinjaAPI, Schema, Status
+from ninja.security import HttpBearer
+
+from . import services
+from .agent_code import agent_archive
+from .agent_tokens import (
+    SCOPE_EXECUTE,
+    AgentIdentity,
+    TokenError,
+    credential_authenticate,
+    token_mint,
+    token_verify,
+)
+from .invoke import function_invoke
+from .models import Function, FunctionStatus
+from .services import ServiceError
+
+
+class AgentAuth(HttpBearer):
+    def authenticate(self, request, token: str) -> AgentIdentity | None:
+        try:
+            identity = token_verify(token)
+        except TokenError as exc:
+            request.agent_auth_error = str(exc)
+            return None
+        if SCOPE_EXECUTE not in identity.scopes:
+            return None
+        return identity
+
+
+internal_api = NinjaAPI(
+    title="HKS Functions internal Operations API",
+    version="1",
+    auth=AgentAuth(),
+    urls_namespace="internal",
+    docs_url=None,
+)
+
+
+@internal_api.exception_handler(ServiceError)
+def _service_error(request, exc: ServiceError):
+    return internal_api.create_response(request, {"detail": exc.message}, status=exc.code)
+
+
+@internal_api.exception_handler(Http404)
+def _not_found(request, exc):
+    return internal_api.create_response(request, {"detail": str(exc) or "Not found."}, status=404)
+
+
+class TokenIn(Schema):
+    credential: str
+
+
+class TokenOut(Schema):
+    token: str
+    expires_at: dt.datetime
+    project: str
+
+
+class DeployIn(Schema):
+    runtime: str = Field("python", pattern="^(python|node)$")
+    code: str = Field(..., max_length=512 * 1024)
+    files: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    ttl_seconds: int = Field(600, ge=30, le=3600)
+    timeout_seconds: int = Field(60, ge=1, le=600)
+
+
+class FunctionOut(Schema):
+    name: str
+    status: str
+    message: str
+    ready: bool
+    expires_at: dt.datetime | None
+
+
+class NameIn(Schema):
+    name: str
+
+
+class InvokeIn(Schema):
+    name: str
+    method: str = "POST"
+    path: str = "/"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str = ""
+
+
+def _agent_function(identity: AgentIdentity, name: str) -> Function:
+    function = (
+        Function.objects.alive()
+        .select_related("project", "current_revision")
+        .filter(project=identity.project, name=name, ephemeral=True)
+        .first()
+    )
+    if function is None:
+        raise Http404("No such agent function.")
+    return function
+
+
+def _out(function: Function) -> FunctionOut:
+    return FunctionOut(
+        name=function.name,
+        status=function.status,
+        message=function.status_message,
+        ready=function.status == FunctionStatus.READY,
+        expires_at=function.expires_at,
+    )
+
+
+@internal_api.post("/token", auth=None, response={200: TokenOut, 401: dict})
+def token(request, payload: TokenIn):
+    try:
+        credential = credential_authenticate(payload.credential)
+    except TokenError as exc:
+        return Status(401, {"detail": str(exc)})
+    jwt_text, expires = token_mint(credential=credential)
+    return TokenOut(token=jwt_text, expires_at=expires, project=credential.project.slug)
+
+
+@internal_api.post("/operations/deploy-function", response={202: FunctionOut})
+def deploy_function(request, payload: DeployIn):
+    identity: AgentIdentity = request.auth
+    name = f"agent-{secrets.token_hex(5)}"
+    try:
+        archive = agent_archive(name=name, runtime=payload.runtime, code=payload.code, files=payload.files)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from exc
+    with transaction.atomic():  # a refused archive or quota leaves no half-made function behind
+        function = services.function_create(
+            project=identity.project,
+            name=name,
+            runtime=payload.runtime,
+            user=None,
+            ephemeral=True,
+            ttl_seconds=payload.ttl_seconds,
+        )
+        Function.objects.filter(pk=function.pk).update(
+            env=payload.env, timeout_seconds=payload.timeout_seconds
+        )
+        function.refresh_from_db()
+        services.function_deploy(function=function, archive=archive, user=None)
+        services.audit(
+            project=identity.project,
+            function=function,
+            action="agent.deploy",
+            credential=identity.credential.name,
+            jti=identity.jti,
+        )
+    function.refresh_from_db()
+    return Status(202, _out(function))
+
+
+@internal_api.get("/operations/functions/{name}", response=FunctionOut)
+def function_status(request, name: str):
+    return _out(_agent_function(request.auth, name))
+
+
+@internal_api.post("/operations/invoke-function")
+def invoke_function(request, payload: InvokeIn):
+    function = _agent_function(request.auth, payload.name)
+    result = function_invoke(
+        function=function,
+        method=payload.method,
+        path=payload.path,
+        headers=payload.headers,
+        body=payload.body,
+    )
+    return {
+        "status": result.status,
+        "headers": result.headers,
+        "body": result.body,
+        "body_encoding": result.body_encoding,
+        "truncated": result.truncated,
+        "duration_ms": result.duration_ms,
+    }
+
+
+@internal_api.post("/operations/delete-function", response={202: FunctionOut})
+def delete_function(request, payload: NameIn):
+    identity: AgentIdentity = request.auth
+    function = _agent_function(identity, payload.name)
+    services.function_delete(function=function, user=None)
+    services.audit(
+        project=identity.project,
+        function=function,
+        action="agent.delete",
+        credential=identity.credential.name,
+        jti=identity.jti,
+    )
+    function.refresh_from_db()
+    return Status(202, _out(function))

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+
+class HksError(Exception):
+    """The platform refused a request; ``status`` is the HTTP status, the message its reason."""
+
+    def __init__(self, message: str, *, status: int = 0):
+        super().__init__(message)
+        self.status = status
+
+
+class DeployError(HksError):
+    """The code could not be deployed (build failed, quota, bad input)."""
+
+
+class Client:
+    """Talks to the internal Operations API with a JWT minted from the agent credential, renewed as needed."""
+
+    def __init__(self, url: str | None = None, credential: str | None = None, *, timeout: float = 30.0):
+        self.url = (url or os.environ.get("HKS_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.credential = credential or os.environ.get("HKS_AGENT_CREDENTIAL", "")
+        if not self.credential:
+            raise HksError("no agent credential: pass credential=... or set HKS_AGENT_CREDENTIAL")
+        self._http = httpx.Client(base_url=f"{self.url}/internal/v1", timeout=timeout)
+        self._token = ""
+        self._expires = 0.0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _bearer(self) -> str:
+        with self._lock:
+            if time.time() > self._expires - 30:
+                data = self._call("POST", "/token", json={"credential": self.credential}, auth=False)
+                self._token = data["token"]
+                expires = datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00"))
+                self._expires = expires.astimezone(UTC).timestamp()
+            return self._token
+
+    def _call(
+        self, method: str, path: str, *, auth: bool = True, timeout: float | None = None, **kwargs
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {self._bearer()}"} if auth else {}
+        try:
+            response = self._http.request(
+                method, path, headers=headers, timeout=timeout or self._http.timeout, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise HksError(f"cannot reach HKS Functions at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise HksError(f"{method} {path}: {detail}", status=response.status_code)
+        return response.json()
+
+    # Operations ------------------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        *,
+        code: str,
+        runtime: str = "python",
+        env: dict[str, str] | None = None,
+        files: dict[str, str] | None = None,
+        ttl_seconds: int = 600,
+        timeout_seconds: int = 60,
+    ) -> dict:
+        payload = {
+            "runtime": runtime,
+            "code": code,
+            "env": env or {},
+            "files": files or {},
+            "ttl_seconds": ttl_seconds,
+            "timeout_seconds": timeout_seconds,
+        }
+        try:
+            return self._call("POST", "/operations/deploy-function", json=payload)
+        except HksError as exc:
+            raise DeployError(str(exc), status=exc.status) from exc
+
+    def status(self, name: str) -> dict:
+        return self._call("GET", f"/operations/functions/{name}")
+
+    def wait_ready(self, name: str, *, timeout: float = 180.0, interval: float = 0.2) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.status(name)
+            if state["ready"]:
+                return state
+            if state["status"] in ("failed", "deleting", "deleted"):
+                raise DeployError(f"function {name} is {state['status']}: {state['message']}")
+            if time.monotonic() > deadline:
+                raise DeployError(
+                    f"function {name} was not ready after {timeout:g} s (status {state['status']})"
+                )
+            time.sleep(interval)
+
+    def invoke(self, name: str, *, body: str = "", method: str = "POST", timeout: float = 660.0) -> dict:
+        return self._call(
+            "POST",
+            "/operations/invoke-function",
+            timeout=timeout,
+            json={"name": name, "method": method, "path": "/", "body": body},
+        )
+
+    def delete(self, name: str) -> dict:
+        return self._call("POST", "/operations/delete-function", json={"name": name})
