@@ -61,3 +61,6 @@ def delete_function(self, function_id: int) -> None:
 @shared_task
 def collect_expired() -> int:
     return services.functions_collect_expired()
+
+
+from . import tasks_schedules  # noqa: E402,F401  (registers the schedule tasks)

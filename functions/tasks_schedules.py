@@ -1,0 +1,64 @@
+"""Celery tasks for schedules. Registered by the import at the bottom of ``functions.tasks``.
+
+``dispatch_schedules`` is driven by Celery beat every few seconds (``CELERY_BEAT_SCHEDULE``); it and
+``fire_schedule_run`` are safe to run in several processes at once (see ``functions.schedule_firing``).
+``sync_schedule`` / ``remove_schedule`` push schedules to backends that fire them themselves (Knative
+CronJobs), retried with backoff on transient errors; a permanent failure is recorded in the audit log.
+"""
+
+from celery import shared_task
+from django.utils import timezone
+
+from . import schedule_firing, services_schedules
+from .backends import BackendError
+from .models import Function, Schedule, ScheduleRun
+from .services import audit
+from .tasks import RETRY, _give_up
+
+
+@shared_task(ignore_result=True)
+def dispatch_schedules() -> int:
+    return len(schedule_firing.schedules_dispatch(now=timezone.now()))
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def fire_schedule_run(run_id: int) -> None:
+    run = ScheduleRun.objects.select_related("schedule").filter(pk=run_id).first()
+    if run is not None:
+        schedule_firing.run_execute(run=run)
+
+
+@shared_task(bind=True, acks_late=True, **RETRY)
+def sync_schedule(self, schedule_id: int) -> None:
+    schedule = Schedule.objects.select_related("function__project").filter(pk=schedule_id).first()
+    if schedule is None:
+        return  # deleted meanwhile; remove_schedule takes care of the backend
+    try:
+        services_schedules.schedule_sync_run(schedule=schedule)
+    except BackendError as exc:
+        if _give_up(self, exc):
+            return _record_failure(schedule.function, schedule.name, exc)
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+
+
+@shared_task(bind=True, acks_late=True, **RETRY)
+def remove_schedule(self, function_id: int, name: str) -> None:
+    function = Function.objects.select_related("project").filter(pk=function_id).first()
+    if function is None:
+        return
+    try:
+        services_schedules.schedule_remove_run(function=function, name=name)
+    except BackendError as exc:
+        if _give_up(self, exc):
+            return _record_failure(function, name, exc)
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+
+
+def _record_failure(function: Function, name: str, exc: BackendError) -> None:
+    audit(
+        project=function.project,
+        function=function,
+        action="schedule.sync_failed",
+        schedule=name,
+        message=exc.message[:500],
+    )
