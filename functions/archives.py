@@ -8,9 +8,11 @@ anything else that is not a regular file or a directory.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import io
+import json
 import posixpath
 import tarfile
 import zlib
@@ -94,6 +96,12 @@ def _content_hash(files: dict[str, bytes]) -> str:
     return digest.hexdigest()
 
 
+def _json_default(value):
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not allowed in func.yaml")
+
+
 def inspect_archive(data: bytes) -> ArchiveInfo:
     """Validate an uploaded archive and return its files, content hash and parsed ``func.yaml``."""
     limit = settings.HKS_MAX_ARCHIVE_BYTES
@@ -113,6 +121,10 @@ def inspect_archive(data: bytes) -> ArchiveInfo:
         raise ArchiveError(f"func.yaml is not valid YAML: {exc}") from exc
     if not isinstance(func_yaml, dict):
         raise ArchiveError("func.yaml must be a mapping")
+    try:  # stored as JSON: YAML timestamps (kn func writes `created:`) become ISO strings
+        func_yaml = json.loads(json.dumps(func_yaml, default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise ArchiveError(f"func.yaml has values that cannot be stored: {exc}") from exc
     return ArchiveInfo(
         content_hash=_content_hash(files), files=files, func_yaml=func_yaml, size_bytes=len(data)
     )

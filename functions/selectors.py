@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from .models import Function, Membership, Project, Revision, Role
+from .models import Build, Function, Membership, Project, Revision, Role
 
 
 def projects_for_user(*, user) -> QuerySet[Project]:
@@ -66,3 +66,15 @@ def revision_get(*, function: Function, number: int) -> Revision:
     if revision is None:
         raise Http404("No such revision.")
     return revision
+
+
+def builds_for_function(*, function: Function) -> QuerySet[Build]:
+    return Build.objects.filter(revision__function=function).select_related("revision__function")
+
+
+def build_get(*, function: Function, build_id: int) -> Build:
+    """A build of ``function`` only: build ids are global, so the function scopes them."""
+    build = builds_for_function(function=function).filter(pk=build_id).first()
+    if build is None:
+        raise Http404("No such build.")
+    return build

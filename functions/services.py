@@ -74,6 +74,9 @@ def project_create(*, slug: str, name: str, owner, backend: str = "local") -> Pr
 
 @transaction.atomic
 def membership_set(*, project: Project, user, role: str, actor) -> Membership:
+    owners = project.memberships.filter(role=Role.OWNER)
+    if role != Role.OWNER and owners.filter(user=user).exists() and owners.count() == 1:
+        raise ServiceError("a project needs at least one owner", code=409)
     membership, _ = Membership.objects.update_or_create(
         project=project, user=user, defaults={"role": role}
     )

@@ -1,0 +1,165 @@
+"""Calling a deployed function from the portal, and a snapshot of its logs.
+
+Invoke never lets the caller choose where the request goes: the host always comes from the function's own
+URLs (written by the backend), the caller's ``path`` must be a plain path without dot segments (so it
+cannot climb to another function on a path-routed gateway), and headers that steer routing (``Host``,
+``Forwarded``…) are dropped. Redirects are returned, not followed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+from urllib.parse import unquote, urlsplit
+
+import httpx
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from ninja import Router
+
+from .. import selectors
+from ..backends import BackendError, get_backend
+from ..models import Backend, Function, FunctionStatus, Role
+from ..services import ServiceError, function_ref
+from .schemas import ErrorOut, InvokeIn, InvokeOut, LogLineOut
+
+router = Router(tags=["functions"])
+BASE = "/projects/{slug}/functions/{name}"
+DROPPED_HEADERS = {
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+}
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_LOG_LINES = 5000
+
+
+def _check_path(path: str) -> str:
+    parts = urlsplit(path)
+    bad = (
+        not path.startswith("/")
+        or path.startswith("//")
+        or parts.scheme
+        or parts.netloc
+        or "\\" in path
+        or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in path)
+    )
+    if bad:
+        raise ServiceError("path must be a path on the function starting with '/', without scheme or host")
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        raise ServiceError("path must not contain '.' or '..' segments")
+    return path
+
+
+def _base_url(function: Function) -> str:
+    """Where the portal reaches the function: the backend's URLs, or the local gateway's path form."""
+    if function.internal_url or function.url:
+        return (function.internal_url or function.url).rstrip("/")
+    if function.project.backend == Backend.LOCAL:
+        return f"{settings.HKS_GATEWAY_URL.rstrip('/')}/{function.project.slug}/{function.name}"
+    raise ServiceError(f"function {function.name} has no URL yet", code=409)
+
+
+def _forwarded_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in DROPPED_HEADERS}
+
+
+def _send(url: str, payload: InvokeIn, timeout: float) -> tuple[httpx.Response, bytes, bool]:
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        request = client.build_request(
+            payload.method, url, headers=_forwarded_headers(payload.headers), content=payload.body.encode()
+        )
+        response = client.send(request, stream=True)
+        try:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    return response, bytes(body[:MAX_RESPONSE_BYTES]), True
+            return response, bytes(body), False
+        finally:
+            response.close()
+
+
+def _body_text(body: bytes) -> tuple[str, str]:
+    try:
+        return body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode(), "base64"
+
+
+@router.post(
+    BASE + "/invoke",
+    response={
+        200: InvokeOut,
+        400: ErrorOut,
+        403: ErrorOut,
+        404: ErrorOut,
+        409: ErrorOut,
+        502: ErrorOut,
+        504: ErrorOut,
+    },
+)
+def function_invoke(request, slug: str, name: str, payload: InvokeIn):
+    """Send one HTTP request to the function and return its answer (status, headers, body, duration)."""
+    function = selectors.function_get_for_user(
+        user=request.auth, project_slug=slug, name=name, role=Role.DEVELOPER
+    )
+    if function.status == FunctionStatus.DELETING:
+        raise ServiceError(f"function {name} is being deleted", code=409)
+    if function.current_revision_id is None:
+        raise ServiceError(
+            f"function {name} has no deployed revision yet (status: {function.status})", code=409
+        )
+    url = _base_url(function) + _check_path(payload.path)
+    timeout = float(min(function.timeout_seconds, getattr(settings, "HKS_INVOKE_TIMEOUT_SECONDS", 120)))
+    started = time.perf_counter()
+    try:
+        response, body, truncated = _send(url, payload, timeout)
+    except httpx.TimeoutException as exc:
+        raise ServiceError(f"function {name} did not answer within {timeout:g} s", code=504) from exc
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ServiceError(f"could not reach function {name}: {exc}", code=502) from exc
+    text, encoding = _body_text(body)
+    return {
+        "status": response.status_code,
+        "headers": dict(response.headers),
+        "body": text,
+        "body_encoding": encoding,
+        "truncated": truncated,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+
+
+async def _collect_logs(backend, ref, since, tail) -> list:
+    return [line async for line in backend.logs(ref, since=since, tail=tail, follow=False)]
+
+
+@router.get(BASE + "/logs", response={200: list[LogLineOut], 403: ErrorOut, 404: ErrorOut, 502: ErrorOut})
+def function_logs(request, slug: str, name: str, since: dt.datetime | None = None, tail: int = 200):
+    """The function's recent log lines, oldest first (``tail`` newest ones, optionally ``since`` a time)."""
+    function = selectors.function_get_for_user(user=request.auth, project_slug=slug, name=name)
+    tail = max(1, min(tail, MAX_LOG_LINES))
+    try:
+        backend = get_backend(function.project)
+        lines = async_to_sync(_collect_logs)(backend, function_ref(function), since, tail)
+    except BackendError as exc:
+        raise ServiceError(f"logs are not available: {exc.message}", code=502) from exc
+    return [
+        {"timestamp": line.timestamp, "instance": line.instance, "stream": line.stream, "text": line.text}
+        for line in lines[-tail:]
+    ]

@@ -1,0 +1,261 @@
+"""Request and response bodies of the JSON API (they are what the OpenAPI document shows)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ninja import Field, Schema
+from pydantic import field_validator
+
+from ..models import Build, Function, FunctionKind, Revision, Role, Runtime
+
+ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+# Projects and members -----------------------------------------------------------------------------
+
+
+class ProjectOut(Schema):
+    slug: str
+    name: str
+    backend: str
+    namespace: str
+    role: str
+    max_functions: int
+    max_agent_functions: int
+    max_cpu_millicores: int
+    max_memory_mb: int
+    created_at: dt.datetime
+
+
+class MemberOut(Schema):
+    username: str
+    email: str
+    role: str
+    created_at: dt.datetime
+
+
+class MemberIn(Schema):
+    role: Role
+
+
+class KubeconfigOut(Schema):
+    project: str
+    namespace: str
+    kubeconfig: str
+
+
+class AuditEventOut(Schema):
+    project: str
+    function: str
+    actor: str | None
+    action: str
+    detail: dict
+    created_at: dt.datetime
+
+
+# Functions ----------------------------------------------------------------------------------------
+
+
+class ScaleSchema(Schema):
+    min: int = Field(0, ge=0, le=1000)
+    max: int = Field(10, ge=1, le=1000)
+    target: int = Field(100, ge=1, le=10000, description="Target concurrent requests per instance")
+    container_concurrency: int = Field(0, ge=0, le=10000, description="0 = unlimited")
+
+
+class ResourcesSchema(Schema):
+    cpu_millicores: int = Field(500, ge=1, le=64000)
+    memory_mb: int = Field(256, ge=1, le=262144)
+
+
+class FunctionOut(Schema):
+    name: str
+    project: str
+    runtime: str
+    kind: str
+    status: str
+    status_message: str
+    url: str
+    internal_url: str
+    replicas: int
+    current_revision: int | None
+    env: dict[str, str]
+    scale: ScaleSchema
+    resources: ResourcesSchema
+    timeout_seconds: int
+    sandbox_profile: str
+    visibility: str
+    ephemeral: bool
+    expires_at: dt.datetime | None
+    created_at: dt.datetime
+    deployed_at: dt.datetime | None
+
+
+class FunctionCreateIn(Schema):
+    name: str = Field(..., description="A DNS-1123 label, unique in the project")
+    runtime: Runtime
+    kind: FunctionKind = FunctionKind.HTTP
+
+
+class ScalePatch(Schema):
+    min: int | None = Field(None, ge=0, le=1000)
+    max: int | None = Field(None, ge=1, le=1000)
+    target: int | None = Field(None, ge=1, le=10000)
+    container_concurrency: int | None = Field(None, ge=0, le=10000)
+
+
+class ResourcesPatch(Schema):
+    cpu_millicores: int | None = Field(None, ge=1, le=64000)
+    memory_mb: int | None = Field(None, ge=1, le=262144)
+
+
+class FunctionSettingsIn(Schema):
+    """Only the fields given change; ``env`` replaces the whole environment."""
+
+    env: dict[str, str] | None = None
+    scale: ScalePatch | None = None
+    resources: ResourcesPatch | None = None
+    timeout_seconds: int | None = Field(None, ge=1, le=3600)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str] | None) -> dict[str, str] | None:
+        for key in env or {}:
+            if not key or key[0].isdigit() or not set(key) <= ENV_NAME_CHARS:
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return env
+
+
+# Revisions and builds -----------------------------------------------------------------------------
+
+
+class BuildOut(Schema):
+    id: int
+    revision: int
+    status: str
+    message: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class BuildDetailOut(BuildOut):
+    log: str
+
+
+class BuildLogOut(Schema):
+    """A slice of a build log: pass ``next_offset`` as ``offset`` to get what came after."""
+
+    build: int
+    status: str
+    finished: bool
+    offset: int
+    next_offset: int
+    text: str
+
+
+class RevisionOut(Schema):
+    number: int
+    name: str
+    content_hash: str
+    size_bytes: int
+    config: dict
+    artifact: str
+    current: bool
+    created_by: str | None
+    created_at: dt.datetime
+    build: BuildOut | None
+
+
+class DeployOut(Schema):
+    function: FunctionOut
+    revision: RevisionOut
+    created_function: bool
+
+
+# Invoke and logs ----------------------------------------------------------------------------------
+
+
+class InvokeIn(Schema):
+    method: str = Field("POST", pattern=r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)$")
+    path: str = Field("/", max_length=2000, description="Path and query on the function, e.g. /items?x=1")
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str = Field("", max_length=1_000_000)
+
+
+class InvokeOut(Schema):
+    status: int
+    headers: dict[str, str]
+    body: str
+    body_encoding: str = Field(description="'utf-8', or 'base64' when the body is not text")
+    truncated: bool
+    duration_ms: float
+
+
+class LogLineOut(Schema):
+    timestamp: dt.datetime
+    instance: str
+    stream: str
+    text: str
+
+
+# Model -> body ------------------------------------------------------------------------------------
+
+
+def function_out(function: Function) -> dict:
+    current = function.current_revision
+    return {
+        **{key: getattr(function, key) for key in _FUNCTION_FIELDS},
+        "project": function.project.slug,
+        "current_revision": current.number if current else None,
+        "env": {str(k): str(v) for k, v in (function.env or {}).items()},
+        "scale": {
+            "min": function.min_scale,
+            "max": function.max_scale,
+            "target": function.target_concurrency,
+            "container_concurrency": function.container_concurrency,
+        },
+        "resources": {"cpu_millicores": function.cpu_millicores, "memory_mb": function.memory_mb},
+    }
+
+
+_FUNCTION_FIELDS = (
+    "name runtime kind status status_message url internal_url replicas timeout_seconds sandbox_profile "
+    "visibility ephemeral expires_at created_at deployed_at"
+).split()
+
+
+def build_out(build: Build, *, with_log: bool = False) -> dict:
+    body = {
+        "id": build.pk,
+        "revision": build.revision.number,
+        "status": build.status,
+        "message": build.message,
+        "created_at": build.created_at,
+        "started_at": build.started_at,
+        "finished_at": build.finished_at,
+    }
+    if with_log:
+        body["log"] = build.log
+    return body
+
+
+def revision_out(revision: Revision, *, current_id: int | None) -> dict:
+    builds = sorted(revision.builds.all(), key=lambda b: (b.created_at, b.pk))
+    return {
+        "number": revision.number,
+        "name": revision.name,
+        "content_hash": revision.content_hash,
+        "size_bytes": revision.size_bytes,
+        "config": revision.config,
+        "artifact": revision.artifact,
+        "current": revision.pk == current_id,
+        "created_by": revision.created_by.username if revision.created_by else None,
+        "created_at": revision.created_at,
+        "build": build_out(builds[-1]) if builds else None,
+    }
