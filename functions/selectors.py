@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from .models import Build, Function, Membership, Project, Revision, Role
+from .models import Build, Function, Membership, Project, Revision, Role, Schedule
 
 
 def projects_for_user(*, user) -> QuerySet[Project]:
@@ -78,3 +78,15 @@ def build_get(*, function: Function, build_id: int) -> Build:
     if build is None:
         raise Http404("No such build.")
     return build
+
+
+def schedules_for_function(*, function: Function) -> QuerySet[Schedule]:
+    return Schedule.objects.filter(function=function).select_related("function__project")
+
+
+def schedule_get(*, function: Function, name: str) -> Schedule:
+    """A schedule of ``function`` (already checked with ``function_get_for_user``)."""
+    schedule = schedules_for_function(function=function).filter(name=name).first()
+    if schedule is None:
+        raise Http404("No such schedule.")
+    return schedule

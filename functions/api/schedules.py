@@ -1,0 +1,204 @@
+"""Schedules of a function: create, read, change, pause, resume, delete, run history, and a preview of
+the next run times of a cron expression in a zone.
+
+The cron dialect is Kubernetes CronJob's: five fields or a macro (``@hourly``, ``@daily``/``@midnight``,
+``@weekly``, ``@monthly``, ``@yearly``/``@annually``), evaluated in the schedule's IANA time zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import Prefetch
+from ninja import Field, Query, Router, Schema, Status
+
+from .. import selectors, services_schedules
+from ..models import Role, Schedule, ScheduleRun
+from ..services import ServiceError
+from .schemas import ErrorOut
+
+router = Router(tags=["schedules"])
+ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+BASE = "/projects/{slug}/functions/{name}/schedules"
+CRON_HELP = (
+    "Five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @midnight, @weekly, "
+    "@monthly, @yearly, @annually"
+)
+
+
+class ScheduleIn(Schema):
+    name: str = Field(..., description="A DNS-1123 label, unique per function")
+    cron: str = Field(..., description=CRON_HELP)
+    timezone: str = Field("UTC", description="An IANA time zone, e.g. Europe/Berlin")
+    method: str = "POST"
+    path: str = Field("/", description="Path and query on the function")
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str = ""
+    enabled: bool = True
+    concurrency_policy: str = Field("Allow", description="Allow, Forbid or Replace")
+    starting_deadline_seconds: int | None = Field(
+        None, description="Fire a missed run only if it is at most this late; empty = always the latest"
+    )
+
+
+class SchedulePatch(Schema):
+    """Only the fields given change (``starting_deadline_seconds: null`` removes the deadline)."""
+
+    cron: str | None = Field(None, description=CRON_HELP)
+    timezone: str | None = None
+    method: str | None = None
+    path: str | None = None
+    headers: dict[str, str] | None = None
+    body: str | None = None
+    enabled: bool | None = None
+    concurrency_policy: str | None = None
+    starting_deadline_seconds: int | None = None
+
+
+class RunOut(Schema):
+    scheduled_for: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    outcome: str = Field(description="pending, running, succeeded, failed, skipped, missed or replaced")
+    status_code: int | None
+    duration_ms: int | None
+    error: str
+
+
+class ScheduleOut(Schema):
+    name: str
+    function: str
+    cron: str
+    explanation: str
+    timezone: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str
+    enabled: bool
+    concurrency_policy: str
+    starting_deadline_seconds: int | None
+    next_run_at: dt.datetime | None
+    last_scheduled_at: dt.datetime | None
+    last_run: RunOut | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PreviewIn(Schema):
+    cron: str = Field(..., description=CRON_HELP)
+    timezone: str = "UTC"
+
+
+class PreviewOut(Schema):
+    valid: bool
+    error: str = Field(description="Why the expression or zone is refused (empty when valid)")
+    cron: str = Field(description="The expression as five fields (macros expanded) when valid")
+    timezone: str
+    explanation: str
+    next_runs: list[dt.datetime] = Field(description="The next five run times, in the given zone")
+
+
+def _function(request, slug: str, name: str, role: str = Role.VIEWER):
+    return selectors.function_get_for_user(user=request.auth, project_slug=slug, name=name, role=role)
+
+
+def _schedule(request, slug: str, name: str, sched: str, role: str = Role.VIEWER) -> Schedule:
+    return selectors.schedule_get(function=_function(request, slug, name, role), name=sched)
+
+
+def run_out(run: ScheduleRun) -> dict:
+    fields = ("scheduled_for", "started_at", "finished_at", "outcome", "status_code", "duration_ms", "error")
+    return {key: getattr(run, key) for key in fields}
+
+
+def schedule_out(schedule: Schedule, last_run: ScheduleRun | None = None) -> dict:
+    from ..schedules import explain
+
+    fields = (
+        "name cron timezone method path headers body enabled concurrency_policy starting_deadline_seconds "
+        "next_run_at last_scheduled_at created_at updated_at"
+    ).split()
+    return {
+        **{key: getattr(schedule, key) for key in fields},
+        "function": schedule.function.name,
+        "explanation": explain(schedule.cron),
+        "last_run": run_out(last_run) if last_run else None,
+    }
+
+
+def _latest_run(schedule: Schedule) -> ScheduleRun | None:
+    return schedule.runs.order_by("-scheduled_for").first()
+
+
+@router.get(BASE, response={200: list[ScheduleOut], **ERRORS})
+def schedule_list(request, slug: str, name: str):
+    recent = Prefetch("runs", queryset=ScheduleRun.objects.order_by("-scheduled_for")[:1], to_attr="recent")
+    schedules = selectors.schedules_for_function(function=_function(request, slug, name)).prefetch_related(
+        recent
+    )
+    return [schedule_out(s, s.recent[0] if s.recent else None) for s in schedules]
+
+
+@router.post(BASE, response={201: ScheduleOut, **ERRORS})
+def schedule_create(request, slug: str, name: str, payload: ScheduleIn):
+    """Create a schedule; an invalid cron expression or zone is refused with the reason."""
+    function = _function(request, slug, name, Role.DEVELOPER)
+    schedule = services_schedules.schedule_create(function=function, user=request.auth, **payload.dict())
+    return Status(201, schedule_out(schedule))
+
+
+@router.get(BASE + "/{sched}", response={200: ScheduleOut, **ERRORS})
+def schedule_detail(request, slug: str, name: str, sched: str):
+    schedule = _schedule(request, slug, name, sched)
+    return schedule_out(schedule, _latest_run(schedule))
+
+
+@router.patch(BASE + "/{sched}", response={200: ScheduleOut, **ERRORS})
+def schedule_update(request, slug: str, name: str, sched: str, payload: SchedulePatch):
+    schedule = _schedule(request, slug, name, sched, Role.DEVELOPER)
+    changes = payload.dict(exclude_unset=True)
+    if not changes:
+        raise ServiceError("nothing to change")
+    schedule = services_schedules.schedule_update(schedule=schedule, user=request.auth, **changes)
+    return schedule_out(schedule, _latest_run(schedule))
+
+
+@router.delete(BASE + "/{sched}", response={204: None, **ERRORS})
+def schedule_delete(request, slug: str, name: str, sched: str):
+    services_schedules.schedule_delete(
+        schedule=_schedule(request, slug, name, sched, Role.DEVELOPER), user=request.auth
+    )
+    return Status(204, None)
+
+
+@router.post(BASE + "/{sched}/pause", response={200: ScheduleOut, **ERRORS})
+def schedule_pause(request, slug: str, name: str, sched: str):
+    schedule = _schedule(request, slug, name, sched, Role.DEVELOPER)
+    schedule = services_schedules.schedule_pause(schedule=schedule, user=request.auth)
+    return schedule_out(schedule, _latest_run(schedule))
+
+
+@router.post(BASE + "/{sched}/resume", response={200: ScheduleOut, **ERRORS})
+def schedule_resume(request, slug: str, name: str, sched: str):
+    schedule = _schedule(request, slug, name, sched, Role.DEVELOPER)
+    schedule = services_schedules.schedule_resume(schedule=schedule, user=request.auth)
+    return schedule_out(schedule, _latest_run(schedule))
+
+
+class RunsQuery(Schema):
+    limit: int = Field(50, ge=1, le=500)
+
+
+@router.get(BASE + "/{sched}/runs", response={200: list[RunOut], **ERRORS})
+def schedule_runs(request, slug: str, name: str, sched: str, query: Query[RunsQuery]):
+    """Run history, newest first."""
+    schedule = _schedule(request, slug, name, sched)
+    return [run_out(run) for run in schedule.runs.order_by("-scheduled_for")[: query.limit]]
+
+
+@router.post("/projects/{slug}/schedules/preview", response={200: PreviewOut, **ERRORS})
+def schedule_preview(request, slug: str, payload: PreviewIn):
+    """The next five run times of ``cron`` in ``timezone``, or why the expression or zone is refused."""
+    selectors.project_get_for_user(user=request.auth, slug=slug)
+    return services_schedules.schedule_preview(cron_expression=payload.cron, zone=payload.timezone)
