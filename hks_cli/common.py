@@ -31,6 +31,8 @@ def api_from(args) -> Api:
 
 
 def require_project(api: Api) -> str:
+    if not api.config.token:
+        raise CliError("not logged in: run `hks login` first (or set HKS_TOKEN)", NOT_LOGGED_IN)
     if not api.config.project:
         raise CliError(
             "no project selected: run `hks project select NAME` (or set HKS_PROJECT)", NOT_LOGGED_IN

@@ -25,3 +25,26 @@ def run_cli(exe: str, *args: str, env: dict, cwd=None, input: str | None = None,
     return subprocess.run(
         [exe, *args], env=env, cwd=cwd, input=input, capture_output=True, text=True, timeout=timeout
     )
+
+
+# A running platform (portal, worker, beat, runtime when present), shared by the live CLI tests.
+from tests.live import live_platform  # noqa: E402,F401
+
+PASSWORD = "cli-test-password"
+
+
+@pytest.fixture(scope="session")
+def cli_users(live_platform):  # noqa: F811
+    """dana (developer) and vic (viewer) in acme; oscar owns globex and is an outsider to acme."""
+    live_platform.create_user("dana", PASSWORD, project="acme", role="developer")
+    live_platform.create_user("vic", PASSWORD, project="acme", role="viewer")
+    live_platform.create_user("oscar", PASSWORD, project="globex", role="owner")
+    return live_platform
+
+
+def login(platform, env: dict, username: str) -> dict:
+    """Log in with the real ``hks`` (password on stdin); returns the env pointing at the portal."""
+    env = {**env, "HKS_URL": platform.portal_url}
+    result = run_cli(HKS, "login", "--username", username, "--password-stdin", env=env, input=PASSWORD + "\n")
+    assert result.returncode == 0, result.stderr
+    return env
