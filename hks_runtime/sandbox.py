@@ -342,15 +342,21 @@ class SandboxedProcess:
         """SIGTERM every process in the sandbox, then SIGKILL whatever is left after ``grace`` seconds."""
         if self.poll() is None:
             self._signal_all(signal.SIGTERM)
-            try:
-                self._popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
+            self._wait_quietly(grace)
+        # Killing bwrap's init inside tears the pid namespace down; the outer bwrap then reaps it and exits.
+        # (Killing the outer one first would leave the init to the host's pid 1 to reap.)
         self._signal_all(signal.SIGKILL)
+        self._wait_quietly(2.0)
         if self._popen.poll() is None:
             self._popen.kill()
         self._popen.wait()
         self._wait_cgroup_empty(timeout=5.0)
+
+    def _wait_quietly(self, timeout: float) -> None:
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
 
     def _members(self, children: dict[int, list[int]]) -> set[int]:
         pids = set(_descendants(self.pid, children))
@@ -360,11 +366,10 @@ class SandboxedProcess:
         return pids
 
     def _signal_all(self, sig: int) -> None:
-        # The user's processes first (bwrap's init inside would otherwise die first and SIGKILL them).
-        # bwrap's outer process and its init inside the pid namespace get only SIGKILL: the init ignores
-        # SIGTERM anyway and the outer one would take the whole sandbox down without a grace period.
+        # The outer bwrap is never signalled here. bwrap's init inside the pid namespace gets only SIGKILL:
+        # it ignores SIGTERM, and its death would SIGKILL the user's processes without a grace period.
         children = _children_map()
-        spared = {self.pid, *children.get(self.pid, [])} if sig == signal.SIGTERM else set()
+        spared = {self.pid} | (set(children.get(self.pid, [])) if sig == signal.SIGTERM else set())
         for pid in self._members(children) - spared:
             try:
                 os.kill(pid, sig)

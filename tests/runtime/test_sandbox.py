@@ -1,0 +1,243 @@
+"""The sandbox contract, with real bubblewrap and real processes (Debian package: bubblewrap)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from hks_runtime import sandbox
+from tests.needs import require_binary
+
+from .fixtures import listening_socket, pid_alive, remove_dir, run, scratch_dir
+
+pytestmark = pytest.mark.runtime
+
+
+@pytest.fixture(autouse=True)
+def _bwrap():
+    require_binary("bwrap", hint="apt-get install bubblewrap")
+
+
+@pytest.fixture
+def scratch():
+    path = scratch_dir("sandbox-")
+    yield path
+    remove_dir(path)
+
+
+@pytest.fixture
+def fresh_probes():
+    """Forget what was probed about this machine (for tests that change PATH or the limits mode)."""
+
+    def clear():
+        sandbox._probe.cache_clear()
+        sandbox.runs_unprivileged.cache_clear()
+        sandbox._cgroups.cache_clear()
+
+    clear()
+    yield
+    clear()
+
+
+def _spec(**fields) -> sandbox.SandboxSpec:
+    defaults = dict(
+        argv=["/bin/true"],
+        env={},
+        profile="restricted",
+        limits=sandbox.PROFILES["restricted"],
+        ro_binds=[],
+        cwd="/tmp",
+    )
+    return sandbox.SandboxSpec(**{**defaults, **fields})
+
+
+def test_check_sandbox_reports_the_limits_mode_in_force():
+    mode = sandbox.check_sandbox()
+    assert mode in ("cgroup-v2", "cgroup-v1", "rlimit")
+    proc = sandbox.spawn(_spec())
+    assert proc.wait() == 0
+    assert proc.limits_mode == mode
+    proc.cleanup()
+
+
+def test_missing_bubblewrap_is_a_clear_error_not_an_unsandboxed_run(monkeypatch, fresh_probes, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap anywhere
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+        sandbox.check_sandbox()
+    marker = tmp_path / "ran"
+    with pytest.raises(sandbox.SandboxUnavailable):
+        sandbox.spawn(_spec(argv=["/bin/touch", str(marker)]))
+    assert not marker.exists()
+
+
+def test_the_environment_is_exactly_the_specs():
+    env = {"PATH": "/usr/bin:/bin", "GREETING": "hello world", "MULTILINE": "a\nb"}
+    code, out, _ = run(["/usr/bin/env", "-0"], env=env)
+    assert code == 0
+    seen = dict(item.split("=", 1) for item in out.split("\0") if item)
+    seen.pop("PWD", None)  # set by bwrap's --chdir
+    assert seen == env
+
+
+def test_environment_values_never_appear_on_a_host_command_line(scratch):
+    proc = sandbox.spawn(_spec(argv=["/bin/sleep", "30"], env={"API_SECRET": "s3cr3t-value"}))
+    try:
+        cmdlines = []
+        for pid in sandbox._descendants(proc.pid, sandbox._children_map()):
+            cmdlines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+        assert cmdlines  # the sandbox is running
+        assert not any(b"s3cr3t-value" in cmdline for cmdline in cmdlines)
+    finally:
+        proc.terminate(grace=0)
+        proc.cleanup()
+
+
+def test_code_runs_without_capabilities_and_as_nobody_when_possible(scratch):
+    code, out, _ = run(
+        ["/bin/sh", "-c", "grep ^Cap /proc/self/status; id -u"], ro_binds=[(str(scratch), "/app")]
+    )
+    assert code == 0
+    caps = dict(line.split(":\t") for line in out.splitlines() if line.startswith("Cap"))
+    assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == "0000000000000000"
+    if sandbox.runs_unprivileged():
+        assert out.splitlines()[-1] == str(sandbox.SANDBOX_UID)
+
+
+def test_system_dirs_are_read_only_and_the_root_holds_nothing_else(scratch):
+    script = "ls -A /; touch /usr/x 2>&1; touch /app/x 2>&1; echo hi > /tmp/ok && cat /tmp/ok"
+    code, out, _ = run(["/bin/sh", "-c", script], ro_binds=[(str(scratch), "/app")])
+    lines = out.splitlines()
+    root = set(lines[: lines.index("usr") + 1])
+    assert root <= {"app", "bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "tmp", "usr"}
+    assert "Read-only file system" in out.split("usr\n", 1)[1]
+    assert out.count("Read-only file system") == 2
+    assert lines[-1] == "hi"
+    assert not (scratch / "x").exists()
+
+
+def test_tmp_is_private_to_each_sandbox():
+    code, _, _ = run(["/bin/sh", "-c", "echo secret > /tmp/hks-private-marker"])
+    assert code == 0
+    assert not Path("/tmp/hks-private-marker").exists()
+    code, out, _ = run(["/bin/sh", "-c", "cat /tmp/hks-private-marker 2>&1 || true"])
+    assert "secret" not in out
+
+
+def test_rw_binds_are_writable_by_the_code(scratch):
+    out_dir = scratch / "out"
+    out_dir.mkdir()
+    code, _, err = run(["/bin/sh", "-c", "echo built > /build/result"], rw_binds=[(str(out_dir), "/build")])
+    assert code == 0, err
+    assert (out_dir / "result").read_text() == "built\n"
+
+
+def test_restricted_has_no_network_but_serves_an_inherited_socket():
+    """Socket activation: the parent listens on loopback, the sandbox accepts without a network of its own."""
+    server = listening_socket()
+    other = listening_socket()  # something on the host's loopback that the sandbox must not reach
+    port = other.getsockname()[1]
+    script = (
+        "import socket, sys\n"
+        "fd = int(sys.argv[1])\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=3); print('connected')\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc.errno)\n"
+        "listener = socket.socket(fileno=fd)\n"
+        "conn, _ = listener.accept()\n"
+        "conn.sendall(conn.recv(100).upper())\n"
+    )
+    proc = sandbox.spawn(
+        _spec(argv=["/usr/bin/python3", "-c", script, str(server.fileno())], pass_fds=(server.fileno(),))
+    )
+    try:
+        client = socket.create_connection(server.getsockname(), timeout=10)
+        client.sendall(b"ping")
+        assert client.recv(100) == b"PING"
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout.read().decode().startswith("refused")
+    finally:
+        proc.terminate(grace=0)
+        proc.cleanup()
+        server.close()
+        other.close()
+
+
+def test_standard_profile_shares_the_hosts_network():
+    other = listening_socket()
+    port = other.getsockname()[1]
+    script = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('connected')"
+    code, out, err = run(["/usr/bin/python3", "-c", script], profile="standard")
+    other.close()
+    assert (code, out.strip()) == (0, "connected"), err
+
+
+def test_cgroup_limits_are_applied_and_metrics_read(fresh_probes):
+    if sandbox.check_sandbox() == "rlimit":
+        pytest.skip("no writable cgroups on this machine")
+    limits = sandbox.limits_for("restricted", memory_mb=96, max_pids=12)
+    proc = sandbox.spawn(
+        _spec(argv=["/usr/bin/python3", "-c", "x = bytearray(20 << 20); sum(range(10**6))"], limits=limits)
+    )
+    assert proc.wait(timeout=30) == 0
+    memory_files = {
+        "cgroup-v1": ("memory", "memory.limit_in_bytes"),
+        "cgroup-v2": ("unified", "memory.max"),
+    }[proc.limits_mode]
+    pids_key = "pids" if proc.limits_mode == "cgroup-v1" else "unified"
+    assert int((proc.cgroups[memory_files[0]] / memory_files[1]).read_text()) == 96 << 20
+    assert int((proc.cgroups[pids_key] / "pids.max").read_text()) == 12
+    assert proc.memory_bytes() is not None
+    assert proc.cpu_seconds() is None or proc.cpu_seconds() > 0
+    assert not proc.oom_killed()
+    dirs = list(proc.cgroups.values())
+    proc.cleanup()
+    assert not any(path.exists() for path in dirs)
+
+
+def test_rlimit_mode_still_bounds_open_files_and_memory(monkeypatch, fresh_probes):
+    monkeypatch.setenv("HKS_SANDBOX_LIMITS", "rlimit")
+    assert sandbox.check_sandbox() == "rlimit"
+    limits = sandbox.limits_for("restricted", memory_mb=64, max_open_files=50)
+    script = (
+        "import resource\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "try:\n"
+        "    x = bytearray(200 << 20)\n"
+        "    print('allocated')\n"
+        "except MemoryError:\n"
+        "    print('MemoryError')\n"
+    )
+    code, out, err = run(["/usr/bin/python3", "-c", script], limits=limits)
+    assert out.split() == ["50", "MemoryError"], err
+
+
+def test_bad_specs_are_refused_before_anything_runs(scratch):
+    marker = scratch / "ran"
+    with pytest.raises(ValueError, match="profile"):
+        sandbox.spawn(_spec(profile="wide-open", argv=["/bin/touch", str(marker)]))
+    with pytest.raises(ValueError, match="environment"):
+        sandbox.spawn(_spec(env={"A=B": "c"}))
+    assert not marker.exists()
+
+
+def test_exit_status_of_the_code_is_the_sandboxes():
+    code, _, _ = run(["/bin/sh", "-c", "exit 7"])
+    assert code == 7
+
+
+def test_no_process_outlives_cleanup():
+    proc = sandbox.spawn(_spec(argv=["/bin/sh", "-c", "sleep 300 & sleep 300"]))
+    members = set()
+    for _ in range(100):
+        members = set(sandbox._descendants(proc.pid, sandbox._children_map()))
+        if len(members) >= 4:  # bwrap, its init, sh, two sleeps
+            break
+        time.sleep(0.02)
+    proc.cleanup()
+    assert proc.poll() is not None
+    assert len(members) >= 4
+    assert not [pid for pid in members if pid_alive(pid)]  # zombies are left for the host's init to reap
