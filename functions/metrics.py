@@ -42,8 +42,8 @@ class QueryTable:
     names: dict[str, str]  # metric and label names: inv, status, replicas, cold_starts
     namespace_label: str
     service_label: str
-    container_selector: str  # extra matchers for container_* series
-    container_service_label: str  # how to get the function's name on container_* series
+    container_selector: str  # extra matchers for container_* series (cAdvisor's "namespace", "container")
+    container_service_label: str  # regex taking the function's name from "pod", when no label has it
     list_queries: dict[str, str]
     chart_queries: dict[str, tuple[str, str, str]]  # key -> (title, unit, PromQL)
     requests_in_window: str
@@ -103,12 +103,13 @@ _KNATIVE_NAMES = {
 }
 
 QUERY_TABLES: dict[str, QueryTable] = {
-    # The local runtime labels every series, container ones included, with Knative's attribute names.
+    # The local runtime (hks_runtime/metrics.py) gives container_* series cAdvisor's labels plus
+    # kn_service_name, so no pod-name parsing is needed.
     "local": QueryTable(
         names=_KNATIVE_NAMES,
         namespace_label="k8s_namespace_name",
         service_label="kn_service_name",
-        container_selector="",
+        container_selector='container="user-container"',
         container_service_label="",
         list_queries=_LIST,
         chart_queries=_CHARTS,
@@ -245,14 +246,13 @@ def _format(query: str, table: QueryTable, *, namespace: str, service: str | Non
 
 def _container_parts(table: QueryTable, *, namespace: str, service: str | None) -> tuple[str, str, str]:
     """Selector and wrapping for cAdvisor series, which on a cluster name pods rather than services."""
-    if not table.container_service_label:
-        sel = f'{table.namespace_label}="{_quote(namespace)}"'
-        if service is not None:
-            sel += f', {table.service_label}="{_quote(service)}"'
-        return sel, "", ""
     sel = f'namespace="{_quote(namespace)}"'
     if table.container_selector:
         sel += ", " + table.container_selector
+    if not table.container_service_label:
+        if service is not None:
+            sel += f', {table.service_label}="{_quote(service)}"'
+        return sel, "", ""
     wrap_open = "label_replace("
     wrap_close = f', "{table.service_label}", "$1", "pod", "{table.container_service_label}")'
     if service is not None:

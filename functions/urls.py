@@ -1,9 +1,29 @@
 from django.urls import path
 
-from . import views, views_cli
+from . import views, views_cli, views_ops
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("cli/approve", views_cli.cli_approve, name="cli_approve"),
     path("p/<slug:project>/", views.function_list, name="function_list"),
+    # Dashboard: one function's tabs, fragments and actions (views.py, views_ops.py)
+    path("p/<slug:project>/f/<slug:name>/", views.function_detail, name="function_detail"),
+    path("p/<slug:project>/f/<slug:name>/status/", views.function_status, name="function_status"),
+    path("p/<slug:project>/f/<slug:name>/metrics/", views.function_metrics, name="function_metrics"),
+    path("p/<slug:project>/f/<slug:name>/logs/", views.function_logs, name="function_logs"),
+    path(
+        "p/<slug:project>/f/<slug:name>/logs.txt", views.function_logs_download, name="function_logs_download"
+    ),
+    path("p/<slug:project>/f/<slug:name>/revisions/", views.function_revisions, name="function_revisions"),
+    path(
+        "p/<slug:project>/f/<slug:name>/revisions/<int:number>/rollback/",
+        views.revision_rollback,
+        name="revision_rollback",
+    ),
+    path("p/<slug:project>/f/<slug:name>/builds/", views.function_builds, name="function_builds"),
+    path("p/<slug:project>/f/<slug:name>/builds/<int:build_id>/", views.build_detail, name="build_detail"),
+    path("p/<slug:project>/f/<slug:name>/invoke/", views.function_invoke_view, name="function_invoke"),
+    path("p/<slug:project>/f/<slug:name>/settings/", views.function_settings, name="function_settings"),
+    path("p/<slug:project>/f/<slug:name>/delete/", views.function_delete, name="function_delete"),
+    path("ops/", views_ops.operators_overview, name="operators_overview"),
 ]

@@ -1,7 +1,40 @@
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect, render
+"""Dashboard pages. Short function views: parse with a form, call one selector or service, render.
 
-from . import selectors
+A view that serves htmx renders its fragment (``_*.html``) when ``request.htmx`` targets it, and the whole
+page otherwise, so every page works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from asgiref.sync import async_to_sync
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import OuterRef, Subquery
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from . import metrics, selectors, services
+from .backends import BackendError, get_backend
+from .forms import FunctionFilterForm, InvokeForm, SettingsForm
+from .models import Build, Role, Schedule
+from .services import ServiceError, function_ref
+
+TABS = [
+    ("overview", "Overview"),
+    ("metrics", "Metrics"),
+    ("logs", "Logs"),
+    ("revisions", "Revisions"),
+    ("builds", "Builds"),
+    ("invoke", "Invoke"),
+    ("settings", "Settings"),
+]
+TAB_VIEWS = {"overview": "function_detail"}
+SNAPSHOT_LINES = 5000
 
 
 @login_required
@@ -12,8 +45,228 @@ def home(request):
     return redirect("function_list", project=project.slug)
 
 
+def _with_next_run(queryset):
+    next_run = (
+        Schedule.objects.filter(function=OuterRef("pk"), enabled=True, next_run_at__isnull=False)
+        .order_by("next_run_at")
+        .values("next_run_at")[:1]
+    )
+    return queryset.annotate(next_run_at=Subquery(next_run))
+
+
 @login_required
 def function_list(request, project: str):
+    """Every function of a project with its live figures; ``_function_rows.html`` for htmx polling."""
     project_obj = selectors.project_get_for_user(user=request.user, slug=project)
-    functions = selectors.functions_for_project(project=project_obj)
-    return render(request, "functions/function_list.html", {"project": project_obj, "functions": functions})
+    form = FunctionFilterForm(request.GET)
+    functions = list(form.filter(_with_next_run(selectors.functions_for_project(project=project_obj))))
+    figures = metrics.project_list_metrics(project=project_obj) if functions else None
+    for function in functions:
+        _link_revision(function)
+    rows = [(f, figures.for_function(f.name) if figures else None) for f in functions]
+    context = {
+        "project": project_obj,
+        "form": form,
+        "rows": rows,
+        "metrics": figures,
+        "filtered": bool(form.is_valid() and (form.cleaned_data["q"] or form.cleaned_data["status"])),
+        "query": request.GET.urlencode(),
+    }
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "functions/_function_rows.html", context)
+    return render(request, "functions/function_list.html", context)
+
+
+def _link_revision(function) -> None:
+    """``Revision.name`` reads its function: hand it the one we hold instead of a query per row."""
+    if function.current_revision is not None:
+        function.current_revision.function = function
+
+
+def _function(request, project: str, name: str, role: str = Role.VIEWER):
+    function = selectors.function_get_for_user(user=request.user, project_slug=project, name=name, role=role)
+    _link_revision(function)
+    membership = selectors.membership_get(user=request.user, project=function.project)
+    function.can_write = membership is not None and membership.allows(Role.DEVELOPER)
+    return function
+
+
+def _render_tab(request, function, tab: str, extra: dict | None = None, status: int = 200):
+    template = f"functions/_tab_{tab}.html"
+    kwargs = {"project": function.project.slug, "name": function.name}
+    tabs = [
+        (key, label, reverse(TAB_VIEWS.get(key, f"function_{key}"), kwargs=kwargs)) for key, label in TABS
+    ]
+    context = {"project": function.project, "function": function, "tab": tab, "tabs": tabs, **(extra or {})}
+    if request.htmx and not request.htmx.boosted and request.htmx.target == "tab-content":
+        return render(request, template, context, status=status)
+    return render(
+        request, "functions/function_detail.html", {**context, "tab_template": template}, status=status
+    )
+
+
+@login_required
+def function_detail(request, project: str, name: str):
+    function = _function(request, project, name)
+    schedules = function.schedules.all()
+    return _render_tab(request, function, "overview", {"schedules": schedules})
+
+
+@login_required
+def function_status(request, project: str, name: str):
+    """The status fragment (``function-<id>-status``) that detail pages poll."""
+    function = _function(request, project, name)
+    return render(request, "functions/_function_status.html", {"function": function})
+
+
+@login_required
+def function_metrics(request, project: str, name: str):
+    function = _function(request, project, name)
+    window = request.GET.get("window", "1h")
+    result = metrics.function_metrics(function=function, window=window)
+    end = dt.datetime.now(dt.UTC).timestamp()
+    context = {
+        "result": result,
+        "windows": list(metrics.WINDOWS),
+        "chart_start": end - metrics.WINDOWS[result.window],
+        "chart_end": end,
+    }
+    if request.htmx and request.htmx.target == "metrics-panel":
+        return render(request, "functions/_metrics_panel.html", {"function": function, **context})
+    return _render_tab(request, function, "metrics", context)
+
+
+@login_required
+def function_logs(request, project: str, name: str):
+    function = _function(request, project, name)
+    return _render_tab(request, function, "logs")
+
+
+async def _snapshot(backend, ref, tail: int) -> list:
+    return [line async for line in backend.logs(ref, tail=tail, follow=False)]
+
+
+@login_required
+def function_logs_download(request, project: str, name: str):
+    """The newest log lines as a text file: timestamp, instance, stream, text."""
+    function = _function(request, project, name)
+    try:
+        lines = async_to_sync(_snapshot)(
+            get_backend(function.project), function_ref(function), SNAPSHOT_LINES
+        )
+    except BackendError as exc:
+        return HttpResponse(f"logs are not available: {exc.message}\n", status=502, content_type="text/plain")
+    body = "".join(
+        f"{line.timestamp.isoformat()} {line.instance} {line.stream} {line.text}\n" for line in lines
+    )
+    response = HttpResponse(body, content_type="text/plain; charset=utf-8")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = f'attachment; filename="{function.name}-{stamp}.log"'
+    return response
+
+
+def _revisions_tab(request, function, status: int = 200):
+    revisions = function.revisions.select_related("created_by").order_by("-number")
+    return _render_tab(request, function, "revisions", {"revisions": revisions}, status=status)
+
+
+@login_required
+def function_revisions(request, project: str, name: str):
+    return _revisions_tab(request, _function(request, project, name))
+
+
+@login_required
+@require_POST
+def revision_rollback(request, project: str, name: str, number: int):
+    function = _function(request, project, name, role=Role.DEVELOPER)
+    revision = selectors.revision_get(function=function, number=number)
+    try:
+        services.revision_rollback(function=function, revision=revision, user=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return _revisions_tab(request, function, status=exc.code)
+    messages.success(request, f"Rolling back to revision {revision.number}.")
+    if request.htmx:
+        function.refresh_from_db()
+        return _revisions_tab(request, function)
+    return redirect("function_revisions", project=project, name=name)
+
+
+def _builds(function):
+    """Builds of a function already fetched through a selector (build ids are global: scope them)."""
+    return Build.objects.filter(revision__function=function).select_related("revision__function")
+
+
+@login_required
+def function_builds(request, project: str, name: str):
+    function = _function(request, project, name)
+    builds = _builds(function).order_by("-created_at")[:50]
+    return _render_tab(request, function, "builds", {"builds": builds})
+
+
+@login_required
+def build_detail(request, project: str, name: str, build_id: int):
+    """One build with its log; the fragment re-polls itself while the build runs."""
+    function = _function(request, project, name)
+    build = _builds(function).filter(pk=build_id).first()
+    if build is None:
+        raise Http404("No such build.")
+    if request.htmx and request.htmx.target == f"build-{build.pk}":
+        return render(request, "functions/_build.html", {"function": function, "build": build})
+    return _render_tab(request, function, "builds", {"builds": [build], "single": True})
+
+
+@login_required
+def function_invoke_view(request, project: str, name: str):
+    function = _function(request, project, name)
+    if request.method != "POST":
+        return _render_tab(request, function, "invoke", {"form": InvokeForm()})
+    function = _function(request, project, name, role=Role.DEVELOPER)
+    from .invoke import function_invoke  # the API's invoke module lands separately; import when used
+
+    form = InvokeForm(request.POST)
+    result, error, status = None, "", 200
+    if not form.is_valid():
+        status = 400
+    else:
+        try:
+            result = function_invoke(function=function, **form.cleaned_data)
+        except ServiceError as exc:
+            error, status = exc.message, exc.code
+    context = {"form": form, "result": result, "error": error}
+    if request.htmx and request.htmx.target == "invoke-result":
+        return render(request, "functions/_invoke_result.html", context, status=status)
+    return _render_tab(request, function, "invoke", context, status=status)
+
+
+@login_required
+def function_settings(request, project: str, name: str):
+    function = _function(request, project, name)
+    if request.method != "POST":
+        return _render_tab(request, function, "settings", {"form": SettingsForm.for_function(function)})
+    function = _function(request, project, name, role=Role.DEVELOPER)
+    form = SettingsForm.for_function(function, data=request.POST)
+    if form.is_valid():
+        try:
+            services.function_update_settings(function=function, user=request.user, **form.changes())
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, "Settings saved; the function is being redeployed with them.")
+            return redirect("function_settings", project=project, name=name)
+    return _render_tab(request, function, "settings", {"form": form}, status=400)
+
+
+@login_required
+def function_delete(request, project: str, name: str):
+    function = _function(request, project, name, role=Role.DEVELOPER)
+    if request.method != "POST":
+        return render(
+            request, "functions/function_delete.html", {"project": function.project, "function": function}
+        )
+    services.function_delete(function=function, user=request.user)
+    messages.success(request, f"Deleting {function.name}.")
+    target = reverse("function_list", kwargs={"project": project})
+    if request.htmx:
+        return HttpResponseClientRedirect(target)
+    return redirect(target)

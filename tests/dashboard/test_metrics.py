@@ -28,10 +28,10 @@ class Exposition:
         self.invocations = Histogram(
             "kn_serving_invocation_duration_seconds", "invocations", LABELS, registry=self.registry
         )
-        self.memory = Gauge(
-            "container_memory_working_set_bytes", "memory", LABELS[:3], registry=self.registry
-        )
-        self.cpu = Counter("container_cpu_usage_seconds", "cpu", LABELS[:3], registry=self.registry)
+        # cAdvisor's labels plus the function's, as hks_runtime/metrics.py exposes them
+        container = ["namespace", "pod", "container", "kn_service_name", "kn_revision_name"]
+        self.memory = Gauge("container_memory_working_set_bytes", "memory", container, registry=self.registry)
+        self.cpu = Counter("container_cpu_usage_seconds", "cpu", container, registry=self.registry)
         self.port = free_port()
         self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
 
@@ -113,7 +113,10 @@ def test_list_metrics_come_per_function_in_one_query_per_figure(prometheus, expo
     hello_ok, hello_err = exposition.series("acme", "hello"), exposition.series("acme", "hello", "500")
     world_ok = exposition.series("acme", "world")
     exposition.series("globex", "hello").observe(1)  # another tenant's namespace must not leak in
-    exposition.memory.labels("acme", "hello", "hello-00001").set(64 * 1024 * 1024)
+    exposition.memory.labels("acme", "hello-1", "user-container", "hello", "hello-00001").set(
+        64 * 1024 * 1024
+    )
+    exposition.memory.labels("globex", "hello-1", "user-container", "hello", "hello-00001").set(1)
     wait_for(lambda: len(_scraped(prometheus, "kn_serving_invocation_duration_seconds_count")) == 4)
     for _ in range(3):
         hello_ok.observe(0.05)

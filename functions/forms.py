@@ -1,0 +1,132 @@
+"""Forms of the dashboard: they parse and check input; services do the writing."""
+
+from __future__ import annotations
+
+import re
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from .models import FunctionStatus
+
+STATUS_FILTERS = [
+    ("", "Any status"),
+    ("ready", "Ready"),
+    ("scaled-to-zero", "Scaled to zero"),
+    (FunctionStatus.BUILDING, "Building"),
+    (FunctionStatus.DEPLOYING, "Deploying"),
+    (FunctionStatus.PENDING, "Pending"),
+    (FunctionStatus.FAILED, "Failed"),
+    (FunctionStatus.DELETING, "Deleting"),
+]
+SORTS = {
+    "name": ("name",),
+    "-name": ("-name",),
+    "status": ("status", "name"),
+    "runtime": ("runtime", "name"),
+    "-deployed": ("-deployed_at", "name"),
+    "deployed": ("deployed_at", "name"),
+}
+SORT_CHOICES = [
+    ("name", "Name A–Z"),
+    ("-name", "Name Z–A"),
+    ("status", "Status"),
+    ("runtime", "Runtime"),
+    ("-deployed", "Newest deploy"),
+    ("deployed", "Oldest deploy"),
+]
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class FunctionFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=63, label="Search")
+    status = forms.ChoiceField(required=False, choices=STATUS_FILTERS)
+    sort = forms.ChoiceField(required=False, choices=SORT_CHOICES)
+
+    def filter(self, queryset):
+        """Apply the search, status filter and sort; invalid input filters nothing."""
+        if not self.is_valid():
+            return queryset
+        data = self.cleaned_data
+        if data["q"]:
+            queryset = queryset.filter(name__icontains=data["q"])
+        status = data["status"]
+        if status == "scaled-to-zero":
+            queryset = queryset.filter(status=FunctionStatus.READY, replicas=0)
+        elif status == "ready":
+            queryset = queryset.filter(status=FunctionStatus.READY, replicas__gt=0)
+        elif status:
+            queryset = queryset.filter(status=status)
+        return queryset.order_by(*SORTS.get(data["sort"] or "name"))
+
+
+def _parse_lines(text: str, separator: str, what: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(separator)
+        if not sep or not key.strip():
+            raise ValidationError(f"line {number}: expected {what}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+class InvokeForm(forms.Form):
+    method = forms.ChoiceField(choices=[(m, m) for m in METHODS], initial="POST")
+    path = forms.CharField(initial="/", max_length=2000)
+    headers = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text="One 'Name: value' per line"
+    )
+    body = forms.CharField(required=False, max_length=1_000_000, widget=forms.Textarea(attrs={"rows": 6}))
+
+    def clean_headers(self) -> dict[str, str]:
+        return _parse_lines(self.cleaned_data["headers"], ":", "'Name: value'")
+
+
+class SettingsForm(forms.Form):
+    env = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 5}), help_text="One NAME=value per line"
+    )
+    min_scale = forms.IntegerField(min_value=0, max_value=100)
+    max_scale = forms.IntegerField(min_value=1, max_value=1000)
+    target_concurrency = forms.IntegerField(min_value=1, max_value=10_000)
+    container_concurrency = forms.IntegerField(min_value=0, max_value=10_000, help_text="0 = unlimited")
+    cpu_millicores = forms.IntegerField(min_value=10, label="CPU (millicores)")
+    memory_mb = forms.IntegerField(min_value=16, label="Memory (MiB)")
+    timeout_seconds = forms.IntegerField(min_value=1, max_value=3600)
+
+    FIELDS = (
+        "min_scale",
+        "max_scale",
+        "target_concurrency",
+        "container_concurrency",
+        "cpu_millicores",
+        "memory_mb",
+        "timeout_seconds",
+    )
+
+    @classmethod
+    def for_function(cls, function, data=None) -> SettingsForm:
+        initial = {name: getattr(function, name) for name in cls.FIELDS}
+        initial["env"] = "\n".join(f"{k}={v}" for k, v in sorted(function.env.items()))
+        return cls(data=data, initial=initial)
+
+    def clean_env(self) -> dict[str, str]:
+        env = _parse_lines(self.cleaned_data["env"], "=", "NAME=value")
+        bad = [name for name in env if not ENV_NAME.match(name)]
+        if bad:
+            raise ValidationError(f"not a valid variable name: {', '.join(bad)}")
+        return env
+
+    def clean(self):
+        data = super().clean()
+        if data.get("min_scale") is not None and data.get("max_scale") is not None:
+            if data["min_scale"] > data["max_scale"]:
+                raise ValidationError("min scale cannot be above max scale")
+        return data
+
+    def changes(self) -> dict:
+        return {name: self.cleaned_data[name] for name in ("env", *self.FIELDS)}

@@ -1,0 +1,124 @@
+"""Formatting for the dashboard, and charts drawn as server-side SVG (no third-party JavaScript)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django import template
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+register = template.Library()
+
+STATUS_LABELS = {
+    "ready": ("Ready", "ok"),
+    "building": ("Building", "busy"),
+    "deploying": ("Deploying", "busy"),
+    "pending": ("Pending", "busy"),
+    "failed": ("Failed", "bad"),
+    "deleting": ("Deleting", "muted"),
+    "deleted": ("Deleted", "muted"),
+}
+PALETTE = ("#2457c5", "#c62828", "#1a7f37", "#9a6700", "#6f42c1", "#0a7ea4")
+WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM = 560, 160, 52, 20
+
+
+@register.simple_tag
+def status_badge(function) -> SafeString:
+    """Status with "scaled to zero" for a ready function without instances."""
+    if function.status == "ready" and function.replicas == 0:
+        label, css = "Scaled to zero", "idle"
+    else:
+        label, css = STATUS_LABELS.get(function.status, (function.status, "muted"))
+    return format_html('<span class="badge badge-{}">{}</span>', css, label)
+
+
+@register.filter
+def num(value, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+@register.filter
+def percent(value) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+@register.filter
+def bytes_(value) -> str:
+    if value is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def _axis_value(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return bytes_(value)
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.2g}" if value else "0"
+
+
+def _scale(charts_series, start: float, end: float):
+    top = max((v for s in charts_series for _, v in s.points), default=0.0) or 1.0
+    span = max(end - start, 1.0)
+    plot_w, plot_h = WIDTH - PAD_LEFT - 8, HEIGHT - PAD_BOTTOM - 8
+
+    def xy(t: float, v: float) -> str:
+        return f"{PAD_LEFT + (t - start) / span * plot_w:.1f},{8 + plot_h - v / top * plot_h:.1f}"
+
+    return top, xy
+
+
+@register.simple_tag
+def svg_chart(chart, start: float, end: float) -> SafeString:
+    """A line chart of ``metrics.Chart`` between unix times ``start`` and ``end``, with a legend."""
+    top, xy = _scale(chart.series, start, end)
+    lines = format_html_join(
+        "",
+        '<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"><title>{}</title></polyline>',
+        (
+            (PALETTE[i % len(PALETTE)], " ".join(xy(t, v) for t, v in s.points), s.label)
+            for i, s in enumerate(chart.series)
+            if s.points
+        ),
+    )
+    legend = format_html_join(
+        " ",
+        '<span class="legend"><i style="background:{}"></i>{}</span>',
+        ((PALETTE[i % len(PALETTE)], s.label) for i, s in enumerate(chart.series) if s.points),
+    )
+    label_end = dt.datetime.fromtimestamp(end, dt.UTC).strftime("%H:%M")
+    label_start = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%H:%M")
+    return format_html(
+        '<figure class="chart" id="chart-{key}"><figcaption>{title}{unit}</figcaption>'
+        '<svg viewBox="0 0 {w} {h}" role="img" aria-label="{title}">'
+        '<line x1="{pl}" y1="8" x2="{pl}" y2="{base}" class="axis"/>'
+        '<line x1="{pl}" y1="{base}" x2="{w}" y2="{base}" class="axis"/>'
+        '<text x="{tx}" y="14" class="tick" text-anchor="end">{top}</text>'
+        '<text x="{tx}" y="{base}" class="tick" text-anchor="end">0</text>'
+        '<text x="{pl}" y="{h}" class="tick">{start}</text>'
+        '<text x="{w}" y="{h}" class="tick" text-anchor="end">{end} UTC</text>{lines}</svg>'
+        '<div class="legend-row">{legend}</div>{empty}</figure>',
+        key=chart.key,
+        title=chart.title,
+        unit=f" ({chart.unit})" if chart.unit else "",
+        w=WIDTH,
+        h=HEIGHT,
+        pl=PAD_LEFT,
+        base=HEIGHT - PAD_BOTTOM,
+        tx=PAD_LEFT - 4,
+        top=_axis_value(top, chart.unit),
+        start=label_start,
+        end=label_end,
+        lines=lines,
+        legend=legend,
+        empty=format_html('<p class="muted">No data in this window.</p>') if chart.empty else "",
+    )

@@ -1,0 +1,137 @@
+// HKS Functions dashboard: copy buttons, tab highlighting and the live log viewer.
+// Our own code only; htmx (and its ws extension) come from django-htmx's {% htmx_script %}.
+"use strict";
+
+document.addEventListener("click", (event) => {
+  const copy = event.target.closest("button.copy[data-copy]");
+  if (copy) {
+    navigator.clipboard?.writeText(copy.dataset.copy).then(() => {
+      copy.textContent = "Copied";
+      setTimeout(() => { copy.textContent = "Copy"; }, 1500);
+    });
+  }
+  const tab = event.target.closest("#function-tabs a");
+  if (tab) {
+    document.querySelectorAll("#function-tabs a").forEach((a) => {
+      a.classList.toggle("current", a === tab);
+    });
+  }
+});
+
+class LogViewer {
+  // Lines arrive as JSON batches over a websocket; the server drops lines (and says how many) when the
+  // page cannot keep up, and the page keeps at most MAX_LINES in the DOM.
+  static MAX_LINES = 5000;
+
+  constructor(root) {
+    this.root = root;
+    this.lines = root.querySelector("#log-lines");
+    this.state = root.querySelector("#log-state");
+    this.filterInput = root.querySelector("#log-filter");
+    this.follow = root.querySelector("#log-follow");
+    this.pauseButton = root.querySelector("#log-pause");
+    this.paused = false;
+    this.lastTs = null;
+    this.retry = 0;
+    this.closedByUs = false;
+    this.pauseButton.addEventListener("click", () => this.togglePause());
+    this.filterInput.addEventListener("input", () => this.applyFilter());
+    this.connect();
+  }
+
+  url() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const since = this.lastTs ? `?since=${encodeURIComponent(this.lastTs)}` : "";
+    return `${scheme}//${location.host}${this.root.dataset.wsPath}${since}`;
+  }
+
+  connect() {
+    this.setState("connecting…");
+    this.socket = new WebSocket(this.url());
+    this.socket.addEventListener("open", () => {
+      this.retry = 0;
+      this.setState(this.paused ? "paused" : "live");
+      if (this.paused) this.send({ action: "pause" });
+    });
+    this.socket.addEventListener("message", (event) => this.receive(JSON.parse(event.data)));
+    this.socket.addEventListener("close", (event) => {
+      if (this.closedByUs || !document.body.contains(this.root)) return;
+      if (event.code === 4403 || event.code === 4404) { this.setState("not allowed"); return; }
+      const delay = Math.min(10000, 500 * 2 ** this.retry++);
+      this.setState(`disconnected; reconnecting in ${Math.round(delay / 1000)} s`);
+      setTimeout(() => this.connect(), delay);
+    });
+  }
+
+  send(message) {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
+  setState(text) { this.state.textContent = text; }
+
+  togglePause() {
+    this.paused = !this.paused;
+    this.pauseButton.textContent = this.paused ? "Resume" : "Pause";
+    this.send({ action: this.paused ? "pause" : "resume" });
+    this.setState(this.paused ? "paused" : "live");
+  }
+
+  receive(message) {
+    if (message.type === "lines") message.lines.forEach((line) => this.addLine(line));
+    else if (message.type === "dropped") this.addNotice(`${message.count} lines dropped (too many to show)`);
+    else if (message.type === "error") this.addNotice(message.message);
+    if (this.follow.checked) this.lines.scrollTop = this.lines.scrollHeight;
+  }
+
+  addLine(line) {
+    this.lastTs = line.ts;
+    const row = document.createElement("div");
+    row.className = `log-line stream-${line.stream}`;
+    for (const [cls, text] of [["ts", line.ts.slice(11, 23)], ["instance", line.instance],
+                               ["stream", line.stream], ["text", line.text]]) {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      row.appendChild(span);
+    }
+    this.show(row, line.text);
+  }
+
+  addNotice(text) {
+    const row = document.createElement("div");
+    row.className = "log-line notice";
+    row.textContent = text;
+    this.show(row, text);
+  }
+
+  show(row, text) {
+    const filter = this.filterInput.value.toLowerCase();
+    row.hidden = Boolean(filter) && !text.toLowerCase().includes(filter);
+    this.lines.appendChild(row);
+    while (this.lines.childElementCount > LogViewer.MAX_LINES) this.lines.firstElementChild.remove();
+  }
+
+  applyFilter() {
+    const filter = this.filterInput.value.toLowerCase();
+    for (const row of this.lines.children) {
+      const text = row.querySelector(".text")?.textContent ?? row.textContent;
+      row.hidden = Boolean(filter) && !text.toLowerCase().includes(filter);
+    }
+  }
+
+  close() { this.closedByUs = true; this.socket?.close(); }
+}
+
+function startLogViewers() {
+  document.querySelectorAll("#log-viewer:not([data-started])").forEach((root) => {
+    root.dataset.started = "1";
+    root.viewer = new LogViewer(root);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", startLogViewers);
+document.addEventListener("htmx:afterSettle", startLogViewers);
+document.addEventListener("htmx:beforeSwap", (event) => {
+  // Leaving the logs tab closes its socket instead of reconnecting forever in the background.
+  event.detail.target.querySelectorAll?.("#log-viewer").forEach((root) => root.viewer?.close());
+});
