@@ -86,13 +86,14 @@ def normalize_cron(expression: str) -> str:
 
 
 @cache
-def _known_zones() -> frozenset[str]:
+def known_zones() -> frozenset[str]:
+    """Every IANA zone name this machine knows."""
     return frozenset(zoneinfo.available_timezones())
 
 
 def get_zone(name: str) -> zoneinfo.ZoneInfo:
     """The IANA zone called ``name``; raises ``CronError`` for anything else (no file paths, no offsets)."""
-    if name not in _known_zones():
+    if name not in known_zones():
         raise CronError(f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin or UTC")
     return zoneinfo.ZoneInfo(name)
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_cli, views_ops
+from . import views, views_cli, views_ops, views_schedules
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -26,4 +26,16 @@ urlpatterns = [
     path("p/<slug:project>/f/<slug:name>/settings/", views.function_settings, name="function_settings"),
     path("p/<slug:project>/f/<slug:name>/delete/", views.function_delete, name="function_delete"),
     path("ops/", views_ops.operators_overview, name="operators_overview"),
+]
+
+# A function's schedules: an htmx fragment the function page embeds (views_schedules.py).
+SCHEDULES = "p/<slug:project>/f/<slug:name>/schedules/"
+urlpatterns += [
+    path(SCHEDULES, views_schedules.schedule_list, name="schedule_list"),
+    path(SCHEDULES + "new/", views_schedules.schedule_create, name="schedule_create"),
+    path(SCHEDULES + "<slug:sched>/edit/", views_schedules.schedule_edit, name="schedule_edit"),
+    path(SCHEDULES + "<slug:sched>/pause/", views_schedules.schedule_pause, name="schedule_pause"),
+    path(SCHEDULES + "<slug:sched>/resume/", views_schedules.schedule_resume, name="schedule_resume"),
+    path(SCHEDULES + "<slug:sched>/delete/", views_schedules.schedule_delete, name="schedule_delete"),
+    path("p/<slug:project>/schedules/preview/", views_schedules.schedule_preview, name="schedule_preview"),
 ]
