@@ -95,12 +95,12 @@ def project_kubeconfig(request, slug: str):
         raise Http404(f"Project {slug} runs on the local runtime; it has no kubeconfig.")
     if not project.has_kubeconfig:
         raise Http404(f"Project {slug} has no kubeconfig stored yet; ask a platform operator.")
-    from ..crypto import decrypt_text
+    from ..services_projects import project_kubeconfig
 
     return {
         "project": project.slug,
         "namespace": project.effective_namespace,
-        "kubeconfig": decrypt_text(project.kubeconfig_encrypted),
+        "kubeconfig": project_kubeconfig(project=project),
     }
 
 
