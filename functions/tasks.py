@@ -4,6 +4,8 @@ All are safe to run twice. A transient ``BackendError`` is retried with backoff;
 last retry, is recorded on the function with the backend's message.
 """
 
+from collections.abc import Callable
+
 from celery import shared_task
 
 from . import services
@@ -13,8 +15,22 @@ from .models import Build, Function, Revision
 RETRY = {"max_retries": 5, "retry_backoff": 2, "retry_backoff_max": 60}
 
 
-def _give_up(task, exc: BackendError) -> bool:
-    return exc.permanent or task.request.retries >= task.max_retries
+def _drive(task, work: Callable[[], object], give_up: Callable[[str], None]) -> object:
+    """Run ``work``; retry transient backend errors with backoff, record everything else on the function.
+
+    An unexpected exception (a bug) is recorded too, then re-raised for the worker's log, so a function
+    never stays "building" forever.
+    """
+    try:
+        return work()
+    except BackendError as exc:
+        if exc.permanent or task.request.retries >= task.max_retries:
+            give_up(exc.message)
+            return None
+        raise task.retry(exc=exc, countdown=2**task.request.retries) from exc
+    except Exception as exc:
+        give_up(f"internal error: {type(exc).__name__}: {exc}")
+        raise
 
 
 @shared_task(bind=True, acks_late=True, **RETRY)
@@ -22,12 +38,11 @@ def build_revision(self, build_id: int) -> None:
     build = Build.objects.select_related("revision__function__project").filter(pk=build_id).first()
     if build is None:
         return
-    try:
-        built = services.build_run(build=build)
-    except BackendError as exc:
-        if _give_up(self, exc):
-            return services.build_fail(build=build, message=exc.message)
-        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+    built = _drive(
+        self,
+        lambda: services.build_run(build=build),
+        lambda msg: services.build_fail(build=build, message=msg),
+    )
     if built:
         deploy_revision.delay(build.revision_id)
 
@@ -37,12 +52,11 @@ def deploy_revision(self, revision_id: int) -> None:
     revision = Revision.objects.select_related("function__project").filter(pk=revision_id).first()
     if revision is None:
         return
-    try:
-        services.revision_deploy_run(revision=revision)
-    except BackendError as exc:
-        if _give_up(self, exc):
-            return services.function_mark_failed(function=revision.function, message=exc.message)
-        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+    _drive(
+        self,
+        lambda: services.revision_deploy_run(revision=revision),
+        lambda msg: services.function_mark_failed(function=revision.function, message=msg),
+    )
 
 
 @shared_task(bind=True, acks_late=True, **RETRY)
@@ -50,12 +64,11 @@ def delete_function(self, function_id: int) -> None:
     function = Function.objects.select_related("project").filter(pk=function_id).first()
     if function is None or function.status == "deleted":
         return
-    try:
-        services.function_delete_run(function=function)
-    except BackendError as exc:
-        if _give_up(self, exc):
-            return services.function_mark_failed(function=function, message=f"delete failed: {exc.message}")
-        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+    _drive(
+        self,
+        lambda: services.function_delete_run(function=function),
+        lambda msg: services.function_mark_failed(function=function, message=f"delete failed: {msg}"),
+    )
 
 
 @shared_task

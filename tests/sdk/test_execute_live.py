@@ -1,0 +1,58 @@
+"""``hks_sdk.functions.execute`` end to end: a running platform, the real sandbox, the function deleted after."""
+
+import pytest
+
+from hks_sdk import Client, functions
+from tests.live import live_platform  # noqa: F401
+
+from ..needs import require_binary
+
+pytestmark = pytest.mark.runtime
+
+
+@pytest.fixture(scope="module")
+def agent_client(live_platform):  # noqa: F811
+    require_binary("bwrap", hint="apt-get install bubblewrap")
+    secret = live_platform.manage("shell", "-c", (
+        "from functions.models import AgentCredential, Project;"
+        "print(AgentCredential.issue(project=Project.objects.get(slug='demo'), name='sdk-tests')[1])"
+    ), capture=True).strip().splitlines()[-1]
+    with Client(url=live_platform.portal_url, credential=secret) as client:
+        yield client
+
+
+def _function_status(platform, name):
+    return platform.manage("shell", "-c", (
+        f"from functions.models import Function; print(Function.objects.get(name={name!r}).status)"
+    ), capture=True).strip().splitlines()[-1]
+
+
+def test_python_code_runs_and_its_function_is_deleted(agent_client, live_platform):  # noqa: F811
+    execution = functions.execute(code="print('hello from the sandbox')\nsum(range(10))", client=agent_client)
+    assert execution.stdout == "hello from the sandbox\n"
+    assert execution.result == 45
+    assert execution.ok
+    assert _function_status(live_platform, execution.function) in ("deleting", "deleted")
+
+
+def test_node_code_reports_its_exception(agent_client):
+    execution = functions.execute(code="console.log('before'); null.boom", language="node", client=agent_client)
+    assert execution.stdout == "before\n"
+    assert execution.error.name == "TypeError"
+    assert execution.exit_code == 1
+
+
+def test_agent_code_has_no_network(agent_client, live_platform):  # noqa: F811
+    port = live_platform.ports.portal
+    code = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
+        "    outcome = 'connected'\n"
+        "except OSError as exc:\n"
+        "    outcome = type(exc).__name__ + ': ' + str(exc)\n"
+        "outcome"
+    )
+    execution = functions.execute(code=code, client=agent_client)
+    assert execution.ok
+    assert execution.result != "connected"
