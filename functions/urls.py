@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import views, views_cli, views_ops, views_schedules
+from .archive_links import archive_download
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -26,6 +27,8 @@ urlpatterns = [
     path("p/<slug:project>/f/<slug:name>/settings/", views.function_settings, name="function_settings"),
     path("p/<slug:project>/f/<slug:name>/delete/", views.function_delete, name="function_delete"),
     path("ops/", views_ops.operators_overview, name="operators_overview"),
+    # A cluster's build Job fetches a revision's source here with a signed single-use token.
+    path("cluster/archives/<str:token>/", archive_download, name="archive_download"),
 ]
 
 # A function's schedules: an htmx fragment the function page embeds (views_schedules.py).

@@ -31,6 +31,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import secrets
 import threading
 import uuid
@@ -123,9 +124,36 @@ def _where(error) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(root)"
 
 
+LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _check_metadata(obj, where: str = "") -> None:
+    """What the API server checks beyond the schema: names and label values (length and characters)."""
+    if not isinstance(obj, dict):
+        if isinstance(obj, list):
+            for i, item in enumerate(obj):
+                _check_metadata(item, f"{where}.{i}")
+        return
+    for key, value in obj.items():
+        path = f"{where}.{key}" if where else key
+        if key == "metadata" and isinstance(value, dict):
+            name = value.get("name")
+            if name is not None and (len(name) > 63 or not DNS_LABEL_RE.match(name)):
+                raise ManifestInvalid(f"{path}.name: Invalid value: {name!r}: must be a DNS-1123 label")
+            for label, text in (value.get("labels") or {}).items():
+                if not isinstance(text, str) or len(text) > 63 or not LABEL_VALUE_RE.match(text):
+                    raise ManifestInvalid(
+                        f"{path}.labels.{label}: Invalid value: {text!r}: a label value must be "
+                        "63 characters or less, alphanumeric, '-', '_' or '.'"
+                    )
+        _check_metadata(value, path)
+
+
 def validate_manifest(obj: dict) -> None:
     """Raise ``ManifestInvalid`` unless ``obj`` is valid against the real schema of its kind."""
     kind, name = obj.get("kind", "?"), obj.get("metadata", {}).get("name", "?")
+    _check_metadata(obj)
     try:
         if str(obj.get("apiVersion", "")).startswith("serving.knative.dev/"):
             jsonschema.validate(obj, knative_schema(kind))
@@ -307,7 +335,7 @@ class FakeKubernetes:
         self._loop = asyncio.new_event_loop()
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
@@ -733,8 +761,13 @@ class FakeKubernetes:
                 and obj["metadata"].get("labels", {}).get("serving.knative.dev/service") == service
             ):
                 del self._store[key]
+        user = copy.deepcopy({**template["spec"]["containers"][0], "name": "user-container"})
+        port = (user.get("ports") or [{}])[0].get("containerPort", 8080)
+        for probe in ("readinessProbe", "livenessProbe"):  # Knative fills in the port of the user's probes
+            if "httpGet" in user.get(probe, {}):
+                user[probe]["httpGet"].setdefault("port", port)
         containers = [
-            {**template["spec"]["containers"][0], "name": "user-container"},
+            user,
             {"name": "queue-proxy", "image": "gcr.io/knative-releases/queue"},
         ]
         pod = self._make_pod(

@@ -1,0 +1,62 @@
+"""Short-lived, single-use links a cluster's build Job uses to fetch a revision's source archive.
+
+The link carries a signed token naming the revision and its content hash (``django.core.signing``, salted,
+with a maximum age); the download view accepts each token once (recorded in the cache) and only while
+the revision still exists with that content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.http import FileResponse, Http404
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from .backends.base import BuildSpec
+from .models import Revision
+
+SALT = "hks.archive-link"
+
+
+def archive_url_for(spec: BuildSpec) -> str:
+    token = signing.dumps(
+        {"p": spec.ref.project, "f": spec.ref.function, "r": spec.revision, "h": spec.content_hash}, salt=SALT
+    )
+    path = reverse("archive_download", kwargs={"token": token})
+    return settings.HKS_PUBLIC_URL.rstrip("/") + path
+
+
+def revision_for_token(token: str) -> Revision:
+    """The revision a valid, unused token names; ``Http404`` for anything else (no detail for strangers)."""
+    try:
+        claims = signing.loads(token, salt=SALT, max_age=settings.HKS_BUILD_TIMEOUT_SECONDS + 600)
+    except signing.BadSignature as exc:  # includes SignatureExpired
+        raise Http404("No such archive.") from exc
+    revision = (
+        Revision.objects.select_related("function__project")
+        .filter(function__project__slug=claims["p"], function__name=claims["f"], content_hash=claims["h"])
+        .exclude(function__status="deleted")
+        .order_by("-number")
+        .first()
+    )
+    if revision is None or revision.name != claims["r"]:
+        raise Http404("No such archive.")
+    used_key = "hks:archive-link:" + hashlib.sha256(token.encode()).hexdigest()
+    if not cache.add(used_key, 1, timeout=settings.HKS_BUILD_TIMEOUT_SECONDS + 600):
+        raise Http404("No such archive.")  # already fetched once
+    return revision
+
+
+@require_GET
+def archive_download(request, token: str):
+    revision = revision_for_token(token)
+    return FileResponse(
+        revision.archive.open("rb"),
+        content_type="application/gzip",
+        as_attachment=True,
+        filename=f"{revision.name}.tar.gz",
+    )

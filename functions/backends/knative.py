@@ -1,0 +1,467 @@
+"""The Knative backend: functions as ``serving.knative.dev/v1`` Services in the project's cluster.
+
+Each project brings a kubeconfig (a vCluster's, or one scoped to a namespace), stored encrypted; this is
+the one module that imports ``kubernetes`` and the one place that talks to a cluster. Manifests come from
+the pure builders in ``k8s_manifests``.
+
+Errors: a 4xx from the API server is permanent (the request is wrong or the credentials are refused), a
+5xx, 429, conflict or an unreachable server is transient. 404 on delete and 409 on create are the normal
+outcomes of running a task twice, not errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import datetime as dt
+import json
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pydantic
+import urllib3
+import yaml
+from django.conf import settings
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from . import k8s_manifests as manifests
+from .base import (
+    BackendError,
+    BuildResult,
+    BuildSpec,
+    FunctionBackend,
+    FunctionRef,
+    LogLine,
+    LogSink,
+    OwnedFunction,
+    ScheduleSpec,
+    ServiceSpec,
+    ServiceStatus,
+)
+
+KNATIVE = ("serving.knative.dev", "v1")
+TIMEOUT = (5, 30)  # connect, read - seconds
+TRANSIENT_STATUS = {409, 429, 500, 502, 503, 504}
+
+
+def cluster_settings() -> manifests.ClusterSettings:
+    return manifests.ClusterSettings(
+        kaniko_image=settings.HKS_KANIKO_IMAGE,
+        curl_image=settings.HKS_CRON_IMAGE,
+        registry=settings.HKS_REGISTRY,
+        registry_secret=settings.HKS_REGISTRY_SECRET,
+        agent_runtime_class=settings.HKS_AGENT_RUNTIME_CLASS,
+        build_timeout_seconds=settings.HKS_BUILD_TIMEOUT_SECONDS,
+    )
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body or "")["message"]
+    except (ValueError, KeyError, TypeError):
+        return exc.reason or f"HTTP {exc.status}"
+
+
+def _backend_error(exc: Exception) -> BackendError:
+    if isinstance(exc, ApiException):
+        if exc.status in (401, 403):
+            return BackendError(
+                f"the cluster refused the project's credentials: {_api_message(exc)}", permanent=True
+            )
+        return BackendError(
+            f"Kubernetes API: {_api_message(exc)}", permanent=exc.status not in TRANSIENT_STATUS
+        )
+    if isinstance(exc, pydantic.ValidationError):
+        return BackendError(f"invalid Kubernetes object: {exc}", permanent=True)
+    return BackendError(f"cannot reach the cluster: {exc}", permanent=False)
+
+
+class KnativeBackend(FunctionBackend):
+    """See the module docstring. One instance per project (its kubeconfig); cheap to create."""
+
+    poll_interval = 0.25
+
+    def __init__(self, kubeconfig: str, *, cluster: manifests.ClusterSettings | None = None):
+        try:
+            kubeconfig_dict = yaml.safe_load(kubeconfig)
+            configuration = client.Configuration()
+            config.load_kube_config_from_dict(kubeconfig_dict, client_configuration=configuration)
+        except Exception as exc:  # the loader raises many kinds; all mean the same to the caller
+            raise BackendError(f"the project's kubeconfig is not usable: {exc}", permanent=True) from exc
+        configuration.retries = 1
+        self._api = client.ApiClient(configuration)
+        self.core = client.CoreV1Api(self._api)
+        self.batch = client.BatchV1Api(self._api)
+        self.networking = client.NetworkingV1Api(self._api)
+        self.custom = client.CustomObjectsApi(self._api)
+        self.cluster = cluster or cluster_settings()
+        self._namespaces_ready: set[str] = set()
+
+    @classmethod
+    def for_project(cls, project) -> KnativeBackend:
+        from ..crypto import DecryptionError, decrypt_text
+
+        if not project.kubeconfig_encrypted:
+            raise BackendError(
+                f"project {project.slug} has no kubeconfig: an owner must upload one", permanent=True
+            )
+        try:
+            return cls(decrypt_text(project.kubeconfig_encrypted))
+        except DecryptionError as exc:
+            raise BackendError(f"project {project.slug}: {exc}", permanent=True) from exc
+
+    def fires_schedules_itself(self) -> bool:
+        return True
+
+    # API plumbing -----------------------------------------------------------------------------------
+
+    def _call(self, method: Callable, *args, ok: tuple[int, ...] = (), **kwargs):
+        """Call the API with a timeout; statuses in ``ok`` give None, other errors become BackendError."""
+        kwargs.setdefault("_request_timeout", TIMEOUT)
+        try:
+            return method(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status in ok:
+                return None
+            raise _backend_error(exc) from exc
+        except (pydantic.ValidationError, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _backend_error(exc) from exc
+
+    def _ensure_namespace(self, name: str) -> None:
+        if name in self._namespaces_ready:
+            return
+        # A namespace-scoped kubeconfig may not read namespaces (403): then the namespace is given.
+        if self._call(self.core.read_namespace, name, ok=(403, 404)) is None:
+            self._call(self.core.create_namespace, manifests.namespace(name), ok=(403, 409))
+        self._namespaces_ready.add(name)
+
+    def _upsert(self, manifest: dict, create, read, replace, resource_version: Callable) -> None:
+        """Create, or replace what is there (optimistic concurrency: retry on a conflicting write)."""
+        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+        for _ in range(5):
+            if self._call(create, namespace, manifest, ok=(409,)) is not None:
+                return
+            current = self._call(read, name, namespace, ok=(404,))
+            if current is None:
+                continue  # deleted in between: create again
+            body = copy.deepcopy(manifest)
+            body["metadata"]["resourceVersion"] = resource_version(current)
+            if self._call(replace, name, namespace, body, ok=(409,)) is not None:
+                return
+        raise BackendError(f"{manifest['kind']} {name} keeps changing under us; will retry", permanent=False)
+
+    def _upsert_typed(self, manifest: dict, api, kind: str) -> None:
+        self._upsert(
+            manifest,
+            getattr(api, f"create_namespaced_{kind}"),
+            getattr(api, f"read_namespaced_{kind}"),
+            getattr(api, f"replace_namespaced_{kind}"),
+            lambda current: current.metadata.resource_version,
+        )
+
+    def _ksvc_call(self, verb: str, namespace: str, *args, **kwargs):
+        method = getattr(self.custom, f"{verb}_namespaced_custom_object")
+        return self._call(method, *KNATIVE, namespace, "services", *args, **kwargs)
+
+    def _upsert_ksvc(self, manifest: dict) -> None:
+        self._upsert(
+            manifest,
+            lambda ns, body, **kw: self.custom.create_namespaced_custom_object(
+                *KNATIVE, ns, "services", body, **kw
+            ),
+            lambda name, ns, **kw: self.custom.get_namespaced_custom_object(
+                *KNATIVE, ns, "services", name, **kw
+            ),
+            lambda name, ns, body, **kw: self.custom.replace_namespaced_custom_object(
+                *KNATIVE, ns, "services", name, body, **kw
+            ),
+            lambda current: current["metadata"]["resourceVersion"],
+        )
+
+    # Build --------------------------------------------------------------------------------------------
+
+    def build(self, spec: BuildSpec, on_log: LogSink | None = None) -> BuildResult:
+        """Build and push the image with a Kaniko Job, waiting for it; a retried call joins the same Job."""
+        if spec.runtime not in manifests.DOCKERFILES:
+            raise BackendError(f"runtime {spec.runtime!r} cannot be built on Knative", permanent=True)
+        spec = self._with_archive_url(spec)
+        namespace, name = spec.ref.namespace, manifests.build_name(spec)
+        self._ensure_namespace(namespace)
+        self._upsert_typed(manifests.build_secret(spec), self.core, "secret")
+        self._upsert_typed(manifests.build_config_map(spec), self.core, "config_map")
+        job = self._start_build_job(spec)
+        job = self._wait_for_job(name, namespace, job)
+        log = self._build_log(name, namespace)
+        for line in log:
+            if on_log:
+                on_log(line)
+        self._call(self.core.delete_namespaced_secret, name, namespace, ok=(404,))  # the token is spent
+        if not job.status.succeeded:
+            raise BackendError(self._job_failure(job, log), permanent=True)
+        return BuildResult(artifact=manifests.image_ref(spec, self.cluster), log="\n".join(log))
+
+    def _with_archive_url(self, spec: BuildSpec) -> BuildSpec:
+        if spec.archive_url:
+            return spec
+        from dataclasses import replace
+
+        from ..archive_links import archive_url_for
+
+        return replace(spec, archive_url=archive_url_for(spec))
+
+    def _start_build_job(self, spec: BuildSpec):
+        manifest = manifests.kaniko_job(spec, self.cluster)
+        name, namespace = manifest["metadata"]["name"], spec.ref.namespace
+        job = self._call(self.batch.create_namespaced_job, namespace, manifest, ok=(409,))
+        if job is not None:
+            return job
+        job = self._call(self.batch.read_namespaced_job, name, namespace)
+        if job.status and job.status.failed:
+            # An earlier attempt at the same source failed: build afresh rather than report the old failure.
+            self._call(
+                self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background", ok=(404,)
+            )
+            return self._call(self.batch.create_namespaced_job, namespace, manifest)
+        return job
+
+    def _wait_for_job(self, name: str, namespace: str, job):
+        deadline = time.monotonic() + self.cluster.build_timeout_seconds + 60
+        while not (job.status and (job.status.succeeded or job.status.failed)):
+            if time.monotonic() > deadline:
+                raise BackendError(f"build {name} did not finish in time", permanent=True)
+            time.sleep(self.poll_interval)
+            job = self._call(self.batch.read_namespaced_job_status, name, namespace)
+        return job
+
+    def _build_log(self, name: str, namespace: str) -> list[str]:
+        pods = self._call(self.core.list_namespaced_pod, namespace, label_selector=f"job-name={name}")
+        lines: list[str] = []
+        for pod in pods.items:
+            for container in ("fetch-source", "kaniko"):
+                text = self._call(
+                    self.core.read_namespaced_pod_log,
+                    pod.metadata.name,
+                    namespace,
+                    container=container,
+                    ok=(400, 404),
+                )
+                lines += [f"[{container}] {line}" for line in (text or "").splitlines()]
+        return lines
+
+    @staticmethod
+    def _job_failure(job, log: list[str]) -> str:
+        conditions = [c for c in (job.status.conditions or []) if c.type == "Failed" and c.status == "True"]
+        reason = conditions[0].message if conditions and conditions[0].message else "the build Job failed"
+        tail = "\n".join(log[-20:])
+        return f"{reason}\n{tail}" if tail else reason
+
+    # Serving ------------------------------------------------------------------------------------------
+
+    def apply(self, spec: ServiceSpec) -> None:
+        namespace = spec.ref.namespace
+        self._ensure_namespace(namespace)
+        self._upsert_typed(manifests.service_account(spec.ref), self.core, "service_account")
+        policy = manifests.network_policy(spec.ref)
+        if manifests.is_restricted(spec):
+            self._upsert_typed(policy, self.networking, "network_policy")
+        else:
+            self._call(
+                self.networking.delete_namespaced_network_policy,
+                policy["metadata"]["name"],
+                namespace,
+                ok=(404,),
+            )
+        self._upsert_ksvc(manifests.knative_service(spec, self.cluster))
+
+    def status(self, ref: FunctionRef) -> ServiceStatus:
+        ksvc = self._ksvc_call("get", ref.namespace, ref.function, ok=(404,))
+        if ksvc is None:
+            return ServiceStatus(ready=False, exists=False, message="no Knative Service")
+        status = ksvc.get("status", {})
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        ready_condition = conditions.get("Ready", {})
+        current = status.get("observedGeneration") == ksvc["metadata"].get("generation")
+        ready = current and ready_condition.get("status") == "True"
+        annotations = ksvc["spec"]["template"].get("metadata", {}).get("annotations", {})
+        return ServiceStatus(
+            ready=ready,
+            url=status.get("url", ""),
+            internal_url=status.get("address", {}).get("url", ""),
+            replicas=self._running_pods(ref),
+            latest_ready_revision=annotations.get(manifests.ANNOTATION_REVISION, "") if ready else "",
+            message="" if ready else ready_condition.get("message", "deploying"),
+        )
+
+    def _running_pods(self, ref: FunctionRef) -> int:
+        pods = self._call(
+            self.core.list_namespaced_pod,
+            ref.namespace,
+            label_selector=f"serving.knative.dev/service={ref.function}",
+        )
+        return sum(1 for pod in pods.items if pod.status and pod.status.phase == "Running")
+
+    def delete(self, ref: FunctionRef) -> None:
+        """Remove everything labelled with the function; what is already gone is fine."""
+        namespace, selector = ref.namespace, self._selector(ref)
+        ksvcs = self._ksvc_call("list", namespace, label_selector=selector, ok=(404,)) or {"items": []}
+        for ksvc in ksvcs["items"]:
+            self._ksvc_call("delete", namespace, ksvc["metadata"]["name"], ok=(404,))
+        background = {"label_selector": selector, "propagation_policy": "Background", "ok": (404,)}
+        self._call(self.batch.delete_collection_namespaced_cron_job, namespace, **background)
+        self._call(self.batch.delete_collection_namespaced_job, namespace, **background)
+        self._call(self.networking.delete_collection_namespaced_network_policy, namespace, **background)
+        for kind in ("config_map", "secret", "service_account"):
+            self._call(getattr(self.core, f"delete_collection_namespaced_{kind}"), namespace, **background)
+
+    @staticmethod
+    def _selector(ref: FunctionRef) -> str:
+        return f"{manifests.LABEL_PROJECT}={ref.project},{manifests.LABEL_FUNCTION}={ref.function}"
+
+    def list_owned(self, project: str, namespace: str) -> list[OwnedFunction]:
+        selector = f"{manifests.LABEL_PROJECT}={project},app.kubernetes.io/managed-by={manifests.MANAGED_BY}"
+        ksvcs = self._ksvc_call("list", namespace, label_selector=selector, ok=(404,)) or {"items": []}
+        owned = []
+        for ksvc in ksvcs["items"]:
+            meta = ksvc["metadata"]
+            template_meta = ksvc["spec"]["template"].get("metadata", {})
+            owned.append(
+                OwnedFunction(
+                    ref=FunctionRef(project=project, namespace=namespace, function=meta["name"]),
+                    revision=template_meta.get("annotations", {}).get(manifests.ANNOTATION_REVISION, ""),
+                    labels=dict(meta.get("labels", {})),
+                )
+            )
+        return owned
+
+    # Schedules ----------------------------------------------------------------------------------------
+
+    def apply_schedule(self, spec: ScheduleSpec) -> None:
+        self._ensure_namespace(spec.ref.namespace)
+        self._upsert_typed(manifests.cron_job(spec, self.cluster), self.batch, "cron_job")
+
+    def delete_schedule(self, ref: FunctionRef, name: str) -> None:
+        self._call(
+            self.batch.delete_namespaced_cron_job,
+            manifests.cron_job_name(ref, name),
+            ref.namespace,
+            propagation_policy="Background",
+            ok=(404,),
+        )
+
+    # Logs ---------------------------------------------------------------------------------------------
+
+    async def logs(
+        self,
+        ref: FunctionRef,
+        since: dt.datetime | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[LogLine]:
+        """The ``user-container`` logs of the function's pods, oldest first; ``follow`` streams new lines."""
+        pods = await asyncio.to_thread(
+            self._call,
+            self.core.list_namespaced_pod,
+            ref.namespace,
+            label_selector=f"serving.knative.dev/service={ref.function}",
+        )
+        names = [pod.metadata.name for pod in pods.items]
+        if follow:
+            async for line in self._follow(ref.namespace, names, since, tail):
+                yield line
+            return
+        lines: list[LogLine] = []
+        for name in names:
+            text = await asyncio.to_thread(self._read_log, ref.namespace, name, since, tail)
+            lines += [line for line in _parse_log(name, text) if since is None or line.timestamp >= since]
+        lines.sort(key=lambda line: line.timestamp)
+        for line in lines[-tail:] if tail else lines:
+            yield line
+
+    def _log_params(self, since: dt.datetime | None, tail: int | None) -> dict:
+        params: dict = {"container": "user-container", "timestamps": True}
+        if since is not None:
+            params["since_seconds"] = max(1, math.ceil((dt.datetime.now(dt.UTC) - since).total_seconds()))
+        if tail:
+            params["tail_lines"] = tail
+        return params
+
+    def _read_log(self, namespace: str, pod: str, since, tail) -> str:
+        return (
+            self._call(
+                self.core.read_namespaced_pod_log,
+                pod,
+                namespace,
+                ok=(400, 404),
+                **self._log_params(since, tail),
+            )
+            or ""
+        )
+
+    async def _follow(self, namespace: str, pods: list[str], since, tail) -> AsyncIterator[LogLine]:
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        responses: list = []
+        stop = threading.Event()
+
+        def pump(pod: str) -> None:
+            try:
+                response = self._call(
+                    self.core.read_namespaced_pod_log,
+                    pod,
+                    namespace,
+                    follow=True,
+                    _preload_content=False,
+                    _request_timeout=(5, 24 * 3600),
+                    ok=(400, 404),
+                    **self._log_params(since, tail),
+                )
+                if response is None:
+                    return
+                responses.append(response)
+                buffer = b""
+                for chunk in response.stream(4096):
+                    buffer += chunk
+                    *complete, buffer = buffer.split(b"\n")
+                    for raw in complete:
+                        line = _parse_line(pod, raw.decode(errors="replace"))
+                        if line and not stop.is_set():
+                            loop.call_soon_threadsafe(queue.put_nowait, line)
+            except Exception:  # the stream ends when the pod goes or we stop; nothing to report
+                pass
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        for pod in pods:
+            threading.Thread(target=pump, args=(pod,), daemon=True, name=f"log-{pod}").start()
+        open_streams = len(pods)
+        try:
+            while open_streams:
+                line = await queue.get()
+                if line is None:
+                    open_streams -= 1
+                elif since is None or line.timestamp >= since:
+                    yield line
+        finally:
+            stop.set()
+            for response in responses:
+                with contextlib.suppress(Exception):
+                    response.shutdown()  # unblocks the pump thread's read
+                    response.close()
+
+
+def _parse_line(pod: str, raw: str) -> LogLine | None:
+    stamp, _, text = raw.partition(" ")
+    if not stamp:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return LogLine(timestamp=dt.datetime.now(dt.UTC), instance=pod, stream="stdout", text=raw)
+    return LogLine(timestamp=moment, instance=pod, stream="stdout", text=text)
+
+
+def _parse_log(pod: str, text: str) -> list[LogLine]:
+    return [line for raw in text.splitlines() if (line := _parse_line(pod, raw))]

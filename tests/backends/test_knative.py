@@ -1,0 +1,359 @@
+"""The Knative backend against the fake Kubernetes API server (real HTTP, real schemas), and a knative
+project deploying through the real Celery worker."""
+
+import asyncio
+import dataclasses
+import time
+
+import pytest
+
+from functions import services
+from functions.archives import pack_files
+from functions.backends import get_backend
+from functions.backends import k8s_manifests as m
+from functions.backends.base import (
+    BackendError,
+    BuildSpec,
+    FunctionRef,
+    Resources,
+    Scale,
+    ScheduleSpec,
+    ServiceSpec,
+)
+from functions.backends.knative import KnativeBackend
+from functions.models import Build, Function, FunctionStatus
+from functions.services_projects import project_set_kubeconfig
+from tests.k8s_fake import KSVC
+
+REF = FunctionRef(project="acme", namespace="acme", function="hello")
+CLUSTER = m.ClusterSettings(registry="registry.example.test/hks", agent_runtime_class="gvisor")
+BUILD = BuildSpec(
+    ref=REF,
+    revision="hello-00003",
+    runtime="node",
+    archive_path="/dev/null",
+    archive_url="https://portal.example.test/cluster/archives/t/",
+    content_hash="cd" * 32,
+)
+SCHEDULE = ScheduleSpec(
+    ref=REF,
+    name="nightly",
+    cron="0 3 * * *",
+    timezone="UTC",
+    method="POST",
+    path="/",
+    headers={},
+    body="",
+    enabled=True,
+    concurrency_policy="Allow",
+    starting_deadline_seconds=None,
+    target_url="http://hello.acme.svc.cluster.local/",
+)
+LABELLED = "hks.dev/function=hello"
+KINDS = [
+    "services.serving.knative.dev",
+    "jobs.batch",
+    "cronjobs.batch",
+    "networkpolicies.networking.k8s.io",
+    "serviceaccounts",
+    "configmaps",
+    "secrets",
+    "pods",
+    "revisions.serving.knative.dev",
+]
+
+
+def service_spec(**changes) -> ServiceSpec:
+    values = dict(
+        ref=REF,
+        revision="hello-00003",
+        runtime="node",
+        kind="http",
+        artifact="registry.example.test/x:1",
+        env={"GREETING": "hi"},
+        scale=Scale(0, 3, 10, 0),
+        resources=Resources(100, 128),
+        labels={"hks.dev/project": "acme", "hks.dev/function": "hello"},
+    )
+    values.update(changes)
+    return ServiceSpec(**values)
+
+
+@pytest.fixture
+def backend(fake_k8s):
+    backend = KnativeBackend(fake_k8s.kubeconfig, cluster=CLUSTER)
+    backend.poll_interval = 0.05
+    return backend
+
+
+def wait_ready(backend, ref=REF, revision="hello-00003", timeout=10.0):
+    deadline = time.monotonic() + timeout
+    status = backend.status(ref)
+    while not (status.ready and status.latest_ready_revision == revision):
+        assert time.monotonic() < deadline, f"not ready: {status}"
+        time.sleep(0.05)
+        status = backend.status(ref)
+    return status
+
+
+def collect(agen_factory):
+    async def run():
+        return [line async for line in agen_factory()]
+
+    return asyncio.run(run())
+
+
+def labelled_objects(fake, selector=LABELLED):
+    return {kind: fake.list(kind, "acme", selector) for kind in KINDS if fake.list(kind, "acme", selector)}
+
+
+def test_full_flow_build_apply_status_logs_schedule_delete(fake_k8s, backend):
+    lines = []
+    result = backend.build(BUILD, on_log=lines.append)
+    assert result.artifact == m.image_ref(BUILD, CLUSTER)
+    assert any(f"Pushed {result.artifact}" in line for line in lines)
+    assert fake_k8s.get("jobs.batch", "acme", m.build_name(BUILD))["status"]["succeeded"] == 1
+    assert fake_k8s.get("secrets", "acme", m.build_name(BUILD)) is None  # the one-time URL is not kept
+
+    backend.apply(service_spec(artifact=result.artifact))
+    status = wait_ready(backend)
+    assert status.url == "http://hello.acme.example.test"
+    assert status.internal_url == "http://hello.acme.svc.cluster.local"
+    assert status.replicas == 1
+    ksvc = fake_k8s.get(KSVC, "acme", "hello")
+    assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"] == result.artifact
+    assert (
+        fake_k8s.get("serviceaccounts", "acme", m.service_account_name(REF))["automountServiceAccountToken"]
+        is False
+    )
+
+    pod = fake_k8s.list("pods", "acme", "serving.knative.dev/service=hello")[0]["metadata"]["name"]
+    fake_k8s.append_log("acme", pod, "user-container", "handled GET /")
+    fake_k8s.append_log("acme", pod, "queue-proxy", "not the function's output")
+    logs = collect(lambda: backend.logs(REF))
+    assert [line.text for line in logs][-1] == "handled GET /"
+    assert all(line.instance == pod for line in logs)
+    assert "not the function's output" not in [line.text for line in logs]
+    assert [line.text for line in collect(lambda: backend.logs(REF, tail=1))] == ["handled GET /"]
+
+    backend.apply_schedule(SCHEDULE)
+    backend.apply_schedule(dataclasses.replace(SCHEDULE, enabled=False, cron="*/5 * * * *"))
+    crons = fake_k8s.list("cronjobs.batch", "acme")
+    assert len(crons) == 1
+    assert crons[0]["spec"]["suspend"] is True and crons[0]["spec"]["schedule"] == "*/5 * * * *"
+
+    backend.delete(REF)
+    assert labelled_objects(fake_k8s) == {}
+    assert fake_k8s.list("pods", "acme") == []  # build pods and function pods went with their owners
+    backend.delete(REF)  # twice is fine
+    assert backend.status(REF).exists is False
+
+
+def test_other_functions_survive_a_delete(fake_k8s, backend):
+    other = FunctionRef(project="acme", namespace="acme", function="other")
+    backend.apply(service_spec())
+    backend.apply(
+        service_spec(
+            ref=other, revision="other-00001", labels={"hks.dev/project": "acme", "hks.dev/function": "other"}
+        )
+    )
+    backend.delete(REF)
+    assert fake_k8s.get(KSVC, "acme", "other") is not None
+    assert fake_k8s.get("serviceaccounts", "acme", m.service_account_name(other)) is not None
+
+
+def test_following_logs_yields_new_lines_as_they_come(fake_k8s, backend):
+    backend.apply(service_spec())
+    wait_ready(backend)
+    pod = fake_k8s.list("pods", "acme", "serving.knative.dev/service=hello")[0]["metadata"]["name"]
+
+    async def follow():
+        stream = backend.logs(REF, follow=True)
+        first = await asyncio.wait_for(anext(stream), 10)
+        fake_k8s.append_log("acme", pod, "user-container", "a later line")
+        second = await asyncio.wait_for(anext(stream), 10)
+        await stream.aclose()
+        return first, second
+
+    first, second = asyncio.run(follow())
+    assert first.text.startswith("listening")
+    assert second.text == "a later line"
+
+
+def test_a_failed_build_is_permanent_and_carries_the_message(fake_k8s, backend):
+    fake_k8s.fail_next_job("COPY failed: no such file")
+    with pytest.raises(BackendError) as exc:
+        backend.build(BUILD)
+    assert exc.value.permanent is True
+    assert "COPY failed: no such file" in exc.value.message
+
+
+def test_a_retried_build_joins_the_same_job_and_a_failed_one_is_rebuilt(fake_k8s, backend):
+    fake_k8s.fail_next_job("flaky registry")
+    with pytest.raises(BackendError):
+        backend.build(BUILD)
+    first = backend.build(BUILD)  # the failed Job is replaced by a fresh one
+    second = backend.build(BUILD)  # a finished Job is joined, not rebuilt
+    assert first.artifact == second.artifact
+    assert len(fake_k8s.list("jobs.batch", "acme")) == 1
+    assert fake_k8s.list("jobs.batch", "acme")[0]["status"]["succeeded"] == 1
+
+
+def test_a_new_revision_replaces_the_previous_one(fake_k8s, backend):
+    backend.apply(service_spec())
+    wait_ready(backend)
+    backend.apply(service_spec(revision="hello-00004", env={"GREETING": "hello"}))
+    wait_ready(backend, revision="hello-00004")
+    ksvc = fake_k8s.get(KSVC, "acme", "hello")
+    assert ksvc["metadata"]["generation"] == 2
+    assert ksvc["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "GREETING", "value": "hello"}
+    ]
+
+
+def test_applying_the_same_spec_twice_changes_nothing(fake_k8s, backend):
+    backend.apply(service_spec())
+    wait_ready(backend)
+    backend.apply(service_spec())
+    assert fake_k8s.get(KSVC, "acme", "hello")["metadata"]["generation"] == 1
+    assert wait_ready(backend).ready
+
+
+def test_agent_code_gets_a_default_deny_policy_that_goes_when_it_is_standard_again(fake_k8s, backend):
+    backend.apply(service_spec(sandbox_profile="restricted", visibility="cluster-local"))
+    ksvc = fake_k8s.get(KSVC, "acme", "hello")
+    assert ksvc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+    assert ksvc["spec"]["template"]["spec"]["runtimeClassName"] == "gvisor"
+    assert len(fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED)) == 1
+    backend.apply(service_spec())
+    assert fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED) == []
+
+
+def test_a_revision_that_fails_reports_why(fake_k8s, backend):
+    fake_k8s.fail_next_revision("Back-off pulling image")
+    backend.apply(service_spec())
+    deadline = time.monotonic() + 10
+    while "Back-off" not in backend.status(REF).message:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert backend.status(REF).ready is False
+
+
+@pytest.mark.parametrize(("status", "permanent"), [(503, False), (500, False), (400, True), (403, True)])
+def test_api_errors_map_to_transient_or_permanent(fake_k8s, backend, status, permanent):
+    fake_k8s.fail_next_request("POST", "/apis/serving.knative.dev/v1/namespaces/acme/services", status)
+    with pytest.raises(BackendError) as exc:
+        backend.apply(service_spec())
+    assert exc.value.permanent is permanent
+
+
+def test_refused_credentials_are_permanent(fake_k8s):
+    bad = fake_k8s.kubeconfig.replace(fake_k8s.token, "not-the-token")
+    with pytest.raises(BackendError, match="credentials") as exc:
+        KnativeBackend(bad).status(REF)
+    assert exc.value.permanent is True
+
+
+def test_an_unreachable_cluster_is_transient(fake_k8s):
+    kubeconfig = fake_k8s.kubeconfig.replace(fake_k8s.url, "http://127.0.0.1:9")
+    with pytest.raises(BackendError) as exc:
+        KnativeBackend(kubeconfig).status(REF)
+    assert exc.value.permanent is False
+
+
+def test_garbage_kubeconfig_is_permanent():
+    with pytest.raises(BackendError) as exc:
+        KnativeBackend("just: [text")
+    assert exc.value.permanent is True
+
+
+def test_list_owned_reports_functions_and_their_revisions(fake_k8s, backend):
+    backend.apply(service_spec())
+    owned = backend.list_owned("acme", "acme")
+    assert [(o.ref.function, o.revision) for o in owned] == [("hello", "hello-00003")]
+    assert backend.list_owned("globex", "acme") == []
+
+
+def test_deleting_a_schedule_is_idempotent(fake_k8s, backend):
+    backend.apply_schedule(SCHEDULE)
+    backend.delete_schedule(REF, "nightly")
+    backend.delete_schedule(REF, "nightly")
+    assert fake_k8s.list("cronjobs.batch", "acme") == []
+
+
+def test_the_backend_fires_schedules_itself(backend):
+    assert backend.fires_schedules_itself() is True
+
+
+# Through the platform: projects, services and the real worker ------------------------------------------
+
+
+def test_project_without_kubeconfig_gets_a_permanent_error(project):
+    project.backend = "knative"
+    project.save()
+    with pytest.raises(BackendError, match="no kubeconfig") as exc:
+        get_backend(project)
+    assert exc.value.permanent is True
+
+
+def test_project_backend_comes_from_its_encrypted_kubeconfig(fake_k8s, project, owner):
+    project.backend = "knative"
+    project.save()
+    project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=owner)
+    project.refresh_from_db()
+    assert fake_k8s.token not in project.kubeconfig_encrypted
+    backend = get_backend(project)
+    assert isinstance(backend, KnativeBackend)
+    assert backend.status(REF).exists is False
+
+
+NODE_SOURCE = {
+    "func.yaml": b"specVersion: 0.36.0\nname: hello\nruntime: node\ncreated: 2026-11-25T00:00:00Z\n",
+    "index.js": b"module.exports = { handle: async () => 'OK' };\n",
+}
+
+
+def wait_for_status(function, wanted, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    function.refresh_from_db()
+    while function.status not in wanted:
+        assert time.monotonic() < deadline, (
+            f"{function} stuck in {function.status}: {function.status_message}"
+        )
+        time.sleep(0.1)
+        function.refresh_from_db()
+    return function
+
+
+def test_knative_project_deploys_and_deletes_through_the_worker(fake_k8s, celery_worker, project, owner):
+    project.backend = "knative"
+    project.save()
+    project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=owner)
+    function = services.function_create(project=project, name="hello", runtime="node", user=owner)
+    revision = services.function_deploy(function=function, archive=pack_files(NODE_SOURCE), user=owner)
+
+    function = wait_for_status(function, {FunctionStatus.READY, FunctionStatus.FAILED})
+    assert function.status == FunctionStatus.READY, function.status_message
+    assert function.url == "http://hello.acme.example.test"
+    revision.refresh_from_db()
+    assert revision.artifact.startswith("registry.local/hks/acme/hello:hello-00001-")
+    assert "Pushed" in Build.objects.get(revision=revision).log
+    ksvc = fake_k8s.get(KSVC, "acme", "hello")
+    assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"] == revision.artifact
+
+    services.function_delete(function=function, user=owner)
+    wait_for_status(function, {FunctionStatus.DELETED})
+    assert labelled_objects(fake_k8s) == {}
+
+
+def test_a_failed_cluster_build_marks_the_function_failed(fake_k8s, celery_worker, project, owner):
+    project.backend = "knative"
+    project.save()
+    project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=owner)
+    fake_k8s.fail_next_job("npm ERR! 404 left-pad")
+    function = services.function_create(project=project, name="hello", runtime="node", user=owner)
+    services.function_deploy(function=function, archive=pack_files(NODE_SOURCE), user=owner)
+    function = wait_for_status(function, {FunctionStatus.READY, FunctionStatus.FAILED})
+    assert function.status == FunctionStatus.FAILED
+    assert "npm ERR! 404 left-pad" in function.status_message
+    assert Function.objects.get(pk=function.pk).current_revision is None
