@@ -1,6 +1,179 @@
-from django.contrib import admin
+"""The operators' admin: projects with quotas and members, functions, tokens and the audit log.
 
-from . import models
+Destructive actions go through services (a "force delete" is ``services.function_delete``, which tears the
+function down on its backend), never through the admin's own row deletion.
+"""
+
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from . import models, services
 
 admin.site.site_header = "HKS Functions operations"
-admin.site.register(models.Project)
+admin.site.site_title = "HKS Functions"
+admin.site.index_title = "Operations"
+
+
+class MembershipInline(admin.TabularInline):
+    model = models.Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(models.Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = [
+        "slug",
+        "name",
+        "backend",
+        "max_functions",
+        "max_agent_functions",
+        "max_cpu_millicores",
+        "max_memory_mb",
+        "created_at",
+    ]
+    list_filter = ["backend", "created_at"]
+    search_fields = ["slug", "name", "namespace"]
+    readonly_fields = ["created_at", "has_kubeconfig"]
+    fieldsets = [
+        (None, {"fields": ["slug", "name", "backend", "namespace", "has_kubeconfig", "created_at"]}),
+        (
+            "Quotas",
+            {"fields": ["max_functions", "max_agent_functions", "max_cpu_millicores", "max_memory_mb"]},
+        ),
+    ]
+    inlines = [MembershipInline]
+
+    @admin.display(boolean=True, description="Kubeconfig stored")
+    def has_kubeconfig(self, obj):
+        return obj.has_kubeconfig
+
+
+@admin.register(models.Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["project", "user", "role", "created_at"]
+    list_filter = ["role", "project"]
+    search_fields = ["project__slug", "user__username", "user__email"]
+    autocomplete_fields = ["project", "user"]
+
+
+class RevisionInline(admin.TabularInline):
+    model = models.Revision
+    extra = 0
+    can_delete = False
+    fields = ["number", "content_hash", "size_bytes", "artifact", "created_by", "created_at"]
+    readonly_fields = fields
+    show_change_link = True
+
+
+@admin.register(models.Function)
+class FunctionAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "project",
+        "status",
+        "runtime",
+        "replicas",
+        "current_revision",
+        "ephemeral",
+        "deployed_at",
+        "updated_at",
+    ]
+    list_filter = ["status", "runtime", "ephemeral", "sandbox_profile", "visibility", "project__backend"]
+    search_fields = ["name", "project__slug", "status_message", "url"]
+    list_select_related = ["project", "current_revision"]
+    readonly_fields = [
+        "status",
+        "status_message",
+        "url",
+        "internal_url",
+        "replicas",
+        "current_revision",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "deployed_at",
+        "deleted_at",
+    ]
+    raw_id_fields = ["project"]
+    inlines = [RevisionInline]
+    actions = ["force_delete"]
+
+    @admin.action(description="Force delete (tear down on the backend)")
+    def force_delete(self, request, queryset):
+        count = 0
+        for function in queryset.select_related("project").exclude(status=models.FunctionStatus.DELETED):
+            services.function_delete(function=function, user=request.user)
+            count += 1
+        self.message_user(request, f"Deleting {count} function(s).", messages.SUCCESS)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # rows go through force delete, so the backend is cleaned up too
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
+@admin.register(models.Revision)
+class RevisionAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "number", "content_hash", "size_bytes", "created_at"]
+    list_filter = ["created_at", "function__runtime"]
+    search_fields = ["function__name", "function__project__slug", "content_hash"]
+    list_select_related = ["function__project"]
+    raw_id_fields = ["function", "created_by"]
+
+
+@admin.register(models.Build)
+class BuildAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "status", "created_at", "started_at", "finished_at"]
+    list_filter = ["status", "created_at"]
+    search_fields = ["revision__function__name", "revision__function__project__slug", "message"]
+    list_select_related = ["revision__function__project"]
+    raw_id_fields = ["revision"]
+
+
+@admin.register(models.ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "token_prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
+    list_filter = ["created_at", "expires_at", "revoked_at"]
+    search_fields = ["name", "token_prefix", "user__username"]
+    readonly_fields = ["token_prefix", "created_at", "last_used_at", "revoked_at"]
+    raw_id_fields = ["user"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+    def has_add_permission(self, request):
+        return False  # a token's plaintext is shown once, to its owner: they create them from the CLI
+
+
+@admin.register(models.Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    list_display = ["name", "function", "cron", "timezone", "enabled", "next_run_at", "last_scheduled_at"]
+    list_filter = ["enabled", "concurrency_policy", "timezone"]
+    search_fields = ["name", "function__name", "function__project__slug", "cron"]
+    list_select_related = ["function__project"]
+    raw_id_fields = ["function"]
+
+
+@admin.register(models.AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "project", "actor", "action", "function_name"]
+    list_filter = ["action", "created_at", "project"]
+    search_fields = ["action", "function_name", "project__slug", "actor__username"]
+    list_select_related = ["project", "actor"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
