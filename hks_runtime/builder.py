@@ -191,8 +191,12 @@ def build(
     content_hash: str,
     on_log: LogFn,
     timeout: float = BUILD_TIMEOUT,
+    deps_cache_dir: Path | None = None,
 ) -> Path:
-    """Unpack and install dependencies; return ``artifacts_dir/<content_hash>``. Raises BuildError."""
+    """Unpack and install dependencies; return ``artifacts_dir/<content_hash>``. Raises BuildError.
+
+    Dependency installs are cached in ``deps_cache_dir`` (default ``layers_dir/deps``).
+    """
     if not content_hash or not content_hash.replace("-", "").isalnum():
         raise BuildError(f"invalid content hash {content_hash!r}")
     artifacts_dir = Path(artifacts_dir)
@@ -206,7 +210,7 @@ def build(
     try:
         _unpack(Path(archive_path), tmp)
         installer = _install_node_deps if runtime == "node" else _install_python_deps
-        installer(tmp, layer, Path(layers_dir) / "deps", on_log, timeout)
+        installer(tmp, layer, Path(deps_cache_dir or Path(layers_dir) / "deps"), on_log, timeout)
         (tmp / ".hks-built").write_text(content_hash)
         _make_readable(tmp)
         with contextlib.suppress(OSError):  # an identical build finished first: keep that one

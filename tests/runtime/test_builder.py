@@ -1,0 +1,280 @@
+"""Runtime layers, function builds and the launchers, with real npm/pip installs and real sandboxed servers.
+
+The first run downloads faas-js-runtime (npm) and func-python (PyPI) into var/test-layers/; later runs reuse
+them. Debian package: bubblewrap.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hks_runtime import builder, sandbox
+from tests.needs import require_binary
+
+from .fixtures import (
+    LAYERS_DIR,
+    archive_from_files,
+    build_fixture,
+    remove_dir,
+    request,
+    run,
+    scratch_dir,
+    serving,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.runtime
+
+CE_HEADERS = {
+    "content-type": "application/json",
+    "ce-id": "evt-1",
+    "ce-source": "/tests",
+    "ce-type": "com.example.test",
+    "ce-specversion": "1.0",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bwrap():
+    require_binary("bwrap", hint="apt-get install bubblewrap")
+
+
+@pytest.fixture(scope="module")
+def work():
+    path = scratch_dir("builder-")
+    yield path
+    remove_dir(path)
+
+
+@pytest.fixture(scope="module")
+def node_layer():
+    return builder.ensure_layer("node", LAYERS_DIR, lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def python_layer():
+    return builder.ensure_layer("python", LAYERS_DIR, lambda line: None)
+
+
+# --- layers --------------------------------------------------------------------------------------------
+
+
+def test_node_layer_has_node_24_and_faas_js_runtime_visible_in_the_sandbox(node_layer):
+    info = builder.layer_info(node_layer)
+    package_json = "/layer/runtime/node_modules/faas-js-runtime/package.json"
+    script = f"console.log(process.version, require('{package_json}').version)"
+    code, out, err = run([info["node"], "-e", script], ro_binds=[(str(node_layer), "/layer")])
+    assert code == 0, err
+    node_version, runtime_version = out.split()
+    assert int(node_version.lstrip("v").split(".")[0]) >= 20
+    assert runtime_version == "4.0.1"
+
+
+def test_python_layer_has_func_python_visible_in_the_sandbox(python_layer):
+    info = builder.layer_info(python_layer)
+    binds = [(str(python_layer), "/layer")] + [(p, p) for p in info["extra_ro_binds"]]
+    script = "import importlib.metadata as m, func_python.http; print(m.version('func-python'))"
+    code, out, err = run([info["python"], "-c", script], ro_binds=binds)
+    assert (code, out.strip()) == (0, "0.8.1"), err
+
+
+def test_a_built_layer_is_reused(node_layer):
+    logs = []
+    assert builder.ensure_layer("node", LAYERS_DIR, logs.append) == node_layer
+    assert not any("building" in line for line in logs)
+
+
+def test_unknown_runtime_is_a_build_error(tmp_path):
+    with pytest.raises(builder.BuildError, match="unknown runtime"):
+        builder.ensure_layer("cobol", tmp_path, lambda line: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- builds --------------------------------------------------------------------------------------------
+
+
+def test_build_unpacks_the_archive_and_is_idempotent(work, node_layer):
+    artifact = build_fixture("node-http", "node", work)
+    assert (artifact / "index.js").exists()
+    assert (artifact / "func.yaml").exists()
+    logs = []
+    assert build_fixture("node-http", "node", work, logs) == artifact
+    assert any("already built" in line for line in logs)
+
+
+def test_node_dependencies_are_installed_sandboxed_and_cached_by_lock_hash(work, node_layer):
+    logs = []
+    artifact = build_fixture("node-cloudevents", "node", work, logs)
+    assert (artifact / "node_modules" / "cloudevents" / "package.json").exists()
+    # Same package.json, different code: a new artifact, but the install is reused.
+    logs.clear()
+    other = build_fixture("node-cloudevents", "node", work, logs, **{"extra.txt": "changed"})
+    assert other != artifact
+    assert (other / "node_modules" / "cloudevents" / "package.json").exists()
+    assert any("dependencies unchanged" in line for line in logs)
+    assert not any("installing dependencies" in line for line in logs)
+
+
+def test_install_scripts_run_inside_the_sandbox(work, node_layer):
+    """npm runs the package's own lifecycle scripts: untrusted code that must not see the host."""
+    package = {
+        "name": "nosy",
+        "version": "1.0.0",
+        "dependencies": {"cloudevents": "8.0.2"},
+        "scripts": {"preinstall": "id -u; ls /root 2>&1 || true; cat /etc/shadow 2>&1 || true"},
+    }
+    logs = []
+    archive, content_hash = archive_from_files(
+        {"func.yaml": "name: nosy\nruntime: node\n", "index.js": "", "package.json": json.dumps(package)},
+        work / "nosy.tar.gz",
+    )
+    builder.build(
+        runtime="node",
+        archive_path=archive,
+        artifacts_dir=work / "artifacts",
+        layers_dir=LAYERS_DIR,
+        content_hash=content_hash,
+        on_log=logs.append,
+        deps_cache_dir=work / "fresh-deps",  # not the shared cache: the scripts must really run
+    )
+    text = "\n".join(logs)
+    assert "/root" in text and "No such file or directory" in text
+    assert "root:" not in text  # no shadow entries
+    if sandbox.runs_unprivileged():
+        assert str(sandbox.SANDBOX_UID) in [line.strip() for line in logs]
+
+
+def test_a_failed_npm_install_raises_with_npms_own_error(work, node_layer):
+    package = {"name": "broken", "version": "1.0.0", "dependencies": {"cloudevents": "^999.0.0"}}
+    archive, content_hash = archive_from_files(
+        {"func.yaml": "name: broken\n", "index.js": "", "package.json": json.dumps(package)},
+        work / "broken-node.tar.gz",
+    )
+    with pytest.raises(builder.BuildError, match="npm error") as failure:
+        builder.build(
+            runtime="node",
+            archive_path=archive,
+            artifacts_dir=work / "artifacts",
+            layers_dir=LAYERS_DIR,
+            content_hash=content_hash,
+            on_log=lambda line: None,
+        )
+    assert "No matching version found for cloudevents@^999.0.0" in str(failure.value)
+    assert not (work / "artifacts" / content_hash).exists()
+
+
+def test_a_failed_pip_install_raises_with_pips_own_error(work, python_layer):
+    archive, content_hash = archive_from_files(
+        {"func.yaml": "name: broken\n", "requirements.txt": "this is not a requirement!!\n"},
+        work / "broken-python.tar.gz",
+    )
+    with pytest.raises(builder.BuildError, match="ERROR") as failure:
+        builder.build(
+            runtime="python",
+            archive_path=archive,
+            artifacts_dir=work / "artifacts",
+            layers_dir=LAYERS_DIR,
+            content_hash=content_hash,
+            on_log=lambda line: None,
+        )
+    assert "this is not a requirement" in str(failure.value)
+    assert not (work / "artifacts" / content_hash).exists()
+
+
+def test_python_requirements_are_installed_into_the_artifact(work, python_layer):
+    logs = []
+    artifact = build_fixture("python-http", "python", work, logs)
+    assert (artifact / ".hks" / "site-packages" / "six.py").exists()
+    assert any(line.startswith("Successfully installed") or "dependencies unchanged" in line for line in logs)
+
+
+# --- launchers: the function answers as under `kn func` -------------------------------------------------
+
+
+@pytest.mark.parametrize("runtime", ["node", "python"])
+def test_http_function_serves_requests_and_health_endpoints(work, runtime):
+    artifact = build_fixture(f"{runtime}-http", runtime, work)
+    with serving(runtime, "http", artifact) as (url, proc):
+        wait_ready(url, proc)
+        status, headers, body = request(url + "/")
+        assert (status, body) == (200, b"OK")
+        assert headers["content-type"].startswith("text/plain")
+        assert request(url + "/health/liveness")[0] == 200
+        status, _, body = request(url + "/?env=1")
+        env = json.loads(body)
+        assert {env.get("service", env.get("K_SERVICE")), env.get("revision", env.get("K_REVISION"))} == {
+            "hello",
+            "hello-00001",
+        }
+        status, _, body = request(url + "/", data=b"hi there", headers={"content-type": "text/plain"})
+        assert status == 200 and b"hi there" in body
+
+
+@pytest.mark.parametrize("runtime", ["node", "python"])
+def test_cloudevents_function_answers_an_event_with_an_event(work, runtime):
+    artifact = build_fixture(f"{runtime}-cloudevents", runtime, work)
+    with serving(runtime, "cloudevents", artifact) as (url, proc):
+        wait_ready(url, proc)
+        status, headers, body = request(url + "/", data=b'{"n": 42}', headers=CE_HEADERS)
+        assert status == 200
+        if headers["content-type"].startswith("application/cloudevents+json"):
+            event = json.loads(body)  # structured mode (func-python)
+            data, event_type = event["data"], event["type"]
+        else:
+            data, event_type = json.loads(body), headers["ce-type"]  # binary mode (faas-js-runtime)
+        assert event_type == "function.response"
+        assert data == {"message": "OK", "received": {"n": 42}}
+
+
+def test_python_cloudevents_function_rejects_a_plain_request_like_func_python(work):
+    artifact = build_fixture("python-cloudevents", "python", work)
+    with serving("python", "cloudevents", artifact) as (url, proc):
+        wait_ready(url, proc)
+        status, _, body = request(url + "/")
+        assert status == 400 and b"CloudEvent" in body
+
+
+@pytest.mark.parametrize("runtime", ["node", "python"])
+def test_prewarmed_instance_loads_the_function_on_a_signal(work, runtime):
+    artifact = build_fixture(f"{runtime}-http", runtime, work)
+    with serving(runtime, "http", artifact, prewarm=True) as (url, proc):
+        assert proc.poll() is None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        wait_ready(url, proc)
+        assert request(url + "/")[2] == b"OK"
+
+
+def test_instance_terminates_gracefully_on_sigterm(work):
+    artifact = build_fixture("python-http", "python", work)
+    with serving("python", "http", artifact) as (url, proc):
+        wait_ready(url, proc)
+        proc.terminate(grace=10)
+        assert proc.returncode == 0  # hypercorn's own shutdown, not a SIGKILL
+
+
+def test_instance_command_refuses_unknown_kinds(work, node_layer):
+    with pytest.raises(builder.BuildError, match="kind"):
+        builder.instance_command(
+            runtime="node", kind="grpc", artifact_dir=work, layer_dir=node_layer, listen_fd=3
+        )
+
+
+def test_broken_function_exits_with_its_error_on_stderr(work):
+    logs = []
+    archive, content_hash = archive_from_files(
+        {"func.yaml": "name: oops\n", "index.js": "throw new Error('boom at load');\n"}, work / "oops.tar.gz"
+    )
+    artifact = builder.build(
+        runtime="node",
+        archive_path=archive,
+        artifacts_dir=work / "artifacts",
+        layers_dir=LAYERS_DIR,
+        content_hash=content_hash,
+        on_log=logs.append,
+    )
+    with serving("node", "http", artifact) as (_, proc):
+        assert proc.wait(timeout=60) == 1
+        assert "boom at load" in proc.stderr.read().decode()
