@@ -3,6 +3,9 @@ create -> deploy -> invoke -> logs -> redeploy (unchanged: the build is reused) 
 env -> delete, for Node and Python; and a failing build that shows its failing lines."""
 
 import json
+import queue
+import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -51,6 +54,33 @@ def _wait_for_log(env, name, text, timeout=30):
         time.sleep(0.5)
 
 
+def _follow_until(env, name, text, trigger, timeout=30) -> bool:
+    """Run ``hks-func logs -f``, call ``trigger``, and report whether ``text`` shows up while following."""
+    proc = subprocess.Popen(
+        [HKS_FUNC, "logs", "-f", "--tail", "1", name],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        time.sleep(1.5)  # let the first snapshot pass, so what we see next is followed, not listed
+        trigger()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if text in lines.get(timeout=1):
+                    return True
+            except queue.Empty:
+                continue
+        return False
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.mark.parametrize("language", ["node", "python"])
 def test_create_deploy_invoke_logs_redeploy_rollback_delete(dev_env, tmp_path, language):
     env, name = dev_env, f"wf-{language}-{uuid.uuid4().hex[:6]}"
@@ -68,6 +98,12 @@ def test_create_deploy_invoke_logs_redeploy_rollback_delete(dev_env, tmp_path, l
     assert json.loads(greeting.stdout) == {"message": "Hello, Ada!"}
     assert "HTTP 200" in greeting.stderr
     assert f'{name} received a POST with {{"x": 1}}' in _wait_for_log(env, name, "received a POST")
+    assert _follow_until(
+        env,
+        name,
+        '"followed": true',
+        lambda: _ok(run_cli(HKS_FUNC, "invoke", name, "--data", '{"followed": true}', env=env)),
+    )
 
     again = _json(run_cli(HKS_FUNC, "deploy", "-o", "json", env=env, cwd=fn_dir))
     assert (again["revision"], again["reused_build"], again["url"]) == (2, True, url)
