@@ -10,10 +10,9 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import schedule_firing, services_schedules
-from .backends import BackendError
 from .models import Function, Schedule, ScheduleRun
 from .services import audit
-from .tasks import RETRY, _give_up
+from .tasks import RETRY, _drive
 
 
 @shared_task(ignore_result=True)
@@ -33,12 +32,11 @@ def sync_schedule(self, schedule_id: int) -> None:
     schedule = Schedule.objects.select_related("function__project").filter(pk=schedule_id).first()
     if schedule is None:
         return  # deleted meanwhile; remove_schedule takes care of the backend
-    try:
-        services_schedules.schedule_sync_run(schedule=schedule)
-    except BackendError as exc:
-        if _give_up(self, exc):
-            return _record_failure(schedule.function, schedule.name, exc)
-        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+    _drive(
+        self,
+        lambda: services_schedules.schedule_sync_run(schedule=schedule),
+        lambda msg: _record_failure(schedule.function, schedule.name, msg),
+    )
 
 
 @shared_task(bind=True, acks_late=True, **RETRY)
@@ -46,19 +44,18 @@ def remove_schedule(self, function_id: int, name: str) -> None:
     function = Function.objects.select_related("project").filter(pk=function_id).first()
     if function is None:
         return
-    try:
-        services_schedules.schedule_remove_run(function=function, name=name)
-    except BackendError as exc:
-        if _give_up(self, exc):
-            return _record_failure(function, name, exc)
-        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+    _drive(
+        self,
+        lambda: services_schedules.schedule_remove_run(function=function, name=name),
+        lambda msg: _record_failure(function, name, msg),
+    )
 
 
-def _record_failure(function: Function, name: str, exc: BackendError) -> None:
+def _record_failure(function: Function, name: str, message: str) -> None:
     audit(
         project=function.project,
         function=function,
         action="schedule.sync_failed",
         schedule=name,
-        message=exc.message[:500],
+        message=message[:500],
     )
