@@ -97,7 +97,8 @@ def test_create_deploy_invoke_logs_redeploy_rollback_delete(dev_env, tmp_path, l
     greeting = _ok(run_cli(HKS_FUNC, "invoke", "--route", "/?name=Ada", env=env, cwd=fn_dir))
     assert json.loads(greeting.stdout) == {"message": "Hello, Ada!"}
     assert "HTTP 200" in greeting.stderr
-    assert f'{name} received a POST with {{"x": 1}}' in _wait_for_log(env, name, "received a POST")
+    logs = _wait_for_log(env, name, "received a POST")
+    assert f"{name} received a POST with" in logs and '"x":' in logs
     assert _follow_until(
         env,
         name,
