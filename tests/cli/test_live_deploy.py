@@ -102,7 +102,7 @@ def test_create_deploy_invoke_logs_redeploy_rollback_delete(dev_env, tmp_path, l
     assert _follow_until(
         env,
         name,
-        '"followed": true',
+        "followed",
         lambda: _ok(run_cli(HKS_FUNC, "invoke", name, "--data", '{"followed": true}', env=env)),
     )
 
