@@ -1,0 +1,68 @@
+"""``python -m hks_runtime --data-dir var/runtime --control-port 8070 --gateway-port 8080``, token from
+``HKS_RUNTIME_TOKEN`` or ``--token``. Port 0 picks free ports; the first stdout line is JSON with the URLs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .daemon import Daemon, Options
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    try:
+        return float(value) if value else default
+    except ValueError:
+        sys.exit(f"{name} must be a number, not {value!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m hks_runtime", description="HKS Functions local runtime")
+    parser.add_argument("--data-dir", type=Path, default=Path("var/runtime"))
+    parser.add_argument("--host", default="127.0.0.1", help="address both servers bind (default loopback)")
+    parser.add_argument("--control-port", type=int, default=8070)
+    parser.add_argument("--gateway-port", type=int, default=8080)
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("HKS_RUNTIME_TOKEN", ""),
+        help="bearer token of the control API (default: $HKS_RUNTIME_TOKEN)",
+    )
+    parser.add_argument("--domain", default=os.environ.get("HKS_RUNTIME_DOMAIN", "localhost"))
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=_env_float("HKS_RUNTIME_IDLE_SECONDS", 90.0),
+        help="scale an instance down after this long without requests (Knative: 60 s + 30 s)",
+    )
+    parser.add_argument("--max-body-mb", type=float, default=_env_float("HKS_RUNTIME_MAX_BODY_MB", 10.0))
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    if not args.token:
+        parser.error("no control token: set HKS_RUNTIME_TOKEN or pass --token")
+    if args.idle_seconds <= 0:
+        parser.error("--idle-seconds must be positive")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return Options(
+        data_dir=args.data_dir,
+        token=args.token,
+        host=args.host,
+        control_port=args.control_port,
+        gateway_port=args.gateway_port,
+        domain=args.domain,
+        idle_seconds=args.idle_seconds,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    Daemon(parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The control API (JSON over HTTP, bearer token) that ``functions/backends/local.py`` calls.
+
+    PUT    /v1/namespaces/{ns}/functions/{name}        apply a spec (see spec.FunctionSpec.from_json)
+    GET    /v1/namespaces/{ns}/functions/{name}        status (404 {"exists": false} when unknown)
+    DELETE /v1/namespaces/{ns}/functions/{name}        stop and forget it (idempotent: 200 either way)
+    GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO&tail=N&follow=1
+    GET    /v1/functions[?namespace=ns]                what the daemon holds
+    POST   /v1/builds                                  {runtime, archive_path, content_hash}: ndjson stream
+                                                       of {"log": line}..., then {"artifact": dir} or
+                                                       {"error": message, "permanent": bool}
+    GET    /metrics, /healthz                          no token (Prometheus scrapes it; bound to loopback)
+
+Errors are ``{"error": message, "permanent": bool}``; permanent means the same request cannot succeed later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hmac
+import json
+from pathlib import Path
+
+from aiohttp import web
+
+from .logstore import parse_ts
+from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
+
+
+def error(status: int, message: str, *, permanent: bool) -> web.Response:
+    return web.json_response({"error": message, "permanent": permanent}, status=status)
+
+
+class ControlApi:
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.supervisor = daemon.supervisor
+        self.build_slots = asyncio.Semaphore(2)  # builds are CPU-heavy; 2 cores
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.auth], client_max_size=1024 * 1024)
+        fn = "/v1/namespaces/{ns}/functions/{name}"
+        app.router.add_put(fn, self.apply)
+        app.router.add_get(fn, self.status)
+        app.router.add_delete(fn, self.delete)
+        app.router.add_get(fn + "/logs", self.logs)
+        app.router.add_get("/v1/functions", self.list_functions)
+        app.router.add_post("/v1/builds", self.build)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    @web.middleware
+    async def auth(self, request: web.Request, handler):
+        if request.path.startswith("/v1/"):
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {self.daemon.token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return error(401, "missing or wrong bearer token", permanent=True)
+        return await handler(request)
+
+    def _names(self, request: web.Request) -> tuple[str, str]:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        if not DNS_LABEL.match(ns) or not DNS_LABEL.match(name):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "names must be DNS-1123 labels", "permanent": True}),
+                content_type="application/json",
+            )
+        return ns, name
+
+    async def apply(self, request: web.Request) -> web.Response:
+        ns, name = self._names(request)
+        try:
+            data = await request.json()
+        except ValueError:
+            return error(400, "the body must be JSON", permanent=True)
+        try:
+            spec = FunctionSpec.from_json(ns, name, data)
+        except SpecError as exc:
+            return error(400, str(exc), permanent=True)
+        problem = self.daemon.sandbox_problem()
+        if problem:
+            return error(503, problem, permanent=True)
+        self.supervisor.apply(spec)
+        return web.json_response(self._status(ns, name))
+
+    async def status(self, request: web.Request) -> web.Response:
+        ns, name = self._names(request)
+        status = self._status(ns, name)
+        return web.json_response(status, status=200 if status["exists"] else 404)
+
+    def _status(self, ns: str, name: str) -> dict:
+        fn = self.supervisor.functions.get((ns, name))
+        if fn is None:
+            return {"exists": False, "ready": False}
+        return {
+            **self.supervisor.status(fn),
+            **self.daemon.urls(ns, name),
+            "revision": fn.spec.revision,
+            "labels": fn.spec.labels,
+        }
+
+    async def delete(self, request: web.Request) -> web.Response:
+        ns, name = self._names(request)
+        existed = await self.supervisor.delete(ns, name)
+        return web.json_response({"deleted": existed})
+
+    async def list_functions(self, request: web.Request) -> web.Response:
+        namespace = request.query.get("namespace")
+        items = [
+            {
+                "namespace": fn.spec.namespace,
+                "name": fn.spec.name,
+                "revision": fn.spec.revision,
+                "labels": fn.spec.labels,
+            }
+            for fn in self.supervisor.functions.values()
+            if namespace is None or fn.spec.namespace == namespace
+        ]
+        return web.json_response({"functions": items})
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        ns, name = self._names(request)
+        if (ns, name) not in self.supervisor.functions:
+            return error(404, f"function {ns}/{name} not found", permanent=True)
+        try:
+            since = parse_ts(request.query["since"]) if request.query.get("since") else None
+            tail = int(request.query["tail"]) if request.query.get("tail") else None
+        except ValueError:
+            return error(400, "since must be an ISO-8601 time and tail an integer", permanent=True)
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=dt.UTC)
+        follow = request.query.get("follow") in ("1", "true")
+        log = self.daemon.logs.get(ns, name)
+        queue: asyncio.Queue = asyncio.Queue()
+        if follow:
+            log.followers.add(queue)  # before the snapshot, so no line falls between the two
+        try:
+            return await self._stream_logs(
+                request, log.snapshot(since=since, tail=tail), queue if follow else None
+            )
+        finally:
+            log.followers.discard(queue)
+
+    async def _stream_logs(self, request, records: list[dict], queue) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        last = records[-1]["ts"] if records else ""
+        await response.write("".join(json.dumps(r) + "\n" for r in records).encode())
+        while queue is not None:
+            try:
+                record = await asyncio.wait_for(queue.get(), timeout=15)
+            except TimeoutError:
+                await response.write(b"\n")  # keep-alive; a blank line is skipped by readers
+                continue
+            if record is None:
+                break
+            if record["ts"] > last:
+                await response.write((json.dumps(record) + "\n").encode())
+        await response.write_eof()
+        return response
+
+    async def build(self, request: web.Request) -> web.StreamResponse:
+        try:
+            data = await request.json()
+            runtime, archive, content_hash = data["runtime"], Path(data["archive_path"]), data["content_hash"]
+        except (ValueError, KeyError, TypeError):
+            return error(400, "runtime, archive_path and content_hash are required", permanent=True)
+        if runtime not in RUNTIMES or not archive.is_absolute() or not archive.is_file():
+            return error(
+                400, f"unknown runtime {runtime!r} or missing archive {str(archive)!r}", permanent=True
+            )
+        if not isinstance(content_hash, str) or not content_hash.isalnum():
+            return error(400, "content_hash must be alphanumeric", permanent=True)
+        problem = self.daemon.sandbox_problem()
+        if problem:
+            return error(503, problem, permanent=True)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        async with self.build_slots:
+            await self._run_build(response, runtime, archive, content_hash)
+        await response.write_eof()
+        return response
+
+    async def _run_build(self, response, runtime: str, archive: Path, content_hash: str) -> None:
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue = asyncio.Queue()
+
+        def on_log(line: str) -> None:
+            loop.call_soon_threadsafe(lines.put_nowait, {"log": str(line).rstrip("\n")})
+
+        def run() -> dict:
+            try:
+                artifact = self.daemon.core.build(
+                    runtime=runtime,
+                    archive_path=archive,
+                    artifacts_dir=self.daemon.data_dir / "artifacts",
+                    layers_dir=self.daemon.data_dir / "layers",
+                    content_hash=content_hash,
+                    on_log=on_log,
+                )
+                return {"artifact": str(artifact)}
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                permanent = type(exc).__name__ == "BuildError"
+                return {"error": getattr(exc, "message", None) or str(exc), "permanent": permanent}
+
+        job = loop.run_in_executor(self.supervisor.pool, run)
+        while not (job.done() and lines.empty()):
+            getter = asyncio.ensure_future(lines.get())
+            await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                await response.write((json.dumps(getter.result()) + "\n").encode())
+            else:
+                getter.cancel()
+        await response.write((json.dumps(job.result()) + "\n").encode())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.daemon.metrics.exposition(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "ok": True,
+                "sandbox": self.daemon.sandbox_mode or self.daemon.sandbox_problem(),
+                "functions": len(self.supervisor.functions),
+            }
+        )

@@ -1,0 +1,160 @@
+"""The runtime daemon: control API + gateway + supervisor on one event loop.
+
+``Daemon(...).run()`` serves until SIGTERM/SIGINT, then stops every instance (no orphan is left: each
+sandbox is also started with ``--die-with-parent``) and persists its state for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from .control import ControlApi
+from .gateway import Gateway
+from .logstore import LogStore
+from .metrics import Metrics
+from .state import StateFile
+from .supervisor import Supervisor
+
+log = logging.getLogger("hks_runtime")
+
+
+class Core:
+    """runtime-core's sandbox and builder modules behind one object (imported on first use), so the
+    daemon can be pointed at another implementation of the same interface."""
+
+    def __getattr__(self, name):
+        from . import builder, sandbox
+
+        for module in (sandbox, builder):
+            if hasattr(module, name):
+                return getattr(module, name)
+        raise AttributeError(name)
+
+
+@dataclass
+class Options:
+    data_dir: Path
+    token: str
+    host: str = "127.0.0.1"
+    control_port: int = 8070
+    gateway_port: int = 8080
+    domain: str = "localhost"
+    idle_seconds: float = 90.0  # Knative: 60 s stable window + 30 s scale-to-zero grace period
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+class Daemon:
+    def __init__(self, options: Options, core=None):
+        self.options = options
+        self.token = options.token
+        self.data_dir = options.data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.core = core or Core()
+        self.sandbox_mode = ""
+        self._sandbox_error = ""
+        self.logs = LogStore(self.data_dir / "logs")
+        self.state = StateFile(self.data_dir / "state.json")
+        self.metrics = Metrics(usage=lambda: self.supervisor.usage())
+        self.supervisor = Supervisor(
+            core=self.core,
+            data_dir=self.data_dir,
+            logs=self.logs,
+            metrics=self.metrics,
+            idle_seconds=options.idle_seconds,
+            on_change=self.save,
+        )
+        self.runners: list[web.AppRunner] = []
+        self.control_url = self.gateway_url = ""
+
+    def sandbox_problem(self) -> str:
+        return self._sandbox_error
+
+    def _check_sandbox(self) -> None:
+        try:
+            self.sandbox_mode = self.core.check_sandbox()
+        except Exception as exc:  # noqa: BLE001 - SandboxUnavailable or an import error: shown, never bypassed
+            self._sandbox_error = f"sandbox unavailable: {exc}"
+            log.error("%s", self._sandbox_error)
+
+    def urls(self, namespace: str, name: str) -> dict[str, str]:
+        port = self.gateway_port
+        return {
+            "url": f"http://{name}.{namespace}.{self.options.domain}:{port}",
+            "internal_url": f"http://127.0.0.1:{port}/{namespace}/{name}",
+        }
+
+    def save(self) -> None:
+        self.state.save(self.supervisor.functions.values())
+
+    async def start(self) -> None:
+        self._check_sandbox()
+        await self.supervisor.start()
+        control = await self._serve(ControlApi(self).app(), self.options.control_port)
+        gateway_app = Gateway(
+            self.supervisor, self.metrics, domain=self.options.domain, max_body=self.options.max_body_bytes
+        ).app()
+        gateway = await self._serve(gateway_app, self.options.gateway_port)
+        self.control_port, self.gateway_port = control, gateway
+        self.control_url = f"http://{self.options.host}:{control}"
+        self.gateway_url = f"http://{self.options.host}:{gateway}"
+        if not self._sandbox_error:
+            for spec, latest_ready in self.state.load():
+                self.supervisor.restore(spec, latest_ready)
+            self.save()
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+        await runner.setup()
+        site = web.TCPSite(runner, self.options.host, port, backlog=1024, reuse_address=True)
+        await site.start()
+        self.runners.append(runner)
+        return runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+        self.save()
+        await self.supervisor.close()
+        self.logs.close()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        print(
+            json.dumps(
+                {
+                    "event": "listening",
+                    "control_url": self.control_url,
+                    "gateway_url": self.gateway_url,
+                    "sandbox": self.sandbox_mode or self._sandbox_error,
+                }
+            ),
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    def run(self) -> None:
+        try:
+            import uvloop
+
+            runner = uvloop.run
+        except ImportError:  # pragma: no cover - uvloop is pinned, but the daemon works without it
+            runner = asyncio.run
+        try:
+            runner(self.serve_forever())
+        except KeyboardInterrupt:  # pragma: no cover
+            sys.exit(130)

@@ -1,0 +1,146 @@
+"""The gateway: routes ``http://{function}.{namespace}.{domain}:{port}/`` and ``/{namespace}/{function}/...``
+to an instance, holding the request while a scaled-to-zero function starts.
+
+Answers of its own: 404 unknown function, 413 body over the limit, 502 instance crashed or cannot start,
+504 request timeout (the function's ``timeout_seconds``, cold start included, as Knative counts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .supervisor import FunctionState, Supervisor, Unavailable
+
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Content-Length",
+    )
+)
+BUFFERED_RESPONSE = 1024 * 1024  # answers up to this size are sent in one piece, larger ones streamed
+
+
+class Gateway:
+    def __init__(self, supervisor: Supervisor, metrics, *, domain: str, max_body: int):
+        self.supervisor = supervisor
+        self.metrics = metrics
+        self.domain = domain.lower()
+        self.max_body = max_body
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    def resolve(self, request: web.Request) -> tuple[tuple[str, str], str] | None:
+        """((namespace, function), path with query to forward) by Host header, else by path."""
+        host = (request.host or "").rsplit(":", 1)[0].lower() if request.host else ""
+        suffix = "." + self.domain
+        if host.endswith(suffix):
+            parts = host[: -len(suffix)].split(".")
+            if len(parts) == 2:
+                return (parts[1], parts[0]), request.raw_path
+        segments = request.raw_path.split("?", 1)
+        parts = segments[0].split("/", 3)
+        if len(parts) >= 3 and parts[1] and parts[2]:
+            rest = "/" + (parts[3] if len(parts) > 3 else "")
+            return (parts[1], parts[2]), rest + ("?" + segments[1] if len(segments) > 1 else "")
+        return None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        route = self.resolve(request)
+        fn = self.supervisor.functions.get(route[0]) if route else None
+        if fn is None:
+            if request.path == "/healthz":
+                return web.json_response({"ok": True})
+            return web.Response(status=404, text="function not found\n")
+        started = time.perf_counter()
+        revision = fn.active.name if fn.active else fn.spec.revision
+        response = await self._serve(request, fn, route[1])
+        labels = self.metrics.revision_labels(fn.spec.namespace, fn.spec.name, revision)
+        self.metrics.observe_request(labels, response.status, time.perf_counter() - started)
+        return response
+
+    async def _serve(self, request: web.Request, fn: FunctionState, path: str) -> web.StreamResponse:
+        if request.content_length is not None and request.content_length > self.max_body:
+            return _too_large(self.max_body)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(self.max_body)
+        try:
+            async with asyncio.timeout(fn.spec.timeout_seconds):
+                return await self._forward(request, fn, path, body)
+        except TimeoutError:
+            return web.Response(
+                status=504, text=f"function did not answer within {fn.spec.timeout_seconds}s\n"
+            )
+        except Unavailable as exc:
+            return web.Response(status=502, text=f"function unavailable: {exc}\n")
+
+    async def _forward(self, request, fn: FunctionState, path: str, body: bytes) -> web.StreamResponse:
+        headers = _forward_headers(request)
+        for attempt in range(3):
+            inst = await self.supervisor.acquire(fn)
+            healthy = True
+            try:
+                async with self.supervisor.session.request(
+                    request.method,
+                    inst.base_url + path,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                ) as upstream:
+                    return await self._respond(request, upstream)
+            except aiohttp.ClientConnectorError:
+                healthy = False  # refused before the request reached it: safe to send elsewhere
+                if attempt == 2:
+                    return web.Response(status=502, text="function instance is not accepting connections\n")
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                healthy = False
+                return web.Response(status=502, text=f"function instance failed: {type(exc).__name__}\n")
+            finally:
+                self.supervisor.release(inst, healthy=healthy)
+        raise AssertionError("unreachable")
+
+    async def _respond(self, request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
+        length = upstream.content_length
+        if length is not None and length <= BUFFERED_RESPONSE:
+            body = await upstream.read()
+            return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if length is not None:
+            response.content_length = length
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_chunked(64 * 1024):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
+def _forward_headers(request: web.Request) -> CIMultiDict:
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+    peer = request.remote or ""
+    previous = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer
+    headers.setdefault("X-Forwarded-Proto", request.scheme)
+    headers.setdefault("X-Forwarded-Host", request.host or "")
+    return headers
+
+
+def _too_large(limit: int) -> web.Response:
+    return web.Response(status=413, text=f"request body larger than {limit} bytes\n")
