@@ -63,7 +63,14 @@ def project_set_kubeconfig(*, project: Project, kubeconfig_text: str, actor) -> 
         )
     summary = kubeconfig_check(kubeconfig_text)
     project.kubeconfig_encrypted = encrypt_text(kubeconfig_text)
-    project.save(update_fields=["kubeconfig_encrypted"])
+    fields = ["kubeconfig_encrypted"]
+    # A kubeconfig scoped to one namespace decides where functions go, unless they already live elsewhere
+    # ("default" is what a whole-cluster kubeconfig says, so it decides nothing).
+    scoped = summary["namespace"] not in ("", "default")
+    if scoped and not project.namespace and not project.functions.alive().exists():
+        project.namespace = summary["namespace"]
+        fields.append("namespace")
+    project.save(update_fields=fields)
     # The audit log records where the credentials point, never the credentials.
     audit(project=project, action="project.kubeconfig", actor=actor, server=summary["server"])
     return project

@@ -15,11 +15,13 @@ It also plays the controllers the platform relies on:
   ``fail_next_revision(message)`` makes the next one fail instead;
 - deleting a Job, a Knative Service or a Namespace deletes what they own.
 
-Fixtures: ``fake_k8s_server`` (one server per test session) and ``fake_k8s`` (the same server, emptied
-before each test). The object they yield has ``url``, ``token``, ``kubeconfig`` (YAML text),
-``objects`` (a snapshot ``{(resource, namespace, name): object}`` where ``resource`` is named the way
-kubectl does: ``jobs.batch``, ``services.serving.knative.dev``, ``serviceaccounts``...), ``get``/``list``,
-``append_log``, ``fail_next_job``, ``fail_next_revision``, ``fail_next_request`` and ``requests``.
+Fixtures: ``fake_k8s_server`` (one server per test session), ``fake_k8s`` (the same server, emptied
+before each test) and ``knative_project`` (the "acme" project on the knative backend, pointing at it).
+The server object has ``url``, ``token``, ``kubeconfig`` (YAML text), ``objects`` (a snapshot
+``{(resource, namespace, name): object}`` where ``resource`` is named the way kubectl does:
+``jobs.batch``, ``services.serving.knative.dev``, ``serviceaccounts``...), ``get``/``list``,
+``append_log``, ``fail_next_job``, ``fail_next_revision``, ``fail_next_request``, ``requests``, and the
+controller delays ``job_seconds``/``ready_seconds`` (back to their defaults at each reset).
 """
 
 from __future__ import annotations
@@ -244,8 +246,7 @@ class FakeKubernetes:
     """See the module docstring. Thread-safe: tests read and arrange while the server thread serves."""
 
     def __init__(self, *, job_seconds: float = 0.2, ready_seconds: float = 0.1):
-        self.job_seconds = job_seconds
-        self.ready_seconds = ready_seconds
+        self._defaults = (job_seconds, ready_seconds)
         self.token = "fake-" + secrets.token_hex(16)
         self._lock = threading.RLock()
         self._rv = itertools.count(1)
@@ -257,7 +258,10 @@ class FakeKubernetes:
     # arranging and inspecting (test thread) ---------------------------------------------------------
 
     def reset(self) -> None:
+        """Forget every object and arrangement; controller delays go back to their defaults."""
         with self._lock:
+            # How long a Job runs before it completes, and a Knative Service takes to become ready.
+            self.job_seconds, self.ready_seconds = self._defaults
             self._store: dict[tuple[str, str, str], dict] = {}
             self._logs: dict[tuple[str, str, str], list[tuple[dt.datetime, str]]] = {}
             self._job_failures: list[str] = []
@@ -306,14 +310,21 @@ class FakeKubernetes:
         with self._lock:
             self._logs.setdefault((namespace, pod, container), []).append((_now(), text))
 
-    def kubeconfig_dict(self, namespace: str = "default") -> dict:
+    def kubeconfig_dict(self, namespace: str = "") -> dict:
         return {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
             "users": [{"name": "fake", "user": {"token": self.token}}],
             "contexts": [
-                {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}
+                {
+                    "name": "fake",
+                    "context": {
+                        "cluster": "fake",
+                        "user": "fake",
+                        **({"namespace": namespace} if namespace else {}),
+                    },
+                }
             ],
             "current-context": "fake",
         }
@@ -607,7 +618,8 @@ class FakeKubernetes:
         if rtype.name == "jobs.batch":
             failure = self._job_failures.pop(0) if self._job_failures else None
             obj["status"] = {"active": 1, "startTime": _ts(_now())}
-            self._loop.call_later(self.job_seconds, self._finish_job, key, uid, failure)
+            pod = self._start_job_pod(key, obj)
+            self._loop.call_later(self.job_seconds, self._finish_job, key, uid, pod, failure)
         elif rtype.name == KSVC:
             failure = self._revision_failures.pop(0) if self._revision_failures else None
             obj["status"] = {
@@ -627,25 +639,32 @@ class FakeKubernetes:
             return None  # a newer write superseded this one; its own reconcile will run
         return obj
 
-    def _finish_job(self, key, uid, failure: str | None) -> None:
+    def _start_job_pod(self, key, job: dict) -> str:
+        """The Job's pod runs at once and logs its first lines; ``_finish_job`` ends it."""
+        namespace, name, uid = key[1], key[2], job["metadata"]["uid"]
+        pod_spec = job["spec"]["template"]["spec"]
+        labels = {"job-name": name, "batch.kubernetes.io/job-name": name, "controller-uid": uid}
+        pod = self._make_pod(namespace, f"{name}-{_rand()}", labels, pod_spec, "Running")
+        for container in pod_spec.get("initContainers", []):
+            self.append_log(namespace, pod, container["name"], "fetched the build context")
+        for container in pod_spec["containers"]:
+            self.append_log(
+                namespace, pod, container["name"], f"INFO Retrieving build context ({container['name']})"
+            )
+            self.append_log(namespace, pod, container["name"], "INFO Building the image")
+        return pod
+
+    def _finish_job(self, key, uid, pod: str, failure: str | None) -> None:
         with self._lock:
             job = self._current(key, uid)
             if job is None:
                 return
-            namespace, name = key[1], key[2]
-            pod_spec = job["spec"]["template"]["spec"]
-            pod = self._make_pod(
-                namespace,
-                f"{name}-{_rand()}",
-                {"job-name": name, "batch.kubernetes.io/job-name": name, "controller-uid": uid},
-                pod_spec,
-                "Failed" if failure else "Succeeded",
-            )
-            for container in pod_spec.get("initContainers", []):
-                self.append_log(namespace, pod, container["name"], "fetched the build context")
-            for container in pod_spec["containers"]:
-                for line in self._build_log(container, failure):
-                    self.append_log(namespace, pod, container["name"], line)
+            namespace = key[1]
+            pod_obj = self._store.get(("pods", namespace, pod))
+            if pod_obj is not None:
+                pod_obj["status"]["phase"] = "Failed" if failure else "Succeeded"
+            for container in job["spec"]["template"]["spec"]["containers"]:
+                self.append_log(namespace, pod, container["name"], self._last_build_line(container, failure))
             now = _ts(_now())
             if failure:
                 job["status"] = {
@@ -681,13 +700,12 @@ class FakeKubernetes:
             job["metadata"]["resourceVersion"] = str(next(self._rv))
 
     @staticmethod
-    def _build_log(container: dict, failure: str | None) -> list[str]:
+    def _last_build_line(container: dict, failure: str | None) -> str:
+        if failure:
+            return f"error building image: {failure}"
         args = container.get("args", []) + container.get("command", [])
         destination = next((a.split("=", 1)[1] for a in args if a.startswith("--destination=")), "")
-        lines = [f"INFO Retrieving build context ({container['name']})", "INFO Building the image"]
-        if failure:
-            return lines + [f"error building image: {failure}"]
-        return lines + [f"INFO Pushed {destination}" if destination else "INFO Done"]
+        return f"INFO Pushed {destination}" if destination else "INFO Done"
 
     def _reconcile_ksvc(self, key, uid, generation, failure: str | None) -> None:
         with self._lock:
@@ -885,3 +903,14 @@ def fake_k8s(fake_k8s_server):
     fake_k8s_server.reset()
     yield fake_k8s_server
     fake_k8s_server.reset()
+
+
+@pytest.fixture
+def knative_project(project, fake_k8s):
+    """The persona project "acme" on the ``knative`` backend; its encrypted kubeconfig points at the fake."""
+    from functions.models import Backend
+    from functions.services_projects import project_set_kubeconfig
+
+    project.backend = Backend.KNATIVE
+    project.save()
+    return project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=None)

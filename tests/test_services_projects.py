@@ -52,18 +52,18 @@ def test_a_malformed_key_is_a_configuration_error(settings):
 
 
 @pytest.fixture
-def knative_project(project):
+def bare_knative_project(project):
     project.backend = "knative"
     project.save()
     return project
 
 
-def test_kubeconfig_is_stored_encrypted_and_audited(knative_project, owner):
-    project_set_kubeconfig(project=knative_project, kubeconfig_text=KUBECONFIG, actor=owner)
-    knative_project.refresh_from_db()
-    assert "s3cret-token" not in knative_project.kubeconfig_encrypted
-    assert project_kubeconfig(project=knative_project) == KUBECONFIG
-    event = AuditEvent.objects.get(project=knative_project, action="project.kubeconfig")
+def test_kubeconfig_is_stored_encrypted_and_audited(bare_knative_project, owner):
+    project_set_kubeconfig(project=bare_knative_project, kubeconfig_text=KUBECONFIG, actor=owner)
+    bare_knative_project.refresh_from_db()
+    assert "s3cret-token" not in bare_knative_project.kubeconfig_encrypted
+    assert project_kubeconfig(project=bare_knative_project) == KUBECONFIG
+    event = AuditEvent.objects.get(project=bare_knative_project, action="project.kubeconfig")
     assert event.actor == owner
     assert event.detail == {"server": "https://vcluster.example.test:6443"}
     assert "s3cret-token" not in str(event.detail)
@@ -81,12 +81,22 @@ def test_kubeconfig_is_stored_encrypted_and_audited(knative_project, owner):
         ("x" * 300_000, "larger than"),
     ],
 )
-def test_a_bad_kubeconfig_is_refused_and_changes_nothing(knative_project, owner, text, reason):
+def test_a_bad_kubeconfig_is_refused_and_changes_nothing(bare_knative_project, owner, text, reason):
     with pytest.raises(ServiceError, match=reason):
-        project_set_kubeconfig(project=knative_project, kubeconfig_text=text, actor=owner)
-    knative_project.refresh_from_db()
-    assert knative_project.kubeconfig_encrypted == ""
+        project_set_kubeconfig(project=bare_knative_project, kubeconfig_text=text, actor=owner)
+    bare_knative_project.refresh_from_db()
+    assert bare_knative_project.kubeconfig_encrypted == ""
     assert not AuditEvent.objects.filter(action="project.kubeconfig").exists()
+
+
+def test_the_kubeconfig_namespace_becomes_the_project_namespace(bare_knative_project, owner):
+    project_set_kubeconfig(
+        project=bare_knative_project,
+        kubeconfig_text=KUBECONFIG.replace("namespace: acme", "namespace: team-acme"),
+        actor=owner,
+    )
+    bare_knative_project.refresh_from_db()
+    assert bare_knative_project.effective_namespace == "team-acme"
 
 
 def test_a_local_project_takes_no_kubeconfig(project, owner):

@@ -24,6 +24,8 @@ LABEL_COMPONENT = "hks.dev/component"
 LABEL_SCHEDULE = "hks.dev/schedule"
 ANNOTATION_REVISION = "hks.dev/revision"
 FUNCTION_PORT = 8080
+# Knative names revisions "{service}-{generation:05d}" and revision names are DNS labels (63).
+MAX_SERVICE_NAME = 57
 # Namespaces Knative's data path comes from (activator, and the usual networking layers); agent functions
 # accept traffic only from them.
 KNATIVE_INGRESS_NAMESPACES = ["knative-serving", "kourier-system", "istio-system", "contour-external"]
@@ -190,6 +192,8 @@ def knative_service(spec: ServiceSpec, settings: ClusterSettings) -> dict:
     }
     if is_restricted(spec) and settings.agent_runtime_class:
         pod_spec["runtimeClassName"] = settings.agent_runtime_class
+    if settings.registry_secret:
+        pod_spec["imagePullSecrets"] = [{"name": settings.registry_secret}]
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",

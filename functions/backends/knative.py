@@ -194,11 +194,10 @@ class KnativeBackend(FunctionBackend):
         self._upsert_typed(manifests.build_secret(spec), self.core, "secret")
         self._upsert_typed(manifests.build_config_map(spec), self.core, "config_map")
         job = self._start_build_job(spec)
-        job = self._wait_for_job(name, namespace, job)
-        log = self._build_log(name, namespace)
-        for line in log:
-            if on_log:
-                on_log(line)
+        build_log = _BuildLog(self, name, namespace, on_log)
+        job = self._wait_for_job(name, namespace, job, build_log)
+        build_log.poll()
+        log = build_log.lines
         self._call(self.core.delete_namespaced_secret, name, namespace, ok=(404,))  # the token is spent
         if not job.status.succeeded:
             raise BackendError(self._job_failure(job, log), permanent=True)
@@ -228,29 +227,15 @@ class KnativeBackend(FunctionBackend):
             return self._call(self.batch.create_namespaced_job, namespace, manifest)
         return job
 
-    def _wait_for_job(self, name: str, namespace: str, job):
+    def _wait_for_job(self, name: str, namespace: str, job, log: _BuildLog):
         deadline = time.monotonic() + self.cluster.build_timeout_seconds + 60
         while not (job.status and (job.status.succeeded or job.status.failed)):
             if time.monotonic() > deadline:
                 raise BackendError(f"build {name} did not finish in time", permanent=True)
             time.sleep(self.poll_interval)
+            log.poll()
             job = self._call(self.batch.read_namespaced_job_status, name, namespace)
         return job
-
-    def _build_log(self, name: str, namespace: str) -> list[str]:
-        pods = self._call(self.core.list_namespaced_pod, namespace, label_selector=f"job-name={name}")
-        lines: list[str] = []
-        for pod in pods.items:
-            for container in ("fetch-source", "kaniko"):
-                text = self._call(
-                    self.core.read_namespaced_pod_log,
-                    pod.metadata.name,
-                    namespace,
-                    container=container,
-                    ok=(400, 404),
-                )
-                lines += [f"[{container}] {line}" for line in (text or "").splitlines()]
-        return lines
 
     @staticmethod
     def _job_failure(job, log: list[str]) -> str:
@@ -262,6 +247,12 @@ class KnativeBackend(FunctionBackend):
     # Serving ------------------------------------------------------------------------------------------
 
     def apply(self, spec: ServiceSpec) -> None:
+        if len(spec.ref.function) > manifests.MAX_SERVICE_NAME:
+            raise BackendError(
+                f"function names on Knative have at most {manifests.MAX_SERVICE_NAME} characters "
+                f"(its revisions append 6); {spec.ref.function!r} has {len(spec.ref.function)}",
+                permanent=True,
+            )
         namespace = spec.ref.namespace
         self._ensure_namespace(namespace)
         self._upsert_typed(manifests.service_account(spec.ref), self.core, "service_account")
@@ -450,6 +441,41 @@ class KnativeBackend(FunctionBackend):
                 with contextlib.suppress(Exception):
                     response.shutdown()  # unblocks the pump thread's read
                     response.close()
+
+
+class _BuildLog:
+    """The build pod's log lines, passed on as they appear: each poll re-reads and sends what is new."""
+
+    containers = ("fetch-source", "kaniko")
+
+    def __init__(self, backend: KnativeBackend, job: str, namespace: str, on_log: LogSink | None):
+        self.backend, self.job, self.namespace, self.on_log = backend, job, namespace, on_log
+        self.lines: list[str] = []
+        self._seen: dict[tuple[str, str], int] = {}
+
+    def poll(self) -> None:
+        core = self.backend.core
+        pods = self.backend._call(
+            core.list_namespaced_pod, self.namespace, label_selector=f"job-name={self.job}"
+        )
+        for pod in pods.items:
+            for container in self.containers:
+                text = self.backend._call(
+                    core.read_namespaced_pod_log,
+                    pod.metadata.name,
+                    self.namespace,
+                    container=container,
+                    ok=(400, 404),
+                )
+                self._emit(pod.metadata.name, container, (text or "").splitlines())
+
+    def _emit(self, pod: str, container: str, lines: list[str]) -> None:
+        seen = self._seen.get((pod, container), 0)
+        for line in lines[seen:]:
+            self.lines.append(f"[{container}] {line}")
+            if self.on_log:
+                self.on_log(self.lines[-1])
+        self._seen[(pod, container)] = max(seen, len(lines))
 
 
 def _parse_line(pod: str, raw: str) -> LogLine | None:

@@ -125,6 +125,11 @@ def test_ksvc_carries_scale_resources_and_a_restricted_container():
     assert ksvc["metadata"]["labels"]["hks.dev/function"] == "hello"
 
 
+def test_the_registry_secret_pulls_the_image():
+    ksvc = m.knative_service(service_spec(), CLUSTER)
+    assert ksvc["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "push-creds"}]
+
+
 def test_agent_code_is_cluster_local_with_the_agent_runtime_class():
     ksvc = m.knative_service(service_spec(sandbox_profile="restricted"), CLUSTER)
     assert ksvc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"

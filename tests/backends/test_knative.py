@@ -180,6 +180,20 @@ def test_following_logs_yields_new_lines_as_they_come(fake_k8s, backend):
     assert second.text == "a later line"
 
 
+def test_build_log_lines_arrive_while_the_build_runs(fake_k8s, backend):
+    fake_k8s.job_seconds = 1.0
+    seen = []
+
+    def on_log(line):
+        job = fake_k8s.get("jobs.batch", "acme", m.build_name(BUILD))
+        seen.append((line, job["status"].get("succeeded")))
+
+    backend.build(BUILD, on_log=on_log)
+    assert seen[0] == ("[fetch-source] fetched the build context", None)  # the Job was still running
+    assert seen[-1][0].startswith("[kaniko] INFO Pushed ")
+    assert len({line for line, _ in seen}) == len(seen)  # each line once
+
+
 def test_a_failed_build_is_permanent_and_carries_the_message(fake_k8s, backend):
     fake_k8s.fail_next_job("COPY failed: no such file")
     with pytest.raises(BackendError) as exc:
@@ -281,6 +295,14 @@ def test_deleting_a_schedule_is_idempotent(fake_k8s, backend):
     assert fake_k8s.list("cronjobs.batch", "acme") == []
 
 
+def test_a_name_too_long_for_knative_revisions_is_refused_before_anything_is_written(fake_k8s, backend):
+    ref = FunctionRef(project="acme", namespace="acme", function="f" * 58)
+    with pytest.raises(BackendError, match="at most 57") as exc:
+        backend.apply(service_spec(ref=ref, revision="f" * 58 + "-00001"))
+    assert exc.value.permanent is True
+    assert fake_k8s.objects == {}
+
+
 def test_the_backend_fires_schedules_itself(backend):
     assert backend.fires_schedules_itself() is True
 
@@ -325,11 +347,10 @@ def wait_for_status(function, wanted, timeout=60.0):
     return function
 
 
-def test_knative_project_deploys_and_deletes_through_the_worker(fake_k8s, celery_worker, project, owner):
-    project.backend = "knative"
-    project.save()
-    project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=owner)
-    function = services.function_create(project=project, name="hello", runtime="node", user=owner)
+def test_knative_project_deploys_and_deletes_through_the_worker(
+    fake_k8s, celery_worker, knative_project, owner
+):
+    function = services.function_create(project=knative_project, name="hello", runtime="node", user=owner)
     revision = services.function_deploy(function=function, archive=pack_files(NODE_SOURCE), user=owner)
 
     function = wait_for_status(function, {FunctionStatus.READY, FunctionStatus.FAILED})
@@ -346,12 +367,9 @@ def test_knative_project_deploys_and_deletes_through_the_worker(fake_k8s, celery
     assert labelled_objects(fake_k8s) == {}
 
 
-def test_a_failed_cluster_build_marks_the_function_failed(fake_k8s, celery_worker, project, owner):
-    project.backend = "knative"
-    project.save()
-    project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=owner)
+def test_a_failed_cluster_build_marks_the_function_failed(fake_k8s, celery_worker, knative_project, owner):
     fake_k8s.fail_next_job("npm ERR! 404 left-pad")
-    function = services.function_create(project=project, name="hello", runtime="node", user=owner)
+    function = services.function_create(project=knative_project, name="hello", runtime="node", user=owner)
     services.function_deploy(function=function, archive=pack_files(NODE_SOURCE), user=owner)
     function = wait_for_status(function, {FunctionStatus.READY, FunctionStatus.FAILED})
     assert function.status == FunctionStatus.FAILED
