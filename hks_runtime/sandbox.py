@@ -99,9 +99,9 @@ def _bwrap_path() -> str:
 
 
 @functools.cache
-def _probe(unprivileged: bool) -> str | None:
+def _probe(unprivileged: bool, extra: tuple[str, ...] = ()) -> str | None:
     """Run a trivial sandbox; return None when it works, else bwrap's complaint."""
-    argv = [_bwrap_path(), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv = [_bwrap_path(), "--unshare-all", *extra, "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     argv += _system_args() + ["--", "/bin/true"]
     if unprivileged:
         argv = _setpriv_args() + argv
@@ -120,6 +120,15 @@ def _setpriv_args() -> list[str]:
 def runs_unprivileged() -> bool:
     """True when sandboxed code runs as the host's ``nobody`` (needs unprivileged user namespaces)."""
     return os.geteuid() == 0 and bool(shutil.which("setpriv")) and _probe(True) is None
+
+
+_NO_NESTED_USERNS = ("--unshare-user", "--disable-userns")
+
+
+@functools.cache
+def _userns_flags(unprivileged: bool) -> tuple[str, ...]:
+    """Forbid creating user namespaces inside (a favourite kernel attack surface) where the kernel allows."""
+    return _NO_NESTED_USERNS if _probe(unprivileged, _NO_NESTED_USERNS) is None else ()
 
 
 def check_sandbox() -> str:
@@ -269,9 +278,10 @@ def _system_args() -> list[str]:
     return args
 
 
-def _bwrap_args(spec: SandboxSpec, env_fd: int) -> list[str]:
+def _bwrap_args(spec: SandboxSpec, env_fd: int, unprivileged: bool) -> list[str]:
     network = _NETWORK_DEFAULT[spec.profile] if spec.network is None else spec.network
-    args = [_bwrap_path(), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    args = [_bwrap_path(), "--unshare-all", *_userns_flags(unprivileged)]
+    args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     args += ["--share-net"] if network else []
     args += ["--hostname", "sandbox", "--clearenv", "--args", str(env_fd)]
     args += _system_args()
@@ -480,7 +490,7 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
     argv = ["/bin/sh", "-c", _WRAPPER, "hks-sandbox", *procs_files, "--"]
     argv += _prlimit_args(spec.limits, layout.mode, unprivileged)
     argv += _setpriv_args() if unprivileged else []
-    argv += _bwrap_args(spec, env_fd)
+    argv += _bwrap_args(spec, env_fd, unprivileged)
     try:
         popen = subprocess.Popen(
             argv,
