@@ -892,6 +892,10 @@ class FakeKubernetes:
 
 @pytest.fixture(scope="session")
 def fake_k8s_server():
+    try:
+        knative_schema("Service")  # fail here, clearly, rather than as a 500 inside the server
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
     server = FakeKubernetes().start()
     yield server
     server.stop()

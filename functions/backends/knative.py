@@ -12,12 +12,9 @@ outcomes of running a task twice, not errors.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import datetime as dt
 import json
-import math
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -42,6 +39,7 @@ from .base import (
     ServiceSpec,
     ServiceStatus,
 )
+from .knative_logs import BuildLog, PodFollower, log_params, parse_log
 
 KNATIVE = ("serving.knative.dev", "v1")
 TIMEOUT = (5, 30)  # connect, read - seconds
@@ -83,7 +81,8 @@ def _backend_error(exc: Exception) -> BackendError:
 class KnativeBackend(FunctionBackend):
     """See the module docstring. One instance per project (its kubeconfig); cheap to create."""
 
-    poll_interval = 0.25
+    poll_interval = 0.25  # seconds between looks at a running build
+    log_rescan_seconds = 2.0  # how often a followed log looks for new pods
 
     def __init__(self, kubeconfig: str, *, cluster: manifests.ClusterSettings | None = None):
         try:
@@ -194,7 +193,7 @@ class KnativeBackend(FunctionBackend):
         self._upsert_typed(manifests.build_secret(spec), self.core, "secret")
         self._upsert_typed(manifests.build_config_map(spec), self.core, "config_map")
         job = self._start_build_job(spec)
-        build_log = _BuildLog(self, name, namespace, on_log)
+        build_log = BuildLog(self._call, self.core, name, namespace, on_log)
         job = self._wait_for_job(name, namespace, job, build_log)
         build_log.poll()
         log = build_log.lines
@@ -227,7 +226,7 @@ class KnativeBackend(FunctionBackend):
             return self._call(self.batch.create_namespaced_job, namespace, manifest)
         return job
 
-    def _wait_for_job(self, name: str, namespace: str, job, log: _BuildLog):
+    def _wait_for_job(self, name: str, namespace: str, job, log: BuildLog):
         deadline = time.monotonic() + self.cluster.build_timeout_seconds + 60
         while not (job.status and (job.status.succeeded or job.status.failed)):
             if time.monotonic() > deadline:
@@ -352,142 +351,31 @@ class KnativeBackend(FunctionBackend):
         tail: int | None = None,
         follow: bool = False,
     ) -> AsyncIterator[LogLine]:
-        """The ``user-container`` logs of the function's pods, oldest first; ``follow`` streams new lines."""
-        pods = await asyncio.to_thread(
-            self._call,
-            self.core.list_namespaced_pod,
-            ref.namespace,
-            label_selector=f"serving.knative.dev/service={ref.function}",
-        )
-        names = [pod.metadata.name for pod in pods.items]
+        """The ``user-container`` logs of the function's pods, oldest first; ``follow`` streams new lines
+        (from pods that start later too) until the caller closes the iterator."""
+        selector = f"serving.knative.dev/service={ref.function}"
         if follow:
-            async for line in self._follow(ref.namespace, names, since, tail):
+            follower = PodFollower(
+                self._call, self.core, ref.namespace, selector, since, tail, self.log_rescan_seconds
+            )
+            async for line in follower.lines():
                 yield line
             return
+        pods = await asyncio.to_thread(
+            self._call, self.core.list_namespaced_pod, ref.namespace, label_selector=selector
+        )
         lines: list[LogLine] = []
-        for name in names:
-            text = await asyncio.to_thread(self._read_log, ref.namespace, name, since, tail)
-            lines += [line for line in _parse_log(name, text) if since is None or line.timestamp >= since]
+        for pod in pods.items:
+            text = await asyncio.to_thread(self._read_log, ref.namespace, pod.metadata.name, since, tail)
+            lines += [
+                line
+                for line in parse_log(pod.metadata.name, text)
+                if since is None or line.timestamp >= since
+            ]
         lines.sort(key=lambda line: line.timestamp)
         for line in lines[-tail:] if tail else lines:
             yield line
 
-    def _log_params(self, since: dt.datetime | None, tail: int | None) -> dict:
-        params: dict = {"container": "user-container", "timestamps": True}
-        if since is not None:
-            params["since_seconds"] = max(1, math.ceil((dt.datetime.now(dt.UTC) - since).total_seconds()))
-        if tail:
-            params["tail_lines"] = tail
-        return params
-
     def _read_log(self, namespace: str, pod: str, since, tail) -> str:
-        return (
-            self._call(
-                self.core.read_namespaced_pod_log,
-                pod,
-                namespace,
-                ok=(400, 404),
-                **self._log_params(since, tail),
-            )
-            or ""
-        )
-
-    async def _follow(self, namespace: str, pods: list[str], since, tail) -> AsyncIterator[LogLine]:
-        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
-        responses: list = []
-        stop = threading.Event()
-
-        def pump(pod: str) -> None:
-            try:
-                response = self._call(
-                    self.core.read_namespaced_pod_log,
-                    pod,
-                    namespace,
-                    follow=True,
-                    _preload_content=False,
-                    _request_timeout=(5, 24 * 3600),
-                    ok=(400, 404),
-                    **self._log_params(since, tail),
-                )
-                if response is None:
-                    return
-                responses.append(response)
-                buffer = b""
-                for chunk in response.stream(4096):
-                    buffer += chunk
-                    *complete, buffer = buffer.split(b"\n")
-                    for raw in complete:
-                        line = _parse_line(pod, raw.decode(errors="replace"))
-                        if line and not stop.is_set():
-                            loop.call_soon_threadsafe(queue.put_nowait, line)
-            except Exception:  # the stream ends when the pod goes or we stop; nothing to report
-                pass
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        for pod in pods:
-            threading.Thread(target=pump, args=(pod,), daemon=True, name=f"log-{pod}").start()
-        open_streams = len(pods)
-        try:
-            while open_streams:
-                line = await queue.get()
-                if line is None:
-                    open_streams -= 1
-                elif since is None or line.timestamp >= since:
-                    yield line
-        finally:
-            stop.set()
-            for response in responses:
-                with contextlib.suppress(Exception):
-                    response.shutdown()  # unblocks the pump thread's read
-                    response.close()
-
-
-class _BuildLog:
-    """The build pod's log lines, passed on as they appear: each poll re-reads and sends what is new."""
-
-    containers = ("fetch-source", "kaniko")
-
-    def __init__(self, backend: KnativeBackend, job: str, namespace: str, on_log: LogSink | None):
-        self.backend, self.job, self.namespace, self.on_log = backend, job, namespace, on_log
-        self.lines: list[str] = []
-        self._seen: dict[tuple[str, str], int] = {}
-
-    def poll(self) -> None:
-        core = self.backend.core
-        pods = self.backend._call(
-            core.list_namespaced_pod, self.namespace, label_selector=f"job-name={self.job}"
-        )
-        for pod in pods.items:
-            for container in self.containers:
-                text = self.backend._call(
-                    core.read_namespaced_pod_log,
-                    pod.metadata.name,
-                    self.namespace,
-                    container=container,
-                    ok=(400, 404),
-                )
-                self._emit(pod.metadata.name, container, (text or "").splitlines())
-
-    def _emit(self, pod: str, container: str, lines: list[str]) -> None:
-        seen = self._seen.get((pod, container), 0)
-        for line in lines[seen:]:
-            self.lines.append(f"[{container}] {line}")
-            if self.on_log:
-                self.on_log(self.lines[-1])
-        self._seen[(pod, container)] = max(seen, len(lines))
-
-
-def _parse_line(pod: str, raw: str) -> LogLine | None:
-    stamp, _, text = raw.partition(" ")
-    if not stamp:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return LogLine(timestamp=dt.datetime.now(dt.UTC), instance=pod, stream="stdout", text=raw)
-    return LogLine(timestamp=moment, instance=pod, stream="stdout", text=text)
-
-
-def _parse_log(pod: str, text: str) -> list[LogLine]:
-    return [line for raw in text.splitlines() if (line := _parse_line(pod, raw))]
+        params = log_params(since, tail)
+        return self._call(self.core.read_namespaced_pod_log, pod, namespace, ok=(400, 404), **params) or ""

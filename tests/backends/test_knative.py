@@ -194,6 +194,25 @@ def test_build_log_lines_arrive_while_the_build_runs(fake_k8s, backend):
     assert len({line for line, _ in seen}) == len(seen)  # each line once
 
 
+def test_following_logs_picks_up_pods_that_start_later(fake_k8s, backend):
+    backend.log_rescan_seconds = 0.05
+    backend.apply(service_spec())
+    wait_ready(backend)
+
+    async def follow():
+        stream = backend.logs(REF, follow=True)
+        first = await asyncio.wait_for(anext(stream), 10)
+        backend.apply(service_spec(revision="hello-00004", env={"V": "4"}))  # a new revision: a new pod
+        second = await asyncio.wait_for(anext(stream), 10)
+        await stream.aclose()
+        return first, second
+
+    first, second = asyncio.run(follow())
+    assert first.text == "listening on :8080 (hello-00001)"
+    assert second.text == "listening on :8080 (hello-00002)"
+    assert first.instance != second.instance
+
+
 def test_a_failed_build_is_permanent_and_carries_the_message(fake_k8s, backend):
     fake_k8s.fail_next_job("COPY failed: no such file")
     with pytest.raises(BackendError) as exc:
