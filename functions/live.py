@@ -14,6 +14,7 @@ from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
 from .consumers import project_group
+from .metrics import FunctionFigures
 from .models import Function
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 def render_row_oob(function: Function) -> str:
     html = render_to_string(
-        "functions/_function_row.html", {"function": function, "project": function.project, "figures": None}
+        "functions/_function_row.html",
+        {"function": function, "project": function.project, "figures": FunctionFigures()},
     )
     return html.replace(
         f'<tr id="function-{function.pk}"', f'<tr id="function-{function.pk}" hx-swap-oob="true"', 1

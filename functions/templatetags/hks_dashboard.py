@@ -35,7 +35,7 @@ def status_badge(function) -> SafeString:
 
 @register.filter
 def num(value, digits: int = 1) -> str:
-    if value is None:
+    if not isinstance(value, int | float):
         return "—"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
@@ -44,12 +44,12 @@ def num(value, digits: int = 1) -> str:
 
 @register.filter
 def percent(value) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
+    return f"{value * 100:.1f}%" if isinstance(value, int | float) else "—"
 
 
 @register.filter
 def bytes_(value) -> str:
-    if value is None:
+    if not isinstance(value, int | float):
         return "—"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(value) < 1024 or unit == "GiB":

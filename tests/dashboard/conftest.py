@@ -2,6 +2,7 @@ import pytest
 from django.test import Client
 
 from tests.factories import FunctionFactory
+from tests.k8s_fake import fake_k8s, fake_k8s_server  # noqa: F401 - fixtures for the consumer tests
 
 
 @pytest.fixture

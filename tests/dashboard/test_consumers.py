@@ -1,0 +1,195 @@
+"""Websocket consumers over the real Channels layer (channels-redis on the test Redis).
+
+Logs come from the Knative backend talking to the fake Kubernetes API server (the one allowed fake); the
+local runtime's logs are exercised end to end by the browser tests.
+"""
+
+import asyncio
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from functions import consumers, live
+from functions.backends.base import Resources, Scale, ServiceSpec
+from functions.services import function_ref
+from functions.services_projects import project_set_kubeconfig
+from tests.factories import FunctionFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_prometheus")]
+
+
+def _application():
+    from hks_portal.asgi import application
+
+    return application
+
+
+def _cookie_for(user) -> list[tuple[bytes, bytes]]:
+    client = Client()
+    client.force_login(user)
+    session = client.cookies["sessionid"].value
+    return [(b"cookie", f"sessionid={session}".encode()), (b"origin", b"http://testserver")]
+
+
+async def _connect(path: str, user=None):
+    headers = await sync_to_async(_cookie_for)(user) if user else [(b"origin", b"http://testserver")]
+    communicator = WebsocketCommunicator(_application(), path, headers=headers)
+    connected, code = await communicator.connect(timeout=10)
+    return communicator, connected, code
+
+
+@pytest.fixture
+def knative_hello(project, owner, fake_k8s):
+    """acme on the Knative backend with a running ``hello`` (so it has a pod with logs)."""
+    project.backend = "knative"
+    project.save()
+    project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=owner)
+    function = FunctionFactory(project=project, name="hello", status="ready")
+    from functions.backends import get_backend
+
+    backend = get_backend(project)
+    backend.apply(
+        ServiceSpec(
+            ref=function_ref(function),
+            revision="hello-00001",
+            runtime="node",
+            kind="http",
+            artifact="img:1",
+            scale=Scale(0, 1, 10, 0),
+            resources=Resources(100, 128),
+            labels={"hks.dev/project": "acme", "hks.dev/function": "hello"},
+        )
+    )
+    for _ in range(400):  # the fake's Knative controller makes the pod as the revision becomes ready
+        if backend.status(function_ref(function)).ready:
+            break
+        time.sleep(0.05)
+    # the backend works in the kubeconfig's namespace ("default" in the fake's kubeconfig)
+    function.ns = next(
+        ns for ns in ("acme", "default") if fake_k8s.list("pods", ns, "serving.knative.dev/service=hello")
+    )
+    pods = fake_k8s.list("pods", function.ns, "serving.knative.dev/service=hello")
+    function.pod = pods[0]["metadata"]["name"]
+    return function
+
+
+async def _lines_until(communicator, predicate, limit=50):
+    """Collect messages until ``predicate(lines)``; returns (lines, other messages)."""
+    lines, others = [], []
+    for _ in range(limit):
+        message = await communicator.receive_json_from(timeout=10)
+        if message["type"] == "lines":
+            lines += message["lines"]
+        else:
+            others.append(message)
+        if predicate(lines):
+            break
+    return lines, others
+
+
+async def test_viewer_gets_the_tail_then_new_lines_live(knative_hello, viewer, fake_k8s):
+    communicator, connected, _ = await _connect("/ws/p/acme/f/hello/logs/", viewer)
+    assert connected
+
+    first, _ = await _lines_until(communicator, lambda lines: lines)
+    fake_k8s.append_log(knative_hello.ns, knative_hello.pod, "user-container", "hello from the function")
+    later, _ = await _lines_until(communicator, lambda lines: any("hello from" in x["text"] for x in lines))
+    await communicator.disconnect()
+
+    assert first[0]["text"].startswith("listening")
+    line = next(x for x in later if x["text"] == "hello from the function")
+    assert line["instance"] == knative_hello.pod and line["stream"] == "stdout" and line["ts"].endswith("Z")
+
+
+async def test_outsider_and_anonymous_get_a_closed_socket(knative_hello, outsider):
+    for user in (outsider, None):
+        communicator, connected, code = await _connect("/ws/p/acme/f/hello/logs/", user)
+        assert not connected
+        await communicator.disconnect()
+
+
+async def test_unknown_function_is_closed_like_a_forbidden_one(knative_hello, owner):
+    communicator, connected, _ = await _connect("/ws/p/acme/f/nope/logs/", owner)
+
+    assert not connected
+
+
+async def test_paused_client_is_told_how_many_lines_were_dropped(
+    knative_hello, viewer, fake_k8s, monkeypatch
+):
+    monkeypatch.setattr(consumers, "BUFFER_LINES", 10)
+    communicator, connected, _ = await _connect("/ws/p/acme/f/hello/logs/", viewer)
+    initial, _ = await _lines_until(communicator, lambda lines: lines)
+    await communicator.send_json_to({"action": "pause"})
+    await asyncio.sleep(0.2)
+    for i in range(100):
+        fake_k8s.append_log(knative_hello.ns, knative_hello.pod, "user-container", f"chatty {i}")
+    fake_k8s.append_log(knative_hello.ns, knative_hello.pod, "user-container", "the last line")
+    await asyncio.sleep(1.5)  # let the stream reach the paused consumer
+    assert await communicator.receive_nothing(timeout=0.3)  # paused: nothing is sent
+
+    await communicator.send_json_to({"action": "resume"})
+    lines, others = await _lines_until(
+        communicator, lambda lines: any(x["text"] == "the last line" for x in lines)
+    )
+    await communicator.disconnect()
+
+    dropped = sum(m["count"] for m in others if m["type"] == "dropped")
+    chatty = [x for x in lines if x["text"].startswith("chatty") or x["text"] == "the last line"]
+    assert dropped > 0
+    assert dropped + len(chatty) == 101  # every line is either delivered or counted as dropped
+    assert chatty[-1]["text"] == "the last line"  # the newest lines are the ones kept
+
+
+async def test_filter_applies_to_lines_sent(knative_hello, viewer, fake_k8s):
+    communicator, connected, _ = await _connect("/ws/p/acme/f/hello/logs/", viewer)
+    await _lines_until(communicator, lambda lines: lines)
+    await communicator.send_json_to({"action": "filter", "text": "ERROR"})
+    await asyncio.sleep(0.2)
+    fake_k8s.append_log(knative_hello.ns, knative_hello.pod, "user-container", "all fine")
+    fake_k8s.append_log(knative_hello.ns, knative_hello.pod, "user-container", "an ERROR happened")
+
+    lines, _ = await _lines_until(communicator, lambda lines: any("ERROR" in x["text"] for x in lines))
+    await communicator.disconnect()
+
+    assert [x["text"] for x in lines] == ["an ERROR happened"]
+
+
+async def test_unknown_action_gets_an_error_message(knative_hello, viewer):
+    communicator, connected, _ = await _connect("/ws/p/acme/f/hello/logs/", viewer)
+    await _lines_until(communicator, lambda lines: lines)
+
+    await communicator.send_json_to({"action": "explode"})
+    _, others = await _lines_until(communicator, lambda lines: True, limit=1)
+    await communicator.disconnect()
+
+    assert others and others[0]["type"] == "error"
+
+
+# Status pushes ---------------------------------------------------------------------------------------
+
+
+async def test_status_change_is_pushed_as_an_out_of_band_row(project, other_project, viewer, hello):
+    theirs = await sync_to_async(FunctionFactory)(project=other_project, name="theirs", status="ready")
+    communicator, connected, _ = await _connect("/ws/p/acme/functions/", viewer)
+    assert connected
+
+    await sync_to_async(live.function_changed)(function_id=theirs.pk)
+    assert await communicator.receive_nothing(timeout=0.5)  # another project's news is not ours
+    hello.status, hello.status_message = "failed", "exit code 7"
+    await sync_to_async(hello.save)()
+    await sync_to_async(live.function_changed)(function_id=hello.pk)
+    html = await communicator.receive_from(timeout=10)
+    await communicator.disconnect()
+
+    assert html.startswith(f'<tr id="function-{hello.pk}" hx-swap-oob="true"')
+    assert "exit code 7" in html
+
+
+async def test_outsider_cannot_subscribe_to_a_projects_status(project, outsider, hello):
+    communicator, connected, _ = await _connect("/ws/p/acme/functions/", outsider)
+
+    assert not connected
