@@ -4,6 +4,12 @@ Each project brings a kubeconfig (a vCluster's, or one scoped to a namespace), s
 the one module that imports ``kubernetes`` and the one place that talks to a cluster. Manifests come from
 the pure builders in ``k8s_manifests``.
 
+What the cluster needs: Knative Serving (1.19 or later), a registry Kaniko can push to and nodes can pull
+from (``HKS_REGISTRY``, credentials in the Secret ``HKS_REGISTRY_SECRET`` of each namespace), a CNI that
+enforces NetworkPolicy, and - with ``HKS_AGENT_RUNTIME_CLASS`` set - that RuntimeClass plus Knative's
+feature flag ``kubernetes.podspec-runtimeclassname: enabled`` in ``config-features``. The build Job fetches
+the source from ``HKS_PUBLIC_URL``, which the cluster must reach.
+
 Errors: a 4xx from the API server is permanent (the request is wrong or the credentials are refused), a
 5xx, 429, conflict or an unreachable server is transient. 404 on delete and 409 on create are the normal
 outcomes of running a task twice, not errors.
@@ -197,7 +203,9 @@ class KnativeBackend(FunctionBackend):
         job = self._wait_for_job(name, namespace, job, build_log)
         build_log.poll()
         log = build_log.lines
-        self._call(self.core.delete_namespaced_secret, name, namespace, ok=(404,))  # the token is spent
+        # The Job is done with its inputs; the token in the Secret is spent anyway.
+        self._call(self.core.delete_namespaced_secret, name, namespace, ok=(404,))
+        self._call(self.core.delete_namespaced_config_map, name, namespace, ok=(404,))
         if not job.status.succeeded:
             raise BackendError(self._job_failure(job, log), permanent=True)
         return BuildResult(artifact=manifests.image_ref(spec, self.cluster), log="\n".join(log))

@@ -114,6 +114,7 @@ def test_full_flow_build_apply_status_logs_schedule_delete(fake_k8s, backend):
     assert any(f"Pushed {result.artifact}" in line for line in lines)
     assert fake_k8s.get("jobs.batch", "acme", m.build_name(BUILD))["status"]["succeeded"] == 1
     assert fake_k8s.get("secrets", "acme", m.build_name(BUILD)) is None  # the one-time URL is not kept
+    assert fake_k8s.get("configmaps", "acme", m.build_name(BUILD)) is None
 
     backend.apply(service_spec(artifact=result.artifact))
     status = wait_ready(backend)
