@@ -321,6 +321,8 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
             raise BackendError(status.message or f"revision {revision.name} did not become ready")
         time.sleep(0.2)
         status = backend.status(function_ref(function))
+    # A repeated run for the revision already serving keeps its deploy time: running twice changes nothing.
+    redeployed = function.current_revision_id == revision.pk and function.deployed_at is not None
     Function.objects.filter(pk=function.pk).exclude(
         status__in=[FunctionStatus.DELETING, FunctionStatus.DELETED]
     ).update(
@@ -330,7 +332,7 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
         url=status.url,
         internal_url=status.internal_url,
         replicas=status.replicas,
-        deployed_at=timezone.now(),
+        deployed_at=function.deployed_at if redeployed else timezone.now(),
     )
 
 
@@ -373,8 +375,13 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
 def function_delete(*, function: Function, user) -> None:
     if function.status == FunctionStatus.DELETED:
         return
-    Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DELETING)
-    audit(project=function.project, function=function, action="function.delete", actor=user)
+    # Only the call that moves it to deleting records it (concurrent calls: once); every call enqueues the
+    # idempotent task, so asking again retries a deletion that got stuck.
+    alive = Function.objects.filter(pk=function.pk).exclude(
+        status__in=[FunctionStatus.DELETING, FunctionStatus.DELETED]
+    )
+    if alive.update(status=FunctionStatus.DELETING):
+        audit(project=function.project, function=function, action="function.delete", actor=user)
     from . import tasks
 
     transaction.on_commit(lambda: tasks.delete_function.delay(function.pk))

@@ -34,6 +34,15 @@ def pytest_unconfigure(config):
         _embedded_redis.terminate()
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """SQLite tests use a file, not pytest-django's shared-cache memory database: there, the real worker's
+    threads get "database table is locked" at once instead of waiting for each other."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
 @pytest.fixture
 def project(db):
     return ProjectFactory(slug="acme", name="Acme")
