@@ -20,6 +20,7 @@ Environment values are handed to bwrap through a memfd (``--args FD``), never on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -157,9 +158,14 @@ def _own_cgroup_paths() -> dict[str, str]:
     return paths
 
 
+def _parent_candidates(base: Path, own: str) -> list[Path]:
+    """Our own cgroup first (sandboxes stay inside this service's accounting), then the hierarchy root."""
+    candidates = [base / own.lstrip("/") / "hks", base / "hks"]
+    return list(dict.fromkeys(candidates))
+
+
 def _writable_parent(base: Path, own: str) -> Path | None:
-    """Our own cgroup (so sandboxes stay inside this service's accounting) or the hierarchy root."""
-    for candidate in (base / own.lstrip("/") / "hks", base / "hks"):
+    for candidate in _parent_candidates(base, own):
         try:
             candidate.mkdir(exist_ok=True)
             return candidate
@@ -171,19 +177,18 @@ def _writable_parent(base: Path, own: str) -> Path | None:
 def _v2_layout(own: dict[str, str]) -> _CgroupLayout | None:
     if not (CGROUP_ROOT / "cgroup.controllers").exists():
         return None
-    parent = _writable_parent(CGROUP_ROOT, own.get("unified", "/"))
-    if parent is None:
-        return None
-    try:
-        # Controllers must be enabled for our children; fails unless the subtree is delegated to us.
-        (parent / "cgroup.subtree_control").write_text("+memory +pids")
+    for parent in _parent_candidates(CGROUP_ROOT, own.get("unified", "/")):
         try:
-            (parent / "cgroup.subtree_control").write_text("+cpu")
+            parent.mkdir(exist_ok=True)
+            # Our children need the controllers; this fails unless the subtree is delegated to us (or we
+            # are at the root, which the no-internal-processes rule exempts).
+            (parent / "cgroup.subtree_control").write_text("+memory +pids")
         except OSError:
-            pass  # cpu accounting is optional
-    except OSError:
-        return None
-    return _CgroupLayout("cgroup-v2", {"unified": parent})
+            continue
+        with contextlib.suppress(OSError):
+            (parent / "cgroup.subtree_control").write_text("+cpu")  # cpu accounting and quota are optional
+        return _CgroupLayout("cgroup-v2", {"unified": parent})
+    return None
 
 
 def _v1_layout(own: dict[str, str]) -> _CgroupLayout | None:
@@ -212,7 +217,43 @@ def _cgroups() -> _CgroupLayout:
 
 def _cgroup_name(name: str) -> str:
     clean = re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:60] or "sandbox"
-    return f"{clean}-{os.getpid()}-{time.monotonic_ns():x}"
+    return f"{clean}-{os.getpid()}-{time.monotonic_ns():x}"  # the creator's pid: see sweep_stale_cgroups
+
+
+def sweep_stale_cgroups() -> int:
+    """Kill what is left in sandbox cgroups whose creating process is gone, and remove them.
+
+    For a daemon's start: a crashed predecessor's sandboxes die with it (``--die-with-parent``), but its
+    cgroup dirs stay. Cgroups of live processes (another daemon, a test run) are left alone.
+    Returns how many cgroups were removed.
+    """
+    removed = 0
+    for parent in _cgroups().parents.values():
+        for child in parent.iterdir():
+            creator = child.name.rsplit("-", 2)[-2] if child.name.count("-") >= 2 else ""
+            if not child.is_dir() or not creator.isdigit() or _process_exists(int(creator)):
+                continue
+            for pid in (_read(child / "cgroup.procs") or "").split():
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+            for _ in range(50):
+                try:
+                    child.rmdir()
+                    removed += 1
+                    break
+                except OSError:
+                    time.sleep(0.02)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _create_cgroups(layout: _CgroupLayout, name: str, limits: Limits) -> dict[str, Path]:
@@ -225,6 +266,7 @@ def _create_cgroups(layout: _CgroupLayout, name: str, limits: Limits) -> dict[st
         cg = dirs["unified"]
         _write(cg / "memory.max", memory)
         _write(cg / "memory.swap.max", 0, optional=True)
+        _write(cg / "memory.oom.group", 1, optional=True)  # an OOM kill takes the whole sandbox down
         _write(cg / "pids.max", limits.max_pids)
         _write(cg / "cpu.max", quota, optional=True)
         return dirs
@@ -337,12 +379,36 @@ class SandboxedProcess:
         self.stdout = popen.stdout
         self.stderr = popen.stderr
         self.unprivileged = False  # True when the code runs as the host's "nobody" rather than root
+        self._final: tuple[bool, float | None] | None = None  # (oom_killed, cpu_seconds) once it has ended
 
     def poll(self) -> int | None:
-        return self._popen.poll()
+        code = self._popen.poll()
+        if code is not None:
+            self._finish()
+        return code
 
     def wait(self, timeout: float | None = None) -> int:
-        return self._popen.wait(timeout)
+        code = self._popen.wait(timeout)
+        self._finish()
+        return code
+
+    def _finish(self) -> None:
+        """On first sight of the exit: keep what metrics need, then drop the cgroups (without blocking)."""
+        if self._final is None:
+            self._final = (self._read_oom(), self._read_cpu())
+        self._remove_cgroups(attempts=1)
+
+    def _remove_cgroups(self, attempts: int) -> None:
+        for path in list(self.cgroups.values()):
+            for attempt in range(attempts):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # the last tasks of the torn-down pid namespace are still exiting
+                    if attempt + 1 < attempts:
+                        time.sleep(0.02)
 
     @property
     def returncode(self) -> int | None:
@@ -395,6 +461,9 @@ class SandboxedProcess:
 
     def oom_killed(self) -> bool:
         """True when the kernel's OOM killer killed something in this sandbox (cgroup modes only)."""
+        return self._final[0] if self._final is not None else self._read_oom()
+
+    def _read_oom(self) -> bool:
         if self.limits_mode == "cgroup-v2":
             return bool(_stat_value(_read(self.cgroups["unified"] / "memory.events"), "oom_kill"))
         if self.limits_mode == "cgroup-v1":
@@ -402,7 +471,9 @@ class SandboxedProcess:
         return False
 
     def memory_bytes(self) -> int | None:
-        """Working set like cAdvisor's: usage minus inactive file cache."""
+        """Working set like cAdvisor's: usage minus inactive file cache. None once the sandbox has ended."""
+        if self._final is not None:
+            return None
         if self.limits_mode == "cgroup-v2":
             usage, stat, inactive = "memory.current", "memory.stat", "inactive_file"
             cg = self.cgroups["unified"]
@@ -417,6 +488,10 @@ class SandboxedProcess:
         return max(0, int(current) - (_stat_value(_read(cg / stat), inactive) or 0))
 
     def cpu_seconds(self) -> float | None:
+        """CPU time used by everything in the sandbox (the final figure once it has ended)."""
+        return self._final[1] if self._final is not None else self._read_cpu()
+
+    def _read_cpu(self) -> float | None:
         if self.limits_mode == "cgroup-v2":
             usec = _stat_value(_read(self.cgroups["unified"] / "cpu.stat"), "usage_usec")
             return None if usec is None else usec / 1e6
@@ -426,19 +501,15 @@ class SandboxedProcess:
         return None
 
     def cleanup(self) -> None:
-        """Remove this sandbox's cgroups (after the process is gone). Safe to call twice."""
+        """Kill the sandbox if it still runs, remove its cgroups, close its pipes. Safe to call twice.
+
+        The cgroups also go by themselves when ``poll()``/``wait()`` first see the exit; this call waits for
+        the last tasks to leave, so nothing is left behind, and closes the pipes (stop reading them first).
+        """
         if self.poll() is None:
             self.terminate(grace=0)
         self._wait_cgroup_empty(timeout=5.0)
-        for path in self.cgroups.values():
-            for _ in range(50):
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)  # the last tasks are still exiting
+        self._remove_cgroups(attempts=50)
         for pipe in (self.stdin, self.stdout, self.stderr):
             if pipe is not None:
                 pipe.close()

@@ -41,8 +41,10 @@ def host_stays_healthy():
 
 
 def _sandbox_cgroups() -> set[Path]:
+    """This test process's sandbox cgroups (a daemon under test may run its own next to them)."""
     layout = sandbox._cgroups()
-    return {child for parent in layout.parents.values() for child in parent.iterdir() if child.is_dir()}
+    mine = f"-{os.getpid()}-"
+    return {child for parent in layout.parents.values() for child in parent.iterdir() if mine in child.name}
 
 
 def _spawn(argv, profile="restricted", **fields) -> sandbox.SandboxedProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -179,22 +180,25 @@ def test_cgroup_limits_are_applied_and_metrics_read(fresh_probes):
     if sandbox.check_sandbox() == "rlimit":
         pytest.skip("no writable cgroups on this machine")
     limits = sandbox.limits_for("restricted", memory_mb=96, max_pids=12)
-    proc = sandbox.spawn(
-        _spec(argv=["/usr/bin/python3", "-c", "x = bytearray(20 << 20); sum(range(10**6))"], limits=limits)
+    script = (
+        "import time; x = bytearray(40 << 20); sum(range(10**6)); print('ready', flush=True); time.sleep(60)"
     )
-    assert proc.wait(timeout=30) == 0
-    memory_files = {
-        "cgroup-v1": ("memory", "memory.limit_in_bytes"),
-        "cgroup-v2": ("unified", "memory.max"),
-    }[proc.limits_mode]
-    pids_key = "pids" if proc.limits_mode == "cgroup-v1" else "unified"
-    assert int((proc.cgroups[memory_files[0]] / memory_files[1]).read_text()) == 96 << 20
-    assert int((proc.cgroups[pids_key] / "pids.max").read_text()) == 12
-    assert proc.memory_bytes() is not None
-    assert proc.cpu_seconds() is None or proc.cpu_seconds() > 0
-    assert not proc.oom_killed()
-    dirs = list(proc.cgroups.values())
-    proc.cleanup()
+    proc = sandbox.spawn(_spec(argv=["/usr/bin/python3", "-c", script], limits=limits))
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        memory_files = {
+            "cgroup-v1": ("memory", "memory.limit_in_bytes"),
+            "cgroup-v2": ("unified", "memory.max"),
+        }[proc.limits_mode]
+        pids_key = "pids" if proc.limits_mode == "cgroup-v1" else "unified"
+        assert int((proc.cgroups[memory_files[0]] / memory_files[1]).read_text()) == 96 << 20
+        assert int((proc.cgroups[pids_key] / "pids.max").read_text()) == 12
+        assert proc.memory_bytes() >= 40 << 20  # the bytearray, touched by bytearray's zero fill
+        assert proc.cpu_seconds() is None or proc.cpu_seconds() > 0
+        assert not proc.oom_killed()
+    finally:
+        dirs = list(proc.cgroups.values())
+        proc.cleanup()
     assert not any(path.exists() for path in dirs)
 
 
@@ -241,3 +245,72 @@ def test_no_process_outlives_cleanup():
     assert proc.poll() is not None
     assert len(members) >= 4
     assert not [pid for pid in members if pid_alive(pid)]  # zombies are left for the host's init to reap
+
+
+def test_cgroups_go_away_when_the_exit_is_seen_and_the_figures_stay(fresh_probes):
+    if sandbox.check_sandbox() == "rlimit":
+        pytest.skip("no writable cgroups on this machine")
+    proc = sandbox.spawn(_spec(argv=["/usr/bin/python3", "-c", "sum(range(3 * 10**6))"]))
+    dirs = list(proc.cgroups.values())
+    assert all(path.is_dir() for path in dirs)
+    assert proc.wait(timeout=30) == 0
+    deadline = time.monotonic() + 10
+    while any(path.exists() for path in dirs) and time.monotonic() < deadline:
+        proc.poll()  # a daemon's exit watcher polls; a dying task may hold the dir for a moment
+        time.sleep(0.02)
+    assert not any(path.exists() for path in dirs)
+    assert proc.cpu_seconds() is None or proc.cpu_seconds() > 0
+    assert proc.oom_killed() is False
+    assert proc.memory_bytes() is None
+    proc.cleanup()
+
+
+def test_stale_cgroups_of_a_dead_daemon_are_swept_with_their_processes(fresh_probes):
+    layout = sandbox._cgroups()
+    if layout.mode == "rlimit":
+        pytest.skip("no writable cgroups on this machine")
+    ended = subprocess.Popen(["/bin/true"])  # a pid that has just ended stands for the crashed daemon
+    ended.wait()
+    name = f"stale-{ended.pid}-{time.monotonic_ns():x}"
+    dirs = sandbox._create_cgroups(layout, name, sandbox.PROFILES["restricted"])
+    procs = " ".join(f"echo $$ > {path / 'cgroup.procs'};" for path in dirs.values())
+    orphan = subprocess.Popen(["/bin/sh", "-c", f"{procs} exec sleep 300"])
+    for _ in range(200):
+        if str(orphan.pid) in (dirs[next(iter(dirs))] / "cgroup.procs").read_text().split():
+            break
+        time.sleep(0.01)
+    assert sandbox.sweep_stale_cgroups() >= 1
+    assert orphan.wait(timeout=10) == -9
+    assert not any(path.exists() for path in dirs.values())
+
+
+def test_a_live_creators_cgroups_are_not_swept(fresh_probes):
+    if sandbox.check_sandbox() == "rlimit":
+        pytest.skip("no writable cgroups on this machine")
+    proc = sandbox.spawn(_spec(argv=["/bin/sleep", "30"]))
+    try:
+        sandbox.sweep_stale_cgroups()
+        assert all(path.is_dir() for path in proc.cgroups.values())
+        assert proc.poll() is None
+    finally:
+        proc.cleanup()
+
+
+def test_sandboxed_code_is_nobody_on_the_host_too(scratch):
+    if not sandbox.runs_unprivileged():
+        pytest.skip("unprivileged user namespaces are not available: code runs as root without capabilities")
+    proc = sandbox.spawn(_spec(argv=["/bin/sleep", "30"], ro_binds=[(str(scratch), "/app")]))
+    try:
+        deadline = time.monotonic() + 10
+        sleeper = None
+        while sleeper is None and time.monotonic() < deadline:
+            members = sandbox._descendants(proc.pid, sandbox._children_map())
+            sleeper = next(
+                (p for p in members if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"), None
+            )
+        status = Path(f"/proc/{sleeper}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        assert uids == [str(sandbox.SANDBOX_UID)] * 4  # real, effective, saved, filesystem
+        assert proc.unprivileged
+    finally:
+        proc.cleanup()
