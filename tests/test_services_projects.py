@@ -1,11 +1,13 @@
 """Project cluster credentials: encryption at rest, the kubeconfig service, and source archive links."""
 
+import io
 from urllib.parse import urlparse
 
 import pytest
 import yaml
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
 
 from functions import services
 from functions.archive_links import archive_url_for
@@ -141,3 +143,22 @@ def test_a_tampered_archive_link_is_refused(client, revision):
     path = link_for(revision)
     token = path.rstrip("/").rsplit("/", 1)[1]
     assert client.get(path.replace(token, token[:-2] + "xx")).status_code == 404
+
+
+def test_the_set_kubeconfig_command_switches_a_project_to_knative(project, tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    call_command("set_kubeconfig", "acme", str(path), stdout=io.StringIO())
+    project.refresh_from_db()
+    assert project.backend == "knative"
+    assert project_kubeconfig(project=project) == KUBECONFIG
+
+
+def test_the_set_kubeconfig_command_refuses_a_bad_file_and_changes_nothing(project, tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text("not: a kubeconfig")
+    with pytest.raises(CommandError, match="clusters"):
+        call_command("set_kubeconfig", "acme", str(path))
+    project.refresh_from_db()
+    assert project.backend == "local"
+    assert project.kubeconfig_encrypted == ""
