@@ -207,6 +207,8 @@ def schedule_create(
 @transaction.atomic
 def schedule_update(*, schedule: Schedule, user, now: dt.datetime | None = None, **changes) -> Schedule:
     """Change any of ``FIELDS``; a new cron, zone or re-enabling recomputes the next run from now."""
+    if not schedule.function.is_alive:
+        raise ServiceError(f"function {schedule.function.name} is being deleted", code=409)
     unknown = set(changes) - set(FIELDS)
     if unknown:
         raise ServiceError(f"unknown schedule fields: {', '.join(sorted(unknown))}")
