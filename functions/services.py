@@ -270,11 +270,15 @@ def build_run(*, build: Build) -> bool:
 
 
 def build_fail(*, build: Build, message: str) -> None:
-    Build.objects.filter(pk=build.pk).update(
-        status=BuildStatus.FAILED, finished_at=timezone.now(), message=message,
+    """Record a build's failure - unless it already succeeded (a duplicate run failing late is stale)."""
+    updated = Build.objects.filter(pk=build.pk).exclude(status=BuildStatus.SUCCEEDED).update(
+        status=BuildStatus.FAILED,
+        finished_at=timezone.now(),
+        message=message,
         log=(build.log or "") + f"\n{message}\n",
     )
-    function_mark_failed(function=build.revision.function, message=f"build failed: {message}")
+    if updated:
+        function_mark_failed(function=build.revision.function, message=f"build failed: {message}")
 
 
 def function_mark_failed(*, function: Function, message: str) -> None:
