@@ -16,7 +16,11 @@ from functions.models import Function, FunctionStatus, ScheduleRun
 from functions.schedule_firing import Outcome
 from functions.services import function_ref
 from tests.archive_samples import node_archive
-from tests.runtime.conftest import local_backend_settings, runtime_daemon  # noqa: F401
+
+# The runtime daemon fixtures (tests/runtime/conftest.py) arrive with the local runtime.
+_runtime = pytest.importorskip("tests.runtime.conftest", reason="the local runtime fixtures have not landed")
+runtime_daemon = _runtime.runtime_daemon
+local_backend_settings = _runtime.local_backend_settings
 
 pytestmark = pytest.mark.runtime
 
