@@ -200,3 +200,30 @@ def test_a_build_of_another_project_is_404_even_by_its_id(world):
     build_id = world["build"].pk
     response = _client(world["outsider"]).get(API + f"/projects/globex/functions/hello/builds/{build_id}")
     assert response.status_code == 404
+
+
+# Roles inside the project: viewers read, and every write needs more ----------------------------------
+
+READS_BY_POST = {"POST /projects/{slug}/schedules/preview": "computes run times, changes nothing"}
+WRITES = [key for key in WALKED if not key.startswith("GET ") and key not in READS_BY_POST]
+
+
+@pytest.mark.parametrize("key", WRITES)
+def test_viewer_is_refused_every_write_and_nothing_changes(
+    key, world, media_root, django_capture_on_commit_callbacks
+):
+    viewer = MembershipFactory(project=Project.objects.get(slug="acme"), role=Role.VIEWER).user
+    before = _snapshot(media_root)
+    with django_capture_on_commit_callbacks() as queued:
+        response = _send(_client(viewer), key, world)
+    assert response.status_code == 403, (key, response.status_code, response.content[:300])
+    assert _snapshot(media_root) == before
+    assert queued == []
+
+
+@pytest.mark.parametrize("key", WALKED)
+def test_without_a_token_every_operation_is_401(key, world, media_root):
+    before = _snapshot(media_root)
+    response = _send(Client(raise_request_exception=False), key, world)
+    assert response.status_code == 401, (key, response.status_code)
+    assert _snapshot(media_root) == before
