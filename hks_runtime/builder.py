@@ -437,6 +437,19 @@ def instance_command(
     raise BuildError(f"unknown runtime {runtime!r}; expected node or python")
 
 
+def fill_slot(*, artifact_dir: Path, slot_dir: Path) -> None:
+    """Specialise a pre-warmed instance: put an artifact into the empty dir that is bound at its /app.
+
+    A pre-warmed instance is spawned with ``instance_command(..., artifact_dir=<empty slot dir>,
+    prewarm=True)``; its runtime loads while the slot is empty. Files linked into the slot on the host show
+    up inside the sandbox at once (it is the same directory), then one line on the instance's stdin,
+    ``{"env": {...}}``, makes it load the function with its environment.
+    """
+    if any(Path(slot_dir).iterdir()):
+        raise BuildError(f"slot {slot_dir} is not empty")
+    _link_tree(Path(artifact_dir), Path(slot_dir), dirs_exist_ok=True)
+
+
 # --- small helpers -------------------------------------------------------------------------------------
 
 
@@ -451,7 +464,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _link_tree(src: Path, dst: Path) -> None:
+def _link_tree(src: Path, dst: Path, dirs_exist_ok: bool = False) -> None:
     """Copy a tree using hard links where the filesystem allows (instant, no extra space)."""
 
     def link_or_copy(s, d):
@@ -460,7 +473,7 @@ def _link_tree(src: Path, dst: Path) -> None:
         except OSError:
             shutil.copy2(s, d)
 
-    shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy)
+    shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy, dirs_exist_ok=dirs_exist_ok)
 
 
 def _chown_tree(root: Path) -> None:

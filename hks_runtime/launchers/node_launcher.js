@@ -8,7 +8,8 @@
 // endpoints, CloudEvents handling, func.yaml, SIGTERM shutdown) is faas-js-runtime's own behaviour.
 //
 // HKS_PREWARM=1: load the runtime first, then wait for one line on stdin before loading the function, so a
-// sandbox can be started ahead of time and specialised later.
+// sandbox can be started ahead of time and specialised later. The line may be a JSON object
+// {"env": {...}}: the function's own environment (K_SERVICE, user variables), set before its code loads.
 
 const net = require('net');
 const path = require('path');
@@ -28,12 +29,28 @@ function listenOnInheritedFd(fd) {
 
 function waitForLine() {
   return new Promise(resolve => {
-    process.stdin.once('data', () => {
-      process.stdin.pause();
-      resolve();
-    });
-    process.stdin.once('end', resolve);
+    let buffered = '';
+    const onData = chunk => {
+      buffered += chunk;
+      if (buffered.includes('\n')) {
+        process.stdin.off('data', onData);
+        process.stdin.pause();
+        resolve(buffered.split('\n')[0]);
+      }
+    };
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', onData);
+    process.stdin.once('end', () => resolve(buffered));
   });
+}
+
+function applySpecialisation(line) {
+  const trimmed = line.trim();
+  if (!trimmed.startsWith('{')) return;
+  const { env } = JSON.parse(trimmed);
+  for (const [key, value] of Object.entries(env || {})) {
+    process.env[key] = String(value);
+  }
 }
 
 async function main() {
@@ -42,7 +59,7 @@ async function main() {
     throw new Error('HKS_LISTEN_FD must name the inherited listening socket');
   }
   if (process.env.HKS_PREWARM === '1') {
-    await waitForLine();
+    applySpecialisation(await waitForLine());
   }
   const options = {
     logLevel: process.env.FUNC_LOG_LEVEL || defaults.LOG_LEVEL,

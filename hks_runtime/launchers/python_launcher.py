@@ -6,9 +6,11 @@ the function needs no network of its own). This mirrors knative/func's Python se
 func-python's address parsing, which rejects ``fd://``, is replaced by hypercorn's own ``fd://N`` bind.
 HKS_FUNCTION_KIND picks ``func_python.http`` or ``func_python.cloudevent``.
 
-HKS_PREWARM=1: import the runtime first, then wait for one line on stdin before importing the function.
+HKS_PREWARM=1: import the runtime first, then wait for one line on stdin before importing the function. The
+line may be a JSON object {"env": {...}}: the function's own environment, set before its code is imported.
 """
 
+import json
 import logging
 import os
 import sys
@@ -24,7 +26,9 @@ def main() -> None:
 
     func_python.sock.bind = lambda: [f"fd://{fd}"]
     if os.environ.get("HKS_PREWARM") == "1":
-        sys.stdin.readline()
+        line = sys.stdin.readline().strip()
+        if line.startswith("{"):
+            os.environ.update({key: str(value) for key, value in json.loads(line).get("env", {}).items()})
     # The function's own code first, then the runtime layer, then the function's installed dependencies.
     sys.path.insert(0, "/app")
     sys.path.append("/app/.hks/site-packages")

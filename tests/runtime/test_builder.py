@@ -247,6 +247,31 @@ def test_prewarmed_instance_loads_the_function_on_a_signal(work, runtime):
         assert request(url + "/")[2] == b"OK"
 
 
+@pytest.mark.parametrize("runtime", ["node", "python"])
+def test_prewarmed_instance_is_specialised_with_code_and_environment_after_start(work, runtime):
+    """Start the runtime before the function is known; link its code into the slot; send its environment."""
+    artifact = build_fixture(f"{runtime}-http", runtime, work)
+    slot = scratch_dir("slot-")
+    try:
+        with serving(runtime, "http", slot, prewarm=True) as (url, proc):
+            builder.fill_slot(artifact_dir=artifact, slot_dir=slot)
+            env = {"K_SERVICE": "late-bound", "K_REVISION": "late-bound-00007"}
+            proc.stdin.write(json.dumps({"env": env}).encode() + b"\n")
+            proc.stdin.flush()
+            wait_ready(url, proc)
+            body = json.loads(request(url + "/?env=1")[2])
+            assert body.get("service", body.get("K_SERVICE")) == "late-bound"
+            assert body.get("revision", body.get("K_REVISION")) == "late-bound-00007"
+    finally:
+        remove_dir(slot)
+
+
+def test_a_slot_must_be_empty(work):
+    artifact = build_fixture("node-http", "node", work)
+    with pytest.raises(builder.BuildError, match="not empty"):
+        builder.fill_slot(artifact_dir=artifact, slot_dir=artifact)
+
+
 def test_instance_terminates_gracefully_on_sigterm(work):
     artifact = build_fixture("python-http", "python", work)
     with serving("python", "http", artifact) as (url, proc):
