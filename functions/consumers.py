@@ -31,6 +31,7 @@ BUFFER_LINES = 1000  # most lines held for one client
 BATCH_LINES = 200  # most lines in one websocket message
 SEND_INTERVAL = 0.05  # at most 20 messages a second per client
 INITIAL_TAIL = 200
+RESUME_SECONDS = 1.0  # pause before following a stream again after it ended
 CLOSE_NOT_FOUND = 4404
 
 
@@ -95,19 +96,27 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "message": f"unknown action {action!r}"})
 
     async def _read(self, backend, ref, since):
-        try:
+        """Follow the backend's stream; when it ends (no logs yet, runtime restarted) follow it again."""
+        tail = None if since else INITIAL_TAIL
+        last_error = ""
+        while True:
+            try:
+                async for line in backend.logs(ref, since=since, tail=tail, follow=True):
+                    if since and line.timestamp <= since:
+                        continue  # the client already has it (a reconnect, or a stream resumed here)
+                    since = line.timestamp
+                    self._enqueue(line)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken stream must not end the server
+                message = exc.message if isinstance(exc, BackendError) else "log stream failed"
+                if not isinstance(exc, BackendError):
+                    logger.exception("log stream of %s failed", ref)
+                if message != last_error:
+                    await self.send_json({"type": "error", "message": f"{message}; retrying"})
+                last_error = message
             tail = None if since else INITIAL_TAIL
-            async for line in backend.logs(ref, since=since, tail=tail, follow=True):
-                if since and line.timestamp <= since:
-                    continue  # a reconnecting client already has it
-                self._enqueue(line)
-        except asyncio.CancelledError:
-            raise
-        except BackendError as exc:
-            await self.send_json({"type": "error", "message": f"log stream ended: {exc.message}"})
-        except Exception:  # noqa: BLE001 - a broken stream must end this socket, not the server
-            logger.exception("log stream of %s failed", ref)
-            await self.send_json({"type": "error", "message": "log stream failed; reconnect to retry"})
+            await asyncio.sleep(RESUME_SECONDS)
 
     def _enqueue(self, line) -> None:
         if self.text_filter and self.text_filter.lower() not in line.text.lower():
