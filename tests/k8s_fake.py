@@ -86,6 +86,8 @@ RESOURCE_TYPES = {
     ]
 }
 KSVC = "services.serving.knative.dev"
+CREATOR, LAST_MODIFIER = "serving.knative.dev/creator", "serving.knative.dev/lastModifier"
+FAKE_USER = "system:serviceaccount:hks:fake"
 
 
 # Validation -----------------------------------------------------------------------------------------
@@ -505,6 +507,8 @@ class FakeKubernetes:
         invalid = self._invalid(body)
         if invalid:
             return invalid
+        if rtype.name == KSVC:  # Knative's webhook records who created and last changed a Service
+            meta.setdefault("annotations", {}).update({CREATOR: FAKE_USER, LAST_MODIFIER: FAKE_USER})
         meta.update(
             uid=str(uuid.uuid4()),
             resourceVersion=str(next(self._rv)),
@@ -558,12 +562,39 @@ class FakeKubernetes:
         spec_changed = {k: v for k, v in updated.items() if k not in ("metadata", "status")} != {
             k: v for k, v in stored.items() if k not in ("metadata", "status")
         }
+        if rtype.name == KSVC:
+            refused = self._knative_annotations(stored, updated, spec_changed)
+            if refused:
+                return refused
         meta["generation"] = stored["metadata"].get("generation", 1) + (1 if spec_changed else 0)
         meta["resourceVersion"] = str(next(self._rv))
         self._store[key] = updated
         if spec_changed:
             self._on_written(rtype, updated)
         return web.json_response(updated)
+
+    @staticmethod
+    def _knative_annotations(stored: dict, updated: dict, spec_changed: bool) -> web.Response | None:
+        """Knative's webhook: the creator annotation is immutable; lastModifier changes with the spec."""
+        old = stored["metadata"].get("annotations", {})
+        new = updated["metadata"].setdefault("annotations", {})
+        if new.get(CREATOR) != old.get(CREATOR):
+            return _status(
+                400,
+                "BadRequest",
+                'admission webhook "validation.webhook.serving.knative.dev" denied '
+                f"the request: validation failed: annotation value is immutable: "
+                f"metadata.annotations.{CREATOR}",
+            )
+        if spec_changed:
+            new[LAST_MODIFIER] = FAKE_USER
+        elif new.get(LAST_MODIFIER) != old.get(LAST_MODIFIER):
+            return _status(
+                400,
+                "BadRequest",
+                f"invalid value: {new.get(LAST_MODIFIER, '')}: metadata.annotations.{LAST_MODIFIER}",
+            )
+        return None
 
     def _delete(self, rtype, namespace, name, policy=None) -> web.Response:
         obj = self._store.pop((rtype.name, namespace, name), None)

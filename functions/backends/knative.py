@@ -144,7 +144,7 @@ class KnativeBackend(FunctionBackend):
             self._call(self.core.create_namespace, manifests.namespace(name), ok=(403, 409))
         self._namespaces_ready.add(name)
 
-    def _upsert(self, manifest: dict, create, read, replace, resource_version: Callable) -> None:
+    def _upsert(self, manifest: dict, create, read, replace, current_meta: Callable) -> None:
         """Create, or replace what is there (optimistic concurrency: retry on a conflicting write)."""
         name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
         for _ in range(5):
@@ -154,7 +154,10 @@ class KnativeBackend(FunctionBackend):
             if current is None:
                 continue  # deleted in between: create again
             body = copy.deepcopy(manifest)
-            body["metadata"]["resourceVersion"] = resource_version(current)
+            resource_version, annotations = current_meta(current)
+            body["metadata"]["resourceVersion"] = resource_version
+            # Keep what others annotated (Knative's webhook refuses an update that drops its creator).
+            body["metadata"]["annotations"] = {**annotations, **manifest["metadata"].get("annotations", {})}
             if self._call(replace, name, namespace, body, ok=(409,)) is not None:
                 return
         raise BackendError(f"{manifest['kind']} {name} keeps changing under us; will retry", permanent=False)
@@ -165,7 +168,7 @@ class KnativeBackend(FunctionBackend):
             getattr(api, f"create_namespaced_{kind}"),
             getattr(api, f"read_namespaced_{kind}"),
             getattr(api, f"replace_namespaced_{kind}"),
-            lambda current: current.metadata.resource_version,
+            lambda current: (current.metadata.resource_version, current.metadata.annotations or {}),
         )
 
     def _ksvc_call(self, verb: str, namespace: str, *args, **kwargs):
@@ -184,7 +187,10 @@ class KnativeBackend(FunctionBackend):
             lambda name, ns, body, **kw: self.custom.replace_namespaced_custom_object(
                 *KNATIVE, ns, "services", name, body, **kw
             ),
-            lambda current: current["metadata"]["resourceVersion"],
+            lambda current: (
+                current["metadata"]["resourceVersion"],
+                current["metadata"].get("annotations", {}),
+            ),
         )
 
     # Build --------------------------------------------------------------------------------------------

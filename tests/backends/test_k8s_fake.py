@@ -89,3 +89,21 @@ def test_stale_resource_version_is_a_conflict(fake_k8s):
         core.replace_namespaced_config_map("c", "default", stale)
     assert exc.value.status == 409
     assert fake_k8s.get("configmaps", "default", "c")["data"] == {"a": "2"}
+
+
+def test_knative_refuses_an_update_that_drops_the_creator_annotation(fake_k8s):
+    objects = client.CustomObjectsApi(_api(fake_k8s))
+    objects.create_namespaced_custom_object(
+        "serving.knative.dev", "v1", "default", "services", _ksvc("hello")
+    )
+    with pytest.raises(ApiException) as exc:
+        objects.replace_namespaced_custom_object(
+            "serving.knative.dev",
+            "v1",
+            "default",
+            "services",
+            "hello",
+            _ksvc("hello", containerConcurrency=5),
+        )
+    assert exc.value.status == 400
+    assert "immutable" in exc.value.body
