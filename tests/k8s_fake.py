@@ -172,6 +172,31 @@ def validate_manifest(obj: dict) -> None:
         raise ManifestInvalid(f"{kind} {name}: {exc}") from exc
 
 
+def _knative_webhook_problem(ksvc: dict) -> str:
+    """The checks of Knative's validating webhook that the platform's manifests could trip (defaults of
+    ``config-autoscaler`` and ``config-defaults``)."""
+    template = ksvc.get("spec", {}).get("template", {})
+    annotations = template.get("metadata", {}).get("annotations", {})
+    spec = template.get("spec", {})
+    try:
+        low = int(annotations.get("autoscaling.knative.dev/min-scale", "0"))
+        high = int(annotations.get("autoscaling.knative.dev/max-scale", "0"))
+        target = float(annotations.get("autoscaling.knative.dev/target", "100"))
+    except ValueError as exc:
+        return f"invalid value: {exc}: spec.template.metadata.annotations"
+    if low < 0 or high < 0 or (high and low > high):
+        return f"min-scale={low} max-scale={high}: expected 0 <= min-scale <= max-scale"
+    if target < 0.01:
+        return f"target={target}: expected target >= 0.01"
+    if not 0 <= spec.get("containerConcurrency", 0) <= 1000:
+        return (
+            f"expected 0 <= {spec['containerConcurrency']} <= 1000: spec.template.spec.containerConcurrency"
+        )
+    if not 0 <= spec.get("timeoutSeconds", 300) <= 600:
+        return f"expected 0 <= {spec['timeoutSeconds']} <= 600: spec.template.spec.timeoutSeconds"
+    return ""
+
+
 # Helpers --------------------------------------------------------------------------------------------
 
 
@@ -527,6 +552,16 @@ class FakeKubernetes:
             validate_manifest(obj)
         except ManifestInvalid as exc:
             return _status(422, "Invalid", str(exc))
+        problem = (
+            _knative_webhook_problem(obj) if obj.get("apiVersion", "").startswith("serving.knative") else ""
+        )
+        if problem:
+            return _status(
+                400,
+                "BadRequest",
+                f'admission webhook "validation.webhook.serving.knative.dev" '
+                f"denied the request: validation failed: {problem}",
+            )
         return None
 
     def _update(self, rtype, namespace, name, body, request) -> web.Response:

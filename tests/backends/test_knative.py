@@ -323,6 +323,13 @@ def test_a_name_too_long_for_knative_revisions_is_refused_before_anything_is_wri
     assert fake_k8s.objects == {}
 
 
+def test_a_spec_knative_refuses_is_a_permanent_error_with_its_reason(fake_k8s, backend):
+    with pytest.raises(BackendError, match="timeoutSeconds") as exc:
+        backend.apply(service_spec(timeout_seconds=3600))
+    assert exc.value.permanent is True
+    assert fake_k8s.get(KSVC, "acme", "hello") is None
+
+
 def test_the_backend_fires_schedules_itself(backend):
     assert backend.fires_schedules_itself() is True
 
