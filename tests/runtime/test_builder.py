@@ -17,6 +17,7 @@ from .fixtures import (
     LAYERS_DIR,
     archive_from_files,
     build_fixture,
+    fixture_files,
     remove_dir,
     request,
     run,
@@ -188,6 +189,40 @@ def test_python_requirements_are_installed_into_the_artifact(work, python_layer)
     artifact = build_fixture("python-http", "python", work, logs)
     assert (artifact / ".hks" / "site-packages" / "six.py").exists()
     assert any(line.startswith("Successfully installed") or "dependencies unchanged" in line for line in logs)
+
+
+def test_python_pyproject_dependencies_are_installed_like_kn_funcs_template(work, python_layer):
+    """knative/func's current Python template declares its dependencies in pyproject.toml (hatchling)."""
+    files = {name: data for name, data in fixture_files("python-http").items() if name != "requirements.txt"}
+    files["README.md"] = "# hello\n"
+    files["pyproject.toml"] = PYPROJECT
+    archive, content_hash = archive_from_files(files, work / "pyproject.tar.gz")
+    artifact = builder.build(
+        runtime="python",
+        archive_path=archive,
+        artifacts_dir=work / "artifacts",
+        layers_dir=LAYERS_DIR,
+        content_hash=content_hash,
+        on_log=lambda line: None,
+    )
+    assert (artifact / ".hks" / "site-packages" / "six.py").exists()
+    with serving("python", "http", artifact) as (url, proc):
+        wait_ready(url, proc)
+        status, _, body = request(url + "/", data=b"from pyproject")
+        assert status == 200 and json.loads(body) == {"echo": "from pyproject", "six": "1.16.0"}
+
+
+PYPROJECT = """[project]
+name = "function"
+version = "0.1.0"
+requires-python = ">=3.9"
+readme = "README.md"
+dependencies = ["six==1.16.0"]
+
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+"""
 
 
 # --- launchers: the function answers as under `kn func` -------------------------------------------------
