@@ -432,9 +432,9 @@ class FakeKubernetes:
     def _route(self, path: str) -> tuple[ResourceType, str, str, str]:
         parts = [p for p in path.split("/") if p]
         if parts[:1] == ["api"] and len(parts) >= 2:
-            group, rest = "", parts[2:]
+            group, version, rest = "", parts[1], parts[2:]
         elif parts[:1] == ["apis"] and len(parts) >= 3:
-            group, rest = parts[1], parts[3:]
+            group, version, rest = parts[1], parts[2], parts[3:]
         else:
             raise LookupError(f"the fake does not serve {path}")
         namespace = ""
@@ -444,7 +444,7 @@ class FakeKubernetes:
             raise LookupError(f"the fake does not serve {path}")
         plural, name, sub = rest[0], rest[1] if len(rest) > 1 else "", rest[2] if len(rest) > 2 else ""
         rtype = RESOURCE_TYPES.get(f"{plural}.{group}" if group else plural)
-        if rtype is None:
+        if rtype is None or rtype.version != version:
             raise LookupError(f"the server could not find the requested resource ({path})")
         return rtype, namespace, name, sub
 
