@@ -177,3 +177,31 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(models.AgentCredential)
+class AgentCredentialAdmin(admin.ModelAdmin):
+    """Agent credentials are created here; the secret is shown once, in the confirmation message."""
+
+    list_display = ["name", "project", "key_prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at", "created_at", "project"]
+    search_fields = ["name", "key_prefix", "project__slug"]
+    list_select_related = ["project", "created_by"]
+    fields = ["project", "name", "key_prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["key_prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        credential, secret = models.AgentCredential.issue(
+            project=obj.project, name=obj.name, user=request.user
+        )
+        obj.pk = credential.pk
+        note = f"Agent credential for {obj.project.slug}: {secret} — copy it now, it is not shown again."
+        self.message_user(request, note, messages.WARNING)
+
+    @admin.action(description="Revoke selected credentials")
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} credential(s).", messages.SUCCESS)

@@ -1,4 +1,4 @@
-"""``hks_sdk.functions.execute`` end to end: a running platform, the real sandbox, the function deleted after."""
+"""``hks_sdk.functions.execute`` end to end: a running platform, the real sandbox, cleanup after."""
 
 import pytest
 
@@ -13,18 +13,34 @@ pytestmark = pytest.mark.runtime
 @pytest.fixture(scope="module")
 def agent_client(live_platform):  # noqa: F811
     require_binary("bwrap", hint="apt-get install bubblewrap")
-    secret = live_platform.manage("shell", "-c", (
-        "from functions.models import AgentCredential, Project;"
-        "print(AgentCredential.issue(project=Project.objects.get(slug='demo'), name='sdk-tests')[1])"
-    ), capture=True).strip().splitlines()[-1]
+    secret = (
+        live_platform.manage(
+            "shell",
+            "-c",
+            (
+                "from functions.models import AgentCredential, Project;"
+                "print(AgentCredential.issue(project=Project.objects.get(slug='demo'), name='sdk-tests')[1])"
+            ),
+            capture=True,
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     with Client(url=live_platform.portal_url, credential=secret) as client:
         yield client
 
 
 def _function_status(platform, name):
-    return platform.manage("shell", "-c", (
-        f"from functions.models import Function; print(Function.objects.get(name={name!r}).status)"
-    ), capture=True).strip().splitlines()[-1]
+    return (
+        platform.manage(
+            "shell",
+            "-c",
+            (f"from functions.models import Function; print(Function.objects.get(name={name!r}).status)"),
+            capture=True,
+        )
+        .strip()
+        .splitlines()[-1]
+    )
 
 
 def test_python_code_runs_and_its_function_is_deleted(agent_client, live_platform):  # noqa: F811
@@ -36,7 +52,9 @@ def test_python_code_runs_and_its_function_is_deleted(agent_client, live_platfor
 
 
 def test_node_code_reports_its_exception(agent_client):
-    execution = functions.execute(code="console.log('before'); null.boom", language="node", client=agent_client)
+    execution = functions.execute(
+        code="console.log('before'); null.boom", language="node", client=agent_client
+    )
     assert execution.stdout == "before\n"
     assert execution.error.name == "TypeError"
     assert execution.exit_code == 1
