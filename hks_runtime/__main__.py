@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="scale an instance down after this long without requests (Knative: 60 s + 30 s)",
     )
     parser.add_argument("--max-body-mb", type=float, default=_env_float("HKS_RUNTIME_MAX_BODY_MB", 10.0))
+    parser.add_argument("--layers-dir", type=Path, default=None, help="default DATA_DIR/layers")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not args.token:
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         domain=args.domain,
         idle_seconds=args.idle_seconds,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        layers_dir=args.layers_dir,
     )
 
 

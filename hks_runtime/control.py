@@ -139,6 +139,8 @@ class ControlApi:
             return await self._stream_logs(
                 request, log.snapshot(since=since, tail=tail), queue if follow else None
             )
+        except ConnectionResetError:  # the follower went away; aiohttp's own error subclasses this
+            return web.Response(status=499)
         finally:
             log.followers.discard(queue)
 
@@ -195,7 +197,7 @@ class ControlApi:
                     runtime=runtime,
                     archive_path=archive,
                     artifacts_dir=self.daemon.data_dir / "artifacts",
-                    layers_dir=self.daemon.data_dir / "layers",
+                    layers_dir=self.daemon.layers_dir,
                     content_hash=content_hash,
                     on_log=on_log,
                 )

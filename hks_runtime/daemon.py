@@ -49,6 +49,7 @@ class Options:
     domain: str = "localhost"
     idle_seconds: float = 90.0  # Knative: 60 s stable window + 30 s scale-to-zero grace period
     max_body_bytes: int = 10 * 1024 * 1024
+    layers_dir: Path | None = None  # shared runtime layers; default <data_dir>/layers
 
 
 class Daemon:
@@ -57,6 +58,7 @@ class Daemon:
         self.token = options.token
         self.data_dir = options.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.layers_dir = (options.layers_dir or self.data_dir / "layers").resolve()
         self.core = core or Core()
         self.sandbox_mode = ""
         self._sandbox_error = ""
@@ -65,7 +67,7 @@ class Daemon:
         self.metrics = Metrics(usage=lambda: self.supervisor.usage())
         self.supervisor = Supervisor(
             core=self.core,
-            data_dir=self.data_dir,
+            layers_dir=self.layers_dir,
             logs=self.logs,
             metrics=self.metrics,
             idle_seconds=options.idle_seconds,

@@ -1,9 +1,9 @@
 """Revisions, instances and scaling: a small Knative autoscaler + activator for one machine.
 
 Concurrency model: everything here runs on the daemon's event loop; blocking calls into the sandbox
-(terminate, cleanup, building a runtime layer) go to a thread pool. ``spawn`` itself runs on the loop thread
-on purpose: bwrap's ``--die-with-parent`` is PR_SET_PDEATHSIG, which fires when the *thread* that forked
-the child exits, so forking from a pool thread could kill an instance when the pool shrinks.
+(terminate, cleanup, building a runtime layer) go to a thread pool, and ``spawn`` to one dedicated
+long-lived thread: bwrap's ``--die-with-parent`` is PR_SET_PDEATHSIG, which fires when the *thread* that
+forked the child exits.
 
 A function has at most one revision taking traffic (``active``) and one being rolled out (``pending``).
 The pending one takes traffic once one of its instances answers ``/health/readiness``; the previous
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -103,20 +104,24 @@ class Supervisor:
         self,
         *,
         core,
-        data_dir: Path,
+        layers_dir: Path,
         logs: LogStore,
         metrics: Metrics,
         idle_seconds: float,
         on_change: Callable[[], None] = lambda: None,
     ):
         self.core = core
-        self.data_dir = data_dir
+        self.layers_dir = layers_dir
         self.logs = logs
         self.metrics = metrics
         self.idle_seconds = idle_seconds
         self.on_change = on_change  # persists state
         self.functions: dict[tuple[str, str], FunctionState] = {}
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hks-runtime")
+        # One long-lived thread forks every sandbox: bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when
+        # the forking *thread* exits, so it must live as long as the daemon; off the loop so a slow spawn
+        # (cgroup setup on a loaded machine) never stalls the gateway.
+        self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hks-spawn")
         self.layers: dict[str, Path] = {}
         self.layer_lock = asyncio.Lock()
         self.session: aiohttp.ClientSession | None = None
@@ -326,20 +331,25 @@ class Supervisor:
             }
             if self.closing or inst.state != STARTING:
                 raise RuntimeError("stopped before it started")
-            inst.proc = self.core.spawn(
-                self.core.SandboxSpec(
-                    argv=argv,
-                    env=env,
-                    profile=spec.profile,
-                    limits=self._limits(spec),
-                    ro_binds=binds,
-                    pass_fds=(sock.fileno(),),
-                    name=f"{spec.namespace}-{inst.id}",
-                )
+            sandbox_spec = self.core.SandboxSpec(
+                argv=argv,
+                env=env,
+                profile=spec.profile,
+                limits=self._limits(spec),
+                ro_binds=binds,
+                pass_fds=(sock.fileno(),),
+                name=f"{spec.namespace}-{inst.id}",
+            )
+            proc = await asyncio.get_running_loop().run_in_executor(
+                self.spawner, self.core.spawn, sandbox_spec
             )
         finally:
             sock.close()
+        inst.proc = proc
         self._attach(fn, inst)
+        if self.closing or inst.state != STARTING:  # stopped while it was being spawned
+            await self._terminate(inst)
+            raise RuntimeError("stopped before it started")
 
     def _limits(self, spec: FunctionSpec):
         base = self.core.PROFILES[spec.profile]
@@ -364,7 +374,10 @@ class Supervisor:
                     inst.stderr_tail.append(text)
                 log.write(inst.id, stream_name, text)
 
-            loop.create_task(loop.connect_read_pipe(lambda w=write: LinePump(w, lambda: None), pipe))
+            # Our own copy of the fd: the sandbox's cleanup() closes its pipes, and a closed fd number reused
+            # by the next instance's pipe while this transport still watches it would break both.
+            reader = os.fdopen(os.dup(pipe.fileno()), "rb", buffering=0)
+            loop.create_task(loop.connect_read_pipe(lambda w=write: LinePump(w, lambda: None), reader))
         watch_exit(loop, inst.proc, lambda code: self._exited(fn, inst, code))
 
     async def _wait_ready(self, inst: Instance, spec: FunctionSpec) -> None:
@@ -493,7 +506,7 @@ class Supervisor:
                     self.pool,
                     self.core.ensure_layer,
                     runtime,
-                    self.data_dir / "layers",
+                    self.layers_dir,
                     lambda line: log.write("runtime-layer", "system", line),
                 )
         return self.layers[runtime]
@@ -544,6 +557,7 @@ class Supervisor:
         if self.session is not None:
             await self.session.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.spawner.shutdown(wait=False, cancel_futures=True)
 
 
 def _safe(call):

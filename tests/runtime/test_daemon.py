@@ -1,0 +1,278 @@
+"""The runtime daemon end to end: real Node and Python functions built and deployed through LocalBackend,
+called over HTTP through the gateway. Debian package: bubblewrap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import threading
+
+import httpx
+import pytest
+
+from functions.backends.base import BackendError, FunctionRef, Scale
+from functions.backends.local import LocalBackend
+
+from .daemon_helpers import NS, as_json, build, build_fixture, call, deploy, metric_value, service, wait_for
+from .fixtures import remove_dir, scratch_dir
+
+pytestmark = pytest.mark.runtime
+
+CE_HEADERS = {
+    "content-type": "application/json",
+    "ce-id": "evt-1",
+    "ce-source": "/tests",
+    "ce-type": "com.example.test",
+    "ce-specversion": "1.0",
+}
+
+
+@pytest.fixture(scope="module")
+def work():
+    path = scratch_dir("daemon-work-")
+    yield path
+    remove_dir(path)
+
+
+@pytest.fixture
+def backend(local_backend_settings):
+    return LocalBackend()
+
+
+@pytest.fixture(scope="module")
+def artifacts(runtime_daemon, work):
+    """One build per runtime, shared: the daemon caches artifacts by content hash anyway."""
+    backend = LocalBackend(runtime_daemon.control_url, runtime_daemon.token)
+    return {runtime: build(backend, work, "shared", runtime) for runtime in ("node", "python")}
+
+
+@pytest.mark.parametrize("runtime", ["node", "python"])
+def test_http_function_answers_on_its_knative_url_and_path_form(backend, artifacts, runtime_daemon, runtime):
+    name = f"hello-{runtime}"
+    status = deploy(backend, service(name, runtime, artifacts[runtime]))
+    port = runtime_daemon.gateway_url.rsplit(":", 1)[1]
+    assert status.url == f"http://{name}.{NS}.localhost:{port}"
+    by_host = call(runtime_daemon.gateway_url, name)
+    by_path = httpx.get(f"{runtime_daemon.gateway_url}/{NS}/{name}/")
+    assert by_host.status_code == by_path.status_code == 200
+    assert as_json(by_host) == as_json(by_path) == {"revision": f"{name}-00001", "method": "GET"}
+
+
+@pytest.mark.parametrize("runtime", ["node", "python"])
+def test_function_sees_the_knative_runtime_contract_and_user_env(backend, artifacts, runtime_daemon, runtime):
+    name = f"env-{runtime}"
+    deploy(backend, service(name, runtime, artifacts[runtime], env={"GREETING": "hola"}))
+    answer = as_json(call(runtime_daemon.gateway_url, name, "?env=1"))
+    assert answer == {
+        "K_SERVICE": name,
+        "K_REVISION": f"{name}-00001",
+        "K_CONFIGURATION": name,
+        "GREETING": "hola",
+    }
+
+
+@pytest.mark.parametrize("runtime", ["node", "python"])
+def test_cloudevents_function_answers_an_event_with_an_event(backend, runtime_daemon, work, runtime):
+    artifact = build_fixture(backend, work, f"{runtime}-cloudevents", runtime)
+    name = f"events-{runtime}"
+    deploy(backend, service(name, runtime, artifact, kind="cloudevents"))
+    response = call(runtime_daemon.gateway_url, name, method="POST", content=b'{"n": 42}', headers=CE_HEADERS)
+    assert response.status_code == 200
+    if response.headers["content-type"].startswith("application/cloudevents+json"):
+        event = as_json(response)  # structured mode (func-python)
+        data, event_type = event["data"], event["type"]
+    else:
+        data, event_type = as_json(response), response.headers["ce-type"]  # binary mode (faas-js-runtime)
+    assert event_type == "function.response"
+    assert data == {"message": "OK", "received": {"n": 42}}
+
+
+def test_idle_function_scales_to_zero_and_the_next_request_cold_starts_it(backend, artifacts, runtime_daemon):
+    name = "sleepy"
+    deploy(backend, service(name, "python", artifacts["python"]))
+    ref = FunctionRef(NS, NS, name)
+    assert wait_for(lambda: backend.status(ref).replicas == 0), "never scaled to zero"
+    before = metric_value(
+        httpx.get(runtime_daemon.control_url + "/metrics").text, "hks_cold_starts_total", kn_service_name=name
+    )
+    assert call(runtime_daemon.gateway_url, name).status_code == 200
+    assert backend.status(ref).replicas == 1
+    after = metric_value(
+        httpx.get(runtime_daemon.control_url + "/metrics").text, "hks_cold_starts_total", kn_service_name=name
+    )
+    assert after == before + 1
+
+
+def test_concurrent_load_scales_out_beyond_one_instance(backend, artifacts, runtime_daemon):
+    name = "busy"
+    ref = FunctionRef(NS, NS, name)
+    deploy(backend, service(name, "node", artifacts["node"], scale=Scale(min=0, max=3, target_concurrency=1)))
+    seen, codes = [0], []
+    with cf.ThreadPoolExecutor(6) as pool:
+        # Rounds of 6 slow requests until the extra instances are up (a loaded machine starts them slowly).
+        for _ in range(20):
+            futures = [pool.submit(call, runtime_daemon.gateway_url, name, "?sleep=2000") for _ in range(6)]
+            while not all(f.done() for f in futures):
+                seen.append(backend.status(ref).replicas)
+            codes += [f.result().status_code for f in futures]
+            if max(seen) > 1:
+                break
+    assert set(codes) == {200}
+    assert 1 < max(seen) <= 3
+
+
+def test_redeploy_under_load_fails_no_request(backend, artifacts, runtime_daemon):
+    name = "rolling"
+    deploy(backend, service(name, "node", artifacts["node"]))
+    stop = threading.Event()
+
+    def hammer() -> list[int]:
+        codes = []
+        with httpx.Client(timeout=60) as client:
+            port = runtime_daemon.gateway_url.rsplit(":", 1)[1]
+            while not stop.is_set():
+                response = client.get(
+                    runtime_daemon.gateway_url + "/", headers={"Host": f"{name}.{NS}.localhost:{port}"}
+                )
+                codes.append(response.status_code)
+        return codes
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(hammer) for _ in range(4)]
+        deploy(backend, service(name, "node", artifacts["node"], revision=2, env={"V": "2"}))
+        wait_for(lambda: as_json(call(runtime_daemon.gateway_url, name))["revision"] == f"{name}-00002")
+        stop.set()
+        codes = [code for f in futures for code in f.result()]
+    assert len(codes) > 20
+    assert set(codes) == {200}
+    assert as_json(call(runtime_daemon.gateway_url, name))["revision"] == f"{name}-00002"
+
+
+@pytest.mark.parametrize("runtime", ["node", "python"])
+def test_crashed_instance_gives_502_then_function_serves_again(backend, artifacts, runtime_daemon, runtime):
+    name = f"crashy-{runtime}"
+    deploy(backend, service(name, runtime, artifacts[runtime]))
+    assert call(runtime_daemon.gateway_url, name, "?crash=1").status_code == 502
+    assert call(runtime_daemon.gateway_url, name).status_code == 200
+    logs = asyncio.run(_collect(backend.logs(FunctionRef(NS, NS, name))))
+    assert any(line.stream == "system" and "exited with code 3" in line.text for line in logs)
+
+
+def test_request_over_the_timeout_gets_504(backend, artifacts, runtime_daemon):
+    name = "slow"
+    deploy(backend, service(name, "node", artifacts["node"], timeout_seconds=1))
+    assert call(runtime_daemon.gateway_url, name, "?sleep=3000").status_code == 504
+    assert call(runtime_daemon.gateway_url, name).status_code == 200
+
+
+def test_body_over_the_limit_gets_413_and_never_reaches_the_function(backend, artifacts, runtime_daemon):
+    name = "small"
+    deploy(backend, service(name, "node", artifacts["node"]))
+    big = b"x" * (11 * 1024 * 1024)  # the daemon's default limit is 10 MB
+    response = call(runtime_daemon.gateway_url, name, method="POST", content=big)
+    assert response.status_code == 413
+    assert call(runtime_daemon.gateway_url, name, method="POST", content=b"{}").status_code == 200
+
+
+def test_unknown_function_gets_404_in_both_url_forms(runtime_daemon):
+    assert call(runtime_daemon.gateway_url, "no-such-function").status_code == 404
+    assert httpx.get(f"{runtime_daemon.gateway_url}/{NS}/no-such-function/").status_code == 404
+
+
+async def _collect(lines):
+    return [line async for line in lines]
+
+
+def test_logs_snapshot_and_follow_carry_stream_and_instance(backend, artifacts, runtime_daemon):
+    name = "chatty"
+    ref = FunctionRef(NS, NS, name)
+    deploy(backend, service(name, "python", artifacts["python"]))
+    assert call(runtime_daemon.gateway_url, name, "?log=first-marker").status_code == 200
+    snapshot = wait_for(
+        lambda: [
+            line for line in asyncio.run(_collect(backend.logs(ref, tail=100))) if "first-marker" in line.text
+        ]
+    )
+    assert {(line.stream, line.text) for line in snapshot} == {
+        ("stdout", "first-marker"),
+        ("stderr", "err:first-marker"),
+    }
+    assert all(line.instance.startswith(f"{name}-00001-") for line in snapshot)
+
+    async def follow_until_marker() -> list:
+        seen = []
+        async for line in backend.logs(ref, tail=0, follow=True):
+            seen.append(line)
+            if line.text == "second-marker":
+                return seen
+        return seen
+
+    async def scenario():
+        task = asyncio.create_task(asyncio.wait_for(follow_until_marker(), 60))
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(call, runtime_daemon.gateway_url, name, "?log=second-marker")
+        return await task
+
+    followed = asyncio.run(scenario())
+    assert followed[-1].text == "second-marker" and followed[-1].stream == "stdout"
+    assert not any("first-marker" in line.text for line in followed)
+
+
+def test_metrics_count_requests_per_revision_and_status_and_report_usage(backend, artifacts, runtime_daemon):
+    name = "counted"
+    deploy(backend, service(name, "node", artifacts["node"]))
+    for _ in range(3):
+        call(runtime_daemon.gateway_url, name)
+    text = httpx.get(runtime_daemon.control_url + "/metrics").text
+    labels = {"kn_service_name": name, "kn_revision_name": f"{name}-00001", "k8s_namespace_name": NS}
+    assert (
+        metric_value(
+            text, "kn_serving_invocation_duration_seconds_count", http_response_status_code="200", **labels
+        )
+        == 3
+    )
+    assert metric_value(text, "kn_revision_pods_count", **labels) == 1
+    assert metric_value(text, "container_memory_working_set_bytes", kn_service_name=name) > 0
+    assert 'container="user-container"' in text
+
+
+def test_delete_removes_the_function_and_is_idempotent(backend, artifacts, runtime_daemon):
+    name = "doomed"
+    ref = FunctionRef(NS, NS, name)
+    deploy(backend, service(name, "node", artifacts["node"]))
+    assert name in [owned.ref.function for owned in backend.list_owned(NS, NS)]
+    backend.delete(ref)
+    backend.delete(ref)
+    assert backend.status(ref).exists is False
+    assert name not in [owned.ref.function for owned in backend.list_owned(NS, NS)]
+    assert call(runtime_daemon.gateway_url, name).status_code == 404
+
+
+def test_invalid_spec_is_a_permanent_error_and_creates_nothing(backend, runtime_daemon):
+    name = "broken"
+    with pytest.raises(BackendError) as failure:
+        backend.apply(service(name, "node", "/nonexistent/artifact"))
+    assert failure.value.permanent
+    assert "artifact" in failure.value.message
+    assert backend.status(FunctionRef(NS, NS, name)).exists is False
+
+
+def test_control_api_refuses_a_wrong_token_and_changes_nothing(artifacts, runtime_daemon):
+    intruder = LocalBackend(runtime_daemon.control_url, "not-the-token")
+    with pytest.raises(BackendError) as failure:
+        intruder.apply(service("sneaky", "node", artifacts["node"]))
+    assert failure.value.permanent
+    owner = LocalBackend(runtime_daemon.control_url, runtime_daemon.token)
+    assert owner.status(FunctionRef(NS, NS, "sneaky")).exists is False
+
+
+def test_failed_build_reports_the_tools_error_as_permanent(backend, work):
+    files = {
+        "index.js": "module.exports = {handle: () => 'x'};\n",
+        "package.json": '{"name": "x", "version": "1.0.0", "dependencies": {"cloudevents": "^999.0.0"}}',
+    }
+    with pytest.raises(BackendError) as failure:
+        build(backend, work, "bad-deps", "node", files=files)
+    assert failure.value.permanent
+    assert "cloudevents" in failure.value.message
