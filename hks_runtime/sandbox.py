@@ -16,6 +16,15 @@ changes along that chain, so everything the user code starts is inside the cgrou
 
 Environment values are handed to bwrap through a memfd (``--args FD``), never on its command line, because
 ``/proc/PID/cmdline`` is readable by every process on the host.
+
+Where the kernel allows unprivileged user namespaces, sandboxed code runs as the host's ``nobody`` (so an
+escape lands on an unprivileged uid); bind sources must then be world-traversable, otherwise that one
+sandbox runs as root without capabilities (``SandboxedProcess.unprivileged`` says which). Creating user
+namespaces inside is refused (``--disable-userns``) where bwrap supports it.
+
+Caller duties: spawn from a long-lived thread (``--die-with-parent`` is tied to the spawning thread), drain
+the pipes, and call ``terminate()`` for wall-time limits. Cgroups are removed when ``poll()``/``wait()`` first
+see the exit (``cleanup()`` waits for it); ``sweep_stale_cgroups()`` clears a crashed predecessor's.
 """
 
 from __future__ import annotations
@@ -336,7 +345,7 @@ def _bwrap_args(spec: SandboxSpec, env_fd: int, unprivileged: bool) -> list[str]
 
 def _prlimit_args(limits: Limits, mode: str, unprivileged: bool) -> list[str]:
     fsize = limits.max_file_size_mb * 1024 * 1024
-    args = ["prlimit", f"--nofile={limits.max_open_files}", f"--fsize={fsize}"]
+    args = ["prlimit", f"--nofile={limits.max_open_files}", f"--fsize={fsize}", "--core=0"]
     if mode == "rlimit":
         # Last resort: RLIMIT_DATA (not AS, which breaks V8's address-space reservations) bounds the heap;
         # RLIMIT_NPROC counts per host uid, so it only helps when sandboxes run as their own uid.
