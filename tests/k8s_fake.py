@@ -188,6 +188,15 @@ def _knative_webhook_problem(ksvc: dict) -> str:
         return f"min-scale={low} max-scale={high}: expected 0 <= min-scale <= max-scale"
     if target < 0.01:
         return f"target={target}: expected target >= 0.01"
+    for container in spec.get("containers", []):
+        reserved = {e["name"] for e in container.get("env", [])} & {
+            "PORT",
+            "K_SERVICE",
+            "K_CONFIGURATION",
+            "K_REVISION",
+        }
+        if reserved:
+            return f"must not set the field(s): spec.template.spec.containers[0].env: {sorted(reserved)}"
     if not 0 <= spec.get("containerConcurrency", 0) <= 1000:
         return (
             f"expected 0 <= {spec['containerConcurrency']} <= 1000: spec.template.spec.containerConcurrency"

@@ -24,6 +24,7 @@ LABEL_COMPONENT = "hks.dev/component"
 LABEL_SCHEDULE = "hks.dev/schedule"
 ANNOTATION_REVISION = "hks.dev/revision"
 FUNCTION_PORT = 8080
+KNATIVE_RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
 # Knative names revisions "{service}-{generation:05d}" and revision names are DNS labels (63).
 MAX_SERVICE_NAME = 57
 # Namespaces Knative's data path comes from (activator, and the usual networking layers); agent functions
@@ -215,7 +216,8 @@ def knative_service(spec: ServiceSpec, settings: ClusterSettings) -> dict:
 
 def _function_container(spec: ServiceSpec) -> dict:
     cpu, memory = f"{spec.resources.cpu_millicores}m", f"{spec.resources.memory_mb}Mi"
-    env = [{"name": key, "value": value} for key, value in sorted(spec.env.items())]
+    # Knative sets these itself and refuses a Service that sets them; the platform's values win, as locally.
+    env = [{"name": k, "value": v} for k, v in sorted(spec.env.items()) if k not in KNATIVE_RESERVED_ENV]
     return {
         "name": "user-container",
         "image": spec.artifact,

@@ -107,3 +107,14 @@ def test_knative_refuses_an_update_that_drops_the_creator_annotation(fake_k8s):
         )
     assert exc.value.status == 400
     assert "immutable" in exc.value.body
+
+
+def test_knative_refuses_reserved_env_names(fake_k8s):
+    ksvc = _ksvc("hello")
+    ksvc["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "K_SERVICE", "value": "x"}]
+    with pytest.raises(ApiException) as exc:
+        client.CustomObjectsApi(_api(fake_k8s)).create_namespaced_custom_object(
+            "serving.knative.dev", "v1", "default", "services", ksvc
+        )
+    assert exc.value.status == 400
+    assert "K_SERVICE" in exc.value.body

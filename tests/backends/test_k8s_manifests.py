@@ -125,6 +125,11 @@ def test_ksvc_carries_scale_resources_and_a_restricted_container():
     assert ksvc["metadata"]["labels"]["hks.dev/function"] == "hello"
 
 
+def test_env_names_knative_reserves_are_left_to_knative():
+    ksvc = m.knative_service(service_spec(env={"K_SERVICE": "spoof", "PORT": "1", "OK": "1"}), CLUSTER)
+    assert ksvc["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "OK", "value": "1"}]
+
+
 def test_the_registry_secret_pulls_the_image():
     ksvc = m.knative_service(service_spec(), CLUSTER)
     assert ksvc["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "push-creds"}]
