@@ -82,15 +82,20 @@ def snapshot(fake_k8s) -> dict:
         row.pop("updated_at")  # bookkeeping of the ORM's save(), not state
     return {
         "db": rows,
-        "cluster": {key: _without_resource_version(obj) for key, obj in fake_k8s.objects.items()},
+        "cluster": {key: _as_a_real_server_keeps_it(obj) for key, obj in fake_k8s.objects.items()},
     }
 
 
-def _without_resource_version(obj: dict) -> dict:
-    # A real API server keeps resourceVersion on an update that changes nothing (it skips the write);
-    # the fake bumps it on every PUT. Everything else of each object is compared.
+def _as_a_real_server_keeps_it(obj: dict) -> dict:
+    # A real API server keeps resourceVersion on an update that changes nothing (it skips the write),
+    # and omits empty labels/annotations maps (omitempty); the fake bumps the one and stores the other.
+    # Everything else of each object is compared.
     obj = copy.deepcopy(obj)
-    obj.get("metadata", {}).pop("resourceVersion", None)
+    metadata = obj.get("metadata", {})
+    metadata.pop("resourceVersion", None)
+    for key in ("labels", "annotations"):
+        if metadata.get(key) == {}:
+            metadata.pop(key)
     return obj
 
 
