@@ -1,7 +1,7 @@
 """Short-lived, single-use links a cluster's build Job uses to fetch a revision's source archive.
 
 The link carries a signed token naming the revision and its content hash (``django.core.signing``, salted,
-with a maximum age); the download view accepts each token once (recorded in the cache) and only while
+with a maximum age); the download view accepts each token once (recorded in Redis) and only while
 the revision still exists with that content.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 
+import redis
 from django.conf import settings
 from django.core import signing
-from django.core.cache import cache
 from django.http import FileResponse, Http404
 from django.urls import reverse
 from django.views.decorators.http import require_GET
@@ -45,10 +45,16 @@ def revision_for_token(token: str) -> Revision:
     )
     if revision is None or revision.name != claims["r"]:
         raise Http404("No such archive.")
-    used_key = "hks:archive-link:" + hashlib.sha256(token.encode()).hexdigest()
-    if not cache.add(used_key, 1, timeout=settings.HKS_BUILD_TIMEOUT_SECONDS + 600):
+    if not _first_use(token):
         raise Http404("No such archive.")  # already fetched once
     return revision
+
+
+def _first_use(token: str) -> bool:
+    """Record the token as used, on the shared Redis so that every portal process agrees."""
+    key = "hks:archive-link:" + hashlib.sha256(token.encode()).hexdigest()
+    with redis.Redis.from_url(settings.REDIS_URL) as connection:
+        return bool(connection.set(key, 1, nx=True, ex=settings.HKS_BUILD_TIMEOUT_SECONDS + 600))
 
 
 @require_GET
