@@ -1,0 +1,65 @@
+"""Log bounds of the runtime daemon: long lines cut, floods rate-limited, files rotated (no sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+
+from hks_runtime.logstore import LinePump, LogStore
+
+
+def test_a_flood_is_rate_limited_and_the_drop_is_reported(tmp_path):
+    log = LogStore(tmp_path, rate=10, burst=50).get("acme", "noisy")
+    for n in range(5000):
+        log.write("i1", "stdout", f"line {n}")
+    records = log.snapshot()
+    kept = [r for r in records if r["stream"] == "stdout"]
+    assert 50 <= len(kept) < 100
+    assert any(r["stream"] == "system" and "dropped" in r["text"] for r in records)
+
+
+def test_files_rotate_so_a_function_never_holds_more_than_two_files(tmp_path):
+    log = LogStore(tmp_path, max_bytes=10_000, rate=1e9, burst=1e9).get("acme", "big")
+    for n in range(2000):
+        log.write("i1", "stdout", f"line {n:05d} " + "x" * 50)
+    files = sorted(os.listdir(tmp_path / "acme"))
+    assert files == ["big.log", "big.log.1"]
+    assert sum((tmp_path / "acme" / name).stat().st_size for name in files) <= 2 * 10_000 + 200
+    texts = [r["text"] for r in log.snapshot()]
+    assert texts[-1].startswith("line 01999")
+
+
+def test_snapshot_since_and_tail(tmp_path):
+    log = LogStore(tmp_path).get("acme", "f")
+    log.write("i1", "stdout", "old")
+    cut = dt.datetime.now(dt.UTC)
+    for text in ("a", "b", "c"):
+        log.write("i1", "stderr", text)
+    assert [r["text"] for r in log.snapshot(since=cut)] == ["a", "b", "c"]
+    assert [r["text"] for r in log.snapshot(tail=2)] == ["b", "c"]
+    assert log.snapshot(tail=0) == []
+
+
+def test_long_lines_are_cut_and_partial_lines_never_buffered_past_the_cap():
+    lines = []
+    pump = LinePump(lines.append, lambda: None, max_line=100)
+    pump.data_received(b"short\n" + b"y" * 250)
+    pump.data_received(b"y" * 250 + b"\nnext\n")
+    pump.eof_received()
+    assert lines[0] == "short"
+    assert lines[1] == "y" * 100 + " [truncated]"
+    assert lines[2:] == ["next"]
+    assert pump.buffer == b""
+
+
+def test_follower_gets_new_records_and_a_removed_log_ends_it(tmp_path):
+    store = LogStore(tmp_path)
+    log = store.get("acme", "f")
+    queue: asyncio.Queue = asyncio.Queue()
+    log.followers.add(queue)
+    log.write("i1", "stdout", "live")
+    store.remove("acme", "f")
+    assert queue.get_nowait()["text"] == "live"
+    assert queue.get_nowait() is None
+    assert not (tmp_path / "acme" / "f.log").exists()
