@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
+from django.http import Http404
 from ninja import Router, Status
 
 from .. import selectors, services
@@ -83,7 +84,7 @@ def revision_upload(request, slug: str, name: str, create: bool = False, runtime
     project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.DEVELOPER)
     function = selectors.functions_for_project(project=project).filter(name=name).first()
     if function is None and not create:
-        raise selectors.Http404("No such function (pass create=true and a runtime to create it).")
+        raise Http404("No such function (pass create=true and a runtime to create it).")
     if function is None and runtime is None:
         raise services.ServiceError("creating a function needs its runtime (node or python)")
     data = _read_archive(request)
