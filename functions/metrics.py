@@ -68,11 +68,13 @@ _QUANTILE = (
 )
 
 _CHARTS = {
+    # Requests counted in each step, by status class. Not rate(): a series born at 1 (the first request
+    # of a new revision) has no increase Prometheus can see, so "or" falls back to the count itself.
     "requests": (
-        "Requests per second by status class",
-        "req/s",
-        'sum by (class) (label_replace(rate({inv}_count{{{sel}}}[{w}]), "class", "${{1}}xx", "{status}",'
-        ' "([0-9]).*"))',
+        "Requests by status class",
+        "per step",
+        "clamp_min(sum by (class) ({by_class}) - sum by (class) ({by_class_before}), 0)"
+        " or sum by (class) ({by_class})",
     ),
     "latency": (
         "Latency p50 / p95 / p99",
@@ -92,6 +94,8 @@ _CHARTS = {
         "sum({cwrap_open}container_memory_working_set_bytes{{{csel}}}{cwrap_close})",
     ),
 }
+
+_BY_CLASS = 'label_replace({inv}_count{{{sel}}}{offset}, "class", "${{1}}xx", "{status}", "([0-9]).*")'
 
 _REQUESTS_IN_WINDOW = "sum({inv}_count{{{sel}}}) - (sum({inv}_count{{{sel}}} offset {w}) or vector(0))"
 
@@ -233,6 +237,14 @@ def _format(query: str, table: QueryTable, *, namespace: str, service: str | Non
     if service is not None:
         sel += f', {table.service_label}="{_quote(service)}"'
     csel, cwrap_open, cwrap_close = _container_parts(table, namespace=namespace, service=service)
+    if "{by_class" in query:
+        step = extra.get("step", "60s")
+        by_class = _BY_CLASS.format(sel=sel, offset="", **table.names)
+        extra = {
+            **extra,
+            "by_class": by_class,
+            "by_class_before": _BY_CLASS.format(sel=sel, offset=f" offset {step}", **table.names),
+        }
     return query.format(
         sel=sel,
         svc=table.service_label,
@@ -306,10 +318,10 @@ def function_metrics(*, function, window: str = "1h", now: dt.datetime | None = 
             _chart(
                 key,
                 title,
-                unit,
+                unit.replace("per step", f"per {step} s"),
                 _run(
                     lambda c, q=query: c.custom_query_range(
-                        _format(q, table, w=rate_window, **names), start, end, f"{step}s"
+                        _format(q, table, w=rate_window, step=f"{step}s", **names), start, end, f"{step}s"
                     )
                 ),
             )

@@ -184,3 +184,15 @@ def test_after_a_failure_the_next_call_does_not_wait_again(settings, project):
     assert not second.available
     assert "a moment ago" in second.reason
     assert Project.objects.count() == 1
+
+
+def test_a_first_request_shows_in_the_request_chart(prometheus, exposition, hello):
+    # The series is born at 1, as the runtime's is on a revision's first request: rate() would show 0.
+    exposition.series("acme", "hello").observe(0.01)
+
+    def drawn():
+        metrics_ = metrics.function_metrics(function=hello, window="15m")
+        chart = next(c for c in metrics_.charts if c.key == "requests")
+        return [v for s in chart.series if s.label == "2xx" for _, v in s.points if v > 0]
+
+    assert wait_for(drawn)[0] == 1

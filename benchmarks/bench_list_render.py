@@ -1,0 +1,136 @@
+"""Render time of the function list page with 10 and 1,000 functions (server side, one request each).
+
+Builds a throwaway SQLite database (tables from the models, no migrations), fills one project with
+functions that each have a revision and a schedule, and GETs ``/p/<project>/`` with Django's test client
+as a signed-in member: the whole view, the 1 + N row template, metrics included. Prometheus is pointed at a
+port where nothing listens (the list then says "metrics unavailable" after one refused connection per
+figure, and skips Prometheus for the next few seconds), so the figure is the portal's own cost.
+
+    .venv/bin/python benchmarks/bench_list_render.py [--repeat 15]
+
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def setup_django(data_dir: Path) -> None:
+    os.environ["HKS_DATA_DIR"] = str(data_dir)
+    os.environ["DATABASE_URL"] = f"sqlite:///{data_dir / 'bench.sqlite3'}"
+    os.environ["HKS_PROMETHEUS_URL"] = f"http://127.0.0.1:{free_port()}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hks_portal.settings")
+    import django
+    from django.conf import settings
+
+    django.setup()
+    settings.ALLOWED_HOSTS = ["*"]
+    settings.STATIC_ROOT = None
+    settings.DATABASES["default"]["TEST"] = {"NAME": str(data_dir / "bench.sqlite3"), "MIGRATE": False}
+    from django.db import connection
+
+    # No setup_test_environment(): its instrumented template rendering would copy every row's context.
+    connection.creation.create_test_db(verbosity=0, autoclobber=True)
+
+
+def fill(slug: str, count: int, user) -> None:
+    from functions.models import Function, Membership, Project, Revision, Schedule
+
+    project = Project.objects.create(slug=slug, name=slug)
+    Membership.objects.create(project=project, user=user, role="developer")
+    functions = Function.objects.bulk_create(
+        Function(
+            project=project,
+            name=f"fn-{i:04d}",
+            runtime="node",
+            status="ready",
+            replicas=i % 3,
+            url=f"http://fn-{i:04d}.{slug}.localhost:8080",
+        )
+        for i in range(count)
+    )
+    revisions = Revision.objects.bulk_create(
+        Revision(function=f, number=1, content_hash="0" * 64, archive="a.tar.gz", artifact="/x")
+        for f in functions
+    )
+    for function, revision in zip(functions, revisions, strict=True):
+        function.current_revision = revision
+    Function.objects.bulk_update(functions, ["current_revision"])
+    Schedule.objects.bulk_create(Schedule(function=f, name="tick", cron="*/5 * * * *") for f in functions)
+
+
+def measure(client, url: str, repeat: int) -> dict:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(url)  # warm templates and caches
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = client.get(url)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.status_code
+    with CaptureQueriesContext(connection) as queries:
+        client.get(url)
+    return {
+        "median_ms": round(statistics.median(times), 2),
+        "p95_ms": round(sorted(times)[max(0, int(len(times) * 0.95) - 1)], 2),
+        "queries": len(queries.captured_queries),
+        "bytes": len(response.content),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hks-bench-list-") as tmp:
+        setup_django(Path(tmp))
+        from django.contrib.auth import get_user_model
+        from django.test import Client
+
+        user = get_user_model().objects.create_user("bench", password="bench-password")
+        fill("small", 10, user)
+        fill("large", 1000, user)
+        client = Client()
+        client.force_login(user)
+        small = measure(client, "/p/small/", args.repeat)
+        large = measure(client, "/p/large/", args.repeat)
+    print(f"{'functions':>10}{'median ms':>11}{'p95 ms':>9}{'queries':>9}{'KiB':>8}")
+    for count, figures in ((10, small), (1000, large)):
+        print(
+            f"{count:>10}{figures['median_ms']:>11}{figures['p95_ms']:>9}{figures['queries']:>9}"
+            f"{figures['bytes'] // 1024:>8}"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "list_render",
+                "functions_10": small,
+                "functions_1000": large,
+                "ms_per_function": round((large["median_ms"] - small["median_ms"]) / 990, 4),
+                "same_query_count": small["queries"] == large["queries"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
