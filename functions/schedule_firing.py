@@ -52,12 +52,10 @@ class Outcome:
 
 # A run still pending/running after the function's timeout plus this is treated as lost (worker died).
 STALE_MARGIN = dt.timedelta(seconds=60)
-
-
-# Firing on the local runtime ----------------------------------------------------------------------
-
-
 CLAIM_ATTEMPTS = 5
+
+
+# The dispatcher -----------------------------------------------------------------------------------
 
 
 class _Stale(Exception):
@@ -80,9 +78,9 @@ def schedules_dispatch(*, now: dt.datetime) -> list[ScheduleRun]:
     claimed = []
     for schedule in due:
         project = schedule.function.project
-        if project.pk not in fires_itself:
-            fires_itself[project.pk] = _backend_fires_itself(project)
         try:
+            if project.pk not in fires_itself:
+                fires_itself[project.pk] = _backend_fires_itself(project)
             if fires_itself[project.pk]:
                 _advance(schedule, now)  # its CronJob fires it; keep next_run_at true for the dashboard
             elif run := schedule_fire_due(schedule=schedule, now=now):

@@ -165,30 +165,36 @@ def test_lost_runs_are_closed_by_the_dispatcher(make_schedule, hello):
     assert lost.outcome == Outcome.FAILED and lost.error.startswith("lost")
 
 
+def race(schedule, now, dispatchers: int) -> tuple[list, list]:
+    """``dispatchers`` threads, each with its own connection and its own read of the schedule, released
+    together to claim the same due time; returns their results and errors."""
+    barrier = threading.Barrier(dispatchers)
+    results, errors = [], []
+
+    def dispatcher():
+        try:
+            seen = Schedule.objects.get(pk=schedule.pk)
+            barrier.wait()
+            results.append(schedule_firing.schedule_fire_due(schedule=seen, now=now))
+        except Exception as exc:  # surfaced by the caller
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(dispatchers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, errors
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("dispatchers", [2, 6])
 def test_racing_dispatchers_claim_each_due_time_exactly_once(make_schedule, dispatchers):
     schedule = make_schedule(cron="* * * * *", now=T0)
     for minute in (1, 2, 3):
-        now = T0 + minute * MIN + 2 * SEC
-        barrier = threading.Barrier(dispatchers)
-        results, errors = [], []
-
-        def dispatcher():
-            try:
-                seen = Schedule.objects.get(pk=schedule.pk)
-                barrier.wait()
-                results.append(schedule_firing.schedule_fire_due(schedule=seen, now=now))
-            except Exception as exc:  # surfaced below
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=dispatcher) for _ in range(dispatchers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results, errors = race(schedule, T0 + minute * MIN + 2 * SEC, dispatchers)
         assert errors == []
         assert len([r for r in results if r is not None]) == 1
     due_times = list(ScheduleRun.objects.filter(schedule=schedule).values_list("scheduled_for", flat=True))
@@ -278,3 +284,11 @@ def test_replace_closes_the_running_request(make_schedule, pointed, target):
     first.refresh_from_db()
     assert first.outcome == Outcome.REPLACED
     assert second.outcome == Outcome.PENDING
+
+
+def test_a_broken_schedule_does_not_stop_the_others(make_schedule):
+    broken = make_schedule(name="broken", cron="* * * * *", now=T0)
+    healthy = make_schedule(name="healthy", cron="* * * * *", now=T0)
+    Schedule.objects.filter(pk=broken.pk).update(cron="not a cron")  # e.g. edited around the services
+    claimed = schedule_firing.schedules_dispatch(now=T0 + MIN)
+    assert [run.schedule_id for run in claimed] == [healthy.pk]
