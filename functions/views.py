@@ -31,9 +31,10 @@ TABS = [
     ("revisions", "Revisions"),
     ("builds", "Builds"),
     ("invoke", "Invoke"),
+    ("schedules", "Schedules"),
     ("settings", "Settings"),
 ]
-TAB_VIEWS = {"overview": "function_detail"}
+TAB_VIEWS = {"overview": "function_detail", "schedules": "schedule_list"}  # schedules: views_schedules.py
 SNAPSHOT_LINES = 5000
 
 

@@ -450,3 +450,12 @@ def test_viewer_and_outsider_cannot_delete(client_for, viewer, outsider, hello):
     assert client_for(viewer).post(_url("function_delete", hello)).status_code == 403
     assert client_for(outsider).post(_url("function_delete", hello)).status_code == 404
     assert Function.objects.get(pk=hello.pk).status == "ready"
+
+
+def test_detail_tabs_include_the_schedules_fragment(client_for, viewer, hello):
+    html = client_for(viewer).get(_url("function_detail", hello)).content.decode()
+    schedules = client_for(viewer).get(_url("schedule_list", hello), HTTP_HX_TARGET="tab-content", **HX)
+
+    assert 'id="tab-schedules"' in html and 'href="/p/acme/f/hello/schedules/"' in html
+    assert schedules.status_code == 200
+    assert f'id="function-{hello.pk}-schedules"' in schedules.content.decode()
