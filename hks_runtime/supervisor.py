@@ -210,6 +210,11 @@ class Supervisor:
             "latest_ready_revision": fn.latest_ready,
             "latest_created_revision": fn.spec.revision,
             "message": message,
+            "instances": [
+                {"id": i.id, "revision": rev.name, "state": i.state, "inflight": i.inflight, "port": i.port}
+                for rev in fn.revisions()
+                for i in rev.instances
+            ],
         }
 
     def usage(self):

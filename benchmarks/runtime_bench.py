@@ -1,0 +1,147 @@
+"""Shared by the runtime benchmarks: a daemon on free ports, hello functions built and deployed on it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+LAYERS = REPO / "var" / "test-layers"  # the runtime layers the tests cache (built on first use)
+
+HELLO = {
+    "namespace": "bench",
+    # knative/func's `http` templates answer OK; these are the same functions without the template's extras.
+    "node": {
+        "index.js": "const handle = async (context, body) => 'OK';\nmodule.exports = { handle };\n",
+        "package.json": '{"name": "hello", "version": "0.1.0", "main": "index.js", "dependencies": {}}\n',
+    },
+    "python": {
+        "function/__init__.py": "from .func import new\n",
+        "function/func.py": (
+            "def new():\n    return Function()\n\n\nclass Function:\n"
+            "    async def handle(self, scope, receive, send):\n"
+            "        await send({'type': 'http.response.start', 'status': 200,\n"
+            "                    'headers': [[b'content-type', b'text/plain']]})\n"
+            "        await send({'type': 'http.response.body', 'body': b'OK'})\n"
+        ),
+    },
+}
+
+
+@dataclass
+class BenchDaemon:
+    control_url: str
+    gateway_url: str
+    token: str
+    data_dir: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.control_url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=httpx.Timeout(30, read=1800),
+        )
+
+
+@contextlib.contextmanager
+def bench_daemon(*, idle_seconds: float, extra: tuple[str, ...] = ()):
+    base = REPO / "var" / "test-runtime"
+    base.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=base))
+    data_dir.chmod(0o755)  # sandboxes run as nobody and must reach the artifacts
+    token = secrets.token_urlsafe(16)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hks_runtime",
+            "--data-dir",
+            str(data_dir),
+            "--control-port",
+            "0",
+            "--gateway-port",
+            "0",
+            "--idle-seconds",
+            str(idle_seconds),
+            "--layers-dir",
+            str(LAYERS),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HKS_RUNTIME_TOKEN": token},
+    )
+    try:
+        info = json.loads(process.stdout.readline())
+        yield BenchDaemon(info["control_url"], info["gateway_url"], token, data_dir)
+    finally:
+        process.terminate()
+        process.wait(60)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _archive(files: dict[str, str], dest: Path) -> tuple[Path, str]:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in sorted(files.items()):
+            data = content.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    dest.write_bytes(buffer.getvalue())
+    return dest, hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def build_hello(daemon: BenchDaemon, runtime: str) -> str:
+    files = {**HELLO[runtime], "func.yaml": f"specVersion: 0.36.0\nname: hello\nruntime: {runtime}\n"}
+    archive, content_hash = _archive(files, daemon.data_dir / f"hello-{runtime}.tar.gz")
+    payload = {"runtime": runtime, "archive_path": str(archive), "content_hash": content_hash}
+    with daemon.client() as client, client.stream("POST", "/v1/builds", json=payload) as response:
+        for line in response.iter_lines():
+            item = json.loads(line) if line.strip() else {}
+            if "artifact" in item:
+                return item["artifact"]
+            if "error" in item:
+                raise SystemExit(f"build failed: {item['error']}")
+    raise SystemExit(f"build failed: HTTP {response.status_code}")
+
+
+def deploy_hello(
+    daemon: BenchDaemon, runtime: str, name: str, *, min_scale: int = 0, revision: int = 1
+) -> dict:
+    artifact = build_hello(daemon, runtime)
+    spec = {
+        "revision": f"{name}-{revision:05d}",
+        "runtime": runtime,
+        "kind": "http",
+        "artifact": artifact,
+        "scale": {"min": min_scale, "max": 10, "target_concurrency": 100},
+    }
+    path = f"/v1/namespaces/{HELLO['namespace']}/functions/{name}"
+    with daemon.client() as client:
+        client.put(path, json=spec).raise_for_status()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = client.get(path).json()
+            if status["ready"] and status["latest_ready_revision"] == spec["revision"]:
+                if status["replicas"] >= max(1, min_scale):
+                    return status
+            time.sleep(0.05)
+    raise SystemExit(f"{name} did not become ready: {status}")
