@@ -209,7 +209,16 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
     reusable = _reusable_artifact(function, info.content_hash)
     if reusable:
         revision.artifact = reusable
-    revision.save()
+    try:
+        with transaction.atomic():
+            revision.save()
+    except IntegrityError as exc:  # a concurrent deploy took this number (SQLite cannot lock the row)
+        revision.archive.delete(save=False)
+        raise ServiceError(
+            f"another deploy of {function.name} was stored as revision {revision.number} at the same time; "
+            "deploy again",
+            code=409,
+        ) from exc
     build = Build.objects.create(revision=revision)
     function.status = FunctionStatus.BUILDING if not reusable else FunctionStatus.DEPLOYING
     function.status_message = ""

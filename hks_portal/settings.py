@@ -84,6 +84,9 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Take the write lock at BEGIN: a read-then-write transaction upgrading later gets "database is locked"
+    # at once when another writer is active (the worker's threads and the portal write concurrently).
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: Celery's broker and the Channels layer. Unset means the embedded server on a unix socket.

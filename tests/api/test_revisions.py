@@ -246,3 +246,36 @@ def test_a_build_of_another_function_is_404(project, viewer, built_revision, api
     )
     response = api_client_for(viewer).get(f"{BUILDS}/{other_build.pk}")
     assert response.status_code == 404
+
+
+def test_concurrent_uploads_get_consecutive_revisions_and_leave_no_stray_file(
+    transactional_db, project, developer, media_files
+):
+    import threading
+
+    from django.db import connection
+
+    from functions.models import ApiToken
+
+    from ..factories import FunctionFactory
+
+    FunctionFactory(project=project, name="hello", runtime="node")
+    _, token = ApiToken.issue(user=developer, name="parallel")
+    statuses, start = [], threading.Barrier(4)
+
+    def upload(i: int) -> None:
+        from django.test import Client
+
+        client = Client(HTTP_AUTHORIZATION=f"Bearer {token}", raise_request_exception=False)
+        start.wait()
+        statuses.append(upload_raw(client, node_archive(body=f"// {i}".encode())).status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [201] * 4
+    assert sorted(Revision.objects.values_list("number", flat=True)) == [1, 2, 3, 4]
+    assert len(media_files()) == 4
