@@ -157,7 +157,12 @@ def schedule_detail(request, slug: str, name: str, sched: str):
 @router.patch(BASE + "/{sched}", response={200: ScheduleOut, **ERRORS})
 def schedule_update(request, slug: str, name: str, sched: str, payload: SchedulePatch):
     schedule = _schedule(request, slug, name, sched, Role.DEVELOPER)
-    changes = payload.dict(exclude_unset=True)
+    # null means "not given", except for the deadline where it removes the deadline
+    changes = {
+        key: value
+        for key, value in payload.dict(exclude_unset=True).items()
+        if value is not None or key == "starting_deadline_seconds"
+    }
     if not changes:
         raise ServiceError("nothing to change")
     schedule = services_schedules.schedule_update(schedule=schedule, user=request.auth, **changes)

@@ -107,6 +107,14 @@ def test_patch_changes_only_given_fields_and_recomputes_next_run(dev_api):
     assert after.next_run_at < before.next_run_at
 
 
+def test_patch_with_null_fields_leaves_them_alone(dev_api):
+    send(dev_api, "post", URL, {"name": "tick", "cron": "0 3 * * *", "body": "x"})
+    response = send(dev_api, "patch", f"{URL}/tick", {"enabled": None, "body": None, "method": "GET"})
+    assert response.status_code == 200, response.content
+    schedule = Schedule.objects.get()
+    assert (schedule.enabled, schedule.body, schedule.method) == (True, "x", "GET")
+
+
 def test_patch_with_an_invalid_zone_changes_nothing(dev_api):
     send(dev_api, "post", URL, {"name": "tick", "cron": "0 3 * * *"})
     before = Schedule.objects.get()
