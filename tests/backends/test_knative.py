@@ -402,3 +402,31 @@ def test_a_failed_cluster_build_marks_the_function_failed(fake_k8s, celery_worke
     assert function.status == FunctionStatus.FAILED
     assert "npm ERR! 404 left-pad" in function.status_message
     assert Function.objects.get(pk=function.pk).current_revision is None
+
+
+def test_rolling_back_on_knative_serves_the_older_image(fake_k8s, celery_worker, knative_project, owner):
+    function = services.function_create(project=knative_project, name="hello", runtime="node", user=owner)
+    first = services.function_deploy(function=function, archive=pack_files(NODE_SOURCE), user=owner)
+    wait_for_status(function, {FunctionStatus.READY, FunctionStatus.FAILED})
+    changed = {**NODE_SOURCE, "index.js": b"module.exports = { handle: async () => 'v2' };\n"}
+    second = services.function_deploy(function=function, archive=pack_files(changed), user=owner)
+    wait_for_revision(function, second)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.artifact != second.artifact
+
+    services.revision_rollback(function=function, revision=first, user=owner)
+    wait_for_revision(function, first)
+    ksvc = fake_k8s.get(KSVC, "acme", "hello")
+    assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"] == first.artifact
+    assert ksvc["metadata"]["generation"] == 3
+
+
+def wait_for_revision(function, revision, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    function.refresh_from_db()
+    while not (function.status == FunctionStatus.READY and function.current_revision_id == revision.pk):
+        assert function.status != FunctionStatus.FAILED, function.status_message
+        assert time.monotonic() < deadline, f"{function} stuck in {function.status}"
+        time.sleep(0.1)
+        function.refresh_from_db()
