@@ -31,10 +31,13 @@ def render_row_oob(function: Function) -> str:
 
 
 def function_changed(*, function_id: int) -> None:
-    function = Function.objects.select_related("project", "current_revision").filter(pk=function_id).first()
-    if function is None:
-        return
+    """Push the function's row to its project's pages. Never raises: callers are status writes."""
     try:
+        function = (
+            Function.objects.select_related("project", "current_revision").filter(pk=function_id).first()
+        )
+        if function is None:
+            return
         async_to_sync(get_channel_layer().group_send)(
             project_group(function.project_id), {"type": "function.status", "html": render_row_oob(function)}
         )

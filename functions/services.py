@@ -50,6 +50,13 @@ def audit(*, project: Project, action: str, actor=None, function: Function | Non
     )
 
 
+def _pushed(function_id: int) -> None:
+    """Tell the pages showing this function that it changed (functions/live.py); never raises."""
+    from . import live
+
+    live.function_changed(function_id=function_id)
+
+
 def function_ref(function: Function) -> FunctionRef:
     project = function.project
     return FunctionRef(project=project.slug, namespace=project.effective_namespace, function=function.name)
@@ -295,6 +302,7 @@ def function_mark_failed(*, function: Function, message: str) -> None:
         status__in=[FunctionStatus.DELETING, FunctionStatus.DELETED]
     ).update(status=FunctionStatus.FAILED, status_message=message[:4000])
     audit(project=function.project, function=function, action="function.failed", message=message[:500])
+    _pushed(function.pk)
 
 
 def service_spec(function: Function, revision: Revision) -> ServiceSpec:
@@ -325,6 +333,7 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
     if not function.is_alive:
         return
     Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DEPLOYING)
+    _pushed(function.pk)
     backend = get_backend(function.project)
     backend.apply(service_spec(function, revision))
     deadline = time.monotonic() + wait_seconds
@@ -347,6 +356,7 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
         replicas=status.replicas,
         deployed_at=function.deployed_at if redeployed else timezone.now(),
     )
+    _pushed(function.pk)
 
 
 @transaction.atomic
@@ -408,6 +418,7 @@ def function_delete_run(*, function: Function) -> None:
     Function.objects.filter(pk=function.pk).update(
         status=FunctionStatus.DELETED, deleted_at=timezone.now(), replicas=0
     )
+    _pushed(function.pk)
 
 
 def functions_collect_expired(*, now: dt.datetime | None = None) -> int:

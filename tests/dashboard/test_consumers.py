@@ -193,3 +193,16 @@ async def test_outsider_cannot_subscribe_to_a_projects_status(project, outsider,
     communicator, connected, _ = await _connect("/ws/p/acme/functions/", outsider)
 
     assert not connected
+
+
+async def test_a_failing_deploy_is_pushed_to_the_list(project, viewer, hello):
+    from functions import services
+
+    communicator, connected, _ = await _connect("/ws/p/acme/functions/", viewer)
+    assert connected
+
+    await sync_to_async(services.function_mark_failed)(function=hello, message="revision hello-00002 crashed")
+    html = await communicator.receive_from(timeout=10)
+    await communicator.disconnect()
+
+    assert f'id="function-{hello.pk}"' in html and "revision hello-00002 crashed" in html and "Failed" in html
