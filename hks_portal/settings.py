@@ -148,6 +148,9 @@ HKS_RUNTIME_URL = env_str("HKS_RUNTIME_URL", "http://127.0.0.1:8070")
 HKS_RUNTIME_TOKEN = env_str("HKS_RUNTIME_TOKEN") or SECRET_KEY
 HKS_GATEWAY_URL = env_str("HKS_GATEWAY_URL", "http://127.0.0.1:8080")
 HKS_PROMETHEUS_URL = env_str("HKS_PROMETHEUS_URL", "http://127.0.0.1:9090")
+# The dashboard asks Prometheus once, without retries, and leaves it alone this long after a failure.
+HKS_PROMETHEUS_TIMEOUT = env_int("HKS_PROMETHEUS_TIMEOUT", 2)
+HKS_PROMETHEUS_BACKOFF = env_int("HKS_PROMETHEUS_BACKOFF", 10)
 HKS_ENCRYPTION_KEY = env_str("HKS_ENCRYPTION_KEY")  # Fernet key; derived from SECRET_KEY when unset
 # Knative backend: image builds (Kaniko; upstream was archived in 2025, this is the maintained fork), the
 # registry images are pushed to, the curl image for schedules and fetching sources, gVisor for agent code.
