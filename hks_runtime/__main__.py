@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument("--max-body-mb", type=float, default=_env_float("HKS_RUNTIME_MAX_BODY_MB", 10.0))
     parser.add_argument("--layers-dir", type=Path, default=None, help="default DATA_DIR/layers")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=int(_env_float("HKS_RUNTIME_POOL_SIZE", 1)),
+        help="pre-warmed instances kept per function shape in use (0 disables)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not args.token:
@@ -59,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         idle_seconds=args.idle_seconds,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         layers_dir=args.layers_dir,
+        pool_size=args.pool_size,
     )
 
 

@@ -223,10 +223,17 @@ class ControlApi:
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
+        standbys = {
+            f"{shape.runtime}/{shape.kind}/{shape.profile}/{shape.memory_mb}Mi/{shape.cpu_millicores}m": len(
+                items
+            )
+            for shape, items in self.supervisor.prewarm.ready.items()
+        }
         return web.json_response(
             {
                 "ok": True,
                 "sandbox": self.daemon.sandbox_mode or self.daemon.sandbox_problem(),
                 "functions": len(self.supervisor.functions),
+                "prewarmed": standbys,
             }
         )

@@ -50,6 +50,7 @@ class Options:
     idle_seconds: float = 90.0  # Knative: 60 s stable window + 30 s scale-to-zero grace period
     max_body_bytes: int = 10 * 1024 * 1024
     layers_dir: Path | None = None  # shared runtime layers; default <data_dir>/layers
+    pool_size: int = 1  # pre-warmed standbys per function shape in use (0: none)
 
 
 class Daemon:
@@ -72,6 +73,8 @@ class Daemon:
             metrics=self.metrics,
             idle_seconds=options.idle_seconds,
             on_change=self.save,
+            pool_size=options.pool_size,
+            slots_dir=self.data_dir / "slots",
         )
         self.runners: list[web.AppRunner] = []
         self.control_url = self.gateway_url = ""
@@ -111,6 +114,7 @@ class Daemon:
             for spec, latest_ready in self.state.load():
                 self.supervisor.restore(spec, latest_ready)
             self.save()
+            self.supervisor.keep_pool()
 
     async def _serve(self, app: web.Application, port: int) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)

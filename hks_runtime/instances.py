@@ -14,6 +14,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 STARTING, READY, DRAINING, STOPPED = "starting", "ready", "draining", "stopped"
 
@@ -35,7 +36,7 @@ class Instance:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     stderr_tail: deque = field(default_factory=lambda: deque(maxlen=20))
     exit_code: int | None = None
-    pipes_open: int = 0
+    slot: Path | None = None  # the pre-warmed slot dir holding its code, when it came from the pool
 
     @classmethod
     def new(cls, namespace: str, function: str, revision: str) -> Instance:

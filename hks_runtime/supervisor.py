@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ from .instances import (
 )
 from .logstore import LinePump, LogStore
 from .metrics import InstanceUsage, Metrics
+from .pool import Pool, Shape
 from .spec import FunctionSpec
 
 STARTUP_TIMEOUT = 60.0
@@ -109,6 +111,8 @@ class Supervisor:
         metrics: Metrics,
         idle_seconds: float,
         on_change: Callable[[], None] = lambda: None,
+        pool_size: int = 1,
+        slots_dir: Path | None = None,
     ):
         self.core = core
         self.layers_dir = layers_dir
@@ -126,6 +130,7 @@ class Supervisor:
         self.layer_lock = asyncio.Lock()
         self.session: aiohttp.ClientSession | None = None
         self.closing = False
+        self.prewarm = Pool(self, slots_dir or layers_dir.parent / "slots", pool_size)
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -145,6 +150,10 @@ class Supervisor:
         else:
             self._roll_out(fn, spec)
         self.on_change()
+        self.keep_pool()
+
+    def keep_pool(self) -> None:
+        self.prewarm.wanted({Shape.of(fn.spec) for fn in self.functions.values()})
 
     def restore(self, spec: FunctionSpec, latest_ready: str) -> None:
         """After a daemon restart: a revision that was ready comes back at zero instances (plus min-scale)."""
@@ -193,6 +202,7 @@ class Supervisor:
         await asyncio.gather(*stops, return_exceptions=True)
         self.logs.remove(namespace, name)
         self.on_change()
+        self.keep_pool()
         return True
 
     # Status --------------------------------------------------------------------------------------
@@ -301,12 +311,15 @@ class Supervisor:
             log.write(inst.id, "system", f"instance failed to start: {detail}", limited=False)
             self._start_failed(fn, rev, inst, detail)
             return
+        finally:
+            if inst.slot is not None:  # it came from the pool: start its replacement now, not during it
+                self.prewarm.refill(Shape.of(rev.spec))
         inst.state = READY
         inst.last_used = time.monotonic()
         rev.start_error = ""
-        log.write(
-            inst.id, "system", f"instance ready in {time.monotonic() - inst.started_at:.3f}s", limited=False
-        )
+        took = time.monotonic() - inst.started_at
+        how = "pre-warmed, " if inst.slot is not None else ""
+        log.write(inst.id, "system", f"instance ready in {took:.3f}s ({how}port {inst.port})", limited=False)
         if inst.cold_since is not None:
             self.metrics.observe_cold_start(self._labels(fn, rev), time.monotonic() - inst.cold_since)
         if rev is fn.pending:
@@ -314,9 +327,18 @@ class Supervisor:
         self._count(fn, rev)
         fn.notify()
 
+    def _runtime_env(self, spec: FunctionSpec) -> dict[str, str]:
+        return {"K_SERVICE": spec.name, "K_REVISION": spec.revision, "K_CONFIGURATION": spec.name}
+
     async def _spawn(self, fn: FunctionState, rev: RevisionState, inst: Instance) -> None:
         spec = rev.spec
-        layer = await self._layer(spec.runtime, fn)
+        standby = self.prewarm.claim(spec)
+        if standby is not None:
+            inst.proc, inst.port, inst.slot = standby.proc, standby.port, standby.slot
+            self._attach(fn, inst)
+            await self.prewarm.specialise(standby, spec, {**spec.env, **self._runtime_env(spec)})
+            return
+        layer = await self.layer(spec.runtime, fn)
         sock = listening_socket()
         try:
             inst.port = sock.getsockname()[1]
@@ -327,20 +349,13 @@ class Supervisor:
                 layer_dir=layer,
                 listen_fd=sock.fileno(),
             )
-            env = {
-                **spec.env,
-                **env,
-                "K_SERVICE": spec.name,
-                "K_REVISION": spec.revision,
-                "K_CONFIGURATION": spec.name,
-            }
             if self.closing or inst.state != STARTING:
                 raise RuntimeError("stopped before it started")
             sandbox_spec = self.core.SandboxSpec(
                 argv=argv,
-                env=env,
+                env={**spec.env, **env, **self._runtime_env(spec)},
                 profile=spec.profile,
-                limits=self._limits(spec),
+                limits=self.limits(spec.profile, spec.memory_mb, spec.cpu_millicores),
                 ro_binds=binds,
                 pass_fds=(sock.fileno(),),
                 name=f"{spec.namespace}-{inst.id}",
@@ -356,15 +371,14 @@ class Supervisor:
             await self._terminate(inst)
             raise RuntimeError("stopped before it started")
 
-    def _limits(self, spec: FunctionSpec):
-        base = self.core.PROFILES[spec.profile]
-        if spec.profile == "restricted":  # agent code: the profile's caps are a ceiling
-            return dataclasses.replace(
-                base,
-                memory_mb=min(base.memory_mb, spec.memory_mb),
-                cpu_millicores=min(base.cpu_millicores, spec.cpu_millicores),
+    def limits(self, profile: str, memory_mb: int, cpu_millicores: int):
+        base = self.core.PROFILES[profile]
+        if profile == "restricted":  # agent code: the profile's caps are a ceiling
+            memory_mb, cpu_millicores = (
+                min(base.memory_mb, memory_mb),
+                min(base.cpu_millicores, cpu_millicores),
             )
-        return dataclasses.replace(base, memory_mb=spec.memory_mb, cpu_millicores=spec.cpu_millicores)
+        return dataclasses.replace(base, memory_mb=memory_mb, cpu_millicores=cpu_millicores)
 
     def _attach(self, fn: FunctionState, inst: Instance) -> None:
         loop = asyncio.get_running_loop()
@@ -451,7 +465,7 @@ class Supervisor:
                 self._count(fn, rev)
         fn.retired = [r for r in fn.retired if r.instances]
         if inst.proc is not None:
-            self.pool.submit(_safe, inst.proc.cleanup)
+            self.pool.submit(_cleanup, inst)
         if self.functions.get(fn.key) is fn and not self.closing:
             self._ensure_min_scale(fn)
         fn.notify()
@@ -501,12 +515,16 @@ class Supervisor:
     def _labels(self, fn: FunctionState, rev: RevisionState) -> dict[str, str]:
         return self.metrics.revision_labels(fn.spec.namespace, fn.spec.name, rev.name)
 
-    async def _layer(self, runtime: str, fn: FunctionState) -> Path:
+    async def layer(self, runtime: str, fn: FunctionState | None = None) -> Path:
         if runtime in self.layers:
             return self.layers[runtime]
         async with self.layer_lock:
             if runtime not in self.layers:
-                log = self.logs.get(fn.spec.namespace, fn.spec.name)
+                log = (
+                    self.logs.get(fn.spec.namespace, fn.spec.name)
+                    if fn
+                    else self.logs.get("_runtime", "layers")
+                )
                 self.layers[runtime] = await asyncio.get_running_loop().run_in_executor(
                     self.pool,
                     self.core.ensure_layer,
@@ -547,6 +565,7 @@ class Supervisor:
         self.closing = True
         if getattr(self, "_tick", None):
             self._tick.cancel()
+        await self.prewarm.close()
         stops = [
             self._stop(i, drain=False)
             for fn in self.functions.values()
@@ -558,11 +577,17 @@ class Supervisor:
             for rev in fn.revisions():
                 for inst in rev.instances:
                     if inst.proc is not None:
-                        _safe(inst.proc.cleanup)
+                        _cleanup(inst)
         if self.session is not None:
             await self.session.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.spawner.shutdown(wait=False, cancel_futures=True)
+
+
+def _cleanup(inst: Instance) -> None:
+    _safe(inst.proc.cleanup)
+    if inst.slot is not None:
+        shutil.rmtree(inst.slot, ignore_errors=True)
 
 
 def _safe(call):

@@ -104,6 +104,24 @@ def test_idle_function_scales_to_zero_and_the_next_request_cold_starts_it(backen
     assert after == before + 1
 
 
+def test_cold_start_from_a_prewarmed_instance_gets_its_own_code_and_env(backend, artifacts, runtime_daemon):
+    name = "pooled"
+    ref = FunctionRef(NS, NS, name)
+    deploy(backend, service(name, "python", artifacts["python"], env={"GREETING": "from-pool"}))
+    assert wait_for(lambda: backend.status(ref).replicas == 0), "never scaled to zero"
+    shape = "python/http/standard/256Mi/500m"
+    assert wait_for(lambda: httpx.get(runtime_daemon.control_url + "/healthz").json()["prewarmed"].get(shape))
+    answer = as_json(call(runtime_daemon.gateway_url, name, "?env=1"))
+    assert answer == {
+        "K_SERVICE": name,
+        "K_REVISION": f"{name}-00001",
+        "K_CONFIGURATION": name,
+        "GREETING": "from-pool",
+    }
+    logs = asyncio.run(_collect(backend.logs(ref)))
+    assert any(line.stream == "system" and "pre-warmed" in line.text for line in logs)
+
+
 def test_concurrent_load_scales_out_beyond_one_instance(backend, artifacts, runtime_daemon):
     name = "busy"
     ref = FunctionRef(NS, NS, name)

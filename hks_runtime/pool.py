@@ -1,0 +1,157 @@
+"""Pre-warmed instances (Fission's pool design): sandboxes started before any function needs them.
+
+A standby is spawned with an empty *slot* dir bound at ``/app`` and its language runtime already loaded
+(``instance_command(..., prewarm=True)``); it waits for one line on stdin. A cold start then claims it: the
+revision's artifact is hard-linked into the slot (``builder.fill_slot``) and ``{"env": {...}}`` is written
+to its stdin, so only the function's own import is left to do. One standby is kept per *shape* in use -
+runtime, kind, sandbox profile, memory and CPU - because the sandbox's network and limits are fixed when it
+is spawned. A claimed standby is replaced once the claim is done, so the refill never competes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .instances import listening_socket
+from .spec import FunctionSpec
+
+
+@dataclass(frozen=True)
+class Shape:
+    runtime: str
+    kind: str
+    profile: str
+    memory_mb: int
+    cpu_millicores: int
+
+    @classmethod
+    def of(cls, spec: FunctionSpec) -> Shape:
+        return cls(spec.runtime, spec.kind, spec.profile, spec.memory_mb, spec.cpu_millicores)
+
+
+@dataclass
+class Standby:
+    proc: object
+    port: int
+    slot: Path
+    shape: Shape
+
+
+class Pool:
+    def __init__(self, supervisor, slots_dir: Path, size: int = 1):
+        self.supervisor = supervisor
+        self.slots_dir = slots_dir
+        self.size = size
+        self.ready: dict[Shape, list[Standby]] = {}
+        self.filling: dict[Shape, int] = {}
+
+    def wanted(self, shapes: set[Shape]) -> None:
+        """Keep standbys for exactly these shapes."""
+        if self.size <= 0:
+            return
+        for shape in list(self.ready):
+            if shape not in shapes:
+                for standby in self.ready.pop(shape):
+                    asyncio.get_running_loop().create_task(self._discard(standby))
+        for shape in shapes:
+            self.refill(shape)
+
+    def refill(self, shape: Shape) -> None:
+        if self.size <= 0 or self.supervisor.closing:
+            return
+        missing = self.size - len(self.ready.get(shape, [])) - self.filling.get(shape, 0)
+        for _ in range(max(0, missing)):
+            self.filling[shape] = self.filling.get(shape, 0) + 1
+            asyncio.get_running_loop().create_task(self._fill(shape))
+
+    async def _fill(self, shape: Shape) -> None:
+        try:
+            standby = await self._spawn(shape)
+        except Exception:  # noqa: BLE001 - no standby: cold starts fall back to a plain spawn
+            return
+        finally:
+            self.filling[shape] -= 1
+        if self.supervisor.closing:
+            await self._discard(standby)
+            return
+        self.ready.setdefault(shape, []).append(standby)
+
+    async def _spawn(self, shape: Shape) -> Standby:
+        core, loop = self.supervisor.core, asyncio.get_running_loop()
+        layer = await self.supervisor.layer(shape.runtime)
+        slot = self.slots_dir / secrets.token_hex(6)
+        slot.mkdir(parents=True, mode=0o755)
+        sock = listening_socket()
+        try:
+            argv, env, binds = core.instance_command(
+                runtime=shape.runtime,
+                kind=shape.kind,
+                artifact_dir=slot,
+                layer_dir=layer,
+                listen_fd=sock.fileno(),
+                prewarm=True,
+            )
+            limits = self.supervisor.limits(shape.profile, shape.memory_mb, shape.cpu_millicores)
+            spec = core.SandboxSpec(
+                argv=argv,
+                env=env,
+                profile=shape.profile,
+                limits=limits,
+                ro_binds=binds,
+                pass_fds=(sock.fileno(),),
+                name=f"pool-{slot.name}",
+            )
+            proc = await loop.run_in_executor(self.supervisor.spawner, _spawn_with_stdin, core, spec)
+            return Standby(proc=proc, port=sock.getsockname()[1], slot=slot, shape=shape)
+        except BaseException:
+            shutil.rmtree(slot, ignore_errors=True)
+            raise
+        finally:
+            sock.close()
+
+    def claim(self, spec: FunctionSpec) -> Standby | None:
+        """A live standby of this spec's shape, or None."""
+        standbys = self.ready.get(Shape.of(spec), [])
+        while standbys:
+            standby = standbys.pop(0)
+            if standby.proc.poll() is None:
+                return standby
+            asyncio.get_running_loop().create_task(self._discard(standby))
+        return None
+
+    async def specialise(self, standby: Standby, spec: FunctionSpec, env: dict[str, str]) -> None:
+        """Give a claimed standby its code and environment; it then loads the function and listens."""
+        loop = asyncio.get_running_loop()
+        fill = self.supervisor.core.fill_slot
+        await loop.run_in_executor(
+            self.supervisor.pool, lambda: fill(artifact_dir=Path(spec.artifact), slot_dir=standby.slot)
+        )
+        standby.proc.stdin.write(json.dumps({"env": env}).encode() + b"\n")
+        standby.proc.stdin.flush()
+        standby.proc.stdin.close()
+
+    async def _discard(self, standby: Standby) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):
+            await loop.run_in_executor(self.supervisor.pool, standby.proc.terminate, 1.0)
+            await loop.run_in_executor(self.supervisor.pool, standby.proc.cleanup)
+        shutil.rmtree(standby.slot, ignore_errors=True)
+
+    async def close(self) -> None:
+        standbys = [s for items in self.ready.values() for s in items]
+        self.ready.clear()
+        await asyncio.gather(*(self._discard(s) for s in standbys), return_exceptions=True)
+
+
+def _spawn_with_stdin(core, spec):
+    return core.spawn(spec, stdin=subprocess.PIPE)
+
+
+__all__ = ["Pool", "Shape", "Standby"]
