@@ -292,3 +292,26 @@ def test_a_broken_schedule_does_not_stop_the_others(make_schedule):
     Schedule.objects.filter(pk=broken.pk).update(cron="not a cron")  # e.g. edited around the services
     claimed = schedule_firing.schedules_dispatch(now=T0 + MIN)
     assert [run.schedule_id for run in claimed] == [healthy.pk]
+
+
+def beat(schedule, start, end, every=30 * SEC):
+    """Call the dispatcher as beat would, on a controlled clock stepping from ``start`` to ``end``."""
+    now = start
+    while now <= end:
+        fire(schedule, now)
+        now += every
+
+
+@pytest.mark.parametrize(
+    ("start", "fires_at"),
+    [
+        # 2026-03-29, spring forward in Berlin: 02:30 does not exist; it runs at 03:00 CEST = 01:00 UTC.
+        (dt.datetime(2026, 3, 28, 23, 50, tzinfo=dt.UTC), dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC)),
+        # 2026-10-25, fall back: 02:30 happens twice (00:30 and 01:30 UTC); it runs at the first only.
+        (dt.datetime(2026, 10, 24, 23, 50, tzinfo=dt.UTC), dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC)),
+    ],
+)
+def test_dispatcher_fires_0230_berlin_once_on_dst_change_days(make_schedule, start, fires_at):
+    schedule = make_schedule(cron="30 2 * * *", timezone="Europe/Berlin", now=start)
+    beat(schedule, start, start + dt.timedelta(hours=3))
+    assert list(ScheduleRun.objects.values_list("scheduled_for", flat=True)) == [fires_at]
