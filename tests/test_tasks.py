@@ -2,14 +2,18 @@
 delivered twice at once, as at-least-once delivery allows - leaves the database and the backend exactly as
 one run did.
 
-The backend is Knative against the fake Kubernetes API server (the one fake allowed): what the tasks
-created there is compared object by object.
+Each test runs on both backends: Knative against the fake Kubernetes API server (the one fake allowed),
+where every object the tasks created is compared, and the real local runtime daemon (sandboxed function
+processes; Debian package: bubblewrap), where what it holds and reports is compared.
 """
 
 import copy
+import dataclasses
 import datetime as dt
+import importlib.util
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 from celery.worker import state as worker_state
@@ -17,26 +21,70 @@ from django.utils import timezone
 
 from functions import services, tasks
 from functions.archives import pack_files
-from functions.models import AuditEvent, Build, Function, FunctionStatus, Revision, Schedule
+from functions.backends import get_backend
+from functions.models import AuditEvent, Build, Function, FunctionStatus, Project, Revision, Schedule
 from functions.services_projects import project_set_kubeconfig
 from hks_portal.celery import app as celery_app
 
 from .archive_samples import func_yaml
 from .k8s_fake import KSVC
+from .runtime.conftest import local_backend_settings, runtime_daemon  # noqa: F401  (fixtures)
 
 SOURCE = pack_files(
     {"func.yaml": func_yaml("hello", "node"), "index.js": b"module.exports = {handle: () => 'OK'};\n"}
 )
 
 
-@pytest.fixture
-def knative(project, owner, fake_k8s, settings, tmp_path):
+@dataclasses.dataclass
+class Platform:
+    project: Project
+    backend_state: Callable[[], dict]  # what the backend holds, for comparing
+    fake_k8s: object | None = None  # the fake cluster, on Knative
+
+
+@pytest.fixture(params=["knative", "local"])
+def platform(request, project, owner, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
-    project.backend = "knative"
-    project.save()
-    project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=owner)
-    project.refresh_from_db()  # the namespace comes from the kubeconfig's context
-    return project
+    if request.param == "knative":
+        fake = request.getfixturevalue("fake_k8s")
+        project.backend = "knative"
+        project.save()
+        project_set_kubeconfig(project=project, kubeconfig_text=fake.kubeconfig, actor=owner)
+        project.refresh_from_db()  # the namespace comes from the kubeconfig's context
+        objects = lambda: {key: _as_a_real_server_keeps_it(obj) for key, obj in fake.objects.items()}  # noqa: E731
+        yield Platform(project, objects, fake)
+        return
+    if importlib.util.find_spec("functions.backends.local") is None:
+        pytest.skip("the local backend has not landed")
+    request.getfixturevalue("local_backend_settings")
+    _runtime_clear(project)  # the daemon lives for the session: start from, and leave, no functions of ours
+    yield Platform(project, lambda: _runtime_state(project))
+    _runtime_clear(project)
+
+
+def _runtime_clear(project) -> None:
+    backend = get_backend(project)
+    for owned in backend.list_owned(project.slug, project.effective_namespace):
+        backend.delete(owned.ref)
+
+
+def _runtime_state(project) -> dict:
+    """The functions the local runtime holds and what it reports about them (minus the replica count,
+    which follows load and scale-to-zero, not the tasks)."""
+    backend = get_backend(project)
+    state = {}
+    for owned in backend.list_owned(project.slug, project.effective_namespace):
+        status = dataclasses.replace(backend.status(owned.ref), replicas=0)
+        state[owned.ref.function] = {"revision": owned.revision, "labels": owned.labels, "status": status}
+    return state
+
+
+def held(platform: Platform) -> list[str]:
+    """Names of the functions the backend holds for the project."""
+    project = platform.project
+    return sorted(
+        o.ref.function for o in get_backend(project).list_owned(project.slug, project.effective_namespace)
+    )
 
 
 def _unacked_for_our_queue(client, queue: str) -> int:
@@ -69,8 +117,8 @@ def settle(timeout: float = 90.0) -> None:
             time.sleep(0.05)
 
 
-def snapshot(fake_k8s) -> dict:
-    """Everything the tasks may write: platform rows and the cluster's objects."""
+def snapshot(platform: Platform) -> dict:
+    """Everything the tasks may write: platform rows and the backend's state."""
     rows = {
         "functions": list(Function.objects.order_by("pk").values()),
         "revisions": list(Revision.objects.order_by("pk").values()),
@@ -80,10 +128,8 @@ def snapshot(fake_k8s) -> dict:
     }
     for row in rows["functions"]:
         row.pop("updated_at")  # bookkeeping of the ORM's save(), not state
-    return {
-        "db": rows,
-        "cluster": {key: _as_a_real_server_keeps_it(obj) for key, obj in fake_k8s.objects.items()},
-    }
+        row.pop("replicas")  # an observation of load at deploy time, not something the task decides
+    return {"db": rows, "backend": platform.backend_state()}
 
 
 def _as_a_real_server_keeps_it(obj: dict) -> dict:
@@ -109,73 +155,76 @@ def _paths(a, b, where=""):
 def assert_same(after: dict, before: dict) -> None:
     """Equal snapshots, or a readable list of what differs."""
     diffs = [f"db.{table}" for table in before["db"] if after["db"][table] != before["db"][table]]
-    keys = set(before["cluster"]) | set(after["cluster"])
+    keys = set(before["backend"]) | set(after["backend"])
     diffs += [
-        (key, _paths(before["cluster"].get(key), after["cluster"].get(key)))
-        for key in sorted(keys)
-        if before["cluster"].get(key) != after["cluster"].get(key)
+        (key, _paths(before["backend"].get(key), after["backend"].get(key)))
+        for key in sorted(keys, key=str)
+        if before["backend"].get(key) != after["backend"].get(key)
     ]
     assert after == before, diffs
 
 
-def deployed(project, owner, fake_k8s, name="hello", **create) -> Function:
+def deployed(project, owner, name="hello", **create) -> Function:
     function = services.function_create(project=project, name=name, runtime="node", user=owner, **create)
     services.function_deploy(function=function, archive=SOURCE, user=owner)  # enqueues build_revision
-    settle()
+    settle(timeout=600)
     function.refresh_from_db()
     assert function.status == FunctionStatus.READY, function.status_message
     return function
 
 
 def test_build_revision_delivered_twice_builds_once_and_a_rerun_changes_nothing(
-    knative, owner, fake_k8s, celery_worker
+    platform, owner, celery_worker
 ):
-    function = services.function_create(project=knative, name="hello", runtime="node", user=owner)
+    function = services.function_create(project=platform.project, name="hello", runtime="node", user=owner)
     revision = services.function_deploy(function=function, archive=SOURCE, user=owner)
     build = Build.objects.get(revision=revision)
     tasks.build_revision.delay(build.pk)  # the same message a second time, while the first may be running
-    settle()
+    settle(timeout=600)
     function.refresh_from_db()
     assert function.status == FunctionStatus.READY and function.current_revision == revision
-    assert len(fake_k8s.list("jobs.batch", knative.effective_namespace)) == 1
-    assert fake_k8s.get(KSVC, knative.effective_namespace, "hello")["metadata"]["generation"] == 1
-    once = snapshot(fake_k8s)
+    assert held(platform) == ["hello"]
+    if platform.fake_k8s:
+        namespace = platform.project.effective_namespace
+        assert len(platform.fake_k8s.list("jobs.batch", namespace)) == 1
+        assert platform.fake_k8s.get(KSVC, namespace, "hello")["metadata"]["generation"] == 1
+    once = snapshot(platform)
 
     tasks.build_revision.delay(build.pk)
     tasks.build_revision.delay(build.pk)
     settle()
-    assert_same(snapshot(fake_k8s), once)
+    assert_same(snapshot(platform), once)
 
 
-def test_deploy_revision_run_twice_leaves_the_same_state_as_once(knative, owner, fake_k8s, celery_worker):
-    function = deployed(knative, owner, fake_k8s)
-    once = snapshot(fake_k8s)
+def test_deploy_revision_run_twice_leaves_the_same_state_as_once(platform, owner, celery_worker):
+    function = deployed(platform.project, owner)
+    once = snapshot(platform)
     tasks.deploy_revision.delay(function.current_revision_id)
     tasks.deploy_revision.delay(function.current_revision_id)
     settle()
-    assert_same(snapshot(fake_k8s), once)
+    assert_same(snapshot(platform), once)
 
 
-def test_delete_function_run_twice_leaves_the_same_state_as_once(knative, owner, fake_k8s, celery_worker):
-    function = deployed(knative, owner, fake_k8s)
+def test_delete_function_run_twice_leaves_the_same_state_as_once(platform, owner, celery_worker):
+    function = deployed(platform.project, owner)
     services.function_delete(function=function, user=owner)  # enqueues delete_function
     tasks.delete_function.delay(function.pk)
     settle()
     function.refresh_from_db()
     assert function.status == FunctionStatus.DELETED
-    assert fake_k8s.list(KSVC, knative.effective_namespace) == []
+    assert held(platform) == []
     assert AuditEvent.objects.filter(action="function.delete").count() == 1
-    once = snapshot(fake_k8s)
+    once = snapshot(platform)
 
     tasks.delete_function.delay(function.pk)
     tasks.delete_function.delay(function.pk)
     settle()
-    assert_same(snapshot(fake_k8s), once)
+    assert_same(snapshot(platform), once)
 
 
-def test_collect_expired_run_twice_deletes_once(knative, owner, fake_k8s, celery_worker):
-    agent = deployed(knative, owner, fake_k8s, name="agent-fn", ephemeral=True, ttl_seconds=60)
-    keeper = deployed(knative, owner, fake_k8s, name="keeper")
+def test_collect_expired_run_twice_deletes_once(platform, owner, celery_worker):
+    agent = deployed(platform.project, owner, name="agent-fn", ephemeral=True, ttl_seconds=60)
+    keeper = deployed(platform.project, owner, name="keeper")
     Function.objects.filter(pk=agent.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
     tasks.collect_expired.delay()
     tasks.collect_expired.delay()
@@ -183,13 +232,12 @@ def test_collect_expired_run_twice_deletes_once(knative, owner, fake_k8s, celery
     agent.refresh_from_db()
     keeper.refresh_from_db()
     assert (agent.status, keeper.status) == (FunctionStatus.DELETED, FunctionStatus.READY)
-    assert list(
-        AuditEvent.objects.filter(action="function.delete").values_list("function_name", flat=True)
-    ) == ["agent-fn"]
-    assert [o["metadata"]["name"] for o in fake_k8s.list(KSVC, knative.effective_namespace)] == ["keeper"]
-    once = snapshot(fake_k8s)
+    deletions = AuditEvent.objects.filter(action="function.delete").values_list("function_name", flat=True)
+    assert list(deletions) == ["agent-fn"]
+    assert held(platform) == ["keeper"]
+    once = snapshot(platform)
 
     tasks.collect_expired.delay()
     tasks.collect_expired.delay()
     settle()
-    assert_same(snapshot(fake_k8s), once)
+    assert_same(snapshot(platform), once)
