@@ -42,7 +42,7 @@ class Platform:
     fake_k8s: object | None = None  # the fake cluster, on Knative
 
 
-@pytest.fixture(params=["knative", "local"])
+@pytest.fixture(params=["knative", pytest.param("local", marks=pytest.mark.runtime)])
 def platform(request, project, owner, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     if request.param == "knative":
