@@ -17,6 +17,7 @@ from .output import emit_json, info, table
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+FOLLOW_BATCH = 5000  # the API's cap on lines per answer
 
 
 def _target(args) -> tuple:
@@ -119,6 +120,7 @@ def cmd_logs(args) -> int:
         time.sleep(1)
         if lines:
             params["since"] = lines[-1]["timestamp"]
+        params["tail"] = FOLLOW_BATCH  # --tail limits the first snapshot only, not what arrives later
         fresh = api.get(f"{base}/logs", params=params, timeout=60)
         for line in fresh:
             key = (line["timestamp"], line["instance"], line["text"])
