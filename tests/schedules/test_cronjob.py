@@ -3,6 +3,7 @@ schema (kubernetes-validate --strict), and create/pause/update/delete reach the 
 server, itself schema-validating) while the portal's dispatcher leaves these schedules to the CronJob."""
 
 import datetime as dt
+import time
 
 import kubernetes_validate
 import pytest
@@ -139,3 +140,27 @@ def test_the_portal_dispatcher_leaves_knative_schedules_to_their_cronjob(kn_hell
 
 def m_minutes(n):
     return dt.timedelta(minutes=n)
+
+
+def wait_until(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_the_worker_syncs_and_removes_cronjobs_after_api_changes(
+    celery_worker, kn_hello, developer, api_client_for, fake_k8s
+):
+    client = api_client_for(developer)
+    url = "/api/v1/projects/acme/functions/hello/schedules"
+    created = client.post(
+        url, {"name": "tick", "cron": "@daily", "timezone": "Europe/Berlin"}, content_type="application/json"
+    )
+    assert created.status_code == 201
+    wait_until(lambda: len(cron_jobs(fake_k8s, kn_hello)) == 1)
+    assert cron_jobs(fake_k8s, kn_hello)[0]["spec"]["timeZone"] == "Europe/Berlin"
+    assert client.post(f"{url}/tick/pause").status_code == 200
+    wait_until(lambda: cron_jobs(fake_k8s, kn_hello)[0]["spec"]["suspend"] is True)
+    assert client.delete(f"{url}/tick").status_code == 204
+    wait_until(lambda: cron_jobs(fake_k8s, kn_hello) == [])
