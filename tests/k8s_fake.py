@@ -271,6 +271,13 @@ def _matches(labels: dict, selector: str) -> bool:
     return True
 
 
+def _omit_empty(meta: dict) -> None:
+    """Go's ``omitempty``: the server stores no empty labels or annotations map."""
+    for field in ("labels", "annotations"):
+        if field in meta and not meta[field]:
+            del meta[field]
+
+
 def _rand(n: int = 5) -> str:
     return "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(n))
 
@@ -551,6 +558,7 @@ class FakeKubernetes:
         )
         if rtype.namespaced:
             meta["namespace"] = namespace
+        _omit_empty(meta)
         self._store[key] = body
         self._on_written(rtype, body)
         return web.json_response(body, status=201)
@@ -611,6 +619,10 @@ class FakeKubernetes:
             if refused:
                 return refused
         meta["generation"] = stored["metadata"].get("generation", 1) + (1 if spec_changed else 0)
+        _omit_empty(meta)
+        meta["resourceVersion"] = stored["metadata"]["resourceVersion"]
+        if updated == stored:
+            return web.json_response(stored)  # nothing changed: a real server skips the write
         meta["resourceVersion"] = str(next(self._rv))
         self._store[key] = updated
         if spec_changed:
