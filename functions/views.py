@@ -223,7 +223,7 @@ def function_invoke_view(request, project: str, name: str):
     if request.method != "POST":
         return _render_tab(request, function, "invoke", {"form": InvokeForm()})
     function = _function(request, project, name, role=Role.DEVELOPER)
-    from .invoke import function_invoke  # the API's invoke module lands separately; import when used
+    from .invoke import function_invoke  # lazily: it imports functions.api, which builds the NinjaAPI
 
     form = InvokeForm(request.POST)
     result, error, status = None, "", 200

@@ -206,3 +206,17 @@ async def test_a_failing_deploy_is_pushed_to_the_list(project, viewer, hello):
     await communicator.disconnect()
 
     assert f'id="function-{hello.pk}"' in html and "revision hello-00002 crashed" in html and "Failed" in html
+
+
+def test_log_snapshot_downloads_as_text(knative_hello, viewer, outsider, fake_k8s, client_for):
+    fake_k8s.append_log(knative_hello.ns, knative_hello.pod, "user-container", "a line for the snapshot")
+
+    response = client_for(viewer).get("/p/acme/f/hello/logs.txt")
+    refused = client_for(outsider).get("/p/acme/f/hello/logs.txt")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert response["Content-Disposition"].startswith('attachment; filename="hello-')
+    last = response.content.decode().splitlines()[-1]
+    assert last.endswith(f"{knative_hello.pod} stdout a line for the snapshot")
+    assert refused.status_code == 404 and b"snapshot" not in refused.content
