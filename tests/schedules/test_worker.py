@@ -1,12 +1,19 @@
 """The dispatcher as beat runs it, with the real Celery worker on the real Redis: a due schedule is claimed,
 its request task runs on the worker and reaches a real HTTP server, and the run is recorded; two
-dispatchers racing over all schedules claim each due time once."""
+dispatchers racing over all schedules — two threads, or two separate processes as two beats would be —
+claim each due time once."""
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection
 
 from functions import schedule_firing
@@ -16,6 +23,7 @@ from functions.schedule_firing import Outcome
 from .conftest import T0
 
 MIN = dt.timedelta(minutes=1)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(predicate, timeout=60.0):
@@ -77,4 +85,57 @@ def test_two_dispatchers_racing_over_all_schedules_fire_each_due_time_once(
     assert errors == []
     assert len(claimed) == 3
     assert ScheduleRun.objects.count() == 3
+    assert set(ScheduleRun.objects.values_list("scheduled_for", flat=True)) == {T0 + MIN}
+
+
+def _database_url() -> str:
+    """The test database as a ``DATABASE_URL`` another process can open (SQLite file or PostgreSQL)."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = f"{db['USER']}:{db['PASSWORD']}@" if db["PASSWORD"] else f"{db['USER']}@" if db["USER"] else ""
+    return f"postgres://{auth}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+DISPATCH = """
+import datetime as dt, os, time
+import django
+django.setup()
+from functions.schedule_firing import schedules_dispatch
+time.sleep(max(0.0, float(os.environ["START_AT"]) - time.time()))
+print(len(schedules_dispatch(now=dt.datetime.fromisoformat(os.environ["NOW"]))))
+"""
+
+
+def test_two_beat_processes_fire_each_due_time_once(transactional_db, pointed, make_schedule, tmp_path):
+    for n in range(4):
+        make_schedule(name=f"s{n}", cron="* * * * *", now=T0)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "hks_portal.settings",
+        "DATABASE_URL": _database_url(),
+        "HKS_CELERY_QUEUE": f"hks-test-discard-{os.getpid()}",  # their request tasks go nowhere (dropped)
+        "NOW": (T0 + MIN + dt.timedelta(seconds=3)).isoformat(),
+        "START_AT": str(time.time() + 4),  # both start dispatching at the same instant
+    }
+    queue = env["HKS_CELERY_QUEUE"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DISPATCH],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        outputs = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        redis.Redis.from_url(settings.REDIS_URL).delete(queue)
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    claimed = sorted(int(out.strip().splitlines()[-1]) for out, _ in outputs)
+    assert sum(claimed) == 4, outputs
+    assert ScheduleRun.objects.count() == 4
     assert set(ScheduleRun.objects.values_list("scheduled_for", flat=True)) == {T0 + MIN}
