@@ -64,7 +64,12 @@ def test_cronjob_of_a_schedule_validates_against_the_kubernetes_schema(kn_hello,
     assert spec["concurrencyPolicy"] == schedule.concurrency_policy
     assert spec["suspend"] is (not schedule.enabled)
     assert spec.get("startingDeadlineSeconds") == schedule.starting_deadline_seconds
-    args = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    [container] = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    context = container["securityContext"]  # Pod Security Standards "restricted"
+    assert context["runAsNonRoot"] is True and context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    args = container["args"]
     assert args[-1] == "http://hello.acme.svc.cluster.local" + schedule.path
     assert schedule.method in args
 
