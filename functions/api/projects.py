@@ -68,6 +68,19 @@ def _user_get(username: str):
     return user
 
 
+def _membership_get(project: Project, username: str) -> Membership:
+    membership = project.memberships.select_related("user").filter(user__username=username).first()
+    if membership is None:
+        raise Http404(f"{username} is not a member of {project.slug}.")
+    return membership
+
+
+@router.get("/projects/{slug}/members/{username}", response={200: MemberOut, **ERRORS})
+def member_detail(request, slug: str, username: str):
+    project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
+    return member_out(_membership_get(project, username))
+
+
 @router.put("/projects/{slug}/members/{username}", response={200: MemberOut, **ERRORS})
 def member_set(request, slug: str, username: str, payload: MemberIn):
     """Add a user to the project, or change their role."""
@@ -80,10 +93,8 @@ def member_set(request, slug: str, username: str, payload: MemberIn):
 @router.delete("/projects/{slug}/members/{username}", response={204: None, **ERRORS})
 def member_remove(request, slug: str, username: str):
     project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
-    user = _user_get(username)
-    if not project.memberships.filter(user=user).exists():
-        raise Http404(f"{username} is not a member of {slug}.")
-    services.membership_remove(project=project, user=user, actor=request.auth)
+    membership = _membership_get(project, username)
+    services.membership_remove(project=project, user=membership.user, actor=request.auth)
     return Status(204, None)
 
 

@@ -6,6 +6,7 @@ REQUIRED = [
     ("get", "/api/v1/projects"),
     ("get", "/api/v1/projects/{slug}"),
     ("get", "/api/v1/projects/{slug}/members"),
+    ("get", "/api/v1/projects/{slug}/members/{username}"),
     ("put", "/api/v1/projects/{slug}/members/{username}"),
     ("delete", "/api/v1/projects/{slug}/members/{username}"),
     ("get", "/api/v1/projects/{slug}/kubeconfig"),

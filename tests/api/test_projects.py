@@ -122,3 +122,16 @@ def test_no_token_is_401(project, client):
     response = client.get("/api/v1/projects")
     assert response.status_code == 401
     assert "detail" in response.json()
+
+
+def test_owner_reads_one_member(project, owner, developer, api_client_for):
+    client = api_client_for(owner)
+    assert client.get("/api/v1/projects/acme/members/dev-dana").json()["role"] == "developer"
+    missing = client.get("/api/v1/projects/acme/members/nobody")
+    assert missing.status_code == 404 and "not a member" in missing.json()["detail"]
+
+
+def test_removing_someone_who_is_not_a_member_is_404(project, owner, outsider, api_client_for):
+    response = api_client_for(owner).delete("/api/v1/projects/acme/members/oscar-outsider")
+    assert response.status_code == 404
+    assert outsider.memberships.count() == 1
