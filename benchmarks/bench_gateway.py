@@ -2,7 +2,8 @@
 
 Starts a runtime daemon (python -m hks_runtime) on free ports, deploys Node and Python hello functions with
 one warm instance each, then runs ``wrk`` (Debian package) against 127.0.0.1 only, in the same run: direct
-to the instance's socket, then through the gateway (path form), at concurrency 1 and 32.
+to the instance's socket, then through the gateway (Host header, Knative's URL shape), at concurrency 1
+and 32 - for each data path: the Python gateway alone, and HAProxy in front of it (--data-path haproxy).
 
     .venv/bin/python benchmarks/bench_gateway.py [--duration 5] [--runtimes node,python]
 
@@ -42,9 +43,10 @@ def parse_wrk(output: str) -> dict:
     }
 
 
-def wrk(url: str, connections: int, duration: float) -> dict:
+def wrk(url: str, connections: int, duration: float, host: str = "") -> dict:
     threads = 1 if connections == 1 else 2
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
+    argv += ["-H", f"Host: {host}"] if host else []
     return parse_wrk(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
 
 
@@ -52,33 +54,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--runtimes", default="node,python")
+    parser.add_argument("--data-paths", default="python,haproxy", help="gateway data paths to measure")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
     results: dict = {}
-    with bench_daemon(idle_seconds=600) as daemon:
-        for runtime in args.runtimes.split(","):
-            status = deploy_hello(daemon, runtime, f"bench-{runtime}", min_scale=1)
-            port = next(i["port"] for i in status["instances"] if i["state"] == "ready")
-            direct = f"http://127.0.0.1:{port}/"
-            via_gateway = f"{daemon.gateway_url}/{HELLO['namespace']}/bench-{runtime}/"
-            for connections in (1, 32):
-                wrk(via_gateway, connections, 1)  # warm both paths (keep-alive pools, JIT)
-                d = wrk(direct, connections, args.duration)
-                g = wrk(via_gateway, connections, args.duration)
-                results[f"{runtime}_c{connections}"] = {
-                    "direct": d,
-                    "gateway": g,
-                    "added_p50_ms": round(g["p50_ms"] - d["p50_ms"], 3),
-                    "throughput_ratio": round(g["rps"] / d["rps"], 3) if d["rps"] else 0.0,
-                }
-    print(f"{'case':<14}{'path':<9}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'non-2xx':>9}")
+    for data_path in args.data_paths.split(","):
+        with bench_daemon(idle_seconds=600, extra=("--data-path", data_path)) as daemon:
+            for runtime in args.runtimes.split(","):
+                name = f"bench-{runtime}"
+                status = deploy_hello(daemon, runtime, name, min_scale=1)
+                port = next(i["port"] for i in status["instances"] if i["state"] == "ready")
+                direct = f"http://127.0.0.1:{port}/"
+                host = f"{name}.{HELLO['namespace']}.localhost"  # Knative's URL shape, by Host header
+                for connections in (1, 32):
+                    wrk(daemon.gateway_url + "/", connections, 1, host)  # warm both paths
+                    d = wrk(direct, connections, args.duration)
+                    g = wrk(daemon.gateway_url + "/", connections, args.duration, host)
+                    results[f"{data_path}_{runtime}_c{connections}"] = {
+                        "direct": d,
+                        "gateway": g,
+                        "added_p50_ms": round(g["p50_ms"] - d["p50_ms"], 3),
+                        "throughput_ratio": round(g["rps"] / d["rps"], 3) if d["rps"] else 0.0,
+                    }
+    print(f"{'case':<22}{'path':<9}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'non-2xx':>9}")
     for case, figures in results.items():
         for path in ("direct", "gateway"):
             f = figures[path]
-            print(f"{case:<14}{path:<9}{f['p50_ms']:>9}{f['p99_ms']:>9}{f['rps']:>9}{f['non_2xx']:>9}")
+            print(f"{case:<22}{path:<9}{f['p50_ms']:>9}{f['p99_ms']:>9}{f['rps']:>9}{f['non_2xx']:>9}")
         print(
-            f"{'':<14}added p50 {figures['added_p50_ms']} ms, throughput ratio {figures['throughput_ratio']}"
+            f"{'':<22}added p50 {figures['added_p50_ms']} ms, throughput ratio {figures['throughput_ratio']}"
         )
     print(json.dumps({"benchmark": "gateway", "results": results}))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -46,10 +47,19 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=int(_env_float("HKS_RUNTIME_POOL_SIZE", 1)),
         help="pre-warmed instances kept per function shape in use (0 disables)",
     )
+    parser.add_argument(
+        "--data-path",
+        choices=("auto", "python", "haproxy"),
+        default=os.environ.get("HKS_RUNTIME_DATA_PATH", "auto"),
+        help="haproxy: HAProxy proxies warm traffic, the Python gateway only activates; "
+        "auto (default): haproxy when installed",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not args.token:
         parser.error("no control token: set HKS_RUNTIME_TOKEN or pass --token")
+    if args.data_path == "auto":
+        args.data_path = "haproxy" if shutil.which("haproxy") else "python"
     if args.idle_seconds <= 0:
         parser.error("--idle-seconds must be positive")
     logging.basicConfig(
@@ -66,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         layers_dir=args.layers_dir,
         pool_size=args.pool_size,
+        data_path=args.data_path,
     )
 
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from .control import ControlApi
 from .gateway import Gateway
+from .haproxy import HAProxy, HAProxyRouting
 from .logstore import LogStore
 from .metrics import Metrics
 from .state import StateFile
@@ -51,6 +53,7 @@ class Options:
     max_body_bytes: int = 10 * 1024 * 1024
     layers_dir: Path | None = None  # shared runtime layers; default <data_dir>/layers
     pool_size: int = 1  # pre-warmed standbys per function shape in use (0: none)
+    data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
 
 
 class Daemon:
@@ -77,6 +80,8 @@ class Daemon:
             slots_dir=self.data_dir / "slots",
         )
         self.runners: list[web.AppRunner] = []
+        self.haproxy: HAProxy | None = None
+        self._poller: asyncio.Task | None = None
         self.control_url = self.gateway_url = ""
 
     def sandbox_problem(self) -> str:
@@ -106,7 +111,10 @@ class Daemon:
         gateway_app = Gateway(
             self.supervisor, self.metrics, domain=self.options.domain, max_body=self.options.max_body_bytes
         ).app()
-        gateway = await self._serve(gateway_app, self.options.gateway_port)
+        if self.options.data_path == "haproxy":
+            gateway = await self._start_haproxy(await self._serve(gateway_app, 0, host="127.0.0.1"))
+        else:
+            gateway = await self._serve(gateway_app, self.options.gateway_port)
         self.control_port, self.gateway_port = control, gateway
         self.control_url = f"http://{self.options.host}:{control}"
         self.gateway_url = f"http://{self.options.host}:{gateway}"
@@ -115,11 +123,37 @@ class Daemon:
                 self.supervisor.restore(spec, latest_ready)
             self.save()
             self.supervisor.keep_pool()
+            if self.supervisor.router is not None:
+                for fn in self.supervisor.functions.values():
+                    await self.supervisor.router.function(fn)
 
-    async def _serve(self, app: web.Application, port: int) -> int:
+    async def _start_haproxy(self, activator_port: int) -> int:
+        """HAProxy on the gateway port in front of the Python gateway (now the activator); see haproxy.py."""
+        port = self.options.gateway_port or _free_port(self.options.host)
+        self.haproxy = HAProxy(
+            run_dir=self.data_dir / "haproxy",
+            host=self.options.host,
+            port=port,
+            activator_port=activator_port,
+            max_body=self.options.max_body_bytes,
+        )
+        router = HAProxyRouting(
+            self.haproxy,
+            self.supervisor,
+            self.metrics,
+            host_of=lambda ns, name: f"{name}.{ns}.{self.options.domain}",
+        )
+        spawner = self.supervisor.spawner
+        self.haproxy.start(lambda call: spawner.submit(call).result(), router.on_log)
+        await self.haproxy.wait_up()
+        self.supervisor.router = router
+        self._poller = asyncio.get_running_loop().create_task(router.poll())
+        return port
+
+    async def _serve(self, app: web.Application, port: int, host: str | None = None) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
-        site = web.TCPSite(runner, self.options.host, port, backlog=1024, reuse_address=True)
+        site = web.TCPSite(runner, host or self.options.host, port, backlog=1024, reuse_address=True)
         await site.start()
         self.runners.append(runner)
         return runner.addresses[0][1]
@@ -128,7 +162,11 @@ class Daemon:
         for runner in self.runners:
             await runner.cleanup()
         self.save()
+        if self._poller is not None:
+            self._poller.cancel()
         await self.supervisor.close()
+        if self.haproxy is not None:
+            self.haproxy.stop()
         self.logs.close()
 
     async def serve_forever(self) -> None:
@@ -164,3 +202,9 @@ class Daemon:
             runner(self.serve_forever())
         except KeyboardInterrupt:  # pragma: no cover
             sys.exit(130)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

@@ -130,6 +130,7 @@ class Supervisor:
         self.layer_lock = asyncio.Lock()
         self.session: aiohttp.ClientSession | None = None
         self.closing = False
+        self.router = None  # haproxy.HAProxyRouting when HAProxy is the data path
         self.prewarm = Pool(self, slots_dir or layers_dir.parent / "slots", pool_size)
 
     async def start(self) -> None:
@@ -151,6 +152,8 @@ class Supervisor:
             self._roll_out(fn, spec)
         self.on_change()
         self.keep_pool()
+        if self.router is not None:
+            asyncio.get_running_loop().create_task(self.router.function(fn))
 
     def keep_pool(self) -> None:
         self.prewarm.wanted({Shape.of(fn.spec) for fn in self.functions.values()})
@@ -203,6 +206,8 @@ class Supervisor:
         self.logs.remove(namespace, name)
         self.on_change()
         self.keep_pool()
+        if self.router is not None:
+            await self.router.forget((namespace, name))
         return True
 
     # Status --------------------------------------------------------------------------------------
@@ -253,7 +258,7 @@ class Supervisor:
                     raise Unavailable(f"revision {fn.pending.name} failed to start: {fn.pending.start_error}")
                 if rev is not None:
                     inst = rev.pick()
-                    self._scale_for_demand(fn, rev)
+                    self.scale_for_demand(fn, rev)
                     if inst is not None:
                         inst.inflight += 1
                         return inst
@@ -274,8 +279,8 @@ class Supervisor:
         if fn is not None:
             fn.notify()
 
-    def _scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
-        demand = sum(i.inflight for i in rev.instances) + fn.waiting
+    def scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
+        demand = sum(i.inflight + i.external for i in rev.instances) + fn.waiting
         desired = min(rev.spec.max_scale, max(1, math.ceil(demand / rev.spec.target_concurrency)))
         if len(rev.live) < desired:
             self._start(fn, rev, cold=not rev.live)
@@ -324,6 +329,8 @@ class Supervisor:
             self.metrics.observe_cold_start(self._labels(fn, rev), time.monotonic() - inst.cold_since)
         if rev is fn.pending:
             self._promote(fn, rev)
+        if self.router is not None and rev is fn.active:
+            asyncio.get_running_loop().create_task(self.router.add(fn, inst))
         self._count(fn, rev)
         fn.notify()
 
@@ -450,6 +457,8 @@ class Supervisor:
     def _exited(self, fn: FunctionState, inst: Instance, code: int | None) -> None:
         was_ready = inst.state in (READY, DRAINING)
         inst.exit_code, inst.state = code, STOPPED
+        if self.router is not None and inst.haproxy_server:
+            asyncio.get_running_loop().create_task(self.router.remove(inst))
         inst.exited.set()
         if not inst.stopping:
             detail = self._exit_detail(inst)
@@ -490,6 +499,12 @@ class Supervisor:
         inst.stopping = True
         if inst.state != STARTING:
             inst.state = DRAINING
+        if self.router is not None:
+            if drain:
+                fn = self.functions.get((inst.namespace, inst.function))
+                await self.router.drain(inst, fn.spec.timeout_seconds if fn else 30)
+            else:
+                await self.router.remove(inst)
         if drain and inst.inflight:
             return  # release() terminates it when its last request finishes
         await self._terminate(inst)
@@ -552,7 +567,7 @@ class Supervisor:
         for inst in reversed(rev.ready):  # newest first: load is packed onto the oldest
             if keep <= rev.spec.min_scale:
                 break
-            if inst.inflight == 0 and now - inst.last_used >= self.idle_seconds:
+            if inst.inflight == 0 and inst.external == 0 and now - inst.last_used >= self.idle_seconds:
                 keep -= 1
                 self.logs.get(fn.spec.namespace, fn.spec.name).write(
                     inst.id, "system", f"scaling down: idle for {self.idle_seconds:g}s", limited=False

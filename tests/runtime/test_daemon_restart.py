@@ -46,7 +46,7 @@ def data_dir():
 
 def test_restarted_daemon_restores_functions_at_zero_and_leaves_no_orphans(data_dir):
     token = secrets.token_urlsafe(8)
-    daemon = start_daemon(data_dir, token)
+    daemon = start_daemon(data_dir, token, "--data-path", "python")
     try:
         backend = LocalBackend(daemon.control_url, token)
         artifact = build(backend, data_dir, "survivor", "python")
@@ -57,7 +57,7 @@ def test_restarted_daemon_restores_functions_at_zero_and_leaves_no_orphans(data_
         stop_daemon(daemon)
     assert wait_for(lambda: not processes_mentioning(data_dir / "artifacts"), timeout=30)
 
-    daemon = start_daemon(data_dir, token)
+    daemon = start_daemon(data_dir, token, "--data-path", "python")
     try:
         backend = LocalBackend(daemon.control_url, token)
         status = backend.status(FunctionRef(NS, NS, "survivor"))
@@ -78,7 +78,9 @@ def test_killed_daemon_takes_its_sandboxes_with_it(data_dir):
         assert processes_mentioning(data_dir / "artifacts")
         os.kill(daemon.process.pid, signal.SIGKILL)  # no cleanup code runs: only --die-with-parent
         daemon.process.wait(10)
-        assert wait_for(lambda: not processes_mentioning(data_dir / "artifacts"), timeout=30)
+        # Sandboxes bind the artifacts, HAProxy (the default data path where installed) reads its config
+        # from the data dir: none of them may outlive the daemon.
+        assert wait_for(lambda: not processes_mentioning(data_dir), timeout=30)
     finally:
         if daemon.process.poll() is None:
             stop_daemon(daemon)

@@ -1,0 +1,308 @@
+"""HAProxy as the gateway's data path (Knative's Envoy + activator split), enabled by ``--data-path haproxy``.
+
+HAProxy (Debian package ``haproxy``) listens on the gateway port and proxies warm traffic straight to the
+instances; the Python gateway becomes the *activator* on an internal port. Every function gets one of a
+fixed set of backend slots (``be_0``...) with server slots (``s0``...), driven through HAProxy's runtime API
+(stats socket): ``add map`` routes its Host to the slot, ``set server ... addr/port`` + ``state ready``
+adds an instance, ``state maint`` takes one out (in-flight requests finish). Each backend's last server is
+the activator as a ``backup``: with no instance in service, HAProxy hands the request to Python, which holds
+it while an instance starts - scale from zero works unchanged.
+
+Python still sees everything it needs: HAProxy's per-request log lines (raw format, on a unix datagram
+socket) feed the Knative latency histogram and each instance's last-used time, and a poll of ``show stat``
+gives each instance's in-flight requests for concurrency-based scaling and draining.
+
+Limits of this path: the body limit is enforced on ``Content-Length`` (a chunked body is not counted), and
+latencies are HAProxy's whole milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ACTIVATOR = "act"
+
+
+class HAProxy:
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        host: str,
+        port: int,
+        activator_port: int,
+        max_body: int,
+        backends: int = 64,
+        servers: int = 10,
+    ):
+        self.run_dir = run_dir
+        self.host, self.port, self.activator_port = host, port, activator_port
+        self.max_body = max_body
+        self.backends = [f"be_{n}" for n in range(backends)]
+        self.servers = [f"s{n}" for n in range(servers)]
+        self.free_backends = list(self.backends)
+        self.by_key: dict[tuple[str, str], str] = {}  # (namespace, function) -> backend
+        self.hosts: dict[str, str] = {}  # backend -> host key in the map
+        self.used: dict[str, dict[str, object]] = {}  # backend -> server -> instance
+        self.process: subprocess.Popen | None = None
+        self.log_sock: socket.socket | None = None
+
+    @property
+    def admin(self) -> Path:
+        return self.run_dir / "haproxy.sock"
+
+    def config(self) -> str:
+        maps, logs = self.run_dir / "hosts.map", self.run_dir / "haproxy-log.sock"
+        timeouts = self.run_dir / "timeouts.map"
+        lines = [
+            "global",
+            f"    stats socket {self.admin} mode 600 level admin",
+            f"    log {logs} len 1024 format raw local0",
+            "    maxconn 4096",
+            "defaults",
+            "    mode http",
+            "    log global",
+            '    log-format "%b %s %ST %Ta"',
+            "    timeout connect 5s",
+            "    timeout client 3600s",
+            "    timeout server 3600s",
+            "    timeout queue 3600s",
+            "    timeout http-keep-alive 60s",
+            "    retries 3",
+            "    option redispatch 1",
+            "    retry-on conn-failure empty-response",
+            "    http-reuse always",
+            "frontend gateway",
+            f"    bind {self.host}:{self.port}",
+            f"    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {self.max_body} }}",
+            f"    http-request set-var(txn.be) req.hdr(host),lower,field(1,:),map({maps})",
+            "    use_backend %[var(txn.be)] if { var(txn.be) -m found }",
+            "    default_backend activator",
+            "backend activator",
+            f"    server {ACTIVATOR} 127.0.0.1:{self.activator_port}",
+        ]
+        for backend in self.backends:
+            lines += [
+                f"backend {backend}",
+                "    balance leastconn",
+                f"    http-request set-timeout server var(txn.be),map({timeouts},300000)",
+                *(f"    server {s} 127.0.0.1:1 disabled" for s in self.servers),
+                f"    server {ACTIVATOR} 127.0.0.1:{self.activator_port} backup",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def start(self, spawn_thread_call: Callable, on_log: Callable[[str], None]) -> None:
+        """Write the config and start haproxy (dies with the daemon: setpriv --pdeathsig)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("hosts.map", "timeouts.map"):
+            (self.run_dir / name).write_text("")
+        (self.run_dir / "haproxy.cfg").write_text(self.config())
+        log_path = self.run_dir / "haproxy-log.sock"
+        log_path.unlink(missing_ok=True)
+        self.log_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.log_sock.bind(str(log_path))
+        self.log_sock.setblocking(False)
+        self.log_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.log_sock.fileno(), self._read_logs, on_log)
+        argv = ["setpriv", "--pdeathsig", "KILL", "haproxy", "-db", "-f", str(self.run_dir / "haproxy.cfg")]
+        with open(self.run_dir / "haproxy.log", "ab") as errors:  # its own warnings, e.g. servers up/down
+            self.process = spawn_thread_call(
+                lambda: subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
+                )
+            )
+
+    def _read_logs(self, on_log) -> None:
+        for _ in range(1000):
+            try:
+                data = self.log_sock.recv(2048)
+            except BlockingIOError:
+                return
+            on_log(data.decode(errors="replace").strip())
+
+    async def wait_up(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError):
+                if "Name:" in await self.command("show info"):
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("haproxy did not start (see haproxy -c -f haproxy.cfg in the data dir)")
+            await asyncio.sleep(0.05)
+
+    async def command(self, line: str) -> str:
+        reader, writer = await asyncio.open_unix_connection(str(self.admin))
+        try:
+            writer.write(line.encode() + b"\n")
+            await writer.drain()
+            return (await reader.read()).decode()
+        finally:
+            writer.close()
+
+    # Functions and instances ---------------------------------------------------------------------
+
+    async def bind_function(self, key: tuple[str, str], host: str, timeout_seconds: int) -> str | None:
+        backend = self.by_key.get(key)
+        if backend is None:
+            if not self.free_backends:
+                return None  # more functions than slots: the rest are served by the activator
+            backend = self.by_key[key] = self.free_backends.pop(0)
+            self.used[backend] = {}
+            self.hosts[backend] = host
+            await self.command(f"add map {self.run_dir / 'hosts.map'} {host} {backend}")
+        await self.command(f"del map {self.run_dir / 'timeouts.map'} {backend}")
+        await self.command(f"add map {self.run_dir / 'timeouts.map'} {backend} {timeout_seconds * 1000}")
+        return backend
+
+    async def unbind_function(self, key: tuple[str, str]) -> None:
+        backend = self.by_key.pop(key, None)
+        if backend is None:
+            return
+        await self.command(f"del map {self.run_dir / 'hosts.map'} {self.hosts.pop(backend)}")
+        for server in list(self.used.pop(backend, {})):
+            await self.command(f"set server {backend}/{server} state maint")
+        self.free_backends.append(backend)
+
+    async def add_instance(self, key: tuple[str, str], inst) -> bool:
+        backend = self.by_key.get(key)
+        if backend is None:
+            return False
+        free = [s for s in self.servers if s not in self.used[backend]]
+        if not free:
+            return False  # more instances than server slots: the extra ones stay out of HAProxy
+        server = free[0]
+        self.used[backend][server] = inst
+        inst.haproxy_server = (backend, server)
+        await self.command(f"set server {backend}/{server} addr 127.0.0.1 port {inst.port}")
+        await self.command(f"set server {backend}/{server} state ready")
+        return True
+
+    async def remove_instance(self, inst) -> None:
+        where = getattr(inst, "haproxy_server", None)
+        if not where:
+            return
+        inst.haproxy_server = None
+        backend, server = where
+        await self.command(f"set server {backend}/{server} state maint")
+        if self.used.get(backend, {}).get(server) is inst:
+            del self.used[backend][server]
+
+    def instance_of(self, backend: str, server: str):
+        return self.used.get(backend, {}).get(server)
+
+    def key_of(self, backend: str) -> tuple[str, str] | None:
+        for key, name in self.by_key.items():
+            if name == backend:
+                return key
+        return None
+
+    async def current_sessions(self) -> dict[tuple[str, str], int]:
+        """(backend, server) -> requests in flight, from ``show stat``."""
+        text = await self.command("show stat -1 4 -1")
+        header, *rows = text.splitlines()
+        columns = header.lstrip("# ").split(",")
+        px, sv, scur = columns.index("pxname"), columns.index("svname"), columns.index("scur")
+        sessions = {}
+        for row in rows:
+            fields = row.split(",")
+            if len(fields) > scur and fields[px] in self.used:
+                sessions[(fields[px], fields[sv])] = int(fields[scur] or 0)
+        return sessions
+
+    def stop(self) -> None:
+        if self.log_sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.log_sock.fileno())
+            self.log_sock.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.run_dir / "haproxy-log.sock")
+
+
+class HAProxyRouting:
+    """Keeps HAProxy's view in step with the supervisor's, and feeds back what only HAProxy sees."""
+
+    def __init__(self, haproxy: HAProxy, supervisor, metrics, *, host_of: Callable[[str, str], str]):
+        self.haproxy, self.supervisor, self.metrics = haproxy, supervisor, metrics
+        self.host_of = host_of
+        self.lock = asyncio.Lock()  # runtime API commands of one change must not interleave with another's
+
+    async def function(self, fn) -> None:
+        key = fn.key
+        async with self.lock:
+            await self.haproxy.bind_function(key, self.host_of(*key), fn.spec.timeout_seconds)
+
+    async def forget(self, key: tuple[str, str]) -> None:
+        async with self.lock:
+            await self.haproxy.unbind_function(key)
+
+    async def add(self, fn, inst) -> None:
+        async with self.lock:
+            if inst.state == "ready" and self.supervisor.functions.get(fn.key) is fn:
+                await self.haproxy.add_instance(fn.key, inst)
+
+    async def remove(self, inst) -> None:
+        async with self.lock:
+            await self.haproxy.remove_instance(inst)
+
+    async def drain(self, inst, timeout: float) -> None:
+        """Out of rotation, then wait until HAProxy has no request in flight on it."""
+        where = getattr(inst, "haproxy_server", None)
+        await self.remove(inst)
+        if not where:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            sessions = await self.haproxy.current_sessions()
+            if not sessions.get(where):
+                return
+            await asyncio.sleep(0.05)
+
+    async def poll(self, interval: float = 0.1) -> None:
+        """In-flight requests per instance, for scaling and idleness."""
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(OSError, ValueError):
+                sessions = await self.haproxy.current_sessions()
+                now = time.monotonic()
+                for (backend, server), count in sessions.items():
+                    inst = self.haproxy.instance_of(backend, server)
+                    if inst is not None:
+                        inst.external = count
+                        if count:
+                            inst.last_used = now
+                for fn in list(self.supervisor.functions.values()):
+                    if fn.active is not None and any(i.external for i in fn.active.instances):
+                        self.supervisor.scale_for_demand(fn, fn.active)
+
+    def on_log(self, line: str) -> None:
+        """One request HAProxy proxied: ``<backend> <server> <status> <ms>``."""
+        parts = line.split()
+        if len(parts) != 4 or parts[1] == ACTIVATOR or not parts[2].isdigit():
+            return  # the activator measures what it serves itself
+        backend, server, status, millis = parts
+        key = self.haproxy.key_of(backend)
+        fn = self.supervisor.functions.get(key) if key else None
+        if fn is None:
+            return
+        inst = self.haproxy.instance_of(backend, server)
+        revision = inst.revision if inst is not None else (fn.active.name if fn.active else fn.spec.revision)
+        if inst is not None:
+            inst.last_used = time.monotonic()
+        labels = self.metrics.revision_labels(fn.spec.namespace, fn.spec.name, revision)
+        self.metrics.observe_request(labels, int(status), int(millis or 0) / 1000)
