@@ -301,6 +301,9 @@ def function_mark_failed(*, function: Function, message: str) -> None:
     Function.objects.filter(pk=function.pk).exclude(
         status__in=[FunctionStatus.DELETING, FunctionStatus.DELETED]
     ).update(status=FunctionStatus.FAILED, status_message=message[:4000])
+    # A deletion that failed stays "deleting" (it must not serve again) but says why; DELETE retries it.
+    deleting = Function.objects.filter(pk=function.pk, status=FunctionStatus.DELETING)
+    deleting.update(status_message=message[:4000])
     audit(project=function.project, function=function, action="function.failed", message=message[:500])
     _pushed(function.pk)
 

@@ -241,3 +241,24 @@ def test_collect_expired_run_twice_deletes_once(platform, owner, celery_worker):
     tasks.collect_expired.delay()
     settle()
     assert_same(snapshot(platform), once)
+
+
+def test_a_delete_the_cluster_refuses_says_why_and_asking_again_finishes_it(
+    fake_k8s, project, owner, settings, tmp_path, celery_worker
+):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    project.backend = "knative"
+    project.save()
+    project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=owner)
+    function = deployed(project, owner)
+    fake_k8s.fail_next_request("DELETE", "/services/hello", status=403, message="services is forbidden")
+    services.function_delete(function=function, user=owner)
+    settle()
+    function.refresh_from_db()
+    assert function.status == FunctionStatus.DELETING  # it must not serve again
+    assert "forbidden" in function.status_message
+    services.function_delete(function=function, user=owner)  # the API's DELETE, again
+    settle()
+    function.refresh_from_db()
+    assert function.status == FunctionStatus.DELETED
+    assert fake_k8s.list(KSVC, function.project.effective_namespace) == []
