@@ -79,6 +79,14 @@ def test_list_detail_invoke_live_logs_metrics_and_rollback(page, live_platform, 
     assert line.locator(".stream").inner_text() == "stdout"
     assert line.locator(".instance").inner_text()
     screenshot(logs, "function-logs")
+
+    logs.click("#log-pause")  # paused: lines wait on the server, then come on resume
+    held = f"held-while-paused-{uuid.uuid4().hex[:8]}"
+    assert "HTTP 200" in _invoke(page, f'{{"note": "{held}"}}')
+    time.sleep(2)
+    assert logs.locator(f"#log-lines .log-line:has-text('{held}')").count() == 0
+    logs.click("#log-pause")
+    logs.wait_for_selector(f"#log-lines .log-line:has-text('{held}')", timeout=60_000)
     logs.close()
 
     def counted():
@@ -91,6 +99,11 @@ def test_list_detail_invoke_live_logs_metrics_and_rollback(page, live_platform, 
     assert "2xx" in page.inner_text("#chart-requests")
     screenshot(page, "function-metrics")
 
+    listing = page.context.new_page()  # watches the list update without a reload
+    listing.goto(f"{portal}/p/acme/")
+    listed = listing.locator("tr", has=listing.get_by_role("link", name=name, exact=True))
+    assert f"{name}-00002" in listed.inner_text()
+
     page.goto(f"{portal}/p/acme/f/{name}/revisions/")
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("#revision-1 button.rollback")
@@ -99,6 +112,8 @@ def test_list_detail_invoke_live_logs_metrics_and_rollback(page, live_platform, 
     status.filter(has_text="Ready").or_(status.filter(has_text="Scaled to zero")).wait_for(timeout=120_000)
     after = _invoke(page, "", method="GET")
     assert "Hello," in after and "Howdy," not in after
+    listed.filter(has_text=f"{name}-00001").wait_for(timeout=30_000)
+    listing.close()
 
 
 def test_outsider_sees_no_function_of_another_project(page, live_platform, two_revisions):
