@@ -44,7 +44,10 @@ class Instance:
     def new(cls, namespace: str, function: str, revision: str) -> Instance:
         # The shape of a Knative pod name: <revision>-deployment-<hash>-<id>
         return cls(
-            id=f"{revision}-{secrets.token_hex(3)}", namespace=namespace, function=function, revision=revision
+            id=f"{revision}-deployment-{secrets.token_hex(3)}",
+            namespace=namespace,
+            function=function,
+            revision=revision,
         )
 
     @property

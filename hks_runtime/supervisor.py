@@ -253,6 +253,8 @@ class Supervisor:
         fn.waiting += 1
         try:
             while True:
+                if self.functions.get(fn.key) is not fn or self.closing:
+                    raise Unavailable("the function was deleted")
                 rev = fn.active
                 if rev is None and fn.pending is not None and fn.pending.start_error and not fn.pending.live:
                     raise Unavailable(f"revision {fn.pending.name} failed to start: {fn.pending.start_error}")
@@ -288,6 +290,8 @@ class Supervisor:
     # Instances -----------------------------------------------------------------------------------
 
     def _start(self, fn: FunctionState, rev: RevisionState, *, cold: bool = False) -> None:
+        if self.closing or self.functions.get(fn.key) is not fn:
+            return
         delay = fn.next_start_at - time.monotonic()
         if delay > 0:  # crash backoff: one delayed start, which re-checks demand when it fires
             if fn.start_timer is None:
