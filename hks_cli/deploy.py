@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .client import Api
-from .errors import DEPLOY_FAILED, USAGE, CliError
+from .errors import CONFLICT, DEPLOY_FAILED, NOT_FOUND, USAGE, CliError
 from .output import info
 from .packing import pack
 
@@ -93,11 +93,28 @@ def wait_ready(api: Api, base: str, revision: int, *, timeout: float) -> dict:
         time.sleep(0.2)
 
 
+def check_name_free(api: Api, base: str, project: str, directory: FunctionDir) -> None:
+    """A function of another runtime already holding the name is a conflict, said before uploading."""
+    try:
+        existing = api.get(base)
+    except CliError as exc:
+        if exc.code == NOT_FOUND:
+            return
+        raise
+    if existing["runtime"] != directory.runtime:
+        raise CliError(
+            f"the name {directory.name!r} is taken in {project} by a {existing['runtime']} function; "
+            "rename this one in func.yaml, or delete the other with `hks-func delete`",
+            CONFLICT,
+        )
+
+
 def deploy(
     api: Api, project: str, directory: FunctionDir, *, quiet: bool, timeout: float, wait: bool
 ) -> dict:
     archive, content_hash = pack(directory.path)
     base = f"/projects/{project}/functions/{directory.name}"
+    check_name_free(api, base, project, directory)
     info(f"Uploading {directory.name} ({directory.runtime}, {len(archive)} bytes) to {project}...")
     started = time.monotonic()
     result = api.post(

@@ -156,10 +156,16 @@ def test_a_failed_build_shows_the_failing_lines_and_exits_8(dev_env, tmp_path):
     assert status["status"] == "failed"
 
 
-def test_rollback_to_a_missing_revision_is_not_found(dev_env, tmp_path):
+def test_missing_revision_is_not_found_and_a_taken_name_is_a_conflict(dev_env, tmp_path):
     env, name = dev_env, f"rb-{uuid.uuid4().hex[:6]}"
     _ok(run_cli(HKS_FUNC, "create", "-l", "node", name, env=env, cwd=tmp_path))
     _ok(run_cli(HKS_FUNC, "deploy", env=env, cwd=tmp_path / name))
     result = run_cli(HKS_FUNC, "rollback", "7", env=env, cwd=tmp_path / name)
     assert result.returncode == 5
+    other = tmp_path / "other"
+    _ok(run_cli(HKS_FUNC, "create", "-l", "python", name, "--path", str(other), env=env, cwd=tmp_path))
+    taken = run_cli(HKS_FUNC, "deploy", env=env, cwd=other)
+    assert taken.returncode == 6
+    assert f"the name '{name}' is taken in acme by a node function" in taken.stderr
+    assert [r["number"] for r in _json(run_cli(HKS_FUNC, "revisions", name, "-o", "json", env=env))] == [1]
     _ok(run_cli(HKS_FUNC, "delete", "--yes", env=env, cwd=tmp_path / name))
