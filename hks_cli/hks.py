@@ -20,7 +20,7 @@ from . import __version__
 from . import config as cfg
 from .client import Api
 from .common import add_output_flag, api_from, fetch_kubeconfig, require_project, run
-from .errors import NOT_FOUND, NOT_LOGGED_IN, USAGE, CliError
+from .errors import NOT_FOUND, NOT_LOGGED_IN, UNREACHABLE, USAGE, CliError
 from .output import emit_json, info, table
 
 PROG = "hks"
@@ -46,9 +46,18 @@ def _device_login(api: Api, *, open_browser: bool) -> str:
     deadline = time.monotonic() + started["expires_in"]
     interval = max(0.2, float(started.get("interval", 2)))
     while time.monotonic() < deadline:
-        response = api.request(
-            "POST", "/cli/login/poll", auth=False, ok=(200, 428), json={"device_code": started["device_code"]}
-        )
+        try:
+            response = api.request(
+                "POST",
+                "/cli/login/poll",
+                auth=False,
+                ok=(200, 428),
+                json={"device_code": started["device_code"]},
+            )
+        except CliError as exc:
+            if exc.code == UNREACHABLE:
+                raise
+            raise CliError(f"login failed: {exc.message}", NOT_LOGGED_IN) from exc
         if response.status_code == 200:
             return response.json()["token"]
         time.sleep(interval)
