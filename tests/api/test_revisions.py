@@ -279,3 +279,20 @@ def test_concurrent_uploads_get_consecutive_revisions_and_leave_no_stray_file(
     assert statuses == [201] * 4
     assert sorted(Revision.objects.values_list("number", flat=True)) == [1, 2, 3, 4]
     assert len(media_files()) == 4
+
+
+def test_create_with_a_bad_name_is_refused_and_creates_nothing(
+    project, developer, api_client_for, media_files
+):
+    url = "/api/v1/projects/acme/functions/Bad_Name/revisions?create=true&runtime=node"
+    response = upload_raw(api_client_for(developer), node_archive(), url)
+    assert response.status_code == 400 and "is not a valid name" in response.json()["detail"]
+    assert not Function.objects.exists() and media_files() == []
+
+
+def test_create_over_the_quota_is_refused_and_stores_nothing(project, developer, api_client_for, media_files):
+    project.max_functions = 0
+    project.save()
+    response = upload_raw(api_client_for(developer), node_archive(), URL + "?create=true&runtime=node")
+    assert response.status_code == 403 and "quota" in response.json()["detail"]
+    assert not Function.objects.exists() and media_files() == []
