@@ -77,7 +77,7 @@ class HAProxy:
             "    timeout http-keep-alive 60s",
             "    retries 3",
             "    option redispatch 1",
-            "    retry-on conn-failure empty-response",
+            "    retry-on conn-failure",  # only where the request cannot have reached the function
             "    http-reuse always",
             "frontend gateway",
             f"    bind {self.host}:{self.port}",
@@ -171,7 +171,7 @@ class HAProxy:
             await self.command(f"set server {backend}/{server} state maint")
         self.free_backends.append(backend)
 
-    async def add_instance(self, key: tuple[str, str], inst) -> bool:
+    async def add_instance(self, key: tuple[str, str], inst, max_conn: int = 0) -> bool:
         backend = self.by_key.get(key)
         if backend is None:
             return False
@@ -182,6 +182,8 @@ class HAProxy:
         self.used[backend][server] = inst
         inst.haproxy_server = (backend, server)
         await self.command(f"set server {backend}/{server} addr 127.0.0.1 port {inst.port}")
+        # Knative's containerConcurrency: a hard per-instance limit, the excess waits in HAProxy's queue.
+        await self.command(f"set maxconn server {backend}/{server} {max_conn or 0}")
         await self.command(f"set server {backend}/{server} state ready")
         return True
 
@@ -253,7 +255,7 @@ class HAProxyRouting:
     async def add(self, fn, inst) -> None:
         async with self.lock:
             if inst.state == "ready" and self.supervisor.functions.get(fn.key) is fn:
-                await self.haproxy.add_instance(fn.key, inst)
+                await self.haproxy.add_instance(fn.key, inst, fn.spec.container_concurrency)
 
     async def remove(self, inst) -> None:
         async with self.lock:
