@@ -296,3 +296,17 @@ def test_create_over_the_quota_is_refused_and_stores_nothing(project, developer,
     response = upload_raw(api_client_for(developer), node_archive(), URL + "?create=true&runtime=node")
     assert response.status_code == 403 and "quota" in response.json()["detail"]
     assert not Function.objects.exists() and media_files() == []
+
+
+def test_revision_and_build_lists_take_a_fixed_number_of_queries(
+    project, viewer, hello, api_client_for, django_assert_max_num_queries
+):
+    for number in range(1, 11):
+        revision = Revision.objects.create(function=hello, number=number, archive=f"{number}.tar.gz")
+        Build.objects.create(revision=revision, status=BuildStatus.SUCCEEDED)
+    client = api_client_for(viewer)
+    client.get(URL)  # the token's first use writes last_used_at
+    with django_assert_max_num_queries(8):
+        assert len(client.get(URL).json()) == 10
+    with django_assert_max_num_queries(8):
+        assert len(client.get(BUILDS).json()) == 10
