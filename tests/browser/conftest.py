@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import live_platform  # noqa: F401 - the running platform
 from tests.needs import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 BIN = Path(sys.executable).parent
-PASSWORD = "browser-test-password"
+PASSWORD = "live-test-password"  # the same users exist for the CLI tests on this platform
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -39,10 +38,24 @@ def browser():
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    context.on("page", lambda new: _collect_errors(new, errors))
     page = context.new_page()
     page.set_default_timeout(20_000)
     yield page
     context.close()
+    assert not errors, f"JavaScript errors in the pages: {errors}"
+
+
+def _collect_errors(page, errors: list[str]) -> None:
+    """Uncaught exceptions and console errors, except the browser asking for a favicon we do not have."""
+    page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+
+    def on_console(msg) -> None:
+        if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico"):
+            errors.append(f"{page.url}: {msg.text} ({msg.location.get('url')})")
+
+    page.on("console", on_console)
 
 
 @pytest.fixture(scope="session")

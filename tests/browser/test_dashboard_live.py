@@ -28,7 +28,10 @@ pytestmark = [
 
 
 def _invoke(page, body: str, method: str = "POST") -> str:
-    page.click("#tab-invoke")
+    if page.locator("#invoke-form").count():
+        page.reload()  # a fresh pane (clicking the tab again would swap it under our typing)
+    else:
+        page.click("#tab-invoke")
     page.wait_for_selector("#invoke-form")
     page.select_option("#id_method", method)
     page.fill("#id_path", "/")
@@ -86,7 +89,12 @@ def test_list_detail_invoke_live_logs_metrics_and_rollback(page, live_platform, 
     time.sleep(2)
     assert logs.locator(f"#log-lines .log-line:has-text('{held}')").count() == 0
     logs.click("#log-pause")
-    logs.wait_for_selector(f"#log-lines .log-line:has-text('{held}')", timeout=60_000)
+    try:
+        logs.wait_for_selector(f"#log-lines .log-line:has-text('{held}')", timeout=60_000)
+    except Exception as exc:
+        shown = logs.inner_text("#log-lines")[-3000:]
+        state = logs.inner_text("#log-state")
+        raise AssertionError(f"not shown after resume (state {state!r}); last lines:\n{shown}") from exc
     logs.close()
 
     def counted():
@@ -116,10 +124,13 @@ def test_list_detail_invoke_live_logs_metrics_and_rollback(page, live_platform, 
     listing.close()
 
 
-def test_outsider_sees_no_function_of_another_project(page, live_platform, two_revisions):
+def test_outsider_sees_no_function_of_another_project(browser, live_platform, two_revisions):
+    page = browser.new_context().new_page()  # not the `page` fixture: this 404 is the expected outcome
     sign_in(page, live_platform, username="oscar")
 
     response = page.goto(f"{live_platform.portal_url}/p/acme/f/{two_revisions}/")
+    listing = page.goto(f"{live_platform.portal_url}/p/acme/")
 
-    assert response.status == 404
-    assert two_revisions not in page.content() or "Not Found" in page.content()
+    assert response.status == 404 and listing.status == 404
+    assert two_revisions not in page.content()
+    page.context.close()
