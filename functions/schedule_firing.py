@@ -147,10 +147,24 @@ def _claim(schedule: Schedule, *, observed, due, now, passed_over: int) -> Sched
         next_run_at=cronlib.next_run(current.cron, current.timezone, after=due), last_scheduled_at=due
     )
     if run.outcome == Outcome.PENDING:
-        from . import tasks_schedules
-
-        transaction.on_commit(lambda: tasks_schedules.fire_schedule_run.delay(run.pk))
+        transaction.on_commit(lambda: _enqueue(run.pk))
     return run
+
+
+def _enqueue(run_id: int) -> None:
+    """Queue the run's request; if the broker is unreachable the run is closed as not sent, so the
+    history says so (the due time is claimed and will not be fired again)."""
+    from . import tasks_schedules
+
+    try:
+        tasks_schedules.fire_schedule_run.delay(run_id)
+    except Exception as exc:  # kombu raises several kinds for a broker that is down
+        logger.error("schedule run %s could not be queued: %s", run_id, exc)
+        ScheduleRun.objects.filter(pk=run_id, outcome=Outcome.PENDING).update(
+            outcome=Outcome.FAILED,
+            finished_at=dj_timezone.now(),
+            error=f"not sent: the task queue failed ({exc})",
+        )
 
 
 def _decide(schedule: Schedule, run: ScheduleRun, *, now, passed_over: int) -> tuple[str, str]:

@@ -140,7 +140,28 @@ def _enqueue_sync(schedule: Schedule) -> None:
     from . import tasks_schedules
 
     schedule_id = schedule.pk
-    transaction.on_commit(lambda: tasks_schedules.sync_schedule.delay(schedule_id))
+    _on_commit_queue(
+        schedule.function, schedule.name, lambda: tasks_schedules.sync_schedule.delay(schedule_id)
+    )
+
+
+def _on_commit_queue(function: Function, name: str, send) -> None:
+    """After commit, queue a backend sync; a broker that is down must not turn a saved change into an
+    error answer, so the failure goes to the log and the audit trail instead."""
+
+    def queue() -> None:
+        try:
+            send()
+        except Exception as exc:  # kombu raises several kinds for a broker that is down
+            audit(
+                project=function.project,
+                function=function,
+                action="schedule.sync_failed",
+                schedule=name,
+                message=f"could not queue the backend sync: {exc}"[:500],
+            )
+
+    transaction.on_commit(queue)
 
 
 # Create, update, pause, resume, delete ------------------------------------------------------------
@@ -255,7 +276,7 @@ def schedule_delete(*, schedule: Schedule, user) -> None:
     )
     schedule.delete()
     function_id, name = function.pk, schedule.name
-    transaction.on_commit(lambda: tasks_schedules.remove_schedule.delay(function_id, name))
+    _on_commit_queue(function, name, lambda: tasks_schedules.remove_schedule.delay(function_id, name))
 
 
 def schedule_preview(*, cron_expression: str, zone: str, now: dt.datetime | None = None) -> dict:

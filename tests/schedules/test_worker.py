@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 
 from functions import schedule_firing
-from functions.models import ScheduleRun
+from functions.models import AuditEvent, Schedule, ScheduleRun
 from functions.schedule_firing import Outcome
 
 from .conftest import T0
@@ -139,3 +139,36 @@ def test_two_beat_processes_fire_each_due_time_once(transactional_db, pointed, m
     assert sum(claimed) == 4, outputs
     assert ScheduleRun.objects.count() == 4
     assert set(ScheduleRun.objects.values_list("scheduled_for", flat=True)) == {T0 + MIN}
+
+
+@pytest.fixture
+def broker_down():
+    """The Celery app pointed at a port where nothing listens, without publish retries."""
+    from hks_portal.celery import app
+
+    saved = {k: app.conf[k] for k in ("broker_url", "task_publish_retry", "broker_connection_timeout")}
+    _drop_connections(app)
+    app.conf.update(broker_url="redis://127.0.0.1:9/0", task_publish_retry=False, broker_connection_timeout=1)
+    yield
+    _drop_connections(app)
+    app.conf.update(saved)
+
+
+def _drop_connections(app) -> None:
+    """Forget the app's pool (kombu keeps one per broker URL), so the next publish uses the configured one."""
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+def test_a_run_that_cannot_be_queued_is_recorded_as_not_sent(
+    transactional_db, pointed, make_schedule, broker_down, target
+):
+    schedule = make_schedule(cron="* * * * *", now=T0)  # saved even though its sync cannot be queued
+    assert AuditEvent.objects.filter(action="schedule.sync_failed", detail__schedule=schedule.name).exists()
+    run = schedule_firing.schedule_fire_due(schedule=schedule, now=T0 + MIN)
+    run.refresh_from_db()
+    assert run.outcome == Outcome.FAILED and run.error.startswith("not sent: the task queue failed")
+    assert target.requests == []
+    assert (
+        schedule_firing.schedule_fire_due(schedule=Schedule.objects.get(pk=schedule.pk), now=T0 + MIN) is None
+    )
