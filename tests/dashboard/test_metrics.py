@@ -196,3 +196,23 @@ def test_a_first_request_shows_in_the_request_chart(prometheus, exposition, hell
         return [v for s in chart.series if s.label == "2xx" for _, v in s.points if v > 0]
 
     assert wait_for(drawn)[0] == 1
+
+
+def test_pages_show_the_figures_prometheus_has(prometheus, exposition, hello, viewer, client_for):
+    exposition.memory.labels("acme", "hello-1", "user-container", "hello", "hello-00001").set(
+        64 * 1024 * 1024
+    )
+    exposition.series("acme", "hello").observe(0.01)
+    client = client_for(viewer)
+
+    listed = wait_for(lambda: "64.0 MiB" in (html := client.get("/p/acme/").content.decode()) and html)
+    charts = wait_for(
+        lambda: (
+            'id="requests-in-window">1<'
+            in (html := client.get("/p/acme/f/hello/metrics/?window=15m").content.decode())
+            and html
+        )
+    )
+
+    assert 'id="metrics-unavailable"' not in listed
+    assert 'id="chart-requests"' in charts and "<polyline" in charts and "2xx" in charts
