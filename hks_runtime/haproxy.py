@@ -207,16 +207,19 @@ class HAProxy:
         return None
 
     async def current_sessions(self) -> dict[tuple[str, str], int]:
-        """(backend, server) -> requests in flight, from ``show stat``."""
-        text = await self.command("show stat -1 4 -1")
+        """(backend, server) -> requests in flight, and (backend, "BACKEND") -> requests queued for a free
+        server (all at their maxconn), from ``show stat``."""
+        text = await self.command("show stat -1 6 -1")
         header, *rows = text.splitlines()
         columns = header.lstrip("# ").split(",")
-        px, sv, scur = columns.index("pxname"), columns.index("svname"), columns.index("scur")
+        px, sv = columns.index("pxname"), columns.index("svname")
+        scur, qcur = columns.index("scur"), columns.index("qcur")
         sessions = {}
         for row in rows:
             fields = row.split(",")
-            if len(fields) > scur and fields[px] in self.used:
-                sessions[(fields[px], fields[sv])] = int(fields[scur] or 0)
+            if len(fields) > max(scur, qcur) and fields[px] in self.used:
+                column = qcur if fields[sv] == "BACKEND" else scur
+                sessions[(fields[px], fields[sv])] = int(fields[column] or 0)
         return sessions
 
     def stop(self) -> None:
@@ -283,13 +286,19 @@ class HAProxyRouting:
                 sessions = await self.haproxy.current_sessions()
                 now = time.monotonic()
                 for (backend, server), count in sessions.items():
+                    if server == "BACKEND":
+                        key = self.haproxy.key_of(backend)
+                        fn = self.supervisor.functions.get(key) if key else None
+                        if fn is not None:
+                            fn.queued = count
+                        continue
                     inst = self.haproxy.instance_of(backend, server)
                     if inst is not None:
                         inst.external = count
                         if count:
                             inst.last_used = now
                 for fn in list(self.supervisor.functions.values()):
-                    if fn.active is not None and any(i.external for i in fn.active.instances):
+                    if fn.active is not None and (fn.queued or any(i.external for i in fn.active.instances)):
                         self.supervisor.scale_for_demand(fn, fn.active)
 
     def on_log(self, line: str) -> None:

@@ -87,6 +87,7 @@ class FunctionState:
         self.next_start_at = 0.0
         self.start_timer: asyncio.TimerHandle | None = None
         self.waiting = 0
+        self.queued = 0  # requests HAProxy holds for it (every instance at its container concurrency)
         self.changed = asyncio.Event()
 
     @property
@@ -282,8 +283,11 @@ class Supervisor:
             fn.notify()
 
     def scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
-        demand = sum(i.inflight + i.external for i in rev.instances) + fn.waiting
-        desired = min(rev.spec.max_scale, max(1, math.ceil(demand / rev.spec.target_concurrency)))
+        demand = sum(i.inflight + i.external for i in rev.instances) + fn.waiting + fn.queued
+        target = rev.spec.target_concurrency
+        if rev.spec.container_concurrency:  # a hard limit below the target caps it, as on Knative
+            target = min(target, rev.spec.container_concurrency)
+        desired = min(rev.spec.max_scale, max(1, math.ceil(demand / target)))
         if len(rev.live) < desired:
             self._start(fn, rev, cold=not rev.live)
 
@@ -564,7 +568,7 @@ class Supervisor:
 
     def _scale_down(self, fn: FunctionState) -> None:
         rev = fn.active
-        if rev is None or fn.waiting:
+        if rev is None or fn.waiting or fn.queued:
             return
         now = time.monotonic()
         keep = len(rev.live)

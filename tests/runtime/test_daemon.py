@@ -122,10 +122,15 @@ def test_cold_start_from_a_prewarmed_instance_gets_its_own_code_and_env(backend,
     assert any(line.stream == "system" and "pre-warmed" in line.text for line in logs)
 
 
-def test_concurrent_load_scales_out_beyond_one_instance(backend, artifacts, runtime_daemon):
-    name = "busy"
+@pytest.mark.parametrize(
+    "scale",
+    [Scale(min=0, max=3, target_concurrency=1), Scale(min=0, max=3, container_concurrency=1)],
+    ids=["target-concurrency", "container-concurrency"],
+)
+def test_concurrent_load_scales_out_beyond_one_instance(backend, artifacts, runtime_daemon, scale):
+    name = f"busy-{scale.target_concurrency}-{scale.container_concurrency}"
     ref = FunctionRef(NS, NS, name)
-    deploy(backend, service(name, "node", artifacts["node"], scale=Scale(min=0, max=3, target_concurrency=1)))
+    deploy(backend, service(name, "node", artifacts["node"], scale=scale))
     seen, codes = [0], []
     with cf.ThreadPoolExecutor(6) as pool:
         # Rounds of 6 slow requests until the extra instances are up (a loaded machine starts them slowly).
