@@ -10,8 +10,15 @@ from .validators import DNS_LABEL_RE
 RUNTIMES = {"node", "python"}
 _CPU_RE = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
 _MEM_RE = re.compile(r"^(\d+)(Ki|Mi|Gi|K|M|G)?$")
-_MEM_FACTOR = {None: 1 / 2**20, "Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1000 / 2**20,
-               "M": 10**6 / 2**20, "G": 10**9 / 2**20}
+_MEM_FACTOR = {
+    None: 1 / 2**20,
+    "Ki": 1 / 1024,
+    "Mi": 1,
+    "Gi": 1024,
+    "K": 1000 / 2**20,
+    "M": 10**6 / 2**20,
+    "G": 10**9 / 2**20,
+}
 
 
 class FuncYamlError(ValueError):

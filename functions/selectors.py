@@ -39,11 +39,7 @@ def project_get_for_user(*, user, slug: str, role: str = Role.VIEWER) -> Project
 
 
 def functions_for_project(*, project: Project) -> QuerySet[Function]:
-    return (
-        Function.objects.alive()
-        .filter(project=project)
-        .select_related("current_revision", "project")
-    )
+    return Function.objects.alive().filter(project=project).select_related("current_revision", "project")
 
 
 def functions_for_user(*, user, project_slug: str) -> QuerySet[Function]:
@@ -51,9 +47,7 @@ def functions_for_user(*, user, project_slug: str) -> QuerySet[Function]:
     return functions_for_project(project=project)
 
 
-def function_get_for_user(
-    *, user, project_slug: str, name: str, role: str = Role.VIEWER
-) -> Function:
+def function_get_for_user(*, user, project_slug: str, name: str, role: str = Role.VIEWER) -> Function:
     project = project_get_for_user(user=user, slug=project_slug, role=role)
     function = functions_for_project(project=project).filter(name=name).first()
     if function is None:

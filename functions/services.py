@@ -84,9 +84,7 @@ def membership_set(*, project: Project, user, role: str, actor) -> Membership:
     owners = project.memberships.filter(role=Role.OWNER)
     if role != Role.OWNER and owners.filter(user=user).exists() and owners.count() == 1:
         raise ServiceError("a project needs at least one owner", code=409)
-    membership, _ = Membership.objects.update_or_create(
-        project=project, user=user, defaults={"role": role}
-    )
+    membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
     audit(project=project, action="member.set", actor=actor, user=user.username, role=role)
     return membership
 
@@ -106,7 +104,9 @@ def membership_remove(*, project: Project, user, actor) -> None:
 def _check_quota(project: Project, *, ephemeral: bool) -> None:
     alive = Function.objects.alive().filter(project=project)
     if alive.filter(ephemeral=False).count() >= project.max_functions and not ephemeral:
-        raise ServiceError(f"project {project.slug} has reached its quota of {project.max_functions} functions", code=403)
+        raise ServiceError(
+            f"project {project.slug} has reached its quota of {project.max_functions} functions", code=403
+        )
     active_agents = alive.filter(ephemeral=True).exclude(status=FunctionStatus.DELETING).count()
     if ephemeral and active_agents >= project.max_agent_functions:
         raise ServiceError(
@@ -118,7 +118,9 @@ def _check_quota(project: Project, *, ephemeral: bool) -> None:
 
 def _check_resources(project: Project, *, cpu_millicores: int, memory_mb: int) -> None:
     if cpu_millicores > project.max_cpu_millicores:
-        raise ServiceError(f"cpu {cpu_millicores}m is over the project's cap of {project.max_cpu_millicores}m")
+        raise ServiceError(
+            f"cpu {cpu_millicores}m is over the project's cap of {project.max_cpu_millicores}m"
+        )
     if memory_mb > project.max_memory_mb:
         raise ServiceError(f"memory {memory_mb}Mi is over the project's cap of {project.max_memory_mb}Mi")
 
@@ -211,8 +213,9 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
         config=info.func_yaml,
         created_by=user if user and user.is_authenticated else None,
     )
-    revision.archive.save(f"{function.project.slug}-{function.name}-{revision.number}.tar.gz",
-                          ContentFile(archive), save=False)
+    revision.archive.save(
+        f"{function.project.slug}-{function.name}-{revision.number}.tar.gz", ContentFile(archive), save=False
+    )
     reusable = _reusable_artifact(function, info.content_hash)
     if reusable:
         revision.artifact = reusable
@@ -230,8 +233,14 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
     function.status = FunctionStatus.BUILDING if not reusable else FunctionStatus.DEPLOYING
     function.status_message = ""
     function.save()
-    audit(project=function.project, function=function, action="function.deploy", actor=user,
-          revision=revision.number, content_hash=info.content_hash)
+    audit(
+        project=function.project,
+        function=function,
+        action="function.deploy",
+        actor=user,
+        revision=revision.number,
+        content_hash=info.content_hash,
+    )
     from . import tasks
 
     if reusable:
@@ -280,7 +289,9 @@ def build_run(*, build: Build) -> bool:
     result = get_backend(function.project).build(spec, on_log=on_log)
     Revision.objects.filter(pk=revision.pk).update(artifact=result.artifact)
     Build.objects.filter(pk=build.pk).update(
-        status=BuildStatus.SUCCEEDED, finished_at=timezone.now(), log="\n".join(lines) + "\n" if lines else result.log
+        status=BuildStatus.SUCCEEDED,
+        finished_at=timezone.now(),
+        log="\n".join(lines) + "\n" if lines else result.log,
     )
     return True
 
@@ -320,8 +331,12 @@ def service_spec(function: Function, revision: Revision) -> ServiceSpec:
         kind=function.kind,
         artifact=revision.artifact,
         env={str(k): str(v) for k, v in function.env.items()},
-        scale=Scale(function.min_scale, function.max_scale, function.target_concurrency,
-                    function.container_concurrency),
+        scale=Scale(
+            function.min_scale,
+            function.max_scale,
+            function.target_concurrency,
+            function.container_concurrency,
+        ),
         resources=Resources(function.cpu_millicores, function.memory_mb),
         timeout_seconds=function.timeout_seconds,
         sandbox_profile=function.sandbox_profile,
@@ -342,6 +357,8 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
     deadline = time.monotonic() + wait_seconds
     status = backend.status(function_ref(function))
     while not (status.ready and status.latest_ready_revision == revision.name):
+        if status.failed:
+            raise BackendError(status.message or f"revision {revision.name} failed", permanent=True)
         if time.monotonic() > deadline:
             raise BackendError(status.message or f"revision {revision.name} did not become ready")
         time.sleep(0.2)
@@ -367,8 +384,13 @@ def revision_rollback(*, function: Function, revision: Revision, user) -> None:
     if not revision.artifact:
         raise ServiceError(f"revision {revision.number} was never built; it cannot take traffic", code=409)
     Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DEPLOYING, status_message="")
-    audit(project=function.project, function=function, action="function.rollback", actor=user,
-          revision=revision.number)
+    audit(
+        project=function.project,
+        function=function,
+        action="function.rollback",
+        actor=user,
+        revision=revision.number,
+    )
     from . import tasks
 
     transaction.on_commit(lambda: tasks.deploy_revision.delay(revision.pk))
@@ -376,8 +398,16 @@ def revision_rollback(*, function: Function, revision: Revision, user) -> None:
 
 @transaction.atomic
 def function_update_settings(*, function: Function, user, **changes) -> Function:
-    allowed = {"env", "min_scale", "max_scale", "target_concurrency", "container_concurrency",
-               "cpu_millicores", "memory_mb", "timeout_seconds"}
+    allowed = {
+        "env",
+        "min_scale",
+        "max_scale",
+        "target_concurrency",
+        "container_concurrency",
+        "cpu_millicores",
+        "memory_mb",
+        "timeout_seconds",
+    }
     unknown = set(changes) - allowed
     if unknown:
         raise ServiceError(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -387,8 +417,13 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
         raise ServiceError("min scale cannot be above max scale")
     _check_resources(function.project, cpu_millicores=function.cpu_millicores, memory_mb=function.memory_mb)
     function.save()
-    audit(project=function.project, function=function, action="function.settings", actor=user,
-          changed=sorted(changes))
+    audit(
+        project=function.project,
+        function=function,
+        action="function.settings",
+        actor=user,
+        changed=sorted(changes),
+    )
     if function.current_revision_id:
         from . import tasks
 
@@ -426,8 +461,10 @@ def function_delete_run(*, function: Function) -> None:
 
 def functions_collect_expired(*, now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
-    expired = Function.objects.alive().filter(ephemeral=True, expires_at__lte=now).exclude(
-        status=FunctionStatus.DELETING
+    expired = (
+        Function.objects.alive()
+        .filter(ephemeral=True, expires_at__lte=now)
+        .exclude(status=FunctionStatus.DELETING)
     )
     count = 0
     for function in expired.select_related("project"):

@@ -14,6 +14,7 @@ from hks_portal.celery import app as celery_app
 
 from .factories import MembershipFactory, ProjectFactory, UserFactory
 from .k8s_fake import fake_k8s, fake_k8s_server, knative_project  # noqa: F401  (the fake Kubernetes API)
+from .live import live_platform  # noqa: F401  (one running platform per session)
 
 _embedded_redis = None
 
@@ -30,8 +31,19 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    if _embedded_redis is not None:
+    # Another test session on this machine may share the embedded server: leave it to the last one.
+    if _embedded_redis is not None and not _other_redis_clients():
         _embedded_redis.terminate()
+
+
+def _other_redis_clients() -> bool:
+    import redis
+
+    try:
+        client = redis.Redis(unix_socket_path=str(settings.EMBEDDED_REDIS_SOCKET), socket_timeout=2)
+        return len(client.client_list()) > 1
+    except redis.exceptions.RedisError:
+        return False
 
 
 @pytest.fixture(scope="session")

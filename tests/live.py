@@ -8,7 +8,9 @@ PostgreSQL database on the server of ``DATABASE_URL`` (dropped afterwards). Use 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -75,8 +77,11 @@ class LivePlatform(Platform):
 
 
 @pytest.fixture(scope="session")
-def live_platform(tmp_path_factory):
-    data_dir: Path = tmp_path_factory.mktemp("platform")
+def live_platform():
+    # Not under pytest's tmp root: that is 0700, and sandboxed builds and functions run as nobody, who must
+    # be able to reach the runtime's directories.
+    data_dir = Path(tempfile.mkdtemp(prefix="hks-live-"))
+    data_dir.chmod(0o711)
     env = {
         "HKS_ADMIN_PASSWORD": LivePlatform.admin_password,
         "HKS_CELERY_QUEUE": f"hks-live-{uuid.uuid4().hex[:8]}",
@@ -99,3 +104,4 @@ def live_platform(tmp_path_factory):
         platform.stop()
         if database is not None:
             database.drop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -4,8 +4,6 @@ import re
 
 import httpx
 
-from tests.live import live_platform  # noqa: F401
-
 
 def test_bootstrap_login_signs_in_to_the_dashboard(live_platform):  # noqa: F811
     with httpx.Client(base_url=live_platform.portal_url, follow_redirects=True, timeout=30) as client:

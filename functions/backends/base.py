@@ -88,6 +88,7 @@ class ServiceStatus:
     latest_ready_revision: str = ""
     message: str = ""
     exists: bool = True
+    failed: bool = False  # the latest revision cannot become ready (crashes at start, bad image): give up
 
 
 @dataclass(frozen=True)

@@ -298,6 +298,8 @@ class KnativeBackend(FunctionBackend):
             replicas=self._running_pods(ref),
             latest_ready_revision=annotations.get(manifests.ANNOTATION_REVISION, "") if ready else "",
             message="" if ready else ready_condition.get("message", "deploying"),
+            # "Unknown" while Knative is still trying; "False" once the revision has failed.
+            failed=current and ready_condition.get("status") == "False",
         )
 
     def _running_pods(self, ref: FunctionRef) -> int:

@@ -121,6 +121,7 @@ class LocalBackend(FunctionBackend):
             replicas=data.get("replicas", 0),
             latest_ready_revision=data.get("latest_ready_revision", ""),
             message=data.get("message", ""),
+            failed=bool(data.get("failed")),
         )
 
     def delete(self, ref: FunctionRef) -> None:

@@ -1,17 +1,11 @@
 """Helpers for running the real ``hks`` / ``hks-func`` executables in a private config dir."""
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
-
-from hks_portal.platform import Ports
-from tests.live import LivePlatform, _PostgresDatabase, free_port
 
 BIN = Path(sys.executable).parent
 HKS = str(BIN / "hks")
@@ -33,38 +27,13 @@ def run_cli(exe: str, *args: str, env: dict, cwd=None, input: str | None = None,
     )
 
 
-# A running platform (portal, worker, beat, runtime), shared by the live CLI tests. It is the lead's
-# LivePlatform, but in a data dir outside pytest's temp root: that root is 0700 (and re-tightened by every
-# other pytest run on the machine), while the runtime's sandboxed dependency installs run as "nobody" and
-# need to traverse to their build dir.
 @pytest.fixture(scope="session")
-def cli_platform():
-    data_dir = Path(tempfile.mkdtemp(prefix="hks-cli-live-"))
-    data_dir.chmod(0o711)
-    env = {
-        "HKS_ADMIN_PASSWORD": LivePlatform.admin_password,
-        "HKS_CELERY_QUEUE": f"hks-cli-{uuid.uuid4().hex[:8]}",
-        "HKS_RUNTIME_IDLE_SECONDS": "30",
-        "DATABASE_URL": f"sqlite:///{data_dir / 'db.sqlite3'}",
-    }
-    database = None
-    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        database = _PostgresDatabase(os.environ["DATABASE_URL"])
-        database.create()
-        env["DATABASE_URL"] = database.url
-    ports = Ports(portal=free_port(), runtime=free_port(), gateway=free_port(), prometheus=free_port())
-    platform = LivePlatform(data_dir=data_dir, ports=ports, env=env, quiet=True, with_prometheus=False)
-    try:
-        platform.start()
-        yield platform
-    finally:
-        platform.stop()
-        if database is not None:
-            database.drop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+def cli_platform(live_platform):  # noqa: F811
+    """The session's running platform (one for the CLI, browser and SDK tests)."""
+    return live_platform
 
 
-PASSWORD = "cli-test-password"
+PASSWORD = "live-test-password"  # the same users exist for the browser tests on this platform
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import HKS, HKS_FUNC, login, run_cli
+from .conftest import HKS, HKS_FUNC, PASSWORD, login, run_cli
 
 KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -144,7 +144,7 @@ def test_project_kubeconfig_is_written_private(cli_users, knative_project, cli_e
 
 
 def test_viewer_cannot_fetch_the_kubeconfig(cli_users, knative_project, cli_env):
-    cli_users.create_user("vic", "cli-test-password", project=knative_project, role="viewer")
+    cli_users.create_user("vic", PASSWORD, project=knative_project, role="viewer")
     env = _as_dana(cli_users, cli_env, knative_project)
     env = login(cli_users, env, "vic")
     result = run_cli(HKS, "project", "kubeconfig", env={**env, "HKS_PROJECT": knative_project})

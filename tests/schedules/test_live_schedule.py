@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import HKS, HKS_FUNC, cli_env, cli_users, login, run_cli  # noqa: F401
-from tests.live import live_platform  # noqa: F401
 from tests.needs import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,7 +3,6 @@
 import pytest
 
 from hks_sdk import Client, functions
-from tests.live import live_platform  # noqa: F401
 
 from ..needs import require_binary
 
