@@ -85,6 +85,8 @@ class Gateway:
             async with asyncio.timeout(fn.spec.timeout_seconds):
                 return await self._forward(request, fn, path, body)
         except TimeoutError:
+            if request.get("hks_instance") is not None:
+                self.supervisor.check_liveness(request["hks_instance"])
             return web.Response(
                 status=504, text=f"function did not answer within {fn.spec.timeout_seconds}s\n"
             )
@@ -95,6 +97,7 @@ class Gateway:
         headers = _forward_headers(request)
         for attempt in range(3):
             inst = await self.supervisor.acquire(fn)
+            request["hks_instance"] = inst  # for the liveness check after a timeout
             healthy = True
             try:
                 async with self.supervisor.session.request(

@@ -315,5 +315,7 @@ class HAProxyRouting:
         revision = inst.revision if inst is not None else (fn.active.name if fn.active else fn.spec.revision)
         if inst is not None:
             inst.last_used = time.monotonic()
+            if status == "504":
+                self.supervisor.check_liveness(inst)
         labels = self.metrics.revision_labels(fn.spec.namespace, fn.spec.name, revision)
         self.metrics.observe_request(labels, int(status), int(millis or 0) / 1000)

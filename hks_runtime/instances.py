@@ -36,6 +36,7 @@ class Instance:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     stderr_tail: deque = field(default_factory=lambda: deque(maxlen=20))
     exit_code: int | None = None
+    probing: bool = False  # a liveness check is under way
     external: int = 0  # requests in flight through HAProxy (the Python gateway counts its own in inflight)
     haproxy_server: tuple[str, str] | None = None
     slot: Path | None = None  # the pre-warmed slot dir holding its code, when it came from the pool

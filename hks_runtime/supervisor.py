@@ -41,6 +41,7 @@ from .pool import Pool, Shape
 from .spec import FunctionSpec
 
 STARTUP_TIMEOUT = 60.0
+LIVENESS_TIMEOUT = 3.0
 START_ATTEMPTS = 3  # a new revision that cannot start is retried this often, then reported failed
 
 
@@ -226,6 +227,7 @@ class Supervisor:
             "latest_ready_revision": fn.latest_ready,
             "latest_created_revision": fn.spec.revision,
             "message": message,
+            "failed": fn.pending is not None and fn.pending.attempts >= START_ATTEMPTS,
             "instances": [
                 {"id": i.id, "revision": rev.name, "state": i.state, "inflight": i.inflight, "port": i.port}
                 for rev in fn.revisions()
@@ -281,6 +283,32 @@ class Supervisor:
         fn = self.functions.get((inst.namespace, inst.function))
         if fn is not None:
             fn.notify()
+
+    def check_liveness(self, inst: Instance) -> None:
+        """After a request timed out on it: an instance that no longer answers ``/health/liveness`` (a busy
+        loop, a deadlock) is replaced, as Kubernetes' liveness probe would do."""
+        if inst.state == READY and not inst.probing:
+            inst.probing = True
+            asyncio.get_running_loop().create_task(self._probe_liveness(inst))
+
+    async def _probe_liveness(self, inst: Instance) -> None:
+        try:
+            timeout = aiohttp.ClientTimeout(total=LIVENESS_TIMEOUT)
+            async with self.session.get(f"{inst.base_url}/health/liveness", timeout=timeout) as resp:
+                await resp.read()
+                if resp.status < 500:
+                    return
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        finally:
+            inst.probing = False
+        if inst.state != READY:
+            return
+        self.logs.get(inst.namespace, inst.function).write(
+            inst.id, "system", "liveness probe failed after a request timeout: restarting", limited=False
+        )
+        inst.state = DRAINING  # no new requests; the in-flight ones are the stuck ones
+        await self._stop(inst, drain=False)
 
     def scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
         demand = sum(i.inflight + i.external for i in rev.instances) + fn.waiting + fn.queued

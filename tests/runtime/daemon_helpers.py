@@ -16,12 +16,13 @@ from .fixtures import archive_from_files, fixture_files
 
 NS = "acme"
 
-# Behaviour picked by the query: ?sleep=ms, ?crash=1, ?log=text, ?env=1.
+# Behaviour picked by the query: ?sleep=ms, ?spin=ms (busy loop), ?crash=1, ?log=text, ?env=1.
 NODE_INDEX = """
 const handle = async (context, body) => {
   const q = context.query || {};
   if (q.crash) { process.exit(3); }
   if (q.sleep) { await new Promise((resolve) => setTimeout(resolve, Number(q.sleep))); }
+  if (q.spin) { const end = Date.now() + Number(q.spin); while (Date.now() < end) { /* busy */ } }
   if (q.log) { console.log(q.log); console.error('err:' + q.log); }
   if (q.env) {
     const e = process.env;

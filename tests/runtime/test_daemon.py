@@ -189,6 +189,16 @@ def test_request_over_the_timeout_gets_504(backend, artifacts, runtime_daemon):
     assert call(runtime_daemon.gateway_url, name).status_code == 200
 
 
+def test_busy_loop_gets_504_and_the_unresponsive_instance_is_replaced(backend, artifacts, runtime_daemon):
+    name = "spinner"
+    ref = FunctionRef(NS, NS, name)
+    deploy(backend, service(name, "node", artifacts["node"], timeout_seconds=1))
+    assert call(runtime_daemon.gateway_url, name, "?spin=600000").status_code == 504
+    assert wait_for(lambda: call(runtime_daemon.gateway_url, name).status_code == 200, timeout=60)
+    logs = asyncio.run(_collect(backend.logs(ref)))
+    assert any(line.stream == "system" and "liveness probe failed" in line.text for line in logs)
+
+
 def test_body_over_the_limit_gets_413_and_never_reaches_the_function(backend, artifacts, runtime_daemon):
     name = "small"
     deploy(backend, service(name, "node", artifacts["node"]))
