@@ -16,34 +16,36 @@ from .factories import MembershipFactory, ProjectFactory, UserFactory
 from .k8s_fake import fake_k8s, fake_k8s_server, knative_project  # noqa: F401  (the fake Kubernetes API)
 from .live import live_platform  # noqa: F401  (one running platform per session)
 
-_embedded_redis = None
+
+def _embedded_redis_client():
+    import redis
+
+    return redis.Redis(unix_socket_path=str(settings.EMBEDDED_REDIS_SOCKET), socket_timeout=5)
 
 
 def pytest_configure(config):
-    global _embedded_redis
     if settings.REDIS_EMBEDDED:
         from hks_portal.embedded_redis import ensure_running
 
-        _embedded_redis = ensure_running(settings.EMBEDDED_REDIS_SOCKET)
+        ensure_running(settings.EMBEDDED_REDIS_SOCKET)
+        # Test sessions on this machine share the embedded server: count them, the last one out stops it.
+        _embedded_redis_client().incr("hks:test-sessions")
     # One queue per test process, so parallel runs (xdist, a running platform) never share tasks.
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     celery_app.conf.task_default_queue = f"hks-test-{worker}-{os.getpid()}"
 
 
 def pytest_unconfigure(config):
-    # Another test session on this machine may share the embedded server: leave it to the last one.
-    if _embedded_redis is not None and not _other_redis_clients():
-        _embedded_redis.terminate()
-
-
-def _other_redis_clients() -> bool:
     import redis
 
+    if not settings.REDIS_EMBEDDED:
+        return
+    client = _embedded_redis_client()
     try:
-        client = redis.Redis(unix_socket_path=str(settings.EMBEDDED_REDIS_SOCKET), socket_timeout=2)
-        return len(client.client_list()) > 1
-    except redis.exceptions.RedisError:
-        return False
+        if client.decr("hks:test-sessions") <= 0:
+            client.shutdown(nosave=True)
+    except redis.exceptions.ConnectionError:
+        pass  # shutdown closes the connection, or the server is already gone
 
 
 @pytest.fixture(scope="session")
