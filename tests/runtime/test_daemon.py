@@ -172,6 +172,29 @@ def test_redeploy_under_load_fails_no_request(backend, artifacts, runtime_daemon
     assert as_json(call(runtime_daemon.gateway_url, name))["revision"] == f"{name}-00002"
 
 
+def test_revision_that_cannot_start_is_reported_failed_and_the_old_one_keeps_serving(
+    backend, artifacts, runtime_daemon, work
+):
+    name = "steady"
+    ref = FunctionRef(NS, NS, name)
+    deploy(backend, service(name, "python", artifacts["python"]))
+    broken = build(
+        backend,
+        work,
+        "broken",
+        "python",
+        files={
+            "function/__init__.py": "from .func import new\n",
+            "function/func.py": "raise RuntimeError('boom-at-import')\n",
+        },
+    )
+    backend.apply(service(name, "python", broken, revision=2))
+    status = wait_for(lambda: (s := backend.status(ref)).failed and s)
+    assert status.latest_ready_revision == f"{name}-00001"
+    assert "boom-at-import" in status.message
+    assert as_json(call(runtime_daemon.gateway_url, name))["revision"] == f"{name}-00001"
+
+
 @pytest.mark.parametrize("runtime", ["node", "python"])
 def test_crashed_instance_gives_502_then_function_serves_again(backend, artifacts, runtime_daemon, runtime):
     name = f"crashy-{runtime}"

@@ -1,0 +1,81 @@
+"""Scaling, mixed into the Supervisor: scale up by concurrency (Knative's target and container
+concurrency), scale down after the idle period (to zero unless min-scale), and the liveness check that
+replaces an instance stuck after a request timed out on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from .instances import DRAINING, READY, Instance
+
+if TYPE_CHECKING:
+    from .supervisor import FunctionState, RevisionState
+
+LIVENESS_TIMEOUT = 3.0
+
+
+class Autoscaler:
+    def check_liveness(self, inst: Instance) -> None:
+        """After a request timed out on it: an instance that no longer answers ``/health/liveness`` (a busy
+        loop, a deadlock) is replaced, as Kubernetes' liveness probe would do."""
+        if inst.state == READY and not inst.probing:
+            inst.probing = True
+            asyncio.get_running_loop().create_task(self._probe_liveness(inst))
+
+    async def _probe_liveness(self, inst: Instance) -> None:
+        try:
+            timeout = aiohttp.ClientTimeout(total=LIVENESS_TIMEOUT)
+            async with self.session.get(f"{inst.base_url}/health/liveness", timeout=timeout) as resp:
+                await resp.read()
+                if resp.status < 500:
+                    return
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        finally:
+            inst.probing = False
+        if inst.state != READY:
+            return
+        self.logs.get(inst.namespace, inst.function).write(
+            inst.id, "system", "liveness probe failed after a request timeout: restarting", limited=False
+        )
+        inst.state = DRAINING  # no new requests; the in-flight ones are the stuck ones
+        await self._stop(inst, drain=False)
+
+    def scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
+        demand = sum(i.inflight + i.external for i in rev.instances) + fn.waiting + fn.queued
+        target = rev.spec.target_concurrency
+        if rev.spec.container_concurrency:  # a hard limit below the target caps it, as on Knative
+            target = min(target, rev.spec.container_concurrency)
+        desired = min(rev.spec.max_scale, max(1, math.ceil(demand / target)))
+        if len(rev.live) < desired:
+            self._start(fn, rev, cold=not rev.live)
+
+    async def _autoscale_loop(self) -> None:
+        tick = max(0.1, min(1.0, self.idle_seconds / 4))
+        while True:
+            await asyncio.sleep(tick)
+            for fn in list(self.functions.values()):
+                self._scale_down(fn)
+
+    def _scale_down(self, fn: FunctionState) -> None:
+        rev = fn.active
+        if rev is None or fn.waiting or fn.queued:
+            return
+        now = time.monotonic()
+        keep = len(rev.live)
+        for inst in reversed(rev.ready):  # newest first: load is packed onto the oldest
+            if keep <= rev.spec.min_scale:
+                break
+            if inst.inflight == 0 and inst.external == 0 and now - inst.last_used >= self.idle_seconds:
+                keep -= 1
+                self.logs.get(fn.spec.namespace, fn.spec.name).write(
+                    inst.id, "system", f"scaling down: idle for {self.idle_seconds:g}s", limited=False
+                )
+                asyncio.get_running_loop().create_task(self._stop(inst, drain=True))
+                self._count(fn, rev)
