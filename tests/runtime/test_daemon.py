@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
+import time
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from functions.backends.base import BackendError, FunctionRef, Scale
 from functions.backends.local import LocalBackend
 
+from .conftest import IDLE_SECONDS
 from .daemon_helpers import NS, as_json, build, build_fixture, call, deploy, metric_value, service, wait_for
 from .fixtures import remove_dir, scratch_dir
 
@@ -120,6 +122,16 @@ def test_cold_start_from_a_prewarmed_instance_gets_its_own_code_and_env(backend,
     }
     logs = asyncio.run(_collect(backend.logs(ref)))
     assert any(line.stream == "system" and "pre-warmed" in line.text for line in logs)
+
+
+def test_min_scale_instances_stay_warm_past_the_idle_period(backend, artifacts, runtime_daemon):
+    name = "warm"
+    ref = FunctionRef(NS, NS, name)
+    deploy(backend, service(name, "node", artifacts["node"], scale=Scale(min=2, max=3)))
+    assert wait_for(lambda: backend.status(ref).replicas == 2)
+    time.sleep(IDLE_SECONDS * 3)  # several idle periods with no request
+    assert backend.status(ref).replicas == 2
+    assert call(runtime_daemon.gateway_url, name).status_code == 200
 
 
 @pytest.mark.parametrize(
