@@ -4,16 +4,21 @@ the runtime's gateway — the function's log shows the request and the history r
 real ``hks-func`` executable. Waits for the next minute boundary (at most ~65 s)."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import HKS, HKS_FUNC, cli_env, cli_users, login, run_cli  # noqa: F401
 from tests.needs import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
+HKS = str(Path(sys.executable).parent / "hks")
+HKS_FUNC = str(Path(sys.executable).parent / "hks-func")
+PASSWORD = "schedule-live-password"
 pytestmark = [
     pytest.mark.runtime,
     pytest.mark.skipif(
@@ -21,6 +26,23 @@ pytestmark = [
         reason="the local backend (functions/backends/local.py) has not landed yet",
     ),
 ]
+
+
+def run_cli(exe: str, *args: str, env: dict, cwd=None, input: str | None = None):
+    return subprocess.run(
+        [exe, *args], env=env, cwd=cwd, input=input, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture
+def cli(live_platform, tmp_path):
+    """CLI environment of "sam", a developer in acme, logged in to the session's running platform."""
+    live_platform.create_user("sam", PASSWORD, project="acme", role="developer")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HKS_")}
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path), HKS_URL=live_platform.portal_url)
+    ok(run_cli(HKS, "login", "--username", "sam", "--password-stdin", env=env, input=PASSWORD + "\n"))
+    ok(run_cli(HKS, "project", "select", "acme", env=env))
+    return env
 
 
 def ok(result):
@@ -37,10 +59,9 @@ def poll(fetch, done, timeout):
         time.sleep(1)
 
 
-def test_a_minutely_schedule_fires_the_function_and_records_the_run(cli_users, cli_env, tmp_path):  # noqa: F811
+def test_a_minutely_schedule_fires_the_function_and_records_the_run(cli, tmp_path):
     require_binary("bwrap", hint="apt-get install bubblewrap")
-    env = login(cli_users, cli_env, "dana")
-    ok(run_cli(HKS, "project", "select", "acme", env=env))
+    env = cli
     name = f"cron-{uuid.uuid4().hex[:6]}"
     ok(run_cli(HKS_FUNC, "create", "-l", "node", name, env=env, cwd=tmp_path))
     fn_dir = tmp_path / name
