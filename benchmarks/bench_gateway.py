@@ -54,6 +54,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--runtimes", default="node,python")
+    parser.add_argument(
+        "--cpu-millicores",
+        type=int,
+        default=2000,
+        help="the instance's CPU limit (2000 = both cores: measure the proxy, not the cgroup cap)",
+    )
     parser.add_argument("--data-paths", default="python,haproxy", help="gateway data paths to measure")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -63,7 +69,7 @@ def main() -> None:
         with bench_daemon(idle_seconds=600, extra=("--data-path", data_path)) as daemon:
             for runtime in args.runtimes.split(","):
                 name = f"bench-{runtime}"
-                status = deploy_hello(daemon, runtime, name, min_scale=1)
+                status = deploy_hello(daemon, runtime, name, min_scale=1, cpu_millicores=args.cpu_millicores)
                 port = next(i["port"] for i in status["instances"] if i["state"] == "ready")
                 direct = f"http://127.0.0.1:{port}/"
                 host = f"{name}.{HELLO['namespace']}.localhost"  # Knative's URL shape, by Host header

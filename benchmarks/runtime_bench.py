@@ -124,7 +124,13 @@ def build_hello(daemon: BenchDaemon, runtime: str) -> str:
 
 
 def deploy_hello(
-    daemon: BenchDaemon, runtime: str, name: str, *, min_scale: int = 0, revision: int = 1
+    daemon: BenchDaemon,
+    runtime: str,
+    name: str,
+    *,
+    min_scale: int = 0,
+    revision: int = 1,
+    cpu_millicores: int = 500,
 ) -> dict:
     artifact = build_hello(daemon, runtime)
     spec = {
@@ -133,6 +139,7 @@ def deploy_hello(
         "kind": "http",
         "artifact": artifact,
         "scale": {"min": min_scale, "max": 10, "target_concurrency": 100},
+        "resources": {"cpu_millicores": cpu_millicores, "memory_mb": 256},
     }
     path = f"/v1/namespaces/{HELLO['namespace']}/functions/{name}"
     with daemon.client() as client:

@@ -66,6 +66,7 @@ class HAProxy:
             f"    stats socket {self.admin} mode 600 level admin",
             f"    log {logs} len 1024 format raw local0",
             "    maxconn 4096",
+            "    nbthread 1",  # on a small machine one thread beats two competing with the functions for cores
             "defaults",
             "    mode http",
             "    log global",
