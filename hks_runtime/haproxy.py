@@ -66,7 +66,7 @@ class HAProxy:
             f"    stats socket {self.admin} mode 600 level admin",
             f"    log {logs} len 1024 format raw local0",
             "    maxconn 4096",
-            "    nbthread 1",  # on a small machine one thread beats two competing with the functions for cores
+            "    nbthread 1",  # on a small machine one thread beats two competing with the functions
             "defaults",
             "    mode http",
             "    log global",
@@ -152,15 +152,20 @@ class HAProxy:
 
     async def bind_function(self, key: tuple[str, str], host: str, timeout_seconds: int) -> str | None:
         backend = self.by_key.get(key)
-        if backend is None:
+        new = backend is None
+        if new:
             if not self.free_backends:
                 return None  # more functions than slots: the rest are served by the activator
             backend = self.by_key[key] = self.free_backends.pop(0)
             self.used[backend] = {}
             self.hosts[backend] = host
+        # The timeout first and without a gap (set, else add), so no request routed here misses it.
+        timeouts = self.run_dir / "timeouts.map"
+        answer = await self.command(f"set map {timeouts} {backend} {timeout_seconds * 1000}")
+        if answer.strip():  # "entry not found"
+            await self.command(f"add map {timeouts} {backend} {timeout_seconds * 1000}")
+        if new:
             await self.command(f"add map {self.run_dir / 'hosts.map'} {host} {backend}")
-        await self.command(f"del map {self.run_dir / 'timeouts.map'} {backend}")
-        await self.command(f"add map {self.run_dir / 'timeouts.map'} {backend} {timeout_seconds * 1000}")
         return backend
 
     async def unbind_function(self, key: tuple[str, str]) -> None:
