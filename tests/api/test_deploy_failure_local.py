@@ -25,7 +25,9 @@ def test_a_function_that_crashes_at_start_is_failed_with_its_error(
     assert uploaded.status_code == 201, uploaded.json()
     # Well inside the 120 s a deploy waits for readiness: a failed revision must not be waited out.
     function = wait_for(
-        lambda: (f := Function.objects.get(name="crashy")).status == FunctionStatus.FAILED and f, 90, "failure"
+        lambda: (f := Function.objects.get(name="crashy")).status == FunctionStatus.FAILED and f,
+        90,
+        "failure",
     )
     assert "boom while loading the module" in function.status_message
     assert function.current_revision is None
