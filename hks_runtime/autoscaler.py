@@ -47,12 +47,17 @@ class Autoscaler:
         inst.state = DRAINING  # no new requests; the in-flight ones are the stuck ones
         await self._stop(inst, drain=False)
 
-    def scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
-        demand = sum(i.inflight + i.external for i in rev.instances) + fn.waiting + fn.queued
+    def _target(self, rev: RevisionState) -> int:
         target = rev.spec.target_concurrency
         if rev.spec.container_concurrency:  # a hard limit below the target caps it, as on Knative
             target = min(target, rev.spec.container_concurrency)
-        desired = min(rev.spec.max_scale, max(1, math.ceil(demand / target)))
+        return target
+
+    def _demand(self, fn: FunctionState, rev: RevisionState) -> int:
+        return sum(i.inflight + i.external for i in rev.instances) + fn.waiting + fn.queued
+
+    def scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
+        desired = min(rev.spec.max_scale, max(1, math.ceil(self._demand(fn, rev) / self._target(rev))))
         if len(rev.live) < desired:
             self._start(fn, rev, cold=not rev.live)
 
@@ -67,6 +72,28 @@ class Autoscaler:
         rev = fn.active
         if rev is None or fn.waiting or fn.queued:
             return
+        if not self._shrink_to_demand(fn, rev):
+            self._stop_idle(fn, rev)
+
+    def _shrink_to_demand(self, fn: FunctionState, rev: RevisionState) -> bool:
+        """One instance fewer once the demand has fit in one fewer for a whole idle period (HAProxy spreads
+        requests over every instance, so none of them would ever sit idle under a steady trickle)."""
+        now, ready = time.monotonic(), rev.ready
+        if len(ready) <= max(1, rev.spec.min_scale) or self._demand(fn, rev) > self._target(rev) * (
+            len(ready) - 1
+        ):
+            fn.low_since = None
+            return False
+        if fn.low_since is None:
+            fn.low_since = now
+            return False
+        if now - fn.low_since < self.idle_seconds:
+            return False
+        fn.low_since = now  # the next one goes after another full period
+        self._scale_down_one(fn, rev, ready[-1], "demand fits in fewer instances")
+        return True
+
+    def _stop_idle(self, fn: FunctionState, rev: RevisionState) -> None:
         now = time.monotonic()
         keep = len(rev.live)
         for inst in reversed(rev.ready):  # newest first: load is packed onto the oldest
@@ -74,8 +101,11 @@ class Autoscaler:
                 break
             if inst.inflight == 0 and inst.external == 0 and now - inst.last_used >= self.idle_seconds:
                 keep -= 1
-                self.logs.get(fn.spec.namespace, fn.spec.name).write(
-                    inst.id, "system", f"scaling down: idle for {self.idle_seconds:g}s", limited=False
-                )
-                asyncio.get_running_loop().create_task(self._stop(inst, drain=True))
-                self._count(fn, rev)
+                self._scale_down_one(fn, rev, inst, f"idle for {self.idle_seconds:g}s")
+
+    def _scale_down_one(self, fn: FunctionState, rev: RevisionState, inst: Instance, why: str) -> None:
+        self.logs.get(fn.spec.namespace, fn.spec.name).write(
+            inst.id, "system", f"scaling down: {why}", limited=False
+        )
+        asyncio.get_running_loop().create_task(self._stop(inst, drain=True))
+        self._count(fn, rev)

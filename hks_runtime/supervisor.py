@@ -76,6 +76,7 @@ class FunctionState:
         self.next_start_at = 0.0
         self.start_timer: asyncio.TimerHandle | None = None
         self.waiting = 0
+        self.low_since: float | None = None  # since when the demand fits in one instance fewer
         self.queued = 0  # requests HAProxy holds for it (every instance at its container concurrency)
         self.changed = asyncio.Event()
 

@@ -157,6 +157,25 @@ def test_concurrent_load_scales_out_beyond_one_instance(backend, artifacts, runt
     assert 1 < max(seen) <= 3
 
 
+def test_extra_instances_go_once_a_steady_trickle_fits_in_fewer(backend, artifacts, runtime_daemon):
+    name = "trickle"
+    ref = FunctionRef(NS, NS, name)
+    deploy(backend, service(name, "node", artifacts["node"], scale=Scale(min=0, max=3, target_concurrency=1)))
+    with cf.ThreadPoolExecutor(4) as pool:
+        for _ in range(20):
+            futures = [pool.submit(call, runtime_daemon.gateway_url, name, "?sleep=2000") for _ in range(4)]
+            assert [f.result().status_code for f in futures] == [200] * 4
+            if backend.status(ref).replicas > 1:
+                break
+    assert backend.status(ref).replicas > 1
+    codes = []
+    # One request at a time, without pause: no instance is ever idle for long, yet one is enough.
+    while backend.status(ref).replicas > 1 and len(codes) < 5000:
+        codes.append(call(runtime_daemon.gateway_url, name).status_code)
+    assert backend.status(ref).replicas == 1
+    assert set(codes) == {200}
+
+
 def test_redeploy_under_load_fails_no_request(backend, artifacts, runtime_daemon):
     name = "rolling"
     deploy(backend, service(name, "node", artifacts["node"]))
