@@ -28,7 +28,6 @@ from hks_portal.celery import app as celery_app
 
 from .archive_samples import func_yaml
 from .k8s_fake import KSVC
-from .runtime.conftest import local_backend_settings, runtime_daemon  # noqa: F401  (fixtures)
 
 SOURCE = pack_files(
     {"func.yaml": func_yaml("hello", "node"), "index.js": b"module.exports = {handle: () => 'OK'};\n"}

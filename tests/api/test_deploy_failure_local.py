@@ -6,7 +6,7 @@ import pytest
 from functions.models import Function, FunctionStatus
 
 from ..archive_samples import node_archive
-from .test_e2e_local import local_backend_settings, runtime_daemon, wait_for  # noqa: F401
+from .test_e2e_local import wait_for
 
 pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("local_backend_settings")]
 

@@ -11,11 +11,6 @@ from functions.models import Function, FunctionStatus
 
 from ..archive_samples import node_archive
 
-pytest.importorskip("functions.backends.local", reason="the local backend has not landed")
-_runtime = pytest.importorskip("tests.runtime.conftest", reason="the local runtime fixtures have not landed")
-runtime_daemon = _runtime.runtime_daemon
-local_backend_settings = _runtime.local_backend_settings
-
 pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("local_backend_settings")]
 
 BASE = "/api/v1/projects/acme/functions/hello"

@@ -15,7 +15,7 @@ import pytest
 from functions.backends.base import BackendError, FunctionRef, Scale
 from functions.backends.local import LocalBackend
 
-from .conftest import IDLE_SECONDS
+from .daemon import IDLE_SECONDS
 from .daemon_helpers import NS, as_json, build, build_fixture, call, deploy, metric_value, service, wait_for
 from .fixtures import remove_dir, scratch_dir
 

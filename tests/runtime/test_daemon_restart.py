@@ -14,7 +14,7 @@ import pytest
 from functions.backends.base import FunctionRef
 from functions.backends.local import LocalBackend
 
-from .conftest import start_daemon, stop_daemon
+from .daemon import start_daemon, stop_daemon
 from .daemon_helpers import NS, as_json, build, call, deploy, service, wait_for
 from .fixtures import remove_dir, scratch_dir
 

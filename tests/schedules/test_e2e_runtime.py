@@ -17,11 +17,6 @@ from functions.schedule_firing import Outcome
 from functions.services import function_ref
 from tests.archive_samples import node_archive
 
-# The runtime daemon fixtures (tests/runtime/conftest.py) arrive with the local runtime.
-_runtime = pytest.importorskip("tests.runtime.conftest", reason="the local runtime fixtures have not landed")
-runtime_daemon = _runtime.runtime_daemon
-local_backend_settings = _runtime.local_backend_settings
-
 pytestmark = pytest.mark.runtime
 
 INDEX = b"""module.exports = { handle: async (context, body) => {
