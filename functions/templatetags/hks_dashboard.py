@@ -77,15 +77,21 @@ def _scale(charts_series, start: float, end: float):
     return top, xy
 
 
+def _dots(points, xy) -> SafeString:
+    """A dot on each sample, so a series of one sample (a first request, a new instance) still shows."""
+    return format_html_join("", '<circle r="2.5" cx="{}" cy="{}"/>', (xy(t, v).split(",") for t, v in points))
+
+
 @register.simple_tag
 def svg_chart(chart, start: float, end: float) -> SafeString:
     """A line chart of ``metrics.Chart`` between unix times ``start`` and ``end``, with a legend."""
     top, xy = _scale(chart.series, start, end)
     lines = format_html_join(
         "",
-        '<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"><title>{}</title></polyline>',
+        '<g fill="{0}"><polyline fill="none" stroke="{0}" stroke-width="1.5" points="{1}"><title>{2}</title>'
+        "</polyline>{3}</g>",
         (
-            (PALETTE[i % len(PALETTE)], " ".join(xy(t, v) for t, v in s.points), s.label)
+            (PALETTE[i % len(PALETTE)], " ".join(xy(t, v) for t, v in s.points), s.label, _dots(s.points, xy))
             for i, s in enumerate(chart.series)
             if s.points
         ),
