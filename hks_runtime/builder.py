@@ -424,9 +424,10 @@ def instance_command(
     if prewarm:
         env["HKS_PREWARM"] = "1"
     if runtime == "node":
+        # No FUNC_LOG_LEVEL: faas-js-runtime's default ("warn") applies as on Knative, so a function's log
+        # holds what it prints, not a line per request; set it in func.yaml's run.envs to see those.
         env |= {
             "PATH": f"{Path(info['node']).parent}:{_PATH}",
-            "FUNC_LOG_LEVEL": "info",
             "NODE_ENV": "production",
         }
         return [info["node"], "/hks/launchers/node_launcher.js"], env, binds
