@@ -24,8 +24,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    # Package scope, not session: Playwright's sync API keeps an event loop running in this thread while it
+    # is open, and later tests that call asyncio.run() would fail.
     chromium = require_binary("/usr/bin/chromium", hint="apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
