@@ -68,11 +68,11 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
             return
         self.buffer: collections.deque = collections.deque()
         self.dropped = 0
-        self.paused = False
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        self.paused = query.get("paused", [""])[0] == "1"
         self.text_filter = ""
         self.wakeup = asyncio.Event()
         await self.accept()
-        query = parse_qs(self.scope.get("query_string", b"").decode())
         since = _parse_since(query.get("since", [""])[0])
         self.tasks = [
             asyncio.create_task(self._read(backend, ref, since)),

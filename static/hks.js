@@ -41,6 +41,7 @@ class LogViewer {
     this.follow = root.querySelector("#log-follow");
     this.pauseButton = root.querySelector("#log-pause");
     this.paused = false;
+    this.held = [];
     this.lastTs = null;
     this.retry = 0;
     this.closedByUs = false;
@@ -51,8 +52,12 @@ class LogViewer {
 
   url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const since = this.lastTs ? `?since=${encodeURIComponent(this.lastTs)}` : "";
-    return `${scheme}//${location.host}${this.root.dataset.wsPath}${since}`;
+    const query = new URLSearchParams();
+    if (this.lastTs) query.set("since", this.lastTs);
+    // A reconnect while paused starts paused: no line may slip through before a "pause" message lands.
+    if (this.paused) query.set("paused", "1");
+    const search = query.toString();
+    return `${scheme}//${location.host}${this.root.dataset.wsPath}${search ? "?" + search : ""}`;
   }
 
   connect() {
@@ -61,7 +66,6 @@ class LogViewer {
     this.socket.addEventListener("open", () => {
       this.retry = 0;
       this.setState(this.paused ? "paused" : "live");
-      if (this.paused) this.send({ action: "pause" });
     });
     this.socket.addEventListener("message", (event) => this.receive(JSON.parse(event.data)));
     this.socket.addEventListener("close", (event) => {
@@ -84,9 +88,16 @@ class LogViewer {
     this.pauseButton.textContent = this.paused ? "Resume" : "Pause";
     this.send({ action: this.paused ? "pause" : "resume" });
     this.setState(this.paused ? "paused" : "live");
+    if (!this.paused) this.held.splice(0).forEach((line) => this.addLine(line));
   }
 
   receive(message) {
+    if (message.type === "lines" && this.paused) {
+      // Lines the server sent before it saw "pause" wait here, like the ones it holds itself.
+      this.held.push(...message.lines);
+      this.held.splice(0, Math.max(0, this.held.length - LogViewer.MAX_LINES));
+      return;
+    }
     if (message.type === "lines") message.lines.forEach((line) => this.addLine(line));
     else if (message.type === "dropped") this.addNotice(`${message.count} lines dropped (too many to show)`);
     else if (message.type === "error") this.addNotice(message.message);

@@ -220,3 +220,16 @@ def test_log_snapshot_downloads_as_text(knative_hello, viewer, outsider, fake_k8
     last = response.content.decode().splitlines()[-1]
     assert last.endswith(f"{knative_hello.pod} stdout a line for the snapshot")
     assert refused.status_code == 404 and b"snapshot" not in refused.content
+
+
+async def test_a_client_that_reconnects_paused_gets_nothing_until_it_resumes(knative_hello, viewer, fake_k8s):
+    communicator, connected, _ = await _connect("/ws/p/acme/f/hello/logs/?paused=1", viewer)
+    assert connected
+    fake_k8s.append_log(knative_hello.ns, knative_hello.pod, "user-container", "while paused")
+    await asyncio.sleep(1.5)  # let the stream reach the consumer
+    assert await communicator.receive_nothing(timeout=0.3)
+
+    await communicator.send_json_to({"action": "resume"})
+    lines, _ = await _lines_until(communicator, lambda lines: any(x["text"] == "while paused" for x in lines))
+    await communicator.disconnect()
+    assert lines[-1]["text"] == "while paused"
