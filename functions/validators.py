@@ -1,6 +1,7 @@
 """Validators shared by models, forms and the API."""
 
 import re
+from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ValidationError
 
@@ -21,3 +22,24 @@ def validate_dns_label(value: str) -> None:
 def validate_env_name(value: str) -> None:
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value or ""):
         raise ValidationError("%(value)r is not a valid environment variable name.", params={"value": value})
+
+
+def check_function_path(path: str) -> str:
+    """A request path on a function: starts with '/', no scheme or host, no control characters, no '.' or
+    '..' segments (even encoded) - so it can never reach another host or another function. Raises
+    ValueError with the reason."""
+    parts = urlsplit(path)
+    if (
+        not path.startswith("/")
+        or path.startswith("//")
+        or parts.scheme
+        or parts.netloc
+        or "\\" in path
+        or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in path)
+    ):
+        raise ValueError(
+            "path must be a path on the function starting with '/', without scheme, host or spaces"
+        )
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        raise ValueError("path must not contain '.' or '..' segments")
+    return path

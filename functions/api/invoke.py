@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from dataclasses import asdict
-from urllib.parse import unquote, urlsplit
 
 import httpx
 from asgiref.sync import async_to_sync
@@ -22,6 +21,7 @@ from .. import selectors
 from ..backends import BackendError, get_backend
 from ..models import Backend, Function, Role
 from ..services import ServiceError, function_ref
+from ..validators import check_function_path
 from .schemas import ErrorOut, InvokeIn, InvokeOut, LogLineOut
 
 router = Router(tags=["functions"])
@@ -36,20 +36,10 @@ MAX_LOG_LINES = 5000
 
 
 def _check_path(path: str) -> str:
-    parts = urlsplit(path)
-    bad = (
-        not path.startswith("/")
-        or path.startswith("//")
-        or parts.scheme
-        or parts.netloc
-        or "\\" in path
-        or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in path)
-    )
-    if bad:
-        raise ServiceError("path must be a path on the function starting with '/', without scheme or host")
-    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
-        raise ServiceError("path must not contain '.' or '..' segments")
-    return path
+    try:
+        return check_function_path(path)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from exc
 
 
 def _base_url(function: Function) -> str:
