@@ -206,10 +206,12 @@ def test_pages_show_the_figures_prometheus_has(prometheus, exposition, hello, vi
     client = client_for(viewer)
 
     listed = wait_for(lambda: "64.0 MiB" in (html := client.get("/p/acme/").content.decode()) and html)
+    # The total (an instant query) can see a scrape before the chart's range query has a step after it.
     charts = wait_for(
         lambda: (
             'id="requests-in-window">1<'
             in (html := client.get("/p/acme/f/hello/metrics/?window=15m").content.decode())
+            and "<polyline" in html
             and html
         )
     )

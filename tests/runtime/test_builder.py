@@ -236,7 +236,7 @@ def test_http_function_serves_requests_and_health_endpoints(work, runtime):
         status, headers, body = request(url + "/")
         assert (status, body) == (200, b"OK")
         assert headers["content-type"].startswith("text/plain")
-        assert request(url + "/health/liveness")[0] == 200
+        wait_ready(url, proc, timeout=30, probe="/health/liveness")
         status, _, body = request(url + "/?env=1")
         env = json.loads(body)
         assert {env.get("service", env.get("K_SERVICE")), env.get("revision", env.get("K_REVISION"))} == {
