@@ -6,11 +6,8 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -18,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from hks_runtime import spawn
 
 REPO = Path(__file__).resolve().parent.parent
 LAYERS = REPO / "var" / "test-layers"  # the runtime layers the tests cache (built on first use)
@@ -64,32 +63,17 @@ def bench_daemon(*, idle_seconds: float, extra: tuple[str, ...] = ()):
     data_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=base))
     data_dir.chmod(0o755)  # sandboxes run as nobody and must reach the artifacts
     token = secrets.token_urlsafe(16)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hks_runtime",
-            "--data-dir",
-            str(data_dir),
-            "--control-port",
-            "0",
-            "--gateway-port",
-            "0",
-            "--idle-seconds",
-            str(idle_seconds),
-            "--layers-dir",
-            str(LAYERS),
-            "--log-level",
-            "WARNING",
-            *extra,
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HKS_RUNTIME_TOKEN": token},
+    args = (
+        "--idle-seconds",
+        str(idle_seconds),
+        "--layers-dir",
+        str(LAYERS),
+        "--log-level",
+        "WARNING",
+        *extra,
     )
+    process, info = spawn.start_daemon(data_dir, token, *args)
     try:
-        info = json.loads(process.stdout.readline())
         yield BenchDaemon(info["control_url"], info["gateway_url"], token, data_dir)
     finally:
         process.terminate()

@@ -7,19 +7,18 @@ Debian package: bubblewrap.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from hks_runtime import spawn
 from tests.needs import require_binary
 
-from .fixtures import LAYERS_DIR, REPO, remove_dir, scratch_dir
+from .fixtures import LAYERS_DIR, remove_dir, scratch_dir
 
 IDLE_SECONDS = 2.0
 
@@ -39,37 +38,13 @@ class RuntimeDaemon:
 
 def start_daemon(data_dir: Path, token: str, *extra: str) -> RuntimeDaemon:
     """Start a daemon and wait for its ``listening`` line (it prints it once both servers are up)."""
-    stderr = open(data_dir / "daemon.stderr.log", "ab")  # noqa: SIM115 - lives as long as the daemon
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hks_runtime",
-            "--data-dir",
-            str(data_dir),
-            "--control-port",
-            "0",
-            "--gateway-port",
-            "0",
-            "--idle-seconds",
-            str(IDLE_SECONDS),
-            "--layers-dir",
-            str(LAYERS_DIR),
-            *extra,
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-        env={**os.environ, "HKS_RUNTIME_TOKEN": token},
-    )
-    stderr.close()
-    line = process.stdout.readline()
-    if not line:
-        process.wait(10)
-        errors = (data_dir / "daemon.stderr.log").read_text()[-3000:]
-        raise RuntimeError(f"runtime daemon did not start: {errors}")
-    info = json.loads(line)
+    log = data_dir / "daemon.stderr.log"
+    with open(log, "ab") as stderr:
+        args = ("--idle-seconds", str(IDLE_SECONDS), "--layers-dir", str(LAYERS_DIR), *extra)
+        try:
+            process, info = spawn.start_daemon(data_dir, token, *args, stderr=stderr)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {log.read_text()[-3000:]}") from exc
     return RuntimeDaemon(info["control_url"], info["gateway_url"], token, data_dir, process)
 
 
