@@ -471,9 +471,3 @@ def functions_collect_expired(*, now: dt.datetime | None = None) -> int:
         function_delete(function=function, user=None)
         count += 1
     return count
-
-
-def function_refresh_status(*, function: Function) -> None:
-    """Copy the backend's view (replicas, readiness) onto a ready function."""
-    status = get_backend(function.project).status(function_ref(function))
-    Function.objects.filter(pk=function.pk, status=FunctionStatus.READY).update(replicas=status.replicas)

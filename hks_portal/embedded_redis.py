@@ -3,7 +3,6 @@
 Used when ``REDIS_URL`` is unset, by the run command and the test suite.
 """
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -51,16 +50,3 @@ def ensure_running(socket_path: Path) -> subprocess.Popen | None:
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"embedded redis-server did not start on {socket_path}")
-
-
-def main() -> None:
-    from django.conf import settings
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hks_portal.settings")
-    proc = ensure_running(settings.EMBEDDED_REDIS_SOCKET)
-    if proc:
-        proc.wait()
-
-
-if __name__ == "__main__":
-    main()
