@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from . import background
 from .instances import DRAINING, READY, Instance
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ class Autoscaler:
         loop, a deadlock) is replaced, as Kubernetes' liveness probe would do."""
         if inst.state == READY and not inst.probing:
             inst.probing = True
-            asyncio.get_running_loop().create_task(self._probe_liveness(inst))
+            background.start(self._probe_liveness(inst))
 
     async def _probe_liveness(self, inst: Instance) -> None:
         try:
@@ -107,5 +108,5 @@ class Autoscaler:
         self.logs.get(fn.spec.namespace, fn.spec.name).write(
             inst.id, "system", f"scaling down: {why}", limited=False
         )
-        asyncio.get_running_loop().create_task(self._stop(inst, drain=True))
+        background.start(self._stop(inst, drain=True))
         self._count(fn, rev)

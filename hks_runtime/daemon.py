@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import background
 from .control import ControlApi
 from .gateway import Gateway
 from .haproxy import HAProxy, HAProxyRouting
@@ -165,6 +166,7 @@ class Daemon:
         if self._poller is not None:
             self._poller.cancel()
         await self.supervisor.close()
+        await background.settle(timeout=5)
         if self.haproxy is not None:
             self.haproxy.stop()
         self.logs.close()

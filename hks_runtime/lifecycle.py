@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from . import background
 from .instances import (
     DRAINING,
     READY,
@@ -53,7 +54,7 @@ class InstanceLifecycle:
         if cold:
             inst.cold_since = time.monotonic()
         rev.instances.append(inst)
-        asyncio.get_running_loop().create_task(self._run(fn, rev, inst))
+        background.start(self._run(fn, rev, inst))
 
     def _delayed_start(self, fn: FunctionState, rev: RevisionState) -> None:
         fn.start_timer = None
@@ -86,7 +87,7 @@ class InstanceLifecycle:
         if rev is fn.pending:
             self._promote(fn, rev)
         if self.router is not None and rev is fn.active:
-            asyncio.get_running_loop().create_task(self.router.add(fn, inst))
+            background.start(self.router.add(fn, inst))
         self._count(fn, rev)
         fn.notify()
 
@@ -159,7 +160,7 @@ class InstanceLifecycle:
             # Our own copy of the fd: the sandbox's cleanup() closes its pipes, and a closed fd number reused
             # by the next instance's pipe while this transport still watches it would break both.
             reader = os.fdopen(os.dup(pipe.fileno()), "rb", buffering=0)
-            loop.create_task(loop.connect_read_pipe(lambda w=write: LinePump(w, lambda: None), reader))
+            background.start(loop.connect_read_pipe(lambda w=write: LinePump(w, lambda: None), reader))
         watch_exit(loop, inst.proc, lambda code: self._exited(fn, inst, code))
 
     async def _wait_ready(self, inst: Instance, spec: FunctionSpec) -> None:
@@ -205,7 +206,7 @@ class InstanceLifecycle:
         fn.crashes += 1
         fn.next_start_at = time.monotonic() + backoff_seconds(fn.crashes)
         if inst.alive:
-            asyncio.get_running_loop().create_task(self._stop(inst, drain=False))
+            background.start(self._stop(inst, drain=False))
         if self.functions.get(fn.key) is fn and rev is fn.pending and rev.attempts < START_ATTEMPTS:
             self._start(fn, rev)
         fn.notify()
@@ -214,7 +215,7 @@ class InstanceLifecycle:
         was_ready = inst.state in (READY, DRAINING)
         inst.exit_code, inst.state = code, STOPPED
         if self.router is not None and inst.haproxy_server:
-            asyncio.get_running_loop().create_task(self.router.remove(inst))
+            background.start(self.router.remove(inst))
         inst.exited.set()
         if not inst.stopping:
             detail = self._exit_detail(inst)
@@ -246,7 +247,7 @@ class InstanceLifecycle:
     def _retire(self, fn: FunctionState, rev: RevisionState) -> None:
         fn.retired.append(rev)
         for inst in list(rev.instances):
-            asyncio.get_running_loop().create_task(self._stop(inst, drain=True))
+            background.start(self._stop(inst, drain=True))
         self.metrics.forget_revision(self._labels(fn, rev))
 
     async def _stop(self, inst: Instance, *, drain: bool) -> None:

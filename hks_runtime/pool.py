@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import background
 from .instances import listening_socket
 from .spec import FunctionSpec
 
@@ -59,7 +60,7 @@ class Pool:
         for shape in list(self.ready):
             if shape not in shapes:
                 for standby in self.ready.pop(shape):
-                    asyncio.get_running_loop().create_task(self._discard(standby))
+                    background.start(self._discard(standby))
         for shape in shapes:
             self.refill(shape)
 
@@ -69,7 +70,7 @@ class Pool:
         missing = self.size - len(self.ready.get(shape, [])) - self.filling.get(shape, 0)
         for _ in range(max(0, missing)):
             self.filling[shape] = self.filling.get(shape, 0) + 1
-            asyncio.get_running_loop().create_task(self._fill(shape))
+            background.start(self._fill(shape))
 
     async def _fill(self, shape: Shape) -> None:
         try:
@@ -123,7 +124,7 @@ class Pool:
             standby = standbys.pop(0)
             if standby.proc.poll() is None:
                 return standby
-            asyncio.get_running_loop().create_task(self._discard(standby))
+            background.start(self._discard(standby))
         return None
 
     async def specialise(self, standby: Standby, spec: FunctionSpec, env: dict[str, str]) -> None:

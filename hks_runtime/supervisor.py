@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
+from . import background
 from .autoscaler import Autoscaler
 from .instances import (
     DRAINING,
@@ -144,7 +145,7 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         self.on_change()
         self.keep_pool()
         if self.router is not None:
-            asyncio.get_running_loop().create_task(self.router.function(fn))
+            background.start(self.router.function(fn))
 
     def keep_pool(self) -> None:
         self.prewarm.wanted({Shape.of(fn.spec) for fn in self.functions.values()})
@@ -268,7 +269,7 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         if not healthy and inst.state == READY:
             inst.state = DRAINING  # refused connections: let the exit watcher reap it, send nobody else
         if inst.state == DRAINING and inst.inflight == 0 and inst.stopping:
-            asyncio.get_running_loop().create_task(self._terminate(inst))
+            background.start(self._terminate(inst))
         fn = self.functions.get((inst.namespace, inst.function))
         if fn is not None:
             fn.notify()
