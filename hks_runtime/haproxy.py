@@ -12,8 +12,9 @@ Python still sees everything it needs: HAProxy's per-request log lines (raw form
 socket) feed the Knative latency histogram and each instance's last-used time, and a poll of ``show stat``
 gives each instance's in-flight requests for concurrency-based scaling and draining.
 
-Limits of this path: the body limit is enforced on ``Content-Length`` (a chunked body is not counted), and
-latencies are HAProxy's whole milliseconds.
+HAProxy checks the body limit on ``Content-Length``; a body without one (``Transfer-Encoding: chunked``) is
+sent through the activator, which counts it as it reads. Latencies on this path are HAProxy's whole
+milliseconds.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class HAProxy:
             "frontend gateway",
             f"    bind {self.host}:{self.port}",
             f"    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {self.max_body} }}",
+            # A body without a length (chunked) goes through the activator, which counts it as it reads.
+            "    use_backend activator if { req.hdr(transfer-encoding) -m found }",
             f"    http-request set-var(txn.be) req.hdr(host),lower,field(1,:),map({maps})",
             "    use_backend %[var(txn.be)] if { var(txn.be) -m found }",
             "    default_backend activator",

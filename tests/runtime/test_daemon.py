@@ -268,6 +268,23 @@ def test_body_over_the_limit_gets_413_and_never_reaches_the_function(backend, ar
     assert call(runtime_daemon.gateway_url, name, method="POST", content=b"{}").status_code == 200
 
 
+def test_chunked_body_over_the_limit_gets_413_too(backend, artifacts, runtime_daemon):
+    """No Content-Length to check up front: the body is counted as it arrives."""
+    name = "small-chunked"
+    deploy(backend, service(name, "python", artifacts["python"]))  # func-python sets no limit of its own
+
+    def chunks(count: int, piece: bytes = b"x" * (1024 * 1024)):
+        yield from [piece] * count
+
+    response = call(runtime_daemon.gateway_url, name, method="POST", content=chunks(11))
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert response.status_code == 413
+    assert "request body larger than" in response.text  # the gateway's answer, not the function's
+    small = call(runtime_daemon.gateway_url, name, method="POST", content=iter([b"{", b"}"]))
+    assert small.status_code == 200
+    assert as_json(small) == {"revision": f"{name}-00001", "method": "POST"}
+
+
 def test_unknown_function_gets_404_in_both_url_forms(runtime_daemon):
     assert call(runtime_daemon.gateway_url, "no-such-function").status_code == 404
     assert httpx.get(f"{runtime_daemon.gateway_url}/{NS}/no-such-function/").status_code == 404
