@@ -89,6 +89,7 @@ class FunctionAdmin(admin.ModelAdmin):
         "internal_url",
         "replicas",
         "current_revision",
+        "desired_revision",
         "created_by",
         "created_at",
         "updated_at",

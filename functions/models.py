@@ -166,6 +166,11 @@ class Function(models.Model):
     current_revision = models.ForeignKey(
         "Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The revision the owner last asked to serve (a deploy or a rollback). A deploy task for any other one
+    # arrived late - a slow build finishing after a newer deploy, a redelivered message - and changes nothing.
+    desired_revision = models.ForeignKey(
+        "Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     env = models.JSONField(default=dict, blank=True)
     min_scale = models.PositiveIntegerField(default=0)
     max_scale = models.PositiveIntegerField(default=10)

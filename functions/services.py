@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .archives import ArchiveError, inspect_archive
@@ -28,6 +30,8 @@ from .models import (
     SandboxProfile,
 )
 from .validators import validate_dns_label
+
+log = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -230,6 +234,7 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
             code=409,
         ) from exc
     build = Build.objects.create(revision=revision)
+    function.desired_revision = revision
     function.status = FunctionStatus.BUILDING if not reusable else FunctionStatus.DEPLOYING
     function.status_message = ""
     function.save()
@@ -298,14 +303,24 @@ def build_run(*, build: Build) -> bool:
 
 def build_fail(*, build: Build, message: str) -> None:
     """Record a build's failure - unless it already succeeded (a duplicate run failing late is stale)."""
-    updated = Build.objects.filter(pk=build.pk).exclude(status=BuildStatus.SUCCEEDED).update(
-        status=BuildStatus.FAILED,
-        finished_at=timezone.now(),
-        message=message,
-        log=(build.log or "") + f"\n{message}\n",
+    updated = (
+        Build.objects.filter(pk=build.pk)
+        .exclude(status=BuildStatus.SUCCEEDED)
+        .update(
+            status=BuildStatus.FAILED,
+            finished_at=timezone.now(),
+            message=message,
+            log=(build.log or "") + f"\n{message}\n",
+        )
     )
-    if updated:
-        function_mark_failed(function=build.revision.function, message=f"build failed: {message}")
+    if not updated:
+        return
+    revision = build.revision
+    function = Function.objects.filter(pk=revision.function_id)
+    if function.exclude(desired_revision=None).exclude(desired_revision=revision).exists():
+        return  # an older build failing late: said on its build, not on a function a newer revision serves
+    function.filter(desired_revision=revision).update(desired_revision=F("current_revision"))
+    function_mark_failed(function=revision.function, message=f"build failed: {message}")
 
 
 def function_mark_failed(*, function: Function, message: str) -> None:
@@ -350,6 +365,11 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
     function = Function.objects.select_related("project").get(pk=revision.function_id)
     if not function.is_alive:
         return
+    if function.desired_revision_id not in (None, revision.pk):
+        log.info(
+            "not deploying %s: revision %s was asked for since", revision.name, function.desired_revision_id
+        )
+        return
     Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DEPLOYING)
     _pushed(function.pk)
     backend = get_backend(function.project)
@@ -383,7 +403,9 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
 def revision_rollback(*, function: Function, revision: Revision, user) -> None:
     if not revision.artifact:
         raise ServiceError(f"revision {revision.number} was never built; it cannot take traffic", code=409)
-    Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DEPLOYING, status_message="")
+    Function.objects.filter(pk=function.pk).update(
+        status=FunctionStatus.DEPLOYING, status_message="", desired_revision=revision
+    )
     audit(
         project=function.project,
         function=function,
@@ -416,7 +438,7 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
     if function.min_scale > function.max_scale:
         raise ServiceError("min scale cannot be above max scale")
     _check_resources(function.project, cpu_millicores=function.cpu_millicores, memory_mb=function.memory_mb)
-    function.save()
+    function.save(update_fields=[*changes, "updated_at"])  # not the status or revisions a task moves on
     audit(
         project=function.project,
         function=function,
@@ -424,11 +446,14 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
         actor=user,
         changed=sorted(changes),
     )
-    if function.current_revision_id:
+    # New settings apply to the revision the function is moving to (as Knative stamps a new revision from
+    # its latest template): one still building picks them up when its deploy runs.
+    fresh = Function.objects.select_related("desired_revision", "current_revision").get(pk=function.pk)
+    target = fresh.desired_revision or fresh.current_revision
+    if target is not None and target.artifact:
         from . import tasks
 
-        revision_id = function.current_revision_id
-        transaction.on_commit(lambda: tasks.deploy_revision.delay(revision_id))
+        transaction.on_commit(lambda: tasks.deploy_revision.delay(target.pk))
     return function
 
 

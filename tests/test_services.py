@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from functions import services
+from functions import services, tasks
 from functions.archives import pack_files
 from functions.models import AuditEvent, Build, BuildStatus, Function, FunctionStatus, Revision, Role
 
@@ -144,3 +144,82 @@ def test_settings_of_a_deployed_function_redeploy_it(project, owner, django_capt
         services.function_update_settings(function=function, user=owner, env={"A": "1"})
     assert len(queued) == 1
     assert Function.objects.get(pk=function.pk).env == {"A": "1"}
+
+
+def _serving(project, *, revisions: int) -> tuple[Function, list[Revision]]:
+    """A ready function with built revisions 1..n, the last one serving and wanted."""
+    function = FunctionFactory(project=project, name="hello", status=FunctionStatus.READY)
+    made = [
+        Revision.objects.create(function=function, number=n, archive="x", artifact=f"/a{n}")
+        for n in range(1, revisions + 1)
+    ]
+    Function.objects.filter(pk=function.pk).update(current_revision=made[-1], desired_revision=made[-1])
+    function.refresh_from_db()
+    return function, made
+
+
+def test_deploy_and_rollback_record_the_revision_asked_for(project, owner):
+    function = services.function_create(project=project, name="hello", runtime="node", user=owner)
+    first = services.function_deploy(function=function, archive=node_archive(), user=owner)
+    assert Function.objects.get(pk=function.pk).desired_revision == first
+    second = services.function_deploy(function=function, archive=node_archive(body=b"//v2"), user=owner)
+    assert Function.objects.get(pk=function.pk).desired_revision == second
+    Revision.objects.filter(pk=first.pk).update(artifact="/a1")
+    first.refresh_from_db()
+    services.revision_rollback(function=function, revision=first, user=owner)
+    assert Function.objects.get(pk=function.pk).desired_revision == first
+
+
+def test_a_late_deploy_of_a_revision_no_longer_wanted_changes_nothing(project, owner):
+    function, (older, newer) = _serving(project, revisions=2)
+    before = Function.objects.filter(pk=function.pk).values().get()
+    services.revision_deploy_run(revision=older)  # e.g. its slow build finished after the newer deploy
+    assert Function.objects.filter(pk=function.pk).values().get() == before
+
+
+def test_an_older_build_failing_late_leaves_the_serving_function_alone(project, owner):
+    function, (older, newer) = _serving(project, revisions=2)
+    build = Build.objects.create(revision=older)
+    services.build_fail(build=build, message="npm ERR! 404")
+    build.refresh_from_db()
+    function.refresh_from_db()
+    assert (build.status, build.message) == (BuildStatus.FAILED, "npm ERR! 404")
+    assert (function.status, function.current_revision, function.desired_revision) == (
+        FunctionStatus.READY,
+        newer,
+        newer,
+    )
+
+
+def test_a_failed_build_of_the_wanted_revision_falls_back_to_what_serves(project, owner):
+    function, (serving,) = _serving(project, revisions=1)
+    broken = services.function_deploy(function=function, archive=node_archive(body=b"//v2"), user=owner)
+    services.build_fail(build=Build.objects.get(revision=broken), message="npm ERR! 404")
+    function.refresh_from_db()
+    assert function.status == FunctionStatus.FAILED
+    assert (function.current_revision, function.desired_revision) == (serving, serving)
+
+
+def test_settings_while_a_newer_revision_builds_wait_for_its_deploy(
+    project, owner, django_capture_on_commit_callbacks
+):
+    function, _ = _serving(project, revisions=1)
+    services.function_deploy(function=function, archive=node_archive(body=b"//v2"), user=owner)
+    with django_capture_on_commit_callbacks() as queued:
+        services.function_update_settings(function=function, user=owner, env={"A": "1"})
+    assert queued == []  # the build's own deploy applies them
+    assert Function.objects.get(pk=function.pk).env == {"A": "1"}
+
+
+def test_settings_redeploy_the_wanted_revision_even_when_it_failed_to_start(
+    project, owner, django_capture_on_commit_callbacks, monkeypatch
+):
+    """As on Knative, new settings go with the latest revision: an env var it lacked may be the fix."""
+    function, (serving, crashed) = _serving(project, revisions=2)
+    Function.objects.filter(pk=function.pk).update(current_revision=serving, status=FunctionStatus.FAILED)
+    function.refresh_from_db()
+    sent = []
+    monkeypatch.setattr(tasks.deploy_revision, "delay", sent.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.function_update_settings(function=function, user=owner, env={"API_KEY": "x"})
+    assert sent == [crashed.pk]

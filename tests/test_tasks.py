@@ -204,6 +204,23 @@ def test_deploy_revision_run_twice_leaves_the_same_state_as_once(platform, owner
     assert_same(snapshot(platform), once)
 
 
+def test_a_deploy_delivered_late_for_a_replaced_revision_changes_nothing(platform, owner, celery_worker):
+    function = deployed(platform.project, owner)
+    first = function.current_revision
+    newer = pack_files(
+        {"func.yaml": func_yaml("hello", "node"), "index.js": b"module.exports = {handle: () => 'v2'};\n"}
+    )
+    services.function_deploy(function=function, archive=newer, user=owner)
+    settle(timeout=600)
+    function.refresh_from_db()
+    assert (function.status, function.current_revision.number) == (FunctionStatus.READY, 2)
+    once = snapshot(platform)
+
+    tasks.deploy_revision.delay(first.pk)  # e.g. revision 1's slow build finishing after revision 2's deploy
+    settle()
+    assert_same(snapshot(platform), once)
+
+
 def test_delete_function_run_twice_leaves_the_same_state_as_once(platform, owner, celery_worker):
     function = deployed(platform.project, owner)
     services.function_delete(function=function, user=owner)  # enqueues delete_function
