@@ -56,7 +56,7 @@ def login_poll(request, payload: LoginPollIn):
     return {"status": "approved", "token": token}
 
 
-@router.post("/auth/token", auth=None, throttle=[AnonRateThrottle("20/m")])
+@router.post("/auth/token", auth=None, throttle=[AnonRateThrottle("120/m")])  # guessing: cli_login
 def password_token(request, payload: PasswordIn):
     try:
         token = cli_login.token_for_password(

@@ -131,3 +131,39 @@ def test_wrong_password_is_401_and_issues_nothing(owner):
     assert response.status_code == 401
     assert "wrong user name or password" in response.json()["detail"]
     assert not ApiToken.objects.exists()
+
+
+def _exchange(username, password):
+    return Client().post(
+        "/api/v1/auth/token", {"username": username, "password": password}, content_type="application/json"
+    )
+
+
+@pytest.fixture
+def fresh_cache():
+    from django.core.cache import cache
+
+    cache.clear()  # the failure counts and the route's throttle live there
+    yield
+    cache.clear()
+
+
+def test_password_guessing_locks_that_user_name_only(owner, developer, fresh_cache):
+    for _ in range(10):
+        assert _exchange(owner.username, "guess").status_code == 401
+    refused = _exchange(owner.username, "correct-horse-battery")  # even the right password, for a while
+    assert refused.status_code == 429
+    assert "too many failed logins" in refused.json()["detail"]
+    assert not ApiToken.objects.filter(user=owner).exists()
+    assert _exchange(developer.username, "correct-horse-battery").status_code == 200
+    assert _exchange(owner.username.upper(), "correct-horse-battery").status_code == 429  # same name
+
+
+def test_successful_logins_are_not_limited_like_guesses(owner, fresh_cache):
+    for _ in range(3):
+        assert _exchange(owner.username, "guess").status_code == 401
+    for _ in range(30):  # a team behind one address logging in; the old flat limit was 20 a minute
+        assert _exchange(owner.username, "correct-horse-battery").status_code == 200
+    for _ in range(9):  # a success starts the count again
+        assert _exchange(owner.username, "guess").status_code == 401
+    assert _exchange(owner.username, "correct-horse-battery").status_code == 200
