@@ -96,15 +96,33 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "message": f"unknown action {action!r}"})
 
     async def _read(self, backend, ref, since):
-        """Follow the backend's stream; when it ends (no logs yet, runtime restarted) follow it again."""
+        """Follow the backend's stream; when it ends (no logs yet, runtime restarted) follow it again.
+
+        A stream followed again starts at the newest timestamp already sent, and backends give lines at that
+        moment again (Kubernetes' ``sinceTime`` has whole seconds): older ones are skipped, and of the ones
+        at that very moment, as many as were sent. Within one stream nothing is skipped - lines of a burst
+        share a timestamp, and several instances' lines need not be in order.
+        """
         tail = None if since else INITIAL_TAIL
+        newest, sent_at_newest = since, collections.Counter()
+        client_has_newest = since is not None  # ?since=: the client has every line up to that moment
         last_error = ""
         while True:
+            resume_at, replay = newest, collections.Counter(sent_at_newest)
             try:
-                async for line in backend.logs(ref, since=since, tail=tail, follow=True):
-                    if since and line.timestamp <= since:
-                        continue  # the client already has it (a reconnect, or a stream resumed here)
-                    since = line.timestamp
+                async for line in backend.logs(ref, since=resume_at, tail=tail, follow=True):
+                    key = (line.instance, line.stream, line.text)
+                    if resume_at is not None and line.timestamp <= resume_at:
+                        if line.timestamp < resume_at or client_has_newest:
+                            continue
+                        if replay[key] > 0:
+                            replay[key] -= 1
+                            continue
+                    if newest is None or line.timestamp > newest:
+                        newest, sent_at_newest = line.timestamp, collections.Counter()
+                        client_has_newest = False
+                    if line.timestamp == newest:
+                        sent_at_newest[key] += 1
                     self._enqueue(line)
             except asyncio.CancelledError:
                 raise
@@ -115,7 +133,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
                 if message != last_error:
                     await self.send_json({"type": "error", "message": f"{message}; retrying"})
                 last_error = message
-            tail = None if since else INITIAL_TAIL
+            tail = None if newest else INITIAL_TAIL
             await asyncio.sleep(RESUME_SECONDS)
 
     def _enqueue(self, line) -> None:

@@ -349,9 +349,11 @@ class FakeKubernetes:
         with self._lock:
             self._request_failures.append((method.upper(), path_contains, status, message))
 
-    def append_log(self, namespace: str, pod: str, container: str, text: str) -> None:
+    def append_log(
+        self, namespace: str, pod: str, container: str, text: str, at: dt.datetime | None = None
+    ) -> None:
         with self._lock:
-            self._logs.setdefault((namespace, pod, container), []).append((_now(), text))
+            self._logs.setdefault((namespace, pod, container), []).append((at or _now(), text))
 
     def kubeconfig_dict(self, namespace: str = "") -> dict:
         return {

@@ -5,6 +5,7 @@ local runtime's logs are exercised end to end by the browser tests.
 """
 
 import asyncio
+import datetime as dt
 import time
 
 import pytest
@@ -142,6 +143,17 @@ async def test_paused_client_is_told_how_many_lines_were_dropped(
     assert dropped > 0
     assert dropped + len(chatty) == 101  # every line is either delivered or counted as dropped
     assert chatty[-1]["text"] == "the last line"  # the newest lines are the ones kept
+
+
+async def test_lines_of_a_burst_sharing_one_timestamp_all_arrive(knative_hello, viewer, fake_k8s):
+    communicator, connected, _ = await _connect("/ws/p/acme/f/hello/logs/", viewer)
+    await _lines_until(communicator, lambda lines: lines)
+    moment = dt.datetime.now(dt.UTC)
+    for i in range(5):
+        fake_k8s.append_log(knative_hello.ns, knative_hello.pod, "user-container", f"burst {i}", at=moment)
+    lines, _ = await _lines_until(communicator, lambda lines: any(x["text"] == "burst 4" for x in lines))
+    await communicator.disconnect()
+    assert [x["text"] for x in lines if x["text"].startswith("burst")] == [f"burst {i}" for i in range(5)]
 
 
 async def test_filter_applies_to_lines_sent(knative_hello, viewer, fake_k8s):
