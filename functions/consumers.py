@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
-import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -21,17 +20,14 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from . import selectors
+from . import logstream, selectors
 from .backends import BackendError, get_backend
 from .services import function_ref
-
-logger = logging.getLogger(__name__)
 
 BUFFER_LINES = 1000  # most lines held for one client
 BATCH_LINES = 200  # most lines in one websocket message
 SEND_INTERVAL = 0.05  # at most 20 messages a second per client
 INITIAL_TAIL = 200
-RESUME_SECONDS = 1.0  # pause before following a stream again after it ended
 CLOSE_NOT_FOUND = 4404
 
 
@@ -96,45 +92,11 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "message": f"unknown action {action!r}"})
 
     async def _read(self, backend, ref, since):
-        """Follow the backend's stream; when it ends (no logs yet, runtime restarted) follow it again.
-
-        A stream followed again starts at the newest timestamp already sent, and backends give lines at that
-        moment again (Kubernetes' ``sinceTime`` has whole seconds): older ones are skipped, and of the ones
-        at that very moment, as many as were sent. Within one stream nothing is skipped - lines of a burst
-        share a timestamp, and several instances' lines need not be in order.
-        """
-        tail = None if since else INITIAL_TAIL
-        newest, sent_at_newest = since, collections.Counter()
-        client_has_newest = since is not None  # ?since=: the client has every line up to that moment
-        last_error = ""
-        while True:
-            resume_at, replay = newest, collections.Counter(sent_at_newest)
-            try:
-                async for line in backend.logs(ref, since=resume_at, tail=tail, follow=True):
-                    key = (line.instance, line.stream, line.text)
-                    if resume_at is not None and line.timestamp <= resume_at:
-                        if line.timestamp < resume_at or client_has_newest:
-                            continue
-                        if replay[key] > 0:
-                            replay[key] -= 1
-                            continue
-                    if newest is None or line.timestamp > newest:
-                        newest, sent_at_newest = line.timestamp, collections.Counter()
-                        client_has_newest = False
-                    if line.timestamp == newest:
-                        sent_at_newest[key] += 1
-                    self._enqueue(line)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a broken stream must not end the server
-                message = exc.message if isinstance(exc, BackendError) else "log stream failed"
-                if not isinstance(exc, BackendError):
-                    logger.exception("log stream of %s failed", ref)
-                if message != last_error:
-                    await self.send_json({"type": "error", "message": f"{message}; retrying"})
-                last_error = message
-            tail = None if newest else INITIAL_TAIL
-            await asyncio.sleep(RESUME_SECONDS)
+        async for item in logstream.follow(backend, ref, since=since, tail=INITIAL_TAIL):
+            if isinstance(item, logstream.StreamTrouble):
+                await self.send_json({"type": "error", "message": item.message})
+            else:
+                self._enqueue(item)
 
     def _enqueue(self, line) -> None:
         if self.text_filter and self.text_filter.lower() not in line.text.lower():

@@ -3,6 +3,9 @@ right exit code and the server's reason."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
+
 import httpx
 
 from . import __version__
@@ -49,6 +52,27 @@ class Api:
         if response.status_code not in ok:
             raise self.error_for(response)
         return response
+
+    def stream_lines(
+        self, path: str, *, params: dict, on_open: Callable[[], None] = lambda: None
+    ) -> Iterator:
+        """GET a newline-delimited JSON stream; yields each object (blank keep-alive lines are skipped).
+        A connection that breaks, or stays silent past the keep-alive, raises ``CliError`` (UNREACHABLE)."""
+        if not self.config.token:
+            raise CliError("not logged in: run `hks login` first (or set HKS_TOKEN)", NOT_LOGGED_IN)
+        headers = {"Authorization": f"Bearer {self.config.token}", "Accept": "application/x-ndjson"}
+        timeout = httpx.Timeout(30, read=60)  # the portal sends a keep-alive line every 15 s
+        try:
+            with self.http.stream("GET", path, params=params, headers=headers, timeout=timeout) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise self.error_for(response)
+                on_open()
+                for raw in response.iter_lines():
+                    if raw.strip():
+                        yield json.loads(raw)
+        except httpx.TransportError as exc:
+            raise CliError(f"lost the portal at {self.config.url}: {exc}", UNREACHABLE) from exc
 
     def error_for(self, response: httpx.Response) -> CliError:
         reason = server_reason(response)

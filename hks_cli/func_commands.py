@@ -12,12 +12,11 @@ from pathlib import Path
 
 from .common import api_from, require_project
 from .deploy import read_function_dir, wait_ready
-from .errors import NOT_FOUND, USAGE, CliError
+from .errors import NOT_FOUND, UNREACHABLE, USAGE, CliError
 from .output import emit_json, info, table
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-FOLLOW_BATCH = 5000  # the API's cap on lines per answer
 
 
 def _target(args) -> tuple:
@@ -106,29 +105,33 @@ def cmd_logs(args) -> int:
     since = parse_since(args.since)
     if since:
         params["since"] = since
-    lines = api.get(f"{base}/logs", params=params, timeout=60)
-    if args.output == "json" and not args.follow:
-        emit_json(lines)
+    as_json = args.output == "json"
+    if not args.follow:
+        lines = api.get(f"{base}/logs", params=params, timeout=60)
+        if as_json:
+            emit_json(lines)
+            return 0
+        for line in lines:
+            _print_line(line, as_json=False)
         return 0
-    seen = set()
-    for line in lines:
-        seen.add((line["timestamp"], line["instance"], line["text"]))
-        _print_line(line, as_json=args.output == "json")
-    while args.follow:
-        # The API serves snapshots; following is polling from the newest timestamp seen (inclusive, so
-        # lines sharing it are deduplicated).
+    # Follow the portal's stream; when the connection breaks after it was open, go on from the newest
+    # line printed (the portal gives only what came after it).
+    opened = []
+    while True:
+        try:
+            for item in api.stream_lines(
+                f"{base}/logs/stream", params=params, on_open=lambda: opened.append(1)
+            ):
+                if "error" in item:
+                    print(f"hks-func: {item['error']}", file=sys.stderr, flush=True)
+                    continue
+                _print_line(item, as_json=as_json)
+                params = {"since": item["timestamp"]}
+        except CliError as exc:
+            if exc.code != UNREACHABLE or not opened:
+                raise
+            print(f"hks-func: {exc}; reconnecting", file=sys.stderr, flush=True)
         time.sleep(1)
-        if lines:
-            params["since"] = lines[-1]["timestamp"]
-        params["tail"] = FOLLOW_BATCH  # --tail limits the first snapshot only, not what arrives later
-        fresh = api.get(f"{base}/logs", params=params, timeout=60)
-        for line in fresh:
-            key = (line["timestamp"], line["instance"], line["text"])
-            if key not in seen:
-                seen.add(key)
-                _print_line(line, as_json=args.output == "json")
-        lines = fresh or lines
-    return 0
 
 
 # Listing and reading ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from functions.models import ApiToken, Role
 from hks_portal.celery import app as celery_app
 
 from .factories import MembershipFactory, ProjectFactory, UserFactory
-from .k8s_fake import fake_k8s, fake_k8s_server, knative_project  # noqa: F401  (the fake Kubernetes API)
+from .k8s_fake import fake_k8s, fake_k8s_server, knative_hello, knative_project  # noqa: F401  (fake K8s API)
 from .live import live_platform  # noqa: F401  (one running platform per session)
 from .runtime.daemon import local_backend_settings, runtime_daemon  # noqa: F401  (one runtime daemon)
 

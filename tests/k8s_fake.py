@@ -1007,3 +1007,45 @@ def knative_project(project, fake_k8s):
     project.backend = Backend.KNATIVE
     project.save()
     return project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=None)
+
+
+@pytest.fixture
+def knative_hello(project, owner, fake_k8s):
+    """acme on the Knative backend with a running ``hello`` (so it has a pod with logs); the function has
+    ``ns`` and ``pod`` set to where the fake keeps that pod."""
+    import time
+
+    from functions.backends import get_backend
+    from functions.backends.base import Resources, Scale, ServiceSpec
+    from functions.services import function_ref
+    from functions.services_projects import project_set_kubeconfig
+    from tests.factories import FunctionFactory
+
+    project.backend = "knative"
+    project.save()
+    project_set_kubeconfig(project=project, kubeconfig_text=fake_k8s.kubeconfig, actor=owner)
+    function = FunctionFactory(project=project, name="hello", status="ready")
+    backend = get_backend(project)
+    backend.apply(
+        ServiceSpec(
+            ref=function_ref(function),
+            revision="hello-00001",
+            runtime="node",
+            kind="http",
+            artifact="img:1",
+            scale=Scale(0, 1, 10, 0),
+            resources=Resources(100, 128),
+            labels={"hks.dev/project": "acme", "hks.dev/function": "hello"},
+        )
+    )
+    for _ in range(400):  # the fake's Knative controller makes the pod as the revision becomes ready
+        if backend.status(function_ref(function)).ready:
+            break
+        time.sleep(0.05)
+    # the backend works in the kubeconfig's namespace ("default" in the fake's kubeconfig)
+    function.ns = next(
+        ns for ns in ("acme", "default") if fake_k8s.list("pods", ns, "serving.knative.dev/service=hello")
+    )
+    pods = fake_k8s.list("pods", function.ns, "serving.knative.dev/service=hello")
+    function.pod = pods[0]["metadata"]["name"]
+    return function
