@@ -19,6 +19,7 @@ from .backends.base import BuildSpec, FunctionRef, Resources, Scale, ServiceSpec
 from .funcyaml import FuncYamlError, parse_func_yaml
 from .models import (
     AuditEvent,
+    Backend,
     Build,
     BuildStatus,
     Function,
@@ -437,6 +438,12 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
         setattr(function, key, value)
     if function.min_scale > function.max_scale:
         raise ServiceError("min scale cannot be above max scale")
+    limit = settings.HKS_KNATIVE_MAX_TIMEOUT_SECONDS
+    if function.project.backend == Backend.KNATIVE and function.timeout_seconds > limit:
+        raise ServiceError(
+            f"timeout_seconds {function.timeout_seconds} is over this cluster's limit of {limit} s "
+            "(Knative's max-revision-timeout-seconds)"
+        )
     _check_resources(function.project, cpu_millicores=function.cpu_millicores, memory_mb=function.memory_mb)
     function.save(update_fields=[*changes, "updated_at"])  # not the status or revisions a task moves on
     audit(

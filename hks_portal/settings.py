@@ -163,6 +163,8 @@ HKS_REGISTRY_SECRET = env_str("HKS_REGISTRY_SECRET")
 HKS_CRON_IMAGE = env_str("HKS_CRON_IMAGE", "curlimages/curl:8.17.0")
 HKS_AGENT_RUNTIME_CLASS = env_str("HKS_AGENT_RUNTIME_CLASS")  # e.g. "gvisor"; empty = the cluster default
 HKS_BUILD_TIMEOUT_SECONDS = env_int("HKS_BUILD_TIMEOUT_SECONDS", 900)
+# Knative refuses a revision timeout over its max-revision-timeout-seconds (600 unless the cluster raised it).
+HKS_KNATIVE_MAX_TIMEOUT_SECONDS = env_int("HKS_KNATIVE_MAX_TIMEOUT_SECONDS", 600)
 HKS_MAX_ARCHIVE_BYTES = env_int("HKS_MAX_ARCHIVE_BYTES", 20 * 1024 * 1024)
 HKS_MAX_UNPACKED_BYTES = env_int("HKS_MAX_UNPACKED_BYTES", 100 * 1024 * 1024)
 HKS_MAX_ARCHIVE_MEMBERS = env_int("HKS_MAX_ARCHIVE_MEMBERS", 5000)

@@ -223,3 +223,22 @@ def test_settings_redeploy_the_wanted_revision_even_when_it_failed_to_start(
     with django_capture_on_commit_callbacks(execute=True):
         services.function_update_settings(function=function, user=owner, env={"API_KEY": "x"})
     assert sent == [crashed.pk]
+
+
+def test_a_knative_function_cannot_ask_for_a_timeout_the_cluster_refuses(project, owner, settings):
+    project.backend = "knative"
+    project.save()
+    function = FunctionFactory(project=project, name="hello", timeout_seconds=300)
+    with pytest.raises(services.ServiceError, match="over this cluster's limit of 600 s"):
+        services.function_update_settings(function=function, user=owner, timeout_seconds=601)
+    assert Function.objects.get(pk=function.pk).timeout_seconds == 300
+    services.function_update_settings(function=function, user=owner, timeout_seconds=600)
+    settings.HKS_KNATIVE_MAX_TIMEOUT_SECONDS = 1800  # a cluster that raised max-revision-timeout-seconds
+    services.function_update_settings(function=function, user=owner, timeout_seconds=1800)
+    assert Function.objects.get(pk=function.pk).timeout_seconds == 1800
+
+
+def test_a_local_function_may_wait_up_to_an_hour(project, owner):
+    function = FunctionFactory(project=project, name="hello")
+    services.function_update_settings(function=function, user=owner, timeout_seconds=3600)
+    assert Function.objects.get(pk=function.pk).timeout_seconds == 3600
