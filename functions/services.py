@@ -62,6 +62,16 @@ def _pushed(function_id: int) -> None:
     live.function_changed(function_id=function_id)
 
 
+def _on_commit(function_id: int, enqueue) -> None:
+    """Once the transaction commits: push the function's new status to its pages, then enqueue its task."""
+
+    def run():
+        _pushed(function_id)
+        enqueue()
+
+    transaction.on_commit(run)
+
+
 def function_ref(function: Function) -> FunctionRef:
     project = function.project
     return FunctionRef(project=project.slug, namespace=project.effective_namespace, function=function.name)
@@ -253,9 +263,9 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
         build.status, build.log = BuildStatus.SUCCEEDED, f"unchanged source; reusing {reusable}\n"
         build.started_at = build.finished_at = timezone.now()
         build.save()
-        transaction.on_commit(lambda: tasks.deploy_revision.delay(revision.pk))
+        _on_commit(function.pk, lambda: tasks.deploy_revision.delay(revision.pk))
     else:
-        transaction.on_commit(lambda: tasks.build_revision.delay(build.pk))
+        _on_commit(function.pk, lambda: tasks.build_revision.delay(build.pk))
     return revision
 
 
@@ -416,7 +426,7 @@ def revision_rollback(*, function: Function, revision: Revision, user) -> None:
     )
     from . import tasks
 
-    transaction.on_commit(lambda: tasks.deploy_revision.delay(revision.pk))
+    _on_commit(function.pk, lambda: tasks.deploy_revision.delay(revision.pk))
 
 
 @transaction.atomic
@@ -477,7 +487,7 @@ def function_delete(*, function: Function, user) -> None:
         audit(project=function.project, function=function, action="function.delete", actor=user)
     from . import tasks
 
-    transaction.on_commit(lambda: tasks.delete_function.delay(function.pk))
+    _on_commit(function.pk, lambda: tasks.delete_function.delay(function.pk))
 
 
 def function_delete_run(*, function: Function) -> None:

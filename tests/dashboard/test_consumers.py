@@ -181,6 +181,27 @@ async def test_a_failing_deploy_is_pushed_to_the_list(project, viewer, hello):
     assert f'id="function-{hello.pk}"' in html and "revision hello-00002 crashed" in html and "Failed" in html
 
 
+@pytest.mark.parametrize("step", ["deploy", "delete"])
+async def test_a_deploy_or_delete_is_pushed_to_the_list_at_once(
+    project, viewer, owner, hello, settings, tmp_path, step
+):
+    """Not at the next poll: the row says "Building" / "Deleting" as soon as the request is taken."""
+    from functions import services
+    from tests.archive_samples import node_archive
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    communicator, connected, _ = await _connect("/ws/p/acme/functions/", viewer)
+    assert connected
+    if step == "deploy":
+        await sync_to_async(services.function_deploy)(function=hello, archive=node_archive(), user=owner)
+    else:
+        await sync_to_async(services.function_delete)(function=hello, user=owner)
+    html = await communicator.receive_from(timeout=10)
+    await communicator.disconnect()
+    assert f'id="function-{hello.pk}"' in html
+    assert ("Building" if step == "deploy" else "Deleting") in html
+
+
 def test_log_snapshot_downloads_as_text(knative_hello, viewer, outsider, fake_k8s, client_for):
     fake_k8s.append_log(knative_hello.ns, knative_hello.pod, "user-container", "a line for the snapshot")
 
