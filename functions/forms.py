@@ -27,6 +27,14 @@ SORTS = {
     "-deployed": ("-deployed_at", "name"),
     "deployed": ("deployed_at", "name"),
 }
+# Sorts by a live figure (metrics.FunctionFigures' field): highest first, functions without one last.
+METRIC_SORTS = {
+    "-rpm": "rpm",
+    "-p95": "p95_ms",
+    "-errors": "error_rate",
+    "-cpu": "cpu_cores",
+    "-memory": "memory_bytes",
+}
 SORT_CHOICES = [
     ("name", "Name A–Z"),
     ("-name", "Name Z–A"),
@@ -34,6 +42,11 @@ SORT_CHOICES = [
     ("runtime", "Runtime"),
     ("-deployed", "Newest deploy"),
     ("deployed", "Oldest deploy"),
+    ("-rpm", "Most requests"),
+    ("-p95", "Slowest (p95)"),
+    ("-errors", "Most errors"),
+    ("-cpu", "Most CPU"),
+    ("-memory", "Most memory"),
 ]
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -58,7 +71,14 @@ class FunctionFilterForm(forms.Form):
             queryset = queryset.filter(status=FunctionStatus.READY, replicas__gt=0)
         elif status:
             queryset = queryset.filter(status=status)
-        return queryset.order_by(*SORTS.get(data["sort"] or "name"))
+        return queryset.order_by(*SORTS.get(data["sort"] or "name", ("name",)))
+
+    def metric_sort(self) -> str | None:
+        """The figure to sort rows by once the metrics are in (the queryset is then in name order)."""
+        return METRIC_SORTS.get(self.cleaned_data["sort"]) if self.is_valid() else None
+
+    def sort_key(self) -> str:
+        return (self.cleaned_data["sort"] if self.is_valid() else "") or "name"
 
 
 def _parse_lines(text: str, separator: str, what: str) -> dict[str, str]:

@@ -65,10 +65,15 @@ def function_list(request, project: str):
     for function in functions:
         _link_revision(function)
     rows = [(f, figures.for_function(f.name) if figures else None) for f in functions]
+    by = form.metric_sort()
+    if by and figures is not None and figures.available:
+        # stable: functions with equal figures (or none, listed last) stay in name order
+        rows.sort(key=lambda row: (getattr(row[1], by) is None, -(getattr(row[1], by) or 0)))
     context = {
         "project": project_obj,
         "form": form,
         "rows": rows,
+        "sort": form.sort_key(),
         "metrics": figures,
         "filtered": bool(form.is_valid() and (form.cleaned_data["q"] or form.cleaned_data["status"])),
         "query": request.GET.urlencode(),

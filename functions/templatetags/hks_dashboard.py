@@ -128,3 +128,26 @@ def svg_chart(chart, start: float, end: float) -> SafeString:
         legend=legend,
         empty=format_html('<p class="muted">No data in this window.</p>') if chart.empty else "",
     )
+
+
+@register.simple_tag(takes_context=True)
+def sort_header(
+    context, label: str, ascending: str = "", descending: str = "", css: str = "", first: str = ""
+) -> SafeString:
+    """A list column's header linking to the list sorted by it (search and filters kept), ``first`` (else
+    ascending) at the first click; a click on the column already sorted one way sorts it the other way."""
+    current = context.get("sort", "")
+    if current and current in (ascending, descending):
+        direction = "ascending" if current == ascending else "descending"
+        target = (descending if current == ascending else ascending) or current
+    else:
+        direction, target = "", first or ascending or descending
+    query = context["request"].GET.copy()
+    query["sort"] = target
+    return format_html(
+        '<th{}{}><a href="?{}">{}</a></th>',
+        format_html(' class="{}"', css) if css else "",
+        format_html(' aria-sort="{}"', direction) if direction else "",
+        query.urlencode(),
+        label,
+    )

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from functions import metrics
+from functions.forms import METRIC_SORTS
 from functions.models import Project
 from tests.factories import FunctionFactory
 
@@ -218,3 +219,30 @@ def test_pages_show_the_figures_prometheus_has(prometheus, exposition, hello, vi
 
     assert 'id="metrics-unavailable"' not in listed
     assert 'id="chart-requests"' in charts and "<polyline" in charts and "2xx" in charts
+
+
+@pytest.mark.parametrize("sort", ["-memory", "-rpm"])
+def test_the_list_sorts_by_a_live_figure_highest_first(
+    prometheus, exposition, project, viewer, client_for, sort
+):
+    for name in ("idle", "small", "big"):
+        FunctionFactory(project=project, name=name, status="ready")
+    series = {name: exposition.series("acme", name) for name in ("small", "big")}
+    wait_for(lambda: len(_scraped(prometheus, "kn_serving_invocation_duration_seconds_count")) == 2)
+    for name, mib, requests in (("small", 16, 1), ("big", 64, 3)):
+        exposition.memory.labels("acme", f"{name}-1", "user-container", name, f"{name}-00001").set(mib << 20)
+        for _ in range(requests):
+            series[name].observe(0.01)
+    client = client_for(viewer)
+
+    figure = METRIC_SORTS[sort]
+
+    def order():
+        figures = metrics.project_list_metrics(project=project)
+        if not all(getattr(figures.for_function(name), figure) for name in ("small", "big")):
+            return None  # not in Prometheus yet
+        html = client.get("/p/acme/", {"sort": sort}).content.decode()
+        return sorted(("idle", "small", "big"), key=lambda name: html.index(f">{name}<"))
+
+    # highest first; a function with no figure at all is listed last
+    assert wait_for(order) == ["big", "small", "idle"]

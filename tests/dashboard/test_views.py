@@ -109,6 +109,23 @@ def test_sort_by_name_descending(client_for, owner, project):
     assert html.index(">zzz<") < html.index(">mmm<") < html.index(">aaa<")
 
 
+def test_column_headers_sort_and_turn_the_order_around_keeping_the_filters(client_for, owner, project):
+    FunctionFactory(project=project, name="aaa")
+    url = reverse("function_list", kwargs={"project": "acme"})
+    client = client_for(owner)
+
+    plain = client.get(url, {"q": "a"}).content.decode()
+    assert '<th aria-sort="ascending"><a href="?q=a&amp;sort=-name">Name</a></th>' in plain
+    assert '<th class="num"><a href="?q=a&amp;sort=-memory">Memory</a></th>' in plain
+    assert '<th><a href="?q=a&amp;sort=-deployed">Last deploy</a></th>' in plain  # newest first
+    by_name_desc = client.get(url, {"q": "a", "sort": "-name"}).content.decode()
+    assert '<th aria-sort="descending"><a href="?q=a&amp;sort=name">Name</a></th>' in by_name_desc
+    by_memory = client.get(url, {"q": "a", "sort": "-memory"}).content.decode()
+    assert (
+        '<th class="num" aria-sort="descending"><a href="?q=a&amp;sort=-memory">Memory</a></th>' in by_memory
+    )
+
+
 def test_deleted_functions_are_not_listed(client_for, owner, project):
     FunctionFactory(project=project, name="gone", status="deleted")
 
