@@ -51,7 +51,8 @@ class HAProxy:
         self.free_backends = list(self.backends)
         self.by_key: dict[tuple[str, str], str] = {}  # (namespace, function) -> backend
         self.hosts: dict[str, str] = {}  # backend -> host key in the map
-        self.used: dict[str, dict[str, object]] = {}  # backend -> server -> instance
+        self.used: dict[str, dict[str, object]] = {}  # backend -> server -> instance (or the last one)
+        self.released: dict[tuple[str, str], float] = {}  # (backend, server) -> when last taken out
         self.process: subprocess.Popen | None = None
         self.log_sock: socket.socket | None = None
 
@@ -184,10 +185,14 @@ class HAProxy:
         backend = self.by_key.get(key)
         if backend is None:
             return False
-        free = [s for s in self.servers if s not in self.used[backend]]
+        # A slot is reused only once the instance it last pointed at has exited (HAProxy keeps idle
+        # connections per server slot: re-pointed earlier, a request could reuse one to the old, draining
+        # instance and fail as it stops), and the longest-free slot first.
+        used = self.used[backend]
+        free = [s for s in self.servers if s not in used or _gone(used[s])]
         if not free:
             return False  # more instances than server slots: the extra ones stay out of HAProxy
-        server = free[0]
+        server = min(free, key=lambda s: self.released.get((backend, s), 0.0))
         self.used[backend][server] = inst
         inst.haproxy_server = (backend, server)
         await self.command(f"set server {backend}/{server} addr 127.0.0.1 port {inst.port}")
@@ -203,8 +208,7 @@ class HAProxy:
         inst.haproxy_server = None
         backend, server = where
         await self.command(f"set server {backend}/{server} state maint")
-        if self.used.get(backend, {}).get(server) is inst:
-            del self.used[backend][server]
+        self.released[(backend, server)] = time.monotonic()  # the slot stays taken until inst has exited
 
     def instance_of(self, backend: str, server: str):
         return self.used.get(backend, {}).get(server)
@@ -245,6 +249,11 @@ class HAProxy:
                 self.process.wait()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.run_dir / "haproxy-log.sock")
+
+
+def _gone(inst) -> bool:
+    """Out of rotation and exited: its slot may point at another instance."""
+    return inst.haproxy_server is None and inst.exited.is_set()
 
 
 class HAProxyRouting:

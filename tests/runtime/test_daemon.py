@@ -176,37 +176,52 @@ def test_extra_instances_go_once_a_steady_trickle_fits_in_fewer(backend, artifac
     assert set(codes) == {200}
 
 
-def test_redeploy_under_load_fails_no_request(backend, artifacts, runtime_daemon):
+def test_redeploys_under_load_fail_no_request_and_switch_at_once(backend, artifacts, runtime_daemon):
+    """Four clients keep calling through three redeploys: every request answers 200, and once a revision has
+    answered, no request sent after that answer reaches an older one."""
     name = "rolling"
     deploy(backend, service(name, "node", artifacts["node"]))
     stop = threading.Event()
 
-    def hammer() -> list[int]:
-        codes = []
+    def hammer() -> list[tuple[float, float, int, int]]:
+        """(sent, answered, status, revision number) of each request."""
+        seen = []
         with httpx.Client(timeout=60) as client:
             port = runtime_daemon.gateway_url.rsplit(":", 1)[1]
             while not stop.is_set():
+                sent = time.monotonic()
                 response = client.get(
                     runtime_daemon.gateway_url + "/", headers={"Host": f"{name}.{NS}.localhost:{port}"}
                 )
-                codes.append(response.status_code)
-        return codes
+                number = (
+                    int(as_json(response)["revision"].rsplit("-", 1)[1]) if response.status_code == 200 else 0
+                )
+                seen.append((sent, time.monotonic(), response.status_code, number))
+        return seen
 
     with cf.ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(hammer) for _ in range(4)]
-        deploy(backend, service(name, "node", artifacts["node"], revision=2, env={"V": "2"}))
-        wait_for(lambda: as_json(call(runtime_daemon.gateway_url, name))["revision"] == f"{name}-00002")
+        for revision in (2, 3, 4):
+            deploy(
+                backend, service(name, "node", artifacts["node"], revision=revision, env={"V": str(revision)})
+            )
+            wanted = f"{name}-0000{revision}"
+            wait_for(lambda want=wanted: as_json(call(runtime_daemon.gateway_url, name))["revision"] == want)
         stop.set()
-        codes = [code for f in futures for code in f.result()]
-    assert len(codes) > 20
-    assert set(codes) == {200}
-    # Once the switch is over, only the new revision answers. The switch is not atomic: for a moment after
-    # the first answer from the new revision, a new request may still reach an old instance (seen under load).
-    wait_for(
-        lambda: all(
-            as_json(call(runtime_daemon.gateway_url, name))["revision"] == f"{name}-00002" for _ in range(10)
-        )
-    )
+        seen = [item for f in futures for item in f.result()]
+    assert len(seen) > 20
+    assert {status for _, _, status, _ in seen} == {200}
+    first_answer = {}
+    for _, answered, _, number in seen:
+        first_answer[number] = min(first_answer.get(number, answered), answered)
+    late = [
+        (number, newer)
+        for sent, _, _, number in seen
+        for newer, answered in first_answer.items()
+        if newer > number and sent > answered
+    ]
+    assert late == []
+    assert set(first_answer) == {1, 2, 3, 4}
 
 
 def test_revision_that_cannot_start_is_reported_failed_and_the_old_one_keeps_serving(
