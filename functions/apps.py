@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class FunctionsConfig(AppConfig):
     name = "functions"
     verbose_name = "HKS Functions"
+
+    def ready(self):
+        from . import login_guard  # noqa: F401  (its signal receivers count failed sign-ins)

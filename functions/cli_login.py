@@ -8,10 +8,10 @@ import secrets
 from dataclasses import dataclass
 
 from django.contrib.auth import authenticate
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from . import login_guard
 from .models import ApiToken, CliLoginRequest, hash_token
 from .services import ServiceError
 
@@ -106,36 +106,15 @@ def cli_login_redeem(*, device_code: str) -> str:
     return plaintext
 
 
-# Password guessing is limited per user name: after this many failures in the window, the exchange refuses
-# that name (right password or not) until the window has passed. Successful logins are not counted, so a
-# team behind one address is not locked out by its own logins; the per-address limit on the route is only
-# a flood guard. The count lives in Django's cache (per portal process unless a shared cache is set).
-FAILED_LOGIN_LIMIT = 10
-FAILED_LOGIN_WINDOW = dt.timedelta(minutes=15)
-
-
-def _failures_key(username: str) -> str:
-    return f"hks:login-failures:{hash_token(username.strip().lower())}"
-
-
 def token_for_password(*, username: str, password: str, client_name: str = "") -> str:
-    key = _failures_key(username)
-    if cache.get(key, 0) >= FAILED_LOGIN_LIMIT:
-        minutes = int(FAILED_LOGIN_WINDOW.total_seconds() // 60)
+    if login_guard.is_locked(username):  # see login_guard: counted per user name, on every way in
         raise ServiceError(
-            f"too many failed logins for this user; try again in {minutes} minutes or use `hks login` "
-            "in the browser",
-            code=429,
+            f"{login_guard.locked_message()} (or approve `hks login` in the browser)", code=429
         )
     user = authenticate(username=username, password=password)
     if user is None or not user.is_active:
-        cache.add(key, 0, timeout=FAILED_LOGIN_WINDOW.total_seconds())
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=FAILED_LOGIN_WINDOW.total_seconds())
         raise ServiceError("wrong user name or password", code=401)
-    cache.delete(key)
+    login_guard.clear(username)
     name = f"hks login ({client_name})" if client_name else "hks login (password)"
     _, plaintext = ApiToken.issue(user=user, name=name[:100], ttl=TOKEN_TTL)
     return plaintext

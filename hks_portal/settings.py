@@ -129,6 +129,8 @@ CHANNEL_LAYERS = {
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# Django's model backend with a per-user-name limit on password guessing (functions/login_guard.py).
+AUTHENTICATION_BACKENDS = ["functions.login_guard.GuardedModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -153,7 +153,7 @@ def test_password_guessing_locks_that_user_name_only(owner, developer, fresh_cac
         assert _exchange(owner.username, "guess").status_code == 401
     refused = _exchange(owner.username, "correct-horse-battery")  # even the right password, for a while
     assert refused.status_code == 429
-    assert "too many failed logins" in refused.json()["detail"]
+    assert "too many failed sign-ins" in refused.json()["detail"]
     assert not ApiToken.objects.filter(user=owner).exists()
     assert _exchange(developer.username, "correct-horse-battery").status_code == 200
     assert _exchange(owner.username.upper(), "correct-horse-battery").status_code == 429  # same name
