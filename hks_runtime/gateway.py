@@ -3,11 +3,13 @@ to an instance, holding the request while a scaled-to-zero function starts.
 
 Answers of its own: 404 unknown function, 413 body over the limit, 502 instance crashed or cannot start,
 504 request timeout (the function's ``timeout_seconds``, cold start included, as Knative counts it).
+A ``cluster-local`` function answers only to clients on this machine; to any other it is unknown (404).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 
 import aiohttp
@@ -63,7 +65,8 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         route = self.resolve(request)
         fn = self.supervisor.functions.get(route[0]) if route else None
-        if fn is None:
+        if fn is not None and fn.spec.visibility == "cluster-local" and _external(request):
+            fn = None  # as on Knative's external gateway: a cluster-local function does not exist there
             if request.path == "/healthz":
                 return web.json_response({"ok": True})
             return web.Response(status=404, text="function not found\n")
@@ -135,8 +138,22 @@ class Gateway:
         return response
 
 
+def _external(request: web.Request) -> bool:
+    """From off this machine: a non-loopback peer, or HAProxy's mark for one (it drops a client's own)."""
+    if request.headers.get("X-HKS-External") == "1":
+        return True
+    try:
+        return not ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return True  # no peer address (a unix socket?): not known to be local
+
+
 def _forward_headers(request: web.Request) -> CIMultiDict:
-    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+    headers = CIMultiDict(
+        (k, v)
+        for k, v in request.headers.items()
+        if k.lower() not in HOP_BY_HOP and k.lower() != "x-hks-external"
+    )
     peer = request.remote or ""
     previous = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer

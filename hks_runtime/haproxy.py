@@ -85,6 +85,11 @@ class HAProxy:
             "frontend gateway",
             f"    bind {self.host}:{self.port}",
             f"    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {self.max_body} }}",
+            # Off this machine: marked for the activator, and refused for a cluster-local function's host.
+            "    http-request del-header x-hks-external",
+            "    http-request set-header x-hks-external 1 unless { src 127.0.0.0/8 ::1 }",
+            "    http-request deny deny_status 404 if { req.hdr(x-hks-external) -m found } "
+            f"{{ req.hdr(host),lower,field(1,:),map({self.run_dir / 'local_hosts.map'}) -m found }}",
             # A body without a length (chunked) goes through the activator, which counts it as it reads.
             "    use_backend activator if { req.hdr(transfer-encoding) -m found }",
             f"    http-request set-var(txn.be) req.hdr(host),lower,field(1,:),map({maps})",
@@ -106,7 +111,7 @@ class HAProxy:
     def start(self, spawn_thread_call: Callable, on_log: Callable[[str], None]) -> None:
         """Write the config and start haproxy (dies with the daemon: setpriv --pdeathsig)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("hosts.map", "timeouts.map"):
+        for name in ("hosts.map", "timeouts.map", "local_hosts.map"):
             (self.run_dir / name).write_text("")
         (self.run_dir / "haproxy.cfg").write_text(self.config())
         log_path = self.run_dir / "haproxy-log.sock"
@@ -154,7 +159,9 @@ class HAProxy:
 
     # Functions and instances ---------------------------------------------------------------------
 
-    async def bind_function(self, key: tuple[str, str], host: str, timeout_seconds: int) -> str | None:
+    async def bind_function(
+        self, key: tuple[str, str], host: str, timeout_seconds: int, local_only: bool = False
+    ) -> str | None:
         backend = self.by_key.get(key)
         new = backend is None
         if new:
@@ -168,6 +175,13 @@ class HAProxy:
         answer = await self.command(f"set map {timeouts} {backend} {timeout_seconds * 1000}")
         if answer.strip():  # "entry not found"
             await self.command(f"add map {timeouts} {backend} {timeout_seconds * 1000}")
+        # cluster-local: refused to clients off this machine (before routing, so also before the map entry)
+        local = self.run_dir / "local_hosts.map"
+        if local_only:
+            if (await self.command(f"set map {local} {host} 1")).strip():
+                await self.command(f"add map {local} {host} 1")
+        else:
+            await self.command(f"del map {local} {host}")
         if new:
             await self.command(f"add map {self.run_dir / 'hosts.map'} {host} {backend}")
         return backend
@@ -176,7 +190,9 @@ class HAProxy:
         backend = self.by_key.pop(key, None)
         if backend is None:
             return
-        await self.command(f"del map {self.run_dir / 'hosts.map'} {self.hosts.pop(backend)}")
+        host = self.hosts.pop(backend)
+        await self.command(f"del map {self.run_dir / 'hosts.map'} {host}")
+        await self.command(f"del map {self.run_dir / 'local_hosts.map'} {host}")
         for server in list(self.used.pop(backend, {})):
             await self.command(f"set server {backend}/{server} state maint")
         self.free_backends.append(backend)
@@ -267,7 +283,9 @@ class HAProxyRouting:
     async def function(self, fn) -> None:
         key = fn.key
         async with self.lock:
-            await self.haproxy.bind_function(key, self.host_of(*key), fn.spec.timeout_seconds)
+            await self.haproxy.bind_function(
+                key, self.host_of(*key), fn.spec.timeout_seconds, fn.spec.visibility == "cluster-local"
+            )
 
     async def forget(self, key: tuple[str, str]) -> None:
         async with self.lock:
