@@ -48,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="pre-warmed instances kept per function shape in use (0 disables)",
     )
     parser.add_argument(
+        "--pool-recent-shapes",
+        type=int,
+        default=int(_env_float("HKS_RUNTIME_POOL_RECENT_SHAPES", 2)),
+        help="function shapes no longer in use that keep their pre-warmed instances, the latest given up "
+        "(an agent's next throwaway function finds one waiting)",
+    )
+    parser.add_argument(
         "--data-path",
         choices=("auto", "python", "haproxy"),
         default=os.environ.get("HKS_RUNTIME_DATA_PATH", "auto"),
@@ -76,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         layers_dir=args.layers_dir,
         pool_size=args.pool_size,
+        pool_recent_shapes=max(0, args.pool_recent_shapes),
         data_path=args.data_path,
     )
 

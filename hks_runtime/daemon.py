@@ -54,6 +54,7 @@ class Options:
     max_body_bytes: int = 10 * 1024 * 1024
     layers_dir: Path | None = None  # shared runtime layers; default <data_dir>/layers
     pool_size: int = 1  # pre-warmed standbys per function shape in use (0: none)
+    pool_recent_shapes: int = 2  # shapes no longer in use that keep their standbys (the latest given up)
     data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
 
 
@@ -79,6 +80,7 @@ class Daemon:
             on_change=self.save,
             pool_size=options.pool_size,
             slots_dir=self.data_dir / "slots",
+            pool_recent_shapes=options.pool_recent_shapes,
         )
         self.runners: list[web.AppRunner] = []
         self.haproxy: HAProxy | None = None

@@ -6,6 +6,10 @@ revision's artifact is hard-linked into the slot (``builder.fill_slot``) and ``{
 to its stdin, so only the function's own import is left to do. One standby is kept per *shape* in use -
 runtime, kind, sandbox profile, memory and CPU - because the sandbox's network and limits are fixed when it
 is spawned. A claimed standby is replaced once the claim is done, so the refill never competes with it.
+
+A shape whose last function is gone keeps its standby while it is one of the ``recent`` shapes given up
+last: an agent deploys a throwaway function, deletes it and deploys the next, each of the same shape, and
+each one should find a standby waiting.
 """
 
 from __future__ import annotations
@@ -46,19 +50,26 @@ class Standby:
 
 
 class Pool:
-    def __init__(self, supervisor, slots_dir: Path, size: int = 1):
+    def __init__(self, supervisor, slots_dir: Path, size: int = 1, recent: int = 2):
         self.supervisor = supervisor
         self.slots_dir = slots_dir
         self.size = size
+        self.recent = recent
         self.ready: dict[Shape, list[Standby]] = {}
         self.filling: dict[Shape, int] = {}
+        self.in_use: set[Shape] = set()
+        self.given_up: list[Shape] = []  # shapes no longer in use, the most recently given up last
 
     def wanted(self, shapes: set[Shape]) -> None:
-        """Keep standbys for exactly these shapes."""
+        """Keep standbys for these shapes (the ones in use) and the ``recent`` shapes given up last."""
         if self.size <= 0:
             return
+        self.given_up = [s for s in self.given_up if s not in shapes]
+        self.given_up += [s for s in self.in_use if s not in shapes]
+        self.given_up = self.given_up[-self.recent :] if self.recent > 0 else []
+        self.in_use = set(shapes)
         for shape in list(self.ready):
-            if shape not in shapes:
+            if shape not in shapes and shape not in self.given_up:
                 for standby in self.ready.pop(shape):
                     background.start(self._discard(standby))
         for shape in shapes:
@@ -79,8 +90,8 @@ class Pool:
             return
         finally:
             self.filling[shape] -= 1
-        if self.supervisor.closing:
-            await self._discard(standby)
+        if self.supervisor.closing or (shape not in self.in_use and shape not in self.given_up):
+            await self._discard(standby)  # shutting down, or its shape went while it started
             return
         self.ready.setdefault(shape, []).append(standby)
 

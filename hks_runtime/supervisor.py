@@ -105,6 +105,7 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         on_change: Callable[[], None] = lambda: None,
         pool_size: int = 1,
         slots_dir: Path | None = None,
+        pool_recent_shapes: int = 2,
     ):
         self.core = core
         self.layers_dir = layers_dir
@@ -123,7 +124,7 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         self.session: aiohttp.ClientSession | None = None
         self.closing = False
         self.router = None  # haproxy.HAProxyRouting when HAProxy is the data path
-        self.prewarm = Pool(self, slots_dir or layers_dir.parent / "slots", pool_size)
+        self.prewarm = Pool(self, slots_dir or layers_dir.parent / "slots", pool_size, pool_recent_shapes)
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(

@@ -98,8 +98,10 @@ class Client:
     def status(self, name: str) -> dict:
         return self._call("GET", f"/operations/functions/{name}")
 
-    def wait_ready(self, name: str, *, timeout: float = 180.0, interval: float = 0.2) -> dict:
+    def wait_ready(self, name: str, *, timeout: float = 180.0, interval: float = 0.5) -> dict:
+        """Poll until ready: soon at first (a pooled start takes tens of ms), then every ``interval``."""
         deadline = time.monotonic() + timeout
+        pause = min(0.025, interval)
         while True:
             state = self.status(name)
             if state["ready"]:
@@ -110,7 +112,8 @@ class Client:
                 raise DeployError(
                     f"function {name} was not ready after {timeout:g} s (status {state['status']})"
                 )
-            time.sleep(interval)
+            time.sleep(pause)
+            pause = min(pause * 1.5, interval)
 
     def invoke(self, name: str, *, body: str = "", method: str = "POST", timeout: float = 660.0) -> dict:
         return self._call(

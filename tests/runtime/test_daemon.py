@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from functions.backends.base import BackendError, FunctionRef, Scale
+from functions.backends.base import BackendError, FunctionRef, Resources, Scale
 from functions.backends.local import LocalBackend
 
 from .daemon import IDLE_SECONDS
@@ -122,6 +122,38 @@ def test_cold_start_from_a_prewarmed_instance_gets_its_own_code_and_env(backend,
     }
     logs = asyncio.run(_collect(backend.logs(ref)))
     assert any(line.stream == "system" and "pre-warmed" in line.text for line in logs)
+
+
+def test_a_shape_given_up_keeps_its_standby_for_the_next_throwaway_function(
+    backend, artifacts, runtime_daemon
+):
+    """As an agent works: deploy, delete, deploy the next of the same shape - which finds a standby waiting.
+    Only the two shapes given up last keep theirs."""
+
+    def standbys() -> dict:
+        return httpx.get(runtime_daemon.control_url + "/healthz").json()["prewarmed"]
+
+    def shape(memory_mb: int) -> str:
+        return f"python/http/standard/{memory_mb}Mi/500m"
+
+    def throwaway(name: str, memory_mb: int) -> None:
+        deploy(backend, service(name, "python", artifacts["python"], resources=Resources(500, memory_mb)))
+        assert wait_for(lambda: standbys().get(shape(memory_mb))), "no standby for its shape"
+        backend.delete(FunctionRef(NS, NS, name))
+
+    throwaway("agent-one", 200)
+    assert standbys().get(shape(200)) == 1  # kept, although no function has that shape now
+    name = "agent-two"
+    deploy(backend, service(name, "python", artifacts["python"], resources=Resources(500, 200)))
+    logs = asyncio.run(_collect(backend.logs(FunctionRef(NS, NS, name))))
+    assert any(line.stream == "system" and "pre-warmed" in line.text for line in logs)
+    backend.delete(FunctionRef(NS, NS, name))
+
+    throwaway("other-one", 210)
+    throwaway("other-two", 220)
+    kept = standbys()
+    assert shape(200) not in kept  # two shapes were given up after it: its standby is gone
+    assert kept.get(shape(210)) == 1 and kept.get(shape(220)) == 1
 
 
 def test_min_scale_instances_stay_warm_past_the_idle_period(backend, artifacts, runtime_daemon):
