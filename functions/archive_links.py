@@ -1,8 +1,9 @@
-"""Short-lived, single-use links a cluster's build Job uses to fetch a revision's source archive.
+"""Short-lived, few-use links a cluster's build Job uses to fetch a revision's source archive.
 
 The link carries a signed token naming the revision and its content hash (``django.core.signing``, salted,
-with a maximum age); the download view accepts each token once (recorded in Redis) and only while
-the revision still exists with that content.
+with a maximum age); the download view serves each token at most ``USES`` times (counted in Redis) - the
+build's fetch and curl's own retries after a broken transfer - and only while the revision still exists
+with that content.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .backends.base import BuildSpec
 from .models import Revision
 
 SALT = "hks.archive-link"
+USES = 4  # the build's curl: one fetch and up to 3 retries (k8s_manifests.build_job)
 
 
 def archive_url_for(spec: BuildSpec) -> str:
@@ -45,16 +47,19 @@ def revision_for_token(token: str) -> Revision:
     )
     if revision is None or revision.name != claims["r"]:
         raise Http404("No such archive.")
-    if not _first_use(token):
-        raise Http404("No such archive.")  # already fetched once
+    if not _use(token):
+        raise Http404("No such archive.")  # fetched as often as a build may
     return revision
 
 
-def _first_use(token: str) -> bool:
-    """Record the token as used, on the shared Redis so that every portal process agrees."""
+def _use(token: str) -> bool:
+    """Count a use of the token, on the shared Redis so that every portal process agrees."""
     key = "hks:archive-link:" + hashlib.sha256(token.encode()).hexdigest()
-    with redis.Redis.from_url(settings.REDIS_URL) as connection:
-        return bool(connection.set(key, 1, nx=True, ex=settings.HKS_BUILD_TIMEOUT_SECONDS + 600))
+    with redis.Redis.from_url(settings.REDIS_URL) as connection, connection.pipeline() as pipe:
+        pipe.set(key, 0, nx=True, ex=settings.HKS_BUILD_TIMEOUT_SECONDS + 600)
+        pipe.incr(key)
+        _, uses = pipe.execute()
+    return uses <= USES
 
 
 @require_GET

@@ -53,7 +53,7 @@ class BuildSpec:
     revision: str  # Knative-style revision name, e.g. "hello-00003"
     runtime: str  # "node" | "python"
     archive_path: str  # the revision's validated source archive (.tar.gz)
-    archive_url: str = ""  # where a remote builder fetches it (one-time token included)
+    archive_url: str = ""  # where a remote builder fetches it (a short-lived, few-use token included)
     content_hash: str = ""
 
 
