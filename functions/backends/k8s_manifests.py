@@ -258,7 +258,7 @@ def build_config_map(spec: BuildSpec) -> dict:
 
 
 def build_secret(spec: BuildSpec) -> dict:
-    """The source URL holds a short-lived, few-use token: a Secret, not the Job spec, so it is not in plain sight."""
+    """The source URL holds a short-lived, few-use token: in a Secret, not the Job spec, out of sight."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
