@@ -67,6 +67,7 @@ class Gateway:
         fn = self.supervisor.functions.get(route[0]) if route else None
         if fn is not None and fn.spec.visibility == "cluster-local" and _external(request):
             fn = None  # as on Knative's external gateway: a cluster-local function does not exist there
+        if fn is None:
             if request.path == "/healthz":
                 return web.json_response({"ok": True})
             return web.Response(status=404, text="function not found\n")
