@@ -3,7 +3,7 @@
     PUT    /v1/namespaces/{ns}/functions/{name}        apply a spec (see spec.FunctionSpec.from_json)
     GET    /v1/namespaces/{ns}/functions/{name}        status (404 {"exists": false} when unknown)
     DELETE /v1/namespaces/{ns}/functions/{name}        stop and forget it (idempotent: 200 either way)
-    GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO&tail=N&follow=1
+    GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO (inclusive)&tail=N&follow=1
     GET    /v1/functions[?namespace=ns]                what the daemon holds
     POST   /v1/builds                                  {runtime, archive_path, content_hash}: ndjson stream
                                                        of {"log": line}..., then {"artifact": dir} or

@@ -114,7 +114,7 @@ def _read_records(path: Path, since: dt.datetime | None) -> list[dict]:
                 record = json.loads(line)
             except ValueError:
                 continue  # a line cut by a crash mid-write
-            if since is None or parse_ts(record["ts"]) > since:
+            if since is None or parse_ts(record["ts"]) >= since:  # inclusive, as Kubernetes' sinceTime
                 records.append(record)
     return records
 
