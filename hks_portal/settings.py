@@ -118,7 +118,10 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py 8 times socket reads out after 5 s by default, which is exactly how long channels-redis
+            # blocks waiting for a message: every idle consumer would die (channels_redis#422). Reads wait
+            # longer than that; connecting still times out.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
             "prefix": env_str("HKS_CHANNELS_PREFIX", "hks:asgi"),
             "capacity": 200,
             "expiry": 30,

@@ -162,6 +162,20 @@ async def test_status_change_is_pushed_as_an_out_of_band_row(project, other_proj
     assert "exit code 7" in html
 
 
+async def test_a_socket_left_idle_past_the_layers_blocking_read_still_gets_pushes(project, viewer, hello):
+    """channels-redis blocks 5 s waiting for a message; a Redis client that times reads out at 5 s (redis-py
+    8's default) killed every consumer left idle that long."""
+    from functions import services
+
+    communicator, connected, _ = await _connect("/ws/p/acme/functions/", viewer)
+    assert connected
+    await asyncio.sleep(6.5)  # longer than one blocking read of the channel layer
+    await sync_to_async(services.function_mark_failed)(function=hello, message="after a quiet while")
+    html = await communicator.receive_from(timeout=10)
+    await communicator.disconnect()
+    assert "after a quiet while" in html
+
+
 async def test_outsider_cannot_subscribe_to_a_projects_status(project, outsider, hello):
     communicator, connected, _ = await _connect("/ws/p/acme/functions/", outsider)
 
