@@ -5,7 +5,8 @@ An outsider (or anonymous user) is refused before the handshake completes: the s
 
 Backpressure in ``LogConsumer``: the backend's lines go into a bounded buffer; when the browser (or the
 network) cannot keep up, the OLDEST buffered lines are dropped and the client is told "N lines dropped",
-so neither the server's memory nor the page grows without bound. Sends are batched and paced.
+so neither the server's memory nor the page grows without bound. Sends are batched and paced by a token
+bucket: a line that comes alone goes out at once, a flood goes out in batches at most ``SEND_RATE`` a second.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -26,7 +28,8 @@ from .services import function_ref
 
 BUFFER_LINES = 1000  # most lines held for one client
 BATCH_LINES = 200  # most lines in one websocket message
-SEND_INTERVAL = 0.05  # at most 20 messages a second per client
+SEND_RATE = 20.0  # messages a second per client, sustained...
+SEND_BURST = 5  # ...after a burst of this many sent at once: a lone line goes out as it comes
 INITIAL_TAIL = 200
 CLOSE_NOT_FOUND = 4404
 
@@ -108,16 +111,22 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
         self.wakeup.set()
 
     async def _pump(self):
+        tokens, refilled = float(SEND_BURST), time.monotonic()
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
             while self.buffer and not self.paused:
+                now = time.monotonic()
+                tokens, refilled = min(SEND_BURST, tokens + (now - refilled) * SEND_RATE), now
+                if tokens < 1:
+                    await asyncio.sleep((1 - tokens) / SEND_RATE)  # meanwhile more lines join the batch
+                    continue
+                tokens -= 1
                 if self.dropped:
                     dropped, self.dropped = self.dropped, 0
                     await self.send_json({"type": "dropped", "count": dropped})
                 batch = [self.buffer.popleft() for _ in range(min(BATCH_LINES, len(self.buffer)))]
                 await self.send_json({"type": "lines", "lines": [_line_json(line) for line in batch]})
-                await asyncio.sleep(SEND_INTERVAL)
 
 
 def _line_json(line) -> dict:
