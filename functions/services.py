@@ -385,16 +385,16 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
     _pushed(function.pk)
     backend = get_backend(function.project)
     backend.apply(service_spec(function, revision))
-    deadline = time.monotonic() + wait_seconds
-    pause = 0.025  # soon at first (a pre-warmed instance is ready in tens of ms), then every half second
+    started = time.monotonic()
+    deadline = started + wait_seconds
     status = backend.status(function_ref(function))
     while not (status.ready and status.latest_ready_revision == revision.name):
         if status.failed:
             raise BackendError(status.message or f"revision {revision.name} failed", permanent=True)
         if time.monotonic() > deadline:
             raise BackendError(status.message or f"revision {revision.name} did not become ready")
-        time.sleep(pause)
-        pause = min(pause * 1.5, 0.5)
+        # every 50 ms for the first 3 s (a pre-warmed instance is ready in tens of ms), then every half second
+        time.sleep(0.05 if time.monotonic() - started < 3 else 0.5)
         status = backend.status(function_ref(function))
     # A repeated run for the revision already serving keeps its deploy time: running twice changes nothing.
     redeployed = function.current_revision_id == revision.pk and function.deployed_at is not None

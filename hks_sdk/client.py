@@ -99,9 +99,10 @@ class Client:
         return self._call("GET", f"/operations/functions/{name}")
 
     def wait_ready(self, name: str, *, timeout: float = 180.0, interval: float = 0.5) -> dict:
-        """Poll until ready: soon at first (a pooled start takes tens of ms), then every ``interval``."""
-        deadline = time.monotonic() + timeout
-        pause = min(0.025, interval)
+        """Poll until ready: every 50 ms for the first 3 s (a pooled start takes tens of ms), then every
+        ``interval``."""
+        started = time.monotonic()
+        deadline = started + timeout
         while True:
             state = self.status(name)
             if state["ready"]:
@@ -112,8 +113,7 @@ class Client:
                 raise DeployError(
                     f"function {name} was not ready after {timeout:g} s (status {state['status']})"
                 )
-            time.sleep(pause)
-            pause = min(pause * 1.5, interval)
+            time.sleep(min(0.05, interval) if time.monotonic() - started < 3 else interval)
 
     def invoke(self, name: str, *, body: str = "", method: str = "POST", timeout: float = 660.0) -> dict:
         return self._call(
