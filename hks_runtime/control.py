@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import seccomp
 from .logstore import parse_ts
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
 
@@ -233,6 +234,7 @@ class ControlApi:
             {
                 "ok": True,
                 "sandbox": self.daemon.sandbox_mode or self.daemon.sandbox_problem(),
+                "seccomp": seccomp.program() is not None,
                 "functions": len(self.supervisor.functions),
                 "prewarmed": standbys,
             }

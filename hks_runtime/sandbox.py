@@ -20,7 +20,8 @@ Environment values are handed to bwrap through a memfd (``--args FD``), never on
 Where the kernel allows unprivileged user namespaces, sandboxed code runs as the host's ``nobody`` (so an
 escape lands on an unprivileged uid); bind sources must then be world-traversable, otherwise that one
 sandbox runs as root without capabilities (``SandboxedProcess.unprivileged`` says which). Creating user
-namespaces inside is refused (``--disable-userns``) where bwrap supports it.
+namespaces inside is refused (``--disable-userns``) where bwrap supports it. A seccomp filter refuses the
+system calls no function needs (``seccomp.py``) where libseccomp's binding is installed.
 
 Caller duties: spawn from a long-lived thread (``--die-with-parent`` is tied to the spawning thread), drain
 the pipes, and call ``terminate()`` for wall-time limits. Cgroups are removed when ``poll()``/``wait()`` first
@@ -41,6 +42,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import seccomp
 
 _log = logging.getLogger(__name__)
 SANDBOX_UID = 65534  # "nobody": the host uid sandboxed code runs as, when unprivileged bwrap works
@@ -329,12 +332,15 @@ def _system_args() -> list[str]:
     return args
 
 
-def _bwrap_args(spec: SandboxSpec, env_fd: int, unprivileged: bool) -> list[str]:
+def _bwrap_args(
+    spec: SandboxSpec, env_fd: int, unprivileged: bool, seccomp_fd: int | None = None
+) -> list[str]:
     network = _NETWORK_DEFAULT[spec.profile] if spec.network is None else spec.network
     args = [_bwrap_path(), "--unshare-all", *_userns_flags(unprivileged)]
     args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     args += ["--share-net"] if network else []
     args += ["--hostname", "sandbox", "--clearenv", "--args", str(env_fd)]
+    args += ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
     args += _system_args()
     for src, dst in spec.ro_binds:
         args += ["--ro-bind", str(src), dst]
@@ -566,18 +572,20 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
         for src, _ in spec.rw_binds:
             os.chown(src, SANDBOX_UID, SANDBOX_UID)
     env_fd = _env_memfd(spec.env)
+    seccomp_fd = seccomp.memfd()
     procs_files = [str(path / "cgroup.procs") for path in cgroups.values()]
     argv = ["/bin/sh", "-c", _WRAPPER, "hks-sandbox", *procs_files, "--"]
     argv += _prlimit_args(spec.limits, layout.mode, unprivileged)
     argv += _setpriv_args() if unprivileged else []
-    argv += _bwrap_args(spec, env_fd, unprivileged)
+    argv += _bwrap_args(spec, env_fd, unprivileged, seccomp_fd)
+    filter_fds = () if seccomp_fd is None else (seccomp_fd,)
     try:
         popen = subprocess.Popen(
             argv,
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(env_fd, *spec.pass_fds),
+            pass_fds=(env_fd, *filter_fds, *spec.pass_fds),
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             close_fds=True,
         )
@@ -586,7 +594,8 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
             path.rmdir()
         raise
     finally:
-        os.close(env_fd)
+        for fd in (env_fd, *filter_fds):
+            os.close(fd)
     proc = SandboxedProcess(popen, layout.mode, cgroups)
     proc.unprivileged = unprivileged
     return proc

@@ -14,3 +14,12 @@ def require_binary(name: str, *, hint: str = "") -> str:
     if os.environ.get("HKS_REQUIRE_ALL") == "1":
         pytest.fail(message + " (HKS_REQUIRE_ALL=1)")
     pytest.skip(message)
+
+
+def require(available: bool, message: str) -> None:
+    """Skip (or under HKS_REQUIRE_ALL=1 fail) with ``message`` unless ``available``."""
+    if available:
+        return
+    if os.environ.get("HKS_REQUIRE_ALL") == "1":
+        pytest.fail(message + " (HKS_REQUIRE_ALL=1)")
+    pytest.skip(message)

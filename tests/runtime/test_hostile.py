@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hks_runtime import builder, sandbox
-from tests.needs import require_binary
+from hks_runtime import builder, sandbox, seccomp
+from tests.needs import require, require_binary
 
 from .fixtures import LAYERS_DIR, REPO, listening_socket, pid_alive, remove_dir, run, scratch_dir
 
@@ -382,3 +382,32 @@ def test_built_function_archive_cannot_smuggle_links_into_the_artifact(tmp_path)
             on_log=lambda line: None,
         )
     assert not (tmp_path / "artifacts" / "evil").exists()
+
+
+SYSCALL_PROBE = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+calls = {"io_uring_setup": (425, 1, 0), "keyctl": (250, 0, -4, 0), "userfaultfd": (323, 0),
+         "perf_event_open": (298, 0, 0, -1, -1, 0), "unshare": (272, 0x20000000), "getpid": (39,)}
+for name, (nr, *args) in calls.items():
+    ctypes.set_errno(0)
+    result = libc.syscall(nr, *args)
+    print(name, result, ctypes.get_errno())
+"""
+
+
+def test_kernel_attack_surface_calls_are_refused_by_seccomp():
+    """io_uring, the keyrings every nobody shares, userfaultfd, perf events, new namespaces: EPERM; ordinary
+    calls work. (x86_64 system call numbers.)"""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the probe uses x86_64 system call numbers")
+    require(seccomp.program() is not None, "no seccomp filter: apt-get install python3-seccomp")
+    proc = _spawn([PY, "-c", SYSCALL_PROBE], profile="standard")
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    answers = {
+        name: (int(result), int(errno)) for name, result, errno in (line.split() for line in out.splitlines())
+    }
+    for name in ("io_uring_setup", "keyctl", "userfaultfd", "perf_event_open", "unshare"):
+        assert answers[name] == (-1, 1), (name, answers[name])  # EPERM
+    assert answers["getpid"][0] > 0
