@@ -30,7 +30,6 @@ BUFFER_LINES = 1000  # most lines held for one client
 BATCH_LINES = 200  # most lines in one websocket message
 SEND_RATE = 20.0  # messages a second per client, sustained...
 SEND_BURST = 5  # ...after a burst of this many sent at once: a lone line goes out as it comes
-INITIAL_TAIL = 200
 CLOSE_NOT_FOUND = 4404
 
 
@@ -95,7 +94,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "message": f"unknown action {action!r}"})
 
     async def _read(self, backend, ref, since):
-        async for item in logstream.follow(backend, ref, since=since, tail=INITIAL_TAIL):
+        async for item in logstream.follow(backend, ref, since=since):
             if isinstance(item, logstream.StreamTrouble):
                 await self.send_json({"type": "error", "message": item.message})
             else:
