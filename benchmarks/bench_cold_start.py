@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -57,13 +57,14 @@ def _pool_ready(client: httpx.Client, runtime: str) -> bool:
 
 def cold_starts_counted(client: httpx.Client, name: str) -> int:
     """The daemon's hks_cold_starts_total for this function, summed over its revisions."""
-    pattern = re.compile(r"^hks_cold_starts_total\{([^}]*)\} ([0-9.e+]+)$")
-    total = 0.0
-    for line in client.get("/metrics").text.splitlines():
-        match = pattern.match(line)
-        if match and f'kn_service_name="{name}"' in match.group(1):
-            total += float(match.group(2))
-    return int(total)
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+            for sample in family.samples
+            if sample.name == "hks_cold_starts_total" and sample.labels.get("kn_service_name") == name
+        )
+    )
 
 
 def measure(daemon, runtime: str, samples: int, *, pooled: bool) -> dict:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from functions.backends.base import BuildSpec, FunctionRef, ServiceSpec, ServiceStatus
 from functions.backends.local import LocalBackend
@@ -145,17 +146,13 @@ def call(
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        sample_labels, value = line[len(name) + 1 :].rsplit("} ", 1)
-        pairs = dict(part.split("=", 1) for part in sample_labels.split('",') if "=" in part)
-        pairs = {k.strip(): v.strip().strip('"') for k, v in pairs.items()}
-        if all(pairs.get(k) == v for k, v in labels.items()):
-            total += float(value)
-    return total
+    """Sum of the samples of ``name`` whose labels include ``labels`` (prometheus_client's own parser)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def as_json(response: httpx.Response) -> dict:
