@@ -129,8 +129,7 @@ class LogConsumer(AsyncJsonWebsocketConsumer):
 
 
 def _line_json(line) -> dict:
-    stamp = line.timestamp.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return {"ts": stamp, "instance": line.instance, "stream": line.stream, "text": line.text}
+    return {"ts": logstream.stamp(line), "instance": line.instance, "stream": line.stream, "text": line.text}
 
 
 def project_group(project_id: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 INITIAL_TAIL = 200
 RESUME_SECONDS = 1.0  # pause before following a stream again after it ended
+
+
+def stamp(line) -> str:
+    """A line's time as the websocket and the API's stream give it: UTC, microseconds, ``Z``."""
+    return line.timestamp.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -125,8 +125,12 @@ def function_logs(request, slug: str, name: str, since: dt.datetime | None = Non
 
 
 def _line_out(line) -> dict:
-    stamp = line.timestamp.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return {"timestamp": stamp, "instance": line.instance, "stream": line.stream, "text": line.text}
+    return {
+        "timestamp": logstream.stamp(line),
+        "instance": line.instance,
+        "stream": line.stream,
+        "text": line.text,
+    }
 
 
 async def _ndjson(backend, ref, since, tail):
