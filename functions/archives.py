@@ -2,24 +2,28 @@
 
 An archive is a gzip-compressed tar of a function directory with ``func.yaml`` at its root. Refused with a
 clear ``ArchiveError``: not a tar.gz, too big (compressed or unpacked - decompression is counted as it
-happens, so a gzip bomb stops at the limit), too many members, absolute paths, ``..``, links, devices and
-anything else that is not a regular file or a directory.
+happens, so a gzip bomb stops at the limit, and every member's declared size is added up before its data
+is read, so a sparse member claiming a gigabyte costs nothing), too many members, names too long for a
+file system, absolute paths, ``..``, sparse members, links (hard and symbolic), devices and anything else
+that is not a regular file or a directory.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import hashlib
 import io
-import json
 import posixpath
 import tarfile
 import zlib
 from dataclasses import dataclass, field
 
-import yaml
 from django.conf import settings
+
+from .funcyaml import FuncYamlError, load_func_yaml
+
+MAX_NAME_BYTES = 255  # one path component, as ext4, XFS and tmpfs allow
+MAX_PATH_BYTES = 1024
 
 
 class ArchiveError(ValueError):
@@ -59,6 +63,11 @@ class _CountingReader(io.RawIOBase):
 def _check_name(name: str) -> str:
     if not name or "\x00" in name:
         raise ArchiveError("archive member with an empty or invalid name")
+    shown = name[:60] + "..." if len(name) > 60 else name
+    if len(name.encode()) > MAX_PATH_BYTES:
+        raise ArchiveError(f"path {shown!r} is longer than {MAX_PATH_BYTES} bytes")
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in name.split("/")):
+        raise ArchiveError(f"a file or directory name in {shown!r} is longer than {MAX_NAME_BYTES} bytes")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         raise ArchiveError(f"absolute path in archive: {name!r}")
     normalized = posixpath.normpath(name)
@@ -69,8 +78,10 @@ def _check_name(name: str) -> str:
 
 def _read_members(data: bytes) -> dict[str, bytes]:
     max_members = settings.HKS_MAX_ARCHIVE_MEMBERS
-    reader = _CountingReader(gzip.GzipFile(fileobj=io.BytesIO(data)), settings.HKS_MAX_UNPACKED_BYTES)
+    limit = settings.HKS_MAX_UNPACKED_BYTES
+    reader = _CountingReader(gzip.GzipFile(fileobj=io.BytesIO(data)), limit)
     files: dict[str, bytes] = {}
+    declared = 0
     with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 16), mode="r|") as tar:
         for count, member in enumerate(tar, start=1):
             if count > max_members:
@@ -78,9 +89,14 @@ def _read_members(data: bytes) -> dict[str, bytes]:
             name = _check_name(member.name)
             if member.isdir():
                 continue
+            if member.issparse() or member.type == tarfile.GNUTYPE_SPARSE:
+                raise ArchiveError(f"{name!r} is a sparse file; only regular files are allowed")
             if not member.isreg():
+                raise ArchiveError(f"{name!r} is a link or special file; only regular files are allowed")
+            declared += member.size  # what it unpacks to, before a byte of it is read
+            if declared > limit:
                 raise ArchiveError(
-                    f"{member.name!r} is a link or special file; only regular files are allowed"
+                    f"archive unpacks to more than {limit} bytes (the limit for source archives)"
                 )
             if name in files:
                 raise ArchiveError(f"{member.name!r} appears twice in the archive")
@@ -94,12 +110,6 @@ def _content_hash(files: dict[str, bytes]) -> str:
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     return digest.hexdigest()
-
-
-def _json_default(value):
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not allowed in func.yaml")
 
 
 def inspect_archive(data: bytes) -> ArchiveInfo:
@@ -116,15 +126,9 @@ def inspect_archive(data: bytes) -> ArchiveInfo:
     if "func.yaml" not in files:
         raise ArchiveError("func.yaml is missing at the root of the archive")
     try:
-        func_yaml = yaml.safe_load(files["func.yaml"]) or {}
-    except yaml.YAMLError as exc:
-        raise ArchiveError(f"func.yaml is not valid YAML: {exc}") from exc
-    if not isinstance(func_yaml, dict):
-        raise ArchiveError("func.yaml must be a mapping")
-    try:  # stored as JSON: YAML timestamps (kn func writes `created:`) become ISO strings
-        func_yaml = json.loads(json.dumps(func_yaml, default=_json_default))
-    except (TypeError, ValueError) as exc:
-        raise ArchiveError(f"func.yaml has values that cannot be stored: {exc}") from exc
+        func_yaml = load_func_yaml(files["func.yaml"])
+    except FuncYamlError as exc:
+        raise ArchiveError(str(exc)) from exc
     return ArchiveInfo(
         content_hash=_content_hash(files), files=files, func_yaml=func_yaml, size_bytes=len(data)
     )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from django import forms
 from django.core.exceptions import ValidationError
 
 from .models import FunctionStatus
+from .validators import check_env
 
 STATUS_FILTERS = [
     ("", "Any status"),
@@ -49,7 +48,6 @@ SORT_CHOICES = [
     ("-memory", "Most memory"),
 ]
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class FunctionFilterForm(forms.Form):
@@ -136,10 +134,10 @@ class SettingsForm(forms.Form):
 
     def clean_env(self) -> dict[str, str]:
         env = _parse_lines(self.cleaned_data["env"], "=", "NAME=value")
-        bad = [name for name in env if not ENV_NAME.match(name)]
-        if bad:
-            raise ValidationError(f"not a valid variable name: {', '.join(bad)}")
-        return env
+        try:
+            return check_env(env)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
 
     def clean(self):
         data = super().clean()

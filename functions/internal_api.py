@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import Http404
 from ninja import Field, NinjaAPI, Schema, Status
@@ -29,6 +31,7 @@ from .agent_tokens import (
 from .invoke import function_invoke
 from .models import Function, FunctionStatus
 from .services import ServiceError
+from .validators import check_env
 
 
 class AgentAuth(HttpBearer):
@@ -60,6 +63,16 @@ def _service_error(request, exc: ServiceError):
 @internal_api.exception_handler(Http404)
 def _not_found(request, exc):
     return internal_api.create_response(request, {"detail": str(exc) or "Not found."}, status=404)
+
+
+@internal_api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return internal_api.create_response(
+        request,
+        {"detail": f"request body is larger than {limit} bytes (code, files and env together)"},
+        status=413,
+    )
 
 
 class TokenIn(Schema):
@@ -138,6 +151,7 @@ def deploy_function(request, payload: DeployIn):
     identity: AgentIdentity = request.auth
     name = f"agent-{secrets.token_hex(5)}"
     try:
+        env = check_env(payload.env)
         archive = agent_archive(name=name, runtime=payload.runtime, code=payload.code, files=payload.files)
     except ValueError as exc:
         raise ServiceError(str(exc)) from exc
@@ -150,9 +164,7 @@ def deploy_function(request, payload: DeployIn):
             ephemeral=True,
             ttl_seconds=payload.ttl_seconds,
         )
-        Function.objects.filter(pk=function.pk).update(
-            env=payload.env, timeout_seconds=payload.timeout_seconds
-        )
+        Function.objects.filter(pk=function.pk).update(env=env, timeout_seconds=payload.timeout_seconds)
         function.refresh_from_db()
         services.function_deploy(function=function, archive=archive, user=None)
         services.audit(

@@ -30,7 +30,7 @@ from .models import (
     Role,
     SandboxProfile,
 )
-from .validators import validate_dns_label
+from .validators import check_env, validate_dns_label
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +183,17 @@ def function_create(
     return function
 
 
+def _checked_env(env) -> dict[str, str]:
+    try:
+        return check_env(env)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from exc
+
+
 def _apply_config(function: Function, config) -> None:
     function.kind = config.kind
     if config.envs:
-        function.env = {**config.envs, **function.env}
+        function.env = _checked_env({**config.envs, **function.env})
     scale = config.scale
     function.min_scale = scale.get("min", function.min_scale)
     function.max_scale = scale.get("max", function.max_scale)
@@ -197,6 +204,8 @@ def _apply_config(function: Function, config) -> None:
         function.memory_mb = config.memory_mb
     if config.container_concurrency is not None:
         function.container_concurrency = config.container_concurrency
+    if function.min_scale > function.max_scale:
+        raise ServiceError(f"min scale {function.min_scale} cannot be above max scale {function.max_scale}")
 
 
 @transaction.atomic
@@ -231,6 +240,16 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
     revision.archive.save(
         f"{function.project.slug}-{function.name}-{revision.number}.tar.gz", ContentFile(archive), save=False
     )
+    try:
+        return _revision_store(function, revision, info, user)
+    except BaseException:
+        # The file is written before its row: whatever fails below, the file goes too, so a refused
+        # deploy leaves nothing in media/ (the rows roll back with the transaction).
+        revision.archive.delete(save=False)
+        raise
+
+
+def _revision_store(function: Function, revision: Revision, info, user) -> Revision:
     reusable = _reusable_artifact(function, info.content_hash)
     if reusable:
         revision.artifact = reusable
@@ -238,7 +257,6 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
         with transaction.atomic():
             revision.save()
     except IntegrityError as exc:  # a concurrent deploy took this number (SQLite cannot lock the row)
-        revision.archive.delete(save=False)
         raise ServiceError(
             f"another deploy of {function.name} was stored as revision {revision.number} at the same time; "
             "deploy again",
@@ -446,6 +464,8 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
     unknown = set(changes) - allowed
     if unknown:
         raise ServiceError(f"unknown settings: {', '.join(sorted(unknown))}")
+    if "env" in changes:
+        changes["env"] = _checked_env(changes["env"])
     for key, value in changes.items():
         setattr(function, key, value)
     if function.min_scale > function.max_scale:

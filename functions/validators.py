@@ -19,9 +19,57 @@ def validate_dns_label(value: str) -> None:
         )
 
 
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Env limits: far above what a function needs, far below what reaches the runtime's 1 MiB request cap or a
+# Kubernetes object's size. The same rules for func.yaml, the settings form and API, and the internal API.
+ENV_MAX_NAME_BYTES = 256
+ENV_MAX_VALUE_BYTES = 32 * 1024
+ENV_MAX_COUNT = 200
+ENV_MAX_TOTAL_BYTES = 256 * 1024
+
+
 def validate_env_name(value: str) -> None:
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value or ""):
+    if not ENV_NAME_RE.match(value or ""):
         raise ValidationError("%(value)r is not a valid environment variable name.", params={"value": value})
+
+
+def check_env(env) -> dict[str, str]:
+    """A function's environment, checked: POSIX-style names (letters, digits, ``_``, not starting with a
+    digit - so no ``=`` or NUL), values without NUL, and bounded sizes. Returns it as ``dict[str, str]``;
+    raises ValueError with the reason, in words for the person who sent it."""
+    if not isinstance(env, dict):
+        raise ValueError("env must be a mapping of variable names to values")
+    if len(env) > ENV_MAX_COUNT:
+        raise ValueError(f"{len(env)} environment variables; the limit is {ENV_MAX_COUNT}")
+    checked: dict[str, str] = {}
+    total = 0
+    for name, value in env.items():
+        name = str(name)
+        shown = name[:40] + ("..." if len(name) > 40 else "")
+        if len(name.encode()) > ENV_MAX_NAME_BYTES:
+            raise ValueError(f"environment variable name {shown!r} is longer than {ENV_MAX_NAME_BYTES} bytes")
+        if not ENV_NAME_RE.match(name):
+            raise ValueError(
+                f"{shown!r} is not a valid environment variable name "
+                "(letters, digits and '_', not starting with a digit)"
+            )
+        if value is None:
+            value = ""
+        if not isinstance(value, str | int | float | bool):
+            raise ValueError(f"environment variable {name} must have a text value")
+        value = str(value)
+        if "\x00" in value:
+            raise ValueError(f"environment variable {name} contains a NUL character")
+        size = len(value.encode())
+        if size > ENV_MAX_VALUE_BYTES:
+            raise ValueError(
+                f"environment variable {name} is {size} bytes; the limit is {ENV_MAX_VALUE_BYTES} per value"
+            )
+        total += len(name.encode()) + size
+        if total > ENV_MAX_TOTAL_BYTES:
+            raise ValueError(f"the environment is larger than {ENV_MAX_TOTAL_BYTES} bytes in total")
+        checked[name] = value
+    return checked
 
 
 def check_function_path(path: str) -> str:

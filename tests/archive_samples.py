@@ -107,3 +107,44 @@ def _plain_tar() -> bytes:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def _gnu_checksum(header: bytearray) -> None:
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+
+
+def sparse_archive(claimed_bytes: int = 1 << 30) -> bytes:
+    """A valid func.yaml, then an old-style GNU sparse member ('S') that stores no data at all and claims to
+    unpack to ``claimed_bytes`` of holes - the whole archive is under 200 bytes once compressed."""
+    info = tarfile.TarInfo("hole.bin")
+    info.size = 0
+    header = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:398] = b"%011o\0" % (claimed_bytes - 1)  # one sparse entry: 1 byte at the very end...
+    header[398:410] = b"%011o\0" % 0  # ...of length 0: all holes
+    header[482] = 0  # no extended sparse headers
+    header[483:495] = b"%011o\0" % claimed_bytes  # the real (unpacked) size
+    _gnu_checksum(header)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        data = func_yaml()
+        yaml_info = tarfile.TarInfo("func.yaml")
+        yaml_info.size = len(data)
+        tar.addfile(yaml_info, io.BytesIO(data))
+        end = tar.offset  # where the end-of-archive blocks start
+    raw = buffer.getvalue()[:end] + bytes(header) + bytes(2 * tarfile.BLOCKSIZE)
+    return gzip.compress(raw, compresslevel=9, mtime=0)
+
+
+ALIAS_BOMB = b"""specVersion: 0.36.0
+name: hello
+runtime: node
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+"""

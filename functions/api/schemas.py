@@ -8,8 +8,7 @@ from ninja import Field, Schema
 from pydantic import field_validator
 
 from ..models import Build, Function, FunctionKind, Revision, Role, Runtime
-
-ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+from ..validators import check_env
 
 
 class ErrorOut(Schema):
@@ -124,11 +123,8 @@ class FunctionSettingsIn(Schema):
 
     @field_validator("env")
     @classmethod
-    def _env_names(cls, env: dict[str, str] | None) -> dict[str, str] | None:
-        for key in env or {}:
-            if not key or key[0].isdigit() or not set(key) <= ENV_NAME_CHARS:
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-        return env
+    def _env_rules(cls, env: dict[str, str] | None) -> dict[str, str] | None:
+        return None if env is None else check_env(env)
 
 
 # Revisions and builds -----------------------------------------------------------------------------
