@@ -426,7 +426,7 @@ def test_settings_are_saved_through_the_service(client_for, developer, hello):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"env": "1BAD=x"}, "not a valid variable name"),
+        ({"env": "1BAD=x"}, "not a valid environment variable name"),
         ({"min_scale": 5, "max_scale": 2}, "min scale cannot be above max scale"),
         ({"memory_mb": 100000}, "over the project"),
     ],
