@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from .client_limits import ClientLimits
 from .daemon import Daemon, Options
 
 
@@ -85,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         pool_size=args.pool_size,
         pool_recent_shapes=max(0, args.pool_recent_shapes),
         data_path=args.data_path,
+        client_limits=ClientLimits.from_env(),
     )
 
 

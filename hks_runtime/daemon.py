@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import background
+from .client_limits import ClientLimits, guarded
 from .control import ControlApi
 from .gateway import Gateway
 from .haproxy import HAProxy, HAProxyRouting
@@ -56,6 +57,7 @@ class Options:
     pool_size: int = 1  # pre-warmed standbys per function shape in use (0: none)
     pool_recent_shapes: int = 2  # shapes no longer in use that keep their standbys (the latest given up)
     data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
+    client_limits: ClientLimits = ClientLimits()  # what one client may hold of the gateway
 
 
 class Daemon:
@@ -83,6 +85,7 @@ class Daemon:
             pool_recent_shapes=options.pool_recent_shapes,
         )
         self.runners: list[web.AppRunner] = []
+        self.servers: list[asyncio.Server] = []
         self.haproxy: HAProxy | None = None
         self._poller: asyncio.Task | None = None
         self.control_url = self.gateway_url = ""
@@ -96,6 +99,15 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - SandboxUnavailable or an import error: shown, never bypassed
             self._sandbox_error = f"sandbox unavailable: {exc}"
             log.error("%s", self._sandbox_error)
+            return
+        # A crashed predecessor's sandboxes died with it (--die-with-parent), but not its control groups.
+        try:
+            removed = self.core.sweep_stale_cgroups()
+        except OSError as exc:
+            log.warning("could not sweep stale sandbox cgroups: %s", exc)
+        else:
+            if removed:
+                log.info("removed %d stale sandbox cgroups left by a previous daemon", removed)
 
     def urls(self, namespace: str, name: str) -> dict[str, str]:
         port = self.gateway_port
@@ -116,8 +128,10 @@ class Daemon:
         ).app()
         if self.options.data_path == "haproxy":
             gateway = await self._start_haproxy(await self._serve(gateway_app, 0, host="127.0.0.1"))
-        else:
-            gateway = await self._serve(gateway_app, self.options.gateway_port)
+        else:  # the Python gateway faces clients itself: it applies the client limits
+            gateway = await self._serve(
+                gateway_app, self.options.gateway_port, limits=self.options.client_limits
+            )
         self.control_port, self.gateway_port = control, gateway
         self.control_url = f"http://{self.options.host}:{control}"
         self.gateway_url = f"http://{self.options.host}:{gateway}"
@@ -139,6 +153,7 @@ class Daemon:
             port=port,
             activator_port=activator_port,
             max_body=self.options.max_body_bytes,
+            limits=self.options.client_limits,
         )
         router = HAProxyRouting(
             self.haproxy,
@@ -153,15 +168,31 @@ class Daemon:
         self._poller = asyncio.get_running_loop().create_task(router.poll())
         return port
 
-    async def _serve(self, app: web.Application, port: int, host: str | None = None) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+    async def _serve(
+        self, app: web.Application, port: int, host: str | None = None, limits: ClientLimits | None = None
+    ) -> int:
+        keepalive = {"keepalive_timeout": limits.keepalive_timeout} if limits else {}
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5, **keepalive)
         await runner.setup()
+        if limits is not None:
+            self.runners.append(runner)
+            server = await asyncio.get_running_loop().create_server(
+                guarded(runner.server, limits),
+                host or self.options.host,
+                port,
+                backlog=1024,
+                reuse_address=True,
+            )
+            self.servers.append(server)
+            return server.sockets[0].getsockname()[1]
         site = web.TCPSite(runner, host or self.options.host, port, backlog=1024, reuse_address=True)
         await site.start()
         self.runners.append(runner)
         return runner.addresses[0][1]
 
     async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
         for runner in self.runners:
             await runner.cleanup()
         self.save()

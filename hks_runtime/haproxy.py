@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .client_limits import ClientLimits
+
 ACTIVATOR = "act"
 
 
@@ -42,8 +44,10 @@ class HAProxy:
         max_body: int,
         backends: int = 64,
         servers: int = 10,
+        limits: ClientLimits | None = None,
     ):
         self.run_dir = run_dir
+        self.limits = limits or ClientLimits()
         self.host, self.port, self.activator_port = host, port, activator_port
         self.max_body = max_body
         self.backends = [f"be_{n}" for n in range(backends)]
@@ -63,11 +67,12 @@ class HAProxy:
     def config(self) -> str:
         maps, logs = self.run_dir / "hosts.map", self.run_dir / "haproxy-log.sock"
         timeouts = self.run_dir / "timeouts.map"
+        limits = self.limits
         lines = [
             "global",
             f"    stats socket {self.admin} mode 600 level admin",
             f"    log {logs} len 1024 format raw local0",
-            "    maxconn 4096",
+            f"    maxconn {limits.connections_allowed()}",
             "    nbthread 1",  # on a small machine one thread beats two competing with the functions
             "defaults",
             "    mode http",
@@ -77,13 +82,21 @@ class HAProxy:
             "    timeout client 3600s",
             "    timeout server 3600s",
             "    timeout queue 3600s",
-            "    timeout http-keep-alive 60s",
+            # A request head must arrive whole within this (slowloris), an idle kept-alive connection and
+            # a half-closed one are let go - see client_limits.py.
+            f"    timeout http-request {int(limits.header_timeout * 1000)}ms",
+            f"    timeout http-keep-alive {int(limits.keepalive_timeout * 1000)}ms",
+            "    timeout client-fin 5s",
             "    retries 3",
             "    option redispatch 1",
             "    retry-on conn-failure",  # only where the request cannot have reached the function
             "    http-reuse always",
             "frontend gateway",
             f"    bind {self.host}:{self.port}",
+            # One source address holds at most this many connections; the rest are refused at accept.
+            "    stick-table type ipv6 size 100k expire 60s store conn_cur",
+            "    tcp-request connection track-sc0 src",
+            f"    tcp-request connection reject if {{ sc0_conn_cur gt {limits.max_connections_per_client} }}",
             f"    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {self.max_body} }}",
             # Off this machine: marked for the activator, and refused for a cluster-local function's host.
             "    http-request del-header x-hks-external",
