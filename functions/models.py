@@ -131,6 +131,7 @@ class FunctionStatus(models.TextChoices):
     BUILDING = "building", "Building"
     DEPLOYING = "deploying", "Deploying"
     READY = "ready", "Ready"
+    UNKNOWN = "unknown", "Unknown"  # deployed, but its backend does not answer (status_message says why)
     FAILED = "failed", "Failed"
     DELETING = "deleting", "Deleting"
     DELETED = "deleted", "Deleted"
@@ -192,6 +193,10 @@ class Function(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     deployed_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # When the task moving this function (build, deploy, delete) was enqueued or last showed it is alive, and
+    # how often the reconciler (functions/reconcile.py) has had to enqueue it again since the last deploy.
+    task_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    task_recoveries = models.PositiveSmallIntegerField(default=0)
 
     objects = FunctionQuerySet.as_manager()
 

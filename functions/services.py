@@ -62,12 +62,57 @@ def _pushed(function_id: int) -> None:
     live.function_changed(function_id=function_id)
 
 
-def _on_commit(function_id: int, enqueue) -> None:
+push = _pushed
+
+
+def tasks_queue_check() -> None:
+    """Refuse (503) work that would need a task while the task queue (Redis) does not answer - before
+    anything is written, so the refused request leaves nothing half-made."""
+    import redis
+
+    try:
+        _queue_client().ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise ServiceError(
+            f"the task queue is unavailable ({type(exc).__name__}); nothing was changed, try again shortly",
+            code=503,
+        ) from exc
+
+
+def _queue_client():
+    import redis
+
+    global _QUEUE_CLIENT
+    url = settings.REDIS_URL  # the broker, spelled for redis-py
+    if _QUEUE_CLIENT is None or _QUEUE_CLIENT[0] != url:
+        _QUEUE_CLIENT = (url, redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2))
+    return _QUEUE_CLIENT[1]
+
+
+_QUEUE_CLIENT = None
+
+
+def enqueue(function_id: int, send) -> bool:
+    """Send a function's task, starting its heartbeat clock. When the queue refuses it, the function says
+    so and the reconciler (functions/reconcile.py) sends it again later; returns whether it was sent."""
+    Function.objects.filter(pk=function_id).update(task_heartbeat_at=timezone.now())
+    try:
+        send()
+    except Exception as exc:  # noqa: BLE001 - kombu/redis connection errors of every kind
+        log.warning("could not enqueue the task of function %s: %s", function_id, exc)
+        Function.objects.filter(pk=function_id).update(
+            status_message=f"waiting for the task queue ({type(exc).__name__}); it will be retried"
+        )
+        return False
+    return True
+
+
+def _on_commit(function_id: int, send) -> None:
     """Once the transaction commits: push the function's new status to its pages, then enqueue its task."""
 
     def run():
         _pushed(function_id)
-        enqueue()
+        enqueue(function_id, send)
 
     transaction.on_commit(run)
 
@@ -216,6 +261,7 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
     """
     if not function.is_alive:
         raise ServiceError(f"function {function.name} is being deleted", code=409)
+    tasks_queue_check()
     try:
         info = inspect_archive(archive)
         config = parse_func_yaml(info.func_yaml)
@@ -266,6 +312,7 @@ def _revision_store(function: Function, revision: Revision, info, user) -> Revis
     function.desired_revision = revision
     function.status = FunctionStatus.BUILDING if not reusable else FunctionStatus.DEPLOYING
     function.status_message = ""
+    function.task_recoveries = 0
     function.save()
     audit(
         project=function.project,
@@ -355,7 +402,7 @@ def build_fail(*, build: Build, message: str) -> None:
 def function_mark_failed(*, function: Function, message: str) -> None:
     Function.objects.filter(pk=function.pk).exclude(
         status__in=[FunctionStatus.DELETING, FunctionStatus.DELETED]
-    ).update(status=FunctionStatus.FAILED, status_message=message[:4000])
+    ).update(status=FunctionStatus.FAILED, status_message=message[:4000], task_recoveries=0)
     # A deletion that failed stays "deleting" (it must not serve again) but says why; DELETE retries it.
     deleting = Function.objects.filter(pk=function.pk, status=FunctionStatus.DELETING)
     deleting.update(status_message=message[:4000])
@@ -421,6 +468,7 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
     ).update(
         status=FunctionStatus.READY,
         status_message="",
+        task_recoveries=0,
         current_revision=revision,
         url=status.url,
         internal_url=status.internal_url,
@@ -434,8 +482,9 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
 def revision_rollback(*, function: Function, revision: Revision, user) -> None:
     if not revision.artifact:
         raise ServiceError(f"revision {revision.number} was never built; it cannot take traffic", code=409)
+    tasks_queue_check()
     Function.objects.filter(pk=function.pk).update(
-        status=FunctionStatus.DEPLOYING, status_message="", desired_revision=revision
+        status=FunctionStatus.DEPLOYING, status_message="", desired_revision=revision, task_recoveries=0
     )
     audit(
         project=function.project,
@@ -464,6 +513,8 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
     unknown = set(changes) - allowed
     if unknown:
         raise ServiceError(f"unknown settings: {', '.join(sorted(unknown))}")
+    if function.desired_revision_id or function.current_revision_id:
+        tasks_queue_check()  # a deployed function is redeployed with its new settings
     if "env" in changes:
         changes["env"] = _checked_env(changes["env"])
     for key, value in changes.items():
@@ -492,7 +543,7 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
     if target is not None and target.artifact:
         from . import tasks
 
-        transaction.on_commit(lambda: tasks.deploy_revision.delay(target.pk))
+        transaction.on_commit(lambda: enqueue(function.pk, lambda: tasks.deploy_revision.delay(target.pk)))
     return function
 
 
@@ -500,6 +551,7 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
 def function_delete(*, function: Function, user) -> None:
     if function.status == FunctionStatus.DELETED:
         return
+    tasks_queue_check()
     # Only the call that moves it to deleting records it (concurrent calls: once); every call enqueues the
     # idempotent task, so asking again retries a deletion that got stuck.
     alive = Function.objects.filter(pk=function.pk).exclude(

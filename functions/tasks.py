@@ -4,9 +4,14 @@ All are safe to run twice. A transient ``BackendError`` is retried with backoff;
 last retry, is recorded on the function with the backend's message.
 """
 
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from celery import shared_task
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
 
 from . import services
 from .backends import BackendError
@@ -15,14 +20,43 @@ from .models import Build, Function, Revision
 RETRY = {"max_retries": 5, "retry_backoff": 2, "retry_backoff_max": 60}
 
 
-def _drive(task, work: Callable[[], object], give_up: Callable[[str], None]) -> object:
-    """Run ``work``; retry transient backend errors with backoff, record everything else on the function.
+@contextmanager
+def _heartbeat(function_id: int):
+    """While the body runs, tell the reconciler every few seconds that this function's task is alive."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.HKS_TASK_HEARTBEAT_SECONDS):
+                Function.objects.filter(pk=function_id).update(task_heartbeat_at=timezone.now())
+        finally:
+            close_old_connections()
+
+    Function.objects.filter(pk=function_id).update(task_heartbeat_at=timezone.now())
+    thread = threading.Thread(target=beat, name=f"heartbeat-{function_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _drive(
+    task, work: Callable[[], object], give_up: Callable[[str], None], function_id: int | None = None
+) -> object:
+    """Run ``work`` with a heartbeat; retry transient backend errors with backoff, record everything else
+    on the function.
 
     An unexpected exception (a bug) is recorded too, then re-raised for the worker's log, so a function
-    never stays "building" forever.
+    never stays "building" forever. A worker that dies mid-task stops the heartbeat: the reconciler
+    (functions/reconcile.py) then enqueues the task again.
     """
     try:
-        return work()
+        if function_id is None:
+            return work()
+        with _heartbeat(function_id):
+            return work()
     except BackendError as exc:
         if exc.permanent or task.request.retries >= task.max_retries:
             give_up(exc.message)
@@ -42,9 +76,11 @@ def build_revision(self, build_id: int) -> None:
         self,
         lambda: services.build_run(build=build),
         lambda msg: services.build_fail(build=build, message=msg),
+        function_id=build.revision.function_id,
     )
     if built:
-        deploy_revision.delay(build.revision_id)
+        function_id = build.revision.function_id
+        services.enqueue(function_id, lambda: deploy_revision.delay(build.revision_id))
 
 
 @shared_task(bind=True, acks_late=True, **RETRY)
@@ -56,6 +92,7 @@ def deploy_revision(self, revision_id: int) -> None:
         self,
         lambda: services.revision_deploy_run(revision=revision),
         lambda msg: services.function_mark_failed(function=revision.function, message=msg),
+        function_id=revision.function_id,
     )
 
 
@@ -68,12 +105,21 @@ def delete_function(self, function_id: int) -> None:
         self,
         lambda: services.function_delete_run(function=function),
         lambda msg: services.function_mark_failed(function=function, message=f"delete failed: {msg}"),
+        function_id=function.pk,
     )
 
 
 @shared_task
 def collect_expired() -> int:
     return services.functions_collect_expired()
+
+
+@shared_task
+def reconcile() -> dict:
+    """Resume builds/deploys/deletes whose task was lost; follow the backends' health (reconcile.py)."""
+    from .reconcile import functions_reconcile
+
+    return vars(functions_reconcile())
 
 
 from . import tasks_schedules  # noqa: E402,F401  (registers the schedule tasks)

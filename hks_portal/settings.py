@@ -105,7 +105,30 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env_str("HKS_CELERY_QUEUE", "hks")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task a worker took and never acknowledged (the worker died) is handed out again after this: longer
+# than the longest build plus its deploy, so a slow build is never run twice at once. The reconciler
+# (functions/reconcile.py) notices a lost task much sooner, from its missing heartbeat.
+HKS_TASK_VISIBILITY_TIMEOUT = env_int(
+    "HKS_TASK_VISIBILITY_TIMEOUT", env_int("HKS_BUILD_TIMEOUT_SECONDS", 900) + 600
+)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": HKS_TASK_VISIBILITY_TIMEOUT,
+    "socket_connect_timeout": 3,
+}
+# Enqueueing while Redis is down fails in about a second instead of retrying for 20 s inside a request.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
+# Reconciler: how often it runs, after how long without a heartbeat a build/deploy/delete counts as lost,
+# how often a running task beats, and how many times a lost one is enqueued again before it is failed.
+HKS_RECONCILE_INTERVAL_SECONDS = env_int("HKS_RECONCILE_INTERVAL_SECONDS", 30)
+HKS_TASK_STALE_SECONDS = env_int("HKS_TASK_STALE_SECONDS", 120)
+HKS_TASK_HEARTBEAT_SECONDS = env_int("HKS_TASK_HEARTBEAT_SECONDS", 15)
+HKS_TASK_MAX_RECOVERIES = env_int("HKS_TASK_MAX_RECOVERIES", 3)
 CELERY_BEAT_SCHEDULE = {
+    "reconcile": {
+        "task": "functions.tasks.reconcile",
+        "schedule": float(HKS_RECONCILE_INTERVAL_SECONDS),
+        "options": {"expires": HKS_RECONCILE_INTERVAL_SECONDS},
+    },
     "collect-expired-functions": {"task": "functions.tasks.collect_expired", "schedule": 30.0},
     "dispatch-schedules": {
         "task": "functions.tasks_schedules.dispatch_schedules",

@@ -127,6 +127,7 @@ def snapshot(platform: Platform) -> dict:
     }
     for row in rows["functions"]:
         row.pop("updated_at")  # bookkeeping of the ORM's save(), not state
+        row.pop("task_heartbeat_at")  # bookkeeping of the reconciler: when a task last showed it is alive
         row.pop("replicas")  # an observation of load at deploy time, not something the task decides
     return {"db": rows, "backend": platform.backend_state()}
 
