@@ -112,56 +112,31 @@ class Platform:
                     "--http",
                     "h11",
                     "--h11-max-incomplete-event-size",
-                    str(_env_int("HKS_MAX_REQUEST_HEADER_BYTES", 32 * 1024)),
+                    str(int(env.get("HKS_MAX_REQUEST_HEADER_BYTES") or 32 * 1024)),
                 ],
                 env,
             )
-            queue = env.get("HKS_CELERY_QUEUE", "hks")
-            self._spawn(
-                "worker",
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "hks_portal",
-                    "worker",
-                    "--pool",
-                    "threads",
-                    "--concurrency",
-                    "8",
-                    "-Q",
-                    queue,
-                    "--loglevel",
-                    "WARNING",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-n",
-                    f"worker-{os.getpid()}@%h",
-                ],
-                env,
-            )
-            self._spawn(
-                "beat",
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "hks_portal",
-                    "beat",
-                    "--loglevel",
-                    "WARNING",
-                    "--schedule",
-                    str(self.data_dir / "celerybeat-schedule"),
-                ],
-                env,
-            )
+            self.start_worker(env)
+            self.start_beat(env)
             self._start_prometheus(env)
             self._wait_http("portal", f"{self.portal_url}/accounts/login/")
         except BaseException:
             self.stop()
             raise
+
+    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """The Celery worker (also to start a new one after the last was killed, as a supervisor would)."""
+        env = env or self.child_env()
+        queue = env.get("HKS_CELERY_QUEUE", "hks")
+        argv = [PYTHON, "-m", "celery", "-A", "hks_portal", "worker", "--pool", "threads"]
+        argv += ["--concurrency", "8", "-Q", queue, "--loglevel", "WARNING", "--without-gossip"]
+        argv += ["--without-mingle", "-n", f"worker-{os.getpid()}-{time.monotonic_ns():x}@%h"]
+        return self._spawn("worker", argv, env)
+
+    def start_beat(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        argv = [PYTHON, "-m", "celery", "-A", "hks_portal", "beat", "--loglevel", "WARNING"]
+        argv += ["--schedule", str(self.data_dir / "celerybeat-schedule")]
+        return self._spawn("beat", argv, env or self.child_env())
 
     def manage(self, *args: str, capture: bool = False) -> str:
         result = subprocess.run(
@@ -191,6 +166,24 @@ class Platform:
     def dead(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is not None]
 
+    RESTARTABLE = ("worker", "beat")
+
+    def restart_dead(self) -> list[str]:
+        """Start again a worker or beat that exited, as systemd or Kubernetes would (a worker also exits on
+        its own when Celery 5.7 cannot restore unacknowledged tasks after losing Redis). The reconciler then
+        resumes what the dead worker held. Returns the names restarted."""
+        restarted = []
+        for name in self.RESTARTABLE:
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode}; starting it again", file=sys.stderr, flush=True)
+                if name == "worker":
+                    self.start_worker()
+                else:
+                    self.start_beat()
+                restarted.append(name)
+        return restarted
+
     # Parts ----------------------------------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -205,6 +198,10 @@ class Platform:
         )
         self.procs[name] = proc
         return proc
+
+    def start_embedded_redis(self) -> None:
+        """The embedded Redis (also to start it again after it was stopped: it keeps no data)."""
+        self._start_embedded_redis()
 
     def _start_embedded_redis(self) -> None:
         socket_path = self.data_dir / "redis.sock"
@@ -337,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  prometheus: {platform.prometheus_url}")
         print("Press Ctrl-C to stop.\n", flush=True)
         while not stop["now"]:
+            platform.restart_dead()
             dead = platform.dead()
             if dead:
                 print(f"stopping: {', '.join(dead)} exited", file=sys.stderr)
