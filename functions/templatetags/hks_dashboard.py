@@ -16,6 +16,7 @@ STATUS_LABELS = {
     "deploying": ("Deploying", "busy"),
     "pending": ("Pending", "busy"),
     "failed": ("Failed", "bad"),
+    "unknown": ("Unknown", "bad"),  # its backend does not answer; status_message says so
     "deleting": ("Deleting", "muted"),
     "deleted": ("Deleted", "muted"),
 }
