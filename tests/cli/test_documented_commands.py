@@ -170,12 +170,13 @@ def browser(platform, username: str) -> httpx.Client:
 
 
 def approve(platform, username: str, url: str) -> None:
-    with browser(platform, username) as client:
-        page = client.get(url)
-        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        code = url.rsplit("=", 1)[1]
-        approved = client.post("/cli/approve", data={"code": code, "csrfmiddlewaretoken": csrf})
-        assert approved.status_code == 200 and "cli-approve-done" in approved.text
+    client = browser(platform, username)
+    page = client.get(url)
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    code = url.rsplit("=", 1)[1]
+    approved = client.post("/cli/approve", data={"code": code, "csrfmiddlewaretoken": csrf})
+    client.close()
+    assert approved.status_code == 200 and "cli-approve-done" in approved.text
 
 
 @pytest.fixture
@@ -185,8 +186,7 @@ def sandbox():
 
 def test_the_empty_project_help_runs_as_shown(cli_platform, cli_env, tmp_path, sandbox):
     cli_platform.create_user("erin", PASSWORD, project="first-steps", role="owner")
-    with browser(cli_platform, "erin") as client:
-        page = client.get("/p/first-steps/")
+    page = browser(cli_platform, "erin").get("/p/first-steps/")
     block = re.search(r'id="getting-started">.*?<pre><code>(.*?)</code></pre>', page.text, re.S)
     lines = html.unescape(block.group(1)).splitlines()
     assert lines[0] == f"hks login {cli_platform.portal_url}"  # the portal's own address, nothing to edit
@@ -222,3 +222,33 @@ def test_docs_cli_md_runs_as_shown(cli_platform, cli_env, tmp_path, sandbox):
                 mode, rest = "", line
             session.run(rest.format(user="dale", fn="hello", tmp=tmp_path, project=project), mode)
     assert "hello" not in session.run("hks-func list").stdout
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "hks login {url} --token $TOKEN",
+        "hks login --url {url} --token $TOKEN",
+        "hks --url {url} login --token $TOKEN",
+        "HKS_URL={url} HKS_TOKEN=$TOKEN hks login",
+    ],
+)
+def test_each_way_to_name_the_portal_logs_in_there_and_saves_it(cli_platform, cli_env, tmp_path, line):
+    cli_platform.create_user("nora", PASSWORD, project="acme", role="viewer")
+    session = Session(cli_platform, cli_env, tmp_path, "nora")
+    session.run(f'echo "$PW" | hks --url {cli_platform.portal_url} login -u nora --password-stdin')
+    fresh = Session(cli_platform, {**cli_env, "XDG_CONFIG_HOME": str(tmp_path / "fresh")}, tmp_path, "nora")
+    fresh.last_token = session.token()
+    assert "Logged in to" in fresh.run(line.format(url=cli_platform.portal_url)).stdout
+    saved = json.loads((tmp_path / "fresh" / "hks" / "config.json").read_text())
+    assert saved["url"] == cli_platform.portal_url and saved["username"] == "nora"
+
+
+def test_two_different_portals_on_one_login_line_are_refused(cli_env):
+    result = subprocess.run(
+        [str(BIN / "hks"), "--url", "http://127.0.0.1:9", "login", "http://127.0.0.1:10", "--token", "x"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "two different portal URLs" in result.stderr
