@@ -224,6 +224,11 @@ def test_docs_cli_md_runs_as_shown(cli_platform, cli_env, tmp_path, sandbox):
     assert "hello" not in session.run("hks-func list").stdout
 
 
+@pytest.fixture(scope="module")
+def nora(cli_platform):
+    cli_platform.create_user("nora", PASSWORD, project="acme", role="viewer")
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -233,8 +238,7 @@ def test_docs_cli_md_runs_as_shown(cli_platform, cli_env, tmp_path, sandbox):
         "HKS_URL={url} HKS_TOKEN=$TOKEN hks login",
     ],
 )
-def test_each_way_to_name_the_portal_logs_in_there_and_saves_it(cli_platform, cli_env, tmp_path, line):
-    cli_platform.create_user("nora", PASSWORD, project="acme", role="viewer")
+def test_each_way_to_name_the_portal_logs_in_there_and_saves_it(cli_platform, nora, cli_env, tmp_path, line):
     session = Session(cli_platform, cli_env, tmp_path, "nora")
     session.run(f'echo "$PW" | hks --url {cli_platform.portal_url} login -u nora --password-stdin')
     fresh = Session(cli_platform, {**cli_env, "XDG_CONFIG_HOME": str(tmp_path / "fresh")}, tmp_path, "nora")
