@@ -50,6 +50,7 @@ def test_the_knative_tests_pass_in_a_clone_with_nothing_beside_it(tmp_path):
     )
     assert where.returncode == 0, where.stderr
     assert where.stdout.startswith(str(clone)), where.stdout  # the clone's code, not this checkout's
+    assert "cloudcoil-models-knative-serving" in where.stdout  # the schemas come from the package
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", *KNATIVE_TESTS],
         cwd=clone,
