@@ -25,6 +25,7 @@ from aiohttp import web
 
 from . import seccomp
 from .logstore import parse_ts
+from .session_api import SessionApi
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
 
 
@@ -49,6 +50,7 @@ class ControlApi:
         app.router.add_post("/v1/builds", self.build)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
+        SessionApi(self.daemon.sessions, self.daemon.sandbox_problem).register(app)  # session_api.py
         return app
 
     @web.middleware

@@ -23,6 +23,7 @@ from .gateway import Gateway
 from .haproxy import HAProxy, HAProxyRouting
 from .logstore import LogStore
 from .metrics import Metrics
+from .sessions import SessionManager
 from .state import StateFile
 from .supervisor import Supervisor
 
@@ -56,6 +57,7 @@ class Options:
     pool_size: int = 1  # pre-warmed standbys per function shape in use (0: none)
     pool_recent_shapes: int = 2  # shapes no longer in use that keep their standbys (the latest given up)
     data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
+    session_pool_size: int = 2  # pre-started agent sandboxes for sessions and execute() (sessions.py)
 
 
 class Daemon:
@@ -81,6 +83,13 @@ class Daemon:
             pool_size=options.pool_size,
             slots_dir=self.data_dir / "slots",
             pool_recent_shapes=options.pool_recent_shapes,
+        )
+        self.sessions = SessionManager(
+            core=self.core,
+            spawner=self.supervisor.spawner,
+            pool=self.supervisor.pool,
+            data_dir=self.data_dir,
+            pool_size=options.session_pool_size,
         )
         self.runners: list[web.AppRunner] = []
         self.haproxy: HAProxy | None = None
@@ -126,6 +135,7 @@ class Daemon:
                 self.supervisor.restore(spec, latest_ready)
             self.save()
             self.supervisor.keep_pool()
+            await self.sessions.start()
             if self.supervisor.router is not None:
                 for fn in self.supervisor.functions.values():
                     await self.supervisor.router.function(fn)
@@ -167,6 +177,7 @@ class Daemon:
         self.save()
         if self._poller is not None:
             self._poller.cancel()
+        await self.sessions.close()
         await self.supervisor.close()
         await background.settle(timeout=5)
         if self.haproxy is not None:
