@@ -76,4 +76,4 @@ def collect_expired() -> int:
     return services.functions_collect_expired()
 
 
-from . import tasks_schedules  # noqa: E402,F401  (registers the schedule tasks)
+from . import tasks_schedules, tasks_sessions  # noqa: E402,F401  (register the schedule, session tasks)

@@ -107,6 +107,11 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("HKS_CELERY_QUEUE", "hks")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "collect-expired-functions": {"task": "functions.tasks.collect_expired", "schedule": 30.0},
+    "collect-expired-sessions": {
+        "task": "functions.tasks_sessions.collect_expired_sessions",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
     "dispatch-schedules": {
         "task": "functions.tasks_schedules.dispatch_schedules",
         "schedule": 5.0,

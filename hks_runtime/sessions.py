@@ -77,6 +77,8 @@ class Session:
             "namespace": self.namespace,
             "host": "127.0.0.1",
             "port": self.agent.port,
+            "slot": str(self.agent.slot),
+            "sandbox_pid": self.agent.proc.pid,
             "deadline": self.deadline,
             "created": self.created,
             "labels": self.labels,

@@ -7,6 +7,7 @@ import time
 
 from .client import Client, HksError
 from .execution import Execution, ExecutionError
+from .sessions import AsyncSession, Session, execute_fast, session  # noqa: F401  (functions.session())
 
 
 def execute(
@@ -32,6 +33,10 @@ def execute(
     started = time.perf_counter()
     name = ""
     try:
+        if language == "python" and not files:  # fast path: a pre-started sandbox takes it (sessions.py)
+            fast = execute_fast(code, env=env, timeout=timeout, client=client)
+            if fast is not None:
+                return fast
         name = client.deploy(code=code, runtime=language, env=env, files=files, timeout_seconds=timeout)[
             "name"
         ]
