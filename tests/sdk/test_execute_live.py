@@ -43,7 +43,9 @@ def _function_status(platform, name):
 
 
 def test_python_code_runs_and_its_function_is_deleted(agent_client, live_platform):  # noqa: F811
-    execution = functions.execute(code="print('hello from the sandbox')\nsum(range(10))", client=agent_client)
+    # Extra files take the deploy path (without them, Python takes the fast path: tests/sessions).
+    code = "print('hello from the sandbox')\nsum(range(10))"
+    execution = functions.execute(code=code, files={"data.txt": "x"}, client=agent_client)
     assert execution.stdout == "hello from the sandbox\n"
     assert execution.result == 45
     assert execution.ok

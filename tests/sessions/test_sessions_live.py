@@ -144,7 +144,7 @@ def test_an_expired_sandbox_is_reaped_and_leaves_nothing(e2b_env, live_platform)
 
 
 def test_a_sandbox_is_invisible_to_another_project(e2b_env, live_platform, monkeypatch):  # noqa: F811
-    from e2b import SandboxException
+    from e2b import AuthenticationException
     from e2b_code_interpreter import Sandbox
 
     out = live_platform.manage(
@@ -171,7 +171,7 @@ def test_a_sandbox_is_invisible_to_another_project(e2b_env, live_platform, monke
         )
         assert response.status_code == 401
         assert sandbox.run_code("2 + 2").text == "4"
-    with pytest.raises(SandboxException):
+    with pytest.raises(AuthenticationException):
         Sandbox.create(api_key="hksa_not-a-credential")
 
 
@@ -230,7 +230,8 @@ def test_session_quota_is_enforced(client, live_platform):  # noqa: F811
         live_platform.manage(
             "shell",
             "-c",
-            "from functions.models import Project; Project.objects.filter(slug='demo').update(max_sessions=20)",
+            "from functions.models import Project;"
+            "Project.objects.filter(slug='demo').update(max_sessions=20)",
         )
 
 
@@ -256,7 +257,8 @@ HOSTILE_CODE = {
     "host_files": "import os\nsorted(os.listdir('/'))",
     "processes": "import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit())",
     "write_system": (
-        "try:\n    open('/usr/bin/evil', 'w'); r = 'written'\nexcept OSError as e:\n    r = type(e).__name__\nr"
+        "try:\n    open('/usr/bin/evil', 'w'); r = 'written'\n"
+        "except OSError as e:\n    r = type(e).__name__\nr"
     ),
 }
 
