@@ -6,6 +6,7 @@
     POST   /sessions/{id}/timeout   {timeout_seconds}: a new deadline from now
     DELETE /sessions/{id}           kill it
     POST   /operations/execute      {code, timeout_seconds, env}: the one-shot fast path (Python)
+    GET    /session-libraries       the libraries sessions can import: {state, libraries: {name: version}}
 
 A session's code, files and commands then go through the data plane at ``data_url`` (e2b_api.py) with
 the access token, the same way E2B's SDK reaches it.
@@ -129,3 +130,8 @@ def execute(request, payload: ExecuteIn):
         jti=identity.jti,
     )
     return result
+
+
+@router.get("/session-libraries")
+def session_libraries(request):
+    return sessions.runtime_libraries()

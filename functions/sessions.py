@@ -81,6 +81,14 @@ def runtime_execute(*, code: str, timeout: int, env: dict[str, str]) -> dict:
     return response.json()
 
 
+def runtime_libraries() -> dict:
+    """The agent library layer's state and pinned versions (hks_runtime/agent_layer.py)."""
+    response = _runtime("GET", "/v1/session-libraries")
+    if response.status_code != 200:
+        raise ServiceError(_detail(response), code=503)
+    return response.json()
+
+
 # --- services ---------------------------------------------------------------------------------------------
 
 

@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="agent sandboxes started ahead for sessions and execute() (0 disables)",
     )
     parser.add_argument(
+        "--session-libraries",
+        choices=("eager", "lazy", "off"),
+        default=os.environ.get("HKS_RUNTIME_SESSION_LIBRARIES", "lazy"),
+        help="the agent library layer (numpy, pandas...): build at start, at the first session, or never",
+    )
+    parser.add_argument(
         "--data-path",
         choices=("auto", "python", "haproxy"),
         default=os.environ.get("HKS_RUNTIME_DATA_PATH", "auto"),
@@ -92,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         pool_recent_shapes=max(0, args.pool_recent_shapes),
         data_path=args.data_path,
         session_pool_size=max(0, args.session_pool_size),
+        session_libraries=args.session_libraries,
     )
 
 

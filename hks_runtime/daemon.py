@@ -58,6 +58,7 @@ class Options:
     pool_recent_shapes: int = 2  # shapes no longer in use that keep their standbys (the latest given up)
     data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
     session_pool_size: int = 2  # pre-started agent sandboxes for sessions and execute() (sessions.py)
+    session_libraries: str = "lazy"  # the agent library layer: eager | lazy (at the first session) | off
 
 
 class Daemon:
@@ -89,7 +90,9 @@ class Daemon:
             spawner=self.supervisor.spawner,
             pool=self.supervisor.pool,
             data_dir=self.data_dir,
+            layers_dir=self.layers_dir,
             pool_size=options.session_pool_size,
+            libraries=options.session_libraries,
         )
         self.runners: list[web.AppRunner] = []
         self.haproxy: HAProxy | None = None

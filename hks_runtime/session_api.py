@@ -6,6 +6,7 @@
     DELETE /v1/sessions/{id}            kill it: {"deleted": bool}
     POST   /v1/sessions/{id}/timeout    {timeout_seconds}: a new deadline counted from now
     POST   /v1/execute                  {code, timeout_seconds, env}: one-shot run in a pre-started agent
+    GET    /v1/session-libraries        the library layer: {state, libraries: {name: version}}
 
 A session is ``{id, namespace, host, port, deadline, created, labels}``; the portal talks to its agent at
 ``host:port`` with the token it chose. Errors are ``{"error": message, "permanent": bool}``.
@@ -51,6 +52,10 @@ class SessionApi:
         app.router.add_delete("/v1/sessions/{id}", self.delete)
         app.router.add_post("/v1/sessions/{id}/timeout", self.timeout)
         app.router.add_post("/v1/execute", self.execute)
+        app.router.add_get("/v1/session-libraries", self.libraries)
+
+    async def libraries(self, request: web.Request) -> web.Response:
+        return web.json_response(self.manager.status())
 
     def _unavailable(self) -> web.Response | None:
         problem = self.sandbox_problem()

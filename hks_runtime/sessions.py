@@ -33,7 +33,7 @@ from pathlib import Path
 
 import aiohttp
 
-from . import background
+from . import agent_layer, background
 from .instances import listening_socket
 
 log = logging.getLogger("hks_runtime.sessions")
@@ -96,8 +96,23 @@ def _python() -> str:
 
 
 class SessionManager:
-    def __init__(self, *, core, spawner, pool, data_dir: Path, pool_size: int = 2, reap_every: float = 1.0):
+    def __init__(
+        self,
+        *,
+        core,
+        spawner,
+        pool,
+        data_dir: Path,
+        layers_dir: Path | None = None,
+        pool_size: int = 2,
+        reap_every: float = 1.0,
+        libraries: str = "lazy",
+    ):
         self.core = core
+        self.layers_dir = layers_dir or data_dir / "layers"
+        self.libraries = libraries  # "eager": build the library layer at start; "lazy": at the first session
+        self.layer: Path | None = None
+        self.layer_state = "absent"  # absent | building | ready | failed: <reason> | off
         self.spawner = spawner  # the supervisor's long-lived spawning thread (see lifecycle.py)
         self.pool = pool
         self.root = data_dir / "sessions"
@@ -119,7 +134,40 @@ class SessionManager:
             shutil.rmtree(stale, ignore_errors=True)
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        if self.libraries == "off":
+            self.layer_state = "off"
+        else:
+            self.layer = await asyncio.get_running_loop().run_in_executor(
+                self.pool, agent_layer.ready, self.layers_dir
+            )
+            self.layer_state = "ready" if self.layer else "absent"
+            if self.layer is None and self.libraries == "eager":
+                self._build_layer()
         self.refill()
+
+    def _build_layer(self) -> None:
+        if self.layer_state != "absent":
+            return
+        self.layer_state = "building"
+        background.start(self._built_layer())
+
+    async def _built_layer(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.layer = await loop.run_in_executor(self.pool, agent_layer.build, self.layers_dir, log.debug)
+        except Exception as exc:  # noqa: BLE001 - sessions go on without the libraries; status says why
+            self.layer_state = f"failed: {exc}"
+            log.error("the agent library layer could not be built: %s", exc)
+            return
+        self.layer_state = "ready"
+        old, self.standbys = self.standbys, []  # standbys without the libraries make way for ones with
+        for agent in old:
+            background.start(self._destroy(agent))
+        if not self.closing:
+            self.refill()
+
+    def status(self) -> dict:
+        return {"state": self.layer_state, "python": "3", "libraries": agent_layer.libraries()}
 
     async def close(self) -> None:
         self.closing = True
@@ -140,14 +188,16 @@ class SessionManager:
         home.mkdir(parents=True)
         slot.chmod(0o711)
         sock = listening_socket()
+        layer = self.layer
+        binds = [(str(LAUNCHERS_DIR), "/hks/launchers")] + ([(str(layer), "/layer")] if layer else [])
         try:
             limits = self.core.limits_for("restricted", max_pids=128)
             spec = self.core.SandboxSpec(
-                argv=[_python(), "-u", "/hks/launchers/session_agent.py"],
+                argv=["/layer/bin/python" if layer else _python(), "-u", "/hks/launchers/session_agent.py"],
                 env={**_ENV, "HKS_LISTEN_FD": str(sock.fileno())},
                 profile="restricted",
                 limits=limits,
-                ro_binds=[(str(LAUNCHERS_DIR), "/hks/launchers")],
+                ro_binds=binds,
                 rw_binds=[(str(home), "/home/user")],
                 cwd="/home/user",
                 pass_fds=(sock.fileno(),),
@@ -242,6 +292,8 @@ class SessionManager:
             raise SessionError(f"timeout must be between 1 and {MAX_TIMEOUT} seconds", 400)
         if len(token) < 16:
             raise SessionError("token must have at least 16 characters", 400)
+        if self.libraries == "lazy":
+            self._build_layer()
         agent = await self._claim(token)
         session = Session(session_id, namespace, agent, token, time.time() + timeout, dict(labels))
         self.sessions[session_id] = session

@@ -292,3 +292,28 @@ def test_a_kernel_that_exits_is_restarted(client):
         assert died.error.name == "KernelDied"
         assert s.run("1 + 1").result == 2
         assert s.run("'x' in globals()").result is False
+
+
+# --- available libraries ---------------------------------------------------------------------------------
+
+
+def test_sessions_get_the_pinned_libraries(client):
+    """The first session starts the library layer's build (minutes on a slow link); later ones import it."""
+    with functions.session(client=client):
+        pass
+    deadline = time.monotonic() + 900
+    while (status := client._call("GET", "/session-libraries"))["state"] != "ready":
+        assert status["state"] == "building", status
+        assert time.monotonic() < deadline, "the library layer was not built in time"
+        time.sleep(3)
+    assert set(status["libraries"]) == {"numpy", "pandas", "matplotlib", "PyYAML", "requests"}
+    time.sleep(3)  # the standbys started before the layer make way for ones with it
+    with functions.session(client=client) as s:
+        versions = s.run("import numpy, pandas, yaml, requests\n[numpy.__version__, pandas.__version__]")
+        assert versions.ok, versions.error
+        assert versions.result == [status["libraries"]["numpy"], status["libraries"]["pandas"]]
+        chart = s.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nprint('plotted')")
+        assert chart.ok, chart.error
+        assert any(r.get("png") for r in chart.results)
+        frame = s.run("pandas.DataFrame({'a': [1, 2]})")
+        assert "html" in frame.results[0]
