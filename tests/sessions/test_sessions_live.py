@@ -133,6 +133,30 @@ def test_e2b_command_failure_and_streaming(e2b_env):
         assert info.value.exit_code == 3
 
 
+def test_e2b_files_processes_and_connect(e2b_env):
+    from e2b_code_interpreter import Sandbox
+
+    with Sandbox.create(timeout=60) as sandbox:
+        assert sandbox.files.make_dir("work") is True
+        assert sandbox.files.exists("work") is True
+        sandbox.files.write("work/a.txt", b"bytes")
+        assert sandbox.files.get_info("work/a.txt").size == 5
+        sandbox.files.rename("work/a.txt", "work/b.txt")
+        assert sandbox.files.read("work/b.txt", format="bytes") == b"bytes"
+        sandbox.files.remove("work")
+        assert sandbox.files.exists("work") is False
+
+        handle = sandbox.commands.run("sleep 30", background=True)
+        assert handle.pid in [p.pid for p in sandbox.commands.list()]
+        assert sandbox.commands.kill(handle.pid) is True
+        assert sandbox.commands.run("echo $GREETING", envs={"GREETING": "hey"}).stdout == "hey\n"
+
+        assert sandbox.run_code("import os\nos.environ['V']", envs={"V": "from envs"}).text == "from envs"
+        again = Sandbox.connect(sandbox.sandbox_id)
+        assert again.run_code("21 * 2").text == "42"
+        assert [c.id for c in sandbox.list_code_contexts()] == ["default"]
+
+
 def test_an_expired_sandbox_is_reaped_and_leaves_nothing(e2b_env, live_platform):  # noqa: F811
     from e2b_code_interpreter import Sandbox
 
