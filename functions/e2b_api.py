@@ -73,7 +73,10 @@ def _control(request, rest: str):
             except KeyError:
                 return _error(405, f"{request.method} is not allowed on /{rest}")
             except ServiceError as exc:
-                return _error(exc.code, exc.message)
+                response = _error(exc.code, exc.message)
+                if exc.code == 429:  # over the session quota: the SDK's retries would not help
+                    response["Should-Retry"] = "false"
+                return response
     return _error(404, f"/{rest} is not supported by HKS Functions (see docs/sdk.md)")
 
 

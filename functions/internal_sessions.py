@@ -17,13 +17,13 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from ninja import Field, Router, Schema, Status
 
 from . import sessions
 from .agent_tokens import AgentIdentity
 from .models import AgentSession
-from .services import audit
+from .services import ServiceError, audit
 
 router = Router(tags=["sessions"])
 
@@ -122,7 +122,14 @@ def execute(request, payload: ExecuteIn):
     identity: AgentIdentity = request.auth
     if identity.project.backend != "local":
         return Status(501, {"detail": "the fast path needs the local runtime; deploy the code instead"})
-    result = sessions.runtime_execute(code=payload.code, timeout=payload.timeout_seconds, env=payload.env)
+    try:
+        result = sessions.runtime_execute(
+            project=identity.project, code=payload.code, timeout=payload.timeout_seconds, env=payload.env
+        )
+    except ServiceError as exc:
+        if exc.code != 429:
+            raise
+        return JsonResponse({"detail": exc.message}, status=429, headers={"Retry-After": "1"})
     audit(
         project=identity.project,
         action="agent.execute",

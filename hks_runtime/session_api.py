@@ -5,7 +5,8 @@
     GET    /v1/sessions/{id}            the session (404 when unknown)
     DELETE /v1/sessions/{id}            kill it: {"deleted": bool}
     POST   /v1/sessions/{id}/timeout    {timeout_seconds}: a new deadline counted from now
-    POST   /v1/execute                  {code, timeout_seconds, env}: one-shot run in a pre-started agent
+    POST   /v1/execute                  {code, timeout_seconds, env, namespace, max_concurrent}: one-shot run
+                                        in a pre-started agent; 429 (Retry-After) past max_concurrent
     GET    /v1/session-libraries        the library layer: {state, libraries: {name: version}}
 
 A session is ``{id, namespace, host, port, deadline, created, labels}``; the portal talks to its agent at
@@ -116,8 +117,15 @@ class SessionApi:
             if not 1 <= timeout <= 600:
                 raise SessionError("timeout_seconds must be between 1 and 600")
             result = await self.manager.execute(
-                code=code, timeout=timeout, env={str(k): str(v) for k, v in env.items()}
+                code=code,
+                timeout=timeout,
+                env={str(k): str(v) for k, v in env.items()},
+                namespace=str(data.get("namespace", "")),
+                max_concurrent=int(_number(data, "max_concurrent", 0)),
             )
         except SessionError as exc:
-            return _error(exc)
+            response = _error(exc)
+            if exc.status == 429:
+                response.headers["Retry-After"] = "1"
+            return response
         return web.json_response(result)

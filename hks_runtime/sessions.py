@@ -121,6 +121,7 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.standbys: list[Agent] = []
         self._filling = 0
+        self.inflight: dict[str, int] = {}  # one-shot executions running, per namespace
         self._http: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task | None = None
         self.closing = False
@@ -330,8 +331,26 @@ class SessionManager:
 
     # one-shot execution ---------------------------------------------------------------------------------
 
-    async def execute(self, *, code: str, timeout: float, env: dict[str, str]) -> dict:
-        """Run ``code`` once in a pre-started agent; the agent is destroyed after the answer."""
+    async def execute(
+        self, *, code: str, timeout: float, env: dict[str, str], namespace: str = "", max_concurrent: int = 0
+    ) -> dict:
+        """Run ``code`` once in a pre-started agent; the agent is destroyed after the answer.
+
+        With ``max_concurrent``, at most that many run at once per namespace (SessionError 429 past it)."""
+        running = self.inflight.get(namespace, 0)
+        if max_concurrent and running >= max_concurrent:
+            raise SessionError(
+                f"{running} executions are running in {namespace} (quota {max_concurrent})", 429
+            )
+        self.inflight[namespace] = running + 1
+        try:
+            return await self._execute(code=code, timeout=timeout, env=env)
+        finally:
+            self.inflight[namespace] -= 1
+            if not self.inflight[namespace]:
+                del self.inflight[namespace]
+
+    async def _execute(self, *, code: str, timeout: float, env: dict[str, str]) -> dict:
         started = time.perf_counter()
         token = secrets.token_urlsafe(24)
         agent = await self._claim(token)

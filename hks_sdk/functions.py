@@ -19,6 +19,7 @@ def execute(
     timeout: int = 60,
     ready_timeout: float = 180.0,
     client: Client | None = None,
+    wait_for_quota: float = 0.0,
 ) -> Execution:
     """Run ``code`` once in a fresh sandboxed function and return what it printed, returned and raised.
 
@@ -26,6 +27,9 @@ def execute(
     it when its time to live runs out. Raises ``DeployError`` when the code could not be deployed and
     ``HksError`` when the platform refused a request; errors raised by the code itself, and a run past
     ``timeout`` seconds, come back in ``Execution.error``.
+
+    Python code without ``files`` takes the fast path (a pre-started sandbox, no deploy; sessions.py). Past
+    the project's concurrency quota it answers 429; ``wait_for_quota`` seconds makes the SDK wait and retry.
     """
     own_client = client is None
     client = client or Client()
@@ -34,7 +38,7 @@ def execute(
     name = ""
     try:
         if language == "python" and not files:  # fast path: a pre-started sandbox takes it (sessions.py)
-            fast = execute_fast(code, env=env, timeout=timeout, client=client)
+            fast = execute_fast(code, env=env, timeout=timeout, client=client, wait_for_quota=wait_for_quota)
             if fast is not None:
                 return fast
         name = client.deploy(code=code, runtime=language, env=env, files=files, timeout_seconds=timeout)[

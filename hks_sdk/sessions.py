@@ -397,16 +397,29 @@ def session(
 
 
 def execute_fast(
-    code: str, *, env: dict[str, str] | None = None, timeout: int = 60, client: Client
+    code: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: int = 60,
+    client: Client,
+    wait_for_quota: float = 0.0,
 ) -> Execution | None:
-    """One Python run in a pre-started sandbox (no deploy); None when the platform has no fast path."""
+    """One Python run in a pre-started sandbox (no deploy); None when the platform has no fast path.
+
+    Past the project's quota the platform answers 429; with ``wait_for_quota`` seconds this waits (the
+    server's Retry-After, 1 s) and tries again until then, else raises HksError (status 429)."""
     started = time.perf_counter()
+    give_up = time.monotonic() + wait_for_quota
     body = {"code": code, "env": env or {}, "timeout_seconds": timeout}
-    try:
-        data = client._call("POST", "/operations/execute", json=body, timeout=timeout + 30)
-    except HksError as exc:
-        if exc.status in (404, 405, 501):
-            return None
-        raise
+    while True:
+        try:
+            data = client._call("POST", "/operations/execute", json=body, timeout=timeout + 30)
+            break
+        except HksError as exc:
+            if exc.status in (404, 405, 501):
+                return None
+            if exc.status != 429 or time.monotonic() >= give_up:
+                raise
+            time.sleep(min(1.0, max(0.05, give_up - time.monotonic())))
     timings = {"execute_ms": (time.perf_counter() - started) * 1000}
     return Execution.from_response(data, function="", timings=timings)

@@ -267,6 +267,35 @@ def test_execute_takes_the_fast_path(client):
     assert failed.error.name == "ValueError" and failed.exit_code == 1
 
 
+def _set_quota(platform, field: str, value: int) -> None:
+    platform.manage(
+        "shell",
+        "-c",
+        f"from functions.models import Project; Project.objects.filter(slug='demo').update({field}={value})",
+    )
+
+
+def test_the_fast_path_answers_429_past_the_quota_and_the_sdk_can_wait(client, live_platform):  # noqa: F811
+    import threading
+
+    from hks_sdk import HksError
+
+    _set_quota(live_platform, "max_agent_functions", 1)
+    try:
+        slow = threading.Thread(
+            target=functions.execute, kwargs={"code": "import time; time.sleep(4)", "client": client}
+        )
+        slow.start()
+        time.sleep(1.5)
+        with pytest.raises(HksError) as refused:
+            functions.execute(code="1", client=client)
+        assert refused.value.status == 429
+        assert functions.execute(code="2 + 2", client=client, wait_for_quota=30).result == 4
+        slow.join()
+    finally:
+        _set_quota(live_platform, "max_agent_functions", 5)
+
+
 # --- hostile code inside sessions ------------------------------------------------------------------------
 
 HOSTILE_CODE = {
@@ -304,6 +333,27 @@ def test_hostile_code_in_a_session_is_contained(client, live_platform):  # noqa:
         try:  # killing everything it can see kills only its own sandbox
             s.commands.run("kill -9 -1", timeout=10)
         except Exception:  # noqa: BLE001 - the agent itself is among the victims
+            pass
+        assert functions.execute(code="1 + 1", client=client).result == 2
+    _assert_nothing_left(live_platform, held)
+
+
+def test_a_session_cannot_see_another_sessions_files(client, live_platform):  # noqa: F811
+    with functions.session(client=client) as a, functions.session(client=client) as b:
+        a.files.write("secret.txt", "only for a")
+        a_home = _held(live_platform, a.id)["slot"] + "/home/secret.txt"
+        probe = f"import os\n[os.path.exists({a_home!r}), sorted(os.listdir('/home/user'))]"
+        assert b.run(probe).result == [False, []]
+        assert b.commands.run(f"cat {a_home}").exit_code != 0
+
+
+def test_a_memory_bomb_in_a_session_is_contained(client, live_platform):  # noqa: F811
+    with functions.session(client=client) as s:
+        held = _held(live_platform, s.id)
+        try:
+            bomb = s.run("hog = bytearray(1024 ** 3)")
+            assert bomb.error is not None and bomb.error.name in ("MemoryError", "KernelDied")
+        except Exception:  # noqa: BLE001 - the OOM killer may take the whole sandbox (cgroup v2 oom.group)
             pass
         assert functions.execute(code="1 + 1", client=client).result == 2
     _assert_nothing_left(live_platform, held)
