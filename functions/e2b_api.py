@@ -11,10 +11,7 @@ Control plane (``X-API-KEY``; errors are ``{"code": int, "message": str}``, as t
 ``GET /sandboxes/{id}``, ``DELETE /sandboxes/{id}`` (204/404), ``POST /sandboxes/{id}/timeout`` (204),
 ``POST /v2/sandboxes/{id}/connect`` and ``/sandboxes/{id}/connect`` (200).
 
-Data plane: the sandbox's ``X-Access-Token`` (returned at create) is required, except on the code
-interpreter's ``/contexts`` calls, which the SDK sends without it (as E2B does; the id itself is ~103
-random bits). An unknown or ended sandbox answers 502 "The sandbox … was not found", which the SDK maps to
-``SandboxNotRunningException``.
+The data plane (sandbox traffic) never reaches Django: ``e2b_data_plane.py`` is an ASGI layer in front.
 """
 
 from __future__ import annotations
@@ -22,27 +19,22 @@ from __future__ import annotations
 import json
 import re
 
-import httpx
-from asgiref.sync import sync_to_async
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from . import sessions
 from .agent_tokens import TokenError, credential_authenticate
-from .models import AgentSession, SessionStatus
+from .models import AgentSession
 from .services import ServiceError
 
 ENVD_VERSION = "0.5.7"  # multipart and octet-stream uploads; no file metadata or watchers (0.6.x)
-ENVD_PORT, JUPYTER_PORT = "49983", "49999"
-_FORWARDED = ("content-type", "content-encoding", "connect-timeout-ms", "connect-protocol-version")
 _CONTROL = [
     (re.compile(r"^(v2/)?sandboxes/?$"), "collection"),
     (re.compile(r"^(v2/)?sandboxes/(?P<id>[a-z0-9]+)/connect$"), "connect"),
     (re.compile(r"^sandboxes/(?P<id>[a-z0-9]+)/timeout$"), "timeout"),
     (re.compile(r"^sandboxes/(?P<id>[a-z0-9]+)$"), "item"),
 ]
-_client: httpx.AsyncClient | None = None
 
 
 def _error(status: int, message: str) -> JsonResponse:
@@ -50,11 +42,10 @@ def _error(status: int, message: str) -> JsonResponse:
 
 
 @csrf_exempt
-async def e2b_entry(request, rest: str = ""):
-    sandbox_id = request.headers.get("E2b-Sandbox-Id")
-    if sandbox_id:
-        return await _proxy(request, sandbox_id, "/" + rest)
-    return await sync_to_async(_control)(request, rest)
+def e2b_entry(request, rest: str = ""):
+    if request.headers.get("E2b-Sandbox-Id"):  # hks_portal.asgi routes these to e2b_data_plane.py first
+        return _error(501, "sandbox traffic is served by the portal's ASGI application")
+    return _control(request, rest)
 
 
 # --- control plane ----------------------------------------------------------------------------------------
@@ -188,54 +179,3 @@ _HANDLERS = {
     ("timeout", "POST"): _set_timeout,
     ("connect", "POST"): _connect,
 }
-
-
-# --- data plane -------------------------------------------------------------------------------------------
-
-
-def _http() -> httpx.AsyncClient:
-    global _client
-    if _client is None:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        _client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=limits)
-    return _client
-
-
-def _not_found(sandbox_id: str) -> JsonResponse:
-    return JsonResponse({"code": 502, "message": f"The sandbox {sandbox_id} was not found"}, status=502)
-
-
-async def _proxy(request, sandbox_id: str, path: str):
-    session = await AgentSession.objects.filter(sandbox_id=sandbox_id, status=SessionStatus.RUNNING).afirst()
-    if session is None or session.expires_at <= timezone.now() or not session.agent_port:
-        return _not_found(sandbox_id)
-    port = request.headers.get("E2b-Sandbox-Port", ENVD_PORT)
-    tokenless = port == JUPYTER_PORT and path.startswith("/contexts")
-    if not tokenless and not sessions.access_token_valid(
-        sandbox_id, request.headers.get("X-Access-Token", "")
-    ):
-        return _error(401, "missing or wrong X-Access-Token for this sandbox")
-    headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED}
-    headers["X-HKS-Agent-Token"] = sessions.agent_token(sandbox_id)
-    query = request.META.get("QUERY_STRING", "")
-    url = f"http://{session.agent_host}:{session.agent_port}{path}" + (f"?{query}" if query else "")
-    body = request.read()  # the ASGI handler has spooled it; read() skips the 2.5 MB form-data cap
-    upstream_request = _http().build_request(request.method, url, headers=headers, content=body)
-    try:
-        upstream = await _http().send(upstream_request, stream=True)
-    except httpx.HTTPError:
-        return _not_found(sandbox_id)
-    response = StreamingHttpResponse(_relay(upstream), status=upstream.status_code)
-    for key in ("content-type",):
-        if key in upstream.headers:
-            response[key] = upstream.headers[key]
-    response["X-Accel-Buffering"] = "no"
-    return response
-
-
-async def _relay(upstream: httpx.Response):
-    try:
-        async for chunk in upstream.aiter_raw():
-            yield chunk
-    finally:
-        await upstream.aclose()  # the caller went away: the agent sees it and interrupts the code

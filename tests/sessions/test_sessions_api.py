@@ -1,13 +1,17 @@
 """Session endpoints refuse bad input, over-quota and cross-project requests before any sandbox starts
 (no runtime is running here: a request that got past the checks would fail with 503, not these codes)."""
 
+import asyncio
 import datetime as dt
 import json
 
+import httpx
+import pytest
 from django.test import Client
 from django.utils import timezone
 
 from functions import sessions
+from functions.e2b_data_plane import SandboxDataPlane
 from functions.models import AgentSession, Backend
 
 
@@ -73,24 +77,45 @@ def test_another_projects_sandbox_is_not_found(outsider_credential, project):
     assert row.status == "running"
 
 
+async def _inner(scope, receive, send):  # stands for Django: what the data plane passes on
+    await send({"type": "http.response.start", "status": 418, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _data_plane(method, path, **headers):
+    async def call():
+        transport = httpx.ASGITransport(app=SandboxDataPlane(_inner))
+        async with httpx.AsyncClient(transport=transport, base_url="http://portal") as client:
+            return await client.request(method, path, headers=headers)
+
+    return asyncio.run(call())
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_data_plane_needs_the_sandboxs_access_token(project):
     row = _row(project)
     headers = {"E2b-Sandbox-Id": row.sandbox_id, "E2b-Sandbox-Port": "49983"}
-    assert _e2b(Client(), "get", "files?path=x", **headers).status_code == 401
+    assert _data_plane("GET", "/e2b/files?path=x", **headers).status_code == 401
     wrong = sessions.access_token("somebodyelse00000000")
-    assert _e2b(Client(), "get", "files?path=x", **headers, **{"X-Access-Token": wrong}).status_code == 401
+    assert _data_plane("GET", "/e2b/files?path=x", **headers, **{"X-Access-Token": wrong}).status_code == 401
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_data_plane_of_an_unknown_or_ended_sandbox_is_502_not_found(project):
-    unknown = _e2b(Client(), "get", "health", **{"E2b-Sandbox-Id": "nosuchsandbox0000000"})
+    unknown = _data_plane("GET", "/e2b/health", **{"E2b-Sandbox-Id": "nosuchsandbox0000000"})
     assert unknown.status_code == 502
     assert "was not found" in unknown.json()["message"]
     row = _row(project)
     row.status = "killed"
     row.save()
     token = sessions.access_token(row.sandbox_id)
-    ended = _e2b(Client(), "get", "health", **{"E2b-Sandbox-Id": row.sandbox_id, "X-Access-Token": token})
+    ended = _data_plane("GET", "/e2b/health", **{"E2b-Sandbox-Id": row.sandbox_id, "X-Access-Token": token})
     assert ended.status_code == 502
+
+
+def test_other_requests_pass_through_to_django():
+    assert _data_plane("GET", "/e2b/v2/sandboxes").status_code == 418
+    assert _data_plane("GET", "/p/acme/", **{"E2b-Sandbox-Id": "x"}).status_code == 418
 
 
 def _bearer(client, secret):
