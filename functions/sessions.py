@@ -68,14 +68,17 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:500]
 
 
-def runtime_execute(*, code: str, timeout: int, env: dict[str, str]) -> dict:
-    """A one-shot run in a pre-started restricted sandbox (no build, no Celery, no polling)."""
-    response = _runtime(
-        "POST",
-        "/v1/execute",
-        json={"code": code, "timeout_seconds": timeout, "env": env},
-        timeout=timeout + 30,
-    )
+def runtime_execute(*, project: Project, code: str, timeout: int, env: dict[str, str]) -> dict:
+    """A one-shot run in a pre-started restricted sandbox (no build, no Celery, no polling); at most
+    ``project.max_agent_functions`` at once (ServiceError 429 past it)."""
+    body = {
+        "code": code,
+        "timeout_seconds": timeout,
+        "env": env,
+        "namespace": project.effective_namespace,
+        "max_concurrent": project.max_agent_functions,
+    }
+    response = _runtime("POST", "/v1/execute", json=body, timeout=timeout + 30)
     if response.status_code != 200:
         raise ServiceError(_detail(response), code=response.status_code)
     return response.json()

@@ -152,3 +152,13 @@ def test_internal_execute_refuses_other_languages(agent_credential):
     body = {"code": "1", "language": "node"}
     response = client.post("/internal/v1/operations/execute", body, content_type="application/json", **auth)
     assert response.status_code == 422
+
+
+@pytest.mark.runtime
+def test_internal_execute_runs_code_in_the_runtime(agent_credential, local_backend_settings):
+    client = Client()
+    auth = _bearer(client, agent_credential[1])
+    body = {"code": "print('hi')\n6 * 7"}
+    response = client.post("/internal/v1/operations/execute", body, content_type="application/json", **auth)
+    assert response.status_code == 200, response.content
+    assert response.json()["result"] == 42 and response.json()["stdout"] == "hi\n"
