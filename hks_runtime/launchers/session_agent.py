@@ -10,8 +10,9 @@ The endpoints are the wire protocols E2B's SDKs speak, written from their public
 ``envd.yaml``, ``process.proto`` and ``filesystem.proto``; the code interpreter's ``/execute`` stream):
 
     GET  /health                                   204
-    POST /execute                                  NDJSON stream of the kernel's events (one default context)
-    POST /hks/interrupt                            SIGINT to the kernel
+    POST /execute                                  NDJSON stream of a kernel's events (``context_id``)
+    GET|POST /contexts, DELETE /contexts/{id}, POST /contexts/{id}/restart    Python kernels ("default" first)
+    POST /hks/interrupt[?context_id=]              SIGINT to a kernel
     GET  /files?path=P                             the file's bytes
     POST /files[?path=P]                           multipart/form-data ("file" parts) or octet-stream
     POST /filesystem.Filesystem/{ListDir,Stat,MakeDir,Remove,Move}       Connect unary, JSON
@@ -47,6 +48,7 @@ from urllib.parse import parse_qs, urlparse
 
 HOME = os.environ.get("HKS_SESSION_HOME", "/home/user")
 KERNEL = str(Path(__file__).with_name("session_kernel.py"))
+MAX_CONTEXTS = 8  # kernels per session (each one a process)
 ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": HOME,
@@ -77,8 +79,9 @@ class RpcError(Exception):
 class Kernel:
     """The Python kernel subprocess; one execution at a time. Restarted (state lost) when it dies."""
 
-    def __init__(self):
+    def __init__(self, cwd: str = HOME):
         self.lock = threading.Lock()
+        self.cwd = cwd
         self.events: queue.Queue = queue.Queue()
         self.proc: subprocess.Popen | None = None
         self.start()
@@ -94,7 +97,7 @@ class Kernel:
             stderr=subprocess.PIPE,
             pass_fds=(req_r, out_w),
             env=env,
-            cwd=HOME if os.path.isdir(HOME) else "/",
+            cwd=self.cwd if os.path.isdir(self.cwd) else "/",
         )
         os.close(req_r)
         os.close(out_w)
@@ -127,10 +130,13 @@ class Kernel:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGINT)
 
-    def restart(self) -> None:
+    def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
         self.start()
 
     def execute(self, code: str, env: dict | None, timeout: float | None):
@@ -439,7 +445,7 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/files":
             self._read_file(parse_qs(url.query))
         elif url.path == "/contexts":
-            self._json(200, [{"id": "default", "language": "python", "cwd": HOME}])
+            self._json(200, [_context(cid, k) for cid, k in list(self.server.kernels.items())])
         else:
             self._error(404, f"no route {url.path}")
 
@@ -453,7 +459,19 @@ class Handler(BaseHTTPRequestHandler):
             if route == "/execute":
                 self._execute(json.loads(body or b"{}"))
             elif route == "/hks/interrupt":
-                self.server.kernel.interrupt()
+                kernel = self.server.kernels.get(parse_qs(url.query).get("context_id", ["default"])[0])
+                if kernel is None:
+                    return self._error(404, "no such context")
+                kernel.interrupt()
+                self._send(204)
+            elif route == "/contexts":
+                self._create_context(json.loads(body or b"{}"))
+            elif route.startswith("/contexts/") and route.endswith("/restart"):
+                kernel = self.server.kernels.get(route.split("/")[2])
+                if kernel is None:
+                    return self._error(404, "no such context")
+                with kernel.lock:
+                    kernel.restart()
                 self._send(204)
             elif route == "/files":
                 self._write_files(parse_qs(url.query), body)
@@ -470,17 +488,45 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    def do_DELETE(self):
+        if not self._authorised():
+            return
+        route = urlparse(self.path).path
+        parts = route.split("/")
+        if len(parts) != 3 or parts[1] != "contexts":
+            return self._error(404, f"no route {route}")
+        if parts[2] == "default":
+            return self._error(400, "the default context cannot be removed (restart it instead)")
+        kernel = self.server.kernels.pop(parts[2], None)
+        if kernel is None:
+            return self._error(404, "no such context")
+        kernel.stop()
+        self._send(204)
+
     # code
+
+    def _create_context(self, req: dict) -> None:
+        if req.get("language") not in (None, "", "python"):
+            return self._error(400, "only Python contexts are supported")
+        if len(self.server.kernels) >= MAX_CONTEXTS:
+            return self._error(400, f"at most {MAX_CONTEXTS} contexts per session")
+        cwd = _resolve(req.get("cwd") or HOME)
+        context_id = os.urandom(8).hex()
+        kernel = self.server.kernels[context_id] = Kernel(cwd)
+        self._json(200, _context(context_id, kernel))
 
     def _execute(self, req: dict) -> None:
         code = req.get("code")
         if not isinstance(code, str):
             return self._error(400, "code must be a string")
-        if req.get("context_id") not in (None, "", "default") or req.get("language") not in (None, "python"):
-            return self._error(404, "only the default Python context exists in this sandbox")
+        if req.get("language") not in (None, "python"):
+            return self._error(404, "only Python runs in this sandbox")
+        kernel = self.server.kernels.get(req.get("context_id") or "default")
+        if kernel is None:
+            return self._error(404, f"context {req.get('context_id')} not found")
         timeout = req.get("timeout")
         self._start_stream("application/x-ndjson")
-        events = self.server.kernel.execute(code, req.get("env_vars"), float(timeout) if timeout else None)
+        events = kernel.execute(code, req.get("env_vars"), float(timeout) if timeout else None)
         try:
             for event in events:
                 if event["type"] in ("stdout", "stderr"):
@@ -488,7 +534,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._chunk(json.dumps(event).encode() + b"\n")
             self._end_stream()
         except (BrokenPipeError, ConnectionResetError):
-            self.server.kernel.interrupt()  # the caller went away: stop its code, as E2B's server does
+            kernel.interrupt()  # the caller went away: stop its code, as E2B's server does
             for _ in events:
                 pass
 
@@ -626,6 +672,10 @@ def _process_event(event: tuple) -> dict:
     return {"data": {event[0]: base64.b64encode(event[1]).decode()}}
 
 
+def _context(context_id: str, kernel: Kernel) -> dict:
+    return {"id": context_id, "language": "python", "cwd": kernel.cwd}
+
+
 def _envelope(flags: int, message: dict) -> bytes:
     data = json.dumps(message).encode()
     return struct.pack(">BI", flags, len(data)) + data
@@ -640,7 +690,7 @@ class Server(ThreadingHTTPServer):
         self.socket.close()
         self.socket = sock
         self.token = token
-        self.kernel = Kernel()
+        self.kernels = {"default": Kernel()}
         self.commands = Commands()
 
 

@@ -157,6 +157,22 @@ def test_e2b_files_processes_and_connect(e2b_env):
         assert [c.id for c in sandbox.list_code_contexts()] == ["default"]
 
 
+def test_e2b_code_contexts_keep_separate_state(e2b_env):
+    from e2b_code_interpreter import Sandbox
+
+    with Sandbox.create(timeout=60) as sandbox:
+        sandbox.run_code("x = 'default'")
+        context = sandbox.create_code_context(cwd="/tmp")
+        assert sandbox.run_code("x = 'other'\nimport os; os.getcwd()", context=context).text == "/tmp"
+        assert sandbox.run_code("x").text == "default"
+        assert sandbox.run_code("x", context=context).text == "other"
+        assert {c.id for c in sandbox.list_code_contexts()} == {"default", context.id}
+        sandbox.restart_code_context(context)
+        assert sandbox.run_code("'x' in globals()", context=context).text == "False"
+        sandbox.remove_code_context(context)
+        assert [c.id for c in sandbox.list_code_contexts()] == ["default"]
+
+
 def test_an_expired_sandbox_is_reaped_and_leaves_nothing(e2b_env, live_platform):  # noqa: F811
     from e2b_code_interpreter import Sandbox
 
@@ -324,6 +340,9 @@ def test_hostile_code_in_a_session_is_contained(client, live_platform):  # noqa:
         assert "root" not in root and "work" not in root
         assert max(s.run(HOSTILE_CODE["processes"]).result) < 50  # its own pid namespace only
         assert s.run(HOSTILE_CODE["write_system"]).result in ("OSError", "PermissionError")
+        reach = f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {portal}), timeout=3)\""
+        assert s.commands.run(reach).exit_code != 0  # commands have no network either
+        assert s.commands.run("cat /etc/shadow").exit_code != 0
         held = _held(live_platform, s.id)
         # A fork bomb through a command meets the sandbox's process limit and dies with the command.
         try:
