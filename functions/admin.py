@@ -39,7 +39,15 @@ class ProjectAdmin(admin.ModelAdmin):
         (None, {"fields": ["slug", "name", "backend", "namespace", "has_kubeconfig", "created_at"]}),
         (
             "Quotas",
-            {"fields": ["max_functions", "max_agent_functions", "max_cpu_millicores", "max_memory_mb"]},
+            {
+                "fields": [
+                    "max_functions",
+                    "max_agent_functions",
+                    "max_sessions",
+                    "max_cpu_millicores",
+                    "max_memory_mb",
+                ]
+            },
         ),
     ]
     inlines = [MembershipInline]
@@ -206,3 +214,16 @@ class AgentCredentialAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} credential(s).", messages.SUCCESS)
+
+
+@admin.register(models.AgentSession)
+class AgentSessionAdmin(admin.ModelAdmin):
+    """Agents' sessions (functions/sessions.py): read-only here; agents create and kill them."""
+
+    list_display = ["sandbox_id", "project", "status", "template", "created_at", "expires_at", "ended_at"]
+    list_filter = ["status", "project"]
+    search_fields = ["sandbox_id"]
+    readonly_fields = [f.name for f in models.AgentSession._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

@@ -181,6 +181,14 @@ def test_an_expired_sandbox_is_reaped_and_leaves_nothing(e2b_env, live_platform)
     sandbox.run_code("open('/home/user/left.txt', 'w').write('x')")
     _assert_nothing_left(live_platform, held)
     assert sandbox.is_running() is False
+    status = (
+        "from functions.models import AgentSession as S;"
+        f"print(S.objects.get(sandbox_id={held['id']!r}).status)"
+    )
+    deadline = time.monotonic() + 60
+    while live_platform.manage("shell", "-c", status, capture=True).strip().splitlines()[-1] != "expired":
+        assert time.monotonic() < deadline, "beat did not record the session as expired"
+        time.sleep(2)
 
 
 def test_a_sandbox_is_invisible_to_another_project(e2b_env, live_platform, monkeypatch):  # noqa: F811
