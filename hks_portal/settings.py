@@ -176,6 +176,12 @@ HKS_MAX_ARCHIVE_MEMBERS = env_int("HKS_MAX_ARCHIVE_MEMBERS", 5000)
 HKS_EPHEMERAL_TTL_SECONDS = env_int("HKS_EPHEMERAL_TTL_SECONDS", 900)
 HKS_INTERNAL_JWT_TTL_SECONDS = env_int("HKS_INTERNAL_JWT_TTL_SECONDS", 300)
 HKS_INTERNAL_JWT_KEY_FILE = env_str("HKS_INTERNAL_JWT_KEY_FILE")  # Ed25519 PEM; generated in DATA_DIR
+# POST /internal/v1/token per client address (every execute() without a shared Client mints one token).
+HKS_INTERNAL_TOKEN_RATE = env_str("HKS_INTERNAL_TOKEN_RATE", "600/m")
+# Proxies in front of the portal that append to X-Forwarded-For. 0: the client is REMOTE_ADDR, so a header
+# a client sets itself cannot dodge a per-address limit (sign-in guard, API throttles).
+HKS_NUM_PROXIES = env_int("HKS_NUM_PROXIES", 0)
+NINJA_NUM_PROXIES = HKS_NUM_PROXIES
 DATA_UPLOAD_MAX_MEMORY_SIZE = HKS_MAX_ARCHIVE_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
