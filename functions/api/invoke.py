@@ -21,8 +21,9 @@ from django.http import StreamingHttpResponse
 from ninja import Router
 
 from .. import logstream, selectors
-from ..backends import BackendError, get_backend
+from ..backends import BackendError
 from ..models import Backend, Function, Role
+from ..secret_env import log_source
 from ..services import ServiceError, function_ref
 from ..validators import check_function_path
 from .schemas import ErrorOut, InvokeIn, InvokeOut, LogLineOut
@@ -114,7 +115,7 @@ def function_logs(request, slug: str, name: str, since: dt.datetime | None = Non
     function = selectors.function_get_for_user(user=request.auth, project_slug=slug, name=name)
     tail = max(1, min(tail, MAX_LOG_LINES))
     try:
-        backend = get_backend(function.project)
+        backend = log_source(function)
         lines = async_to_sync(_collect_logs)(backend, function_ref(function), since, tail)
     except BackendError as exc:
         raise ServiceError(f"logs are not available: {exc.message}", code=502) from exc
@@ -174,7 +175,7 @@ def function_logs_stream(request, slug: str, name: str, since: dt.datetime | Non
     function = selectors.function_get_for_user(user=request.auth, project_slug=slug, name=name)
     tail = max(1, min(tail, MAX_LOG_LINES))
     try:
-        backend = get_backend(function.project)
+        backend = log_source(function)
     except BackendError as exc:
         raise ServiceError(f"logs are not available: {exc.message}", code=502) from exc
     response = StreamingHttpResponse(

@@ -77,6 +77,10 @@ class ServiceSpec:
     sandbox_profile: str = "standard"  # "standard" | "restricted"
     visibility: str = "public"  # "public" | "cluster-local"
     labels: dict[str, str] = field(default_factory=dict)
+    # Secret values, apart from ``env`` so a backend can keep them out of plain sight (Knative: a Secret).
+    # ``secret_env_version`` changes whenever they do and reveals nothing about them.
+    secret_env: dict[str, str] = field(default_factory=dict)
+    secret_env_version: str = ""
 
 
 @dataclass(frozen=True)

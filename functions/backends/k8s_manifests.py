@@ -183,6 +183,8 @@ def knative_service(spec: ServiceSpec, settings: ClusterSettings) -> dict:
         "autoscaling.knative.dev/target": str(scale.target_concurrency),
         ANNOTATION_REVISION: spec.revision,
     }
+    if spec.secret_env:  # new secret values roll out as a new Knative revision
+        template_annotations["hks.dev/secret-env-version"] = spec.secret_env_version
     pod_spec = {
         "serviceAccountName": service_account_name(spec.ref),
         "automountServiceAccountToken": False,
@@ -218,6 +220,11 @@ def _function_container(spec: ServiceSpec) -> dict:
     cpu, memory = f"{spec.resources.cpu_millicores}m", f"{spec.resources.memory_mb}Mi"
     # Knative sets these itself and refuses a Service that sets them; the platform's values win, as locally.
     env = [{"name": k, "value": v} for k, v in sorted(spec.env.items()) if k not in KNATIVE_RESERVED_ENV]
+    env += [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": env_secret_name(spec.ref), "key": k}}}
+        for k in sorted(spec.secret_env)
+        if k not in KNATIVE_RESERVED_ENV
+    ]
     return {
         "name": "user-container",
         "image": spec.artifact,
@@ -227,6 +234,21 @@ def _function_container(spec: ServiceSpec) -> dict:
         "securityContext": restricted_security_context(run_as_user=FUNCTION_UID),
         "readinessProbe": {"httpGet": {"path": "/health/readiness"}},
         "livenessProbe": {"httpGet": {"path": "/health/liveness"}},
+    }
+
+
+def env_secret_name(ref: FunctionRef) -> str:
+    return k8s_name(ref.function, "env")
+
+
+def env_secret(spec: ServiceSpec) -> dict:
+    """The function's secret env values, which its container reads with ``secretKeyRef``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(env_secret_name(spec.ref), spec.ref, function_labels(spec.ref)),
+        "stringData": dict(spec.secret_env),
     }
 
 

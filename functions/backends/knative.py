@@ -279,6 +279,8 @@ class KnativeBackend(FunctionBackend):
                 namespace,
                 ok=(404,),
             )
+        if spec.secret_env:
+            self._upsert_typed(manifests.env_secret(spec), self.core, "secret")
         self._upsert_ksvc(manifests.knative_service(spec, self.cluster))
 
     def status(self, ref: FunctionRef) -> ServiceStatus:

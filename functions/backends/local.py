@@ -39,7 +39,7 @@ def spec_payload(spec: ServiceSpec) -> dict:
         "runtime": spec.runtime,
         "kind": spec.kind,
         "artifact": spec.artifact,
-        "env": dict(spec.env),
+        "env": {**spec.env, **spec.secret_env},  # the runtime keeps specs on the host only
         "scale": {
             "min": spec.scale.min,
             "max": spec.scale.max,
