@@ -57,7 +57,10 @@ SCHEDULE = ScheduleSpec(
 
 def all_manifests():
     restricted = service_spec(sandbox_profile="restricted", visibility="cluster-local")
+    with_secrets = service_spec(secret_env={"API_KEY": "s3cret"}, secret_env_version="abc123")
     return {
+        "ksvc-with-secrets": m.knative_service(with_secrets, CLUSTER),
+        "env-secret": m.env_secret(with_secrets),
         "namespace": m.namespace("acme"),
         "service-account": m.service_account(REF),
         "network-policy": m.network_policy(REF),
@@ -128,6 +131,21 @@ def test_ksvc_carries_scale_resources_and_a_restricted_container():
 def test_env_names_knative_reserves_are_left_to_knative():
     ksvc = m.knative_service(service_spec(env={"K_SERVICE": "spoof", "PORT": "1", "OK": "1"}), CLUSTER)
     assert ksvc["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "OK", "value": "1"}]
+
+
+def test_secret_env_is_read_from_a_secret_and_never_written_into_the_service():
+    spec = service_spec(env={"MODE": "x"}, secret_env={"API_KEY": "s3cret"}, secret_env_version="v1")
+    ksvc = m.knative_service(spec, CLUSTER)
+    assert "s3cret" not in str(ksvc)
+    assert ksvc["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "MODE", "value": "x"},
+        {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "hello-env", "key": "API_KEY"}}},
+    ]
+    # new values make a new template, so Knative rolls a new revision that reads them
+    assert ksvc["spec"]["template"]["metadata"]["annotations"]["hks.dev/secret-env-version"] == "v1"
+    secret = m.env_secret(spec)
+    assert secret["metadata"]["name"] == "hello-env" and secret["stringData"] == {"API_KEY": "s3cret"}
+    assert secret["metadata"]["labels"]["hks.dev/function"] == "hello"  # deleted with the function
 
 
 def test_the_registry_secret_pulls_the_image():
