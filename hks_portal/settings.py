@@ -107,6 +107,11 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("HKS_CELERY_QUEUE", "hks")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "collect-expired-functions": {"task": "functions.tasks.collect_expired", "schedule": 30.0},
+    "reclaim-storage": {
+        "task": "functions.tasks.reclaim_due",
+        "schedule": 300.0,
+        "options": {"expires": 300},
+    },
     "dispatch-schedules": {
         "task": "functions.tasks_schedules.dispatch_schedules",
         "schedule": 5.0,
@@ -174,6 +179,8 @@ HKS_MAX_ARCHIVE_BYTES = env_int("HKS_MAX_ARCHIVE_BYTES", 20 * 1024 * 1024)
 HKS_MAX_UNPACKED_BYTES = env_int("HKS_MAX_UNPACKED_BYTES", 100 * 1024 * 1024)
 HKS_MAX_ARCHIVE_MEMBERS = env_int("HKS_MAX_ARCHIVE_MEMBERS", 5000)
 HKS_EPHEMERAL_TTL_SECONDS = env_int("HKS_EPHEMERAL_TTL_SECONDS", 900)
+# A deleted function's archives, artifacts and rows stay this long (agents' functions: not at all).
+HKS_DELETED_RETENTION_SECONDS = env_int("HKS_DELETED_RETENTION_SECONDS", 7 * 24 * 3600)
 HKS_INTERNAL_JWT_TTL_SECONDS = env_int("HKS_INTERNAL_JWT_TTL_SECONDS", 300)
 HKS_INTERNAL_JWT_KEY_FILE = env_str("HKS_INTERNAL_JWT_KEY_FILE")  # Ed25519 PEM; generated in DATA_DIR
 # POST /internal/v1/token per client address (every execute() without a shared Client mints one token).

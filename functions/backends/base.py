@@ -154,6 +154,12 @@ class FunctionBackend(abc.ABC):
     def delete(self, ref: FunctionRef) -> None:
         """Remove everything that belongs to the function; a no-op when it is already gone."""
 
+    def delete_artifact(self, artifact: str) -> bool:
+        """Free the storage of a built artifact no revision needs any more (the caller checked that).
+        False when the backend still uses it (kept); True when it is gone. A backend whose artifacts live
+        elsewhere (a registry with its own retention) keeps this default."""
+        return True
+
     @abc.abstractmethod
     def logs(
         self,
