@@ -210,14 +210,29 @@ def function_status(request, name: str):
 
 @internal_api.post("/operations/invoke-function")
 def invoke_function(request, payload: InvokeIn):
+    """The function's answer. When the code ran out of time or its instance broke, that is the code's
+    outcome, not a refusal: the answer carries the status (504, 502) and ``X-Hks-Failure`` says which."""
     function = _agent_function(request.auth, payload.name)
-    result = function_invoke(
-        function=function,
-        method=payload.method,
-        path=payload.path,
-        headers=payload.headers,
-        body=payload.body,
-    )
+    try:
+        result = function_invoke(
+            function=function,
+            method=payload.method,
+            path=payload.path,
+            headers=payload.headers,
+            body=payload.body,
+        )
+    except ServiceError as exc:
+        if exc.code not in (502, 504):
+            raise
+        failure = "timeout" if exc.code == 504 else "unreachable"
+        return {
+            "status": exc.code,
+            "headers": {"x-hks-failure": failure},
+            "body": exc.message,
+            "body_encoding": "utf-8",
+            "truncated": False,
+            "duration_ms": 0.0,
+        }
     return {
         "status": result.status,
         "headers": result.headers,
