@@ -40,9 +40,11 @@ def test_a_run_past_its_timeout_is_a_timeout_error(agent_client, run):
 
 def test_code_killed_at_the_memory_limit_is_a_memory_error(agent_client):
     execution = functions.execute(code="hog = 'x' * (1 << 30)\nlen(hog)", timeout=30, client=agent_client)
+    print("memory hog:", execution.error)
     assert execution.error is not None, execution
     assert execution.error.name == "MemoryError", execution.error
-    assert "out of memory" in execution.error.value.lower() or execution.error.value == ""
+    # killed by the cgroup limit: the platform says so; under the rlimit fallback Python raises it itself
+    assert "out of memory" in execution.error.value or "MemoryError" in execution.error.traceback
 
 
 def test_a_fork_bomb_is_a_named_error_not_an_exception(agent_client):
@@ -51,6 +53,7 @@ def test_a_fork_bomb_is_a_named_error_not_an_exception(agent_client):
         execution = functions.execute(code=code, timeout=20, client=agent_client)
     except HksError as exc:  # the old behaviour: the SDK raised
         pytest.fail(f"execute raised {exc!r} (status {exc.status}) instead of returning an Execution")
+    print("fork bomb:", execution.error)
     assert execution.error is not None
     assert execution.error.name in ("BlockingIOError", "ProcessLimitError", "TimeoutError"), execution.error
     if execution.error.name == "BlockingIOError":
