@@ -30,7 +30,7 @@ from .models import (
     Role,
     SandboxProfile,
 )
-from .secret_env import secret_env_updated, secret_env_version, secret_values
+from .secret_env import MAX_SECRET_BYTES, secret_env_updated, secret_env_version, secret_values
 from .validators import validate_dns_label
 
 log = logging.getLogger(__name__)
@@ -440,8 +440,6 @@ MAX_SECRETS = 100
 
 def _apply_secret_changes(function: Function, secrets: dict[str, str | None]) -> list[str]:
     """Set (a value) or remove (``None``) secrets; a name becoming secret leaves the plain env."""
-    from .secret_env import MAX_SECRET_BYTES
-
     for name, value in secrets.items():
         if value is not None and ("\x00" in value or len(value.encode()) > MAX_SECRET_BYTES):
             raise ServiceError(f"secret {name}: at most {MAX_SECRET_BYTES} bytes, and no NUL character")
