@@ -17,8 +17,6 @@ from .api.schemas import InvokeIn
 from .models import Function, FunctionStatus
 from .services import ServiceError
 
-INVOKE_GRACE_SECONDS = 5
-
 
 @dataclass(frozen=True)
 class InvokeResult:
@@ -45,7 +43,7 @@ def function_invoke(
     # The backend enforces the function's timeout and says so (a 504 naming it); the portal waits a little
     # longer, so that answer - not a race between two equal clocks - decides.
     limit = min(function.timeout_seconds, getattr(settings, "HKS_INVOKE_TIMEOUT_SECONDS", 120))
-    timeout = float(limit + INVOKE_GRACE_SECONDS)
+    timeout = float(limit + settings.HKS_INVOKE_GRACE_SECONDS)
     started = time.perf_counter()
     try:
         response, raw, truncated = _send(url, payload, timeout)

@@ -182,6 +182,8 @@ HKS_EPHEMERAL_TTL_SECONDS = env_int("HKS_EPHEMERAL_TTL_SECONDS", 900)
 # A deleted function's archives, artifacts and rows stay this long (agents' functions: not at all).
 HKS_DELETED_RETENTION_SECONDS = env_int("HKS_DELETED_RETENTION_SECONDS", 7 * 24 * 3600)
 HKS_INTERNAL_JWT_TTL_SECONDS = env_int("HKS_INTERNAL_JWT_TTL_SECONDS", 300)
+# How much longer than a function's timeout the portal waits for the backend's own answer (a 504 naming it).
+HKS_INVOKE_GRACE_SECONDS = env_int("HKS_INVOKE_GRACE_SECONDS", 5)
 HKS_INTERNAL_JWT_KEY_FILE = env_str("HKS_INTERNAL_JWT_KEY_FILE")  # Ed25519 PEM; generated in DATA_DIR
 # POST /internal/v1/token per client address (every execute() without a shared Client mints one token).
 HKS_INTERNAL_TOKEN_RATE = env_str("HKS_INTERNAL_TOKEN_RATE", "600/m")
