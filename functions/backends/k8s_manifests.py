@@ -579,10 +579,9 @@ def trigger_command(spec: ScheduleSpec, settings: ClusterSettings) -> list[str]:
     if not url.startswith(("http://", "https://")):
         url = f"http://{spec.ref.function}.{spec.ref.namespace}.svc.cluster.local{spec.path}"
     values = {"X-HKS-Scheduled-For": "$at", "ce-time": "$at", "ce-id": "$HKS_JOB"}
-    script = TRIGGER_SCRIPT.format(
-        fixed=" ".join(f"--header {shlex.quote(f'{k}: {v}')}" for k, v in fixed),
-        timed=" ".join(f'--header "{name}: {values[name]}"' for name in timed),
-    )
+    fixed_args = " ".join(f"--header {shlex.quote(f'{k}: {v}')}" for k, v in fixed)
+    timed_args = " ".join(f'--header "{name}: {values[name]}"' for name in timed)
+    script = TRIGGER_SCRIPT.replace("{timed}", timed_args).replace("{fixed}", fixed_args)
     args = [
         "--silent",
         "--show-error",

@@ -3,6 +3,7 @@ project deploying through the real Celery worker."""
 
 import asyncio
 import dataclasses
+import re
 import time
 
 import pytest
@@ -69,7 +70,7 @@ def service_spec(**changes) -> ServiceSpec:
         revision="hello-00003",
         runtime="node",
         kind="http",
-        artifact="registry.example.test/x:1",
+        artifact=f"registry.example.test/hks/acme/hello@sha256:{'e' * 64}",
         env={"GREETING": "hi"},
         scale=Scale(0, 3, 10, 0),
         resources=Resources(100, 128),
@@ -110,8 +111,11 @@ def labelled_objects(fake, selector=LABELLED):
 def test_full_flow_build_apply_status_logs_schedule_delete(fake_k8s, backend):
     lines = []
     result = backend.build(BUILD, on_log=lines.append)
-    assert result.artifact == m.image_ref(BUILD, CLUSTER)
-    assert any(f"Pushed {result.artifact}" in line for line in lines)
+    repository, digest = result.artifact.split("@")
+    assert repository == m.image_ref(BUILD, CLUSTER).rsplit(":", 1)[0]
+    assert re.fullmatch("sha256:[0-9a-f]{64}", digest)
+    assert fake_k8s.images[result.artifact]["has_code"]  # the fake Kaniko found the code outside mounts
+    assert any(f"Pushed {m.image_ref(BUILD, CLUSTER)}" in line for line in lines)
     assert fake_k8s.get("jobs.batch", "acme", m.build_name(BUILD))["status"]["succeeded"] == 1
     assert fake_k8s.get("secrets", "acme", m.build_name(BUILD)) is None  # the one-time URL is not kept
     assert fake_k8s.get("configmaps", "acme", m.build_name(BUILD)) is None
@@ -254,14 +258,16 @@ def test_applying_the_same_spec_twice_changes_nothing(fake_k8s, backend):
     assert wait_ready(backend).ready
 
 
-def test_agent_code_gets_a_default_deny_policy_that_goes_when_it_is_standard_again(fake_k8s, backend):
+def test_every_function_gets_a_network_policy_with_no_egress_for_agent_code(fake_k8s, backend):
     backend.apply(service_spec(sandbox_profile="restricted", visibility="cluster-local"))
     ksvc = fake_k8s.get(KSVC, "acme", "hello")
     assert ksvc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
     assert ksvc["spec"]["template"]["spec"]["runtimeClassName"] == "gvisor"
-    assert len(fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED)) == 1
+    (policy,) = fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED)
+    assert policy["spec"]["egress"] == []
     backend.apply(service_spec())
-    assert fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED) == []
+    (policy,) = fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED)
+    assert policy["spec"]["egress"]  # standard code: the internet, not the cluster (test_network_policies)
 
 
 def test_a_revision_that_fails_reports_why(fake_k8s, backend):
@@ -385,7 +391,8 @@ def test_knative_project_deploys_and_deletes_through_the_worker(
     assert function.status == FunctionStatus.READY, function.status_message
     assert function.url == "http://hello.acme.example.test"
     revision.refresh_from_db()
-    assert revision.artifact.startswith("registry.local/hks/acme/hello:hello-00001-")
+    # by digest, read back from the build's termination message: Knative resolves no tag
+    assert re.fullmatch(r"registry\.local/hks/acme/hello@sha256:[0-9a-f]{64}", revision.artifact)
     assert "Pushed" in Build.objects.get(revision=revision).log
     ksvc = fake_k8s.get(KSVC, "acme", "hello")
     assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"] == revision.artifact
