@@ -219,3 +219,85 @@ def test_pod_security_baseline_lets_a_root_pod_without_privileges_run(fake_k8s):
     batch.create_namespaced_job("base", _job("root", {"allowPrivilegeEscalation": False}))
     _wait(lambda: fake_k8s.get("jobs.batch", "base", "root")["status"].get("succeeded"))
     assert fake_k8s.list("events", "base") == []
+
+
+OLD_DOCKERFILE = """\
+FROM node:24-slim
+WORKDIR /workspace/function
+COPY . .
+CMD ["faas-js-runtime", "./index.js"]
+"""
+
+
+def _kaniko_job(name, mount_path, workdir_dockerfile):
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "volumes": [
+                        {"name": "src", "emptyDir": {}},
+                        {"name": "df", "configMap": {"name": name}},
+                    ],
+                    "containers": [
+                        {
+                            "name": "kaniko",
+                            "image": "ghcr.io/osscontainertools/kaniko:v1.28.3",
+                            "args": [
+                                f"--context=tar://{mount_path}/context.tar.gz",
+                                "--dockerfile=/kaniko/df/Dockerfile",
+                                f"--destination=registry.local/hks/acme/{name}:1",
+                                "--digest-file=/dev/termination-log",
+                            ],
+                            "volumeMounts": [
+                                {"name": "src", "mountPath": mount_path},
+                                {"name": "df", "mountPath": "/kaniko/df"},
+                            ],
+                        }
+                    ],
+                }
+            }
+        },
+    }
+
+
+def _built_image(fake, name, mount_path, dockerfile):
+    core, batch = client.CoreV1Api(_api(fake)), client.BatchV1Api(_api(fake))
+    core.create_namespaced_config_map(
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"Dockerfile": dockerfile},
+        },
+    )
+    batch.create_namespaced_job("default", _kaniko_job(name, mount_path, dockerfile))
+    _wait(lambda: fake.get("jobs.batch", "default", name)["status"].get("succeeded"))
+    (pod,) = fake.list("pods", "default", f"job-name={name}")
+    digest = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    return f"registry.local/hks/acme/{name}@{digest}"
+
+
+def test_kaniko_leaves_code_copied_under_a_mount_out_of_the_image_and_the_revision_crashes(fake_k8s):
+    image = _built_image(fake_k8s, "old", "/workspace", OLD_DOCKERFILE)
+    assert fake_k8s.images[image]["has_code"] is False
+    ksvc = _ksvc("old")
+    ksvc["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    client.CustomObjectsApi(_api(fake_k8s)).create_namespaced_custom_object(
+        "serving.knative.dev", "v1", "default", "services", ksvc
+    )
+    _wait(lambda: fake_k8s.get(KSVC, "default", "old")["status"]["conditions"][0]["status"] == "False")
+    ready = {c["type"]: c for c in fake_k8s.get(KSVC, "default", "old")["status"]["conditions"]}["Ready"]
+    assert (
+        "Container failed with: Error: Cannot find module '/workspace/function/index.js'" in ready["message"]
+    )
+
+
+def test_kaniko_keeps_code_copied_outside_its_mounts(fake_k8s):
+    dockerfile = OLD_DOCKERFILE.replace("/workspace/function", "/app")
+    image = _built_image(fake_k8s, "new", "/kaniko/src", dockerfile)
+    assert fake_k8s.images[image]["has_code"] is True

@@ -438,3 +438,83 @@ def wait_for_revision(function, revision, timeout=60.0):
         assert time.monotonic() < deadline, f"{function} stuck in {function.status}"
         time.sleep(0.1)
         function.refresh_from_db()
+
+
+def test_a_missing_registry_secret_fails_the_build_at_once_with_what_to_do(fake_k8s):
+    backend = KnativeBackend(
+        fake_k8s.kubeconfig, cluster=dataclasses.replace(CLUSTER, registry_secret="push")
+    )
+    with pytest.raises(BackendError) as exc:
+        backend.build(BUILD)
+    assert exc.value.permanent is True
+    assert "has no Secret push" in exc.value.message and "dockerconfigjson" in exc.value.message
+    assert fake_k8s.list("jobs.batch", "acme") == []  # no pod left waiting in ContainerCreating
+
+
+def test_a_build_pod_pod_security_refuses_ends_the_build_with_the_reason(fake_k8s, backend):
+    fake_k8s.job_deadline_cap = 600  # the Job alone would say nothing for its whole deadline
+    client_core = backend.core
+    client_core.create_namespace(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "acme", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }
+    )
+    lines = []
+    with pytest.raises(BackendError) as exc:
+        backend.build(BUILD, on_log=lines.append)
+    assert exc.value.permanent is True
+    assert 'violates PodSecurity "restricted:latest"' in exc.value.message
+    assert any("FailedCreate" in line for line in lines)  # the event is in the build log too
+    assert fake_k8s.get("jobs.batch", "acme", m.build_name(BUILD)) is None
+
+
+def test_builds_run_under_the_build_network_policy(fake_k8s, backend):
+    backend.build(BUILD)
+    policy = fake_k8s.get("networkpolicies.networking.k8s.io", "acme", m.BUILD_POLICY_NAME)
+    assert policy["spec"]["podSelector"] == {"matchLabels": {m.LABEL_COMPONENT: "build"}}
+    job = fake_k8s.get("jobs.batch", "acme", m.build_name(BUILD))
+    assert job["spec"]["template"]["metadata"]["labels"][m.LABEL_COMPONENT] == "build"
+
+
+def test_a_ksvc_given_the_built_tag_fails_where_the_digest_runs(fake_k8s, backend):
+    """Knative's controller cannot resolve the platform registry's tags (HTTP, private CA, node-only
+    name); the digest needs no resolution."""
+    result = backend.build(BUILD)
+    backend.apply(service_spec(artifact=m.image_ref(BUILD, CLUSTER)))
+    status = wait_failed(backend)
+    assert "failed to resolve image to digest" in status.message
+    backend.apply(service_spec(artifact=result.artifact, revision="hello-00004"))
+    assert wait_ready(backend, revision="hello-00004").ready
+
+
+def wait_failed(backend, ref=REF, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    status = backend.status(ref)
+    while not status.failed:
+        assert time.monotonic() < deadline, f"not failed: {status}"
+        time.sleep(0.05)
+        status = backend.status(ref)
+    return status
+
+
+def test_following_logs_retries_a_pod_whose_container_has_not_started(fake_k8s, backend):
+    fake_k8s.ready_seconds = 1.0  # the pod is listed (Pending, then ContainerCreating) well before it runs
+    backend.log_rescan_seconds = 0.05
+    backend.apply(service_spec())
+
+    async def follow():
+        stream = backend.logs(REF, follow=True)
+        line = await asyncio.wait_for(anext(stream), 10)
+        await stream.aclose()
+        return line
+
+    assert asyncio.run(follow()).text == "listening on :8080 (hello-00001)"
+
+
+def test_a_403_says_the_cluster_refused_the_request_not_the_credentials(fake_k8s, backend):
+    fake_k8s.fail_next_request("POST", "/serviceaccounts", 403, 'exceeded quota: "compute"')
+    with pytest.raises(BackendError) as exc:
+        backend.apply(service_spec())
+    assert exc.value.message == 'the cluster refused the request: exceeded quota: "compute"'
