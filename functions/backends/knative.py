@@ -33,6 +33,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from . import k8s_manifests as manifests
+from . import k8s_schedules
 from .base import (
     BackendError,
     BuildResult,
@@ -265,24 +266,41 @@ class KnativeBackend(FunctionBackend):
         current = status.get("observedGeneration") == ksvc["metadata"].get("generation")
         ready = current and ready_condition.get("status") == "True"
         annotations = ksvc["spec"]["template"].get("metadata", {}).get("annotations", {})
+        replicas, waiting = self._pods(ref)
+        failed = current and ready_condition.get("status") == "False"
+        message = ready_condition.get("message", "deploying")
+        if not failed and waiting:
+            # Knative reports an image it cannot pull only after its progress deadline (600 s); the pod
+            # says so at once.
+            message = waiting
         return ServiceStatus(
             ready=ready,
             url=status.get("url", ""),
             internal_url=status.get("address", {}).get("url", ""),
-            replicas=self._running_pods(ref),
+            replicas=replicas,
             latest_ready_revision=annotations.get(manifests.ANNOTATION_REVISION, "") if ready else "",
-            message="" if ready else ready_condition.get("message", "deploying"),
+            message="" if ready else message,
             # "Unknown" while Knative is still trying; "False" once the revision has failed.
-            failed=current and ready_condition.get("status") == "False",
+            failed=failed,
         )
 
-    def _running_pods(self, ref: FunctionRef) -> int:
+    POD_TROUBLE = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff"}
+
+    def _pods(self, ref: FunctionRef) -> tuple[int, str]:
+        """(running pods, why a pod's user-container cannot start - "" when none is stuck)."""
         pods = self._call(
             self.core.list_namespaced_pod,
             ref.namespace,
             label_selector=f"serving.knative.dev/service={ref.function}",
         )
-        return sum(1 for pod in pods.items if pod.status and pod.status.phase == "Running")
+        running, trouble = 0, ""
+        for pod in pods.items:
+            running += bool(pod.status and pod.status.phase == "Running")
+            for status in (pod.status.container_statuses or []) if pod.status else []:
+                waiting = status.state.waiting if status.state else None
+                if status.name == "user-container" and waiting and waiting.reason in self.POD_TROUBLE:
+                    trouble = f"{waiting.reason}: {waiting.message or ''}".rstrip(": ")
+        return running, trouble
 
     def delete(self, ref: FunctionRef) -> None:
         """Remove everything labelled with the function; what is already gone is fine."""
@@ -321,12 +339,12 @@ class KnativeBackend(FunctionBackend):
 
     def apply_schedule(self, spec: ScheduleSpec) -> None:
         self._ensure_namespace(spec.ref.namespace)
-        self._upsert_typed(manifests.cron_job(spec, self.cluster), self.batch, "cron_job")
+        self._upsert_typed(k8s_schedules.cron_job(spec, self.cluster), self.batch, "cron_job")
 
     def delete_schedule(self, ref: FunctionRef, name: str) -> None:
         self._call(
             self.batch.delete_namespaced_cron_job,
-            manifests.cron_job_name(ref, name),
+            k8s_schedules.cron_job_name(ref, name),
             ref.namespace,
             propagation_policy="Background",
             ok=(404,),

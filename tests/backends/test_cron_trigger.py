@@ -15,6 +15,7 @@ import threading
 import pytest
 
 from functions.backends import k8s_manifests as m
+from functions.backends import k8s_schedules as schedules_k8s
 from functions.backends.base import FunctionRef, ScheduleSpec
 from tests.needs import require_binary
 
@@ -68,9 +69,9 @@ def schedule(url: str, **changes) -> ScheduleSpec:
 
 def fire(spec: ScheduleSpec):
     require_binary("curl")
-    container = m.cron_job(spec, m.ClusterSettings())["spec"]["jobTemplate"]["spec"]["template"]["spec"][
-        "containers"
-    ][0]
+    container = schedules_k8s.cron_job(spec, m.ClusterSettings())["spec"]["jobTemplate"]["spec"]["template"][
+        "spec"
+    ]["containers"][0]
     assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['job-name']"
     env = {"HKS_JOB": JOB_NAME, "PATH": "/usr/bin:/bin"}
     subprocess.run(container["command"], env=env, check=True, timeout=30)

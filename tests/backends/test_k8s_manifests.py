@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from functions.backends import k8s_manifests as m
+from functions.backends import k8s_schedules as schedules_k8s
 from functions.backends.base import BuildSpec, FunctionRef, Resources, Scale, ScheduleSpec, ServiceSpec
 from tests.k8s_fake import ManifestInvalid, validate_manifest
 
@@ -85,8 +86,10 @@ def all_manifests():
         "build-secret": m.build_secret(BUILD),
         "build-job": m.kaniko_job(BUILD, CLUSTER),
         "build-job-every-knob": m.kaniko_job(BUILD, EVERYTHING),
-        "cronjob": m.cron_job(SCHEDULE, CLUSTER),
-        "cronjob-cloudevents": m.cron_job(dataclasses.replace(SCHEDULE, kind="cloudevents"), CLUSTER),
+        "cronjob": schedules_k8s.cron_job(SCHEDULE, CLUSTER),
+        "cronjob-cloudevents": schedules_k8s.cron_job(
+            dataclasses.replace(SCHEDULE, kind="cloudevents"), CLUSTER
+        ),
     }
 
 
@@ -189,7 +192,7 @@ def test_build_job_fetches_the_source_from_a_secret_and_pushes_the_image():
 
 
 def test_cronjob_carries_the_schedule_settings_and_the_request():
-    cron = m.cron_job(SCHEDULE, CLUSTER)
+    cron = schedules_k8s.cron_job(SCHEDULE, CLUSTER)
     spec = cron["spec"]
     assert spec["schedule"] == "0 3 * * *"
     assert spec["timeZone"] == "Europe/Berlin"
