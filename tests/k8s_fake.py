@@ -440,6 +440,7 @@ class FakeKubernetes:
             self.resolvable_registries = {"docker.io", "index.docker.io", "ghcr.io", "gcr.io", "quay.io"}
             # A Job whose pod is never created fails at min(activeDeadlineSeconds, this).
             self.job_deadline_cap = 3.0
+            self.unpullable: list[str] = []
             self._request_failures: list[tuple[str, str, int, str]] = []
             self.requests: list[tuple[str, str]] = []
 
@@ -472,6 +473,13 @@ class FakeKubernetes:
         """The next Knative revision does not become ready: Ready=False with ``message``."""
         with self._lock:
             self._revision_failures.append(message)
+
+    def nodes_cannot_pull(self, image_prefix: str) -> None:
+        """Nodes cannot pull images starting with ``image_prefix`` (no registries.yaml entry, say): the
+        pod's user-container stays waiting in ImagePullBackOff and Knative keeps the revision Unknown until
+        its progress deadline (600 s by default, config-deployment), longer than any test waits."""
+        with self._lock:
+            self.unpullable.append(image_prefix)
 
     def fail_next_request(
         self, method: str, path_contains: str, status: int = 500, message: str = "injected failure"
@@ -1198,6 +1206,18 @@ class FakeKubernetes:
         namespace, name = key[1], key[2]
         pod = self._store.get(("pods", namespace, pod_name))
         if ksvc is None or pod is None:
+            return
+        if any(image.startswith(prefix) for prefix in self.unpullable):
+            user, queue = pod["spec"]["containers"]
+            message = f'Back-off pulling image "{image}"'
+            pod["status"]["containerStatuses"] = [
+                {
+                    **_container_status(user, waiting="ImagePullBackOff"),
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": message}},
+                },
+                _container_status(queue, running=True),
+            ]
+            pod["metadata"]["resourceVersion"] = str(next(self._rv))
             return
         built = self.images.get(image)
         if built is not None and not built["has_code"]:

@@ -518,3 +518,16 @@ def test_a_403_says_the_cluster_refused_the_request_not_the_credentials(fake_k8s
     with pytest.raises(BackendError) as exc:
         backend.apply(service_spec())
     assert exc.value.message == 'the cluster refused the request: exceeded quota: "compute"'
+
+
+def test_an_image_the_nodes_cannot_pull_is_reported_before_knative_gives_up(fake_k8s, backend):
+    fake_k8s.nodes_cannot_pull("registry.example.test/")
+    backend.apply(service_spec())
+    deadline = time.monotonic() + 10
+    status = backend.status(REF)
+    while "ImagePullBackOff" not in status.message:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+        status = backend.status(REF)
+    assert status.ready is False and status.failed is False  # Knative has not given up yet
+    assert 'Back-off pulling image "registry.example.test/' in status.message
