@@ -174,6 +174,7 @@ HKS_REGISTRY = env_str("HKS_REGISTRY", "registry.local/hks")
 HKS_REGISTRY_SECRET = env_str("HKS_REGISTRY_SECRET")
 HKS_REGISTRY_INSECURE = env_bool("HKS_REGISTRY_INSECURE", False)  # plain-HTTP registry (K3s in-cluster)
 HKS_REGISTRY_CA_CONFIGMAP = env_str("HKS_REGISTRY_CA_CONFIGMAP")  # ConfigMap with the registry's ca.crt
+HKS_PORTAL_CA_CONFIGMAP = env_str("HKS_PORTAL_CA_CONFIGMAP")  # ConfigMap with the portal's ca.crt, for builds
 HKS_REGISTRY_MIRRORS = env_list("HKS_REGISTRY_MIRRORS", [])  # Docker Hub mirrors for base images
 HKS_BUILD_RETRIES = env_int("HKS_BUILD_RETRIES", 3)
 HKS_BUILD_CACHE = env_bool("HKS_BUILD_CACHE", False)

@@ -59,6 +59,7 @@ CURL_UID = 100  # curlimages/curl's own user
 BUILD_SOURCE_DIR = "/kaniko/hks-src"
 BUILD_DOCKERFILE_DIR = "/kaniko/hks-dockerfile"
 BUILD_CERTS_DIR = "/kaniko/hks-certs"
+PORTAL_CA_DIR = "/kaniko/hks-portal-ca"
 TERMINATION_LOG = "/dev/termination-log"
 
 
@@ -75,6 +76,9 @@ class ClusterSettings:
     # A ConfigMap (key ca.crt) with the CA of a registry whose certificate is not publicly trusted.
     registry_ca_configmap: str = ""
     registry_mirrors: tuple[str, ...] = ()
+    # A ConfigMap (key ca.crt) with the CA of the portal's certificate, for the source fetch (the curl
+    # image trusts only the Mozilla bundle).
+    portal_ca_configmap: str = ""
     build_retries: int = 3  # Kaniko's --push-retry and --image-download-retry (its default is 0)
     build_cache: bool = False  # --cache with --cache-repo=<registry>/cache
     kaniko_extra_args: tuple[str, ...] = ()
@@ -502,6 +506,18 @@ def kaniko_job(spec: BuildSpec, settings: ClusterSettings) -> dict:
         },
         "securityContext": restricted_security_context(run_as_user=CURL_UID),
     }
+    if settings.portal_ca_configmap:
+        volumes.append(
+            {
+                "name": "portal-ca",
+                "configMap": {
+                    "name": settings.portal_ca_configmap,
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                },
+            }
+        )
+        fetch["volumeMounts"].append({"name": "portal-ca", "mountPath": PORTAL_CA_DIR, "readOnly": True})
+        fetch["args"][:0] = ["--cacert", f"{PORTAL_CA_DIR}/ca.crt"]
     kaniko = {
         "name": "kaniko",
         "image": settings.kaniko_image,

@@ -64,6 +64,7 @@ def cluster_settings() -> manifests.ClusterSettings:
         registry_insecure=settings.HKS_REGISTRY_INSECURE,
         registry_ca_configmap=settings.HKS_REGISTRY_CA_CONFIGMAP,
         registry_mirrors=tuple(settings.HKS_REGISTRY_MIRRORS),
+        portal_ca_configmap=settings.HKS_PORTAL_CA_CONFIGMAP,
         build_retries=settings.HKS_BUILD_RETRIES,
         build_cache=settings.HKS_BUILD_CACHE,
         kaniko_extra_args=tuple(settings.HKS_KANIKO_EXTRA_ARGS),

@@ -21,6 +21,7 @@ EVERYTHING = m.ClusterSettings(
     registry_insecure=True,
     registry_ca_configmap="registry-ca",
     registry_mirrors=("mirror.gcr.io",),
+    portal_ca_configmap="portal-ca",
     build_cache=True,
     kaniko_extra_args=("--verbosity=debug",),
     node_arch="arm64",
@@ -314,3 +315,13 @@ def test_ingress_namespaces_are_a_setting_with_contour_internal_by_default():
     custom = m.function_network_policy(REF, restricted=True, ingress_namespaces=("envoy-gateway-system",))
     peer = custom["spec"]["ingress"][0]["from"][0]
     assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == ["envoy-gateway-system"]
+
+
+def test_the_source_fetch_trusts_the_portal_ca_when_given():
+    fetch = m.kaniko_job(BUILD, EVERYTHING)["spec"]["template"]["spec"]["initContainers"][0]
+    assert fetch["args"][:2] == ["--cacert", "/kaniko/hks-portal-ca/ca.crt"]
+    assert {"name": "portal-ca", "mountPath": "/kaniko/hks-portal-ca", "readOnly": True} in fetch[
+        "volumeMounts"
+    ]
+    plain = m.kaniko_job(BUILD, CLUSTER)["spec"]["template"]["spec"]["initContainers"][0]
+    assert "--cacert" not in plain["args"]
