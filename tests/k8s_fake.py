@@ -295,6 +295,14 @@ def _waiting_reason(pod: dict, container: str) -> str:
     return waiting.get("reason") or "ContainerCreating"
 
 
+def _container_terminated(pod: dict, container: str) -> bool:
+    status = pod.get("status", {})
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    statuses = [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
+    return any(s["name"] == container and "terminated" in s["state"] for s in statuses)
+
+
 def _container_status(container: dict, *, waiting: str = "", running: bool = False, terminated=None) -> dict:
     if terminated is not None:
         code, reason, message = terminated
@@ -1388,9 +1396,11 @@ class FakeKubernetes:
                     pod = self._store.get(("pods", namespace, name))
                     fresh = self._logs.get((namespace, name, container), [])[sent:]
                     sent += len(fresh)
+                    # the kubelet ends a followed log when the container exits
+                    ended = pod is None or _container_terminated(pod, container)
                 for moment, text in fresh:
                     await response.write((f"{_ts_nano(moment)} {text}\n" if stamp else f"{text}\n").encode())
-                if pod is None or (pod["status"]["phase"] in ("Succeeded", "Failed") and not fresh):
+                if ended and not fresh:
                     break
                 await asyncio.sleep(0.05)
             await response.write_eof()

@@ -80,7 +80,7 @@ class KanikoBuild:
         self.backend._upsert_typed(manifests.build_config_map(self.spec), self.core, "config_map")
         try:
             job = self._wait(self._start())
-            self.log.poll()
+            self.log.finish()
         finally:
             # The Job is done with its inputs (or never will be); the token in the Secret is spent anyway.
             self.call(self.core.delete_namespaced_secret, self.name, self.namespace, ok=(404,))

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import math
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 from .base import LogLine, LogSink
@@ -152,8 +153,9 @@ class BuildLog:
     """The build pod's log lines, passed on as they appear, with the pod's waiting reasons and the events
     of the Job and its pod (FailedCreate, FailedMount, image pulls...) - what ``kubectl describe`` shows.
 
-    A container's log is read only once it has started (the kubelet answers 400 before), and a last time
-    when it has terminated; each read sends only the lines not sent yet."""
+    A container's log is followed (one stream per container, read on a thread) once it has started - the
+    kubelet answers 400 before - so each line crosses the network once; ``poll`` passes on what arrived.
+    A stream that broke is made up for by one full read once the container has terminated."""
 
     containers = ("fetch-source", "kaniko")
 
@@ -163,9 +165,13 @@ class BuildLog:
         self.events: list = []
         self.waiting: list[tuple[str, str, str]] = []
         self._seen: dict[tuple[str, str], int] = {}
-        self._done: set[tuple[str, str]] = set()
         self._said: set[tuple] = set()
         self._pods: list = []
+        self._lock = threading.Lock()
+        self._arrived: list[tuple[tuple[str, str], str]] = []
+        self._streams: dict[tuple[str, str], threading.Thread] = {}
+        self._complete: set[tuple[str, str]] = set()  # streams that ended by themselves
+        self._terminated: set[tuple[str, str]] = set()
 
     def poll(self) -> None:
         pods = self.call(self.core.list_namespaced_pod, self.namespace, label_selector=f"job-name={self.job}")
@@ -174,7 +180,7 @@ class BuildLog:
         for pod in self._pods:
             states = self._states(pod)
             for container in self.containers:
-                state = states.get(container)
+                state, key = states.get(container), (pod.metadata.name, container)
                 if state is None:
                     continue
                 if state.waiting is not None:
@@ -184,11 +190,74 @@ class BuildLog:
                         ("waiting", pod.metadata.name, container, reason),
                         f"[{container}] waiting: {reason} {message}".rstrip(),
                     )
-                elif (pod.metadata.name, container) not in self._done:
-                    self._read(pod.metadata.name, container)
-                    if state.terminated is not None:
-                        self._done.add((pod.metadata.name, container))
+                    continue
+                if state.terminated is not None:
+                    self._terminated.add(key)
+                self._follow(key)
+        self._drain()
         self._read_events([self.job, *(pod.metadata.name for pod in self._pods)])
+
+    def finish(self, timeout: float = 15.0) -> None:
+        """The build is over: let the streams end, pass on their last lines, and read in full any
+        container whose stream broke."""
+        self.poll()
+        deadline = time.monotonic() + timeout
+        for thread in list(self._streams.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._drain()
+        for key in sorted(self._terminated - self._complete):
+            text = self.call(
+                self.core.read_namespaced_pod_log, key[0], self.namespace, container=key[1], ok=(400, 404)
+            )
+            lines = (text or "").splitlines()
+            for line in lines[self._seen.get(key, 0) :]:
+                self._line(key, line)
+
+    def _follow(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            alive = key in self._streams and self._streams[key].is_alive()
+            if alive or key in self._complete:
+                return
+            thread = threading.Thread(target=self._pump, args=(key,), daemon=True, name=f"build-log-{key[1]}")
+            self._streams[key] = thread
+        thread.start()
+
+    def _pump(self, key: tuple[str, str]) -> None:
+        try:
+            response = self.call(
+                self.core.read_namespaced_pod_log,
+                key[0],
+                self.namespace,
+                container=key[1],
+                follow=True,
+                _preload_content=False,
+                _request_timeout=FOLLOW_TIMEOUT,
+                ok=(400, 404),
+            )
+            if response is None:
+                return  # not started after all: the next poll follows again
+            buffer = b""
+            for chunk in response.stream(4096):
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                with self._lock:
+                    self._arrived += [(key, raw.decode(errors="replace")) for raw in complete]
+            with self._lock:
+                if buffer:
+                    self._arrived.append((key, buffer.decode(errors="replace")))
+                self._complete.add(key)
+        except Exception:  # a broken stream: ``finish`` reads the container in full
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+        for key, line in arrived:
+            self._line(key, line)
+
+    def _line(self, key: tuple[str, str], line: str) -> None:
+        self._seen[key] = self._seen.get(key, 0) + 1
+        self._send(f"[{key[1]}] {line}")
 
     @staticmethod
     def _states(pod) -> dict:
@@ -200,19 +269,12 @@ class BuildLog:
 
     def terminated(self) -> dict:
         """Container name -> its ``terminated`` state, for the Job's pods as last seen."""
-        self.poll()
         return {
             name: state.terminated
             for pod in self._pods
             for name, state in self._states(pod).items()
             if state.terminated is not None
         }
-
-    def _read(self, pod: str, container: str) -> None:
-        text = self.call(
-            self.core.read_namespaced_pod_log, pod, self.namespace, container=container, ok=(400, 404)
-        )
-        self._emit(pod, container, (text or "").splitlines())
 
     def _read_events(self, names: list[str]) -> None:
         for name in names:
@@ -240,9 +302,3 @@ class BuildLog:
         self.lines.append(line)
         if self.on_log:
             self.on_log(line)
-
-    def _emit(self, pod: str, container: str, lines: list[str]) -> None:
-        seen = self._seen.get((pod, container), 0)
-        for line in lines[seen:]:
-            self._send(f"[{container}] {line}")
-        self._seen[(pod, container)] = max(seen, len(lines))

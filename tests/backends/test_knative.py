@@ -194,7 +194,9 @@ def test_build_log_lines_arrive_while_the_build_runs(fake_k8s, backend):
         seen.append((line, job["status"].get("succeeded")))
 
     backend.build(BUILD, on_log=on_log)
-    assert seen[0] == ("[fetch-source] fetched the build context", None)  # the Job was still running
+    fetched = next(entry for entry in seen if entry[0].startswith("[fetch-source]"))
+    assert fetched == ("[fetch-source] fetched the build context", None)  # the Job was still running
+    assert ("[kaniko] waiting: PodInitializing", None) in seen  # the pod's state is in the log too
     assert seen[-1][0].startswith("[kaniko] INFO Pushed ")
     assert len({line for line, _ in seen}) == len(seen)  # each line once
 
@@ -531,3 +533,12 @@ def test_an_image_the_nodes_cannot_pull_is_reported_before_knative_gives_up(fake
         status = backend.status(REF)
     assert status.ready is False and status.failed is False  # Knative has not given up yet
     assert 'Back-off pulling image "registry.example.test/' in status.message
+
+
+def test_a_build_log_is_followed_not_read_again_at_every_poll(fake_k8s, backend):
+    fake_k8s.job_seconds = 2.0  # some forty polls at the test's 50 ms
+    lines = []
+    backend.build(BUILD, on_log=lines.append)
+    log_reads = [path for method, path in fake_k8s.requests if method == "GET" and path.endswith("/log")]
+    assert len(log_reads) <= 4, log_reads  # one stream per container (and a retry at most)
+    assert sum(line.startswith("[kaniko] INFO") for line in lines) == 3  # every line, once
