@@ -103,4 +103,11 @@ def collect_expired() -> int:
     return services.functions_collect_expired()
 
 
+@shared_task
+def collect_orphans() -> int:
+    from .orphans import orphans_collect
+
+    return orphans_collect()
+
+
 from . import tasks_schedules  # noqa: E402,F401  (registers the schedule tasks)

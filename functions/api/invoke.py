@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import json
 from dataclasses import asdict
+from urllib.parse import urlsplit
 
 import httpx
 from asgiref.sync import async_to_sync
@@ -48,7 +49,19 @@ def _check_path(path: str) -> str:
 
 
 def _base_url(function: Function) -> str:
-    """Where the portal reaches the function: the backend's URLs, or the local gateway's path form."""
+    """Where the portal reaches the function: the backend's URLs, or the local gateway's path form.
+
+    On Knative the internal address (``*.svc.cluster.local``) resolves only inside the cluster, so a
+    portal outside it (``HKS_KNATIVE_PORTAL_IN_CLUSTER`` off, the default) uses the public URL."""
+    if function.project.backend == Backend.KNATIVE and not settings.HKS_KNATIVE_PORTAL_IN_CLUSTER:
+        host = urlsplit(function.url).hostname or ""
+        if not function.url or host.endswith((".svc.cluster.local", ".svc")):
+            raise ServiceError(
+                f"function {function.name} has no public URL (it is cluster-local, or the cluster has no "
+                "config-domain): the portal runs outside the cluster and cannot reach it",
+                code=409,
+            )
+        return function.url.rstrip("/")
     if function.internal_url or function.url:
         return (function.internal_url or function.url).rstrip("/")
     if function.project.backend == Backend.LOCAL:

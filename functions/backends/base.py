@@ -55,6 +55,7 @@ class BuildSpec:
     archive_path: str  # the revision's validated source archive (.tar.gz)
     archive_url: str = ""  # where a remote builder fetches it (a short-lived, few-use token included)
     content_hash: str = ""
+    kind: str = "http"  # "http" | "cloudevents": an image's start command differs (func-python)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class ScheduleSpec:
     concurrency_policy: str
     starting_deadline_seconds: int | None
     target_url: str
+    kind: str = "http"  # "cloudevents": the request is a binary-mode CloudEvent (ce-* headers)
 
 
 @dataclass(frozen=True)
