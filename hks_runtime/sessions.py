@@ -354,19 +354,43 @@ class SessionManager:
         started = time.perf_counter()
         token = secrets.token_urlsafe(24)
         agent = await self._claim(token)
+        events: list[dict] = []
         try:
             url = f"http://127.0.0.1:{agent.port}/execute"
             body = {"code": code, "env_vars": env, "timeout": timeout}
-            events = []
             async with self._http.post(url, json=body, headers={"X-HKS-Agent-Token": token}) as response:
                 if response.status != 200:
                     raise SessionError(f"the agent refused the code: {await response.text()}", 502)
                 async for line in response.content:
                     if line.strip():
                         events.append(json.loads(line))
+        except aiohttp.ClientError:  # the whole sandbox went down (an OOM kill takes it all on cgroup v2)
+            pass
         finally:
+            if not any(e["type"] == "end_of_execution" for e in events):
+                events.append(_crashed())
+            outcome = summarise(events)
+            if _kernel_lost(outcome) and agent.proc.oom_killed():
+                outcome["error"] = {
+                    "name": "MemoryError",
+                    "value": "out of memory: the sandbox's memory limit was reached",
+                    "traceback": "",
+                }
             background.start(self._destroy(agent))
-        return {**summarise(events), "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+        return {**outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
+def _crashed() -> dict:
+    return {
+        "type": "error",
+        "name": "ExecutionError",
+        "value": "the sandbox's process ended without answering",
+        "traceback": "",
+    }
+
+
+def _kernel_lost(outcome: dict) -> bool:
+    return (outcome.get("error") or {}).get("name") in ("KernelDied", "ExecutionError")
 
 
 def summarise(events: list[dict]) -> dict:
@@ -376,12 +400,17 @@ def summarise(events: list[dict]) -> dict:
     error = next((e for e in events if e["type"] == "error"), None)
     main = next((e for e in events if e["type"] == "result" and e.get("is_main_result")), None)
     result = None if main is None else main.get("value", main.get("text"))
+    exit_code = 1 if error else 0
+    if error is not None and error["name"] == "SystemExit":  # sys.exit(n): exit code n, as the deploy path
+        value = error["value"]
+        exit_code = int(value) if value.lstrip("-").isdigit() else (0 if value in ("", "None") else 1)
+        error = None
     return {
         "stdout": stdout,
         "stderr": stderr,
         "result": result,
         "error": None if error is None else {k: error[k] for k in ("name", "value", "traceback")},
-        "exit_code": 1 if error else 0,
+        "exit_code": exit_code,
     }
 
 
