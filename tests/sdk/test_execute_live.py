@@ -34,7 +34,9 @@ def _function_status(platform, name):
         platform.manage(
             "shell",
             "-c",
-            (f"from functions.models import Function; print(Function.objects.get(name={name!r}).status)"),
+            # An agent function's row goes as soon as it is deleted (storage reclaim): gone counts as deleted.
+            "from functions.models import Function as F;"
+            f"print(F.objects.filter(name={name!r}).values_list('status', flat=True).first() or 'deleted')",
             capture=True,
         )
         .strip()
