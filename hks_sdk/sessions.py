@@ -19,7 +19,9 @@ go to the session's data plane (the same endpoints E2B's SDK uses) with the sess
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +102,16 @@ class _Collector:
         )
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context per process: building one (loading the CA bundle) costs ~100 ms per client."""
+    return ssl.create_default_context()
+
+
+def _data_client(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=httpx.Timeout(None, connect=10.0), verify=_tls())
+
+
 def _raise_for(response: httpx.Response, what: str) -> None:
     if response.status_code >= 400:
         try:
@@ -131,7 +143,7 @@ class Session(_Base):
 
     def __init__(self, client: Client, info: dict, own_client: bool = False):
         super().__init__(client, info, own_client)
-        self._http = httpx.Client(base_url=self._url, timeout=httpx.Timeout(None, connect=10.0))
+        self._http = _data_client(self._url)
         self.files = Files(self)
         self.commands = Commands(self)
 
@@ -254,7 +266,9 @@ class AsyncSession(_Base):
 
     def __init__(self, client: Client, info: dict, own_client: bool = False):
         super().__init__(client, info, own_client)
-        self._http = httpx.AsyncClient(base_url=self._url, timeout=httpx.Timeout(None, connect=10.0))
+        self._http = httpx.AsyncClient(
+            base_url=self._url, timeout=httpx.Timeout(None, connect=10.0), verify=_tls()
+        )
         self.files = AsyncFiles(self)
         self.commands = AsyncCommands(self)
 
