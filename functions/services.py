@@ -301,6 +301,7 @@ def build_run(*, build: Build) -> bool:
         runtime=function.runtime,
         archive_path=revision.archive.path,
         content_hash=revision.content_hash,
+        sandbox_profile=function.sandbox_profile,
     )
     result = get_backend(function.project).build(spec, on_log=on_log)
     Revision.objects.filter(pk=revision.pk).update(artifact=result.artifact)

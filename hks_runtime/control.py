@@ -5,10 +5,12 @@
     DELETE /v1/namespaces/{ns}/functions/{name}        stop and forget it (idempotent: 200 either way)
     GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO (inclusive)&tail=N&follow=1
     GET    /v1/functions[?namespace=ns]                what the daemon holds
-    POST   /v1/builds                                  {runtime, archive_path, content_hash}: ndjson stream
+    POST   /v1/builds                                  {runtime, archive_path, content_hash[, profile,
+                                                       namespace]}: ndjson stream
                                                        of {"log": line}..., then {"artifact": dir} or
                                                        {"error": message, "permanent": bool}
-    GET    /metrics, /healthz                          no token (Prometheus scrapes it; bound to loopback)
+    GET    /metrics                                    the same token (Prometheus sends it)
+    GET    /healthz                                    no token: liveness only
 
 Errors are ``{"error": message, "permanent": bool}``; permanent means the same request cannot succeed later.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import seccomp
+from . import netns, seccomp
 from .logstore import parse_ts
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
 
@@ -53,7 +55,7 @@ class ControlApi:
 
     @web.middleware
     async def auth(self, request: web.Request, handler):
-        if request.path.startswith("/v1/"):
+        if request.path.startswith("/v1/") or request.path == "/metrics":
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {self.daemon.token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -175,17 +177,24 @@ class ControlApi:
             )
         if not isinstance(content_hash, str) or not content_hash.isalnum():
             return error(400, "content_hash must be alphanumeric", permanent=True)
+        profile, namespace = data.get("profile", "standard"), data.get("namespace", "")
+        if profile not in ("standard", "restricted"):
+            return error(400, "profile must be standard or restricted", permanent=True)
+        if not isinstance(namespace, str) or (namespace and not DNS_LABEL.match(namespace)):
+            return error(400, "namespace must be a DNS-1123 label", permanent=True)
         problem = self.daemon.sandbox_problem()
         if problem:
             return error(503, problem, permanent=True)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         async with self.build_slots:
-            await self._run_build(response, runtime, archive, content_hash)
+            await self._run_build(response, runtime, archive, content_hash, profile, namespace)
         await response.write_eof()
         return response
 
-    async def _run_build(self, response, runtime: str, archive: Path, content_hash: str) -> None:
+    async def _run_build(
+        self, response, runtime: str, archive: Path, content_hash: str, profile: str, namespace: str
+    ) -> None:
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue = asyncio.Queue()
 
@@ -201,6 +210,8 @@ class ControlApi:
                     layers_dir=self.daemon.layers_dir,
                     content_hash=content_hash,
                     on_log=on_log,
+                    profile=profile,
+                    scope=namespace,
                 )
                 return {"artifact": str(artifact)}
             except Exception as exc:  # noqa: BLE001 - reported to the caller
@@ -235,6 +246,7 @@ class ControlApi:
                 "ok": True,
                 "sandbox": self.daemon.sandbox_mode or self.daemon.sandbox_problem(),
                 "seccomp": seccomp.program() is not None,
+                "network": netns.mode() if netns.mode() == "host" else (netns.check() or "isolated"),
                 "functions": len(self.supervisor.functions),
                 "prewarmed": standbys,
             }

@@ -660,3 +660,13 @@ def _reachable(path: str) -> bool:
 def limits_for(profile: str, **overrides: int) -> Limits:
     """A profile's limits with some fields replaced (e.g. a function's own memory setting)."""
     return dataclasses.replace(PROFILES[profile], **overrides)
+
+
+def isolated_network(profile: str) -> bool:
+    """Does a sandbox of this profile get a network namespace of its own (netns.py)?"""
+    return _NETWORK_DEFAULT[profile] and netns.mode() == "isolated"
+
+
+def sweep_stale_networks() -> int:
+    """Network namespaces a crashed daemon left behind (see netns.sweep_stale)."""
+    return netns.sweep_stale()

@@ -55,6 +55,7 @@ class BuildSpec:
     archive_path: str  # the revision's validated source archive (.tar.gz)
     archive_url: str = ""  # where a remote builder fetches it (a short-lived, few-use token included)
     content_hash: str = ""
+    sandbox_profile: str = "standard"  # "restricted" (agent code): the build runs no hooks of the code's own
 
 
 @dataclass(frozen=True)
