@@ -30,7 +30,6 @@ operator who knowingly wants it; ``check()`` reports why isolation cannot work h
 from __future__ import annotations
 
 import contextlib
-import functools
 import ipaddress
 import itertools
 import json
@@ -95,9 +94,11 @@ def allowed_networks() -> list[str]:
         raise NetworkUnavailable(f"HKS_SANDBOX_EGRESS_ALLOW: {exc}") from exc
 
 
-@functools.cache
 def host_addresses() -> tuple[str, ...]:
-    """IPv4 addresses of the host's own interfaces (a sandbox must not reach the host through them)."""
+    """IPv4 addresses of the host's own interfaces (a sandbox must not reach the host through them).
+
+    Read for every namespace, not cached: an address the host gains later is blocked for sandboxes
+    started after it (a running sandbox keeps the ruleset it started with)."""
     result = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, timeout=10)
     found = set()
     for link in json.loads(result.stdout or "[]"):

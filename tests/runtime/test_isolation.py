@@ -237,6 +237,7 @@ def prometheus(runtime_daemon, work: Path):
     with listener("127.0.0.1") as port:
         pass
     control_port = int(runtime_daemon.control_url.rsplit(":", 1)[1])
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "prometheus.yml"
     config.write_text(prometheus_config(control_port, runtime_daemon.token, interval="1s"))
     proc = subprocess.Popen(
@@ -271,7 +272,7 @@ def _listening(host: str, port: int) -> bool:
 
 def _host_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("198.51.100.1", 9))  # picks the default route's source address; sends nothing
+        probe.connect(("203.0.113.1", 9))  # picks the default route's source address; sends nothing
         return probe.getsockname()[0]
 
 
