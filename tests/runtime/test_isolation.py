@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -136,11 +137,15 @@ def backend(runtime_daemon):
     return LocalBackend(runtime_daemon.control_url, runtime_daemon.token)
 
 
+RUN = secrets.token_hex(4)  # both tenants' pyproject.toml are the same, and new to the dependency cache
+
+
 def template_files(marker: str) -> dict[str, bytes]:
     """The default Python template (pyproject.toml and all) with this tenant's own code in func.py."""
     files = {
         str(path.relative_to(TEMPLATE)): path.read_bytes() for path in TEMPLATE.rglob("*") if path.is_file()
     }
+    files["pyproject.toml"] += f"# test run {RUN}\n".encode()
     files["function/func.py"] = PROBE.replace("__MARKER__", marker).encode()
     files["func.yaml"] = b"specVersion: 0.36.0\nname: probe\nruntime: python\n"
     return files
