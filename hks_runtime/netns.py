@@ -194,12 +194,16 @@ class NetNamespace:
                 if fd >= 0:
                     os.close(fd)
 
-    def close(self) -> None:
-        """Stop slirp4netns and remove the namespace. Safe to call twice."""
+    def release(self) -> None:
+        """Tell slirp4netns to exit (without waiting): for when the sandbox has ended. Safe to call twice."""
         if self._exit_w is not None:
             with contextlib.suppress(OSError):
                 os.close(self._exit_w)
             self._exit_w = None
+
+    def close(self) -> None:
+        """Stop slirp4netns and remove the namespace. Safe to call twice."""
+        self.release()
         if self.slirp is not None:
             try:
                 self.slirp.wait(2)

@@ -424,6 +424,8 @@ class SandboxedProcess:
         if self._final is None:
             self._final = (self._read_oom(), self._read_cpu())
         self._remove_cgroups(attempts=1)
+        if self.netns is not None:
+            self.netns.release()  # slirp4netns exits; cleanup() removes the namespace itself
 
     def _remove_cgroups(self, attempts: int) -> None:
         for path in list(self.cgroups.values()):
