@@ -73,3 +73,24 @@ def test_agent_code_has_no_network(agent_client, live_platform):  # noqa: F811
     execution = functions.execute(code=code, client=agent_client)
     assert execution.ok
     assert execution.result != "connected"
+
+
+def test_agent_files_with_npm_lifecycle_scripts_do_not_run_them(agent_client):
+    """Issue 11: agent code's build runs no hooks - npm installs its dependencies with --ignore-scripts."""
+    import json
+
+    package = {
+        "name": "agent-hooks",
+        "version": "1.0.0",
+        "dependencies": {"cloudevents": "8.0.2"},
+        "scripts": {"postinstall": "echo ran > node_modules/hook-ran.txt"},
+    }
+    code = (
+        "const fs = require('fs'); require('cloudevents');"
+        "console.log(fs.existsSync('/app/node_modules/hook-ran.txt') ? 'hook ran' : 'no hook')"
+    )
+    execution = functions.execute(
+        code=code, language="node", files={"package.json": json.dumps(package)}, client=agent_client
+    )
+    assert execution.ok, execution.error
+    assert execution.stdout == "no hook\n"  # the dependency is there, the script never ran
