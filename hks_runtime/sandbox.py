@@ -4,9 +4,11 @@ The contract (used by the builder and the runtime daemon):
 
 - ``check_sandbox()`` raises ``SandboxUnavailable`` when bubblewrap is missing or cannot run, and otherwise
   returns the limits mode in force: ``"cgroup-v2"``, ``"cgroup-v1"`` or ``"rlimit"``.
-- ``spawn(SandboxSpec(...))`` starts a process in fresh mount/pid/ipc/uts/user (and, unless the profile
-  allows it, network) namespaces with read-only system dirs, a private ``/tmp``, no capabilities and exactly
-  ``spec.env`` as environment, and returns a ``SandboxedProcess``.
+- ``spawn(SandboxSpec(...))`` starts a process in fresh mount/pid/ipc/uts/user/network namespaces with
+  read-only system dirs, a private ``/tmp``, no capabilities and exactly ``spec.env`` as environment, and
+  returns a ``SandboxedProcess``. A profile with network (``standard``, builds) gets a namespace of its own
+  that reaches the internet only (``netns.py``; entered with ``nsenter`` before privileges are dropped);
+  the others only their own loopback.
 
 How a process gets its limits without ``preexec_fn`` (unsafe with threads): the spawned program is a tiny
 ``/bin/sh`` wrapper that writes its own pid into the sandbox's cgroups and then execs ``prlimit`` (rlimits:
