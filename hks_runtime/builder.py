@@ -232,10 +232,14 @@ def build(
     layer = ensure_layer(runtime, Path(layers_dir), on_log)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     tmp = artifacts_dir / f".tmp-{content_hash}-{uuid.uuid4().hex[:8]}"
+    deps_dir = Path(deps_cache_dir or Path(layers_dir) / "deps")
     try:
         _unpack(Path(archive_path), tmp)
         installer = _install_node_deps if runtime == "node" else _install_python_deps
-        installer(tmp, layer, Path(deps_cache_dir or Path(layers_dir) / "deps"), on_log, timeout, mode)
+        try:
+            installer(tmp, layer, deps_dir, on_log, timeout, mode)
+        except BuildError as exc:  # a tenant sees its build's errors: not where the platform keeps things
+            raise BuildError(_without_host_paths(str(exc), tmp, deps_dir, Path(layers_dir))) from None
         (tmp / ".hks-built").write_text(content_hash)
         _make_readable(tmp)
         with contextlib.suppress(OSError):  # an identical build finished first: keep that one
@@ -244,6 +248,12 @@ def build(
         shutil.rmtree(tmp, ignore_errors=True)
     on_log(f"artifact {content_hash[:12]} ready")
     return target
+
+
+def _without_host_paths(text: str, *paths: Path) -> str:
+    for path, shown in sorted(((str(p), f"<{p.name}>") for p in paths), key=lambda item: -len(item[0])):
+        text = text.replace(path, shown)
+    return text
 
 
 def _unpack(archive_path: Path, dest: Path) -> None:
@@ -256,7 +266,8 @@ def _unpack(archive_path: Path, dest: Path) -> None:
             # The archive was checked on upload; the "data" filter refuses escapes again, just in case.
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, OSError) as exc:
-        raise BuildError(f"cannot unpack the source archive: {exc}") from exc
+        detail = _without_host_paths(str(exc), dest, archive_path)
+        raise BuildError(f"cannot unpack the source archive: {detail}") from exc
 
 
 class _BuildMode:

@@ -246,8 +246,16 @@ class ControlApi:
                 "ok": True,
                 "sandbox": self.daemon.sandbox_mode or self.daemon.sandbox_problem(),
                 "seccomp": seccomp.program() is not None,
-                "network": netns.mode() if netns.mode() == "host" else (netns.check() or "isolated"),
+                "network": _network_state(),
                 "functions": len(self.supervisor.functions),
                 "prewarmed": standbys,
             }
         )
+
+
+def _network_state() -> str:
+    """``isolated``, ``host`` (the operator chose it), or why standard sandboxes cannot start here."""
+    try:
+        return "host" if netns.mode() == "host" else (netns.check() or "isolated")
+    except netns.NetworkUnavailable as exc:
+        return str(exc)

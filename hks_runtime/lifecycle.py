@@ -207,8 +207,10 @@ class InstanceLifecycle:
         return detail
 
     def _start_failed(self, fn: FunctionState, rev: RevisionState, inst: Instance, detail: str) -> None:
-        if inst.proc is None:  # never spawned: no exit watcher will remove it
+        if inst.proc is None:  # never spawned: no exit watcher will remove it (nor close its listener)
             inst.state = STOPPED
+            if self.callers is not None and inst.caller_port:
+                background.start(self.callers.close(inst.caller_port))
             with contextlib.suppress(ValueError):
                 rev.instances.remove(inst)
         if inst.stopping:  # stopped on purpose while starting (deleted, replaced): not the code's fault

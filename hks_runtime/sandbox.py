@@ -633,9 +633,11 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
 def _network_for(spec: SandboxSpec) -> netns.NetNamespace | None:
     """A namespace of its own when the sandbox may use the network (None: bwrap's empty one, or the host's
     under ``HKS_SANDBOX_NETWORK=host``). Raises SandboxUnavailable rather than share the host's network."""
-    if not _wants_network(spec) or netns.mode() == "host":
+    if not _wants_network(spec):
         return None
     try:
+        if netns.mode() == "host":
+            return None
         return netns.NetNamespace.create(spec.name or "sandbox", gateway_port=spec.gateway_port)
     except netns.NetworkUnavailable as exc:
         raise SandboxUnavailable(str(exc)) from exc
