@@ -1,10 +1,15 @@
 """A network namespace of its own for every sandbox that may reach the internet (``standard`` functions and
 dependency builds): outbound to the internet only, never the host, private ranges or another sandbox.
 
-How: the daemon (root) creates a named namespace (``ip netns add``), loads an nftables ruleset into it, and
-starts Debian's ``slirp4netns`` on it - user-mode networking, so nothing changes on the host (no bridge,
-no forwarding, no NAT rule), and the namespace's only way out is a process that opens ordinary sockets on
-the host. Since slirp's connections leave from the host's own stack, they could reach whatever the host
+How: the daemon (root) creates a persistent namespace (``unshare --net=FILE`` under ``/run/hks-netns``, a
+private mount), loads an nftables ruleset into it, and starts Debian's ``slirp4netns`` on it - user-mode
+networking, so nothing changes on the host (no bridge, no forwarding, no NAT rule), and the namespace's
+only way out is a process that opens ordinary sockets on the host. slirp4netns parses the sandbox's
+packets, so it runs with ``--enable-sandbox`` (its own mount namespace, an empty root, capabilities
+dropped) and ``--enable-seccomp``; that sandbox unmounts what it inherited, which is why the namespace files
+live under a mount of their own with private propagation rather than ``ip netns``' shared ``/run/netns``.
+
+Since slirp's connections leave from the host's own stack, they could reach whatever the host
 reaches (its loopback through 10.0.2.2, its own addresses, the LAN, the cloud metadata service); the
 ruleset inside the namespace refuses all that before a packet reaches slirp:
 
@@ -30,6 +35,7 @@ operator who knowingly wants it; ``check()`` reports why isolation cannot work h
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import itertools
 import json
@@ -41,7 +47,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-NETNS_DIR = Path("/run/netns")
+NETNS_DIR = Path("/run/hks-netns")
 SLIRP_GATEWAY = "10.0.2.2"
 SLIRP_DNS = "10.0.2.3"
 RESOLV_CONF = f"nameserver {SLIRP_DNS}\noptions ndots:0\n"
@@ -77,7 +83,8 @@ def mode() -> str:
 
 def check() -> str | None:
     """None when isolated networks can be made here, else what is missing."""
-    missing = [tool for tool in ("ip", "nft", "slirp4netns", "nsenter") if shutil.which(tool) is None]
+    tools = ("ip", "nft", "slirp4netns", "nsenter", "unshare", "mount", "umount")
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         return f"missing {', '.join(missing)} (apt-get install iproute2 nftables slirp4netns util-linux)"
     if os.geteuid() != 0:
@@ -155,8 +162,10 @@ class NetNamespace:
         with _lock:
             name = f"{_PREFIX}{clean}-{os.getpid()}-{next(_counter):x}"
         ns = cls(name)
+        _private_dir()
         try:
-            _run(["ip", "netns", "add", name])
+            Path(ns.path).touch()
+            _run(["unshare", f"--net={ns.path}", "true"])
             _run(
                 ["nsenter", f"--net={ns.path}", "sh", "-c", "ip link set lo up && nft -f -"],
                 stdin=ruleset(gateway_port),
@@ -171,6 +180,7 @@ class NetNamespace:
         ready_r, ready_w = os.pipe()
         exit_r, self._exit_w = os.pipe()
         argv = ["slirp4netns", "--configure", "--mtu=65520", "--netns-type=path"]
+        argv += ["--enable-sandbox", "--enable-seccomp"]
         argv += [] if host_loopback else ["--disable-host-loopback"]
         argv += [f"--ready-fd={ready_w}", f"--exit-fd={exit_r}", self.path, "tap0"]
         try:
@@ -213,8 +223,7 @@ class NetNamespace:
             if self.slirp.stderr is not None:
                 self.slirp.stderr.close()
             self.slirp = None
-        if os.path.exists(self.path):
-            subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=10)
+        _remove(Path(self.path))
 
 
 def sweep_stale() -> int:
@@ -228,9 +237,46 @@ def sweep_stale() -> int:
             continue
         if _alive(int(parts[1])):
             continue
-        result = subprocess.run(["ip", "netns", "del", entry.name], capture_output=True, timeout=10)
-        removed += result.returncode == 0
+        removed += _remove(entry)
     return removed
+
+
+def _remove(path: Path) -> bool:
+    if not path.exists():
+        return False
+    subprocess.run(["umount", str(path)], capture_output=True, timeout=10)
+    with contextlib.suppress(OSError):
+        path.unlink()
+        return True
+    return False
+
+
+def _private_dir() -> None:
+    """``NETNS_DIR`` as a mount of its own with private propagation (once; daemons on one host share it)."""
+    with _lock:
+        if _is_private_mount(NETNS_DIR):
+            return
+        NETNS_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with open(NETNS_DIR.parent / ".hks-netns.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if not _is_mount(NETNS_DIR):
+                _run(["mount", "--bind", str(NETNS_DIR), str(NETNS_DIR)])
+            _run(["mount", "--make-private", str(NETNS_DIR)])
+
+
+def _mount_fields(path: Path) -> list[list[str]]:
+    with open("/proc/self/mountinfo") as handle:
+        return [line.split() for line in handle if line.split()[4] == str(path)]
+
+
+def _is_mount(path: Path) -> bool:
+    return bool(_mount_fields(path))
+
+
+def _is_private_mount(path: Path) -> bool:
+    fields = _mount_fields(path)
+    # optional fields (6th onwards, up to "-") name the peer group of a shared mount: none means private
+    return bool(fields) and not any(f.startswith("shared:") for f in fields[-1][6 : fields[-1].index("-")])
 
 
 def _alive(pid: int) -> bool:
