@@ -169,11 +169,11 @@ class Daemon:
         for runner in self.runners:
             await runner.cleanup()
         self.save()
-        if self.supervisor.callers is not None:
-            await self.supervisor.callers.cleanup()
         if self._poller is not None:
             self._poller.cancel()
         await self.supervisor.close()
+        if self.supervisor.callers is not None:
+            await self.supervisor.callers.cleanup()
         await background.settle(timeout=5)
         if self.haproxy is not None:
             self.haproxy.stop()

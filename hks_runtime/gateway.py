@@ -75,7 +75,7 @@ class SandboxCallers:
     async def close(self, port: int | None) -> None:
         site = self.sites.pop(port, None) if port else None
         self.owners.pop(port, None)
-        if site is not None:
+        if site is not None and site in self.runner.sites:  # a cleaned-up runner has stopped them all
             await site.stop()
 
     def caller(self, request: web.Request):
