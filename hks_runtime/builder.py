@@ -270,6 +270,11 @@ def _unpack(archive_path: Path, dest: Path) -> None:
         raise BuildError(f"cannot unpack the source archive: {detail}") from exc
 
 
+def artifact_name(content_hash: str, profile: str = "standard", scope: str = "") -> str:
+    """The artifact dir's name under ``artifacts_dir`` for a build of this content, profile and project."""
+    return _BuildMode(profile, scope).artifact_name(content_hash)
+
+
 class _BuildMode:
     """What a build may run and with whom its results are shared (see the module docstring)."""
 
