@@ -186,6 +186,8 @@ HKS_AGENT_RUNTIME_CLASS = env_str("HKS_AGENT_RUNTIME_CLASS")  # e.g. "gvisor"; e
 HKS_KNATIVE_KUBECONFIG = env_str("HKS_KNATIVE_KUBECONFIG")
 # The namespace the platform runs in: where it finds the registry Secret it copies into projects.
 HKS_PLATFORM_NAMESPACE = env_str("HKS_PLATFORM_NAMESPACE", "hks")
+HKS_PLATFORM_SERVICE_ACCOUNT = env_str("HKS_PLATFORM_SERVICE_ACCOUNT", "hks")  # bound in project namespaces
+HKS_PROMETHEUS_NAMESPACE = env_str("HKS_PROMETHEUS_NAMESPACE", "monitoring")  # may scrape queue-proxy
 # How many instances of each function, at the project's largest size, its namespace's quota leaves room for.
 HKS_QUOTA_INSTANCES = env_int("HKS_QUOTA_INSTANCES", 3)
 HKS_PROVISION_INTERVAL_SECONDS = env_int("HKS_PROVISION_INTERVAL_SECONDS", 300)  # drift repair
@@ -209,6 +211,7 @@ LOGGING = {
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
+CELERY_IMPORTS = ["functions.tasks_provision"]  # beside the autodiscovered functions.tasks
 CELERY_BEAT_SCHEDULE["reconcile-projects"] = {
     "task": "functions.tasks_provision.reconcile_projects",
     "schedule": float(HKS_PROVISION_INTERVAL_SECONDS),

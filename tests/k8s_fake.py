@@ -83,6 +83,17 @@ RESOURCE_TYPES = {
         ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
         ResourceType("serving.knative.dev", "v1", "services", "Service"),
         ResourceType("serving.knative.dev", "v1", "revisions", "Revision"),
+        # A project's place on the cluster (functions/backends/knative_provision.py) and the preflight.
+        ResourceType("", "v1", "resourcequotas", "ResourceQuota"),
+        ResourceType("", "v1", "limitranges", "LimitRange"),
+        ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+        ResourceType(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            namespaced=False,
+        ),
     ]
 }
 KSVC = "services.serving.knative.dev"
