@@ -53,6 +53,18 @@ def queue_health() -> Health:
     )
 
 
+def knative_prerequisites() -> dict | None:
+    """The preflight against the platform's cluster, when there is one to check (knative_preflight)."""
+    from .backends.knative_preflight import preflight
+    from .backends.knative_provision import platform_kubeconfig
+    from .models import Backend
+
+    if not platform_kubeconfig() and not Project.objects.filter(backend=Backend.KNATIVE).exists():
+        return None
+    where, checks = preflight()
+    return {"where": where, "checks": checks}
+
+
 def prometheus_health() -> Health:
     ok = metrics.prometheus_healthy()
     return Health("Prometheus", ok, settings.HKS_PROMETHEUS_URL)
@@ -82,5 +94,5 @@ def operators_overview(request):
     return render(
         request,
         "functions/operators_overview.html",
-        {"projects": projects, "failing": failing, "health": health},
+        {"projects": projects, "failing": failing, "health": health, "knative": knative_prerequisites()},
     )

@@ -168,6 +168,10 @@ def _check_metadata(obj, where: str = "") -> None:
 def validate_manifest(obj: dict) -> None:
     """Raise ``ManifestInvalid`` unless ``obj`` is valid against the real schema of its kind."""
     kind, name = obj.get("kind", "?"), obj.get("metadata", {}).get("name", "?")
+    if kind == "CustomResourceDefinition":  # named <plural>.<group>: a DNS subdomain, not a label
+        if not all(DNS_LABEL_RE.match(part) for part in str(name).split(".")) or len(name) > 253:
+            raise ManifestInvalid(f"metadata.name: Invalid value: {name!r}: must be a DNS-1123 subdomain")
+        obj = {**obj, "metadata": {**obj["metadata"], "name": "crd"}}
     _check_metadata(obj)
     try:
         if str(obj.get("apiVersion", "")).startswith("serving.knative.dev/"):
