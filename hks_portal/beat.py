@@ -78,9 +78,14 @@ class BeatLock:
             log.warning("could not release the beat lock; it expires in %s s", self.ttl)
 
 
+LOST_LOCK_EXIT = 3
+_lost = threading.Event()
+
+
 def _stop_self() -> None:
+    _lost.set()
     os.kill(os.getpid(), signal.SIGTERM)  # Celery beat shuts down on SIGTERM
-    threading.Timer(10, os._exit, args=(3,)).start()
+    threading.Timer(10, os._exit, args=(LOST_LOCK_EXIT,)).start()
 
 
 def main(argv: list[str]) -> int:
@@ -102,10 +107,12 @@ def main(argv: list[str]) -> int:
         lock.keep(_stop_self)
         app.start(["beat", *argv])
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 0
+        code = exc.code if isinstance(exc.code, int) else 0
+    else:
+        code = 0
     finally:
         lock.release()
-    return 0
+    return LOST_LOCK_EXIT if _lost.is_set() else code
 
 
 if __name__ == "__main__":
