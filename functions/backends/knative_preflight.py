@@ -29,7 +29,7 @@ RELEASES = f"https://github.com/knative/serving/releases/download/knative-v{KNAT
 INSTALL = f"kubectl apply -f {RELEASES}/serving-crds.yaml -f {RELEASES}/serving-core.yaml"
 PLACEHOLDER_REGISTRY = "registry.local/hks"
 TIMEOUT = (2, 5)
-PINNED_KANIKO = "ghcr.io/osscontainertools/kaniko:v1.25.4"
+PINNED_KANIKO = "ghcr.io/osscontainertools/kaniko:v1.28.3"
 
 
 @dataclass(frozen=True)

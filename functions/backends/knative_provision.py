@@ -28,7 +28,7 @@ from kubernetes.utils import parse_quantity
 
 from . import project_manifests as pm
 from .base import BackendError
-from .k8s_manifests import LABEL_PROJECT, MANAGED_BY
+from .k8s_manifests import KNATIVE_INGRESS_NAMESPACES, LABEL_PROJECT, MANAGED_BY
 from .knative import TIMEOUT, _backend_error
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -264,6 +264,9 @@ def provision_settings(project) -> pm.ProvisionSettings:
         prometheus_namespace=settings.HKS_PROMETHEUS_NAMESPACE,
         instances=settings.HKS_QUOTA_INSTANCES,
         registry_secret=settings.HKS_REGISTRY_SECRET,
+        ingress_namespaces=tuple(
+            getattr(settings, "HKS_KNATIVE_INGRESS_NAMESPACES", KNATIVE_INGRESS_NAMESPACES)
+        ),
         bind_platform=not project.kubeconfig_encrypted,
     )
 

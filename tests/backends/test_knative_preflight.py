@@ -54,7 +54,7 @@ def cluster(fake_k8s, settings, tmp_path):
     settings.HKS_REGISTRY = "registry.k3s.test:5000/hks"
     settings.HKS_REGISTRY_SECRET = "hks-registry"
     settings.HKS_PLATFORM_NAMESPACE = "hks"
-    settings.HKS_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.25.4"
+    settings.HKS_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.28.3"
     settings.HKS_AGENT_RUNTIME_CLASS = "gvisor"
     settings.HKS_KNATIVE_MAX_TIMEOUT_SECONDS = 600
     api = kp.api_client(fake_k8s.kubeconfig)
@@ -123,7 +123,7 @@ def test_a_ready_cluster_passes_every_check(cluster, fake_k8s, db):
         ),
         ("domain", "ok", "fn.k3s.test"),
         ("registry", "ok", "registry.k3s.test:5000/hks, push Secret hks/hks-registry"),
-        ("Kaniko image", "ok", "ghcr.io/osscontainertools/kaniko:v1.25.4"),
+        ("Kaniko image", "ok", "ghcr.io/osscontainertools/kaniko:v1.28.3"),
     ]
     output, failed = _run_command()
     assert failed is None

@@ -54,6 +54,11 @@ def k3s_objects(deploy_copy) -> list[dict]:
     return kustomize(deploy_copy / "overlays" / "k3s")
 
 
+@pytest.fixture(scope="session")
+def registry_objects(deploy_copy) -> list[dict]:
+    return kustomize(deploy_copy / "registry")
+
+
 def find(objects: list[dict], kind: str, name: str) -> dict:
     matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"].startswith(name)]
     assert len(matches) == 1, f"{kind} {name}: {len(matches)} found"

@@ -19,10 +19,10 @@ COMPONENTS = ["hks-portal", "hks-worker", "hks-beat"]
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("render", ["base_objects", "k3s_objects"])
+@pytest.mark.parametrize("render", ["base_objects", "k3s_objects", "registry_objects"])
 def test_every_rendered_object_validates_strictly(render, version, request):
     objects = request.getfixturevalue(render)
-    assert len(objects) > 15
+    assert len(objects) >= 4
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)  # raises on an unknown or wrong field
 
@@ -109,6 +109,15 @@ def test_the_overlay_wires_the_secrets_it_generates_into_every_pod(k3s_objects):
     config = find(k3s_objects, "ConfigMap", "hks-config")
     assert config["data"]["HKS_PUBLIC_URL"] == "https://hks.k3s.test"
     assert config["data"]["HKS_PLATFORM_NAMESPACE"] == "hks"  # from the base, merged
+
+
+def test_functions_reach_kouriers_gateway_through_traefik(k3s_objects):
+    ingress = find(k3s_objects, "Ingress", "hks-functions")
+    assert ingress["metadata"]["namespace"] == "kourier-system"
+    assert ingress["spec"]["ingressClassName"] == "traefik"
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "*.fn.k3s.test"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "kourier", "port": {"number": 80}}
 
 
 def test_the_ingress_goes_through_traefik_to_the_portal(k3s_objects):
