@@ -22,7 +22,7 @@ from .knative_provision import Provisioner, api_client, platform_kubeconfig
 
 OK, MISSING, WRONG = "ok", "missing", "wrong"
 KNATIVE_NS = "knative-serving"
-KNATIVE_VERSION = "1.20.0"  # the release docs/install-k3s.md installs
+KNATIVE_VERSION = "1.23.0"  # the release docs/install-k3s.md installs
 MIN_VERSION = (1, 19)
 CRDS = ("services", "configurations", "revisions", "routes")
 RELEASES = f"https://github.com/knative/serving/releases/download/knative-v{KNATIVE_VERSION}"

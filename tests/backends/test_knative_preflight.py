@@ -73,7 +73,7 @@ def cluster(fake_k8s, settings, tmp_path):
     return api
 
 
-def install_knative(api, *, version: str = "1.20.0", config: dict | None = None) -> None:
+def install_knative(api, *, version: str = "1.23.0", config: dict | None = None) -> None:
     extensions, core = client.ApiextensionsV1Api(api), client.CoreV1Api(api)
     for plural in kpf.CRDS:
         extensions.create_custom_resource_definition(_crd(plural, version))
@@ -113,7 +113,7 @@ def test_a_ready_cluster_passes_every_check(cluster, fake_k8s, db):
             "services.serving.knative.dev, configurations.serving.knative.dev, "
             "revisions.serving.knative.dev, routes.serving.knative.dev",
         ),
-        ("Knative Serving version", "ok", "1.20.0"),
+        ("Knative Serving version", "ok", "1.23.0"),
         ("runtimeClassName feature flag", "ok", "kubernetes.podspec-runtimeclassname: enabled"),
         ("secure pod defaults feature flag", "ok", "secure-pod-defaults: enabled"),
         (
@@ -146,14 +146,14 @@ def test_without_knative_the_crds_are_missing_with_the_install_command(cluster, 
     crds = checks[0]
     assert crds.detail.startswith("no CustomResourceDefinition services.serving.knative.dev, configurations")
     assert crds.fix == (
-        "kubectl apply -f https://github.com/knative/serving/releases/download/knative-v1.20.0/serving-crds.yaml"
-        " -f https://github.com/knative/serving/releases/download/knative-v1.20.0/serving-core.yaml"
+        "kubectl apply -f https://github.com/knative/serving/releases/download/knative-v1.23.0/serving-crds.yaml"
+        " -f https://github.com/knative/serving/releases/download/knative-v1.23.0/serving-core.yaml"
     )
     output, failed = _run_command()
     assert str(failed) == "6 of 8 prerequisites are not ok"
     assert "  missing  Knative Serving CRDs" in output
     assert (
-        "fix: kubectl apply -f https://github.com/knative/serving/releases/download/knative-v1.20.0" in output
+        "fix: kubectl apply -f https://github.com/knative/serving/releases/download/knative-v1.23.0" in output
     )
 
 

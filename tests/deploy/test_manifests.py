@@ -69,7 +69,7 @@ def test_one_image_for_every_component_and_the_migrations(k3s_objects):
         for container in obj["spec"]["template"]["spec"].get("initContainers", [])
         + obj["spec"]["template"]["spec"]["containers"]
     }
-    assert images == {"registry.local/hks-functions:0.1.0"}
+    assert images == {"registry.registry.svc.cluster.local:5000/hks-functions:0.1.0"}
     job = find(k3s_objects, "Job", "hks-migrate")
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["migrate", "--noinput"]
 
