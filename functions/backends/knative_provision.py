@@ -83,13 +83,18 @@ def api_client(kubeconfig: str) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def _empty(value) -> bool:
+    return value is None or value == [] or value == {}
+
+
 def _same(want, have) -> bool:
-    """``want`` equals ``have``, quantities ("2000m" and "2") compared by value."""
+    """``want`` equals ``have``, quantities ("2000m" and "2") compared by value, and an absent field the
+    same as an empty one (the API server leaves out empty lists: ``egress: []`` comes back absent)."""
+    if _empty(want) or _empty(have):
+        return _empty(want) and _empty(have)
     if isinstance(want, dict):
-        return (
-            isinstance(have, dict)
-            and want.keys() == have.keys()
-            and all(_same(v, have[k]) for k, v in want.items())
+        return isinstance(have, dict) and all(
+            _same(want.get(k), have.get(k)) for k in want.keys() | have.keys()
         )
     if isinstance(want, list):
         return isinstance(have, list) and len(want) == len(have) and all(map(_same, want, have))

@@ -261,6 +261,14 @@ def test_quantities_written_back_in_canonical_form_are_not_drift():
     assert not kp.up_to_date(want, have)
 
 
+def test_empty_lists_the_api_server_leaves_out_are_not_drift():
+    want = pm.network_policies("acme", "acme", pm.ProvisionSettings())[0]  # ingress: [], egress: []
+    have = {**want, "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
+    assert kp.up_to_date(want, have)
+    have["spec"]["egress"] = [{"to": [{"podSelector": {}}]}]  # someone opened it
+    assert not kp.up_to_date(want, have)
+
+
 def _drift(host, fake_k8s):
     """What an operator's kubectl or a tenant could do: loosen the quota, drop a policy and the platform's
     binding, change the registry Secret."""
@@ -432,3 +440,29 @@ def test_the_admin_deletes_a_knative_project_through_its_teardown(
     acme.refresh_from_db()  # still there: the teardown task deletes the row once the namespace is gone
     assert acme.cluster_state == ClusterState.DELETING
     assert len(callbacks) == 1
+
+
+def test_changing_a_knative_projects_quotas_in_the_admin_asks_for_provisioning(
+    acme, admin_client, django_capture_on_commit_callbacks
+):
+    form = {
+        "slug": "acme",
+        "name": "Acme",
+        "backend": "knative",
+        "namespace": "",
+        "max_functions": 12,
+        "max_agent_functions": 2,
+        "max_cpu_millicores": 500,
+        "max_memory_mb": 256,
+        "memberships-TOTAL_FORMS": 0,
+        "memberships-INITIAL_FORMS": 0,
+        "memberships-MIN_NUM_FORMS": 0,
+        "memberships-MAX_NUM_FORMS": 1000,
+    }
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(f"/admin/functions/project/{acme.pk}/change/", form)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    acme.refresh_from_db()
+    assert (acme.max_functions, acme.cluster_state) == (12, ClusterState.PENDING)
+    assert len(callbacks) == 1  # the provisioning task, enqueued once the change is committed
