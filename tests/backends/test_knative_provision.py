@@ -5,6 +5,7 @@ on a real worker, teardown, orphans, and namespaces that are not the project's."
 from __future__ import annotations
 
 import base64
+import os
 import time
 
 import pytest
@@ -466,3 +467,22 @@ def test_changing_a_knative_projects_quotas_in_the_admin_asks_for_provisioning(
     acme.refresh_from_db()
     assert (acme.max_functions, acme.cluster_state) == (12, ClusterState.PENDING)
     assert len(callbacks) == 1  # the provisioning task, enqueued once the change is committed
+
+
+def test_registering_a_vclusters_kubeconfig_asks_for_provisioning_inside_it(
+    project, fake_k8s, tmp_path, django_capture_on_commit_callbacks
+):
+    from django.core.management import call_command
+
+    path = tmp_path / "acme.kubeconfig"
+    path.write_text(fake_k8s.kubeconfig)
+    with django_capture_on_commit_callbacks() as callbacks:
+        call_command("set_kubeconfig", "acme", str(path), stdout=open(os.devnull, "w"))  # noqa: SIM115
+
+    project.refresh_from_db()
+    assert (project.backend, project.has_kubeconfig, project.cluster_state) == (
+        Backend.KNATIVE,
+        True,
+        ClusterState.PENDING,
+    )
+    assert len(callbacks) == 1
