@@ -15,7 +15,6 @@ caps one container at the larger of a function's maximum and a build's limits.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
 from .k8s_manifests import KNATIVE_INGRESS_NAMESPACES, LABEL_COMPONENT, LABEL_PROJECT, MANAGED_BY
@@ -240,10 +239,6 @@ def registry_secret(ns: str, slug: str, name: str, source: dict) -> dict:
         "type": source.get("type") or "kubernetes.io/dockerconfigjson",
         "data": dict(source.get("data") or {}),
     }
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def project_objects(
