@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from pathlib import Path
 
 import yaml
@@ -41,7 +42,7 @@ KINDS = {
     "NetworkPolicy": ("networking", "namespaced_network_policy", True),
     "Secret": ("core", "namespaced_secret", True),
 }
-COMPARED_METADATA = ("labels",)
+RBAC_GRACE_SECONDS = 10
 
 
 def platform_kubeconfig() -> str:
@@ -158,7 +159,12 @@ class Provisioner:
         and no longer wants; returns what changed ("created ResourceQuota hks-quota", ...)."""
         namespace = objects[0]["metadata"]["name"]
         self._check_ours(namespace, slug)
-        changes = [change for obj in objects if (change := self._apply_one(obj))]
+        changes: list[str] = []
+        for obj in objects:
+            # Rights a RoleBinding just granted reach the API server's authorizer a moment later.
+            grace = RBAC_GRACE_SECONDS if f"created RoleBinding {pm.PLATFORM_BINDING}" in changes else 0
+            if change := self._apply_one(obj, grace=grace):
+                changes.append(change)
         wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
         for kind, (_, _, namespaced) in KINDS.items():
             if not namespaced:
@@ -184,7 +190,18 @@ class Provisioner:
                 permanent=True,
             )
 
-    def _apply_one(self, want: dict) -> str:
+    def _apply_one(self, want: dict, *, grace: float = 0) -> str:
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                return self._apply_once(want)
+            except BackendError as exc:
+                forbidden = isinstance(exc.__cause__, client.ApiException) and exc.__cause__.status == 403
+                if not forbidden or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.25)
+
+    def _apply_once(self, want: dict) -> str:
         kind, name = want["kind"], want["metadata"]["name"]
         namespace = want["metadata"].get("namespace", "")
         namespaced = KINDS[kind][2]

@@ -9,6 +9,7 @@ import os
 import time
 
 import pytest
+import yaml
 from django.db import transaction
 from kubernetes import client
 
@@ -486,3 +487,43 @@ def test_registering_a_vclusters_kubeconfig_asks_for_provisioning_inside_it(
         ClusterState.PENDING,
     )
     assert len(callbacks) == 1
+
+
+def test_rights_the_new_binding_grants_are_waited_for_not_taken_as_a_refusal(host, acme, fake_k8s):
+    # A real API server's authorizer learns of a new RoleBinding a moment after it was created.
+    fake_k8s.fail_next_request("POST", "/namespaces/acme/resourcequotas", 403, "forbidden: not yet")
+    fake_k8s.fail_next_request("POST", "/namespaces/acme/resourcequotas", 403, "forbidden: not yet")
+
+    changes = services_projects.project_provision_run(project=acme)
+
+    assert "created ResourceQuota hks-quota" in changes
+
+
+def test_a_refusal_without_a_new_binding_is_reported_at_once(host, acme, fake_k8s):
+    services_projects.project_provision_run(project=acme)
+    fake_k8s.fail_next_request(
+        "GET", "/namespaces/acme/limitranges/hks-limits", 403, "limitranges is forbidden"
+    )
+    with pytest.raises(BackendError) as refused:
+        services_projects.project_provision_run(project=acme)
+    assert refused.value.permanent and "limitranges is forbidden" in refused.value.message
+
+
+def test_outside_a_cluster_there_is_no_platform_identity_and_inside_it_is_the_pods(
+    monkeypatch, tmp_path, settings
+):
+    settings.HKS_KNATIVE_KUBECONFIG = ""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert kp.platform_kubeconfig() == ""
+
+    (tmp_path / "token").write_text("pod-token\n")
+    (tmp_path / "ca.crt").write_text("not checked here")
+    monkeypatch.setattr(kp, "SERVICE_ACCOUNT_DIR", tmp_path)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.43.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    config = yaml.safe_load(kp.platform_kubeconfig())
+    assert config["clusters"][0]["cluster"] == {
+        "server": "https://10.43.0.1:443",
+        "certificate-authority": str(tmp_path / "ca.crt"),
+    }
+    assert config["users"][0]["user"] == {"token": "pod-token"}
