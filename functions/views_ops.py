@@ -12,9 +12,11 @@ import httpx
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import Count, Q
+from django.http import JsonResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_GET
 
-from . import metrics
+from . import health, metrics
 from .models import Function, FunctionStatus, Project
 
 PROBE_TIMEOUT = 2.0
@@ -90,9 +92,26 @@ def operators_overview(request):
         .select_related("project")
         .order_by("-updated_at")[:50]
     )
-    health = [runtime_health(), queue_health(), prometheus_health()]
+    probes = [runtime_health(), queue_health(), prometheus_health()]
     return render(
         request,
         "functions/operators_overview.html",
-        {"projects": projects, "failing": failing, "health": health, "knative": knative_prerequisites()},
+        {
+            "projects": projects,
+            "failing": failing,
+            "health": probes,
+            "missing": health.missing_parts(),
+            "knative": knative_prerequisites(),
+        },
     )
+
+
+@require_GET
+def healthz(request):
+    """Which parts the platform runs without and what each costs; 503 when functions cannot run at all.
+    ``?live=1`` says only that the process answers (a liveness probe must not restart every replica
+    because the database is down)."""
+    if request.GET.get("live"):
+        return JsonResponse({"ok": True})
+    body = health.healthz_body(health.missing_parts())
+    return JsonResponse(body, status=200 if body["ok"] else 503)

@@ -164,6 +164,8 @@ MEDIA_ROOT = DATA_DIR / "media"
 # Platform
 HKS_PUBLIC_URL = env_str("HKS_PUBLIC_URL", "http://127.0.0.1:8000")
 HKS_FUNCTION_DOMAIN = env_str("HKS_FUNCTION_DOMAIN", "localhost")
+# Off on a cluster (deploy/): no local runtime runs beside the portal, /healthz does not ask for one.
+HKS_LOCAL_RUNTIME = env_bool("HKS_LOCAL_RUNTIME", True)
 HKS_RUNTIME_URL = env_str("HKS_RUNTIME_URL", "http://127.0.0.1:8070")
 HKS_RUNTIME_TOKEN = env_str("HKS_RUNTIME_TOKEN") or SECRET_KEY
 HKS_GATEWAY_URL = env_str("HKS_GATEWAY_URL", "http://127.0.0.1:8080")

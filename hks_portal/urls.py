@@ -5,10 +5,8 @@ from django.urls import include, path
 from functions.api import api
 from functions.internal_api import internal_api
 from functions.login_guard import GuardedAuthenticationForm
-from functions.views_health import healthz
 
 urlpatterns = [
-    path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path(
         "accounts/login/",

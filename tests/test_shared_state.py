@@ -41,6 +41,7 @@ def _env(tmp_path: Path, prefix: str) -> dict[str, str]:
         "HKS_SECRET_KEY": "two-portals-" + uuid.uuid4().hex,
         "HKS_CELERY_QUEUE": prefix,
         "HKS_CHANNELS_PREFIX": prefix + ":asgi",
+        "HKS_LOCAL_RUNTIME": "0",  # portals as deploy/ runs them: /healthz asks for the database and Redis
     }
 
 
