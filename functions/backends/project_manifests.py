@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .k8s_manifests import KNATIVE_INGRESS_NAMESPACES, LABEL_COMPONENT, LABEL_PROJECT, MANAGED_BY
+from .k8s_manifests import (
+    KNATIVE_INGRESS_NAMESPACES,
+    LABEL_COMPONENT,
+    LABEL_PROJECT,
+    MANAGED_BY,
+    dns_egress_rule,
+)
 
 COMPONENT = "project"
 PLATFORM_BINDING = "hks-platform"
@@ -31,7 +37,6 @@ BUILD_MEMORY_MB = 4096
 DEFAULT_CPU_MILLICORES, DEFAULT_MEMORY_MB = 100, 128
 DEFAULT_REQUEST_CPU_MILLICORES, DEFAULT_REQUEST_MEMORY_MB = 25, 64
 QUEUE_PROXY_METRICS_PORT = 9091  # Knative's queue-proxy: http-usermetric
-CLUSTER_DNS_NAMESPACE = "kube-system"
 
 
 @dataclass(frozen=True)
@@ -156,9 +161,9 @@ def limit_range(ns: str, slug: str, quota: ProjectQuota) -> dict:
 
 
 # NetworkPolicies ------------------------------------------------------------------------------------
-# Written here until the isolation work's builders (k8s_manifests) cover a namespace's defaults. They rely
-# on every function and the builds having their own policy (the Knative backend applies those): a pod that
-# no other policy selects can neither receive nor send anything.
+# A namespace's defaults, beside the policies the Knative backend applies to every function and to the
+# builds (k8s_manifests.function_network_policy, build_network_policy): a pod that no other policy selects
+# can neither receive nor send anything.
 
 
 def _namespaces(names) -> dict:
@@ -183,15 +188,7 @@ def _policy(name: str, ns: str, slug: str, spec: dict) -> dict:
 def network_policies(ns: str, slug: str, settings: ProvisionSettings) -> list[dict]:
     """The namespace's defaults: deny everything; let Prometheus scrape queue-proxy's metrics; let the
     schedules' trigger pods reach the functions through Knative's data path."""
-    dns = {
-        "to": [
-            {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": CLUSTER_DNS_NAMESPACE}},
-                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-            }
-        ],
-        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-    }
+    dns = dns_egress_rule()  # the isolation work's own rule (k8s_manifests)
     return [
         _policy(
             "hks-default-deny",
