@@ -92,6 +92,9 @@ def project_create(*, slug: str, name: str, owner, backend: str = "local") -> Pr
     project = Project.objects.create(slug=slug, name=name or slug, backend=backend)
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     audit(project=project, action="project.create", actor=owner)
+    from .services_projects import project_provision
+
+    project_provision(project=project)  # knative: its namespace on the cluster, once committed
     return project
 
 
