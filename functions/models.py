@@ -17,6 +17,16 @@ class Backend(models.TextChoices):
     KNATIVE = "knative", "Knative"
 
 
+class ClusterState(models.TextChoices):
+    """Where a ``knative`` project's place on the cluster stands (functions/backends/knative_provision.py)."""
+
+    NONE = "", "Not provisioned"
+    PENDING = "pending", "Provisioning"
+    READY = "ready", "Provisioned"
+    FAILED = "failed", "Failed"
+    DELETING = "deleting", "Deleting"
+
+
 class Project(models.Model):
     """A tenant: the security boundary for functions, members and tokens."""
 
@@ -31,6 +41,9 @@ class Project(models.Model):
     max_memory_mb = models.PositiveIntegerField(default=512, help_text="Per function")
     max_sessions = models.PositiveIntegerField(default=5, help_text="Concurrent agent sessions")
     created_at = models.DateTimeField(default=dj_timezone.now)
+    cluster_state = models.CharField(max_length=16, choices=ClusterState.choices, blank=True, default="")
+    cluster_message = models.TextField(blank=True)
+    cluster_synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["slug"]

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from . import background
 from .control import ControlApi
-from .gateway import Gateway
+from .gateway import Gateway, SandboxCallers
 from .haproxy import HAProxy, HAProxyRouting
 from .logstore import LogStore
 from .metrics import Metrics
@@ -105,6 +105,7 @@ class Daemon:
     def _check_sandbox(self) -> None:
         try:
             self.sandbox_mode = self.core.check_sandbox()
+            self.core.sweep_stale_networks()
         except Exception as exc:  # noqa: BLE001 - SandboxUnavailable or an import error: shown, never bypassed
             self._sandbox_error = f"sandbox unavailable: {exc}"
             log.error("%s", self._sandbox_error)
@@ -123,9 +124,12 @@ class Daemon:
         self._check_sandbox()
         await self.supervisor.start()
         control = await self._serve(ControlApi(self).app(), self.options.control_port)
-        gateway_app = Gateway(
+        gateway = Gateway(
             self.supervisor, self.metrics, domain=self.options.domain, max_body=self.options.max_body_bytes
-        ).app()
+        )
+        gateway.callers = self.supervisor.callers = SandboxCallers(gateway.app())
+        await gateway.callers.start()
+        gateway_app = gateway.app()
         if self.options.data_path == "haproxy":
             gateway = await self._start_haproxy(await self._serve(gateway_app, 0, host="127.0.0.1"))
         else:
@@ -182,6 +186,8 @@ class Daemon:
             self._poller.cancel()
         await self.sessions.close()
         await self.supervisor.close()
+        if self.supervisor.callers is not None:
+            await self.supervisor.callers.cleanup()
         await background.settle(timeout=5)
         if self.haproxy is not None:
             self.haproxy.stop()
