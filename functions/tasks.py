@@ -4,6 +4,7 @@ All are safe to run twice. A transient ``BackendError`` is retried with backoff;
 last retry, is recorded on the function with the backend's message.
 """
 
+import logging
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -13,11 +14,12 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import services
+from . import services, services_storage
 from .backends import BackendError
 from .models import Build, Function, Revision
 
 RETRY = {"max_retries": 5, "retry_backoff": 2, "retry_backoff_max": 60}
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -107,6 +109,31 @@ def delete_function(self, function_id: int) -> None:
         lambda msg: services.function_mark_failed(function=function, message=f"delete failed: {msg}"),
         function_id=function.pk,
     )
+    if function.ephemeral and Function.objects.filter(pk=function_id, status="deleted").exists():
+        reclaim_storage.delay(function_id)  # an agent's function leaves nothing behind
+
+
+@shared_task(bind=True, acks_late=True, **RETRY)
+def reclaim_storage(self, function_id: int) -> None:
+    """Free a deleted function's archives, artifacts and rows; beat's ``reclaim_due`` retries later."""
+    function = Function.objects.select_related("project").filter(pk=function_id).first()
+    if function is None:
+        return
+    try:
+        services_storage.function_storage_reclaim(function=function)
+    except BackendError as exc:
+        if exc.permanent or self.request.retries >= self.max_retries:
+            log.warning("reclaiming %s failed: %s", function, exc.message)
+            return
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+
+
+@shared_task
+def reclaim_due() -> int:
+    due = services_storage.functions_reclaim_due()
+    for function_id in due:
+        reclaim_storage.delay(function_id)
+    return len(due)
 
 
 @shared_task
@@ -122,4 +149,11 @@ def reconcile() -> dict:
     return vars(functions_reconcile())
 
 
-from . import tasks_schedules  # noqa: E402,F401  (registers the schedule tasks)
+@shared_task
+def collect_orphans() -> int:
+    from .orphans import orphans_collect
+
+    return orphans_collect()
+
+
+from . import tasks_schedules, tasks_sessions  # noqa: E402,F401  (register the schedule, session tasks)

@@ -19,9 +19,10 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from . import metrics, selectors, services
-from .backends import BackendError, get_backend
+from .backends import BackendError
 from .forms import FunctionFilterForm, InvokeForm, SettingsForm
 from .models import Build, Role, Schedule
+from .secret_env import log_source
 from .services import ServiceError, function_ref
 
 TABS = [
@@ -157,9 +158,7 @@ def function_logs_download(request, project: str, name: str):
     """The newest log lines as a text file: timestamp, instance, stream, text."""
     function = _function(request, project, name)
     try:
-        lines = async_to_sync(_snapshot)(
-            get_backend(function.project), function_ref(function), SNAPSHOT_LINES
-        )
+        lines = async_to_sync(_snapshot)(log_source(function), function_ref(function), SNAPSHOT_LINES)
     except BackendError as exc:
         return HttpResponse(f"logs are not available: {exc.message}\n", status=502, content_type="text/plain")
     body = "".join(

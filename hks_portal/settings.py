@@ -6,6 +6,7 @@ socket there (started by the run command and by the test suite when ``REDIS_URL`
 """
 
 import secrets
+import shlex
 from pathlib import Path
 
 import dj_database_url
@@ -130,6 +131,21 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": HKS_RECONCILE_INTERVAL_SECONDS},
     },
     "collect-expired-functions": {"task": "functions.tasks.collect_expired", "schedule": 30.0},
+    "collect-expired-sessions": {
+        "task": "functions.tasks_sessions.collect_expired_sessions",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
+    "reclaim-storage": {
+        "task": "functions.tasks.reclaim_due",
+        "schedule": 300.0,
+        "options": {"expires": 300},
+    },
+    "collect-orphans": {
+        "task": "functions.tasks.collect_orphans",
+        "schedule": 600.0,
+        "options": {"expires": 600},
+    },
     "dispatch-schedules": {
         "task": "functions.tasks_schedules.dispatch_schedules",
         "schedule": 5.0,
@@ -152,6 +168,18 @@ CHANNEL_LAYERS = {
     }
 }
 
+# Django's cache holds what every portal replica must agree on - the sign-in limits (functions/login_guard.py)
+# above all - so it lives in Redis, under its own prefix beside the broker and Channels (hks_portal/cache.py:
+# clear() deletes only its own keys).
+CACHES = {
+    "default": {
+        "BACKEND": "hks_portal.cache.PrefixedRedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env_str("HKS_CACHE_PREFIX", "hks:cache"),
+        "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5},
+    }
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -168,12 +196,15 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
+# The image collects static files at build time, outside the data volume.
+STATIC_ROOT = Path(env_str("HKS_STATIC_ROOT", str(DATA_DIR / "staticfiles")))
 MEDIA_ROOT = DATA_DIR / "media"
 
 # Platform
 HKS_PUBLIC_URL = env_str("HKS_PUBLIC_URL", "http://127.0.0.1:8000")
 HKS_FUNCTION_DOMAIN = env_str("HKS_FUNCTION_DOMAIN", "localhost")
+# Off on a cluster (deploy/): no local runtime runs beside the portal, /healthz does not ask for one.
+HKS_LOCAL_RUNTIME = env_bool("HKS_LOCAL_RUNTIME", True)
 HKS_RUNTIME_URL = env_str("HKS_RUNTIME_URL", "http://127.0.0.1:8070")
 HKS_RUNTIME_TOKEN = env_str("HKS_RUNTIME_TOKEN") or SECRET_KEY
 HKS_GATEWAY_URL = env_str("HKS_GATEWAY_URL", "http://127.0.0.1:8080")
@@ -184,12 +215,43 @@ HKS_PROMETHEUS_BACKOFF = env_int("HKS_PROMETHEUS_BACKOFF", 10)
 HKS_ENCRYPTION_KEY = env_str("HKS_ENCRYPTION_KEY")  # Fernet key; derived from SECRET_KEY when unset
 # Knative backend: image builds (Kaniko; upstream was archived in 2025, this is the maintained fork), the
 # registry images are pushed to, the curl image for schedules and fetching sources, gVisor for agent code.
-HKS_KANIKO_IMAGE = env_str("HKS_KANIKO_IMAGE", "ghcr.io/osscontainertools/kaniko:latest")
+HKS_KANIKO_IMAGE = env_str("HKS_KANIKO_IMAGE", "ghcr.io/osscontainertools/kaniko:v1.28.3")
+HKS_KANIKO_EXTRA_ARGS = shlex.split(env_str("HKS_KANIKO_EXTRA_ARGS"))
 HKS_REGISTRY = env_str("HKS_REGISTRY", "registry.local/hks")
 # A dockerconfigjson Secret in each namespace, for pushing images.
 HKS_REGISTRY_SECRET = env_str("HKS_REGISTRY_SECRET")
+HKS_REGISTRY_INSECURE = env_bool("HKS_REGISTRY_INSECURE", False)  # plain-HTTP registry (K3s in-cluster)
+HKS_REGISTRY_CA_CONFIGMAP = env_str("HKS_REGISTRY_CA_CONFIGMAP")  # ConfigMap with the registry's ca.crt
+HKS_PORTAL_CA_CONFIGMAP = env_str("HKS_PORTAL_CA_CONFIGMAP")  # ConfigMap with the portal's ca.crt, for builds
+HKS_REGISTRY_MIRRORS = env_list("HKS_REGISTRY_MIRRORS", [])  # Docker Hub mirrors for base images
+HKS_BUILD_RETRIES = env_int("HKS_BUILD_RETRIES", 3)
+HKS_BUILD_CACHE = env_bool("HKS_BUILD_CACHE", False)
+HKS_KNATIVE_NODE_ARCH = env_str("HKS_KNATIVE_NODE_ARCH")  # e.g. "amd64" on a mixed-architecture cluster
+# NetworkPolicies: where Knative's traffic comes from, what operators add to functions' and builds' egress.
+HKS_KNATIVE_INGRESS_NAMESPACES = env_list(
+    "HKS_KNATIVE_INGRESS_NAMESPACES",
+    ["knative-serving", "kourier-system", "istio-system", "contour-external", "contour-internal"],
+)
+HKS_KNATIVE_EGRESS_CIDRS = env_list("HKS_KNATIVE_EGRESS_CIDRS", [])
+HKS_KNATIVE_EGRESS_NAMESPACES = env_list("HKS_KNATIVE_EGRESS_NAMESPACES", [])
+HKS_BUILD_EGRESS_CIDRS = env_list("HKS_BUILD_EGRESS_CIDRS", [])
+HKS_BUILD_EGRESS_INTERNET = env_bool("HKS_BUILD_EGRESS_INTERNET", True)
+# Whether the portal and workers run inside the functions' cluster: then they call functions by their
+# cluster-internal address; otherwise by the public URL (cluster-local functions are then out of reach).
+HKS_KNATIVE_PORTAL_IN_CLUSTER = env_bool("HKS_KNATIVE_PORTAL_IN_CLUSTER", False)
 HKS_CRON_IMAGE = env_str("HKS_CRON_IMAGE", "curlimages/curl:8.17.0")
 HKS_AGENT_RUNTIME_CLASS = env_str("HKS_AGENT_RUNTIME_CLASS")  # e.g. "gvisor"; empty = the cluster default
+# The platform's own identity on the host cluster, which provisions projects' namespaces: a kubeconfig file,
+# or (unset) the pod's ServiceAccount when the platform runs on the cluster (deploy/); neither = projects
+# need a kubeconfig of their own (manage.py set_kubeconfig).
+HKS_KNATIVE_KUBECONFIG = env_str("HKS_KNATIVE_KUBECONFIG")
+# The namespace the platform runs in: where it finds the registry Secret it copies into projects.
+HKS_PLATFORM_NAMESPACE = env_str("HKS_PLATFORM_NAMESPACE", "hks")
+HKS_PLATFORM_SERVICE_ACCOUNT = env_str("HKS_PLATFORM_SERVICE_ACCOUNT", "hks")  # bound in project namespaces
+HKS_PROMETHEUS_NAMESPACE = env_str("HKS_PROMETHEUS_NAMESPACE", "monitoring")  # may scrape queue-proxy
+# How many instances of each function, at the project's largest size, its namespace's quota leaves room for.
+HKS_QUOTA_INSTANCES = env_int("HKS_QUOTA_INSTANCES", 3)
+HKS_PROVISION_INTERVAL_SECONDS = env_int("HKS_PROVISION_INTERVAL_SECONDS", 300)  # drift repair
 HKS_BUILD_TIMEOUT_SECONDS = env_int("HKS_BUILD_TIMEOUT_SECONDS", 900)
 # Knative refuses a revision timeout over its max-revision-timeout-seconds (600 unless the cluster raised it).
 HKS_KNATIVE_MAX_TIMEOUT_SECONDS = env_int("HKS_KNATIVE_MAX_TIMEOUT_SECONDS", 600)
@@ -197,11 +259,21 @@ HKS_MAX_ARCHIVE_BYTES = env_int("HKS_MAX_ARCHIVE_BYTES", 20 * 1024 * 1024)
 HKS_MAX_UNPACKED_BYTES = env_int("HKS_MAX_UNPACKED_BYTES", 100 * 1024 * 1024)
 HKS_MAX_ARCHIVE_MEMBERS = env_int("HKS_MAX_ARCHIVE_MEMBERS", 5000)
 HKS_EPHEMERAL_TTL_SECONDS = env_int("HKS_EPHEMERAL_TTL_SECONDS", 900)
+# A deleted function's archives, artifacts and rows stay this long (agents' functions: not at all).
+HKS_DELETED_RETENTION_SECONDS = env_int("HKS_DELETED_RETENTION_SECONDS", 7 * 24 * 3600)
 HKS_INTERNAL_JWT_TTL_SECONDS = env_int("HKS_INTERNAL_JWT_TTL_SECONDS", 300)
+# How much longer than a function's timeout the portal waits for the backend's own answer (a 504 naming it).
+HKS_INVOKE_GRACE_SECONDS = env_int("HKS_INVOKE_GRACE_SECONDS", 5)
 HKS_INTERNAL_JWT_KEY_FILE = env_str("HKS_INTERNAL_JWT_KEY_FILE")  # Ed25519 PEM; generated in DATA_DIR
 # Request heads the portal accepts (the platform passes the bytes limit to uvicorn's parser too).
 HKS_MAX_REQUEST_HEADER_BYTES = env_int("HKS_MAX_REQUEST_HEADER_BYTES", 32 * 1024)
 HKS_MAX_REQUEST_HEADERS = env_int("HKS_MAX_REQUEST_HEADERS", 100)
+# POST /internal/v1/token per client address (every execute() without a shared Client mints one token).
+HKS_INTERNAL_TOKEN_RATE = env_str("HKS_INTERNAL_TOKEN_RATE", "600/m")
+# Proxies in front of the portal that append to X-Forwarded-For. 0: the client is REMOTE_ADDR, so a header
+# a client sets itself cannot dodge a per-address limit (sign-in guard, API throttles).
+HKS_NUM_PROXIES = env_int("HKS_NUM_PROXIES", 0)
+NINJA_NUM_PROXIES = HKS_NUM_PROXIES
 DATA_UPLOAD_MAX_MEMORY_SIZE = HKS_MAX_ARCHIVE_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
@@ -211,4 +283,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("HKS_LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}
+
+CELERY_IMPORTS = ["functions.tasks_provision"]  # beside the autodiscovered functions.tasks
+CELERY_BEAT_SCHEDULE["reconcile-projects"] = {
+    "task": "functions.tasks_provision.reconcile_projects",
+    "schedule": float(HKS_PROVISION_INTERVAL_SECONDS),
+    "options": {"expires": HKS_PROVISION_INTERVAL_SECONDS},
 }

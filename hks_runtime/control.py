@@ -5,10 +5,14 @@
     DELETE /v1/namespaces/{ns}/functions/{name}        stop and forget it (idempotent: 200 either way)
     GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO (inclusive)&tail=N&follow=1
     GET    /v1/functions[?namespace=ns]                what the daemon holds
-    POST   /v1/builds                                  {runtime, archive_path, content_hash}: ndjson stream
+    POST   /v1/builds                                  {runtime, archive_path, content_hash[, profile,
+                                                       namespace]}: ndjson stream
                                                        of {"log": line}..., then {"artifact": dir} or
                                                        {"error": message, "permanent": bool}
-    GET    /metrics, /healthz                          no token (Prometheus scrapes it; bound to loopback)
+    DELETE /v1/artifacts/{content_hash}                free a built artifact: 200 {"deleted": bool}, or 409
+                                                       while a function's revision or a fresh build uses it
+    GET    /metrics                                    the same token (Prometheus sends it)
+    GET    /healthz                                    no token: liveness only
 
 Errors are ``{"error": message, "permanent": bool}``; permanent means the same request cannot succeed later.
 """
@@ -19,13 +23,21 @@ import asyncio
 import datetime as dt
 import hmac
 import json
+import re
+import shutil
+import time
 from pathlib import Path
 
 from aiohttp import web
 
-from . import seccomp
+from . import netns, seccomp
 from .logstore import parse_ts
+from .session_api import SessionApi
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
+
+# <content hash>, or <content hash>-<project> / -agent (builder.artifact_name: whose build hooks made it)
+ARTIFACT_NAME = re.compile(r"[0-9A-Za-z]{8,128}(-[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?")
+ARTIFACT_GUARD_SECONDS = 600.0
 
 
 def error(status: int, message: str, *, permanent: bool) -> web.Response:
@@ -37,6 +49,9 @@ class ControlApi:
         self.daemon = daemon
         self.supervisor = daemon.supervisor
         self.build_slots = asyncio.Semaphore(2)  # builds are CPU-heavy; 2 cores
+        # content hash -> when a build last answered with an artifact that already existed: it belongs to a
+        # second revision the portal may not have recorded yet, so the artifact is not freed under it.
+        self.reused_at: dict[str, float] = {}
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth], client_max_size=1024 * 1024)
@@ -47,13 +62,15 @@ class ControlApi:
         app.router.add_get(fn + "/logs", self.logs)
         app.router.add_get("/v1/functions", self.list_functions)
         app.router.add_post("/v1/builds", self.build)
+        app.router.add_delete("/v1/artifacts/{content_hash}", self.delete_artifact)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
+        SessionApi(self.daemon.sessions, self.daemon.sandbox_problem).register(app)  # session_api.py
         return app
 
     @web.middleware
     async def auth(self, request: web.Request, handler):
-        if request.path.startswith("/v1/"):
+        if request.path.startswith("/v1/") or request.path == "/metrics":
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {self.daemon.token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -175,17 +192,24 @@ class ControlApi:
             )
         if not isinstance(content_hash, str) or not content_hash.isalnum():
             return error(400, "content_hash must be alphanumeric", permanent=True)
+        profile, namespace = data.get("profile", "standard"), data.get("namespace", "")
+        if profile not in ("standard", "restricted"):
+            return error(400, "profile must be standard or restricted", permanent=True)
+        if not isinstance(namespace, str) or (namespace and not DNS_LABEL.match(namespace)):
+            return error(400, "namespace must be a DNS-1123 label", permanent=True)
         problem = self.daemon.sandbox_problem()
         if problem:
             return error(503, problem, permanent=True)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         async with self.build_slots:
-            await self._run_build(response, runtime, archive, content_hash)
+            await self._run_build(response, runtime, archive, content_hash, profile, namespace)
         await response.write_eof()
         return response
 
-    async def _run_build(self, response, runtime: str, archive: Path, content_hash: str) -> None:
+    async def _run_build(
+        self, response, runtime: str, archive: Path, content_hash: str, profile: str, namespace: str
+    ) -> None:
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue = asyncio.Queue()
 
@@ -193,15 +217,22 @@ class ControlApi:
             loop.call_soon_threadsafe(lines.put_nowait, {"log": str(line).rstrip("\n")})
 
         def run() -> dict:
+            artifacts_dir = self.daemon.data_dir / "artifacts"
+            name = self.daemon.core.artifact_name(content_hash, profile, namespace)
+            reused = (artifacts_dir / name / ".hks-built").exists()
             try:
                 artifact = self.daemon.core.build(
                     runtime=runtime,
                     archive_path=archive,
-                    artifacts_dir=self.daemon.data_dir / "artifacts",
+                    artifacts_dir=artifacts_dir,
                     layers_dir=self.daemon.layers_dir,
                     content_hash=content_hash,
                     on_log=on_log,
+                    profile=profile,
+                    scope=namespace,
                 )
+                if reused:  # a second revision of this content, maybe not recorded by the portal yet
+                    self.reused_at[name] = time.monotonic()
                 return {"artifact": str(artifact)}
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 permanent = type(exc).__name__ == "BuildError"
@@ -216,6 +247,28 @@ class ControlApi:
             else:
                 getter.cancel()
         await response.write((json.dumps(job.result()) + "\n").encode())
+
+    async def delete_artifact(self, request: web.Request) -> web.Response:
+        content_hash = request.match_info["content_hash"]
+        if not ARTIFACT_NAME.fullmatch(content_hash):
+            return error(400, "not an artifact name", permanent=True)
+        target = self.daemon.data_dir / "artifacts" / content_hash
+        users = [
+            f"{fn.spec.namespace}/{fn.spec.name}"
+            for fn in self.supervisor.functions.values()
+            if any(Path(rev.spec.artifact) == target for rev in [*fn.revisions()])
+            or Path(fn.spec.artifact) == target
+        ]
+        if users:
+            return error(409, f"artifact in use by {', '.join(sorted(users))}", permanent=False)
+        if (
+            time.monotonic() - self.reused_at.get(content_hash, -ARTIFACT_GUARD_SECONDS)
+            < ARTIFACT_GUARD_SECONDS
+        ):
+            return error(409, "artifact reused by a build moments ago", permanent=False)
+        existed = target.exists()
+        await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, target, True)
+        return web.json_response({"deleted": existed})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -235,12 +288,21 @@ class ControlApi:
                 "ok": True,
                 "sandbox": self.daemon.sandbox_mode or self.daemon.sandbox_problem(),
                 "seccomp": seccomp.program() is not None,
+                "network": _network_state(),
                 "data_path": self.daemon.options.data_path,
                 "missing": missing_parts(self.daemon),
                 "functions": len(self.supervisor.functions),
                 "prewarmed": standbys,
             }
         )
+
+
+def _network_state() -> str:
+    """``isolated``, ``host`` (the operator chose it), or why standard sandboxes cannot start here."""
+    try:
+        return "host" if netns.mode() == "host" else (netns.check() or "isolated")
+    except netns.NetworkUnavailable as exc:
+        return str(exc)
 
 
 # What running without a part costs, said plainly (/healthz "missing"; the portal's /healthz and the
@@ -251,6 +313,10 @@ COSTS = {
     "other calls it refuses are open to tenant code (install Debian's python3-seccomp)",
     "haproxy": "requests go through the Python gateway instead of HAProxy: more latency and a fraction of "
     "the throughput per function (install Debian's haproxy)",
+    "network": "standard functions and builds cannot start: each needs a network namespace of its own "
+    "(install Debian's slirp4netns, nftables and iproute2; run the runtime as root)",
+    "network isolation": "HKS_SANDBOX_NETWORK=host: standard functions and builds share the host's network "
+    "and reach every service on it, Redis and the database included",
 }
 
 
@@ -267,4 +333,9 @@ def missing_parts(daemon) -> list[dict]:
         missing.append(
             {"part": "haproxy", "problem": "HAProxy is not in the data path", "cost": COSTS["haproxy"]}
         )
+    network = _network_state()
+    if network == "host":
+        missing.append({"part": "network isolation", "problem": network, "cost": COSTS["network isolation"]})
+    elif network != "isolated":
+        missing.append({"part": "network", "problem": network, "cost": COSTS["network"]})
     return missing

@@ -2,14 +2,19 @@
 to an instance, holding the request while a scaled-to-zero function starts.
 
 Answers of its own: 404 unknown function, 413 body over the limit, 502 instance crashed or cannot start,
-504 request timeout (the function's ``timeout_seconds``, cold start included, as Knative counts it).
-A ``cluster-local`` function answers only to clients on this machine; to any other it is unknown (404).
+504 request timeout (the function's ``timeout_seconds``, cold start included, as Knative counts it). When a
+sandbox limit is why, the answer says so in ``X-Hks-Failure`` (``timeout``, ``out-of-memory``,
+``process-limit``, ``crashed``) and in its text, for the SDK to name the error.
+A ``cluster-local`` function answers only to its own project: to a sandbox of the same namespace (known by
+the listener it connects to, see ``SandboxCallers``) and to the platform's own processes on this machine; to
+anyone else - another project's sandbox, a client off the machine - it is unknown (404).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import time
 
 import aiohttp
@@ -17,6 +22,36 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .supervisor import FunctionState, Supervisor, Unavailable
+
+FAILURE_HEADER = "X-Hks-Failure"
+FAILURE_TEXT = {
+    "out-of-memory": "out of memory (killed at the sandbox's memory limit)",
+    "process-limit": "the code hit the sandbox's process limit",
+}
+
+
+def _limit_hit(inst) -> str:
+    """Which sandbox limit the instance ran into, if any: "out-of-memory", "process-limit" or ""."""
+    proc = inst.proc
+    try:
+        if proc is not None and proc.oom_killed():
+            return "out-of-memory"
+        if proc is not None and proc.hit_process_limit():
+            return "process-limit"
+    except (OSError, AttributeError, ValueError):
+        pass
+    return ""
+
+
+async def _why_it_failed(inst) -> str:
+    """The connection to an instance broke: give its process a moment to end (the kernel's OOM kill and the
+    exit are not instant), then say whether a limit killed it."""
+    for _ in range(20):
+        if inst.proc is None or inst.proc.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    return _limit_hit(inst) or "crashed"
+
 
 HOP_BY_HOP = frozenset(
     h.lower()
@@ -35,12 +70,65 @@ HOP_BY_HOP = frozenset(
 BUFFERED_RESPONSE = 1024 * 1024  # answers up to this size are sent in one piece, larger ones streamed
 
 
+_HOST = object()  # the caller is not a sandbox: a process on the host (the portal, the SDK, a test)
+
+
+class SandboxCallers:
+    """The gateway's listener for each sandbox that has a network of its own: its identity.
+
+    A sandbox reaches the host only through slirp4netns, and its ruleset lets it reach exactly one host
+    port (``netns.py``): the listener opened for it here. So the port a request arrives on says which
+    sandbox sent it, and ``bind`` says which project that sandbox serves (a pre-warmed one learns it when
+    claimed; until then it is nobody's and sees only public functions).
+    """
+
+    def __init__(self, app: web.Application):
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
+        self.sites: dict[int, web.SockSite] = {}
+        self.owners: dict[int, str] = {}
+
+    async def start(self) -> None:
+        await self.runner.setup()
+
+    async def open(self) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        site = web.SockSite(self.runner, sock, backlog=128)
+        await site.start()
+        port = sock.getsockname()[1]
+        self.sites[port] = site
+        return port
+
+    def bind(self, port: int, namespace: str) -> None:
+        if port in self.sites:
+            self.owners[port] = namespace
+
+    async def close(self, port: int | None) -> None:
+        site = self.sites.pop(port, None) if port else None
+        self.owners.pop(port, None)
+        if site is not None and site in self.runner.sites:  # a cleaned-up runner has stopped them all
+            await site.stop()
+
+    def caller(self, request: web.Request):
+        """The calling sandbox's namespace ("" before it is claimed), or _HOST for any other caller."""
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sockname[1] if sockname else None
+        if port not in self.sites:
+            return _HOST
+        return self.owners.get(port, "")
+
+    async def cleanup(self) -> None:
+        await self.runner.cleanup()
+
+
 class Gateway:
     def __init__(self, supervisor: Supervisor, metrics, *, domain: str, max_body: int):
         self.supervisor = supervisor
         self.metrics = metrics
         self.domain = domain.lower()
         self.max_body = max_body
+        self.callers: SandboxCallers | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body)
@@ -65,7 +153,7 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         route = self.resolve(request)
         fn = self.supervisor.functions.get(route[0]) if route else None
-        if fn is not None and fn.spec.visibility == "cluster-local" and _external(request):
+        if fn is not None and fn.spec.visibility == "cluster-local" and not self._same_cluster(request, fn):
             fn = None  # as on Knative's external gateway: a cluster-local function does not exist there
         if fn is None:
             if request.path == "/healthz":
@@ -78,6 +166,12 @@ class Gateway:
         self.metrics.observe_request(labels, response.status, time.perf_counter() - started)
         return response
 
+    def _same_cluster(self, request: web.Request, fn: FunctionState) -> bool:
+        caller = self.callers.caller(request) if self.callers is not None else _HOST
+        if caller is _HOST:
+            return not _external(request)
+        return caller == fn.spec.namespace
+
     async def _serve(self, request: web.Request, fn: FunctionState, path: str) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > self.max_body:
             return _too_large(self.max_body)
@@ -89,11 +183,14 @@ class Gateway:
             async with asyncio.timeout(fn.spec.timeout_seconds):
                 return await self._forward(request, fn, path, body)
         except TimeoutError:
-            if request.get("hks_instance") is not None:
-                self.supervisor.check_liveness(request["hks_instance"])
-            return web.Response(
-                status=504, text=f"function did not answer within {fn.spec.timeout_seconds}s\n"
-            )
+            inst = request.get("hks_instance")
+            if inst is not None:
+                self.supervisor.check_liveness(inst)
+            text = f"function did not answer within {fn.spec.timeout_seconds}s"
+            kind = "timeout"
+            if inst is not None and _limit_hit(inst) == "process-limit":
+                kind, text = "process-limit", f"{text}: the code hit the sandbox's process limit"
+            return web.Response(status=504, text=text + "\n", headers={FAILURE_HEADER: kind})
         except Unavailable as exc:
             return web.Response(status=502, text=f"function unavailable: {exc}\n")
 
@@ -118,7 +215,11 @@ class Gateway:
                     return web.Response(status=502, text="function instance is not accepting connections\n")
             except (aiohttp.ClientError, ConnectionError) as exc:
                 healthy = False
-                return web.Response(status=502, text=f"function instance failed: {type(exc).__name__}\n")
+                kind = await _why_it_failed(inst)
+                reason = FAILURE_TEXT.get(kind, type(exc).__name__)
+                return web.Response(
+                    status=502, text=f"function instance failed: {reason}\n", headers={FAILURE_HEADER: kind}
+                )
             finally:
                 self.supervisor.release(inst, healthy=healthy)
         raise AssertionError("unreachable")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 from django.conf import settings
@@ -39,7 +40,7 @@ def spec_payload(spec: ServiceSpec) -> dict:
         "runtime": spec.runtime,
         "kind": spec.kind,
         "artifact": spec.artifact,
-        "env": dict(spec.env),
+        "env": {**spec.env, **spec.secret_env},  # the runtime keeps specs on the host only
         "scale": {
             "min": spec.scale.min,
             "max": spec.scale.max,
@@ -77,6 +78,8 @@ class LocalBackend(FunctionBackend):
             "runtime": spec.runtime,
             "archive_path": spec.archive_path,
             "content_hash": spec.content_hash,
+            "profile": spec.sandbox_profile,  # agent code: no build hooks
+            "namespace": spec.ref.namespace,  # what build hooks produce stays the project's own
         }
         lines: list[str] = []
         try:
@@ -128,6 +131,14 @@ class LocalBackend(FunctionBackend):
         response = self._request("DELETE", self._path(ref))
         if response.status_code != 200:
             raise _error(response)
+
+    def delete_artifact(self, artifact: str) -> bool:
+        response = self._request("DELETE", f"/v1/artifacts/{Path(artifact).name}")
+        if response.status_code == 409:  # a function or a fresh build uses it
+            return False
+        if response.status_code != 200:
+            raise _error(response)
+        return True
 
     async def logs(
         self,
