@@ -23,11 +23,13 @@ SORTS = {
     "name": ("name",),
     "-name": ("-name",),
     "status": ("status", "name"),
+    "-status": ("-status", "name"),
     "runtime": ("runtime", "name"),
+    "-runtime": ("-runtime", "name"),
     "-deployed": ("-deployed_at", "name"),
     "deployed": ("deployed_at", "name"),
 }
-# Sorts by a live figure (metrics.FunctionFigures' field): highest first, functions without one last.
+# Sorts by a live figure (metrics.FunctionFigures' field), "-" highest first; functions without one last.
 METRIC_SORTS = {
     "-rpm": "rpm",
     "-p95": "p95_ms",
@@ -35,11 +37,14 @@ METRIC_SORTS = {
     "-cpu": "cpu_cores",
     "-memory": "memory_bytes",
 }
+METRIC_SORTS.update({key[1:]: figure for key, figure in list(METRIC_SORTS.items())})
 SORT_CHOICES = [
     ("name", "Name A–Z"),
     ("-name", "Name Z–A"),
     ("status", "Status"),
+    ("-status", "Status, reversed"),
     ("runtime", "Runtime"),
+    ("-runtime", "Runtime, reversed"),
     ("-deployed", "Newest deploy"),
     ("deployed", "Oldest deploy"),
     ("-rpm", "Most requests"),
@@ -47,6 +52,11 @@ SORT_CHOICES = [
     ("-errors", "Most errors"),
     ("-cpu", "Most CPU"),
     ("-memory", "Most memory"),
+    ("rpm", "Fewest requests"),
+    ("p95", "Fastest (p95)"),
+    ("errors", "Fewest errors"),
+    ("cpu", "Least CPU"),
+    ("memory", "Least memory"),
 ]
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -73,9 +83,12 @@ class FunctionFilterForm(forms.Form):
             queryset = queryset.filter(status=status)
         return queryset.order_by(*SORTS.get(data["sort"] or "name", ("name",)))
 
-    def metric_sort(self) -> str | None:
-        """The figure to sort rows by once the metrics are in (the queryset is then in name order)."""
-        return METRIC_SORTS.get(self.cleaned_data["sort"]) if self.is_valid() else None
+    def metric_sort(self) -> tuple[str, bool] | None:
+        """(figure, highest first) to sort rows by once the metrics are in (the queryset is in name order)."""
+        if not self.is_valid() or self.cleaned_data["sort"] not in METRIC_SORTS:
+            return None
+        key = self.cleaned_data["sort"]
+        return METRIC_SORTS[key], key.startswith("-")
 
     def sort_key(self) -> str:
         return (self.cleaned_data["sort"] if self.is_valid() else "") or "name"

@@ -77,3 +77,11 @@ def collect_expired() -> int:
 
 
 from . import tasks_schedules  # noqa: E402,F401  (registers the schedule tasks)
+
+
+@shared_task(ignore_result=True)
+def observe_functions() -> int:
+    """Replicas and serving revisions as the backends report them (see services_observe)."""
+    from .services_observe import functions_observe
+
+    return functions_observe()

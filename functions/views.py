@@ -65,10 +65,12 @@ def function_list(request, project: str):
     for function in functions:
         _link_revision(function)
     rows = [(f, figures.for_function(f.name) if figures else None) for f in functions]
-    by = form.metric_sort()
-    if by and figures is not None and figures.available:
+    metric_sort = form.metric_sort()
+    if metric_sort and figures is not None and figures.available:
+        by, highest_first = metric_sort
+        sign = -1 if highest_first else 1
         # stable: functions with equal figures (or none, listed last) stay in name order
-        rows.sort(key=lambda row: (getattr(row[1], by) is None, -(getattr(row[1], by) or 0)))
+        rows.sort(key=lambda row: (getattr(row[1], by) is None, sign * (getattr(row[1], by) or 0)))
     context = {
         "project": project_obj,
         "form": form,
@@ -104,8 +106,10 @@ def _render_tab(request, function, tab: str, extra: dict | None = None, status: 
         (key, label, reverse(TAB_VIEWS.get(key, f"function_{key}"), kwargs=kwargs)) for key, label in TABS
     ]
     context = {"project": function.project, "function": function, "tab": tab, "tabs": tabs, **(extra or {})}
-    if request.htmx and not request.htmx.boosted and request.htmx.target == "tab-content":
+    context["tab_label"] = dict(TABS)[tab]
+    if request.htmx and not request.htmx.boosted and request.htmx.target in ("tab-content", f"{tab}-panel"):
         return render(request, template, context, status=status)
+    context.setdefault("figures", metrics.function_figures(function=function))
     return render(
         request, "functions/function_detail.html", {**context, "tab_template": template}, status=status
     )
@@ -122,7 +126,8 @@ def function_detail(request, project: str, name: str):
 def function_status(request, project: str, name: str):
     """The status fragment (``function-<id>-status``) that detail pages poll."""
     function = _function(request, project, name)
-    return render(request, "functions/_function_status.html", {"function": function})
+    figures = metrics.function_figures(function=function)
+    return render(request, "functions/_function_status.html", {"function": function, "figures": figures})
 
 
 @login_required
@@ -193,8 +198,7 @@ def revision_rollback(request, project: str, name: str, number: int):
         return _revisions_tab(request, function, status=exc.code)
     messages.success(request, f"Rolling back to revision {revision.number}.")
     if request.htmx:
-        function.refresh_from_db()
-        return _revisions_tab(request, function)
+        return _revisions_tab(request, _function(request, project, name))
     return redirect("function_revisions", project=project, name=name)
 
 
@@ -203,10 +207,23 @@ def _builds(function):
     return Build.objects.filter(revision__function=function).select_related("revision__function")
 
 
+def _numbered(function, builds: list) -> list:
+    """Number builds per function (1 = its first build, in creation order), as owners count them."""
+    for build in builds:
+        earlier = _builds(function).filter(created_at__lt=build.created_at).count()
+        ties = _builds(function).filter(created_at=build.created_at, pk__lte=build.pk).count()
+        build.number = earlier + ties
+        if len(builds) > 1:  # newest first: the others count down from the newest
+            for i, other in enumerate(builds[1:], start=1):
+                other.number = build.number - i
+            break
+    return builds
+
+
 @login_required
 def function_builds(request, project: str, name: str):
     function = _function(request, project, name)
-    builds = _builds(function).order_by("-created_at")[:50]
+    builds = _numbered(function, list(_builds(function).order_by("-created_at", "-pk")[:50]))
     return _render_tab(request, function, "builds", {"builds": builds})
 
 
@@ -217,6 +234,7 @@ def build_detail(request, project: str, name: str, build_id: int):
     build = _builds(function).filter(pk=build_id).first()
     if build is None:
         raise Http404("No such build.")
+    _numbered(function, [build])
     if request.htmx and request.htmx.target == f"build-{build.pk}":
         return render(request, "functions/_build.html", {"function": function, "build": build})
     return _render_tab(request, function, "builds", {"builds": [build], "single": True})

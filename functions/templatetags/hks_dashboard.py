@@ -8,29 +8,30 @@ from django import template
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from functions.status import function_state
+
 register = template.Library()
 
-STATUS_LABELS = {
-    "ready": ("Ready", "ok"),
-    "building": ("Building", "busy"),
-    "deploying": ("Deploying", "busy"),
-    "pending": ("Pending", "busy"),
-    "failed": ("Failed", "bad"),
-    "deleting": ("Deleting", "muted"),
-    "deleted": ("Deleted", "muted"),
-}
 PALETTE = ("#2457c5", "#c62828", "#1a7f37", "#9a6700", "#6f42c1", "#0a7ea4")
 WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM = 560, 160, 52, 20
 
 
 @register.simple_tag
-def status_badge(function) -> SafeString:
-    """Status with "scaled to zero" for a ready function without instances."""
-    if function.status == "ready" and function.replicas == 0:
-        label, css = "Scaled to zero", "idle"
-    else:
-        label, css = STATUS_LABELS.get(function.status, (function.status, "muted"))
-    return format_html('<span class="badge badge-{}">{}</span>', css, label)
+def status_badge(function, figures=None) -> SafeString:
+    """The shown state (functions.status): scaled to zero, degraded and unknown included."""
+    state = function_state(function, figures)
+    return format_html(
+        '<span class="badge badge-{}" data-state="{}"{}>{}</span>',
+        state.css,
+        state.key,
+        format_html(' title="{}"', state.reason) if state.reason and state.key != "failed" else "",
+        state.label,
+    )
+
+
+@register.simple_tag
+def state_of(function, figures=None):
+    return function_state(function, figures)
 
 
 @register.filter
@@ -40,6 +41,13 @@ def num(value, digits: int = 1) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
+
+
+@register.filter
+def last_line(text) -> str:
+    """The last non-empty line of a failure text: where tracebacks and npm put the useful part."""
+    lines = [line for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 @register.filter
@@ -145,9 +153,30 @@ def sort_header(
     query = context["request"].GET.copy()
     query["sort"] = target
     return format_html(
-        '<th{}{}><a href="?{}">{}</a></th>',
+        '<th scope="col"{}{}><a href="?{}">{}</a></th>',
         format_html(' class="{}"', css) if css else "",
         format_html(' aria-sort="{}"', direction) if direction else "",
         query.urlencode(),
         label,
     )
+
+
+@register.filter
+def in_list(value, options: str) -> bool:
+    return str(value) in options.split(",")
+
+
+@register.filter
+def build_css(status: str) -> str:
+    return {"succeeded": "ok", "failed": "bad", "running": "busy", "queued": "muted"}.get(status, "muted")
+
+
+@register.filter
+def build_duration(build) -> str:
+    """How long the build took, or has been running: "42 s", "3 min 05 s"."""
+    if build.started_at is None:
+        return ""
+    end = build.finished_at or dt.datetime.now(dt.UTC)
+    seconds = max(0, int((end - build.started_at).total_seconds()))
+    text = f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+    return text if build.finished_at else f"running for {text}"
