@@ -163,3 +163,26 @@ class SettingsForm(forms.Form):
 
     def changes(self) -> dict:
         return {name: self.cleaned_data[name] for name in ("env", *self.FIELDS)}
+
+
+class MetricsRangeForm(forms.Form):
+    """A chart window (15m … 24h) or a custom range in UTC (``datetime-local`` inputs)."""
+
+    FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+    start = forms.DateTimeField(required=False, input_formats=FORMATS, label="From (UTC)")
+    end = forms.DateTimeField(required=False, input_formats=FORMATS, label="To (UTC)")
+
+    def range(self):
+        """(start, end) as aware UTC datetimes, or (None, None) when not given or not valid."""
+        import datetime as dt
+
+        if not self.is_valid() or not (self.cleaned_data["start"] and self.cleaned_data["end"]):
+            return None, None
+        start, end = (self.cleaned_data[k].replace(tzinfo=dt.UTC) for k in ("start", "end"))
+        return (start, end) if start < end else (None, None)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["start"] >= data["end"]:
+            raise ValidationError("the range must end after it starts")
+        return data

@@ -20,7 +20,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from . import metrics, selectors, services
 from .backends import BackendError, get_backend
-from .forms import FunctionFilterForm, InvokeForm, SettingsForm
+from .forms import FunctionFilterForm, InvokeForm, MetricsRangeForm, SettingsForm
 from .models import Build, Role, Schedule
 from .services import ServiceError, function_ref
 
@@ -134,13 +134,16 @@ def function_status(request, project: str, name: str):
 def function_metrics(request, project: str, name: str):
     function = _function(request, project, name)
     window = request.GET.get("window", "1h")
-    result = metrics.function_metrics(function=function, window=window)
-    end = dt.datetime.now(dt.UTC).timestamp()
+    range_form = MetricsRangeForm(request.GET if "start" in request.GET else None)
+    start, end = range_form.range()
+    result = metrics.function_metrics(function=function, window=window, start=start, end=end)
     context = {
         "result": result,
         "windows": list(metrics.WINDOWS),
-        "chart_start": end - metrics.WINDOWS[result.window],
-        "chart_end": end,
+        "range_form": range_form,
+        "chart_start": result.start.timestamp(),
+        "chart_end": result.end.timestamp(),
+        "panel_query": request.GET.urlencode() or f"window={result.window}",
     }
     if request.htmx and request.htmx.target == "metrics-panel":
         return render(request, "functions/_metrics_panel.html", {"function": function, **context})
