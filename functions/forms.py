@@ -186,3 +186,38 @@ class MetricsRangeForm(forms.Form):
         if data.get("start") and data.get("end") and data["start"] >= data["end"]:
             raise ValidationError("the range must end after it starts")
         return data
+
+
+class LogSearchForm(forms.Form):
+    """Search a function's log: a time range in UTC, streams, text; ``before`` pages to older lines."""
+
+    FORMATS = MetricsRangeForm.FORMATS
+    start = forms.DateTimeField(required=False, input_formats=FORMATS, label="From (UTC)")
+    end = forms.DateTimeField(required=False, input_formats=FORMATS, label="To (UTC)")
+    stream = forms.MultipleChoiceField(
+        required=False,
+        choices=[("stdout", "stdout"), ("stderr", "stderr"), ("request", "requests"), ("system", "system")],
+        widget=forms.CheckboxSelectMultiple,
+        label="Streams",
+    )
+    q = forms.CharField(required=False, max_length=200, label="Text")
+    before = forms.DateTimeField(required=False, widget=forms.HiddenInput)
+
+    def query(self) -> dict:
+        """Keyword arguments for ``logstream.search``, times as aware UTC."""
+        import datetime as dt
+
+        data = self.cleaned_data
+
+        def utc(value):
+            if value is None:
+                return None
+            return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+        return {
+            "start": utc(data["start"]),
+            "end": utc(data["end"]),
+            "before": utc(data["before"]),
+            "streams": tuple(data["stream"]),
+            "text": data["q"],
+        }

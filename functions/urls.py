@@ -13,6 +13,9 @@ urlpatterns = [
     path("p/<slug:project>/f/<slug:name>/metrics/", views.function_metrics, name="function_metrics"),
     path("p/<slug:project>/f/<slug:name>/logs/", views.function_logs, name="function_logs"),
     path(
+        "p/<slug:project>/f/<slug:name>/logs/search/", views.function_logs_search, name="function_logs_search"
+    ),
+    path(
         "p/<slug:project>/f/<slug:name>/logs.txt", views.function_logs_download, name="function_logs_download"
     ),
     path("p/<slug:project>/f/<slug:name>/revisions/", views.function_revisions, name="function_revisions"),

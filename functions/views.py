@@ -12,15 +12,15 @@ from asgiref.sync import async_to_sync
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import metrics, selectors, services
+from . import logstream, metrics, selectors, services
 from .backends import BackendError, get_backend
-from .forms import FunctionFilterForm, InvokeForm, MetricsRangeForm, SettingsForm
+from .forms import FunctionFilterForm, InvokeForm, LogSearchForm, MetricsRangeForm, SettingsForm
 from .models import Build, Role, Schedule
 from .services import ServiceError, function_ref
 
@@ -153,7 +153,41 @@ def function_metrics(request, project: str, name: str):
 @login_required
 def function_logs(request, project: str, name: str):
     function = _function(request, project, name)
-    return _render_tab(request, function, "logs")
+    return _render_tab(request, function, "logs", {"search": LogSearchForm()})
+
+
+@login_required
+def function_logs_search(request, project: str, name: str):
+    """Lines of a time range, streams and text, newest 200 first-to-last; ``before`` loads older ones.
+    JSON (``?format=json``) for the live view's "load older", the ``_log_search.html`` fragment otherwise."""
+    function = _function(request, project, name)
+    form = LogSearchForm(request.GET)
+    if not form.is_valid():
+        if request.GET.get("format") == "json":
+            return JsonResponse({"error": form.errors.get_json_data()}, status=400)
+        return _render_tab(request, function, "logs", {"search": form}, status=400)
+    try:
+        result = async_to_sync(logstream.search)(
+            get_backend(function.project), function_ref(function), **form.query()
+        )
+    except BackendError as exc:
+        if request.GET.get("format") == "json":
+            return JsonResponse({"error": exc.message}, status=502)
+        context = {"search": form, "search_error": exc.message}
+        return _render_tab(request, function, "logs", context, status=502)
+    if request.GET.get("format") == "json":
+        lines = [
+            {"ts": logstream.stamp(x), "instance": x.instance, "stream": x.stream, "text": x.text}
+            for x in result.lines
+        ]
+        return JsonResponse({"lines": lines, "more": result.more})
+    older = request.GET.copy()
+    if result.lines:
+        older["before"] = logstream.stamp(result.lines[0])
+    context = {"search": form, "result": result, "older_query": older.urlencode(), "searched": True}
+    if request.htmx and request.htmx.target == "log-search-results":
+        return render(request, "functions/_log_search.html", {"function": function, **context})
+    return _render_tab(request, function, "logs", context)
 
 
 async def _snapshot(backend, ref, tail: int) -> list:

@@ -150,12 +150,15 @@ class LogViewer {
     this.filterInput = root.querySelector("#log-filter");
     this.follow = root.querySelector("#log-follow");
     this.pauseButton = root.querySelector("#log-pause");
+    this.olderButton = root.querySelector("#log-older");
+    this.firstTs = null;
     this.paused = false;
     this.held = [];
     this.lastTs = null;
     this.retry = 0;
     this.closedByUs = false;
     this.pauseButton.addEventListener("click", () => this.togglePause());
+    this.olderButton?.addEventListener("click", () => this.loadOlder());
     this.filterInput.addEventListener("input", () => this.applyFilter());
     this.connect();
   }
@@ -214,8 +217,28 @@ class LogViewer {
     if (this.follow.checked) this.lines.scrollTop = this.lines.scrollHeight;
   }
 
-  addLine(line) {
-    this.lastTs = line.ts;
+  async loadOlder() {
+    // The lines before the oldest one shown, from the log search (its JSON form), put on top.
+    const query = new URLSearchParams({ format: "json", before: this.firstTs ?? new Date().toISOString() });
+    this.olderButton.disabled = true;
+    try {
+      const answer = await fetch(`${this.root.dataset.searchUrl}?${query}`, { credentials: "same-origin" });
+      const data = await answer.json();
+      if (!answer.ok) throw new Error(data.error ?? `HTTP ${answer.status}`);
+      const keep = this.lines.scrollHeight - this.lines.scrollTop;
+      const first = this.lines.firstElementChild;
+      for (const line of data.lines) this.lines.insertBefore(this.row(line), first);
+      if (data.lines.length) this.firstTs = data.lines[0].ts;
+      this.lines.scrollTop = this.lines.scrollHeight - keep;  // the lines that were in view stay in view
+      this.olderButton.disabled = !data.more;
+      this.olderButton.textContent = data.more ? "Load older" : "No older lines";
+    } catch (error) {
+      this.addNotice(`could not load older lines: ${error.message}`);
+      this.olderButton.disabled = false;
+    }
+  }
+
+  row(line) {
     const row = document.createElement("div");
     row.className = `log-line stream-${line.stream}`;
     for (const [cls, text] of [["ts", line.ts.slice(11, 23)], ["instance", line.instance],
@@ -225,7 +248,15 @@ class LogViewer {
       span.textContent = text;
       row.appendChild(span);
     }
-    this.show(row, line.text);
+    const filter = this.filterInput.value.toLowerCase();
+    row.hidden = Boolean(filter) && !line.text.toLowerCase().includes(filter);
+    return row;
+  }
+
+  addLine(line) {
+    this.lastTs = line.ts;
+    if (this.firstTs === null) this.firstTs = line.ts;
+    this.show(this.row(line), line.text);
   }
 
   addNotice(text) {
