@@ -20,7 +20,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from . import logstream, metrics, selectors, services
 from .backends import BackendError, get_backend
-from .forms import FunctionFilterForm, InvokeForm, LogSearchForm, MetricsRangeForm, SettingsForm
+from .forms import FunctionFilterForm, LogSearchForm, MetricsRangeForm, SettingsForm
 from .models import Build, Role, Schedule
 from .services import ServiceError, function_ref
 
@@ -115,11 +115,44 @@ def _render_tab(request, function, tab: str, extra: dict | None = None, status: 
     )
 
 
+OVERVIEW_LOG_LINES = 8
+DEPLOY_ACTIONS = ("function.deploy", "function.rollback", "function.settings")
+
+
+async def _tail(backend, ref, tail: int) -> list:
+    return [line async for line in backend.logs(ref, tail=tail, follow=False)]
+
+
+def _last_lines(function) -> tuple[list, str]:
+    try:
+        return async_to_sync(_tail)(
+            get_backend(function.project), function_ref(function), OVERVIEW_LOG_LINES
+        ), ""
+    except BackendError as exc:
+        return [], exc.message
+
+
 @login_required
 def function_detail(request, project: str, name: str):
+    """The overview: the last hour at a glance (requests, errors, p95, cold starts), the last deploy and
+    who made it, the newest log lines, then the configuration."""
     function = _function(request, project, name)
     schedules = function.schedules.all()
-    return _render_tab(request, function, "overview", {"schedules": schedules})
+    last_deploy = (
+        function.audit_events.filter(action__in=DEPLOY_ACTIONS)
+        .select_related("actor")
+        .order_by("-created_at")
+        .first()
+    )
+    lines, lines_error = _last_lines(function)
+    context = {
+        "schedules": schedules,
+        "summary": metrics.function_summary(function=function),
+        "last_deploy": last_deploy,
+        "log_lines": lines,
+        "log_error": lines_error,
+    }
+    return _render_tab(request, function, "overview", context)
 
 
 @login_required
@@ -275,29 +308,6 @@ def build_detail(request, project: str, name: str, build_id: int):
     if request.htmx and request.htmx.target == f"build-{build.pk}":
         return render(request, "functions/_build.html", {"function": function, "build": build})
     return _render_tab(request, function, "builds", {"builds": [build], "single": True})
-
-
-@login_required
-def function_invoke_view(request, project: str, name: str):
-    function = _function(request, project, name)
-    if request.method != "POST":
-        return _render_tab(request, function, "invoke", {"form": InvokeForm()})
-    function = _function(request, project, name, role=Role.DEVELOPER)
-    from .invoke import function_invoke  # lazily: it imports functions.api, which builds the NinjaAPI
-
-    form = InvokeForm(request.POST)
-    result, error, status = None, "", 200
-    if not form.is_valid():
-        status = 400
-    else:
-        try:
-            result = function_invoke(function=function, **form.cleaned_data)
-        except ServiceError as exc:
-            error, status = exc.message, exc.code
-    context = {"form": form, "result": result, "error": error}
-    if request.htmx and request.htmx.target == "invoke-result":
-        return render(request, "functions/_invoke_result.html", context, status=status)
-    return _render_tab(request, function, "invoke", context, status=status)
 
 
 @login_required

@@ -314,3 +314,8 @@ def build_duration(build) -> str:
     seconds = max(0, int((end - build.started_at).total_seconds()))
     text = f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
     return text if build.finished_at else f"running for {text}"
+
+
+@register.filter
+def human_ms(value) -> str:
+    return human(float(value), "ms") if isinstance(value, int | float) else "—"
