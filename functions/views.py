@@ -58,7 +58,7 @@ def _with_next_run(queryset):
 @login_required
 def function_list(request, project: str):
     """Every function of a project with its live figures; ``_function_rows.html`` for htmx polling."""
-    project_obj = selectors.project_get_for_user(user=request.user, slug=project)
+    project_obj = selectors.project_get_for_user(user=request.user, slug=project, operators_read=True)
     form = FunctionFilterForm(request.GET)
     functions = list(form.filter(_with_next_run(selectors.functions_for_project(project=project_obj))))
     figures = metrics.project_list_metrics(project=project_obj) if functions else None
@@ -92,10 +92,13 @@ def _link_revision(function) -> None:
 
 
 def _function(request, project: str, name: str, role: str = Role.VIEWER):
-    function = selectors.function_get_for_user(user=request.user, project_slug=project, name=name, role=role)
+    function = selectors.function_get_for_user(
+        user=request.user, project_slug=project, name=name, role=role, operators_read=True
+    )
     _link_revision(function)
     membership = selectors.membership_get(user=request.user, project=function.project)
     function.can_write = membership is not None and membership.allows(Role.DEVELOPER)
+    function.read_only_operator = membership is None  # only staff get here without a membership
     return function
 
 
@@ -107,6 +110,7 @@ def _render_tab(request, function, tab: str, extra: dict | None = None, status: 
     ]
     context = {"project": function.project, "function": function, "tab": tab, "tabs": tabs, **(extra or {})}
     context["tab_label"] = dict(TABS)[tab]
+    context["read_only"] = getattr(function, "read_only_operator", False)
     if request.htmx and not request.htmx.boosted and request.htmx.target in ("tab-content", f"{tab}-panel"):
         return render(request, template, context, status=status)
     context.setdefault("figures", metrics.function_figures(function=function))

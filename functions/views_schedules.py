@@ -76,7 +76,9 @@ class ScheduleForm(forms.Form):
 
 
 def _function(request, project: str, name: str, role: str = Role.VIEWER):
-    function = selectors.function_get_for_user(user=request.user, project_slug=project, name=name, role=role)
+    function = selectors.function_get_for_user(
+        user=request.user, project_slug=project, name=name, role=role, operators_read=True
+    )
     membership = selectors.membership_get(user=request.user, project=function.project)
     function.can_write = membership is not None and membership.allows(Role.DEVELOPER)
     return function

@@ -33,7 +33,11 @@ Y_TICKS = 4
 @register.simple_tag
 def status_badge(function, figures=None) -> SafeString:
     """The shown state (functions.status): scaled to zero, degraded and unknown included."""
-    state = function_state(function, figures)
+    return badge(function_state(function, figures))
+
+
+@register.simple_tag
+def badge(state) -> SafeString:
     return format_html(
         '<span class="badge badge-{}" data-state="{}"{}>{}</span>',
         state.css,
