@@ -66,13 +66,12 @@ function patchRows(oldRoot, newRoot) {
   const ids = (root) => [...root.querySelectorAll("tbody > tr[id]")].map((tr) => tr.id).join(" ");
   const head = (root) => root.querySelector("thead")?.innerHTML ?? "";
   const notice = (root) => root.querySelector("#metrics-unavailable")?.outerHTML ?? "";
+  // Another query (filters, sort) needs the new element: htmx keeps the polling URL it was set up with.
+  if (oldRoot.getAttribute("hx-get") !== newRoot.getAttribute("hx-get")) return false;
   if (ids(oldRoot) !== ids(newRoot) || head(oldRoot) !== head(newRoot) || notice(oldRoot) !== notice(newRoot)) {
     return false;
   }
   for (const fresh of newRoot.querySelectorAll("tbody > tr[id]")) patchRow(document.getElementById(fresh.id), fresh);
-  for (const name of ["hx-get"]) {
-    if (newRoot.getAttribute(name) !== oldRoot.getAttribute(name)) oldRoot.setAttribute(name, newRoot.getAttribute(name));
-  }
   return true;
 }
 

@@ -221,7 +221,7 @@ def _values_table(chart) -> SafeString:
         ),
     )
     return format_html(
-        '<details class="chart-values"><summary>Values</summary><div class="table-scroll">'
+        '<details class="chart-values"><summary>Values</summary><div class="table-scroll" tabindex="0">'
         '<table><thead><tr><th scope="col">Time (UTC)</th>{}</tr></thead><tbody>{}</tbody></table>'
         "</div></details>",
         head,

@@ -54,6 +54,20 @@ def _overflow(page) -> tuple[int, int]:
     return page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
 
 
+WIDEST = """() => {
+  const out = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const box = el.getBoundingClientRect();
+    if (box.right > window.innerWidth + 1 && !el.closest('.table-scroll, .log-lines, pre')) {
+      const names = typeof el.className === 'string' ? el.className.split(' ').filter(Boolean) : [];
+      const classes = names.map((n) => '.' + n).join('');
+      out.push([Math.round(box.right), el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + classes]);
+    }
+  }
+  return out.sort((a, b) => b[0] - a[0]).slice(0, 4);
+}"""
+
+
 def _serious_violations(page) -> list[str]:
     from axe_playwright_python.sync_playwright import Axe
 
@@ -88,7 +102,8 @@ def test_no_page_scrolls_sideways_and_axe_finds_nothing_serious(
             page.wait_for_load_state("networkidle")
             scroll, inner = _overflow(page)
             if scroll > inner:
-                problems.append(f"{label} at {width} px ({scheme}): {scroll} px wide in a {inner} px window")
+                widest = page.evaluate(WIDEST)
+                problems.append(f"{label} at {width} px ({scheme}): {scroll} px wide in {inner} px: {widest}")
             problems += [f"{label} at {width} px ({scheme}): {v}" for v in _serious_violations(page)]
             SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / f"{label}-{width}-{scheme}.png"), full_page=True)

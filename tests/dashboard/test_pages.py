@@ -132,7 +132,7 @@ def test_builds_are_numbered_per_function_with_duration_colour_and_readable_fail
 
     html = client_for(owner).get(_url("function_builds", hello)).content.decode()
 
-    assert "Build #2</a>" in html and "Build #1</a>" in html and "Build #3" not in html
+    assert "Build #2</strong>" in html and "Build #1</strong>" in html and "Build #3" not in html
     assert "1 min 15 s" in html and "42 s" in html
     assert "badge-bad" in html and "badge-ok" in html
     assert '<pre class="reason-text">npm ERR! code E404\nnpm ERR! 404 Not Found - left-pad\n' in html
