@@ -75,6 +75,8 @@ function patchRows(oldRoot, newRoot) {
   return true;
 }
 
+const served = new WeakMap();  // cell -> the HTML the server last sent for it
+
 function patchRow(row, fresh, keepFigures = false) {
   // keepFigures: a pushed row carries no live figures (those come with the next poll): keep ours.
   if (!row) return;
@@ -83,9 +85,12 @@ function patchRow(row, fresh, keepFigures = false) {
   }
   [...fresh.cells].forEach((cell, i) => {
     const old = row.cells[i];
-    if (!old || old.innerHTML === cell.innerHTML || (keepFigures && cell.hasAttribute("data-figure"))) return;
+    // Compared with what the server sent last time, not the live DOM (a "Copied" button is not a change).
+    if (!old || (served.get(old) ?? old.innerHTML) === cell.innerHTML) return;
+    if (keepFigures && cell.hasAttribute("data-figure")) return;
     const mark = focusMark(old);
     old.innerHTML = cell.innerHTML;
+    served.set(old, cell.innerHTML);
     for (const attr of cell.attributes) old.setAttribute(attr.name, attr.value);
     focusRestore(mark);
   });

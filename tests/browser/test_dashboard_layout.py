@@ -119,7 +119,7 @@ def test_keyboard_focus_survives_a_live_refresh(page, browser_users, two_revisio
     page.goto(f"{platform.portal_url}/p/acme/")
     link = page.get_by_role("link", name=two_revisions, exact=True)
     link.focus()
-    page.evaluate("document.activeElement.dataset.marked = 'yes'")  # the very element, not a copy
+    page.evaluate("document.activeElement.hksMarked = 'yes'")  # the very element, not a copy
     # Two refreshes of the list (every 5 s), each answered by the server.
     for _ in range(2):
         with page.expect_response(
@@ -128,7 +128,7 @@ def test_keyboard_focus_survives_a_live_refresh(page, browser_users, two_revisio
             pass
     page.wait_for_timeout(300)
     focused = page.evaluate(
-        "({text: document.activeElement.textContent, marked: document.activeElement.dataset.marked || ''})"
+        "({text: document.activeElement.textContent, marked: document.activeElement.hksMarked || ''})"
     )
     assert focused == {"text": two_revisions, "marked": "yes"}
 
