@@ -30,6 +30,7 @@ urlpatterns = [
     path("p/<slug:project>/f/<slug:name>/settings/", views.function_settings, name="function_settings"),
     path("p/<slug:project>/f/<slug:name>/delete/", views.function_delete, name="function_delete"),
     path("ops/", views_ops.operators_overview, name="operators_overview"),
+    path("healthz", views_ops.healthz, name="healthz"),
     # A cluster's build Job fetches a revision's source here with a signed single-use token.
     path("cluster/archives/<str:token>/", archive_download, name="archive_download"),
 ]

@@ -12,9 +12,11 @@ import httpx
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import Count, Q
+from django.http import JsonResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_GET
 
-from . import metrics
+from . import health, metrics
 from .models import Function, FunctionStatus, Membership, Project
 
 PROBE_TIMEOUT = 2.0
@@ -93,9 +95,16 @@ def operators_overview(request):
         .select_related("project")
         .order_by("-updated_at")[:50]
     )
-    health = [runtime_health(), queue_health(), prometheus_health()]
+    probes = [runtime_health(), queue_health(), prometheus_health()]
     return render(
         request,
         "functions/operators_overview.html",
-        {"projects": project_rows(), "failing": failing, "health": health},
+        {"projects": project_rows(), "failing": failing, "health": probes, "missing": health.missing_parts()},
     )
+
+
+@require_GET
+def healthz(request):
+    """Which parts the platform runs without and what each costs; 503 when functions cannot run at all."""
+    body = health.healthz_body(health.missing_parts())
+    return JsonResponse(body, status=200 if body["ok"] else 503)

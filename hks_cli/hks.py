@@ -1,6 +1,6 @@
 """``hks``: sign in to the portal, choose a project, get its kubeconfig.
 
-hks login [--url URL] [--token T | --username U [--password-stdin]]
+hks login [URL | --url URL] [--token T | --username U [--password-stdin]]   (also: hks --url URL login)
 hks logout | hks whoami
 hks project list | select NAME | current | kubeconfig [-o FILE]
 """
@@ -86,7 +86,16 @@ def _read_password(args) -> str:
     return getpass.getpass(f"Password for {args.username}: ")
 
 
+def _login_url(args) -> str | None:
+    """``hks login URL``, ``hks login --url URL`` and ``hks --url URL login`` all choose the portal."""
+    given = {url.rstrip("/") for url in (args.portal, args.login_url, args.url) if url}
+    if len(given) > 1:
+        raise CliError(f"two different portal URLs given: {' and '.join(sorted(given))}", USAGE)
+    return given.pop() if given else None
+
+
 def cmd_login(args) -> int:
+    args.url = _login_url(args)
     api = api_from(args)
     if args.password_stdin and not args.username:
         raise CliError("--password-stdin needs --username", USAGE)
@@ -200,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign in (browser approval by default)",
         description="Sign in. By default prints a code and a URL to approve it in the portal.",
     )
+    login.add_argument("portal", nargs="?", metavar="URL", help="the portal to sign in to (same as --url)")
+    login.add_argument("--url", dest="login_url", metavar="URL", help="the portal to sign in to")
     login.add_argument("--token", help="use this API token (also: $HKS_TOKEN)")
     login.add_argument("--username", "-u", help="sign in with a user name and password instead")
     login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")

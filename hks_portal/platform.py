@@ -284,7 +284,26 @@ def _read_or_create(path: Path) -> str:
     return path.read_text().strip()
 
 
+def sandbox_problem() -> str:
+    """Why functions cannot run on this machine (bubblewrap missing or not working), or ''."""
+    from hks_runtime import sandbox
+
+    try:
+        sandbox.check_sandbox()
+    except sandbox.SandboxUnavailable as exc:
+        return str(exc)
+    return ""
+
+
 def main(argv: list[str] | None = None) -> None:
+    problem = sandbox_problem()
+    if problem:
+        # A platform that cannot run a function is no platform: refuse before starting anything.
+        sys.exit(
+            f"HKS Functions cannot start: {problem}.\n"
+            "Every function runs inside the bubblewrap sandbox, so without a working one nothing could run.\n"
+            "`bash scripts/setup` installs bubblewrap (as root); see docs/operations.md for what it needs."
+        )
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=os.environ.get("HKS_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("HKS_PORT", "8000")))

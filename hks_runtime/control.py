@@ -239,7 +239,36 @@ class ControlApi:
                 "ok": True,
                 "sandbox": self.daemon.sandbox_mode or self.daemon.sandbox_problem(),
                 "seccomp": seccomp.program() is not None,
+                "data_path": self.daemon.options.data_path,
+                "missing": missing_parts(self.daemon),
                 "functions": len(self.supervisor.functions),
                 "prewarmed": standbys,
             }
         )
+
+
+# What running without a part costs, said plainly (/healthz "missing"; the portal's /healthz and the
+# operators' page show it).
+COSTS = {
+    "bubblewrap": "functions cannot run at all: every deploy fails with 'sandbox unavailable'",
+    "seccomp": "functions run without the system-call filter: keyrings, io_uring, bpf, ptrace and the "
+    "other calls it refuses are open to tenant code (install Debian's python3-seccomp)",
+    "haproxy": "requests go through the Python gateway instead of HAProxy: more latency and a fraction of "
+    "the throughput per function (install Debian's haproxy)",
+}
+
+
+def missing_parts(daemon) -> list[dict]:
+    """The parts this runtime runs without, each with what that costs."""
+    missing = []
+    if not daemon.sandbox_mode:
+        missing.append(
+            {"part": "bubblewrap", "problem": daemon.sandbox_problem(), "cost": COSTS["bubblewrap"]}
+        )
+    if seccomp.program() is None:
+        missing.append({"part": "seccomp", "problem": "no seccomp filter", "cost": COSTS["seccomp"]})
+    if daemon.options.data_path != "haproxy":
+        missing.append(
+            {"part": "haproxy", "problem": "HAProxy is not in the data path", "cost": COSTS["haproxy"]}
+        )
+    return missing

@@ -122,7 +122,9 @@ def _probe(unprivileged: bool, extra: tuple[str, ...] = ()) -> str | None:
         result = subprocess.run(argv, capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
-    return None if result.returncode == 0 else result.stderr.decode(errors="replace").strip()
+    if result.returncode == 0:
+        return None
+    return result.stderr.decode(errors="replace").strip() or f"bwrap exited with code {result.returncode}"
 
 
 def _setpriv_args() -> list[str]:

@@ -2,8 +2,9 @@
 
 The real ``kubernetes`` client talks HTTP to it (aiohttp on a background thread). It stores what is
 written, checks the bearer token, and rejects what a real server would: every object written is validated
-against the real schemas (Kubernetes' own with ``kubernetes-validate --strict``, Knative's from its CRDs in
-``../shared/schemas/``, made strict about unknown fields), so an invalid manifest gets a 422 here too.
+against the real schemas (Kubernetes' own with ``kubernetes-validate --strict``, Knative's through
+``tests/knative_schemas.py``: a pinned package of Knative Serving's models, strict about unknown fields),
+so an invalid manifest gets a 422 here too.
 
 It also plays the controllers the platform relies on:
 
@@ -29,16 +30,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-import functools
 import itertools
 import json
-import os
 import re
 import secrets
 import threading
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -46,11 +44,10 @@ import pytest
 import yaml
 from aiohttp import web
 
+from . import knative_schemas
+
 # kubernetes client 37.x speaks Kubernetes 1.37; validate against the same API version.
 K8S_SCHEMA_VERSION = "1.37.0"
-SCHEMAS_DIR = Path(
-    os.environ.get("HKS_KNATIVE_SCHEMAS", Path(__file__).resolve().parents[2] / "shared" / "schemas")
-)
 
 
 @dataclass(frozen=True)
@@ -97,37 +94,6 @@ class ManifestInvalid(ValueError):
     """A manifest a real API server would refuse (HTTP 422)."""
 
 
-def _strict(schema):
-    """Reject unknown fields the way ``fieldValidation=Strict`` does, except where the CRD keeps them."""
-    if isinstance(schema, dict):
-        if (
-            "properties" in schema
-            and "additionalProperties" not in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            schema["additionalProperties"] = False
-        for value in schema.values():
-            _strict(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            _strict(value)
-    return schema
-
-
-@functools.cache
-def knative_schema(kind: str) -> dict:
-    path = SCHEMAS_DIR / f"knative-serving-{kind.lower()}-crd.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"Knative CRD for {kind} not found at {path} (set HKS_KNATIVE_SCHEMAS)")
-    crd = yaml.safe_load(path.read_text())
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
-    return _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
-
-
-def _where(error) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "(root)"
-
-
 LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -160,14 +126,17 @@ def validate_manifest(obj: dict) -> None:
     _check_metadata(obj)
     try:
         if str(obj.get("apiVersion", "")).startswith("serving.knative.dev/"):
-            jsonschema.validate(obj, knative_schema(kind))
+            knative_schemas.validate(obj)
             # CRD schemas leave metadata open; check it as the ObjectMeta it really is.
             meta_probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj.get("metadata", {})}
             kubernetes_validate.validate(meta_probe, K8S_SCHEMA_VERSION, strict=True)
         else:
             kubernetes_validate.validate(obj, K8S_SCHEMA_VERSION, strict=True)
+    except knative_schemas.KnativeInvalid as exc:
+        raise ManifestInvalid(f"{kind} {name} is invalid: {exc}") from exc
     except jsonschema.ValidationError as exc:
-        raise ManifestInvalid(f"{kind} {name} is invalid: {_where(exc)}: {exc.message}") from exc
+        where = ".".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise ManifestInvalid(f"{kind} {name} is invalid: {where}: {exc.message}") from exc
     except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as exc:
         raise ManifestInvalid(f"{kind} {name}: {exc}") from exc
 
@@ -981,10 +950,12 @@ class FakeKubernetes:
 
 @pytest.fixture(scope="session")
 def fake_k8s_server():
-    try:
-        knative_schema("Service")  # fail here, clearly, rather than as a 500 inside the server
-    except FileNotFoundError as exc:
-        pytest.fail(str(exc))
+    try:  # fail here, clearly, rather than as a 500 inside the server
+        knative_schemas.validate(
+            {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "probe"}}
+        )
+    except (OSError, ImportError, knative_schemas.KnativeInvalid) as exc:
+        pytest.fail(f"Knative schemas ({knative_schemas.source()}) unusable: {exc}")
     server = FakeKubernetes().start()
     yield server
     server.stop()

@@ -193,6 +193,7 @@ def test_list_metrics_unavailable_is_said_not_a_500(client_for, owner, hello):
 
     assert response.status_code == 200
     assert 'id="metrics-unavailable"' in response.content.decode()
+    assert "functions still run and scale" in response.content.decode()  # what it costs, said plainly
 
 
 def test_project_switcher_lists_only_my_projects(client_for, owner, outsider, hello):
