@@ -94,7 +94,7 @@ def human(value: float, unit: str) -> str:
         return f"{value:.3g} ms" if value < 100 else f"{value:.0f} ms"
     if unit == "%":
         return f"{value:.0f} %" if value >= 10 or value == 0 else f"{value:.2g} %"
-    suffix = " cores" if unit == "cores" else ""
+    suffix = ""  # "cores", counts: the chart's caption names the unit
     if value >= 10_000:
         return f"{value / 1000:.0f}k{suffix}"
     if value >= 1000:
@@ -126,10 +126,19 @@ def _colour(label: str, i: int) -> str:
     return SERIES_COLOURS.get(label, PALETTE[i % len(PALETTE)])
 
 
+def _nice_axis_top(top: float, unit: str) -> float:
+    if top <= 0:
+        return 1024.0 * 1024 if unit == "bytes" else 1.0
+    if unit == "bytes":  # round in the binary unit the labels use (64 MiB, not 47.7 MiB)
+        scale = 1024 ** max(0, min(3, int(math.log(top, 1024))))
+        return nice_top(top / scale) * scale
+    return nice_top(top)
+
+
 class _Plot:
-    def __init__(self, series, start: float, end: float):
+    def __init__(self, series, start: float, end: float, unit: str = ""):
         top = max((v for s in series for _, v in s.points), default=0.0)
-        self.top = nice_top(top) if top > 0 else 1.0
+        self.top = _nice_axis_top(top, unit)
         self.start, self.span = start, max(end - start, 1.0)
         self.w, self.h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
 
@@ -234,7 +243,7 @@ def svg_chart(chart, start: float, end: float) -> SafeString:
     """A line chart of ``metrics.Chart`` between unix times ``start`` and ``end``: gridlines, axes in the
     chart's unit, a dot per sample with its value on hover, fixed colours per series, a legend, and the
     values as a table."""
-    plot = _Plot(chart.series, start, end)
+    plot = _Plot(chart.series, start, end, chart.unit)
     drawn = [(i, s) for i, s in enumerate(chart.series) if s.points]
     lines = format_html_join(
         "",

@@ -70,3 +70,9 @@ def test_values_are_also_a_table_for_keyboards_and_screen_readers():
     svg = str(svg_chart(chart, 0.0, 10.0))
     assert "<summary>Values</summary>" in svg
     assert '<td class="num">12 ms</td><td class="num">80 ms</td>' in svg
+
+
+def test_a_memory_axis_rounds_in_mebibytes():
+    chart = Chart(key="m", title="M", unit="bytes", series=[Series("m", [(5.0, 34 * 1024 * 1024)])])
+    svg = str(svg_chart(chart, 0.0, 10.0))
+    assert ">50.0 MiB<" in svg and ">25.0 MiB<" in svg and "47.7" not in svg
