@@ -436,7 +436,9 @@ def function_summary(*, function) -> Summary:
     try:
         for key, query in _SUMMARY.items():
             rows = _run(lambda c, q=query: c.custom_query(_format(q, table, **names)))
-            values[key] = max(0.0, v) if rows and (v := _number(rows[0]["value"][1])) is not None else None
+            value = _number(rows[0]["value"][1]) if rows else None
+            # No series at all is "nothing happened" for counts; a quantile of nothing is unknown.
+            values[key] = max(0.0, value) if value is not None else (None if key == "p95_ms" else 0.0)
     except MetricsUnavailable as exc:
         return Summary(available=False, reason=str(exc))
     return Summary(available=True, **values)
