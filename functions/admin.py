@@ -57,6 +57,16 @@ class MembershipAdmin(admin.ModelAdmin):
     autocomplete_fields = ["project", "user"]
 
 
+@admin.register(models.Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Pending invitations; operators add members directly under Memberships."""
+
+    list_display = ["project", "username", "role", "invited_by", "created_at"]
+    list_filter = ["role", "project"]
+    search_fields = ["project__slug", "username"]
+    readonly_fields = ["invited_by", "created_at"]
+
+
 class RevisionInline(admin.TabularInline):
     model = models.Revision
     extra = 0

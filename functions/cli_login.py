@@ -115,15 +115,15 @@ def cli_login_redeem(*, device_code: str) -> str:
     return plaintext
 
 
-def token_for_password(*, username: str, password: str, client_name: str = "") -> str:
-    if login_guard.is_locked(username):  # see login_guard: counted per user name, on every way in
+def token_for_password(*, username: str, password: str, client_name: str = "", request=None) -> str:
+    if login_guard.is_locked(username, request):  # see login_guard: per name and address, every way in
         raise ServiceError(
             f"{login_guard.locked_message()} (or approve `hks login` in the browser)", code=429
         )
-    user = authenticate(username=username, password=password)
+    user = authenticate(request, username=username, password=password)
     if user is None or not user.is_active:
         raise ServiceError("wrong user name or password", code=401)
-    login_guard.clear(username)
+    login_guard.clear(username, request)
     name = f"hks login ({client_name})" if client_name else "hks login (password)"
     _, plaintext = ApiToken.issue(user=user, name=name[:100], ttl=TOKEN_TTL)
     return plaintext

@@ -23,7 +23,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from . import logstream, selectors
-from .backends import BackendError, get_backend
+from .backends import BackendError
+from .secret_env import log_source
 from .services import function_ref
 
 BUFFER_LINES = 1000  # most lines held for one client
@@ -46,7 +47,7 @@ def _function_for(user, project: str, name: str):
     function = selectors.function_get_for_user(
         user=user, project_slug=project, name=name, operators_read=True
     )
-    return function, get_backend(function.project), function_ref(function)
+    return function, log_source(function), function_ref(function)
 
 
 class LogConsumer(AsyncJsonWebsocketConsumer):

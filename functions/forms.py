@@ -119,10 +119,24 @@ class InvokeForm(forms.Form):
         return _parse_lines(self.cleaned_data["headers"], ":", "'Name: value'")
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """Never renders a value, not even the one just posted: a page must not show a secret."""
+
+    def format_value(self, value):
+        return None
+
+
 class SettingsForm(forms.Form):
     env = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 5}), help_text="One NAME=value per line"
     )
+    secrets = forms.CharField(
+        required=False,
+        label="Set secrets",
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text="One NAME=value per line, to add or replace; write-only, never shown again",
+    )
+    remove_secrets = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
     min_scale = forms.IntegerField(min_value=0, max_value=100)
     max_scale = forms.IntegerField(min_value=1, max_value=1000)
     target_concurrency = forms.IntegerField(min_value=1, max_value=10_000)
@@ -144,8 +158,24 @@ class SettingsForm(forms.Form):
     @classmethod
     def for_function(cls, function, data=None) -> SettingsForm:
         initial = {name: getattr(function, name) for name in cls.FIELDS}
-        initial["env"] = "\n".join(f"{k}={v}" for k, v in sorted(function.env.items()))
-        return cls(data=data, initial=initial)
+        initial["env"] = "\n".join(
+            f"{k}={v}" for k, v in sorted(function.env.items()) if k not in function.secret_env
+        )
+        form = cls(data=data, initial=initial)
+        names = sorted(function.secret_env)
+        form.fields["remove_secrets"].choices = [(name, name) for name in names]
+        if names:
+            form.fields["secrets"].help_text += f". Stored: {', '.join(names)}"
+        else:
+            form.fields["remove_secrets"].widget = forms.MultipleHiddenInput()
+        return form
+
+    def clean_secrets(self) -> dict[str, str]:
+        secrets = _parse_lines(self.cleaned_data["secrets"], "=", "NAME=value")
+        bad = [name for name in secrets if not ENV_NAME.match(name)]
+        if bad:
+            raise ValidationError(f"not a valid variable name: {', '.join(bad)}")
+        return secrets
 
     def clean_env(self) -> dict[str, str]:
         env = _parse_lines(self.cleaned_data["env"], "=", "NAME=value")
@@ -162,7 +192,9 @@ class SettingsForm(forms.Form):
         return data
 
     def changes(self) -> dict:
-        return {name: self.cleaned_data[name] for name in ("env", *self.FIELDS)}
+        secrets = {name: None for name in self.cleaned_data["remove_secrets"]}
+        secrets.update(self.cleaned_data["secrets"])
+        return {name: self.cleaned_data[name] for name in ("env", *self.FIELDS)} | {"secrets": secrets}
 
 
 class MetricsRangeForm(forms.Form):

@@ -11,34 +11,46 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
+from django.conf import settings
 from django.db import transaction
 from django.http import Http404
 from ninja import Field, NinjaAPI, Schema, Status
+from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
+from ninja.throttling import AnonRateThrottle
 
 from . import services
 from .agent_code import agent_archive
 from .agent_tokens import (
+    GUESSING_MESSAGE,
     SCOPE_EXECUTE,
     AgentIdentity,
     TokenError,
     credential_authenticate,
+    credential_failed,
+    credential_guessing,
     token_mint,
     token_verify,
 )
 from .invoke import function_invoke
+from .login_guard import client_address
 from .models import Function, FunctionStatus
 from .services import ServiceError
 
 
 class AgentAuth(HttpBearer):
+    """A refused token leaves its ``TokenError`` on the request, for ``_unauthorized`` to answer with."""
+
     def authenticate(self, request, token: str) -> AgentIdentity | None:
         try:
             identity = token_verify(token)
         except TokenError as exc:
-            request.agent_auth_error = str(exc)
+            request.agent_auth_error = exc
             return None
         if SCOPE_EXECUTE not in identity.scopes:
+            request.agent_auth_error = TokenError(
+                f"token lacks the {SCOPE_EXECUTE!r} scope", reason="insufficient_scope"
+            )
             return None
         return identity
 
@@ -55,6 +67,22 @@ internal_api = NinjaAPI(
 @internal_api.exception_handler(ServiceError)
 def _service_error(request, exc: ServiceError):
     return internal_api.create_response(request, {"detail": exc.message}, status=exc.code)
+
+
+@internal_api.exception_handler(AuthenticationError)
+def _unauthorized(request, exc):
+    """Why the token was refused (RFC 6750's ``WWW-Authenticate`` and a ``reason`` field)."""
+    refusal = getattr(request, "agent_auth_error", None) or TokenError(
+        "no bearer token: send Authorization: Bearer <token from POST /internal/v1/token>",
+        reason="missing_token",
+    )
+    status = 403 if refusal.reason == "insufficient_scope" else 401
+    response = internal_api.create_response(
+        request, {"detail": str(refusal), "reason": refusal.reason}, status=status
+    )
+    error = "insufficient_scope" if status == 403 else "invalid_token"
+    response["WWW-Authenticate"] = f'Bearer error="{error}", error_description="{refusal.reason}"'
+    return response
 
 
 @internal_api.exception_handler(Http404)
@@ -123,12 +151,21 @@ def _out(function: Function) -> FunctionOut:
     )
 
 
-@internal_api.post("/token", auth=None, response={200: TokenOut, 401: dict})
+@internal_api.post(
+    "/token",
+    auth=None,
+    response={200: TokenOut, 401: dict, 429: dict},
+    throttle=[AnonRateThrottle(settings.HKS_INTERNAL_TOKEN_RATE)],  # per client address
+)
 def token(request, payload: TokenIn):
+    address = client_address(request)
+    if credential_guessing(address):
+        return Status(429, {"detail": GUESSING_MESSAGE, "reason": "too_many_failures"})
     try:
         credential = credential_authenticate(payload.credential)
     except TokenError as exc:
-        return Status(401, {"detail": str(exc)})
+        credential_failed(address)
+        return Status(401, {"detail": str(exc), "reason": exc.reason})
     jwt_text, expires = token_mint(credential=credential)
     return TokenOut(token=jwt_text, expires_at=expires, project=credential.project.slug)
 
@@ -173,14 +210,29 @@ def function_status(request, name: str):
 
 @internal_api.post("/operations/invoke-function")
 def invoke_function(request, payload: InvokeIn):
+    """The function's answer. When the code ran out of time or its instance broke, that is the code's
+    outcome, not a refusal: the answer carries the status (504, 502) and ``X-Hks-Failure`` says which."""
     function = _agent_function(request.auth, payload.name)
-    result = function_invoke(
-        function=function,
-        method=payload.method,
-        path=payload.path,
-        headers=payload.headers,
-        body=payload.body,
-    )
+    try:
+        result = function_invoke(
+            function=function,
+            method=payload.method,
+            path=payload.path,
+            headers=payload.headers,
+            body=payload.body,
+        )
+    except ServiceError as exc:
+        if exc.code not in (502, 504):
+            raise
+        failure = "timeout" if exc.code == 504 else "unreachable"
+        return {
+            "status": exc.code,
+            "headers": {"x-hks-failure": failure},
+            "body": exc.message,
+            "body_encoding": "utf-8",
+            "truncated": False,
+            "duration_ms": 0.0,
+        }
     return {
         "status": result.status,
         "headers": result.headers,

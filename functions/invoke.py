@@ -40,12 +40,15 @@ def function_invoke(
         )
     url = _base_url(function) + _check_path(path)
     payload = InvokeIn(method=method, path=path, headers=headers, body=body)
-    timeout = float(min(function.timeout_seconds, getattr(settings, "HKS_INVOKE_TIMEOUT_SECONDS", 120)))
+    # The backend enforces the function's timeout and says so (a 504 naming it); the portal waits a little
+    # longer, so that answer - not a race between two equal clocks - decides.
+    limit = min(function.timeout_seconds, getattr(settings, "HKS_INVOKE_TIMEOUT_SECONDS", 120))
+    timeout = float(limit + settings.HKS_INVOKE_GRACE_SECONDS)
     started = time.perf_counter()
     try:
         response, raw, truncated = _send(url, payload, timeout)
     except httpx.TimeoutException as exc:
-        raise ServiceError(f"function {function.name} did not answer within {timeout:g} s", code=504) from exc
+        raise ServiceError(f"function {function.name} did not answer within {limit:g} s", code=504) from exc
     except (httpx.HTTPError, ValueError) as exc:
         raise ServiceError(f"could not reach function {function.name}: {exc}", code=502) from exc
     text, encoding = _body_text(raw)

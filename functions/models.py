@@ -73,6 +73,27 @@ class Membership(models.Model):
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
 
 
+class Invitation(models.Model):
+    """An owner's offer of a role in a project to a user name; it becomes a Membership only when that user
+    accepts. Kept by name, whether or not such a user exists, so the inviter learns nothing about who has an
+    account."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    username = models.CharField(max_length=150)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.DEVELOPER)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=dj_timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["project", "username"], name="unique_invitation")]
+
+    def __str__(self) -> str:
+        return f"{self.username} invited to {self.project} ({self.role})"
+
+
 def hash_token(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
@@ -175,6 +196,8 @@ class Function(models.Model):
         "Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     env = models.JSONField(default=dict, blank=True)
+    # name -> value encrypted with functions.crypto; write-only (functions/secret_env.py)
+    secret_env = models.JSONField(default=dict, blank=True, editable=False)
     min_scale = models.PositiveIntegerField(default=0)
     max_scale = models.PositiveIntegerField(default=10)
     target_concurrency = models.PositiveIntegerField(default=100)

@@ -30,6 +30,7 @@ from .models import (
     Role,
     SandboxProfile,
 )
+from .secret_env import MAX_SECRET_BYTES, secret_env_updated, secret_env_version, secret_values
 from .validators import validate_dns_label
 
 log = logging.getLogger(__name__)
@@ -301,6 +302,7 @@ def build_run(*, build: Build) -> bool:
         runtime=function.runtime,
         archive_path=revision.archive.path,
         content_hash=revision.content_hash,
+        kind=function.kind,
     )
     result = get_backend(function.project).build(spec, on_log=on_log)
     Revision.objects.filter(pk=revision.pk).update(artifact=result.artifact)
@@ -356,7 +358,10 @@ def service_spec(function: Function, revision: Revision) -> ServiceSpec:
         runtime=function.runtime,
         kind=function.kind,
         artifact=revision.artifact,
-        env={str(k): str(v) for k, v in function.env.items()},
+        # a name that is secret takes its secret value, whatever func.yaml or the plain env says
+        env={str(k): str(v) for k, v in function.env.items() if k not in (function.secret_env or {})},
+        secret_env=secret_values(function),
+        secret_env_version=secret_env_version(function),
         scale=Scale(
             function.min_scale,
             function.max_scale,
@@ -431,8 +436,26 @@ def revision_rollback(*, function: Function, revision: Revision, user) -> None:
     _on_commit(function.pk, lambda: tasks.deploy_revision.delay(revision.pk))
 
 
+MAX_SECRETS = 100
+
+
+def _apply_secret_changes(function: Function, secrets: dict[str, str | None]) -> list[str]:
+    """Set (a value) or remove (``None``) secrets; a name becoming secret leaves the plain env."""
+    for name, value in secrets.items():
+        if value is not None and ("\x00" in value or len(value.encode()) > MAX_SECRET_BYTES):
+            raise ServiceError(f"secret {name}: at most {MAX_SECRET_BYTES} bytes, and no NUL character")
+    function.secret_env = secret_env_updated(function.secret_env, secrets)
+    if len(function.secret_env) > MAX_SECRETS:
+        raise ServiceError(f"at most {MAX_SECRETS} secrets per function")
+    function.env = {k: v for k, v in function.env.items() if k not in function.secret_env}
+    return ["secret_env", "env"]
+
+
 @transaction.atomic
-def function_update_settings(*, function: Function, user, **changes) -> Function:
+def function_update_settings(
+    *, function: Function, user, secrets: dict[str, str | None] | None = None, **changes
+) -> Function:
+    """Change settings; ``secrets`` sets (value) or removes (``None``) secret env values by name."""
     allowed = {
         "env",
         "min_scale",
@@ -448,6 +471,14 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
         raise ServiceError(f"unknown settings: {', '.join(sorted(unknown))}")
     for key, value in changes.items():
         setattr(function, key, value)
+    clashing = sorted(set(changes.get("env", {})) & set(function.secret_env or {}) - set(secrets or {}))
+    if clashing:
+        raise ServiceError(f"{', '.join(clashing)}: secret; remove the secret first to set a plain value")
+    fields = [*changes]
+    if secrets:
+        fields += _apply_secret_changes(function, secrets)
+    if not fields:
+        raise ServiceError("nothing to change")
     if function.min_scale > function.max_scale:
         raise ServiceError("min scale cannot be above max scale")
     limit = settings.HKS_KNATIVE_MAX_TIMEOUT_SECONDS
@@ -457,13 +488,17 @@ def function_update_settings(*, function: Function, user, **changes) -> Function
             "(Knative's max-revision-timeout-seconds)"
         )
     _check_resources(function.project, cpu_millicores=function.cpu_millicores, memory_mb=function.memory_mb)
-    function.save(update_fields=[*changes, "updated_at"])  # not the status or revisions a task moves on
-    audit(
+    function.save(update_fields=[*set(fields), "updated_at"])  # not the status or revisions a task moves on
+    detail = {"secrets_set": sorted(k for k, v in secrets.items() if v is not None)} if secrets else {}
+    if secrets and any(v is None for v in secrets.values()):
+        detail["secrets_removed"] = sorted(k for k, v in secrets.items() if v is None)
+    audit(  # names only, never a value
         project=function.project,
         function=function,
         action="function.settings",
         actor=user,
         changed=sorted(changes),
+        **detail,
     )
     # New settings apply to the revision the function is moving to (as Knative stamps a new revision from
     # its latest template): one still building picks them up when its deploy runs.

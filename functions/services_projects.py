@@ -1,4 +1,5 @@
-"""Writes about a project's cluster: its kubeconfig, stored encrypted (``functions.crypto``)."""
+"""Writes about a project: who may join it (invitations) and its cluster's kubeconfig, stored encrypted
+(``functions.crypto``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import yaml
 from django.db import transaction
 
 from .crypto import decrypt_text, encrypt_text
-from .models import Backend, Project
-from .services import ServiceError, audit
+from .models import Backend, Invitation, Membership, Project
+from .services import ServiceError, audit, membership_set
 
 MAX_KUBECONFIG_BYTES = 256 * 1024
+MAX_PENDING_INVITATIONS = 100
 
 
 def _named(entries, what: str) -> dict[str, dict]:
@@ -79,3 +81,52 @@ def project_set_kubeconfig(*, project: Project, kubeconfig_text: str, actor) -> 
 def project_kubeconfig(*, project: Project) -> str:
     """The decrypted kubeconfig, or "" when none is stored. The caller checks the reader's role."""
     return decrypt_text(project.kubeconfig_encrypted) if project.kubeconfig_encrypted else ""
+
+
+# Invitations --------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def member_invite(*, project: Project, username: str, role: str, actor) -> Invitation:
+    """Offer ``role`` to whoever has (or will have) the user name; nothing changes until they accept. The
+    same for names with and without an account, so the answer tells the inviter nothing. The caller checks
+    that the actor owns the project."""
+    pending = project.invitations.exclude(username=username)
+    if pending.count() >= MAX_PENDING_INVITATIONS:
+        raise ServiceError(
+            f"{project.slug} has {MAX_PENDING_INVITATIONS} pending invitations; withdraw some first", code=409
+        )
+    invitation, _ = Invitation.objects.update_or_create(
+        project=project, username=username, defaults={"role": role, "invited_by": actor}
+    )
+    audit(project=project, action="member.invite", actor=actor, user=username, role=role)
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, invitation: Invitation, user) -> Membership:
+    """The invited user joins with the offered role (a member already keeps the role they have)."""
+    if invitation.username != user.get_username():
+        raise ServiceError("this invitation is for someone else", code=404)
+    membership = Membership.objects.filter(project=invitation.project, user=user).first()
+    if membership is None:
+        membership = membership_set(project=invitation.project, user=user, role=invitation.role, actor=user)
+    invitation.delete()
+    audit(project=invitation.project, action="member.accept", actor=user, role=membership.role)
+    return membership
+
+
+@transaction.atomic
+def invitation_decline(*, invitation: Invitation, user) -> None:
+    if invitation.username != user.get_username():
+        raise ServiceError("this invitation is for someone else", code=404)
+    invitation.delete()
+    audit(project=invitation.project, action="member.decline", actor=user)
+
+
+@transaction.atomic
+def invitation_withdraw(*, project: Project, username: str, actor) -> bool:
+    deleted, _ = Invitation.objects.filter(project=project, username=username).delete()
+    if deleted:
+        audit(project=project, action="member.uninvite", actor=actor, user=username)
+    return bool(deleted)

@@ -324,6 +324,7 @@ def schedule_spec(schedule: Schedule) -> ScheduleSpec:
         concurrency_policy=schedule.concurrency_policy,
         starting_deadline_seconds=schedule.starting_deadline_seconds,
         target_url=function_target_url(function) + schedule.path,
+        kind=function.kind,
     )
 
 

@@ -4,15 +4,17 @@ All are safe to run twice. A transient ``BackendError`` is retried with backoff;
 last retry, is recorded on the function with the backend's message.
 """
 
+import logging
 from collections.abc import Callable
 
 from celery import shared_task
 
-from . import services
+from . import services, services_storage
 from .backends import BackendError
 from .models import Build, Function, Revision
 
 RETRY = {"max_retries": 5, "retry_backoff": 2, "retry_backoff_max": 60}
+log = logging.getLogger(__name__)
 
 
 def _drive(task, work: Callable[[], object], give_up: Callable[[str], None]) -> object:
@@ -69,11 +71,43 @@ def delete_function(self, function_id: int) -> None:
         lambda: services.function_delete_run(function=function),
         lambda msg: services.function_mark_failed(function=function, message=f"delete failed: {msg}"),
     )
+    if function.ephemeral and Function.objects.filter(pk=function_id, status="deleted").exists():
+        reclaim_storage.delay(function_id)  # an agent's function leaves nothing behind
+
+
+@shared_task(bind=True, acks_late=True, **RETRY)
+def reclaim_storage(self, function_id: int) -> None:
+    """Free a deleted function's archives, artifacts and rows; beat's ``reclaim_due`` retries later."""
+    function = Function.objects.select_related("project").filter(pk=function_id).first()
+    if function is None:
+        return
+    try:
+        services_storage.function_storage_reclaim(function=function)
+    except BackendError as exc:
+        if exc.permanent or self.request.retries >= self.max_retries:
+            log.warning("reclaiming %s failed: %s", function, exc.message)
+            return
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+
+
+@shared_task
+def reclaim_due() -> int:
+    due = services_storage.functions_reclaim_due()
+    for function_id in due:
+        reclaim_storage.delay(function_id)
+    return len(due)
 
 
 @shared_task
 def collect_expired() -> int:
     return services.functions_collect_expired()
+
+
+@shared_task
+def collect_orphans() -> int:
+    from .orphans import orphans_collect
+
+    return orphans_collect()
 
 
 from . import tasks_schedules  # noqa: E402,F401  (registers the schedule tasks)

@@ -19,9 +19,10 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from . import logstream, metrics, selectors, services
-from .backends import BackendError, get_backend
+from .backends import BackendError
 from .forms import FunctionFilterForm, LogSearchForm, MetricsRangeForm, SettingsForm
 from .models import Build, Role, Schedule
+from .secret_env import log_source
 from .services import ServiceError, function_ref
 
 TABS = [
@@ -129,9 +130,7 @@ async def _tail(backend, ref, tail: int) -> list:
 
 def _last_lines(function) -> tuple[list, str]:
     try:
-        return async_to_sync(_tail)(
-            get_backend(function.project), function_ref(function), OVERVIEW_LOG_LINES
-        ), ""
+        return async_to_sync(_tail)(log_source(function), function_ref(function), OVERVIEW_LOG_LINES), ""
     except BackendError as exc:
         return [], exc.message
 
@@ -204,9 +203,7 @@ def function_logs_search(request, project: str, name: str):
             return JsonResponse({"error": form.errors.get_json_data()}, status=400)
         return _render_tab(request, function, "logs", {"search": form}, status=400)
     try:
-        result = async_to_sync(logstream.search)(
-            get_backend(function.project), function_ref(function), **form.query()
-        )
+        result = async_to_sync(logstream.search)(log_source(function), function_ref(function), **form.query())
     except BackendError as exc:
         if request.GET.get("format") == "json":
             return JsonResponse({"error": exc.message}, status=502)
@@ -236,9 +233,7 @@ def function_logs_download(request, project: str, name: str):
     """The newest log lines as a text file: timestamp, instance, stream, text."""
     function = _function(request, project, name)
     try:
-        lines = async_to_sync(_snapshot)(
-            get_backend(function.project), function_ref(function), SNAPSHOT_LINES
-        )
+        lines = async_to_sync(_snapshot)(log_source(function), function_ref(function), SNAPSHOT_LINES)
     except BackendError as exc:
         return HttpResponse(f"logs are not available: {exc.message}\n", status=502, content_type="text/plain")
     body = "".join(

@@ -18,9 +18,10 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from .backends import BackendError, get_backend
+from .backends import BackendError
 from .forms import InvokeForm
 from .models import FunctionKind, Role
+from .secret_env import log_source
 from .services import ServiceError, function_ref
 
 HISTORY = 10
@@ -66,12 +67,12 @@ async def _lines_since(backend, ref, since) -> list:
 
 def call_lines(function, since: dt.datetime, path: str) -> tuple[dict, list]:
     """(the call's request line parsed, the lines its instance printed during the call)."""
-    backend, ref = get_backend(function.project), function_ref(function)
     bare = path.split("?", 1)[0] or "/"
     deadline = time.monotonic() + LINES_WAIT_SECONDS
     while True:
         try:
-            lines = async_to_sync(_lines_since)(backend, ref, since)
+            source, ref = log_source(function), function_ref(function)  # secret values masked
+            lines = async_to_sync(_lines_since)(source, ref, since)
         except BackendError:
             return {}, []
         requests = [x for x in lines if x.stream == "request" and _path_of(x.text).endswith(bare)]

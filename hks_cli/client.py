@@ -89,6 +89,9 @@ class Api:
     def post(self, path: str, **kwargs):
         return _json_or_none(self.request("POST", path, **kwargs))
 
+    def put(self, path: str, **kwargs):
+        return _json_or_none(self.request("PUT", path, **kwargs))
+
     def patch(self, path: str, **kwargs):
         return _json_or_none(self.request("PATCH", path, **kwargs))
 

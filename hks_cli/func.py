@@ -137,7 +137,12 @@ def _add_commands(sub, own: set[str]) -> None:
     env_sub = env.add_subparsers(dest="env_command", metavar="COMMAND")
     env_set = env_sub.add_parser("set", help="set variables: K=V ...")
     env_set.add_argument("pairs", nargs="+", metavar="K=V")
-    env_unset = env_sub.add_parser("unset", help="remove variables: K ...")
+    env_set.add_argument(
+        "--secret",
+        action="store_true",
+        help="store the values as secrets: write-only, encrypted at rest, masked in logs",
+    )
+    env_unset = env_sub.add_parser("unset", help="remove variables (plain or secret): K ...")
     env_unset.add_argument("keys", nargs="+", metavar="K")
     env_list = env_sub.add_parser("list", help="show the variables")
     for parser in (env_set, env_unset, env_list):

@@ -182,6 +182,7 @@ def cmd_describe(args) -> int:
         ("Resources", f"{resources['cpu_millicores']}m CPU, {resources['memory_mb']} MiB"),
         ("Timeout", f"{function['timeout_seconds']} s"),
         ("Env", ", ".join(sorted(function["env"])) or "-"),
+        ("Secrets", ", ".join(function.get("secrets", [])) or "-"),
         ("Deployed", function["deployed_at"] or "-"),
     ]
     for label, value in rows:
@@ -264,26 +265,39 @@ def _parse_pairs(pairs: list[str]) -> dict[str, str]:
     return parsed
 
 
+SECRET_MASK = "********"
+
+
 def cmd_env(args) -> int:
     if not args.env_command:
-        raise CliError("choose: hks-func env set K=V... | unset K... | list", USAGE)
+        raise CliError("choose: hks-func env set [--secret] K=V... | unset K... | list", USAGE)
     api, _, name, base = _target(args)
-    env = dict(api.get(base)["env"])
-    if args.env_command == "set":
+    function = api.get(base)
+    env, secrets = dict(function["env"]), list(function.get("secrets", []))
+    change: dict = {}
+    if args.env_command == "set" and args.secret:
+        change["secrets"] = _parse_pairs(args.pairs)
+    elif args.env_command == "set":
         env.update(_parse_pairs(args.pairs))
+        change["env"] = env
     elif args.env_command == "unset":
-        missing = [key for key in args.keys if key not in env]
+        missing = [key for key in args.keys if key not in env and key not in secrets]
         if missing:
             info(f"not set, nothing to remove: {', '.join(missing)}")
-        for key in args.keys:
-            env.pop(key, None)
-    if args.env_command != "list":
-        env = api.patch(base, json={"env": env})["env"]
-    if args.output == "json":
-        emit_json(env)
+        change["env"] = {key: value for key, value in env.items() if key not in args.keys}
+        removed = {key: None for key in args.keys if key in secrets}
+        if removed:
+            change["secrets"] = removed
+    if change:
+        function = api.patch(base, json=change)
+        env, secrets = function["env"], function.get("secrets", [])
+    if args.output == "json":  # name -> value, a secret's value masked as in the text form
+        emit_json({**env, **{key: SECRET_MASK for key in secrets}})
     else:
         for key in sorted(env):
             print(f"{key}={env[key]}")
-        if args.env_command != "list":
+        for key in sorted(secrets):
+            print(f"{key}={SECRET_MASK} (secret)")
+        if change:
             info(f"{name} is redeployed with the new environment.")
     return 0

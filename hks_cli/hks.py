@@ -2,7 +2,8 @@
 
 hks login [URL | --url URL] [--token T | --username U [--password-stdin]]   (also: hks --url URL login)
 hks logout | hks whoami
-hks project list | select NAME | current | kubeconfig [-o FILE]
+hks project list | select NAME | current | kubeconfig [-o FILE] | invite USER [--role ROLE]
+hks invitation list | accept PROJECT | decline PROJECT
 """
 
 from __future__ import annotations
@@ -195,6 +196,46 @@ def cmd_project_kubeconfig(args) -> int:
     return 0
 
 
+def cmd_project_invite(args) -> int:
+    """Owners invite a user name; the user joins when they accept (``hks invitation accept``)."""
+    api = api_from(args)
+    slug = require_project(api)
+    answer = api.put(f"/projects/{slug}/members/{args.username}", json={"role": args.role})
+    if args.output == "json":
+        emit_json(answer)
+    elif answer.get("status") == "invited":
+        print(
+            f"Invited {args.username} to {slug} as {args.role}. If that account exists, it joins when it "
+            f"runs `hks invitation accept {slug}`."
+        )
+    else:  # a member's role changed, or an operator added the account at once
+        print(f"{args.username} is {answer['role']} in {slug}.")
+    return 0
+
+
+def cmd_invitation_list(args) -> int:
+    invitations = api_from(args).get("/invitations")
+    if args.output == "json":
+        emit_json(invitations)
+    else:
+        table(invitations, ["project", "role", "invited_by", "created_at"], empty="No pending invitations.")
+    return 0
+
+
+def cmd_invitation_answer(args) -> int:
+    api = api_from(args)
+    verb = args.invitation_command
+    answer = api.post(f"/invitations/{args.project}/{verb}")
+    if verb == "accept":
+        print(
+            f"Joined {answer['slug']} as {answer['role']}. "
+            f"Select it with `hks project select {answer['slug']}`."
+        )
+    else:
+        print(f"Declined the invitation to {args.project}.")
+    return 0
+
+
 # Parser -----------------------------------------------------------------------------------------
 
 
@@ -236,6 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     kube = psub.add_parser("kubeconfig", help="save the kubeconfig of a Knative project (mode 0600)")
     kube.add_argument("-o", "--file", help="where to write it ('-' for stdout; default: the config dir)")
     kube.set_defaults(handler=cmd_project_kubeconfig)
+    invite = psub.add_parser("invite", help="invite a user to the selected project (owners)")
+    invite.add_argument("username")
+    invite.add_argument("--role", choices=["viewer", "developer", "owner"], default="developer")
+    add_output_flag(invite)
+    invite.set_defaults(handler=cmd_project_invite)
+
+    invitation = sub.add_parser("invitation", help="projects inviting you: list, accept, decline")
+    isub = invitation.add_subparsers(dest="invitation_command", required=True, metavar="COMMAND")
+    ilist = isub.add_parser("list", help="pending invitations")
+    add_output_flag(ilist)
+    ilist.set_defaults(handler=cmd_invitation_list)
+    for verb in ("accept", "decline"):
+        answer = isub.add_parser(verb, help=f"{verb} the invitation to PROJECT")
+        answer.add_argument("project")
+        answer.set_defaults(handler=cmd_invitation_answer)
     return parser
 
 

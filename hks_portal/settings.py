@@ -6,6 +6,7 @@ socket there (started by the run command and by the test suite when ``REDIS_URL`
 """
 
 import secrets
+import shlex
 from pathlib import Path
 
 import dj_database_url
@@ -113,6 +114,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 5.0,
         "options": {"expires": 5},
     },
+    "reclaim-storage": {
+        "task": "functions.tasks.reclaim_due",
+        "schedule": 300.0,
+        "options": {"expires": 300},
+    },
+    "collect-orphans": {
+        "task": "functions.tasks.collect_orphans",
+        "schedule": 600.0,
+        "options": {"expires": 600},
+    },
     "dispatch-schedules": {
         "task": "functions.tasks_schedules.dispatch_schedules",
         "schedule": 5.0,
@@ -172,10 +183,30 @@ HKS_STATUS_STALE_SECONDS = env_int("HKS_STATUS_STALE_SECONDS", 30)
 HKS_ENCRYPTION_KEY = env_str("HKS_ENCRYPTION_KEY")  # Fernet key; derived from SECRET_KEY when unset
 # Knative backend: image builds (Kaniko; upstream was archived in 2025, this is the maintained fork), the
 # registry images are pushed to, the curl image for schedules and fetching sources, gVisor for agent code.
-HKS_KANIKO_IMAGE = env_str("HKS_KANIKO_IMAGE", "ghcr.io/osscontainertools/kaniko:latest")
+HKS_KANIKO_IMAGE = env_str("HKS_KANIKO_IMAGE", "ghcr.io/osscontainertools/kaniko:v1.28.3")
+HKS_KANIKO_EXTRA_ARGS = shlex.split(env_str("HKS_KANIKO_EXTRA_ARGS"))
 HKS_REGISTRY = env_str("HKS_REGISTRY", "registry.local/hks")
 # A dockerconfigjson Secret in each namespace, for pushing images.
 HKS_REGISTRY_SECRET = env_str("HKS_REGISTRY_SECRET")
+HKS_REGISTRY_INSECURE = env_bool("HKS_REGISTRY_INSECURE", False)  # plain-HTTP registry (K3s in-cluster)
+HKS_REGISTRY_CA_CONFIGMAP = env_str("HKS_REGISTRY_CA_CONFIGMAP")  # ConfigMap with the registry's ca.crt
+HKS_PORTAL_CA_CONFIGMAP = env_str("HKS_PORTAL_CA_CONFIGMAP")  # ConfigMap with the portal's ca.crt, for builds
+HKS_REGISTRY_MIRRORS = env_list("HKS_REGISTRY_MIRRORS", [])  # Docker Hub mirrors for base images
+HKS_BUILD_RETRIES = env_int("HKS_BUILD_RETRIES", 3)
+HKS_BUILD_CACHE = env_bool("HKS_BUILD_CACHE", False)
+HKS_KNATIVE_NODE_ARCH = env_str("HKS_KNATIVE_NODE_ARCH")  # e.g. "amd64" on a mixed-architecture cluster
+# NetworkPolicies: where Knative's traffic comes from, what operators add to functions' and builds' egress.
+HKS_KNATIVE_INGRESS_NAMESPACES = env_list(
+    "HKS_KNATIVE_INGRESS_NAMESPACES",
+    ["knative-serving", "kourier-system", "istio-system", "contour-external", "contour-internal"],
+)
+HKS_KNATIVE_EGRESS_CIDRS = env_list("HKS_KNATIVE_EGRESS_CIDRS", [])
+HKS_KNATIVE_EGRESS_NAMESPACES = env_list("HKS_KNATIVE_EGRESS_NAMESPACES", [])
+HKS_BUILD_EGRESS_CIDRS = env_list("HKS_BUILD_EGRESS_CIDRS", [])
+HKS_BUILD_EGRESS_INTERNET = env_bool("HKS_BUILD_EGRESS_INTERNET", True)
+# Whether the portal and workers run inside the functions' cluster: then they call functions by their
+# cluster-internal address; otherwise by the public URL (cluster-local functions are then out of reach).
+HKS_KNATIVE_PORTAL_IN_CLUSTER = env_bool("HKS_KNATIVE_PORTAL_IN_CLUSTER", False)
 HKS_CRON_IMAGE = env_str("HKS_CRON_IMAGE", "curlimages/curl:8.17.0")
 HKS_AGENT_RUNTIME_CLASS = env_str("HKS_AGENT_RUNTIME_CLASS")  # e.g. "gvisor"; empty = the cluster default
 HKS_BUILD_TIMEOUT_SECONDS = env_int("HKS_BUILD_TIMEOUT_SECONDS", 900)
@@ -185,8 +216,18 @@ HKS_MAX_ARCHIVE_BYTES = env_int("HKS_MAX_ARCHIVE_BYTES", 20 * 1024 * 1024)
 HKS_MAX_UNPACKED_BYTES = env_int("HKS_MAX_UNPACKED_BYTES", 100 * 1024 * 1024)
 HKS_MAX_ARCHIVE_MEMBERS = env_int("HKS_MAX_ARCHIVE_MEMBERS", 5000)
 HKS_EPHEMERAL_TTL_SECONDS = env_int("HKS_EPHEMERAL_TTL_SECONDS", 900)
+# A deleted function's archives, artifacts and rows stay this long (agents' functions: not at all).
+HKS_DELETED_RETENTION_SECONDS = env_int("HKS_DELETED_RETENTION_SECONDS", 7 * 24 * 3600)
 HKS_INTERNAL_JWT_TTL_SECONDS = env_int("HKS_INTERNAL_JWT_TTL_SECONDS", 300)
+# How much longer than a function's timeout the portal waits for the backend's own answer (a 504 naming it).
+HKS_INVOKE_GRACE_SECONDS = env_int("HKS_INVOKE_GRACE_SECONDS", 5)
 HKS_INTERNAL_JWT_KEY_FILE = env_str("HKS_INTERNAL_JWT_KEY_FILE")  # Ed25519 PEM; generated in DATA_DIR
+# POST /internal/v1/token per client address (every execute() without a shared Client mints one token).
+HKS_INTERNAL_TOKEN_RATE = env_str("HKS_INTERNAL_TOKEN_RATE", "600/m")
+# Proxies in front of the portal that append to X-Forwarded-For. 0: the client is REMOTE_ADDR, so a header
+# a client sets itself cannot dodge a per-address limit (sign-in guard, API throttles).
+HKS_NUM_PROXIES = env_int("HKS_NUM_PROXIES", 0)
+NINJA_NUM_PROXIES = HKS_NUM_PROXIES
 DATA_UPLOAD_MAX_MEMORY_SIZE = HKS_MAX_ARCHIVE_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 

@@ -9,6 +9,8 @@
     POST   /v1/builds                                  {runtime, archive_path, content_hash}: ndjson stream
                                                        of {"log": line}..., then {"artifact": dir} or
                                                        {"error": message, "permanent": bool}
+    DELETE /v1/artifacts/{content_hash}                free a built artifact: 200 {"deleted": bool}, or 409
+                                                       while a function's revision or a fresh build uses it
     GET    /metrics, /healthz                          no token (Prometheus scrapes it; bound to loopback)
 
 Errors are ``{"error": message, "permanent": bool}``; permanent means the same request cannot succeed later.
@@ -20,6 +22,9 @@ import asyncio
 import datetime as dt
 import hmac
 import json
+import re
+import shutil
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -27,6 +32,9 @@ from aiohttp import web
 from . import seccomp
 from .logstore import parse_ts
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
+
+ARTIFACT_NAME = re.compile(r"[0-9A-Za-z]{8,128}")
+ARTIFACT_GUARD_SECONDS = 600.0
 
 
 def error(status: int, message: str, *, permanent: bool) -> web.Response:
@@ -38,6 +46,9 @@ class ControlApi:
         self.daemon = daemon
         self.supervisor = daemon.supervisor
         self.build_slots = asyncio.Semaphore(2)  # builds are CPU-heavy; 2 cores
+        # content hash -> when a build last answered with an artifact that already existed: it belongs to a
+        # second revision the portal may not have recorded yet, so the artifact is not freed under it.
+        self.reused_at: dict[str, float] = {}
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth], client_max_size=1024 * 1024)
@@ -48,6 +59,7 @@ class ControlApi:
         app.router.add_get(fn + "/logs", self.logs)
         app.router.add_get("/v1/functions", self.list_functions)
         app.router.add_post("/v1/builds", self.build)
+        app.router.add_delete("/v1/artifacts/{content_hash}", self.delete_artifact)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         return app
@@ -197,15 +209,19 @@ class ControlApi:
             loop.call_soon_threadsafe(lines.put_nowait, {"log": str(line).rstrip("\n")})
 
         def run() -> dict:
+            artifacts_dir = self.daemon.data_dir / "artifacts"
+            reused = (artifacts_dir / content_hash / ".hks-built").exists()
             try:
                 artifact = self.daemon.core.build(
                     runtime=runtime,
                     archive_path=archive,
-                    artifacts_dir=self.daemon.data_dir / "artifacts",
+                    artifacts_dir=artifacts_dir,
                     layers_dir=self.daemon.layers_dir,
                     content_hash=content_hash,
                     on_log=on_log,
                 )
+                if reused:  # a second revision of this content, maybe not recorded by the portal yet
+                    self.reused_at[content_hash] = time.monotonic()
                 return {"artifact": str(artifact)}
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 permanent = type(exc).__name__ == "BuildError"
@@ -220,6 +236,28 @@ class ControlApi:
             else:
                 getter.cancel()
         await response.write((json.dumps(job.result()) + "\n").encode())
+
+    async def delete_artifact(self, request: web.Request) -> web.Response:
+        content_hash = request.match_info["content_hash"]
+        if not ARTIFACT_NAME.fullmatch(content_hash):
+            return error(400, "not an artifact name", permanent=True)
+        target = self.daemon.data_dir / "artifacts" / content_hash
+        users = [
+            f"{fn.spec.namespace}/{fn.spec.name}"
+            for fn in self.supervisor.functions.values()
+            if any(Path(rev.spec.artifact) == target for rev in [*fn.revisions()])
+            or Path(fn.spec.artifact) == target
+        ]
+        if users:
+            return error(409, f"artifact in use by {', '.join(sorted(users))}", permanent=False)
+        if (
+            time.monotonic() - self.reused_at.get(content_hash, -ARTIFACT_GUARD_SECONDS)
+            < ARTIFACT_GUARD_SECONDS
+        ):
+            return error(409, "artifact reused by a build moments ago", permanent=False)
+        existed = target.exists()
+        await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, target, True)
+        return web.json_response({"deleted": existed})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -2,7 +2,9 @@
 to an instance, holding the request while a scaled-to-zero function starts.
 
 Answers of its own: 404 unknown function, 413 body over the limit, 502 instance crashed or cannot start,
-504 request timeout (the function's ``timeout_seconds``, cold start included, as Knative counts it).
+504 request timeout (the function's ``timeout_seconds``, cold start included, as Knative counts it). When a
+sandbox limit is why, the answer says so in ``X-Hks-Failure`` (``timeout``, ``out-of-memory``,
+``process-limit``, ``crashed``) and in its text, for the SDK to name the error.
 A ``cluster-local`` function answers only to clients on this machine; to any other it is unknown (404).
 """
 
@@ -17,6 +19,36 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .supervisor import FunctionState, Supervisor, Unavailable
+
+FAILURE_HEADER = "X-Hks-Failure"
+FAILURE_TEXT = {
+    "out-of-memory": "out of memory (killed at the sandbox's memory limit)",
+    "process-limit": "the code hit the sandbox's process limit",
+}
+
+
+def _limit_hit(inst) -> str:
+    """Which sandbox limit the instance ran into, if any: "out-of-memory", "process-limit" or ""."""
+    proc = inst.proc
+    try:
+        if proc is not None and proc.oom_killed():
+            return "out-of-memory"
+        if proc is not None and proc.hit_process_limit():
+            return "process-limit"
+    except (OSError, AttributeError, ValueError):
+        pass
+    return ""
+
+
+async def _why_it_failed(inst) -> str:
+    """The connection to an instance broke: give its process a moment to end (the kernel's OOM kill and the
+    exit are not instant), then say whether a limit killed it."""
+    for _ in range(20):
+        if inst.proc is None or inst.proc.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    return _limit_hit(inst) or "crashed"
+
 
 HOP_BY_HOP = frozenset(
     h.lower()
@@ -103,11 +135,14 @@ class Gateway:
             async with asyncio.timeout(fn.spec.timeout_seconds):
                 return await self._forward(request, fn, path, body)
         except TimeoutError:
-            if request.get("hks_instance") is not None:
-                self.supervisor.check_liveness(request["hks_instance"])
-            return web.Response(
-                status=504, text=f"function did not answer within {fn.spec.timeout_seconds}s\n"
-            )
+            inst = request.get("hks_instance")
+            if inst is not None:
+                self.supervisor.check_liveness(inst)
+            text = f"function did not answer within {fn.spec.timeout_seconds}s"
+            kind = "timeout"
+            if inst is not None and _limit_hit(inst) == "process-limit":
+                kind, text = "process-limit", f"{text}: the code hit the sandbox's process limit"
+            return web.Response(status=504, text=text + "\n", headers={FAILURE_HEADER: kind})
         except Unavailable as exc:
             return web.Response(status=502, text=f"function unavailable: {exc}\n")
 
@@ -132,7 +167,11 @@ class Gateway:
                     return web.Response(status=502, text="function instance is not accepting connections\n")
             except (aiohttp.ClientError, ConnectionError) as exc:
                 healthy = False
-                return web.Response(status=502, text=f"function instance failed: {type(exc).__name__}\n")
+                kind = await _why_it_failed(inst)
+                reason = FAILURE_TEXT.get(kind, type(exc).__name__)
+                return web.Response(
+                    status=502, text=f"function instance failed: {reason}\n", headers={FAILURE_HEADER: kind}
+                )
             finally:
                 self.supervisor.release(inst, healthy=healthy)
         raise AssertionError("unreachable")

@@ -41,6 +41,19 @@ STARTUP_TIMEOUT = 60.0
 START_ATTEMPTS = 3  # a new revision that cannot start is retried this often, then reported failed
 
 
+def pipe_reader(loop: asyncio.AbstractEventLoop, fd: int):
+    """A file object over ``fd`` for ``loop.connect_read_pipe`` that gets ``fd`` closed exactly once.
+
+    uvloop hands the fd to libuv, which closes it when the transport ends, and then closes the file object
+    as well. That second close(2) of the same number is harmless only in a single-threaded process: here
+    the builder's and spawner's threads open files all the time, and one that got the number in between
+    lost its fd ("[Errno 9] Bad file descriptor" in 1 of 150 concurrent agent builds). Under uvloop the file
+    object therefore never closes the fd; under asyncio's own loop the transport closes it through the file.
+    """
+    owned_by_loop = type(loop).__module__.startswith("uvloop")
+    return os.fdopen(fd, "rb", buffering=0, closefd=not owned_by_loop)
+
+
 class InstanceLifecycle:
     def _start(self, fn: FunctionState, rev: RevisionState, *, cold: bool = False) -> None:
         if self.closing or self.functions.get(fn.key) is not fn:
@@ -159,7 +172,7 @@ class InstanceLifecycle:
 
             # Our own copy of the fd: the sandbox's cleanup() closes its pipes, and a closed fd number reused
             # by the next instance's pipe while this transport still watches it would break both.
-            reader = os.fdopen(os.dup(pipe.fileno()), "rb", buffering=0)
+            reader = pipe_reader(loop, os.dup(pipe.fileno()))
             background.start(loop.connect_read_pipe(lambda w=write: LinePump(w, lambda: None), reader))
         watch_exit(loop, inst.proc, lambda code: self._exited(fn, inst, code))
 

@@ -396,7 +396,8 @@ class SandboxedProcess:
         self.stdout = popen.stdout
         self.stderr = popen.stderr
         self.unprivileged = False  # True when the code runs as the host's "nobody" rather than root
-        self._final: tuple[bool, float | None] | None = None  # (oom_killed, cpu_seconds) once it has ended
+        # (oom_killed, cpu_seconds, hit_process_limit) once it has ended
+        self._final: tuple[bool, float | None, bool] | None = None
 
     def poll(self) -> int | None:
         code = self._popen.poll()
@@ -412,7 +413,7 @@ class SandboxedProcess:
     def _finish(self) -> None:
         """On first sight of the exit: keep what metrics need, then drop the cgroups (without blocking)."""
         if self._final is None:
-            self._final = (self._read_oom(), self._read_cpu())
+            self._final = (self._read_oom(), self._read_cpu(), self._read_pids_max())
         self._remove_cgroups(attempts=1)
 
     def _remove_cgroups(self, attempts: int) -> None:
@@ -486,6 +487,14 @@ class SandboxedProcess:
         if self.limits_mode == "cgroup-v1":
             return bool(_stat_value(_read(self.cgroups["memory"] / "memory.oom_control"), "oom_kill"))
         return False
+
+    def hit_process_limit(self) -> bool:
+        """True when a fork in this sandbox failed at its process limit (cgroup modes only)."""
+        return self._final[2] if self._final is not None else self._read_pids_max()
+
+    def _read_pids_max(self) -> bool:
+        cgroup = self.cgroups.get("unified" if self.limits_mode == "cgroup-v2" else "pids")
+        return cgroup is not None and bool(_stat_value(_read(cgroup / "pids.events"), "max"))
 
     def memory_bytes(self) -> int | None:
         """Working set like cAdvisor's: usage minus inactive file cache. None once the sandbox has ended."""

@@ -45,5 +45,8 @@ class StateFile:
             ],
         }
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.unlink(missing_ok=True)
+        # Specs carry secret env values: readable by the runtime's user only, like a kubelet's Secrets.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, self.path)

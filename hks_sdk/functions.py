@@ -23,8 +23,10 @@ def execute(
 
     The function is deleted afterwards whatever happens; if this process dies first, the platform deletes
     it when its time to live runs out. Raises ``DeployError`` when the code could not be deployed and
-    ``HksError`` when the platform refused a request; errors raised by the code itself, and a run past
-    ``timeout`` seconds, come back in ``Execution.error``.
+    ``HksError`` when the platform refused a request. Every outcome of the code itself comes back in
+    ``Execution.error``: what it raised, ``TimeoutError`` for a run past ``timeout`` seconds,
+    ``MemoryError`` ("out of memory") when the sandbox's memory limit killed it, ``ProcessLimitError`` when
+    it hit the process limit, ``ExecutionError`` when its process ended without an answer.
     """
     own_client = client is None
     client = client or Client()
@@ -40,7 +42,7 @@ def execute(
         invoked = time.perf_counter()
         response = client.invoke(name, timeout=timeout + 30)
         timings["invoke_ms"] = (time.perf_counter() - invoked) * 1000
-        return _execution(response, name, timings)
+        return _execution(response, name, timings, timeout)
     finally:
         if name:
             try:
@@ -51,17 +53,30 @@ def execute(
             client.close()
 
 
-def _execution(response: dict, name: str, timings: dict[str, float]) -> Execution:
+# What the platform's X-Hks-Failure header names, as the error the code's run ends with.
+FAILURES = {
+    "timeout": ("TimeoutError", "the code did not finish within {timeout} s"),
+    "out-of-memory": ("MemoryError", "out of memory: the sandbox's memory limit was reached"),
+    "process-limit": ("ProcessLimitError", "the code hit the sandbox's process limit (too many processes)"),
+    "crashed": ("ExecutionError", "the sandbox's process ended without answering"),
+    "unreachable": ("ExecutionError", "the sandbox could not be reached"),
+}
+
+
+def _execution(response: dict, name: str, timings: dict[str, float], timeout: int = 0) -> Execution:
+    """Every answer of the invoke is an outcome of the code: its JSON result, or the reason it has none."""
     status = response["status"]
     if status == 200:
         try:
             return Execution.from_response(json.loads(response["body"]), function=name, timings=timings)
         except (ValueError, TypeError):
             pass
-    reason = "TimeoutError" if status == 504 else "ExecutionError"
-    detail = response.get("body", "")[:2000]
+    headers = {str(k).lower(): str(v) for k, v in (response.get("headers") or {}).items()}
+    failure = headers.get("x-hks-failure") or ("timeout" if status == 504 else "")
+    reason, text = FAILURES.get(failure, ("ExecutionError", "the code's run ended without a result"))
+    detail = str(response.get("body", ""))[:2000].strip()
     return Execution(
-        error=ExecutionError(name=reason, value=f"HTTP {status}: {detail}"),
+        error=ExecutionError(name=reason, value=f"{text.format(timeout=timeout)} (HTTP {status}: {detail})"),
         exit_code=1,
         function=name,
         timings=timings,

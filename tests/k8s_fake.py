@@ -6,14 +6,25 @@ against the real schemas (Kubernetes' own with ``kubernetes-validate --strict``,
 ``tests/knative_schemas.py``: a pinned package of Knative Serving's models, strict about unknown fields),
 so an invalid manifest gets a 422 here too.
 
-It also plays the controllers the platform relies on:
+It also plays the controllers the platform relies on, as they behave on a real cluster (each behaviour is
+cited where it is implemented, under "Controllers"):
 
-- a Job gets a Pod (with log lines) and becomes Complete shortly after creation, or Failed when a test
-  called ``fail_next_job(message)``;
-- a Knative Service gets a Revision (``spec.template.metadata.name`` or ``{name}-{generation:05d}``), a
-  running Pod with a ``user-container`` and ``status`` Ready=True with ``url``
-  ``http://{name}.{namespace}.example.test``, ``address.url`` and ``latestReadyRevisionName``;
-  ``fail_next_revision(message)`` makes the next one fail instead;
+- pods start Pending, then their containers wait (ContainerCreating, PodInitializing), then run; the log
+  endpoint answers 400 for a container that has not started;
+- Pod Security Admission enforces the namespace's ``pod-security.kubernetes.io/enforce`` level: a refused
+  Job pod is never created, the Job records a FailedCreate event and fails by deadline
+  (``job_deadline_cap`` seconds at most here);
+- a Job runs its pod (init container, then the main one) and becomes Complete (conditions
+  SuccessCriteriaMet, Complete) or Failed when a test called ``fail_next_job(message)``; a Kaniko
+  container "pushes" an image into ``images`` that holds the code only if nothing the Dockerfile copies
+  lies under one of the container's mount points, and reports the digest as its termination message
+  when ``--digest-file`` is the termination log;
+- a Knative Service gets a Revision (``spec.template.metadata.name`` or ``{name}-{generation:05d}``) and a
+  pod with a ``user-container``; Ready=True with ``url`` ``http://{name}.{namespace}.example.test``
+  (the internal URL for cluster-local Services), ``address.url`` and ``latestReadyRevisionName`` once the
+  pod runs. The revision fails instead when its image is a tag of a registry Knative's controller cannot
+  resolve (not in ``resolvable_registries``), when the image is one ``images`` holds without the code
+  (the container exits, CrashLoopBackOff), or when a test called ``fail_next_revision(message)``;
 - deleting a Job, a Knative Service or a Namespace deletes what they own.
 
 Fixtures: ``fake_k8s_server`` (one server per test session), ``fake_k8s`` (the same server, emptied
@@ -21,8 +32,9 @@ before each test) and ``knative_project`` (the "acme" project on the knative bac
 The server object has ``url``, ``token``, ``kubeconfig`` (YAML text), ``objects`` (a snapshot
 ``{(resource, namespace, name): object}`` where ``resource`` is named the way kubectl does:
 ``jobs.batch``, ``services.serving.knative.dev``, ``serviceaccounts``...), ``get``/``list``,
-``append_log``, ``fail_next_job``, ``fail_next_revision``, ``fail_next_request``, ``requests``, and the
-controller delays ``job_seconds``/``ready_seconds`` (back to their defaults at each reset).
+``append_log``, ``record_event``, ``fail_next_job``, ``fail_next_revision``, ``fail_next_request``,
+``requests``, ``images``, ``resolvable_registries``, and the controller delays
+``job_seconds``/``ready_seconds``/``job_deadline_cap`` (all back to their defaults at each reset).
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import hashlib
 import itertools
 import json
 import re
@@ -75,6 +88,7 @@ RESOURCE_TYPES = {
         ResourceType("", "v1", "secrets", "Secret"),
         ResourceType("", "v1", "configmaps", "ConfigMap"),
         ResourceType("", "v1", "pods", "Pod"),
+        ResourceType("", "v1", "events", "Event"),
         ResourceType("batch", "v1", "jobs", "Job"),
         ResourceType("batch", "v1", "cronjobs", "CronJob"),
         ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
@@ -177,6 +191,113 @@ def _knative_webhook_problem(ksvc: dict) -> str:
 
 # Helpers --------------------------------------------------------------------------------------------
 
+# What the kubelet itself mounts into every container (https://kubernetes.io/docs/tasks/debug/
+# debug-application/determine-reason-pod-failure/ for the termination log; /etc/hosts, hostname and
+# resolv.conf are the pod's, https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/).
+KUBELET_MOUNTS = ("/dev/termination-log", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+# Capabilities the baseline Pod Security Standard allows to add.
+BASELINE_CAPABILITIES = {
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+}
+
+
+def _under(path: str, mount: str) -> bool:
+    mount = mount.rstrip("/") or "/"
+    return path == mount or path.startswith(mount + "/") or mount == "/"
+
+
+def _repository(reference: str) -> str:
+    """``registry:5000/a/b:tag`` -> ``registry:5000/a/b`` (a colon after the last slash is a tag)."""
+    head, _, tail = reference.rpartition(":")
+    return head if head and "/" not in tail else reference
+
+
+def _dockerfile_recipe(text: str) -> dict:
+    """What the fake Kaniko needs from a Dockerfile: where COPY puts files (resolved against WORKDIR),
+    the start command, and how that command fails when the files are missing."""
+    workdir, copies, cmd = "/", [], []
+    for raw in text.replace("\\\n", " ").splitlines():
+        parts = raw.strip().split(None, 1)
+        if len(parts) < 2:
+            continue
+        instruction, rest = parts[0].upper(), parts[1]
+        if instruction == "WORKDIR":
+            workdir = rest if rest.startswith("/") else f"{workdir.rstrip('/')}/{rest}"
+        elif instruction in ("COPY", "ADD"):
+            dest = rest.split()[-1]
+            dest = workdir if dest in (".", "./") else dest
+            copies.append(dest if dest.startswith("/") else f"{workdir.rstrip('/')}/{dest}")
+        elif instruction == "CMD":
+            cmd = json.loads(rest) if rest.startswith("[") else ["/bin/sh", "-c", rest]
+    if cmd[:1] == ["faas-js-runtime"]:
+        missing = f"Error: Cannot find module '{workdir.rstrip('/')}/{cmd[-1].removeprefix('./')}'"
+    elif cmd[:1] == ["python"]:
+        missing = "ModuleNotFoundError: No module named 'function'"
+    else:
+        missing = f"exec: {cmd[:1]}: no such file or directory"
+    return {"workdir": workdir, "copies": copies, "cmd": cmd, "missing": missing}
+
+
+def _waiting_reason(pod: dict, container: str) -> str:
+    """Why the kubelet has no log for ``container`` yet (kubernetes pkg/kubelet/kubelet_pods.go
+    validateContainerLogStatus): no status yet, or waiting without a previous run."""
+    status = pod.get("status", {})
+    statuses = [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
+    found = next((s for s in statuses if s["name"] == container), None)
+    if found is None:
+        return "ContainerCreating"
+    waiting = found["state"].get("waiting")
+    if waiting is None or found.get("lastState", {}).get("terminated"):
+        return ""
+    return waiting.get("reason") or "ContainerCreating"
+
+
+def _container_terminated(pod: dict, container: str) -> bool:
+    status = pod.get("status", {})
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    statuses = [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
+    return any(s["name"] == container and "terminated" in s["state"] for s in statuses)
+
+
+def _container_status(container: dict, *, waiting: str = "", running: bool = False, terminated=None) -> dict:
+    if terminated is not None:
+        code, reason, message = terminated
+        state = {
+            "terminated": {
+                "exitCode": code,
+                "reason": reason,
+                "startedAt": _ts(_now()),
+                "finishedAt": _ts(_now()),
+                **({"message": message} if message else {}),
+            }
+        }
+    elif running:
+        state = {"running": {"startedAt": _ts(_now())}}
+    else:
+        state = {"waiting": {"reason": waiting}}
+    return {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": running,
+        "restartCount": 0,
+        "started": running,
+        "state": state,
+    }
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -240,6 +361,18 @@ def _matches(labels: dict, selector: str) -> bool:
     return True
 
 
+def _matches_fields(obj: dict, selector: str) -> bool:
+    """Equality field selectors (``involvedObject.name=x``, ``metadata.name=y``)."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        path, _, wanted = term.replace("==", "=").partition("=")
+        value = obj
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if str(value if value is not None else "") != wanted:
+            return False
+    return True
+
+
 def _omit_empty(meta: dict) -> None:
     """Go's ``omitempty``: the server stores no empty labels or annotations map."""
     for field in ("labels", "annotations"):
@@ -278,6 +411,13 @@ class FakeKubernetes:
             self._logs: dict[tuple[str, str, str], list[tuple[dt.datetime, str]]] = {}
             self._job_failures: list[str] = []
             self._revision_failures: list[str] = []
+            # What the fake registry holds: image reference (tag and digest) -> what Kaniko put in it.
+            self.images: dict[str, dict] = {}
+            # Registries Knative's controller can resolve tags from (public, trusted TLS, in its DNS).
+            self.resolvable_registries = {"docker.io", "index.docker.io", "ghcr.io", "gcr.io", "quay.io"}
+            # A Job whose pod is never created fails at min(activeDeadlineSeconds, this).
+            self.job_deadline_cap = 3.0
+            self.unpullable: list[str] = []
             self._request_failures: list[tuple[str, str, int, str]] = []
             self.requests: list[tuple[str, str]] = []
 
@@ -310,6 +450,13 @@ class FakeKubernetes:
         """The next Knative revision does not become ready: Ready=False with ``message``."""
         with self._lock:
             self._revision_failures.append(message)
+
+    def nodes_cannot_pull(self, image_prefix: str) -> None:
+        """Nodes cannot pull images starting with ``image_prefix`` (no registries.yaml entry, say): the
+        pod's user-container stays waiting in ImagePullBackOff and Knative keeps the revision Unknown until
+        its progress deadline (600 s by default, config-deployment), longer than any test waits."""
+        with self._lock:
+            self.unpullable.append(image_prefix)
 
     def fail_next_request(
         self, method: str, path_contains: str, status: int = 500, message: str = "injected failure"
@@ -439,7 +586,12 @@ class FakeKubernetes:
         method = request.method
         if not name:
             if method == "GET":
-                return self._list(rtype, namespace, request.query.get("labelSelector", ""))
+                return self._list(
+                    rtype,
+                    namespace,
+                    request.query.get("labelSelector", ""),
+                    request.query.get("fieldSelector", ""),
+                )
             if method == "POST":
                 return self._create(rtype, namespace, body)
             if method == "DELETE":
@@ -476,13 +628,14 @@ class FakeKubernetes:
             return _status(405, "MethodNotAllowed", f"{request.method} is not supported on status")
         return web.json_response(obj)
 
-    def _list(self, rtype, namespace, selector) -> web.Response:
+    def _list(self, rtype, namespace, selector, fields: str = "") -> web.Response:
         items = [
             obj
             for (res, ns, _), obj in sorted(self._store.items())
             if res == rtype.name
             and namespace in ("", ns)
             and _matches(obj["metadata"].get("labels", {}), selector)
+            and _matches_fields(obj, fields)
         ]
         return web.json_response(
             {
@@ -669,6 +822,30 @@ class FakeKubernetes:
             self._store.pop(key, None)
 
     # Controllers ---------------------------------------------------------------------------------
+    #
+    # Each behaviour below is what the real component does, with where it is written down:
+    # - pods go Pending (unscheduled, no container statuses), then their containers wait
+    #   (ContainerCreating, or PodInitializing behind an init container), then run
+    #   (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#container-states);
+    # - the log endpoint answers 400 "container ... is waiting to start" until a container has started
+    #   (kubernetes pkg/kubelet/kubelet_pods.go validateContainerLogStatus);
+    # - Pod Security Admission enforces the level of the namespace's pod-security.kubernetes.io/enforce
+    #   label when a pod is created; a Job whose pod is refused records a FailedCreate event, counts no
+    #   failed pod and fails only by its deadline, with condition Failed/DeadlineExceeded
+    #   (https://kubernetes.io/docs/concepts/security/pod-security-admission/,
+    #   https://kubernetes.io/docs/concepts/workloads/controllers/job/#job-termination-and-cleanup);
+    # - Kaniko leaves every mount point of its container out of the image it builds (osscontainertools/
+    #   kaniko pkg/util/fs_util.go DetectFilesystemIgnoreList), and writes the digest to --digest-file,
+    #   which Kubernetes reports as state.terminated.message when that file is the container's
+    #   terminationMessagePath (https://kubernetes.io/docs/tasks/debug/debug-application/
+    #   determine-reason-pod-failure/);
+    # - Knative's controller resolves an image tag to a digest itself, with its own trust and DNS, not the
+    #   nodes'; a registry it cannot reach fails the revision with ContainerMissing, and a digest is not
+    #   resolved at all (https://knative.dev/docs/serving/tag-resolution/, knative/serving
+    #   pkg/reconciler/revision/resolve.go);
+    # - a container whose image lacks the code exits at start; Knative marks the revision
+    #   ContainerHealthy=False "Container failed with: ..." (knative/serving
+    #   pkg/reconciler/revision/reconcile_resources.go).
 
     def _on_written(self, rtype: ResourceType, obj: dict) -> None:
         key = (rtype.name, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
@@ -676,8 +853,7 @@ class FakeKubernetes:
         if rtype.name == "jobs.batch":
             failure = self._job_failures.pop(0) if self._job_failures else None
             obj["status"] = {"active": 1, "startTime": _ts(_now())}
-            pod = self._start_job_pod(key, obj)
-            self._loop.call_later(self.job_seconds, self._finish_job, key, uid, pod, failure)
+            self._start_job(key, obj, failure)
         elif rtype.name == KSVC:
             failure = self._revision_failures.pop(0) if self._revision_failures else None
             obj["status"] = {
@@ -697,73 +873,263 @@ class FakeKubernetes:
             return None  # a newer write superseded this one; its own reconcile will run
         return obj
 
-    def _start_job_pod(self, key, job: dict) -> str:
-        """The Job's pod runs at once and logs its first lines; ``_finish_job`` ends it."""
+    def _later(self, seconds: float, callback, *args) -> None:
+        def locked():
+            with self._lock:
+                callback(*args)
+
+        self._loop.call_later(seconds, locked)
+
+    # Events ----------------------------------------------------------------------------------------
+
+    def record_event(self, namespace: str, kind: str, name: str, reason: str, message: str, type_="Warning"):
+        event_name = f"{name}.{uuid.uuid4().hex[:16]}"
+        self._store[("events", namespace, event_name)] = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": event_name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": str(next(self._rv)),
+                "creationTimestamp": _ts(_now()),
+            },
+            "involvedObject": {"kind": kind, "name": name, "namespace": namespace},
+            "reason": reason,
+            "message": message,
+            "type": type_,
+            "count": 1,
+            "firstTimestamp": _ts(_now()),
+            "lastTimestamp": _ts(_now()),
+        }
+
+    # Pod Security Admission ------------------------------------------------------------------------
+
+    def _pod_security_violations(self, namespace: str, pod_spec: dict) -> tuple[str, list[str]]:
+        """(level, violations) of ``pod_spec`` against the namespace's enforced level (the checks of the
+        Pod Security Standards the platform's pods could trip)."""
+        ns = self._store.get(("namespaces", "", namespace)) or {}
+        level = (
+            ns.get("metadata", {}).get("labels", {}).get("pod-security.kubernetes.io/enforce", "privileged")
+        )
+        if level == "privileged":
+            return level, []
+        pod_context = pod_spec.get("securityContext", {})
+        problems = []
+        containers = [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]
+        for container in containers:
+            context = container.get("securityContext", {})
+            if context.get("privileged"):
+                problems.append(f'privileged (container "{container["name"]}" must not set privileged=true)')
+            added = set(context.get("capabilities", {}).get("add", [])) - BASELINE_CAPABILITIES
+            if added:
+                problems.append(
+                    f'non-default capabilities (container "{container["name"]}": {sorted(added)})'
+                )
+            if level != "restricted":
+                continue
+            if context.get("allowPrivilegeEscalation") is not False:
+                problems.append(f'allowPrivilegeEscalation != false (container "{container["name"]}")')
+            if "ALL" not in context.get("capabilities", {}).get("drop", []):
+                problems.append(f'unrestricted capabilities (container "{container["name"]}" must drop ALL)')
+            if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+                problems.append(f'runAsNonRoot != true (container "{container["name"]}")')
+            seccomp = context.get("seccompProfile", pod_context.get("seccompProfile", {})).get("type")
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                problems.append(f'seccompProfile (container "{container["name"]}")')
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            if pod_spec.get(flag):
+                problems.append(f"host namespaces ({flag}=true)")
+        return level, problems
+
+    # Jobs and the build pod ------------------------------------------------------------------------
+
+    def _start_job(self, key, job: dict, failure: str | None) -> None:
         namespace, name, uid = key[1], key[2], job["metadata"]["uid"]
-        pod_spec = job["spec"]["template"]["spec"]
-        labels = {"job-name": name, "batch.kubernetes.io/job-name": name, "controller-uid": uid}
-        pod = self._make_pod(namespace, f"{name}-{_rand()}", labels, pod_spec, "Running")
-        for container in pod_spec.get("initContainers", []):
-            self.append_log(namespace, pod, container["name"], "fetched the build context")
-        for container in pod_spec["containers"]:
-            self.append_log(
-                namespace, pod, container["name"], f"INFO Retrieving build context ({container['name']})"
+        pod_spec = copy.deepcopy(job["spec"]["template"]["spec"])
+        pod_name = f"{name}-{_rand()}"
+        level, problems = self._pod_security_violations(namespace, pod_spec)
+        if problems:
+            self.record_event(
+                namespace,
+                "Job",
+                name,
+                "FailedCreate",
+                f'Error creating: pods "{pod_name}" is forbidden: violates PodSecurity "{level}:latest": '
+                + ", ".join(problems),
             )
-            self.append_log(namespace, pod, container["name"], "INFO Building the image")
-        return pod
+            deadline = min(job["spec"].get("activeDeadlineSeconds", 3600), self.job_deadline_cap)
+            self._later(deadline, self._job_deadline, key, uid)
+            return
+        labels = {"job-name": name, "batch.kubernetes.io/job-name": name, "controller-uid": uid}
+        self._make_pod(namespace, pod_name, labels, pod_spec)
+        step = self.job_seconds / 4
+        self._later(step, self._job_pod_initializing, namespace, pod_name)
+        self._later(2 * step, self._job_pod_running, namespace, pod_name)
+        self._later(self.job_seconds, self._finish_job, key, uid, pod_name, failure)
 
-    def _finish_job(self, key, uid, pod: str, failure: str | None) -> None:
-        with self._lock:
-            job = self._current(key, uid)
-            if job is None:
-                return
-            namespace = key[1]
-            pod_obj = self._store.get(("pods", namespace, pod))
-            if pod_obj is not None:
-                pod_obj["status"]["phase"] = "Failed" if failure else "Succeeded"
-            for container in job["spec"]["template"]["spec"]["containers"]:
-                self.append_log(namespace, pod, container["name"], self._last_build_line(container, failure))
-            now = _ts(_now())
+    def _job_deadline(self, key, uid) -> None:
+        job = self._current(key, uid)
+        if job is None or "conditions" in job["status"]:
+            return
+        now = _ts(_now())
+        message = "Job was active longer than specified deadline"
+        job["status"] = {
+            "startTime": job["status"]["startTime"],
+            "conditions": [
+                {
+                    "type": t,
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "message": message,
+                    "lastTransitionTime": now,
+                }
+                for t in ("FailureTarget", "Failed")
+            ],
+        }
+        job["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def _job_pod_initializing(self, namespace, pod_name) -> None:
+        pod = self._store.get(("pods", namespace, pod_name))
+        if pod is None:
+            return
+        spec = pod["spec"]
+        pod["status"]["initContainerStatuses"] = [
+            _container_status(c, running=True) for c in spec.get("initContainers", [])
+        ]
+        pod["status"]["containerStatuses"] = [
+            _container_status(
+                c, waiting="PodInitializing" if spec.get("initContainers") else "ContainerCreating"
+            )
+            for c in spec["containers"]
+        ]
+        for container in spec.get("initContainers", []):
+            self.append_log(namespace, pod_name, container["name"], "fetched the build context")
+        pod["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def _job_pod_running(self, namespace, pod_name) -> None:
+        pod = self._store.get(("pods", namespace, pod_name))
+        if pod is None:
+            return
+        spec = pod["spec"]
+        pod["status"]["phase"] = "Running"
+        pod["status"]["initContainerStatuses"] = [
+            _container_status(c, terminated=(0, "Completed", "")) for c in spec.get("initContainers", [])
+        ]
+        pod["status"]["containerStatuses"] = [_container_status(c, running=True) for c in spec["containers"]]
+        for container in spec["containers"]:
+            self.append_log(
+                namespace, pod_name, container["name"], f"INFO Retrieving build context ({container['name']})"
+            )
+            self.append_log(namespace, pod_name, container["name"], "INFO Building the image")
+        pod["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def _finish_job(self, key, uid, pod_name: str, failure: str | None) -> None:
+        job = self._current(key, uid)
+        if job is None:
+            return
+        namespace = key[1]
+        pod = self._store.get(("pods", namespace, pod_name))
+        if pod is None or pod["status"]["phase"] != "Running":
+            return
+        statuses = []
+        for container in pod["spec"]["containers"]:
+            message = ""
             if failure:
-                job["status"] = {
-                    "failed": 1,
-                    "startTime": job["status"]["startTime"],
-                    "conditions": [
-                        {
-                            "type": "FailureTarget",
-                            "status": "True",
-                            "reason": "BackoffLimitExceeded",
-                            "message": failure,
-                            "lastTransitionTime": now,
-                        },
-                        {
-                            "type": "Failed",
-                            "status": "True",
-                            "reason": "BackoffLimitExceeded",
-                            "message": f"Job has reached the specified backoff limit: {failure}",
-                            "lastTransitionTime": now,
-                        },
-                    ],
-                }
+                self.append_log(namespace, pod_name, container["name"], f"error building image: {failure}")
             else:
-                job["status"] = {
-                    "succeeded": 1,
-                    "startTime": job["status"]["startTime"],
-                    "completionTime": now,
-                    "conditions": [
-                        {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-                        {"type": "Complete", "status": "True", "lastTransitionTime": now},
-                    ],
-                }
-            job["metadata"]["resourceVersion"] = str(next(self._rv))
-
-    @staticmethod
-    def _last_build_line(container: dict, failure: str | None) -> str:
+                message = self._kaniko_push(namespace, pod, container)
+            statuses.append(
+                _container_status(
+                    container, terminated=(1 if failure else 0, "Error" if failure else "Completed", message)
+                )
+            )
+        pod["status"]["containerStatuses"] = statuses
+        pod["status"]["phase"] = "Failed" if failure else "Succeeded"
+        pod["metadata"]["resourceVersion"] = str(next(self._rv))
+        now = _ts(_now())
         if failure:
-            return f"error building image: {failure}"
-        args = container.get("args", []) + container.get("command", [])
-        destination = next((a.split("=", 1)[1] for a in args if a.startswith("--destination=")), "")
-        return f"INFO Pushed {destination}" if destination else "INFO Done"
+            job["status"] = {
+                "failed": 1,
+                "startTime": job["status"]["startTime"],
+                "conditions": [
+                    {
+                        "type": "FailureTarget",
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": failure,
+                        "lastTransitionTime": now,
+                    },
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": f"Job has reached the specified backoff limit: {failure}",
+                        "lastTransitionTime": now,
+                    },
+                ],
+            }
+        else:
+            job["status"] = {
+                "succeeded": 1,
+                "startTime": job["status"]["startTime"],
+                "completionTime": now,
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                    {"type": "Complete", "status": "True", "lastTransitionTime": now},
+                ],
+            }
+        job["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def _kaniko_push(self, namespace: str, pod: dict, container: dict) -> str:
+        """Play Kaniko: the image gets what the Dockerfile puts outside the container's mount points.
+        Returns the termination message (the digest, when --digest-file names the termination log)."""
+        args = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in container.get("args", []) if "=" in a}
+        destination = args.get("--destination", "")
+        if not destination:
+            self.append_log(namespace, pod["metadata"]["name"], container["name"], "INFO Done")
+            return ""
+        dockerfile = self._mounted_file(namespace, pod["spec"], container, args.get("--dockerfile", ""))
+        mounts = [m["mountPath"] for m in container.get("volumeMounts", [])] + list(KUBELET_MOUNTS)
+        recipe = _dockerfile_recipe(dockerfile or "")
+        has_code = bool(recipe["copies"]) and not any(
+            _under(path, mount) for path in recipe["copies"] for mount in mounts
+        )
+        digest = "sha256:" + hashlib.sha256(f"{destination}\n{dockerfile}\n{has_code}".encode()).hexdigest()
+        repository = _repository(destination)
+        self.images[f"{repository}@{digest}"] = {"tag": destination, "has_code": has_code, **recipe}
+        self.images[destination] = self.images[f"{repository}@{digest}"]
+        self.append_log(namespace, pod["metadata"]["name"], container["name"], f"INFO Pushed {destination}")
+        path = container.get("terminationMessagePath", "/dev/termination-log")
+        return digest if args.get("--digest-file") == path else ""
+
+    def _mounted_file(self, namespace: str, pod_spec: dict, container: dict, path: str) -> str | None:
+        """The text of ``path`` when it is a file of a ConfigMap volume the container mounts."""
+        volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            prefix = mount["mountPath"].rstrip("/") + "/"
+            volume = volumes.get(mount["name"], {})
+            if path.startswith(prefix) and "configMap" in volume:
+                config_map = self._store.get(("configmaps", namespace, volume["configMap"]["name"]))
+                return (config_map or {}).get("data", {}).get(path[len(prefix) :])
+        return None
+
+    # Knative ---------------------------------------------------------------------------------------
+
+    def _image_problem(self, image: str) -> str:
+        """Why Knative's controller cannot take ``image``: a tag it cannot resolve (ContainerMissing)."""
+        if "@sha256:" in image:
+            return ""
+        first = image.split("/", 1)[0]
+        host = (
+            first if "/" in image and ("." in first or ":" in first or first == "localhost") else "docker.io"
+        )
+        if host in self.resolvable_registries:
+            return ""
+        return (
+            f'Unable to fetch image "{image}": failed to resolve image to digest: '
+            f'Get "https://{host}/v2/": dial tcp: lookup {host.split(":")[0]}: no such host'
+        )
 
     def _reconcile_ksvc(self, key, uid, generation, failure: str | None) -> None:
         with self._lock:
@@ -773,40 +1139,111 @@ class FakeKubernetes:
             namespace, name = key[1], key[2]
             template = ksvc["spec"]["template"]
             revision = template.get("metadata", {}).get("name") or f"{name}-{generation:05d}"
-            now = _ts(_now())
-            status = {"observedGeneration": generation, "latestCreatedRevisionName": revision}
+            image = template["spec"]["containers"][0].get("image", "")
+            failure = failure or self._image_problem(image)
             if failure:
-                status["conditions"] = [
-                    {
-                        "type": t,
-                        "status": "False",
-                        "reason": "RevisionFailed",
-                        "message": failure,
-                        "lastTransitionTime": now,
-                    }
-                    for t in ("ConfigurationsReady", "Ready")
-                ]
-                previous = ksvc.get("status", {})
-                for field in ("url", "address", "latestReadyRevisionName", "traffic"):
-                    if field in previous:
-                        status[field] = previous[field]
-                ksvc["status"] = status
+                self._revision_failed(ksvc, generation, revision, failure)
                 return
-            self._make_revision(namespace, name, revision, ksvc, generation)
-            status.update(
-                latestReadyRevisionName=revision,
-                url=f"http://{name}.{namespace}.example.test",
-                address={"url": f"http://{name}.{namespace}.svc.cluster.local"},
-                traffic=[{"revisionName": revision, "latestRevision": True, "percent": 100}],
-                conditions=[
-                    {"type": t, "status": "True", "lastTransitionTime": now}
-                    for t in ("ConfigurationsReady", "Ready", "RoutesReady")
-                ],
-            )
-            ksvc["status"] = status
-            ksvc["metadata"]["resourceVersion"] = str(next(self._rv))
+            pod = self._make_revision(namespace, name, revision, ksvc, generation)
+            step = self.ready_seconds / 2
+            self._later(step, self._revision_pod_creating, namespace, pod)
+            self._later(2 * step, self._revision_pod_started, key, uid, generation, revision, pod, image)
 
-    def _make_revision(self, namespace, service, revision, ksvc, generation) -> None:
+    def _revision_failed(self, ksvc: dict, generation: int, revision: str, message: str) -> None:
+        now = _ts(_now())
+        status = {"observedGeneration": generation, "latestCreatedRevisionName": revision}
+        status["conditions"] = [
+            {
+                "type": t,
+                "status": "False",
+                "reason": "RevisionFailed",
+                "message": f'Revision "{revision}" failed with message: {message}',
+                "lastTransitionTime": now,
+            }
+            for t in ("ConfigurationsReady", "Ready")
+        ]
+        previous = ksvc.get("status", {})
+        for field in ("url", "address", "latestReadyRevisionName", "traffic"):
+            if field in previous:
+                status[field] = previous[field]
+        ksvc["status"] = status
+        ksvc["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def _revision_pod_creating(self, namespace: str, pod_name: str) -> None:
+        pod = self._store.get(("pods", namespace, pod_name))
+        if pod is None:
+            return
+        pod["status"]["containerStatuses"] = [
+            _container_status(c, waiting="ContainerCreating") for c in pod["spec"]["containers"]
+        ]
+        pod["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def _revision_pod_started(self, key, uid, generation, revision, pod_name, image) -> None:
+        ksvc = self._current(key, uid, generation)
+        namespace, name = key[1], key[2]
+        pod = self._store.get(("pods", namespace, pod_name))
+        if ksvc is None or pod is None:
+            return
+        if any(image.startswith(prefix) for prefix in self.unpullable):
+            user, queue = pod["spec"]["containers"]
+            message = f'Back-off pulling image "{image}"'
+            pod["status"]["containerStatuses"] = [
+                {
+                    **_container_status(user, waiting="ImagePullBackOff"),
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": message}},
+                },
+                _container_status(queue, running=True),
+            ]
+            pod["metadata"]["resourceVersion"] = str(next(self._rv))
+            return
+        built = self.images.get(image)
+        if built is not None and not built["has_code"]:
+            crash = built["missing"]
+            self.append_log(namespace, pod_name, "user-container", crash)
+            user, queue = pod["spec"]["containers"]
+            pod["status"]["phase"] = "Running"
+            pod["status"]["containerStatuses"] = [
+                {
+                    **_container_status(user, waiting="CrashLoopBackOff"),
+                    "restartCount": 1,
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": crash}},
+                },
+                _container_status(queue, running=True),
+            ]
+            pod["metadata"]["resourceVersion"] = str(next(self._rv))
+            self._revision_failed(ksvc, generation, revision, f"Container failed with: {crash}")
+            return
+        pod["status"]["phase"] = "Running"
+        pod["status"]["containerStatuses"] = [
+            _container_status(c, running=True) for c in pod["spec"]["containers"]
+        ]
+        pod["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.append_log(namespace, pod_name, "user-container", f"listening on :8080 ({revision})")
+        self.append_log(namespace, pod_name, "queue-proxy", "queue-proxy started")
+        now = _ts(_now())
+        ksvc["status"] = {
+            "observedGeneration": generation,
+            "latestCreatedRevisionName": revision,
+            "latestReadyRevisionName": revision,
+            "url": self._public_url(ksvc, name, namespace),
+            "address": {"url": f"http://{name}.{namespace}.svc.cluster.local"},
+            "traffic": [{"revisionName": revision, "latestRevision": True, "percent": 100}],
+            "conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("ConfigurationsReady", "Ready", "RoutesReady")
+            ],
+        }
+        ksvc["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def _public_url(self, ksvc: dict, name: str, namespace: str) -> str:
+        """A cluster-local Service's URL is its internal one (https://knative.dev/docs/serving/services/
+        private-services/); others get the config-domain's."""
+        labels = ksvc["metadata"].get("labels", {})
+        if labels.get("networking.knative.dev/visibility") == "cluster-local":
+            return f"http://{name}.{namespace}.svc.cluster.local"
+        return f"http://{name}.{namespace}.example.test"
+
+    def _make_revision(self, namespace, service, revision, ksvc, generation) -> str:
         labels = {
             "serving.knative.dev/service": service,
             "serving.knative.dev/configuration": service,
@@ -842,34 +1279,21 @@ class FakeKubernetes:
         for probe in ("readinessProbe", "livenessProbe"):  # Knative fills in the port of the user's probes
             if "httpGet" in user.get(probe, {}):
                 user[probe]["httpGet"].setdefault("port", port)
-        containers = [
-            user,
-            {"name": "queue-proxy", "image": "gcr.io/knative-releases/queue"},
-        ]
-        pod = self._make_pod(
-            namespace,
-            f"{revision}-deployment-{_rand(10)}-{_rand()}",
-            labels,
-            {"containers": containers},
-            "Running",
+        containers = [user, {"name": "queue-proxy", "image": "gcr.io/knative-releases/queue"}]
+        return self._make_pod(
+            namespace, f"{revision}-deployment-{_rand(10)}-{_rand()}", labels, {"containers": containers}
         )
-        self.append_log(namespace, pod, "user-container", f"listening on :8080 ({revision})")
-        self.append_log(namespace, pod, "queue-proxy", "queue-proxy started")
 
-    def _make_pod(self, namespace, name, labels, pod_spec, phase) -> str:
-        spec = {
-            k: v
-            for k, v in pod_spec.items()
-            if k
-            in (
-                "containers",
-                "initContainers",
-                "serviceAccountName",
-                "restartPolicy",
-                "securityContext",
-                "volumes",
-            )
-        }
+    def _make_pod(self, namespace, name, labels, pod_spec) -> str:
+        """A pod as the scheduler first sees it: Pending, no container has a status yet."""
+        keep = (
+            "containers",
+            "initContainers",
+            "serviceAccountName",
+            "restartPolicy",
+            "securityContext",
+            "volumes",
+        )
         self._store[("pods", namespace, name)] = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -881,8 +1305,8 @@ class FakeKubernetes:
                 "resourceVersion": str(next(self._rv)),
                 "creationTimestamp": _ts(_now()),
             },
-            "spec": spec,
-            "status": {"phase": phase, "startTime": _ts(_now())},
+            "spec": {k: v for k, v in pod_spec.items() if k in keep},
+            "status": {"phase": "Pending"},
         }
         return name
 
@@ -917,6 +1341,13 @@ class FakeKubernetes:
                 )
             if container not in names:
                 return _status(400, "BadRequest", f"container {container} is not valid for pod {name}")
+            waiting = _waiting_reason(pod, container)
+            if waiting:  # the kubelet's answer for a container that has not started yet
+                return _status(
+                    400,
+                    "BadRequest",
+                    f'container "{container}" in pod "{name}" is waiting to start: {waiting}',
+                )
             lines = self._log_lines(namespace, name, container, request.query)
             sent = len(self._logs.get((namespace, name, container), []))
         if request.query.get("follow") not in ("true", "1"):
@@ -934,9 +1365,11 @@ class FakeKubernetes:
                     pod = self._store.get(("pods", namespace, name))
                     fresh = self._logs.get((namespace, name, container), [])[sent:]
                     sent += len(fresh)
+                    # the kubelet ends a followed log when the container exits
+                    ended = pod is None or _container_terminated(pod, container)
                 for moment, text in fresh:
                     await response.write((f"{_ts_nano(moment)} {text}\n" if stamp else f"{text}\n").encode())
-                if pod is None or (pod["status"]["phase"] in ("Succeeded", "Failed") and not fresh):
+                if ended and not fresh:
                     break
                 await asyncio.sleep(0.05)
             await response.write_eof()

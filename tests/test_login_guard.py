@@ -52,3 +52,36 @@ def test_a_successful_sign_in_starts_the_count_again(owner):
     for _ in range(login_guard.FAILED_LOGIN_LIMIT - 1):
         _sign_in(Client(), owner.username, "guess")
     assert _sign_in(Client(), owner.username, RIGHT).status_code == 302
+
+
+STRANGER = "203.0.113.9"
+
+
+def test_a_stranger_cannot_lock_a_user_out_from_another_address(owner):
+    for _ in range(login_guard.FAILED_LOGIN_LIMIT * 2):
+        _sign_in(Client(REMOTE_ADDR=STRANGER), owner.username, "guess")
+    stranger = Client(REMOTE_ADDR=STRANGER)
+    assert _sign_in(stranger, owner.username, RIGHT).status_code == 200  # the guesser's address is locked
+    assert "_auth_user_id" not in stranger.session
+    user = Client(REMOTE_ADDR="198.51.100.7")
+    assert _sign_in(user, owner.username, RIGHT).status_code == 302  # the owner, from elsewhere, gets in
+    assert user.session["_auth_user_id"] == str(owner.pk)
+
+
+def test_guessing_spread_over_addresses_gives_each_one_more_try_only(owner):
+    for n in range(login_guard.FAILED_LOGIN_LIMIT):
+        _sign_in(Client(REMOTE_ADDR=f"203.0.113.{n}"), owner.username, "guess")
+    again = Client(REMOTE_ADDR="203.0.113.0")  # failed recently, and the name is under attack
+    assert _sign_in(again, owner.username, RIGHT).status_code == 200
+    assert "_auth_user_id" not in again.session
+    clean = Client(REMOTE_ADDR="198.51.100.7")
+    assert _sign_in(clean, owner.username, RIGHT).status_code == 302
+
+
+def test_one_address_guessing_many_names_is_stopped(owner):
+    for n in range(login_guard.ADDRESS_FAILURE_LIMIT):
+        _sign_in(Client(REMOTE_ADDR=STRANGER), f"user{n}", "guess")
+    stranger = Client(REMOTE_ADDR=STRANGER)
+    assert _sign_in(stranger, owner.username, RIGHT).status_code == 200
+    assert "_auth_user_id" not in stranger.session
+    assert _sign_in(Client(), owner.username, RIGHT).status_code == 302

@@ -60,7 +60,10 @@ def login_poll(request, payload: LoginPollIn):
 def password_token(request, payload: PasswordIn):
     try:
         token = cli_login.token_for_password(
-            username=payload.username, password=payload.password, client_name=payload.client_name
+            username=payload.username,
+            password=payload.password,
+            client_name=payload.client_name,
+            request=request,
         )
     except ServiceError as exc:
         return _error(exc)

@@ -59,9 +59,13 @@ def function_settings(request, slug: str, name: str, payload: FunctionSettingsIn
         changes.update(payload.resources.model_dump(exclude_none=True))
     if payload.timeout_seconds is not None:
         changes["timeout_seconds"] = payload.timeout_seconds
-    if not changes:
-        raise services.ServiceError("nothing to change: give env, scale, resources or timeout_seconds")
-    function = services.function_update_settings(function=function, user=request.auth, **changes)
+    if not changes and not payload.secrets:
+        raise services.ServiceError(
+            "nothing to change: give env, secrets, scale, resources or timeout_seconds"
+        )
+    function = services.function_update_settings(
+        function=function, user=request.auth, secrets=payload.secrets, **changes
+    )
     return function_out(function)
 
 

@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import json
 from dataclasses import asdict
+from urllib.parse import urlsplit
 
 import httpx
 from asgiref.sync import async_to_sync
@@ -21,8 +22,9 @@ from django.http import StreamingHttpResponse
 from ninja import Router
 
 from .. import logstream, selectors
-from ..backends import BackendError, get_backend
+from ..backends import BackendError
 from ..models import Backend, Function, Role
+from ..secret_env import log_source
 from ..services import ServiceError, function_ref
 from ..validators import check_function_path
 from .schemas import ErrorOut, InvokeIn, InvokeOut, LogLineOut
@@ -47,7 +49,19 @@ def _check_path(path: str) -> str:
 
 
 def _base_url(function: Function) -> str:
-    """Where the portal reaches the function: the backend's URLs, or the local gateway's path form."""
+    """Where the portal reaches the function: the backend's URLs, or the local gateway's path form.
+
+    On Knative the internal address (``*.svc.cluster.local``) resolves only inside the cluster, so a
+    portal outside it (``HKS_KNATIVE_PORTAL_IN_CLUSTER`` off, the default) uses the public URL."""
+    if function.project.backend == Backend.KNATIVE and not settings.HKS_KNATIVE_PORTAL_IN_CLUSTER:
+        host = urlsplit(function.url).hostname or ""
+        if not function.url or host.endswith((".svc.cluster.local", ".svc")):
+            raise ServiceError(
+                f"function {function.name} has no public URL (it is cluster-local, or the cluster has no "
+                "config-domain): the portal runs outside the cluster and cannot reach it",
+                code=409,
+            )
+        return function.url.rstrip("/")
     if function.internal_url or function.url:
         return (function.internal_url or function.url).rstrip("/")
     if function.project.backend == Backend.LOCAL:
@@ -114,7 +128,7 @@ def function_logs(request, slug: str, name: str, since: dt.datetime | None = Non
     function = selectors.function_get_for_user(user=request.auth, project_slug=slug, name=name)
     tail = max(1, min(tail, MAX_LOG_LINES))
     try:
-        backend = get_backend(function.project)
+        backend = log_source(function)
         lines = async_to_sync(_collect_logs)(backend, function_ref(function), since, tail)
     except BackendError as exc:
         raise ServiceError(f"logs are not available: {exc.message}", code=502) from exc
@@ -174,7 +188,7 @@ def function_logs_stream(request, slug: str, name: str, since: dt.datetime | Non
     function = selectors.function_get_for_user(user=request.auth, project_slug=slug, name=name)
     tail = max(1, min(tail, MAX_LOG_LINES))
     try:
-        backend = get_backend(function.project)
+        backend = log_source(function)
     except BackendError as exc:
         raise ServiceError(f"logs are not available: {exc.message}", code=502) from exc
     response = StreamingHttpResponse(

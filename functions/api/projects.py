@@ -1,14 +1,25 @@
-"""Projects I belong to, their members (owners manage them), the kubeconfig and the audit log."""
+"""Projects I belong to, their members (owners invite, the invited accept), the kubeconfig and the audit
+log."""
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ValidationError
 from django.http import Http404
 from ninja import Router, Status
 
-from .. import selectors, services
-from ..models import AuditEvent, Backend, Membership, Project, Role
-from .schemas import AuditEventOut, ErrorOut, KubeconfigOut, MemberIn, MemberOut, ProjectOut
+from .. import selectors, services, services_projects
+from ..models import AuditEvent, Backend, Invitation, Membership, Project, Role
+from .schemas import (
+    AuditEventOut,
+    ErrorOut,
+    InvitationOut,
+    KubeconfigOut,
+    MemberIn,
+    MemberOut,
+    ProjectOut,
+)
 
 router = Router(tags=["projects"])
 ERRORS = {403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
@@ -61,11 +72,24 @@ def member_list(request, slug: str):
     return [member_out(m) for m in memberships]
 
 
-def _user_get(username: str):
-    user = get_user_model().objects.filter(username=username, is_active=True).first()
-    if user is None:
-        raise Http404(f"No user named {username!r}.")
-    return user
+def invitation_out(invitation: Invitation) -> dict:
+    return {
+        "project": invitation.project.slug,
+        "username": invitation.username,
+        "role": invitation.role,
+        "invited_by": invitation.invited_by.username if invitation.invited_by else "",
+        "created_at": invitation.created_at,
+    }
+
+
+def _valid_username(username: str) -> str:
+    try:
+        UnicodeUsernameValidator()(username)
+    except ValidationError as exc:
+        raise services.ServiceError(f"{username!r} is not a valid user name") from exc
+    if len(username) > 150:
+        raise services.ServiceError("a user name has at most 150 characters")
+    return username
 
 
 def _membership_get(project: Project, username: str) -> Membership:
@@ -81,13 +105,26 @@ def member_detail(request, slug: str, username: str):
     return member_out(_membership_get(project, username))
 
 
-@router.put("/projects/{slug}/members/{username}", response={200: MemberOut, **ERRORS})
+@router.put("/projects/{slug}/members/{username}", response={200: MemberOut, 202: InvitationOut, **ERRORS})
 def member_set(request, slug: str, username: str, payload: MemberIn):
-    """Add a user to the project, or change their role."""
+    """Change a member's role (200), or invite a user name to join with that role (202): they become a
+    member when they accept (``POST /invitations/{project}/accept``). The 202 is the same whether or not an
+    account has that name. Platform operators (staff) add an existing account at once (200)."""
     project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
-    user = _user_get(username)
-    membership = services.membership_set(project=project, user=user, role=payload.role, actor=request.auth)
-    return member_out(membership)
+    _valid_username(username)
+    membership = project.memberships.select_related("user").filter(user__username=username).first()
+    user = membership.user if membership else None
+    if user is None and request.auth.is_staff:
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is not None:
+        membership = services.membership_set(
+            project=project, user=user, role=payload.role, actor=request.auth
+        )
+        return member_out(membership)
+    invitation = services_projects.member_invite(
+        project=project, username=username, role=payload.role, actor=request.auth
+    )
+    return Status(202, invitation_out(invitation))
 
 
 @router.delete("/projects/{slug}/members/{username}", response={204: None, **ERRORS})
@@ -95,6 +132,55 @@ def member_remove(request, slug: str, username: str):
     project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
     membership = _membership_get(project, username)
     services.membership_remove(project=project, user=membership.user, actor=request.auth)
+    return Status(204, None)
+
+
+@router.get("/projects/{slug}/invitations", response={200: list[InvitationOut], **ERRORS})
+def project_invitations(request, slug: str):
+    """The project's pending invitations (owners)."""
+    project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
+    return [invitation_out(i) for i in project.invitations.select_related("project", "invited_by")]
+
+
+@router.delete("/projects/{slug}/invitations/{username}", response={204: None, **ERRORS})
+def project_invitation_withdraw(request, slug: str, username: str):
+    """Withdraw an invitation; 204 whether or not one was pending."""
+    project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
+    services_projects.invitation_withdraw(project=project, username=username, actor=request.auth)
+    return Status(204, None)
+
+
+def _my_invitation(request, project: str) -> Invitation:
+    invitation = (
+        Invitation.objects.select_related("project", "invited_by")
+        .filter(project__slug=project, username=request.auth.get_username())
+        .first()
+    )
+    if invitation is None:
+        raise Http404(f"No invitation to {project} for you.")
+    return invitation
+
+
+@router.get("/invitations", response=list[InvitationOut])
+def my_invitations(request):
+    """The projects inviting me, waiting for my answer."""
+    invitations = Invitation.objects.select_related("project", "invited_by").filter(
+        username=request.auth.get_username()
+    )
+    return [invitation_out(i) for i in invitations]
+
+
+@router.post("/invitations/{project}/accept", response={200: ProjectOut, 404: ErrorOut})
+def invitation_accept(request, project: str):
+    """Join the project with the role I was invited to."""
+    invitation = _my_invitation(request, project)
+    membership = services_projects.invitation_accept(invitation=invitation, user=request.auth)
+    return project_out(membership.project, membership.role)
+
+
+@router.post("/invitations/{project}/decline", response={204: None, 404: ErrorOut})
+def invitation_decline(request, project: str):
+    services_projects.invitation_decline(invitation=_my_invitation(request, project), user=request.auth)
     return Status(204, None)
 
 

@@ -43,6 +43,15 @@ class MemberIn(Schema):
     role: Role
 
 
+class InvitationOut(Schema):
+    project: str
+    username: str
+    role: str
+    invited_by: str
+    created_at: dt.datetime
+    status: str = Field("invited", description="Always 'invited': the user joins when they accept")
+
+
 class KubeconfigOut(Schema):
     project: str
     namespace: str
@@ -91,6 +100,7 @@ class FunctionOut(Schema):
     replicas: int
     current_revision: int | None
     env: dict[str, str]
+    secrets: list[str] = Field(description="Names of the secret env variables; their values are write-only")
     scale: ScaleSchema
     resources: ResourcesSchema
     timeout_seconds: int
@@ -121,16 +131,20 @@ class ResourcesPatch(Schema):
 
 
 class FunctionSettingsIn(Schema):
-    """Only the fields given change; ``env`` replaces the whole environment."""
+    """Only the fields given change; ``env`` replaces the whole plain environment, ``secrets`` sets (a
+    value) or removes (``null``) the secrets it names and leaves the others."""
 
     env: dict[str, str] | None = None
+    secrets: dict[str, str | None] | None = Field(
+        None, description="Write-only env values: never shown again, encrypted at rest, masked in logs"
+    )
     scale: ScalePatch | None = None
     resources: ResourcesPatch | None = None
     timeout_seconds: int | None = Field(None, ge=1, le=3600)
 
-    @field_validator("env")
+    @field_validator("env", "secrets")
     @classmethod
-    def _env_names(cls, env: dict[str, str] | None) -> dict[str, str] | None:
+    def _env_names(cls, env: dict | None) -> dict | None:
         for key in env or {}:
             if not key or key[0].isdigit() or not set(key) <= ENV_NAME_CHARS:
                 raise ValueError(f"{key!r} is not a valid environment variable name")
@@ -225,7 +239,8 @@ def function_out(function: Function, figures=None) -> dict:
         "state_reason": state.reason,
         "project": function.project.slug,
         "current_revision": current.number if current else None,
-        "env": {str(k): str(v) for k, v in (function.env or {}).items()},
+        "env": {str(k): str(v) for k, v in (function.env or {}).items() if k not in function.secret_env},
+        "secrets": sorted(function.secret_env or {}),
         "scale": {
             "min": function.min_scale,
             "max": function.max_scale,

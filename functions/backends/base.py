@@ -55,6 +55,7 @@ class BuildSpec:
     archive_path: str  # the revision's validated source archive (.tar.gz)
     archive_url: str = ""  # where a remote builder fetches it (a short-lived, few-use token included)
     content_hash: str = ""
+    kind: str = "http"  # "http" | "cloudevents": an image's start command differs (func-python)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class ServiceSpec:
     sandbox_profile: str = "standard"  # "standard" | "restricted"
     visibility: str = "public"  # "public" | "cluster-local"
     labels: dict[str, str] = field(default_factory=dict)
+    # Secret values, apart from ``env`` so a backend can keep them out of plain sight (Knative: a Secret).
+    # ``secret_env_version`` changes whenever they do and reveals nothing about them.
+    secret_env: dict[str, str] = field(default_factory=dict)
+    secret_env_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ class ScheduleSpec:
     concurrency_policy: str
     starting_deadline_seconds: int | None
     target_url: str
+    kind: str = "http"  # "cloudevents": the request is a binary-mode CloudEvent (ce-* headers)
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,12 @@ class FunctionBackend(abc.ABC):
     @abc.abstractmethod
     def delete(self, ref: FunctionRef) -> None:
         """Remove everything that belongs to the function; a no-op when it is already gone."""
+
+    def delete_artifact(self, artifact: str) -> bool:
+        """Free the storage of a built artifact no revision needs any more (the caller checked that).
+        False when the backend still uses it (kept); True when it is gone. A backend whose artifacts live
+        elsewhere (a registry with its own retention) keeps this default."""
+        return True
 
     @abc.abstractmethod
     def logs(

@@ -4,11 +4,13 @@ Each project brings a kubeconfig (a vCluster's, or one scoped to a namespace), s
 the one module that imports ``kubernetes`` and the one place that talks to a cluster. Manifests come from
 the pure builders in ``k8s_manifests``.
 
-What the cluster needs: Knative Serving (1.19 or later), a registry Kaniko can push to and nodes can pull
-from (``HKS_REGISTRY``, credentials in the Secret ``HKS_REGISTRY_SECRET`` of each namespace), a CNI that
-enforces NetworkPolicy, and - with ``HKS_AGENT_RUNTIME_CLASS`` set - that RuntimeClass plus Knative's
-feature flag ``kubernetes.podspec-runtimeclassname: enabled`` in ``config-features``. The build Job fetches
-the source from ``HKS_PUBLIC_URL``, which the cluster must reach.
+What the cluster needs is in docs/operations.md ("What the cluster must have"): Knative Serving 1.19 or
+later on Kubernetes 1.32 or later, a registry Kaniko can push to and nodes can pull from (``HKS_REGISTRY``,
+credentials in the Secret ``HKS_REGISTRY_SECRET`` of each namespace), a CNI that enforces NetworkPolicy,
+and - with ``HKS_AGENT_RUNTIME_CLASS`` set - that RuntimeClass plus Knative's feature flag
+``kubernetes.podspec-runtimeclassname: enabled``. The build Job fetches the source from
+``HKS_PUBLIC_URL``, which the cluster must reach. Built images are handed to Knative by digest (read back
+from Kaniko's termination message), so Knative's controller never has to resolve a tag.
 
 Errors: a 4xx from the API server is permanent (the request is wrong or the credentials are refused), a
 5xx, 429, conflict or an unreachable server is transient. 404 on delete and 409 on create are the normal
@@ -21,7 +23,6 @@ import asyncio
 import copy
 import datetime as dt
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 
 import pydantic
@@ -32,6 +33,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from . import k8s_manifests as manifests
+from . import k8s_schedules
 from .base import (
     BackendError,
     BuildResult,
@@ -45,7 +47,8 @@ from .base import (
     ServiceSpec,
     ServiceStatus,
 )
-from .knative_logs import BuildLog, PodFollower, log_params, parse_log
+from .knative_builds import KanikoBuild
+from .knative_logs import PodFollower, log_params, parse_log
 
 KNATIVE = ("serving.knative.dev", "v1")
 TIMEOUT = (5, 30)  # connect, read - seconds
@@ -58,8 +61,21 @@ def cluster_settings() -> manifests.ClusterSettings:
         curl_image=settings.HKS_CRON_IMAGE,
         registry=settings.HKS_REGISTRY,
         registry_secret=settings.HKS_REGISTRY_SECRET,
+        registry_insecure=settings.HKS_REGISTRY_INSECURE,
+        registry_ca_configmap=settings.HKS_REGISTRY_CA_CONFIGMAP,
+        registry_mirrors=tuple(settings.HKS_REGISTRY_MIRRORS),
+        portal_ca_configmap=settings.HKS_PORTAL_CA_CONFIGMAP,
+        build_retries=settings.HKS_BUILD_RETRIES,
+        build_cache=settings.HKS_BUILD_CACHE,
+        kaniko_extra_args=tuple(settings.HKS_KANIKO_EXTRA_ARGS),
+        node_arch=settings.HKS_KNATIVE_NODE_ARCH,
         agent_runtime_class=settings.HKS_AGENT_RUNTIME_CLASS,
         build_timeout_seconds=settings.HKS_BUILD_TIMEOUT_SECONDS,
+        ingress_namespaces=tuple(settings.HKS_KNATIVE_INGRESS_NAMESPACES),
+        function_egress_cidrs=tuple(settings.HKS_KNATIVE_EGRESS_CIDRS),
+        function_egress_namespaces=tuple(settings.HKS_KNATIVE_EGRESS_NAMESPACES),
+        build_egress_cidrs=tuple(settings.HKS_BUILD_EGRESS_CIDRS),
+        build_egress_internet=settings.HKS_BUILD_EGRESS_INTERNET,
     )
 
 
@@ -72,10 +88,12 @@ def _api_message(exc: ApiException) -> str:
 
 def _backend_error(exc: Exception) -> BackendError:
     if isinstance(exc, ApiException):
-        if exc.status in (401, 403):
+        if exc.status == 401:
             return BackendError(
                 f"the cluster refused the project's credentials: {_api_message(exc)}", permanent=True
             )
+        if exc.status == 403:  # RBAC, but also quotas and admission: the server's message says which
+            return BackendError(f"the cluster refused the request: {_api_message(exc)}", permanent=True)
         return BackendError(
             f"Kubernetes API: {_api_message(exc)}", permanent=exc.status not in TRANSIENT_STATUS
         )
@@ -87,7 +105,7 @@ def _backend_error(exc: Exception) -> BackendError:
 class KnativeBackend(FunctionBackend):
     """See the module docstring. One instance per project (its kubeconfig); cheap to create."""
 
-    poll_interval = 0.25  # seconds between looks at a running build
+    poll_interval = 1.0  # seconds between looks at a running build
     log_rescan_seconds = 2.0  # how often a followed log looks for new pods
 
     def __init__(self, kubeconfig: str, *, cluster: manifests.ClusterSettings | None = None):
@@ -196,25 +214,17 @@ class KnativeBackend(FunctionBackend):
     # Build --------------------------------------------------------------------------------------------
 
     def build(self, spec: BuildSpec, on_log: LogSink | None = None) -> BuildResult:
-        """Build and push the image with a Kaniko Job, waiting for it; a retried call joins the same Job."""
-        if spec.runtime not in manifests.DOCKERFILES:
-            raise BackendError(f"runtime {spec.runtime!r} cannot be built on Knative", permanent=True)
+        """Build and push the image with a Kaniko Job, waiting for it; a retried call joins the same Job.
+        The artifact is the image by digest (see ``knative_builds``)."""
+        try:
+            manifests.dockerfile(spec.runtime, spec.kind)
+        except ValueError as exc:
+            raise BackendError(str(exc), permanent=True) from exc
         spec = self._with_archive_url(spec)
-        namespace, name = spec.ref.namespace, manifests.build_name(spec)
-        self._ensure_namespace(namespace)
-        self._upsert_typed(manifests.build_secret(spec), self.core, "secret")
-        self._upsert_typed(manifests.build_config_map(spec), self.core, "config_map")
-        job = self._start_build_job(spec)
-        build_log = BuildLog(self._call, self.core, name, namespace, on_log)
-        job = self._wait_for_job(name, namespace, job, build_log)
-        build_log.poll()
-        log = build_log.lines
-        # The Job is done with its inputs; the token in the Secret is spent anyway.
-        self._call(self.core.delete_namespaced_secret, name, namespace, ok=(404,))
-        self._call(self.core.delete_namespaced_config_map, name, namespace, ok=(404,))
-        if not job.status.succeeded:
-            raise BackendError(self._job_failure(job, log), permanent=True)
-        return BuildResult(artifact=manifests.image_ref(spec, self.cluster), log="\n".join(log))
+        self._ensure_namespace(spec.ref.namespace)
+        build = KanikoBuild(self, spec, on_log)
+        artifact = build.run()
+        return BuildResult(artifact=artifact, log="\n".join(build.log.lines))
 
     def _with_archive_url(self, spec: BuildSpec) -> BuildSpec:
         if spec.archive_url:
@@ -224,38 +234,6 @@ class KnativeBackend(FunctionBackend):
         from ..archive_links import archive_url_for
 
         return replace(spec, archive_url=archive_url_for(spec))
-
-    def _start_build_job(self, spec: BuildSpec):
-        manifest = manifests.kaniko_job(spec, self.cluster)
-        name, namespace = manifest["metadata"]["name"], spec.ref.namespace
-        job = self._call(self.batch.create_namespaced_job, namespace, manifest, ok=(409,))
-        if job is not None:
-            return job
-        job = self._call(self.batch.read_namespaced_job, name, namespace)
-        if job.status and job.status.failed:
-            # An earlier attempt at the same source failed: build afresh rather than report the old failure.
-            self._call(
-                self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background", ok=(404,)
-            )
-            return self._call(self.batch.create_namespaced_job, namespace, manifest)
-        return job
-
-    def _wait_for_job(self, name: str, namespace: str, job, log: BuildLog):
-        deadline = time.monotonic() + self.cluster.build_timeout_seconds + 60
-        while not (job.status and (job.status.succeeded or job.status.failed)):
-            if time.monotonic() > deadline:
-                raise BackendError(f"build {name} did not finish in time", permanent=True)
-            time.sleep(self.poll_interval)
-            log.poll()
-            job = self._call(self.batch.read_namespaced_job_status, name, namespace)
-        return job
-
-    @staticmethod
-    def _job_failure(job, log: list[str]) -> str:
-        conditions = [c for c in (job.status.conditions or []) if c.type == "Failed" and c.status == "True"]
-        reason = conditions[0].message if conditions and conditions[0].message else "the build Job failed"
-        tail = "\n".join(log[-20:])
-        return f"{reason}\n{tail}" if tail else reason
 
     # Serving ------------------------------------------------------------------------------------------
 
@@ -269,16 +247,16 @@ class KnativeBackend(FunctionBackend):
         namespace = spec.ref.namespace
         self._ensure_namespace(namespace)
         self._upsert_typed(manifests.service_account(spec.ref), self.core, "service_account")
-        policy = manifests.network_policy(spec.ref)
-        if manifests.is_restricted(spec):
-            self._upsert_typed(policy, self.networking, "network_policy")
-        else:
-            self._call(
-                self.networking.delete_namespaced_network_policy,
-                policy["metadata"]["name"],
-                namespace,
-                ok=(404,),
-            )
+        policy = manifests.function_network_policy(
+            spec.ref,
+            restricted=manifests.is_restricted(spec),
+            ingress_namespaces=self.cluster.ingress_namespaces,
+            egress_cidrs=self.cluster.function_egress_cidrs,
+            egress_namespaces=self.cluster.function_egress_namespaces,
+        )
+        self._upsert_typed(policy, self.networking, "network_policy")
+        if spec.secret_env:
+            self._upsert_typed(manifests.env_secret(spec), self.core, "secret")
         self._upsert_ksvc(manifests.knative_service(spec, self.cluster))
 
     def status(self, ref: FunctionRef) -> ServiceStatus:
@@ -291,24 +269,41 @@ class KnativeBackend(FunctionBackend):
         current = status.get("observedGeneration") == ksvc["metadata"].get("generation")
         ready = current and ready_condition.get("status") == "True"
         annotations = ksvc["spec"]["template"].get("metadata", {}).get("annotations", {})
+        replicas, waiting = self._pods(ref)
+        failed = current and ready_condition.get("status") == "False"
+        message = ready_condition.get("message", "deploying")
+        if not failed and waiting:
+            # Knative reports an image it cannot pull only after its progress deadline (600 s); the pod
+            # says so at once.
+            message = waiting
         return ServiceStatus(
             ready=ready,
             url=status.get("url", ""),
             internal_url=status.get("address", {}).get("url", ""),
-            replicas=self._running_pods(ref),
+            replicas=replicas,
             latest_ready_revision=annotations.get(manifests.ANNOTATION_REVISION, "") if ready else "",
-            message="" if ready else ready_condition.get("message", "deploying"),
+            message="" if ready else message,
             # "Unknown" while Knative is still trying; "False" once the revision has failed.
-            failed=current and ready_condition.get("status") == "False",
+            failed=failed,
         )
 
-    def _running_pods(self, ref: FunctionRef) -> int:
+    POD_TROUBLE = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff"}
+
+    def _pods(self, ref: FunctionRef) -> tuple[int, str]:
+        """(running pods, why a pod's user-container cannot start - "" when none is stuck)."""
         pods = self._call(
             self.core.list_namespaced_pod,
             ref.namespace,
             label_selector=f"serving.knative.dev/service={ref.function}",
         )
-        return sum(1 for pod in pods.items if pod.status and pod.status.phase == "Running")
+        running, trouble = 0, ""
+        for pod in pods.items:
+            running += bool(pod.status and pod.status.phase == "Running")
+            for status in (pod.status.container_statuses or []) if pod.status else []:
+                waiting = status.state.waiting if status.state else None
+                if status.name == "user-container" and waiting and waiting.reason in self.POD_TROUBLE:
+                    trouble = f"{waiting.reason}: {waiting.message or ''}".rstrip(": ")
+        return running, trouble
 
     def delete(self, ref: FunctionRef) -> None:
         """Remove everything labelled with the function; what is already gone is fine."""
@@ -347,12 +342,12 @@ class KnativeBackend(FunctionBackend):
 
     def apply_schedule(self, spec: ScheduleSpec) -> None:
         self._ensure_namespace(spec.ref.namespace)
-        self._upsert_typed(manifests.cron_job(spec, self.cluster), self.batch, "cron_job")
+        self._upsert_typed(k8s_schedules.cron_job(spec, self.cluster), self.batch, "cron_job")
 
     def delete_schedule(self, ref: FunctionRef, name: str) -> None:
         self._call(
             self.batch.delete_namespaced_cron_job,
-            manifests.cron_job_name(ref, name),
+            k8s_schedules.cron_job_name(ref, name),
             ref.namespace,
             propagation_policy="Background",
             ok=(404,),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 from django.conf import settings
@@ -39,7 +40,7 @@ def spec_payload(spec: ServiceSpec) -> dict:
         "runtime": spec.runtime,
         "kind": spec.kind,
         "artifact": spec.artifact,
-        "env": dict(spec.env),
+        "env": {**spec.env, **spec.secret_env},  # the runtime keeps specs on the host only
         "scale": {
             "min": spec.scale.min,
             "max": spec.scale.max,
@@ -128,6 +129,14 @@ class LocalBackend(FunctionBackend):
         response = self._request("DELETE", self._path(ref))
         if response.status_code != 200:
             raise _error(response)
+
+    def delete_artifact(self, artifact: str) -> bool:
+        response = self._request("DELETE", f"/v1/artifacts/{Path(artifact).name}")
+        if response.status_code == 409:  # a function or a fresh build uses it
+            return False
+        if response.status_code != 200:
+            raise _error(response)
+        return True
 
     async def logs(
         self,

@@ -19,6 +19,7 @@ from functions.models import (
     Build,
     BuildStatus,
     Function,
+    Invitation,
     Membership,
     Project,
     Revision,
@@ -40,6 +41,9 @@ NOT_PROJECT_SCOPED = {
     "POST /cli/login/start": "unauthenticated start of a device login",
     "POST /cli/login/poll": "unauthenticated poll of a device login",
     "POST /auth/token": "unauthenticated password-for-token exchange",
+    "GET /invitations": "the caller's own invitations, by user name (tests/api/test_invitations.py)",
+    "POST /invitations/{project}/accept": "only the invited user name's (tests/api/test_invitations.py)",
+    "POST /invitations/{project}/decline": "only the invited user name's (tests/api/test_invitations.py)",
 }
 
 # Values for path parameters, by parameter name: objects of project "acme" (see the world fixture).
@@ -151,7 +155,7 @@ def _send(client: Client, key: str, world):
 
 
 def _snapshot(media_root):
-    tables = [Project, Membership, Function, Revision, Build, Schedule, ScheduleRun, AuditEvent]
+    tables = [Project, Membership, Invitation, Function, Revision, Build, Schedule, ScheduleRun, AuditEvent]
     rows = {model.__name__: list(model.objects.order_by("pk").values()) for model in tables}
     rows["media"] = sorted(str(p) for p in media_root.rglob("*"))
     return rows

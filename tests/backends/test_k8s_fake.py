@@ -9,6 +9,8 @@ from kubernetes.client.rest import ApiException
 
 from tests.k8s_fake import KSVC
 
+IMAGE = "registry.local/x@sha256:" + "a" * 64
+
 
 def _api(fake):
     cfg = client.Configuration()
@@ -28,7 +30,7 @@ def _ksvc(name, **spec_extra):
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": {"name": name},
-        "spec": {"template": {"spec": {"containers": [{"image": "registry.local/x:1"}], **spec_extra}}},
+        "spec": {"template": {"spec": {"containers": [{"image": IMAGE}], **spec_extra}}},
     }
 
 
@@ -118,3 +120,184 @@ def test_knative_refuses_reserved_env_names(fake_k8s):
         )
     assert exc.value.status == 400
     assert "K_SERVICE" in exc.value.body
+
+
+def _pod_states(fake, namespace, selector):
+    """The sequence of (phase, user-container state) a pod goes through, sampled until it runs."""
+    seen = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pods = fake.list("pods", namespace, selector)
+        if pods:
+            status = pods[0]["status"]
+            states = status.get("containerStatuses", [])
+            state = next(iter(states[0]["state"])) if states else None
+            if not seen or seen[-1] != (status["phase"], state):
+                seen.append((status["phase"], state))
+            if state == "running":
+                return seen, pods[0]
+        time.sleep(0.005)
+    raise AssertionError(f"the pod never ran: {seen}")
+
+
+def test_a_revision_pod_is_pending_then_waiting_then_running_and_logs_only_once_started(fake_k8s):
+    fake_k8s.ready_seconds = 0.6
+    objects, core = client.CustomObjectsApi(_api(fake_k8s)), client.CoreV1Api(_api(fake_k8s))
+    objects.create_namespaced_custom_object(
+        "serving.knative.dev", "v1", "default", "services", _ksvc("hello")
+    )
+    _wait(lambda: fake_k8s.list("pods", "default", "serving.knative.dev/service=hello"))
+    pod = fake_k8s.list("pods", "default", "serving.knative.dev/service=hello")[0]["metadata"]["name"]
+    with pytest.raises(ApiException) as exc:
+        core.read_namespaced_pod_log(pod, "default", container="user-container")
+    assert exc.value.status == 400
+    assert "is waiting to start: ContainerCreating" in exc.value.body
+    seen, _ = _pod_states(fake_k8s, "default", "serving.knative.dev/service=hello")
+    assert seen[0] == ("Pending", None)
+    assert ("Pending", "waiting") in seen
+    assert seen[-1] == ("Running", "running")
+    assert "listening" in core.read_namespaced_pod_log(pod, "default", container="user-container")
+
+
+def test_knative_cannot_resolve_a_tag_of_a_registry_it_cannot_reach(fake_k8s):
+    objects = client.CustomObjectsApi(_api(fake_k8s))
+    ksvc = _ksvc("hello")
+    ksvc["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.local/x:1"
+    objects.create_namespaced_custom_object("serving.knative.dev", "v1", "default", "services", ksvc)
+    _wait(lambda: fake_k8s.get(KSVC, "default", "hello")["status"]["conditions"][0]["status"] == "False")
+    ready = {c["type"]: c for c in fake_k8s.get(KSVC, "default", "hello")["status"]["conditions"]}["Ready"]
+    assert 'Unable to fetch image "registry.local/x:1"' in ready["message"]
+    assert "failed to resolve image to digest" in ready["message"]
+
+
+def _namespace(fake, name, level):
+    client.CoreV1Api(_api(fake)).create_namespace(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": level}},
+        }
+    )
+
+
+def _job(name, security_context):
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "activeDeadlineSeconds": 900,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "busybox", "securityContext": security_context}],
+                }
+            },
+        },
+    }
+
+
+def test_pod_security_refuses_a_root_job_pod_in_a_restricted_namespace(fake_k8s):
+    fake_k8s.job_deadline_cap = 0.5
+    _namespace(fake_k8s, "tight", "restricted")
+    batch = client.BatchV1Api(_api(fake_k8s))
+    batch.create_namespaced_job("tight", _job("root", {"allowPrivilegeEscalation": False}))
+    _wait(lambda: fake_k8s.get("jobs.batch", "tight", "root")["status"].get("conditions"))
+    job = fake_k8s.get("jobs.batch", "tight", "root")
+    assert fake_k8s.list("pods", "tight") == []
+    assert "failed" not in job["status"]  # no pod ever failed: only the condition says so
+    assert {c["type"]: c["reason"] for c in job["status"]["conditions"]}["Failed"] == "DeadlineExceeded"
+    (event,) = fake_k8s.list("events", "tight")
+    assert event["reason"] == "FailedCreate"
+    assert 'violates PodSecurity "restricted:latest"' in event["message"]
+    assert "runAsNonRoot != true" in event["message"]
+
+
+def test_pod_security_baseline_lets_a_root_pod_without_privileges_run(fake_k8s):
+    _namespace(fake_k8s, "base", "baseline")
+    batch = client.BatchV1Api(_api(fake_k8s))
+    batch.create_namespaced_job("base", _job("root", {"allowPrivilegeEscalation": False}))
+    _wait(lambda: fake_k8s.get("jobs.batch", "base", "root")["status"].get("succeeded"))
+    assert fake_k8s.list("events", "base") == []
+
+
+OLD_DOCKERFILE = """\
+FROM node:24-slim
+WORKDIR /workspace/function
+COPY . .
+CMD ["faas-js-runtime", "./index.js"]
+"""
+
+
+def _kaniko_job(name, mount_path, workdir_dockerfile):
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "volumes": [
+                        {"name": "src", "emptyDir": {}},
+                        {"name": "df", "configMap": {"name": name}},
+                    ],
+                    "containers": [
+                        {
+                            "name": "kaniko",
+                            "image": "ghcr.io/osscontainertools/kaniko:v1.28.3",
+                            "args": [
+                                f"--context=tar://{mount_path}/context.tar.gz",
+                                "--dockerfile=/kaniko/df/Dockerfile",
+                                f"--destination=registry.local/hks/acme/{name}:1",
+                                "--digest-file=/dev/termination-log",
+                            ],
+                            "volumeMounts": [
+                                {"name": "src", "mountPath": mount_path},
+                                {"name": "df", "mountPath": "/kaniko/df"},
+                            ],
+                        }
+                    ],
+                }
+            }
+        },
+    }
+
+
+def _built_image(fake, name, mount_path, dockerfile):
+    core, batch = client.CoreV1Api(_api(fake)), client.BatchV1Api(_api(fake))
+    core.create_namespaced_config_map(
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"Dockerfile": dockerfile},
+        },
+    )
+    batch.create_namespaced_job("default", _kaniko_job(name, mount_path, dockerfile))
+    _wait(lambda: fake.get("jobs.batch", "default", name)["status"].get("succeeded"))
+    (pod,) = fake.list("pods", "default", f"job-name={name}")
+    digest = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    return f"registry.local/hks/acme/{name}@{digest}"
+
+
+def test_kaniko_leaves_code_copied_under_a_mount_out_of_the_image_and_the_revision_crashes(fake_k8s):
+    image = _built_image(fake_k8s, "old", "/workspace", OLD_DOCKERFILE)
+    assert fake_k8s.images[image]["has_code"] is False
+    ksvc = _ksvc("old")
+    ksvc["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    client.CustomObjectsApi(_api(fake_k8s)).create_namespaced_custom_object(
+        "serving.knative.dev", "v1", "default", "services", ksvc
+    )
+    _wait(lambda: fake_k8s.get(KSVC, "default", "old")["status"]["conditions"][0]["status"] == "False")
+    ready = {c["type"]: c for c in fake_k8s.get(KSVC, "default", "old")["status"]["conditions"]}["Ready"]
+    assert (
+        "Container failed with: Error: Cannot find module '/workspace/function/index.js'" in ready["message"]
+    )
+
+
+def test_kaniko_keeps_code_copied_outside_its_mounts(fake_k8s):
+    dockerfile = OLD_DOCKERFILE.replace("/workspace/function", "/app")
+    image = _built_image(fake_k8s, "new", "/kaniko/src", dockerfile)
+    assert fake_k8s.images[image]["has_code"] is True

@@ -1,10 +1,12 @@
 """The Knative backend's manifests validate against the real schemas and say what the design asks."""
 
 import copy
+import dataclasses
 
 import pytest
 
 from functions.backends import k8s_manifests as m
+from functions.backends import k8s_schedules as schedules_k8s
 from functions.backends.base import BuildSpec, FunctionRef, Resources, Scale, ScheduleSpec, ServiceSpec
 from tests.k8s_fake import ManifestInvalid, validate_manifest
 
@@ -12,6 +14,19 @@ REF = FunctionRef(project="acme", namespace="acme", function="hello")
 CLUSTER = m.ClusterSettings(
     registry="registry.example.test/hks", agent_runtime_class="gvisor", registry_secret="push-creds"
 )
+# Every registry knob on: a plain-HTTP K3s registry with a private CA, mirrors, cache, an arch pin.
+EVERYTHING = m.ClusterSettings(
+    registry="registry.kube-system.svc.cluster.local:5000/hks",
+    registry_secret="push-creds",
+    registry_insecure=True,
+    registry_ca_configmap="registry-ca",
+    registry_mirrors=("mirror.gcr.io",),
+    portal_ca_configmap="portal-ca",
+    build_cache=True,
+    kaniko_extra_args=("--verbosity=debug",),
+    node_arch="arm64",
+)
+DIGEST = "sha256:" + "e" * 64
 
 
 def service_spec(**changes) -> ServiceSpec:
@@ -20,7 +35,7 @@ def service_spec(**changes) -> ServiceSpec:
         revision="hello-00003",
         runtime="node",
         kind="http",
-        artifact="registry.example.test/hks/x:1",
+        artifact=f"registry.example.test/hks/acme/hello@{DIGEST}",
         env={"GREETING": "hi", "B": "2"},
         scale=Scale(1, 5, 50, 10),
         resources=Resources(250, 128),
@@ -57,16 +72,28 @@ SCHEDULE = ScheduleSpec(
 
 def all_manifests():
     restricted = service_spec(sandbox_profile="restricted", visibility="cluster-local")
+    with_secrets = service_spec(secret_env={"API_KEY": "s3cret"}, secret_env_version="abc123")
     return {
+        "ksvc-with-secrets": m.knative_service(with_secrets, CLUSTER),
+        "env-secret": m.env_secret(with_secrets),
         "namespace": m.namespace("acme"),
         "service-account": m.service_account(REF),
-        "network-policy": m.network_policy(REF),
+        "network-policy": m.function_network_policy(
+            REF, restricted=False, egress_cidrs=("10.20.0.0/16",), egress_namespaces=("kourier-system",)
+        ),
+        "network-policy-restricted": m.function_network_policy(REF, restricted=True),
+        "build-network-policy": m.build_network_policy("acme", "acme", egress_cidrs=("10.43.0.10/32",)),
         "ksvc": m.knative_service(service_spec(), CLUSTER),
         "ksvc-restricted": m.knative_service(restricted, CLUSTER),
+        "ksvc-long-timeout-arch": m.knative_service(service_spec(timeout_seconds=600), EVERYTHING),
         "build-configmap": m.build_config_map(BUILD),
         "build-secret": m.build_secret(BUILD),
         "build-job": m.kaniko_job(BUILD, CLUSTER),
-        "cronjob": m.cron_job(SCHEDULE, CLUSTER),
+        "build-job-every-knob": m.kaniko_job(BUILD, EVERYTHING),
+        "cronjob": schedules_k8s.cron_job(SCHEDULE, CLUSTER),
+        "cronjob-cloudevents": schedules_k8s.cron_job(
+            dataclasses.replace(SCHEDULE, kind="cloudevents"), CLUSTER
+        ),
     }
 
 
@@ -130,6 +157,21 @@ def test_env_names_knative_reserves_are_left_to_knative():
     assert ksvc["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "OK", "value": "1"}]
 
 
+def test_secret_env_is_read_from_a_secret_and_never_written_into_the_service():
+    spec = service_spec(env={"MODE": "x"}, secret_env={"API_KEY": "s3cret"}, secret_env_version="v1")
+    ksvc = m.knative_service(spec, CLUSTER)
+    assert "s3cret" not in str(ksvc)
+    assert ksvc["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "MODE", "value": "x"},
+        {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "hello-env", "key": "API_KEY"}}},
+    ]
+    # new values make a new template, so Knative rolls a new revision that reads them
+    assert ksvc["spec"]["template"]["metadata"]["annotations"]["hks.dev/secret-env-version"] == "v1"
+    secret = m.env_secret(spec)
+    assert secret["metadata"]["name"] == "hello-env" and secret["stringData"] == {"API_KEY": "s3cret"}
+    assert secret["metadata"]["labels"]["hks.dev/function"] == "hello"  # deleted with the function
+
+
 def test_the_registry_secret_pulls_the_image():
     ksvc = m.knative_service(service_spec(), CLUSTER)
     assert ksvc["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "push-creds"}]
@@ -141,8 +183,8 @@ def test_agent_code_is_cluster_local_with_the_agent_runtime_class():
     assert ksvc["spec"]["template"]["spec"]["runtimeClassName"] == "gvisor"
 
 
-def test_network_policy_denies_all_egress_for_the_function_pods():
-    policy = m.network_policy(REF)["spec"]
+def test_network_policy_denies_all_egress_for_agent_code():
+    policy = m.function_network_policy(REF, restricted=True)["spec"]
     assert policy["podSelector"] == {"matchLabels": {"serving.knative.dev/service": "hello"}}
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["egress"] == []
@@ -169,7 +211,7 @@ def test_build_job_fetches_the_source_from_a_secret_and_pushes_the_image():
 
 
 def test_cronjob_carries_the_schedule_settings_and_the_request():
-    cron = m.cron_job(SCHEDULE, CLUSTER)
+    cron = schedules_k8s.cron_job(SCHEDULE, CLUSTER)
     spec = cron["spec"]
     assert spec["schedule"] == "0 3 * * *"
     assert spec["timeZone"] == "Europe/Berlin"
@@ -179,7 +221,7 @@ def test_cronjob_carries_the_schedule_settings_and_the_request():
     assert spec["successfulJobsHistoryLimit"] == spec["failedJobsHistoryLimit"] == CLUSTER.schedule_history
     container = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == CLUSTER.curl_image
-    args = container["args"]
+    args = container["command"]
     assert args[-1] == SCHEDULE.target_url
     assert args[args.index("--request") + 1] == "POST"
     assert "X-Kind: cron" in args
@@ -206,3 +248,98 @@ def test_long_names_are_shortened_uniquely_within_kubernetes_limits():
     )
     validate_manifest(m.kaniko_job(long_build, CLUSTER))
     validate_manifest(m.knative_service(service_spec(ref=long_ref, revision="x" * 63 + "-00001"), CLUSTER))
+
+
+def test_build_pods_mount_nothing_outside_kaniko_own_directory():
+    pod = m.kaniko_job(BUILD, EVERYTHING)["spec"]["template"]["spec"]
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        for mount in container["volumeMounts"]:
+            assert mount["mountPath"].startswith("/kaniko/"), mount
+
+
+def test_kaniko_writes_the_digest_to_the_termination_log():
+    kaniko = m.kaniko_job(BUILD, CLUSTER)["spec"]["template"]["spec"]["containers"][0]
+    assert "--digest-file=/dev/termination-log" in kaniko["args"]
+    assert kaniko["terminationMessagePath"] == "/dev/termination-log"
+    assert kaniko["terminationMessagePolicy"] == "File"
+
+
+def test_the_ksvc_gets_the_image_by_digest():
+    image = m.image_with_digest(BUILD, CLUSTER, DIGEST + "\n")
+    assert image == f"registry.example.test/hks/acme/hello@{DIGEST}"
+    with pytest.raises(ValueError, match="not an image digest"):
+        m.image_with_digest(BUILD, CLUSTER, "latest")
+
+
+def test_registry_knobs_reach_kaniko():
+    pod = m.kaniko_job(BUILD, EVERYTHING)["spec"]["template"]["spec"]
+    kaniko = pod["containers"][0]
+    host = "registry.kube-system.svc.cluster.local:5000"
+    assert f"--insecure-registry={host}" in kaniko["args"]
+    assert f"--registry-certificate={host}=/kaniko/hks-certs/ca.crt" in kaniko["args"]
+    assert "--registry-mirror=mirror.gcr.io" in kaniko["args"]
+    assert "--push-retry=3" in kaniko["args"] and "--image-download-retry=3" in kaniko["args"]
+    assert "--cache=true" in kaniko["args"]
+    assert f"--cache-repo={EVERYTHING.registry}/cache" in kaniko["args"]
+    assert kaniko["args"][-1] == "--verbosity=debug"
+    assert {"name": "registry-ca", "mountPath": "/kaniko/hks-certs", "readOnly": True} in kaniko[
+        "volumeMounts"
+    ]
+    assert pod["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+
+
+def test_the_default_kaniko_image_is_pinned():
+    assert not m.ClusterSettings().kaniko_image.endswith(":latest")
+    assert ":v" in m.ClusterSettings().kaniko_image
+
+
+def test_every_build_container_has_resources():
+    pod = m.kaniko_job(BUILD, CLUSTER)["spec"]["template"]["spec"]
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        assert set(container["resources"]) == {"requests", "limits"}, container["name"]
+        assert set(container["resources"]["limits"]) == {"cpu", "memory"}, container["name"]
+
+
+def test_a_long_timeout_raises_the_response_start_timeout_too():
+    pod = m.knative_service(service_spec(timeout_seconds=600), CLUSTER)["spec"]["template"]["spec"]
+    assert pod["responseStartTimeoutSeconds"] == 600
+    short = m.knative_service(service_spec(timeout_seconds=60), CLUSTER)["spec"]["template"]["spec"]
+    assert "responseStartTimeoutSeconds" not in short
+
+
+def test_the_architecture_pin_reaches_the_function_too():
+    pod = m.knative_service(service_spec(), EVERYTHING)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+    assert "nodeSelector" not in m.knative_service(service_spec(), CLUSTER)["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "module"), [("http", "func_python.http"), ("cloudevents", "func_python.cloudevent")]
+)
+def test_python_images_start_the_middleware_of_their_kind(kind, module):
+    config_map = m.build_config_map(dataclasses.replace(BUILD, kind=kind))
+    cmd = next(line for line in config_map["data"]["Dockerfile"].splitlines() if line.startswith("CMD"))
+    assert f"from {module} import serve" in cmd
+
+
+def test_project_namespaces_enforce_a_pod_security_level_builds_meet():
+    labels = m.namespace("acme")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+
+
+def test_ingress_namespaces_are_a_setting_with_contour_internal_by_default():
+    default = m.function_network_policy(REF, restricted=True)["spec"]["ingress"][0]["from"][0]
+    assert "contour-internal" in default["namespaceSelector"]["matchExpressions"][0]["values"]
+    custom = m.function_network_policy(REF, restricted=True, ingress_namespaces=("envoy-gateway-system",))
+    peer = custom["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == ["envoy-gateway-system"]
+
+
+def test_the_source_fetch_trusts_the_portal_ca_when_given():
+    fetch = m.kaniko_job(BUILD, EVERYTHING)["spec"]["template"]["spec"]["initContainers"][0]
+    assert fetch["args"][:2] == ["--cacert", "/kaniko/hks-portal-ca/ca.crt"]
+    assert {"name": "portal-ca", "mountPath": "/kaniko/hks-portal-ca", "readOnly": True} in fetch[
+        "volumeMounts"
+    ]
+    plain = m.kaniko_job(BUILD, CLUSTER)["spec"]["template"]["spec"]["initContainers"][0]
+    assert "--cacert" not in plain["args"]

@@ -3,6 +3,7 @@ project deploying through the real Celery worker."""
 
 import asyncio
 import dataclasses
+import re
 import time
 
 import pytest
@@ -69,7 +70,7 @@ def service_spec(**changes) -> ServiceSpec:
         revision="hello-00003",
         runtime="node",
         kind="http",
-        artifact="registry.example.test/x:1",
+        artifact=f"registry.example.test/hks/acme/hello@sha256:{'e' * 64}",
         env={"GREETING": "hi"},
         scale=Scale(0, 3, 10, 0),
         resources=Resources(100, 128),
@@ -110,8 +111,11 @@ def labelled_objects(fake, selector=LABELLED):
 def test_full_flow_build_apply_status_logs_schedule_delete(fake_k8s, backend):
     lines = []
     result = backend.build(BUILD, on_log=lines.append)
-    assert result.artifact == m.image_ref(BUILD, CLUSTER)
-    assert any(f"Pushed {result.artifact}" in line for line in lines)
+    repository, digest = result.artifact.split("@")
+    assert repository == m.image_ref(BUILD, CLUSTER).rsplit(":", 1)[0]
+    assert re.fullmatch("sha256:[0-9a-f]{64}", digest)
+    assert fake_k8s.images[result.artifact]["has_code"]  # the fake Kaniko found the code outside mounts
+    assert any(f"Pushed {m.image_ref(BUILD, CLUSTER)}" in line for line in lines)
     assert fake_k8s.get("jobs.batch", "acme", m.build_name(BUILD))["status"]["succeeded"] == 1
     assert fake_k8s.get("secrets", "acme", m.build_name(BUILD)) is None  # the one-time URL is not kept
     assert fake_k8s.get("configmaps", "acme", m.build_name(BUILD)) is None
@@ -190,7 +194,9 @@ def test_build_log_lines_arrive_while_the_build_runs(fake_k8s, backend):
         seen.append((line, job["status"].get("succeeded")))
 
     backend.build(BUILD, on_log=on_log)
-    assert seen[0] == ("[fetch-source] fetched the build context", None)  # the Job was still running
+    fetched = next(entry for entry in seen if entry[0].startswith("[fetch-source]"))
+    assert fetched == ("[fetch-source] fetched the build context", None)  # the Job was still running
+    assert ("[kaniko] waiting: PodInitializing", None) in seen  # the pod's state is in the log too
     assert seen[-1][0].startswith("[kaniko] INFO Pushed ")
     assert len({line for line, _ in seen}) == len(seen)  # each line once
 
@@ -254,14 +260,16 @@ def test_applying_the_same_spec_twice_changes_nothing(fake_k8s, backend):
     assert wait_ready(backend).ready
 
 
-def test_agent_code_gets_a_default_deny_policy_that_goes_when_it_is_standard_again(fake_k8s, backend):
+def test_every_function_gets_a_network_policy_with_no_egress_for_agent_code(fake_k8s, backend):
     backend.apply(service_spec(sandbox_profile="restricted", visibility="cluster-local"))
     ksvc = fake_k8s.get(KSVC, "acme", "hello")
     assert ksvc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
     assert ksvc["spec"]["template"]["spec"]["runtimeClassName"] == "gvisor"
-    assert len(fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED)) == 1
+    (policy,) = fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED)
+    assert policy["spec"]["egress"] == []
     backend.apply(service_spec())
-    assert fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED) == []
+    (policy,) = fake_k8s.list("networkpolicies.networking.k8s.io", "acme", LABELLED)
+    assert policy["spec"]["egress"]  # standard code: the internet, not the cluster (test_network_policies)
 
 
 def test_a_revision_that_fails_reports_why(fake_k8s, backend):
@@ -385,7 +393,8 @@ def test_knative_project_deploys_and_deletes_through_the_worker(
     assert function.status == FunctionStatus.READY, function.status_message
     assert function.url == "http://hello.acme.example.test"
     revision.refresh_from_db()
-    assert revision.artifact.startswith("registry.local/hks/acme/hello:hello-00001-")
+    # by digest, read back from the build's termination message: Knative resolves no tag
+    assert re.fullmatch(r"registry\.local/hks/acme/hello@sha256:[0-9a-f]{64}", revision.artifact)
     assert "Pushed" in Build.objects.get(revision=revision).log
     ksvc = fake_k8s.get(KSVC, "acme", "hello")
     assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"] == revision.artifact
@@ -431,3 +440,105 @@ def wait_for_revision(function, revision, timeout=60.0):
         assert time.monotonic() < deadline, f"{function} stuck in {function.status}"
         time.sleep(0.1)
         function.refresh_from_db()
+
+
+def test_a_missing_registry_secret_fails_the_build_at_once_with_what_to_do(fake_k8s):
+    backend = KnativeBackend(
+        fake_k8s.kubeconfig, cluster=dataclasses.replace(CLUSTER, registry_secret="push")
+    )
+    with pytest.raises(BackendError) as exc:
+        backend.build(BUILD)
+    assert exc.value.permanent is True
+    assert "has no Secret push" in exc.value.message and "dockerconfigjson" in exc.value.message
+    assert fake_k8s.list("jobs.batch", "acme") == []  # no pod left waiting in ContainerCreating
+
+
+def test_a_build_pod_pod_security_refuses_ends_the_build_with_the_reason(fake_k8s, backend):
+    fake_k8s.job_deadline_cap = 600  # the Job alone would say nothing for its whole deadline
+    client_core = backend.core
+    client_core.create_namespace(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "acme", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }
+    )
+    lines = []
+    with pytest.raises(BackendError) as exc:
+        backend.build(BUILD, on_log=lines.append)
+    assert exc.value.permanent is True
+    assert 'violates PodSecurity "restricted:latest"' in exc.value.message
+    assert any("FailedCreate" in line for line in lines)  # the event is in the build log too
+    assert fake_k8s.get("jobs.batch", "acme", m.build_name(BUILD)) is None
+
+
+def test_builds_run_under_the_build_network_policy(fake_k8s, backend):
+    backend.build(BUILD)
+    policy = fake_k8s.get("networkpolicies.networking.k8s.io", "acme", m.BUILD_POLICY_NAME)
+    assert policy["spec"]["podSelector"] == {"matchLabels": {m.LABEL_COMPONENT: "build"}}
+    job = fake_k8s.get("jobs.batch", "acme", m.build_name(BUILD))
+    assert job["spec"]["template"]["metadata"]["labels"][m.LABEL_COMPONENT] == "build"
+
+
+def test_a_ksvc_given_the_built_tag_fails_where_the_digest_runs(fake_k8s, backend):
+    """Knative's controller cannot resolve the platform registry's tags (HTTP, private CA, node-only
+    name); the digest needs no resolution."""
+    result = backend.build(BUILD)
+    backend.apply(service_spec(artifact=m.image_ref(BUILD, CLUSTER)))
+    status = wait_failed(backend)
+    assert "failed to resolve image to digest" in status.message
+    backend.apply(service_spec(artifact=result.artifact, revision="hello-00004"))
+    assert wait_ready(backend, revision="hello-00004").ready
+
+
+def wait_failed(backend, ref=REF, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    status = backend.status(ref)
+    while not status.failed:
+        assert time.monotonic() < deadline, f"not failed: {status}"
+        time.sleep(0.05)
+        status = backend.status(ref)
+    return status
+
+
+def test_following_logs_retries_a_pod_whose_container_has_not_started(fake_k8s, backend):
+    fake_k8s.ready_seconds = 1.0  # the pod is listed (Pending, then ContainerCreating) well before it runs
+    backend.log_rescan_seconds = 0.05
+    backend.apply(service_spec())
+
+    async def follow():
+        stream = backend.logs(REF, follow=True)
+        line = await asyncio.wait_for(anext(stream), 10)
+        await stream.aclose()
+        return line
+
+    assert asyncio.run(follow()).text == "listening on :8080 (hello-00001)"
+
+
+def test_a_403_says_the_cluster_refused_the_request_not_the_credentials(fake_k8s, backend):
+    fake_k8s.fail_next_request("POST", "/serviceaccounts", 403, 'exceeded quota: "compute"')
+    with pytest.raises(BackendError) as exc:
+        backend.apply(service_spec())
+    assert exc.value.message == 'the cluster refused the request: exceeded quota: "compute"'
+
+
+def test_an_image_the_nodes_cannot_pull_is_reported_before_knative_gives_up(fake_k8s, backend):
+    fake_k8s.nodes_cannot_pull("registry.example.test/")
+    backend.apply(service_spec())
+    deadline = time.monotonic() + 10
+    status = backend.status(REF)
+    while "ImagePullBackOff" not in status.message:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+        status = backend.status(REF)
+    assert status.ready is False and status.failed is False  # Knative has not given up yet
+    assert 'Back-off pulling image "registry.example.test/' in status.message
+
+
+def test_a_build_log_is_followed_not_read_again_at_every_poll(fake_k8s, backend):
+    fake_k8s.job_seconds = 2.0  # some forty polls at the test's 50 ms
+    lines = []
+    backend.build(BUILD, on_log=lines.append)
+    log_reads = [path for method, path in fake_k8s.requests if method == "GET" and path.endswith("/log")]
+    assert len(log_reads) <= 4, log_reads  # one stream per container (and a retry at most)
+    assert sum(line.startswith("[kaniko] INFO") for line in lines) == 3  # every line, once

@@ -37,6 +37,14 @@ SYNOPSES = {
     "hks project select NAME": ["hks project select {project}"],
     "hks project current": ["hks project current"],
     "hks project kubeconfig [-o FILE]": ["EXIT5 hks project kubeconfig -o {tmp}/kube.yaml"],
+    "hks project invite USERNAME [--role viewer|developer|owner]": [
+        "hks project invite newcomer --role viewer; test $? = 4"  # the session's user is a developer
+    ],
+    "hks invitation list|accept PROJECT|decline PROJECT": [
+        "hks invitation list",
+        "hks invitation accept nowhere; test $? = 5",
+        "hks invitation decline nowhere; test $? = 5",
+    ],
     "hks-func create -l node|python [-t http|cloudevents] NAME [--path DIR]": [
         "hks-func create -l python -t cloudevents events --path {tmp}/events",
         "hks-func create -l node {fn} --path {tmp}/{fn}",
@@ -56,10 +64,11 @@ SYNOPSES = {
     "hks-func describe [NAME]": ["hks-func describe {fn}"],
     "hks-func revisions [NAME]": ["hks-func revisions {fn}"],
     "hks-func rollback N [NAME]": ["hks-func rollback 1 {fn}"],
-    "hks-func env list|set K=V...|unset K... [--name NAME]": [
+    "hks-func env list|set [--secret] K=V...|unset K... [--name NAME]": [
         "hks-func env set GREETING=hi --name {fn}",
+        "hks-func env set --secret API_TOKEN=s3cret-value --name {fn}",
         "hks-func env list --name {fn}",
-        "hks-func env unset GREETING --name {fn}",
+        "hks-func env unset GREETING API_TOKEN --name {fn}",
     ],
     "hks-func schedule ...": [
         "hks-func schedule set nightly --name {fn} --cron '0 3 * * *'",

@@ -114,6 +114,22 @@ def test_project_list_select_and_current(cli_users, cli_env):
     assert override.stdout.strip() == "other"
 
 
+def test_an_owner_invites_and_the_user_accepts(cli_users, cli_env):
+    cli_users.create_user("ivy", PASSWORD, project="ivy-own", role="owner")  # in no project of oscar's
+    owner = login(cli_users, cli_env, "oscar")
+    invited = run_cli(HKS, "project", "invite", "ivy", "--role", "viewer", env=owner)
+    unknown = run_cli(HKS, "project", "invite", "no-such-user", "--role", "viewer", env=owner)
+    assert invited.returncode == unknown.returncode == 0, invited.stderr
+    assert invited.stdout.replace("ivy", "X") == unknown.stdout.replace("no-such-user", "X")  # no enumeration
+    ivy = login(cli_users, {**cli_env, "XDG_CONFIG_HOME": cli_env["XDG_CONFIG_HOME"] + "-ivy"}, "ivy")
+    assert "globex" not in run_cli(HKS, "project", "list", env=ivy).stdout  # not before accepting
+    pending = json.loads(run_cli(HKS, "invitation", "list", "-o", "json", env=ivy).stdout)
+    assert [(i["project"], i["role"]) for i in pending] == [("globex", "viewer")]
+    accepted = run_cli(HKS, "invitation", "accept", "globex", env=ivy)
+    assert accepted.returncode == 0 and "Joined globex as viewer" in accepted.stdout
+    assert "globex" in run_cli(HKS, "project", "list", env=ivy).stdout
+
+
 def test_outsider_gets_not_found_for_another_projects_functions(cli_users, cli_env):
     env = {**login(cli_users, cli_env, "oscar"), "HKS_PROJECT": "acme"}
     result = run_cli(HKS_FUNC, "list", env=env)

@@ -128,6 +128,14 @@ def test_create_deploy_invoke_logs_redeploy_rollback_delete(dev_env, tmp_path, l
     assert _json(run_cli(HKS_FUNC, "env", "unset", "MODE", "-o", "json", env=env, cwd=fn_dir)) == {
         "GREETING": "hi"
     }
+    secret = run_cli(HKS_FUNC, "env", "set", "--secret", "API_TOKEN=s3cr3t-value", env=env, cwd=fn_dir)
+    assert secret.returncode == 0, secret.stderr
+    assert "API_TOKEN=******** (secret)" in secret.stdout and "s3cr3t-value" not in secret.stdout
+    listed_env = _json(run_cli(HKS_FUNC, "env", "list", "-o", "json", env=env, cwd=fn_dir))
+    assert listed_env == {"GREETING": "hi", "API_TOKEN": "********"}
+    assert _json(run_cli(HKS_FUNC, "env", "unset", "API_TOKEN", "-o", "json", env=env, cwd=fn_dir)) == {
+        "GREETING": "hi"
+    }
 
     listed = _json(run_cli(HKS_FUNC, "list", "-o", "json", env=env))
     assert name in [f["name"] for f in listed]

@@ -133,8 +133,8 @@ def test_wrong_password_is_401_and_issues_nothing(owner):
     assert not ApiToken.objects.exists()
 
 
-def _exchange(username, password):
-    return Client().post(
+def _exchange(username, password, address="127.0.0.1"):
+    return Client(REMOTE_ADDR=address).post(
         "/api/v1/auth/token", {"username": username, "password": password}, content_type="application/json"
     )
 
@@ -157,6 +157,13 @@ def test_password_guessing_locks_that_user_name_only(owner, developer, fresh_cac
     assert not ApiToken.objects.filter(user=owner).exists()
     assert _exchange(developer.username, "correct-horse-battery").status_code == 200
     assert _exchange(owner.username.upper(), "correct-horse-battery").status_code == 429  # same name
+
+
+def test_guesses_from_another_address_do_not_lock_the_user_out(owner, fresh_cache):
+    for _ in range(20):  # anonymous requests against the name from a stranger's address
+        assert _exchange(owner.username, "guess", address="203.0.113.9").status_code in (401, 429)
+    assert _exchange(owner.username, "correct-horse-battery", address="203.0.113.9").status_code == 429
+    assert _exchange(owner.username, "correct-horse-battery").status_code == 200
 
 
 def test_successful_logins_are_not_limited_like_guesses(owner, fresh_cache):

@@ -10,6 +10,7 @@ import pytest
 
 from functions import schedule_firing, services, services_schedules
 from functions.backends import k8s_manifests as m
+from functions.backends import k8s_schedules as schedules_k8s
 from functions.models import ScheduleRun
 
 from ..factories import FunctionFactory
@@ -32,7 +33,7 @@ def kn_hello(knative_project):
 
 
 def cron_job_for(schedule) -> dict:
-    return m.cron_job(services_schedules.schedule_spec(schedule), CLUSTER)
+    return schedules_k8s.cron_job(services_schedules.schedule_spec(schedule), CLUSTER)
 
 
 VARIANTS = [
@@ -69,7 +70,7 @@ def test_cronjob_of_a_schedule_validates_against_the_kubernetes_schema(kn_hello,
     assert context["runAsNonRoot"] is True and context["allowPrivilegeEscalation"] is False
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
-    args = container["args"]
+    args = container["command"]  # sh -c SCRIPT, then the request as positional arguments
     assert args[-1] == "http://hello.acme.svc.cluster.local" + schedule.path
     assert schedule.method in args
 

@@ -8,6 +8,7 @@ import ast
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 import traceback
@@ -36,7 +37,7 @@ def _jsonable(value):
         return repr(value)
 
 
-def run(code: str) -> dict:
+def run(code: str, server_pid: int | None = None) -> dict:
     out, err = _Tee(sys.stdout), _Tee(sys.stderr)
     result, error, exit_code = None, None, 0
     started = time.perf_counter()
@@ -53,6 +54,9 @@ def run(code: str) -> dict:
     except BaseException as exc:  # noqa: BLE001 - everything the code raises is its result
         exit_code = 1
         error = {"name": type(exc).__name__, "value": str(exc), "traceback": traceback.format_exc()}
+    if server_pid is not None and os.getpid() != server_pid:  # a process the code forked: only the server
+        # answers the request
+        os._exit(exit_code)
     return {
         "stdout": out.buffer_.getvalue(),
         "stderr": err.buffer_.getvalue(),
@@ -67,7 +71,7 @@ class Function:
     async def handle(self, scope, receive, send):
         while (await receive()).get("more_body"):
             pass
-        body = json.dumps(run(CODE)).encode()
+        body = json.dumps(run(CODE, server_pid=os.getpid())).encode()
         headers = [[b"content-type", b"application/json"]]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
