@@ -7,7 +7,7 @@ function down on its backend), never through the admin's own row deletion.
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from . import models, services
+from . import models, services, services_projects
 
 admin.site.site_header = "HKS Functions operations"
 admin.site.site_title = "HKS Functions"
@@ -34,12 +34,27 @@ class ProjectAdmin(admin.ModelAdmin):
     ]
     list_filter = ["backend", "created_at"]
     search_fields = ["slug", "name", "namespace"]
-    readonly_fields = ["created_at", "has_kubeconfig"]
+    readonly_fields = [
+        "created_at",
+        "has_kubeconfig",
+        "cluster_state",
+        "cluster_message",
+        "cluster_synced_at",
+    ]
     fieldsets = [
         (None, {"fields": ["slug", "name", "backend", "namespace", "has_kubeconfig", "created_at"]}),
+        ("On the cluster", {"fields": ["cluster_state", "cluster_message", "cluster_synced_at"]}),
         (
             "Quotas",
-            {"fields": ["max_functions", "max_agent_functions", "max_cpu_millicores", "max_memory_mb"]},
+            {
+                "fields": [
+                    "max_functions",
+                    "max_agent_functions",
+                    "max_sessions",
+                    "max_cpu_millicores",
+                    "max_memory_mb",
+                ]
+            },
         ),
     ]
     inlines = [MembershipInline]
@@ -47,6 +62,18 @@ class ProjectAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Kubeconfig stored")
     def has_kubeconfig(self, obj):
         return obj.has_kubeconfig
+
+    # A knative project's namespace, quota and policies follow its row (functions/services_projects.py).
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        services_projects.project_provision(project=obj)
+
+    def delete_model(self, request, obj):
+        services_projects.project_delete(project=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for project in queryset:
+            services_projects.project_delete(project=project, actor=request.user)
 
 
 @admin.register(models.Membership)
@@ -216,3 +243,16 @@ class AgentCredentialAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} credential(s).", messages.SUCCESS)
+
+
+@admin.register(models.AgentSession)
+class AgentSessionAdmin(admin.ModelAdmin):
+    """Agents' sessions (functions/sessions.py): read-only here; agents create and kill them."""
+
+    list_display = ["sandbox_id", "project", "status", "template", "created_at", "expires_at", "ended_at"]
+    list_filter = ["status", "project"]
+    search_fields = ["sandbox_id"]
+    readonly_fields = [f.name for f in models.AgentSession._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

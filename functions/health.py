@@ -1,6 +1,7 @@
 """What the platform is running without, and what that costs: one list for ``/healthz`` and the operators'
-page. The runtime reports its own parts (bubblewrap, seccomp, HAProxy) in its ``/healthz``; Prometheus is
-probed here. Probes have short timeouts, so this answers when the parts are down."""
+page. The runtime reports its own parts (bubblewrap, seccomp, HAProxy) in its ``/healthz``; the database,
+Redis and Prometheus are probed here. Probes have short timeouts, so this answers when the parts are down.
+On a cluster (``HKS_LOCAL_RUNTIME=0``, deploy/) there is no local runtime to ask about."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from django.conf import settings
 from . import metrics
 
 PROBE_TIMEOUT = 2.0
-REQUIRED = {"local runtime", "bubblewrap"}  # without these no local function runs at all
+# Without these no local function runs at all, or the portal cannot serve (sessions, sign-in limits, tasks).
+REQUIRED = {"local runtime", "bubblewrap", "database", "Redis"}
 COSTS = {
+    "database": "nothing can be read or written: the portal cannot serve",
+    "Redis": "no sign-in (its limits), no tasks, no live pushes",
     "local runtime": "functions of local projects cannot be built, deployed or invoked",
     "Prometheus": "no requests, latency, errors, CPU or memory figures on the dashboard; functions still run "
     "and scale (install Debian's prometheus, or set HKS_PROMETHEUS_URL)",
@@ -32,11 +36,30 @@ class Missing:
 
 
 def missing_parts() -> list[Missing]:
-    missing = _runtime_missing()
+    missing = _services_missing()
+    if settings.HKS_LOCAL_RUNTIME:
+        missing += _runtime_missing()
     if not metrics.prometheus_healthy():
         missing.append(
             Missing("Prometheus", f"{settings.HKS_PROMETHEUS_URL} does not answer", COSTS["Prometheus"])
         )
+    return missing
+
+
+def _services_missing() -> list[Missing]:
+    from django.core.cache import cache
+    from django.db import connection
+
+    def database():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    missing = []
+    for part, probe in (("database", database), ("Redis", lambda: cache.get("healthz"))):
+        try:
+            probe()
+        except Exception as exc:  # noqa: BLE001 - any failure is the state to report
+            missing.append(Missing(part, f"{type(exc).__name__}: {exc}"[:200], COSTS[part]))
     return missing
 
 

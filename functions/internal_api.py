@@ -257,3 +257,8 @@ def delete_function(request, payload: NameIn):
     )
     function.refresh_from_db()
     return Status(202, _out(function))
+
+
+from .internal_sessions import router as _sessions_router  # noqa: E402  (sessions, fast execute)
+
+internal_api.add_router("/", _sessions_router)

@@ -17,6 +17,16 @@ class Backend(models.TextChoices):
     KNATIVE = "knative", "Knative"
 
 
+class ClusterState(models.TextChoices):
+    """Where a ``knative`` project's place on the cluster stands (functions/backends/knative_provision.py)."""
+
+    NONE = "", "Not provisioned"
+    PENDING = "pending", "Provisioning"
+    READY = "ready", "Provisioned"
+    FAILED = "failed", "Failed"
+    DELETING = "deleting", "Deleting"
+
+
 class Project(models.Model):
     """A tenant: the security boundary for functions, members and tokens."""
 
@@ -29,7 +39,11 @@ class Project(models.Model):
     max_agent_functions = models.PositiveIntegerField(default=5)
     max_cpu_millicores = models.PositiveIntegerField(default=1000, help_text="Per function")
     max_memory_mb = models.PositiveIntegerField(default=512, help_text="Per function")
+    max_sessions = models.PositiveIntegerField(default=5, help_text="Concurrent agent sessions")
     created_at = models.DateTimeField(default=dj_timezone.now)
+    cluster_state = models.CharField(max_length=16, choices=ClusterState.choices, blank=True, default="")
+    cluster_message = models.TextField(blank=True)
+    cluster_synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["slug"]
@@ -441,3 +455,33 @@ class AgentCredential(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class SessionStatus(models.TextChoices):
+    RUNNING = "running"
+    KILLED = "killed"
+    EXPIRED = "expired"
+
+
+class AgentSession(models.Model):
+    """An agent's stateful sandbox (a Python kernel, files, commands) that lives until killed or its
+    deadline; what E2B's SDK calls a sandbox. Its tokens are derived from the id (functions/sessions.py)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agent_sessions")
+    credential = models.ForeignKey(AgentCredential, on_delete=models.SET_NULL, null=True, blank=True)
+    sandbox_id = models.CharField(max_length=40, unique=True)
+    template = models.CharField(max_length=100, default="code-interpreter-v1")
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=SessionStatus.choices, default=SessionStatus.RUNNING)
+    agent_host = models.CharField(max_length=100, blank=True)
+    agent_port = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "status"]), models.Index(fields=["status", "expires_at"])]
+
+    def __str__(self) -> str:
+        return self.sandbox_id

@@ -92,6 +92,9 @@ def project_create(*, slug: str, name: str, owner, backend: str = "local") -> Pr
     project = Project.objects.create(slug=slug, name=name or slug, backend=backend)
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     audit(project=project, action="project.create", actor=owner)
+    from .services_projects import project_provision
+
+    project_provision(project=project)  # knative: its namespace on the cluster, once committed
     return project
 
 
@@ -303,6 +306,7 @@ def build_run(*, build: Build) -> bool:
         archive_path=revision.archive.path,
         content_hash=revision.content_hash,
         kind=function.kind,
+        sandbox_profile=function.sandbox_profile,
     )
     result = get_backend(function.project).build(spec, on_log=on_log)
     Revision.objects.filter(pk=revision.pk).update(artifact=result.artifact)

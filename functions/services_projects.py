@@ -1,5 +1,6 @@
-"""Writes about a project: who may join it (invitations) and its cluster's kubeconfig, stored encrypted
-(``functions.crypto``)."""
+"""Writes about a project: who may join it (invitations), its cluster's kubeconfig, stored encrypted
+(``functions.crypto``), and its place on the cluster (namespace, rights, quota, policies), provisioned by
+tasks (``functions.tasks_provision``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from urllib.parse import urlparse
 
 import yaml
 from django.db import transaction
+from django.utils import timezone
 
 from .crypto import decrypt_text, encrypt_text
-from .models import Backend, Invitation, Membership, Project
+from .models import Backend, ClusterState, Invitation, Membership, Project
 from .services import ServiceError, audit, membership_set
 
 MAX_KUBECONFIG_BYTES = 256 * 1024
@@ -130,3 +132,114 @@ def invitation_withdraw(*, project: Project, username: str, actor) -> bool:
     if deleted:
         audit(project=project, action="member.uninvite", actor=actor, user=username)
     return bool(deleted)
+
+
+# A project's place on the cluster ------------------------------------------------------------------
+# Creating a knative project, changing its quotas or registering a vCluster's kubeconfig asks for it
+# (project_provision); a task applies it (project_provision_run); beat repairs drift and finishes
+# deletions (projects_reconcile). Deleting a knative project tears its namespace down before the row goes.
+
+
+def project_provision(*, project: Project) -> None:
+    """Make or bring up to date the project's namespace, rights, quota, limits, policies and registry
+    Secret, once the current transaction commits. Nothing for local projects."""
+    if project.backend != Backend.KNATIVE or project.cluster_state == ClusterState.DELETING:
+        return
+    Project.objects.filter(pk=project.pk).exclude(cluster_state=ClusterState.DELETING).update(
+        cluster_state=ClusterState.PENDING
+    )
+    from . import tasks_provision
+
+    transaction.on_commit(lambda: tasks_provision.provision_project.delay(project.pk))
+
+
+def _record(project: Project, state: str, message: str) -> None:
+    project.cluster_state, project.cluster_message = state, message[:2000]
+    project.cluster_synced_at = timezone.now()
+    Project.objects.filter(pk=project.pk).exclude(cluster_state=ClusterState.DELETING).update(
+        cluster_state=state,
+        cluster_message=project.cluster_message,
+        cluster_synced_at=project.cluster_synced_at,
+    )
+
+
+def project_provision_run(*, project: Project) -> list[str]:
+    """Apply the project's objects; returns what changed (nothing when all was in place)."""
+    from .backends import knative_provision as kp
+
+    changes = kp.provisioner_for(project).apply(kp.desired_objects(project), project.slug)
+    _record(project, ClusterState.READY, "; ".join(changes) or "up to date")
+    if changes:
+        audit(
+            project=project,
+            action="project.provision",
+            namespace=project.effective_namespace,
+            changes=changes,
+        )
+    return changes
+
+
+def project_provision_fail(*, project: Project, message: str) -> None:
+    _record(project, ClusterState.FAILED, message)
+
+
+@transaction.atomic
+def project_delete(*, project: Project, actor) -> None:
+    """Delete a project. A knative one first loses its place on the cluster (a task, then the row)."""
+    if project.backend != Backend.KNATIVE:
+        project.delete()
+        return
+    project.cluster_state = ClusterState.DELETING
+    project.save(update_fields=["cluster_state"])
+    audit(project=project, action="project.delete", actor=actor, namespace=project.effective_namespace)
+    from . import tasks_provision
+
+    transaction.on_commit(lambda: tasks_provision.teardown_project.delay(project.pk))
+
+
+def project_teardown_run(*, project: Project) -> list[str]:
+    """Remove what provisioning made (the namespace, and everything in it), then the project itself."""
+    from .backends import knative_provision as kp
+
+    changes = []
+    if project.kubeconfig_encrypted or kp.platform_kubeconfig():
+        changes = kp.provisioner_for(project).teardown(project.effective_namespace, project.slug)
+    project.delete()
+    return changes
+
+
+def project_teardown_fail(*, project: Project, message: str) -> None:
+    """The project stays "deleting"; beat tries again."""
+    Project.objects.filter(pk=project.pk).update(cluster_message=f"delete failed: {message}"[:2000])
+
+
+def projects_reconcile() -> dict[str, int]:
+    """Beat: re-apply every knative project (drift repair), finish deletions, and delete the namespaces
+    provisioning made for projects that no longer exist."""
+    from . import tasks_provision
+    from .backends import knative_provision as kp
+
+    counts = {"provision": 0, "teardown": 0, "orphans": 0}
+    for project in Project.objects.filter(backend=Backend.KNATIVE):
+        if project.cluster_state == ClusterState.DELETING:
+            tasks_provision.teardown_project.delay(project.pk)
+            counts["teardown"] += 1
+        else:
+            tasks_provision.provision_project.delay(project.pk)
+            counts["provision"] += 1
+    platform = kp.platform_provisioner()
+    if platform is not None:
+        counts["orphans"] = len(_orphans_collect(platform))
+    return counts
+
+
+def _orphans_collect(platform) -> list[str]:
+    on_host = {
+        p.effective_namespace: p.slug
+        for p in Project.objects.filter(backend=Backend.KNATIVE, kubeconfig_encrypted="")
+    }
+    deleted = []
+    for namespace, slug in platform.project_namespaces().items():
+        if on_host.get(namespace) != slug:
+            deleted += platform.teardown(namespace, slug)
+    return deleted

@@ -110,7 +110,7 @@ def collect_orphans() -> int:
     return orphans_collect()
 
 
-from . import tasks_schedules  # noqa: E402,F401  (registers the schedule tasks)
+from . import tasks_schedules, tasks_sessions  # noqa: E402,F401  (register the schedule, session tasks)
 
 
 @shared_task(ignore_result=True)

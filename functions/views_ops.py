@@ -57,6 +57,18 @@ def queue_health() -> Health:
     )
 
 
+def knative_prerequisites() -> dict | None:
+    """The preflight against the platform's cluster, when there is one to check (knative_preflight)."""
+    from .backends.knative_preflight import preflight
+    from .backends.knative_provision import platform_kubeconfig
+    from .models import Backend
+
+    if not platform_kubeconfig() and not Project.objects.filter(backend=Backend.KNATIVE).exists():
+        return None
+    where, checks = preflight()
+    return {"where": where, "checks": checks}
+
+
 def prometheus_health() -> Health:
     ok = metrics.prometheus_healthy()
     return Health("Prometheus", ok, settings.HKS_PROMETHEUS_URL)
@@ -99,12 +111,22 @@ def operators_overview(request):
     return render(
         request,
         "functions/operators_overview.html",
-        {"projects": project_rows(), "failing": failing, "health": probes, "missing": health.missing_parts()},
+        {
+            "projects": project_rows(),
+            "failing": failing,
+            "health": probes,
+            "missing": health.missing_parts(),
+            "knative": knative_prerequisites(),
+        },
     )
 
 
 @require_GET
 def healthz(request):
-    """Which parts the platform runs without and what each costs; 503 when functions cannot run at all."""
+    """Which parts the platform runs without and what each costs; 503 when functions cannot run at all.
+    ``?live=1`` says only that the process answers (a liveness probe must not restart every replica
+    because the database is down)."""
+    if request.GET.get("live"):
+        return JsonResponse({"ok": True})
     body = health.healthz_body(health.missing_parts())
     return JsonResponse(body, status=200 if body["ok"] else 503)

@@ -114,6 +114,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 5.0,
         "options": {"expires": 5},
     },
+    "collect-expired-sessions": {
+        "task": "functions.tasks_sessions.collect_expired_sessions",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
     "reclaim-storage": {
         "task": "functions.tasks.reclaim_due",
         "schedule": 300.0,
@@ -146,6 +151,18 @@ CHANNEL_LAYERS = {
     }
 }
 
+# Django's cache holds what every portal replica must agree on - the sign-in limits (functions/login_guard.py)
+# above all - so it lives in Redis, under its own prefix beside the broker and Channels (hks_portal/cache.py:
+# clear() deletes only its own keys).
+CACHES = {
+    "default": {
+        "BACKEND": "hks_portal.cache.PrefixedRedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env_str("HKS_CACHE_PREFIX", "hks:cache"),
+        "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5},
+    }
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -162,12 +179,15 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
+# The image collects static files at build time, outside the data volume.
+STATIC_ROOT = Path(env_str("HKS_STATIC_ROOT", str(DATA_DIR / "staticfiles")))
 MEDIA_ROOT = DATA_DIR / "media"
 
 # Platform
 HKS_PUBLIC_URL = env_str("HKS_PUBLIC_URL", "http://127.0.0.1:8000")
 HKS_FUNCTION_DOMAIN = env_str("HKS_FUNCTION_DOMAIN", "localhost")
+# Off on a cluster (deploy/): no local runtime runs beside the portal, /healthz does not ask for one.
+HKS_LOCAL_RUNTIME = env_bool("HKS_LOCAL_RUNTIME", True)
 HKS_RUNTIME_URL = env_str("HKS_RUNTIME_URL", "http://127.0.0.1:8070")
 HKS_RUNTIME_TOKEN = env_str("HKS_RUNTIME_TOKEN") or SECRET_KEY
 HKS_GATEWAY_URL = env_str("HKS_GATEWAY_URL", "http://127.0.0.1:8080")
@@ -209,6 +229,17 @@ HKS_BUILD_EGRESS_INTERNET = env_bool("HKS_BUILD_EGRESS_INTERNET", True)
 HKS_KNATIVE_PORTAL_IN_CLUSTER = env_bool("HKS_KNATIVE_PORTAL_IN_CLUSTER", False)
 HKS_CRON_IMAGE = env_str("HKS_CRON_IMAGE", "curlimages/curl:8.17.0")
 HKS_AGENT_RUNTIME_CLASS = env_str("HKS_AGENT_RUNTIME_CLASS")  # e.g. "gvisor"; empty = the cluster default
+# The platform's own identity on the host cluster, which provisions projects' namespaces: a kubeconfig file,
+# or (unset) the pod's ServiceAccount when the platform runs on the cluster (deploy/); neither = projects
+# need a kubeconfig of their own (manage.py set_kubeconfig).
+HKS_KNATIVE_KUBECONFIG = env_str("HKS_KNATIVE_KUBECONFIG")
+# The namespace the platform runs in: where it finds the registry Secret it copies into projects.
+HKS_PLATFORM_NAMESPACE = env_str("HKS_PLATFORM_NAMESPACE", "hks")
+HKS_PLATFORM_SERVICE_ACCOUNT = env_str("HKS_PLATFORM_SERVICE_ACCOUNT", "hks")  # bound in project namespaces
+HKS_PROMETHEUS_NAMESPACE = env_str("HKS_PROMETHEUS_NAMESPACE", "monitoring")  # may scrape queue-proxy
+# How many instances of each function, at the project's largest size, its namespace's quota leaves room for.
+HKS_QUOTA_INSTANCES = env_int("HKS_QUOTA_INSTANCES", 3)
+HKS_PROVISION_INTERVAL_SECONDS = env_int("HKS_PROVISION_INTERVAL_SECONDS", 300)  # drift repair
 HKS_BUILD_TIMEOUT_SECONDS = env_int("HKS_BUILD_TIMEOUT_SECONDS", 900)
 # Knative refuses a revision timeout over its max-revision-timeout-seconds (600 unless the cluster raised it).
 HKS_KNATIVE_MAX_TIMEOUT_SECONDS = env_int("HKS_KNATIVE_MAX_TIMEOUT_SECONDS", 600)
@@ -237,4 +268,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("HKS_LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}
+
+CELERY_IMPORTS = ["functions.tasks_provision"]  # beside the autodiscovered functions.tasks
+CELERY_BEAT_SCHEDULE["reconcile-projects"] = {
+    "task": "functions.tasks_provision.reconcile_projects",
+    "schedule": float(HKS_PROVISION_INTERVAL_SECONDS),
+    "options": {"expires": HKS_PROVISION_INTERVAL_SECONDS},
 }

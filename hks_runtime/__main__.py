@@ -55,6 +55,18 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "(an agent's next throwaway function finds one waiting)",
     )
     parser.add_argument(
+        "--session-pool-size",
+        type=int,
+        default=int(_env_float("HKS_RUNTIME_SESSION_POOL_SIZE", 2)),
+        help="agent sandboxes started ahead for sessions and execute() (0 disables)",
+    )
+    parser.add_argument(
+        "--session-libraries",
+        choices=("eager", "lazy", "off"),
+        default=os.environ.get("HKS_RUNTIME_SESSION_LIBRARIES", "lazy"),
+        help="the agent library layer (numpy, pandas...): build at start, at the first session, or never",
+    )
+    parser.add_argument(
         "--data-path",
         choices=("auto", "python", "haproxy"),
         default=os.environ.get("HKS_RUNTIME_DATA_PATH", "auto"),
@@ -85,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         pool_size=args.pool_size,
         pool_recent_shapes=max(0, args.pool_recent_shapes),
         data_path=args.data_path,
+        session_pool_size=max(0, args.session_pool_size),
+        session_libraries=args.session_libraries,
     )
 
 

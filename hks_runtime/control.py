@@ -6,12 +6,14 @@
     GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO (inclusive)&tail=N&follow=1
     GET    /v1/functions[?namespace=ns]                what the daemon holds, with replicas and the latest
                                                        ready revision of each
-    POST   /v1/builds                                  {runtime, archive_path, content_hash}: ndjson stream
+    POST   /v1/builds                                  {runtime, archive_path, content_hash[, profile,
+                                                       namespace]}: ndjson stream
                                                        of {"log": line}..., then {"artifact": dir} or
                                                        {"error": message, "permanent": bool}
     DELETE /v1/artifacts/{content_hash}                free a built artifact: 200 {"deleted": bool}, or 409
                                                        while a function's revision or a fresh build uses it
-    GET    /metrics, /healthz                          no token (Prometheus scrapes it; bound to loopback)
+    GET    /metrics                                    the same token (Prometheus sends it)
+    GET    /healthz                                    no token: liveness only
 
 Errors are ``{"error": message, "permanent": bool}``; permanent means the same request cannot succeed later.
 """
@@ -29,11 +31,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import seccomp
+from . import netns, seccomp
 from .logstore import parse_ts
+from .session_api import SessionApi
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
 
-ARTIFACT_NAME = re.compile(r"[0-9A-Za-z]{8,128}")
+# <content hash>, or <content hash>-<project> / -agent (builder.artifact_name: whose build hooks made it)
+ARTIFACT_NAME = re.compile(r"[0-9A-Za-z]{8,128}(-[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?")
 ARTIFACT_GUARD_SECONDS = 600.0
 
 
@@ -62,11 +66,12 @@ class ControlApi:
         app.router.add_delete("/v1/artifacts/{content_hash}", self.delete_artifact)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
+        SessionApi(self.daemon.sessions, self.daemon.sandbox_problem).register(app)  # session_api.py
         return app
 
     @web.middleware
     async def auth(self, request: web.Request, handler):
-        if request.path.startswith("/v1/"):
+        if request.path.startswith("/v1/") or request.path == "/metrics":
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {self.daemon.token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -191,17 +196,24 @@ class ControlApi:
             )
         if not isinstance(content_hash, str) or not content_hash.isalnum():
             return error(400, "content_hash must be alphanumeric", permanent=True)
+        profile, namespace = data.get("profile", "standard"), data.get("namespace", "")
+        if profile not in ("standard", "restricted"):
+            return error(400, "profile must be standard or restricted", permanent=True)
+        if not isinstance(namespace, str) or (namespace and not DNS_LABEL.match(namespace)):
+            return error(400, "namespace must be a DNS-1123 label", permanent=True)
         problem = self.daemon.sandbox_problem()
         if problem:
             return error(503, problem, permanent=True)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         async with self.build_slots:
-            await self._run_build(response, runtime, archive, content_hash)
+            await self._run_build(response, runtime, archive, content_hash, profile, namespace)
         await response.write_eof()
         return response
 
-    async def _run_build(self, response, runtime: str, archive: Path, content_hash: str) -> None:
+    async def _run_build(
+        self, response, runtime: str, archive: Path, content_hash: str, profile: str, namespace: str
+    ) -> None:
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue = asyncio.Queue()
 
@@ -210,7 +222,8 @@ class ControlApi:
 
         def run() -> dict:
             artifacts_dir = self.daemon.data_dir / "artifacts"
-            reused = (artifacts_dir / content_hash / ".hks-built").exists()
+            name = self.daemon.core.artifact_name(content_hash, profile, namespace)
+            reused = (artifacts_dir / name / ".hks-built").exists()
             try:
                 artifact = self.daemon.core.build(
                     runtime=runtime,
@@ -219,9 +232,11 @@ class ControlApi:
                     layers_dir=self.daemon.layers_dir,
                     content_hash=content_hash,
                     on_log=on_log,
+                    profile=profile,
+                    scope=namespace,
                 )
                 if reused:  # a second revision of this content, maybe not recorded by the portal yet
-                    self.reused_at[content_hash] = time.monotonic()
+                    self.reused_at[name] = time.monotonic()
                 return {"artifact": str(artifact)}
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 permanent = type(exc).__name__ == "BuildError"
@@ -277,12 +292,21 @@ class ControlApi:
                 "ok": True,
                 "sandbox": self.daemon.sandbox_mode or self.daemon.sandbox_problem(),
                 "seccomp": seccomp.program() is not None,
+                "network": _network_state(),
                 "data_path": self.daemon.options.data_path,
                 "missing": missing_parts(self.daemon),
                 "functions": len(self.supervisor.functions),
                 "prewarmed": standbys,
             }
         )
+
+
+def _network_state() -> str:
+    """``isolated``, ``host`` (the operator chose it), or why standard sandboxes cannot start here."""
+    try:
+        return "host" if netns.mode() == "host" else (netns.check() or "isolated")
+    except netns.NetworkUnavailable as exc:
+        return str(exc)
 
 
 # What running without a part costs, said plainly (/healthz "missing"; the portal's /healthz and the
@@ -293,6 +317,10 @@ COSTS = {
     "other calls it refuses are open to tenant code (install Debian's python3-seccomp)",
     "haproxy": "requests go through the Python gateway instead of HAProxy: more latency and a fraction of "
     "the throughput per function (install Debian's haproxy)",
+    "network": "standard functions and builds cannot start: each needs a network namespace of its own "
+    "(install Debian's slirp4netns, nftables and iproute2; run the runtime as root)",
+    "network isolation": "HKS_SANDBOX_NETWORK=host: standard functions and builds share the host's network "
+    "and reach every service on it, Redis and the database included",
 }
 
 
@@ -309,4 +337,9 @@ def missing_parts(daemon) -> list[dict]:
         missing.append(
             {"part": "haproxy", "problem": "HAProxy is not in the data path", "cost": COSTS["haproxy"]}
         )
+    network = _network_state()
+    if network == "host":
+        missing.append({"part": "network isolation", "problem": network, "cost": COSTS["network isolation"]})
+    elif network != "isolated":
+        missing.append({"part": "network", "problem": network, "cost": COSTS["network"]})
     return missing

@@ -19,10 +19,11 @@ from aiohttp import web
 
 from . import background
 from .control import ControlApi
-from .gateway import Gateway
+from .gateway import Gateway, SandboxCallers
 from .haproxy import HAProxy, HAProxyRouting
 from .logstore import LogStore
 from .metrics import Metrics
+from .sessions import SessionManager
 from .state import StateFile
 from .supervisor import Supervisor
 
@@ -56,6 +57,8 @@ class Options:
     pool_size: int = 1  # pre-warmed standbys per function shape in use (0: none)
     pool_recent_shapes: int = 2  # shapes no longer in use that keep their standbys (the latest given up)
     data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
+    session_pool_size: int = 2  # pre-started agent sandboxes for sessions and execute() (sessions.py)
+    session_libraries: str = "lazy"  # the agent library layer: eager | lazy (at the first session) | off
 
 
 class Daemon:
@@ -82,6 +85,15 @@ class Daemon:
             slots_dir=self.data_dir / "slots",
             pool_recent_shapes=options.pool_recent_shapes,
         )
+        self.sessions = SessionManager(
+            core=self.core,
+            spawner=self.supervisor.spawner,
+            pool=self.supervisor.pool,
+            data_dir=self.data_dir,
+            layers_dir=self.layers_dir,
+            pool_size=options.session_pool_size,
+            libraries=options.session_libraries,
+        )
         self.runners: list[web.AppRunner] = []
         self.haproxy: HAProxy | None = None
         self._poller: asyncio.Task | None = None
@@ -93,6 +105,7 @@ class Daemon:
     def _check_sandbox(self) -> None:
         try:
             self.sandbox_mode = self.core.check_sandbox()
+            self.core.sweep_stale_networks()
         except Exception as exc:  # noqa: BLE001 - SandboxUnavailable or an import error: shown, never bypassed
             self._sandbox_error = f"sandbox unavailable: {exc}"
             log.error("%s", self._sandbox_error)
@@ -111,9 +124,12 @@ class Daemon:
         self._check_sandbox()
         await self.supervisor.start()
         control = await self._serve(ControlApi(self).app(), self.options.control_port)
-        gateway_app = Gateway(
+        gateway = Gateway(
             self.supervisor, self.metrics, domain=self.options.domain, max_body=self.options.max_body_bytes
-        ).app()
+        )
+        gateway.callers = self.supervisor.callers = SandboxCallers(gateway.app())
+        await gateway.callers.start()
+        gateway_app = gateway.app()
         if self.options.data_path == "haproxy":
             gateway = await self._start_haproxy(await self._serve(gateway_app, 0, host="127.0.0.1"))
         else:
@@ -126,6 +142,7 @@ class Daemon:
                 self.supervisor.restore(spec, latest_ready)
             self.save()
             self.supervisor.keep_pool()
+            await self.sessions.start()
             if self.supervisor.router is not None:
                 for fn in self.supervisor.functions.values():
                     await self.supervisor.router.function(fn)
@@ -167,7 +184,10 @@ class Daemon:
         self.save()
         if self._poller is not None:
             self._poller.cancel()
+        await self.sessions.close()
         await self.supervisor.close()
+        if self.supervisor.callers is not None:
+            await self.supervisor.callers.cleanup()
         await background.settle(timeout=5)
         if self.haproxy is not None:
             self.haproxy.stop()

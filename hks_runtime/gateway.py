@@ -5,13 +5,16 @@ Answers of its own: 404 unknown function, 413 body over the limit, 502 instance 
 504 request timeout (the function's ``timeout_seconds``, cold start included, as Knative counts it). When a
 sandbox limit is why, the answer says so in ``X-Hks-Failure`` (``timeout``, ``out-of-memory``,
 ``process-limit``, ``crashed``) and in its text, for the SDK to name the error.
-A ``cluster-local`` function answers only to clients on this machine; to any other it is unknown (404).
+A ``cluster-local`` function answers only to its own project: to a sandbox of the same namespace (known by
+the listener it connects to, see ``SandboxCallers``) and to the platform's own processes on this machine; to
+anyone else - another project's sandbox, a client off the machine - it is unknown (404).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import time
 
 import aiohttp
@@ -67,12 +70,65 @@ HOP_BY_HOP = frozenset(
 BUFFERED_RESPONSE = 1024 * 1024  # answers up to this size are sent in one piece, larger ones streamed
 
 
+_HOST = object()  # the caller is not a sandbox: a process on the host (the portal, the SDK, a test)
+
+
+class SandboxCallers:
+    """The gateway's listener for each sandbox that has a network of its own: its identity.
+
+    A sandbox reaches the host only through slirp4netns, and its ruleset lets it reach exactly one host
+    port (``netns.py``): the listener opened for it here. So the port a request arrives on says which
+    sandbox sent it, and ``bind`` says which project that sandbox serves (a pre-warmed one learns it when
+    claimed; until then it is nobody's and sees only public functions).
+    """
+
+    def __init__(self, app: web.Application):
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
+        self.sites: dict[int, web.SockSite] = {}
+        self.owners: dict[int, str] = {}
+
+    async def start(self) -> None:
+        await self.runner.setup()
+
+    async def open(self) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        site = web.SockSite(self.runner, sock, backlog=128)
+        await site.start()
+        port = sock.getsockname()[1]
+        self.sites[port] = site
+        return port
+
+    def bind(self, port: int, namespace: str) -> None:
+        if port in self.sites:
+            self.owners[port] = namespace
+
+    async def close(self, port: int | None) -> None:
+        site = self.sites.pop(port, None) if port else None
+        self.owners.pop(port, None)
+        if site is not None and site in self.runner.sites:  # a cleaned-up runner has stopped them all
+            await site.stop()
+
+    def caller(self, request: web.Request):
+        """The calling sandbox's namespace ("" before it is claimed), or _HOST for any other caller."""
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sockname[1] if sockname else None
+        if port not in self.sites:
+            return _HOST
+        return self.owners.get(port, "")
+
+    async def cleanup(self) -> None:
+        await self.runner.cleanup()
+
+
 class Gateway:
     def __init__(self, supervisor: Supervisor, metrics, *, domain: str, max_body: int):
         self.supervisor = supervisor
         self.metrics = metrics
         self.domain = domain.lower()
         self.max_body = max_body
+        self.callers: SandboxCallers | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body)
@@ -97,7 +153,7 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         route = self.resolve(request)
         fn = self.supervisor.functions.get(route[0]) if route else None
-        if fn is not None and fn.spec.visibility == "cluster-local" and _external(request):
+        if fn is not None and fn.spec.visibility == "cluster-local" and not self._same_cluster(request, fn):
             fn = None  # as on Knative's external gateway: a cluster-local function does not exist there
         if fn is None:
             if request.path == "/healthz":
@@ -123,6 +179,12 @@ class Gateway:
             revision=getattr(inst, "revision", None) or revision,
             instance=getattr(inst, "id", ""),
         )
+
+    def _same_cluster(self, request: web.Request, fn: FunctionState) -> bool:
+        caller = self.callers.caller(request) if self.callers is not None else _HOST
+        if caller is _HOST:
+            return not _external(request)
+        return caller == fn.spec.namespace
 
     async def _serve(self, request: web.Request, fn: FunctionState, path: str) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > self.max_body:

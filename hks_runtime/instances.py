@@ -40,6 +40,7 @@ class Instance:
     external: int = 0  # requests in flight through HAProxy (the Python gateway counts its own in inflight)
     haproxy_server: tuple[str, str] | None = None
     slot: Path | None = None  # the pre-warmed slot dir holding its code, when it came from the pool
+    caller_port: int | None = None  # its own gateway listener (gateway.SandboxCallers), when it has one
 
     @classmethod
     def new(cls, namespace: str, function: str, revision: str) -> Instance:

@@ -31,7 +31,7 @@ from .instances import (
     watch_exit,
 )
 from .logstore import LinePump
-from .pool import Shape
+from .pool import Shape, gateway_env
 from .spec import FunctionSpec
 
 if TYPE_CHECKING:
@@ -112,10 +112,16 @@ class InstanceLifecycle:
         standby = self.prewarm.claim(spec)
         if standby is not None:
             inst.proc, inst.port, inst.slot = standby.proc, standby.port, standby.slot
+            inst.caller_port = standby.caller_port
+            if self.callers is not None and inst.caller_port:
+                self.callers.bind(inst.caller_port, spec.namespace)
             self._attach(fn, inst)
             await self.prewarm.specialise(standby, spec, {**spec.env, **self._runtime_env(spec)})
             return
         layer = await self.layer(spec.runtime, fn)
+        inst.caller_port = await self.open_caller_port(spec.profile)
+        if inst.caller_port:
+            self.callers.bind(inst.caller_port, spec.namespace)
         sock = listening_socket()
         try:
             inst.port = sock.getsockname()[1]
@@ -130,12 +136,13 @@ class InstanceLifecycle:
                 raise RuntimeError("stopped before it started")
             sandbox_spec = self.core.SandboxSpec(
                 argv=argv,
-                env={**spec.env, **env, **self._runtime_env(spec)},
+                env={**spec.env, **env, **self._runtime_env(spec), **gateway_env(inst.caller_port)},
                 profile=spec.profile,
                 limits=self.limits(spec.profile, spec.memory_mb, spec.cpu_millicores),
                 ro_binds=binds,
                 pass_fds=(sock.fileno(),),
                 name=f"{spec.namespace}-{inst.id}",
+                gateway_port=inst.caller_port,
             )
             proc = await asyncio.get_running_loop().run_in_executor(
                 self.spawner, self.core.spawn, sandbox_spec
@@ -147,6 +154,12 @@ class InstanceLifecycle:
         if self.closing or inst.state != STARTING:  # stopped while it was being spawned
             await self._terminate(inst)
             raise RuntimeError("stopped before it started")
+
+    async def open_caller_port(self, profile: str) -> int | None:
+        """The gateway listener a sandbox of this profile calls other functions through (None: no network)."""
+        if self.callers is None or not self.core.isolated_network(profile):
+            return None
+        return await self.callers.open()
 
     def limits(self, profile: str, memory_mb: int, cpu_millicores: int):
         base = self.core.PROFILES[profile]
@@ -207,8 +220,10 @@ class InstanceLifecycle:
         return detail
 
     def _start_failed(self, fn: FunctionState, rev: RevisionState, inst: Instance, detail: str) -> None:
-        if inst.proc is None:  # never spawned: no exit watcher will remove it
+        if inst.proc is None:  # never spawned: no exit watcher will remove it (nor close its listener)
             inst.state = STOPPED
+            if self.callers is not None and inst.caller_port:
+                background.start(self.callers.close(inst.caller_port))
             with contextlib.suppress(ValueError):
                 rev.instances.remove(inst)
         if inst.stopping:  # stopped on purpose while starting (deleted, replaced): not the code's fault
@@ -245,6 +260,8 @@ class InstanceLifecycle:
         fn.retired = [r for r in fn.retired if r.instances]
         if inst.proc is not None:
             self.pool.submit(_cleanup, inst)
+        if self.callers is not None and inst.caller_port:
+            background.start(self.callers.close(inst.caller_port))
         if self.functions.get(fn.key) is fn and not self.closing:
             self._ensure_min_scale(fn)
         fn.notify()

@@ -28,6 +28,11 @@ from .instances import listening_socket
 from .spec import FunctionSpec
 
 
+def gateway_env(caller_port: int | None) -> dict[str, str]:
+    """How a function with a network of its own calls other functions: the gateway as slirp maps it."""
+    return {"HKS_GATEWAY_URL": f"http://10.0.2.2:{caller_port}"} if caller_port else {}
+
+
 @dataclass(frozen=True)
 class Shape:
     runtime: str
@@ -47,6 +52,7 @@ class Standby:
     port: int
     slot: Path
     shape: Shape
+    caller_port: int | None = None
 
 
 class Pool:
@@ -100,6 +106,7 @@ class Pool:
         layer = await self.supervisor.layer(shape.runtime)
         slot = self.slots_dir / secrets.token_hex(6)
         slot.mkdir(parents=True, mode=0o755)
+        caller_port = await self.supervisor.open_caller_port(shape.profile)
         sock = listening_socket()
         try:
             argv, env, binds = core.instance_command(
@@ -113,17 +120,20 @@ class Pool:
             limits = self.supervisor.limits(shape.profile, shape.memory_mb, shape.cpu_millicores)
             spec = core.SandboxSpec(
                 argv=argv,
-                env=env,
+                env={**env, **gateway_env(caller_port)},
                 profile=shape.profile,
                 limits=limits,
                 ro_binds=binds,
                 pass_fds=(sock.fileno(),),
                 name=f"pool-{slot.name}",
+                gateway_port=caller_port,
             )
             proc = await loop.run_in_executor(self.supervisor.spawner, _spawn_with_stdin, core, spec)
-            return Standby(proc=proc, port=sock.getsockname()[1], slot=slot, shape=shape)
+            port = sock.getsockname()[1]
+            return Standby(proc=proc, port=port, slot=slot, shape=shape, caller_port=caller_port)
         except BaseException:
             shutil.rmtree(slot, ignore_errors=True)
+            await self._close_caller(caller_port)
             raise
         finally:
             sock.close()
@@ -155,6 +165,11 @@ class Pool:
             await loop.run_in_executor(self.supervisor.pool, standby.proc.terminate, 1.0)
             await loop.run_in_executor(self.supervisor.pool, standby.proc.cleanup)
         shutil.rmtree(standby.slot, ignore_errors=True)
+        await self._close_caller(standby.caller_port)
+
+    async def _close_caller(self, port: int | None) -> None:
+        if port and self.supervisor.callers is not None:
+            await self.supervisor.callers.close(port)
 
     async def close(self) -> None:
         standbys = [s for items in self.ready.values() for s in items]

@@ -4,9 +4,11 @@ The contract (used by the builder and the runtime daemon):
 
 - ``check_sandbox()`` raises ``SandboxUnavailable`` when bubblewrap is missing or cannot run, and otherwise
   returns the limits mode in force: ``"cgroup-v2"``, ``"cgroup-v1"`` or ``"rlimit"``.
-- ``spawn(SandboxSpec(...))`` starts a process in fresh mount/pid/ipc/uts/user (and, unless the profile
-  allows it, network) namespaces with read-only system dirs, a private ``/tmp``, no capabilities and exactly
-  ``spec.env`` as environment, and returns a ``SandboxedProcess``.
+- ``spawn(SandboxSpec(...))`` starts a process in fresh mount/pid/ipc/uts/user/network namespaces with
+  read-only system dirs, a private ``/tmp``, no capabilities and exactly ``spec.env`` as environment, and
+  returns a ``SandboxedProcess``. A profile with network (``standard``, builds) gets a namespace of its own
+  that reaches the internet only (``netns.py``; entered with ``nsenter`` before privileges are dropped);
+  the others only their own loopback.
 
 How a process gets its limits without ``preexec_fn`` (unsafe with threads): the spawned program is a tiny
 ``/bin/sh`` wrapper that writes its own pid into the sandbox's cgroups and then execs ``prlimit`` (rlimits:
@@ -43,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import seccomp
+from . import netns, seccomp
 
 _log = logging.getLogger(__name__)
 SANDBOX_UID = 65534  # "nobody": the host uid sandboxed code runs as, when unprivileged bwrap works
@@ -102,6 +104,7 @@ class SandboxSpec:
     pass_fds: tuple[int, ...] = ()
     name: str = ""
     network: bool | None = None
+    gateway_port: int | None = None  # with network: the one host loopback port it may reach (netns.py)
 
 
 def _bwrap_path() -> str:
@@ -334,16 +337,26 @@ def _system_args() -> list[str]:
     return args
 
 
+def _wants_network(spec: SandboxSpec) -> bool:
+    return _NETWORK_DEFAULT[spec.profile] if spec.network is None else spec.network
+
+
 def _bwrap_args(
-    spec: SandboxSpec, env_fd: int, unprivileged: bool, seccomp_fd: int | None = None
+    spec: SandboxSpec,
+    env_fd: int,
+    unprivileged: bool,
+    seccomp_fd: int | None = None,
+    resolv_fd: int | None = None,
 ) -> list[str]:
-    network = _NETWORK_DEFAULT[spec.profile] if spec.network is None else spec.network
+    network = _wants_network(spec)
     args = [_bwrap_path(), "--unshare-all", *_userns_flags(unprivileged)]
     args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     args += ["--share-net"] if network else []
     args += ["--hostname", "sandbox", "--clearenv", "--args", str(env_fd)]
     args += ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
     args += _system_args()
+    if resolv_fd is not None:  # its own network: DNS through slirp's forwarder, not the host's resolver
+        args += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
     for src, dst in spec.ro_binds:
         args += ["--ro-bind", str(src), dst]
     for src, dst in spec.rw_binds:
@@ -396,6 +409,7 @@ class SandboxedProcess:
         self.stdout = popen.stdout
         self.stderr = popen.stderr
         self.unprivileged = False  # True when the code runs as the host's "nobody" rather than root
+        self.netns: netns.NetNamespace | None = None  # its own network (standard profile, builds)
         # (oom_killed, cpu_seconds, hit_process_limit) once it has ended
         self._final: tuple[bool, float | None, bool] | None = None
 
@@ -415,6 +429,8 @@ class SandboxedProcess:
         if self._final is None:
             self._final = (self._read_oom(), self._read_cpu(), self._read_pids_max())
         self._remove_cgroups(attempts=1)
+        if self.netns is not None:
+            self.netns.release()  # slirp4netns exits; cleanup() removes the namespace itself
 
     def _remove_cgroups(self, attempts: int) -> None:
         for path in list(self.cgroups.values()):
@@ -536,6 +552,8 @@ class SandboxedProcess:
             self.terminate(grace=0)
         self._wait_cgroup_empty(timeout=5.0)
         self._remove_cgroups(attempts=50)
+        if self.netns is not None:
+            self.netns.close()
         for pipe in (self.stdin, self.stdout, self.stderr):
             if pipe is not None:
                 pipe.close()
@@ -582,14 +600,22 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
     if unprivileged:
         for src, _ in spec.rw_binds:
             os.chown(src, SANDBOX_UID, SANDBOX_UID)
+    try:
+        ns = _network_for(spec)
+    except BaseException:
+        for path in cgroups.values():
+            path.rmdir()
+        raise
     env_fd = _env_memfd(spec.env)
     seccomp_fd = seccomp.memfd()
+    resolv_fd = _data_memfd(netns.RESOLV_CONF) if ns is not None else None
     procs_files = [str(path / "cgroup.procs") for path in cgroups.values()]
     argv = ["/bin/sh", "-c", _WRAPPER, "hks-sandbox", *procs_files, "--"]
     argv += _prlimit_args(spec.limits, layout.mode, unprivileged)
+    argv += ["nsenter", f"--net={ns.path}", "--"] if ns is not None else []
     argv += _setpriv_args() if unprivileged else []
-    argv += _bwrap_args(spec, env_fd, unprivileged, seccomp_fd)
-    filter_fds = () if seccomp_fd is None else (seccomp_fd,)
+    argv += _bwrap_args(spec, env_fd, unprivileged, seccomp_fd, resolv_fd)
+    filter_fds = tuple(fd for fd in (seccomp_fd, resolv_fd) if fd is not None)
     try:
         popen = subprocess.Popen(
             argv,
@@ -603,13 +629,36 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
     except BaseException:
         for path in cgroups.values():
             path.rmdir()
+        if ns is not None:
+            ns.close()
         raise
     finally:
         for fd in (env_fd, *filter_fds):
             os.close(fd)
     proc = SandboxedProcess(popen, layout.mode, cgroups)
     proc.unprivileged = unprivileged
+    proc.netns = ns
     return proc
+
+
+def _network_for(spec: SandboxSpec) -> netns.NetNamespace | None:
+    """A namespace of its own when the sandbox may use the network (None: bwrap's empty one, or the host's
+    under ``HKS_SANDBOX_NETWORK=host``). Raises SandboxUnavailable rather than share the host's network."""
+    if not _wants_network(spec):
+        return None
+    try:
+        if netns.mode() == "host":
+            return None
+        return netns.NetNamespace.create(spec.name or "sandbox", gateway_port=spec.gateway_port)
+    except netns.NetworkUnavailable as exc:
+        raise SandboxUnavailable(str(exc)) from exc
+
+
+def _data_memfd(text: str) -> int:
+    fd = os.memfd_create("hks-sandbox-data")
+    os.write(fd, text.encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _reachable(path: str) -> bool:
@@ -628,3 +677,13 @@ def _reachable(path: str) -> bool:
 def limits_for(profile: str, **overrides: int) -> Limits:
     """A profile's limits with some fields replaced (e.g. a function's own memory setting)."""
     return dataclasses.replace(PROFILES[profile], **overrides)
+
+
+def isolated_network(profile: str) -> bool:
+    """Does a sandbox of this profile get a network namespace of its own (netns.py)?"""
+    return _NETWORK_DEFAULT[profile] and netns.mode() == "isolated"
+
+
+def sweep_stale_networks() -> int:
+    """Network namespaces a crashed daemon left behind (see netns.sweep_stale)."""
+    return netns.sweep_stale()

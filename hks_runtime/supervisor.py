@@ -124,6 +124,7 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         self.session: aiohttp.ClientSession | None = None
         self.closing = False
         self.router = None  # haproxy.HAProxyRouting when HAProxy is the data path
+        self.callers = None  # gateway.SandboxCallers: one listener per sandbox with a network of its own
         self.prewarm = Pool(self, slots_dir or layers_dir.parent / "slots", pool_size, pool_recent_shapes)
 
     async def start(self) -> None:

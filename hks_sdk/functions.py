@@ -7,6 +7,7 @@ import time
 
 from .client import Client, HksError
 from .execution import Execution, ExecutionError
+from .sessions import AsyncSession, Session, execute_fast, session  # noqa: F401  (functions.session())
 
 
 def execute(
@@ -18,6 +19,7 @@ def execute(
     timeout: int = 60,
     ready_timeout: float = 180.0,
     client: Client | None = None,
+    wait_for_quota: float = 0.0,
 ) -> Execution:
     """Run ``code`` once in a fresh sandboxed function and return what it printed, returned and raised.
 
@@ -27,6 +29,9 @@ def execute(
     ``Execution.error``: what it raised, ``TimeoutError`` for a run past ``timeout`` seconds,
     ``MemoryError`` ("out of memory") when the sandbox's memory limit killed it, ``ProcessLimitError`` when
     it hit the process limit, ``ExecutionError`` when its process ended without an answer.
+
+    Python code without ``files`` takes the fast path (a pre-started sandbox, no deploy; sessions.py). Past
+    the project's concurrency quota it answers 429; ``wait_for_quota`` seconds makes the SDK wait and retry.
     """
     own_client = client is None
     client = client or Client()
@@ -34,6 +39,10 @@ def execute(
     started = time.perf_counter()
     name = ""
     try:
+        if language == "python" and not files:  # fast path: a pre-started sandbox takes it (sessions.py)
+            fast = execute_fast(code, env=env, timeout=timeout, client=client, wait_for_quota=wait_for_quota)
+            if fast is not None:
+                return fast
         name = client.deploy(code=code, runtime=language, env=env, files=files, timeout_seconds=timeout)[
             "name"
         ]

@@ -36,6 +36,8 @@ def pytest_configure(config):
     # One queue per test process, so parallel runs (xdist, a running platform) never share tasks.
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     celery_app.conf.task_default_queue = f"hks-test-{worker}-{os.getpid()}"
+    # The cache (sign-in limits) is in Redis too: one key prefix per test process, emptied before each test.
+    settings.CACHES["default"]["KEY_PREFIX"] = f"hks-test-{worker}-{os.getpid()}:cache"
 
 
 def pytest_unconfigure(config):
@@ -49,6 +51,14 @@ def pytest_unconfigure(config):
             client.shutdown(nosave=True)
     except redis.exceptions.ConnectionError:
         pass  # shutdown closes the connection, or the server is already gone
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache: no sign-in failures counted by an earlier test."""
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 @pytest.fixture(scope="session")

@@ -94,6 +94,17 @@ RESOURCE_TYPES = {
         ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
         ResourceType("serving.knative.dev", "v1", "services", "Service"),
         ResourceType("serving.knative.dev", "v1", "revisions", "Revision"),
+        # A project's place on the cluster (functions/backends/knative_provision.py) and the preflight.
+        ResourceType("", "v1", "resourcequotas", "ResourceQuota"),
+        ResourceType("", "v1", "limitranges", "LimitRange"),
+        ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+        ResourceType(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            namespaced=False,
+        ),
     ]
 }
 KSVC = "services.serving.knative.dev"
@@ -137,6 +148,10 @@ def _check_metadata(obj, where: str = "") -> None:
 def validate_manifest(obj: dict) -> None:
     """Raise ``ManifestInvalid`` unless ``obj`` is valid against the real schema of its kind."""
     kind, name = obj.get("kind", "?"), obj.get("metadata", {}).get("name", "?")
+    if kind == "CustomResourceDefinition":  # named <plural>.<group>: a DNS subdomain, not a label
+        if not all(DNS_LABEL_RE.match(part) for part in str(name).split(".")) or len(name) > 253:
+            raise ManifestInvalid(f"metadata.name: Invalid value: {name!r}: must be a DNS-1123 subdomain")
+        obj = {**obj, "metadata": {**obj["metadata"], "name": "crd"}}
     _check_metadata(obj)
     try:
         if str(obj.get("apiVersion", "")).startswith("serving.knative.dev/"):

@@ -85,6 +85,7 @@ def live_platform():
     env = {
         "HKS_ADMIN_PASSWORD": LivePlatform.admin_password,
         "HKS_CELERY_QUEUE": f"hks-live-{uuid.uuid4().hex[:8]}",
+        "HKS_CACHE_PREFIX": f"hks-live-{uuid.uuid4().hex[:8]}:cache",  # its sign-in counts, apart
         "HKS_RUNTIME_IDLE_SECONDS": os.environ.get("HKS_RUNTIME_IDLE_SECONDS", "30"),
     }
     database = None

@@ -35,7 +35,7 @@ def runtime_without_haproxy():
     stop_daemon(daemon)
 
 
-def test_healthz_names_each_missing_optional_part_and_its_cost(client, settings, runtime_without_haproxy):
+def test_healthz_names_each_missing_optional_part_and_its_cost(client, db, settings, runtime_without_haproxy):
     settings.HKS_RUNTIME_URL = runtime_without_haproxy.control_url
     settings.HKS_PROMETHEUS_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens: no Prometheus
     response = client.get("/healthz")
@@ -49,7 +49,7 @@ def test_healthz_names_each_missing_optional_part_and_its_cost(client, settings,
     assert not any(m["required"] for m in body["missing"])
 
 
-def test_healthz_is_503_when_no_function_can_run(client, settings):
+def test_healthz_is_503_when_no_function_can_run(client, db, settings):
     settings.HKS_RUNTIME_URL = f"http://127.0.0.1:{free_port()}"  # no runtime
     response = client.get("/healthz")
     assert response.status_code == 503

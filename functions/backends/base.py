@@ -56,6 +56,7 @@ class BuildSpec:
     archive_url: str = ""  # where a remote builder fetches it (a short-lived, few-use token included)
     content_hash: str = ""
     kind: str = "http"  # "http" | "cloudevents": an image's start command differs (func-python)
+    sandbox_profile: str = "standard"  # "restricted" (agent code): the build runs no hooks of the code's own
 
 
 @dataclass(frozen=True)

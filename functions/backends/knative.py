@@ -129,6 +129,12 @@ class KnativeBackend(FunctionBackend):
         from ..crypto import DecryptionError, decrypt_text
 
         if not project.kubeconfig_encrypted:
+            # A project in its own namespace of the host cluster works with the platform's identity there.
+            from .knative_provision import platform_kubeconfig
+
+            platform = platform_kubeconfig()
+            if platform:
+                return cls(platform)
             raise BackendError(
                 f"project {project.slug} has no kubeconfig: an owner must upload one", permanent=True
             )

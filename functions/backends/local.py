@@ -78,6 +78,8 @@ class LocalBackend(FunctionBackend):
             "runtime": spec.runtime,
             "archive_path": spec.archive_path,
             "content_hash": spec.content_hash,
+            "profile": spec.sandbox_profile,  # agent code: no build hooks
+            "namespace": spec.ref.namespace,  # what build hooks produce stays the project's own
         }
         lines: list[str] = []
         try:

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("functions", "0002_issue12b_secrets_invitations"),
+        ("functions", "0002_issue16_agent_sessions"),
     ]
 
     operations = [

@@ -338,3 +338,191 @@ def test_broken_function_exits_with_its_error_on_stderr(work):
     with serving("node", "http", artifact) as (_, proc):
         assert proc.wait(timeout=60) == 1
         assert "boom at load" in proc.stderr.read().decode()
+
+
+# --- what a build may run (issue 11) ---------------------------------------------------------------------
+
+HOOK_PACKAGE = {
+    "name": "hooked",
+    "version": "1.0.0",
+    "dependencies": {"cloudevents": "8.0.2"},
+    "scripts": {
+        "preinstall": "echo HOOK-RAN-preinstall; touch node_modules/.hook-ran || touch .hook-ran",
+        "install": "echo HOOK-RAN-install",
+        "postinstall": "echo HOOK-RAN-postinstall",
+    },
+}
+
+
+def _build(work, files: dict, name: str, logs: list, **options):
+    archive, content_hash = archive_from_files(
+        {"func.yaml": f"name: {name}\n", **files}, work / f"{name}.tar.gz"
+    )
+    return builder.build(
+        runtime=options.pop("runtime"),
+        archive_path=archive,
+        artifacts_dir=work / "artifacts",
+        layers_dir=LAYERS_DIR,
+        content_hash=content_hash,
+        on_log=logs.append,
+        deps_cache_dir=options.pop("deps_cache_dir", work / f"deps-{name}"),
+        **options,
+    )
+
+
+def test_agent_builds_do_not_run_npm_lifecycle_scripts(work, node_layer):
+    """Agent code (restricted) with preinstall/install/postinstall scripts: npm runs none of them."""
+    logs = []
+    files = {"index.js": "", "package.json": json.dumps(HOOK_PACKAGE)}
+    artifact = _build(
+        work, files, "agent-npm-hooks", logs, runtime="node", profile="restricted", scope="acme"
+    )
+    assert (artifact / "node_modules" / "cloudevents" / "package.json").exists()  # dependencies installed
+    assert not any("HOOK-RAN" in line for line in logs), "a lifecycle script ran"
+    assert not list(artifact.rglob(".hook-ran"))
+
+
+def test_owner_builds_run_their_hooks(work, node_layer):
+    logs = []
+    files = {"index.js": "", "package.json": json.dumps(HOOK_PACKAGE)}
+    _build(work, files, "owner-npm-hooks", logs, runtime="node", profile="standard", scope="acme")
+    assert any("HOOK-RAN-preinstall" in line for line in logs)
+
+
+LOCAL_BACKEND_PYPROJECT = """[project]
+name = "function"
+version = "0.1.0"
+dependencies = ["six==1.16.0"]
+
+[build-system]
+requires = []
+build-backend = "evil_backend"
+backend-path = ["."]
+"""
+
+EVIL_BACKEND = """
+import pathlib
+print("HOOK-RAN-backend", flush=True)
+for target in ("/build/out/hook-ran.txt", "/build/hook-ran.txt"):
+    try:
+        pathlib.Path(target).write_text("ran")
+    except OSError:
+        pass
+def build_wheel(*a, **k): raise SystemExit("HOOK-RAN-build-wheel")
+def get_requires_for_build_wheel(*a, **k): return []
+"""
+
+
+@pytest.mark.parametrize("profile", ["restricted", "standard"])
+def test_a_local_build_backend_is_never_run(work, python_layer, profile):
+    """The function's own pyproject is read for its dependencies; its build backend never runs."""
+    logs = []
+    files = {
+        "pyproject.toml": LOCAL_BACKEND_PYPROJECT,
+        "evil_backend.py": EVIL_BACKEND,
+        "function/__init__.py": "",
+        "function/func.py": "",
+    }
+    artifact = _build(work, files, f"py-backend-{profile}", logs, runtime="python", profile=profile)
+    assert (artifact / builder.PYTHON_DEPS / "six.py").exists()
+    assert not any("HOOK-RAN" in line for line in logs)
+    assert not list(artifact.rglob("hook-ran.txt"))
+    assert not (artifact / builder.PYTHON_DEPS / "function").exists()  # the function itself is not installed
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        "./vendored",
+        "-e .",
+        "git+https://example.com/x.git",
+        "pkg @ https://example.com/pkg.tar.gz",
+        "--no-binary=:all:",
+    ],
+)
+def test_agent_builds_install_only_registry_wheels(work, python_layer, requirement):
+    with pytest.raises(builder.BuildError, match="not a plain registry requirement"):
+        _build(
+            work,
+            {"requirements.txt": f"six==1.16.0\n{requirement}\n"},
+            "agent-bad-req",
+            [],
+            runtime="python",
+            profile="restricted",
+        )
+
+
+@pytest.mark.parametrize(
+    "spec", ["file:../x", "git+https://example.com/x.git", "user/repo", "https://x.y/z.tgz"]
+)
+def test_agent_builds_install_only_npm_registry_packages(work, node_layer, spec):
+    package = {"name": "x", "version": "1.0.0", "dependencies": {"dep": spec}}
+    with pytest.raises(builder.BuildError, match="not a registry package"):
+        _build(
+            work,
+            {"package.json": json.dumps(package)},
+            "agent-bad-npm",
+            [],
+            runtime="node",
+            profile="restricted",
+        )
+
+
+def test_dependency_caches_are_keyed_by_build_mode_and_project(work, node_layer):
+    """Agent builds share registry-only installs; what owners' hooks produce stays in their project."""
+    package = {"name": "x", "version": "1.0.0", "dependencies": {"cloudevents": "8.0.2"}}
+    files = {"package.json": json.dumps(package)}
+    cache = work / "keyed-deps"
+
+    def reused(name, **options) -> bool:
+        logs = []
+        _build(work, {**files, "x.txt": name}, name, logs, runtime="node", deps_cache_dir=cache, **options)
+        return any("dependencies unchanged" in line for line in logs)
+
+    assert not reused("k1", profile="restricted", scope="one")
+    assert reused("k2", profile="restricted", scope="two")  # registry content: shared
+    assert not reused("k3", profile="standard", scope="one")  # hooks may have run: not the agent entry
+    assert reused("k4", profile="standard", scope="one")
+    assert not reused("k5", profile="standard", scope="two")  # another project's hook output: never
+
+
+OWNER_HOOK_PROBE = r"""
+import socket, sys
+targets = [("127.0.0.1", sys.argv[1]), ("10.0.2.2", sys.argv[1]), (sys.argv[2], sys.argv[3])]
+for host, port in targets:
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close(); print("HOOK-NET", host, "connected")
+    except OSError as exc:
+        print("HOOK-NET", host, type(exc).__name__)
+"""
+
+
+def test_owner_build_hooks_cannot_reach_the_host(work, node_layer):
+    """An owner's preinstall script runs in the build's own network namespace: nothing on the host."""
+    import socket
+
+    with (
+        socket.socket() as loopback,
+        socket.socket() as everywhere,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as route,
+    ):
+        loopback.bind(("127.0.0.1", 0))
+        loopback.listen()
+        everywhere.bind(("0.0.0.0", 0))
+        everywhere.listen()
+        route.connect(("198.51.100.1", 9))
+        host_ip = route.getsockname()[0]
+        args = f"{loopback.getsockname()[1]} {host_ip} {everywhere.getsockname()[1]}"
+        code = OWNER_HOOK_PROBE.encode().hex()  # no shell quoting to get wrong
+        package = {
+            "name": "netprobe",
+            "version": "1.0.0",
+            "dependencies": {"cloudevents": "8.0.2"},
+            "scripts": {"preinstall": f"python3 -c \"exec(bytes.fromhex('{code}'))\" {args}"},
+        }
+        logs = []
+        files = {"package.json": json.dumps(package)}
+        _build(work, files, "owner-net-hooks", logs, runtime="node", profile="standard", scope="acme")
+    lines = [line for line in logs if line.startswith("HOOK-NET")]
+    assert len(lines) == 3, logs
+    assert all(line.endswith("ConnectionRefusedError") for line in lines), lines

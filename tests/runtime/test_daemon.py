@@ -95,14 +95,10 @@ def test_idle_function_scales_to_zero_and_the_next_request_cold_starts_it(backen
     deploy(backend, service(name, "python", artifacts["python"]))
     ref = FunctionRef(NS, NS, name)
     assert wait_for(lambda: backend.status(ref).replicas == 0), "never scaled to zero"
-    before = metric_value(
-        httpx.get(runtime_daemon.control_url + "/metrics").text, "hks_cold_starts_total", kn_service_name=name
-    )
+    before = metric_value(metrics_text(runtime_daemon), "hks_cold_starts_total", kn_service_name=name)
     assert call(runtime_daemon.gateway_url, name).status_code == 200
     assert backend.status(ref).replicas == 1
-    after = metric_value(
-        httpx.get(runtime_daemon.control_url + "/metrics").text, "hks_cold_starts_total", kn_service_name=name
-    )
+    after = metric_value(metrics_text(runtime_daemon), "hks_cold_starts_total", kn_service_name=name)
     assert after == before + 1
 
 
@@ -381,7 +377,7 @@ def test_metrics_count_requests_per_revision_and_status_and_report_usage(backend
     deploy(backend, service(name, "node", artifacts["node"]))
     for _ in range(3):
         call(runtime_daemon.gateway_url, name)
-    text = httpx.get(runtime_daemon.control_url + "/metrics").text
+    text = metrics_text(runtime_daemon)
     labels = {"kn_service_name": name, "kn_revision_name": f"{name}-00001", "k8s_namespace_name": NS}
     assert (
         metric_value(
@@ -433,3 +429,7 @@ def test_failed_build_reports_the_tools_error_as_permanent(backend, work):
         build(backend, work, "bad-deps", "node", files=files)
     assert failure.value.permanent
     assert "cloudevents" in failure.value.message
+
+
+def metrics_text(runtime_daemon) -> str:
+    return httpx.get(runtime_daemon.control_url + "/metrics", headers=runtime_daemon.headers).text

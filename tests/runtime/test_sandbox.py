@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hks_runtime import sandbox
+from hks_runtime import netns, sandbox
 from tests.needs import require_binary
 
 from .fixtures import listening_socket, pid_alive, remove_dir, run, scratch_dir
@@ -167,13 +168,32 @@ def test_restricted_has_no_network_but_serves_an_inherited_socket():
         other.close()
 
 
-def test_standard_profile_shares_the_hosts_network():
+def test_standard_profile_has_a_network_of_its_own_without_the_host(monkeypatch):
+    """Its own namespace (netns.py): the host's loopback is refused; only an operator's explicit
+    ``HKS_SANDBOX_NETWORK=host`` brings back the shared host network."""
     other = listening_socket()
     port = other.getsockname()[1]
-    script = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('connected')"
-    code, out, err = run(["/usr/bin/python3", "-c", script], profile="standard")
-    other.close()
-    assert (code, out.strip()) == (0, "connected"), err
+    script = (
+        "import socket\n"
+        f"try: socket.create_connection(('127.0.0.1', {port}), timeout=5); print('connected')\n"
+        "except OSError as exc: print(type(exc).__name__)"
+    )
+    try:
+        code, out, err = run(["/usr/bin/python3", "-c", script], profile="standard")
+        assert (code, out.strip()) == (0, "ConnectionRefusedError"), err
+        monkeypatch.setenv("HKS_SANDBOX_NETWORK", "host")
+        code, out, err = run(["/usr/bin/python3", "-c", script], profile="standard")
+        assert (code, out.strip()) == (0, "connected"), err
+    finally:
+        other.close()
+
+
+def test_a_sandboxs_network_is_gone_with_it():
+    mine = f"hks-*-{os.getpid()}-*"
+    before = {p.name for p in netns.NETNS_DIR.glob(mine)}
+    code, out, _ = run(["/usr/bin/cat", "/etc/resolv.conf"], profile="standard")
+    assert code == 0 and "nameserver 10.0.2.3" in out  # DNS through slirp's forwarder, not the host's
+    assert {p.name for p in netns.NETNS_DIR.glob(mine)} == before
 
 
 def test_cgroup_limits_are_applied_and_metrics_read(fresh_probes):

@@ -34,7 +34,10 @@ def _function_status(platform, name):
         platform.manage(
             "shell",
             "-c",
-            (f"from functions.models import Function; print(Function.objects.get(name={name!r}).status)"),
+            (
+                "from functions.models import Function; "
+                f"row = Function.objects.filter(name={name!r}).first(); print(row.status if row else 'gone')"
+            ),
             capture=True,
         )
         .strip()
@@ -43,11 +46,14 @@ def _function_status(platform, name):
 
 
 def test_python_code_runs_and_its_function_is_deleted(agent_client, live_platform):  # noqa: F811
-    execution = functions.execute(code="print('hello from the sandbox')\nsum(range(10))", client=agent_client)
+    # Extra files take the deploy path (without them, Python takes the fast path: tests/sessions).
+    code = "print('hello from the sandbox')\nsum(range(10))"
+    execution = functions.execute(code=code, files={"data.txt": "x"}, client=agent_client)
     assert execution.stdout == "hello from the sandbox\n"
     assert execution.result == 45
     assert execution.ok
-    assert _function_status(live_platform, execution.function) in ("deleting", "deleted")
+    # An agent's function row goes with its storage as soon as the deletion finishes.
+    assert _function_status(live_platform, execution.function) in ("deleting", "deleted", "gone")
 
 
 def test_node_code_reports_its_exception(agent_client):
@@ -73,3 +79,24 @@ def test_agent_code_has_no_network(agent_client, live_platform):  # noqa: F811
     execution = functions.execute(code=code, client=agent_client)
     assert execution.ok
     assert execution.result != "connected"
+
+
+def test_agent_files_with_npm_lifecycle_scripts_do_not_run_them(agent_client):
+    """Issue 11: agent code's build runs no hooks - npm installs its dependencies with --ignore-scripts."""
+    import json
+
+    package = {
+        "name": "agent-hooks",
+        "version": "1.0.0",
+        "dependencies": {"cloudevents": "8.0.2"},
+        "scripts": {"postinstall": "echo ran > node_modules/hook-ran.txt"},
+    }
+    code = (
+        "const fs = require('fs'); require('cloudevents');"
+        "console.log(fs.existsSync('/app/node_modules/hook-ran.txt') ? 'hook ran' : 'no hook')"
+    )
+    execution = functions.execute(
+        code=code, language="node", files={"package.json": json.dumps(package)}, client=agent_client
+    )
+    assert execution.ok, execution.error
+    assert execution.stdout == "no hook\n"  # the dependency is there, the script never ran

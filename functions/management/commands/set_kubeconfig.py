@@ -8,7 +8,7 @@ from django.db import transaction
 
 from functions.models import Backend, Project
 from functions.services import ServiceError
-from functions.services_projects import project_set_kubeconfig
+from functions.services_projects import project_provision, project_set_kubeconfig
 
 
 class Command(BaseCommand):
@@ -33,6 +33,7 @@ class Command(BaseCommand):
                 project_set_kubeconfig(project=found, kubeconfig_text=text, actor=None)
             except ServiceError as exc:
                 raise CommandError(exc.message) from exc
+            project_provision(project=found)  # its namespace, quota and policies inside that cluster
         self.stdout.write(
             f"{found.slug}: kubeconfig stored; functions go to namespace {found.effective_namespace}"
         )

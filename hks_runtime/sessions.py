@@ -1,0 +1,422 @@
+"""Agent sessions on the local runtime: long-lived restricted sandboxes running the session agent.
+
+A session is one bubblewrap sandbox under the ``restricted`` profile (loopback only, the profile's limits,
+seccomp) running ``launchers/session_agent.py``, which keeps a Python kernel, serves files under its own
+writable home (``<data>/sessions/<slot>/home`` bound at ``/home/user``) and runs commands. Its listening
+socket is opened here and inherited (socket activation), so the portal reaches it at ``127.0.0.1:port``
+with the session's agent token while the code inside has no network.
+
+Agents are started ahead (``pool_size`` standbys): the agent and its kernel are up before any session
+exists, and a create only hands one a token. ``execute()`` is the one-shot fast path: a standby takes the
+code, answers, and is torn down after the answer, off the caller's path.
+
+Every session has a deadline; the reaper kills it then even if the portal never asks (the portal's beat
+does too). A killed session leaves nothing behind: its sandbox (every process in its cgroup) is killed and
+its home directory removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from . import agent_layer, background
+from .instances import listening_socket
+
+log = logging.getLogger("hks_runtime.sessions")
+LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
+SESSION_ID = re.compile(r"^[a-z0-9]{8,40}$")
+MAX_TIMEOUT = 24 * 3600
+READY_TIMEOUT = 30.0
+_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8"}
+
+
+class SessionError(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Agent:
+    """One started agent sandbox: a standby until it is given a token, then a session's."""
+
+    proc: object
+    port: int
+    slot: Path
+    started: float = field(default_factory=time.monotonic)
+    output: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class Session:
+    id: str
+    namespace: str
+    agent: Agent
+    token: str
+    deadline: float  # wall clock (time.time())
+    labels: dict[str, str]
+    created: float = field(default_factory=time.time)
+
+    def view(self) -> dict:
+        return {
+            "id": self.id,
+            "namespace": self.namespace,
+            "host": "127.0.0.1",
+            "port": self.agent.port,
+            "slot": str(self.agent.slot),
+            "sandbox_pid": self.agent.proc.pid,
+            "deadline": self.deadline,
+            "created": self.created,
+            "labels": self.labels,
+        }
+
+
+def _python() -> str:
+    """The sandbox sees only /usr, so the agent runs on the system interpreter there."""
+    configured = os.environ.get("HKS_SESSION_PYTHON")
+    if configured:
+        return configured
+    if os.path.exists("/usr/bin/python3"):
+        return "/usr/bin/python3"
+    raise SessionError("sessions need /usr/bin/python3 on the runtime's machine", status=503)
+
+
+class SessionManager:
+    def __init__(
+        self,
+        *,
+        core,
+        spawner,
+        pool,
+        data_dir: Path,
+        layers_dir: Path | None = None,
+        pool_size: int = 2,
+        reap_every: float = 1.0,
+        libraries: str = "lazy",
+    ):
+        self.core = core
+        self.layers_dir = layers_dir or data_dir / "layers"
+        self.libraries = libraries  # "eager": build the library layer at start; "lazy": at the first session
+        self.layer: Path | None = None
+        self.layer_state = "absent"  # absent | building | ready | failed: <reason> | off
+        self.spawner = spawner  # the supervisor's long-lived spawning thread (see lifecycle.py)
+        self.pool = pool
+        self.root = data_dir / "sessions"
+        self.pool_size = pool_size
+        self.reap_every = reap_every
+        self.sessions: dict[str, Session] = {}
+        self.standbys: list[Agent] = []
+        self._filling = 0
+        self.inflight: dict[str, int] = {}  # one-shot executions running, per namespace
+        self._http: aiohttp.ClientSession | None = None
+        self._reaper: asyncio.Task | None = None
+        self.closing = False
+
+    # lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711)
+        for stale in self.root.iterdir():  # a previous daemon's sessions died with it (--die-with-parent)
+            shutil.rmtree(stale, ignore_errors=True)
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        if self.libraries == "off":
+            self.layer_state = "off"
+        else:
+            self.layer = await asyncio.get_running_loop().run_in_executor(
+                self.pool, agent_layer.ready, self.layers_dir
+            )
+            self.layer_state = "ready" if self.layer else "absent"
+            if self.layer is None and self.libraries == "eager":
+                self._build_layer()
+        self.refill()
+
+    def _build_layer(self) -> None:
+        if self.layer_state != "absent":
+            return
+        self.layer_state = "building"
+        background.start(self._built_layer())
+
+    async def _built_layer(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.layer = await loop.run_in_executor(self.pool, agent_layer.build, self.layers_dir, log.debug)
+        except Exception as exc:  # noqa: BLE001 - sessions go on without the libraries; status says why
+            self.layer_state = f"failed: {exc}"
+            log.error("the agent library layer could not be built: %s", exc)
+            return
+        self.layer_state = "ready"
+        old, self.standbys = self.standbys, []  # standbys without the libraries make way for ones with
+        for agent in old:
+            background.start(self._destroy(agent))
+        if not self.closing:
+            self.refill()
+
+    def status(self) -> dict:
+        return {"state": self.layer_state, "python": "3", "libraries": agent_layer.libraries()}
+
+    async def close(self) -> None:
+        self.closing = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        agents = [s.agent for s in self.sessions.values()] + self.standbys
+        self.sessions.clear()
+        self.standbys.clear()
+        await asyncio.gather(*(self._destroy(a) for a in agents), return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    # agents ---------------------------------------------------------------------------------------------
+
+    def _spawn_blocking(self) -> Agent:
+        slot = self.root / secrets.token_hex(8)
+        home = slot / "home"
+        home.mkdir(parents=True)
+        slot.chmod(0o711)
+        sock = listening_socket()
+        layer = self.layer
+        binds = [(str(LAUNCHERS_DIR), "/hks/launchers")] + ([(str(layer), "/layer")] if layer else [])
+        try:
+            limits = self.core.limits_for("restricted", max_pids=128)
+            spec = self.core.SandboxSpec(
+                argv=["/layer/bin/python" if layer else _python(), "-u", "/hks/launchers/session_agent.py"],
+                env={**_ENV, "HKS_LISTEN_FD": str(sock.fileno())},
+                profile="restricted",
+                limits=limits,
+                ro_binds=binds,
+                rw_binds=[(str(home), "/home/user")],
+                cwd="/home/user",
+                pass_fds=(sock.fileno(),),
+                name=f"session-{slot.name}",
+            )
+            proc = self.core.spawn(spec, stdin=subprocess.PIPE)
+            agent = Agent(proc=proc, port=sock.getsockname()[1], slot=slot)
+        except BaseException:
+            shutil.rmtree(slot, ignore_errors=True)
+            raise
+        finally:
+            sock.close()
+        for pipe in (proc.stdout, proc.stderr):
+            threading.Thread(target=_drain, args=(pipe, agent.output), daemon=True).start()
+        return agent
+
+    async def _spawn(self) -> Agent:
+        return await asyncio.get_running_loop().run_in_executor(self.spawner, self._spawn_blocking)
+
+    def refill(self) -> None:
+        missing = self.pool_size - len(self.standbys) - self._filling
+        for _ in range(max(0, missing)):
+            self._filling += 1
+            background.start(self._add_standby())
+
+    async def _add_standby(self) -> None:
+        try:
+            agent = await self._spawn()
+        except Exception as exc:  # noqa: BLE001 - a standby that cannot start is logged, not fatal
+            log.warning("cannot pre-start a session agent: %s", exc)
+            return
+        finally:
+            self._filling -= 1
+        if self.closing:
+            await self._destroy(agent)
+        else:
+            self.standbys.append(agent)
+
+    async def _claim(self, token: str) -> Agent:
+        while self.standbys:
+            agent = self.standbys.pop(0)
+            if agent.proc.poll() is None:
+                break
+            background.start(self._destroy(agent))
+        else:
+            agent = await self._spawn()
+        self.refill()
+        try:
+            agent.proc.stdin.write((json.dumps({"token": token}) + "\n").encode())
+            agent.proc.stdin.flush()
+            await self._wait_ready(agent, token)
+        except BaseException:
+            background.start(self._destroy(agent))
+            raise
+        return agent
+
+    async def _wait_ready(self, agent: Agent, token: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        url = f"http://127.0.0.1:{agent.port}/health"
+        while True:
+            if agent.proc.poll() is not None:
+                detail = b"".join(agent.output)[-2000:].decode(errors="replace")
+                raise SessionError(f"the session agent exited ({agent.proc.returncode}): {detail}", 503)
+            try:
+                async with self._http.get(url, headers={"X-HKS-Agent-Token": token}) as response:
+                    if response.status == 204:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise SessionError("the session agent did not become ready", 503)
+            await asyncio.sleep(0.01)
+
+    async def _destroy(self, agent: Agent) -> None:
+        def work():
+            with contextlib.suppress(Exception):
+                agent.proc.terminate(grace=0)
+            with contextlib.suppress(Exception):
+                agent.proc.cleanup()
+            shutil.rmtree(agent.slot, ignore_errors=True)
+
+        await asyncio.get_running_loop().run_in_executor(self.pool, work)
+
+    # sessions -------------------------------------------------------------------------------------------
+
+    async def create(
+        self, *, session_id: str, namespace: str, token: str, timeout: float, labels: dict[str, str]
+    ) -> Session:
+        if not SESSION_ID.match(session_id) or session_id in self.sessions:
+            raise SessionError("id must be 8-40 lowercase letters or digits, unused", 400)
+        if not 1 <= timeout <= MAX_TIMEOUT:
+            raise SessionError(f"timeout must be between 1 and {MAX_TIMEOUT} seconds", 400)
+        if len(token) < 16:
+            raise SessionError("token must have at least 16 characters", 400)
+        if self.libraries == "lazy":
+            self._build_layer()
+        agent = await self._claim(token)
+        session = Session(session_id, namespace, agent, token, time.time() + timeout, dict(labels))
+        self.sessions[session_id] = session
+        return session
+
+    def extend(self, session_id: str, timeout: float) -> Session:
+        session = self._get(session_id)
+        if not 1 <= timeout <= MAX_TIMEOUT:
+            raise SessionError(f"timeout must be between 1 and {MAX_TIMEOUT} seconds", 400)
+        session.deadline = time.time() + timeout
+        return session
+
+    def _get(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise SessionError(f"session {session_id} not found", 404)
+        return session
+
+    async def delete(self, session_id: str) -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        await self._destroy(session.agent)
+        return True
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_every)
+            now = time.time()
+            for session in list(self.sessions.values()):
+                if session.deadline <= now or session.agent.proc.poll() is not None:
+                    log.info("session %s ended (deadline or exit)", session.id)
+                    background.start(self.delete(session.id))
+
+    # one-shot execution ---------------------------------------------------------------------------------
+
+    async def execute(
+        self, *, code: str, timeout: float, env: dict[str, str], namespace: str = "", max_concurrent: int = 0
+    ) -> dict:
+        """Run ``code`` once in a pre-started agent; the agent is destroyed after the answer.
+
+        With ``max_concurrent``, at most that many run at once per namespace (SessionError 429 past it)."""
+        running = self.inflight.get(namespace, 0)
+        if max_concurrent and running >= max_concurrent:
+            raise SessionError(
+                f"{running} executions are running in {namespace} (quota {max_concurrent})", 429
+            )
+        self.inflight[namespace] = running + 1
+        try:
+            return await self._execute(code=code, timeout=timeout, env=env)
+        finally:
+            self.inflight[namespace] -= 1
+            if not self.inflight[namespace]:
+                del self.inflight[namespace]
+
+    async def _execute(self, *, code: str, timeout: float, env: dict[str, str]) -> dict:
+        started = time.perf_counter()
+        token = secrets.token_urlsafe(24)
+        agent = await self._claim(token)
+        events: list[dict] = []
+        try:
+            url = f"http://127.0.0.1:{agent.port}/execute"
+            body = {"code": code, "env_vars": env, "timeout": timeout}
+            async with self._http.post(url, json=body, headers={"X-HKS-Agent-Token": token}) as response:
+                if response.status != 200:
+                    raise SessionError(f"the agent refused the code: {await response.text()}", 502)
+                async for line in response.content:
+                    if line.strip():
+                        events.append(json.loads(line))
+        except aiohttp.ClientError:  # the whole sandbox went down (an OOM kill takes it all on cgroup v2)
+            pass
+        finally:
+            if not any(e["type"] == "end_of_execution" for e in events):
+                events.append(_crashed())
+            outcome = summarise(events)
+            if _kernel_lost(outcome) and agent.proc.oom_killed():
+                outcome["error"] = {
+                    "name": "MemoryError",
+                    "value": "out of memory: the sandbox's memory limit was reached",
+                    "traceback": "",
+                }
+            background.start(self._destroy(agent))
+        return {**outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
+def _crashed() -> dict:
+    return {
+        "type": "error",
+        "name": "ExecutionError",
+        "value": "the sandbox's process ended without answering",
+        "traceback": "",
+    }
+
+
+def _kernel_lost(outcome: dict) -> bool:
+    return (outcome.get("error") or {}).get("name") in ("KernelDied", "ExecutionError")
+
+
+def summarise(events: list[dict]) -> dict:
+    """The execute() result (stdout, stderr, result, error, exit code) from an /execute event stream."""
+    stdout = "".join(e["text"] for e in events if e["type"] == "stdout")
+    stderr = "".join(e["text"] for e in events if e["type"] == "stderr")
+    error = next((e for e in events if e["type"] == "error"), None)
+    main = next((e for e in events if e["type"] == "result" and e.get("is_main_result")), None)
+    result = None if main is None else main.get("value", main.get("text"))
+    exit_code = 1 if error else 0
+    if error is not None and error["name"] == "SystemExit":  # sys.exit(n): exit code n, as the deploy path
+        value = error["value"]
+        exit_code = int(value) if value.lstrip("-").isdigit() else (0 if value in ("", "None") else 1)
+        error = None
+    return {
+        "stdout": stdout,
+        "stderr": stderr,
+        "result": result,
+        "error": None if error is None else {k: error[k] for k in ("name", "value", "traceback")},
+        "exit_code": exit_code,
+    }
+
+
+def _drain(pipe, keep: list[bytes]) -> None:
+    with contextlib.suppress(Exception):
+        for chunk in iter(lambda: pipe.read1(65536), b""):
+            keep.append(chunk)
+            if len(keep) > 32:
+                del keep[0]
