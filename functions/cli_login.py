@@ -74,6 +74,15 @@ def cli_login_approve(*, user_code: str, user) -> CliLoginRequest:
     return CliLoginRequest.objects.get(user_code=normalize_user_code(user_code))
 
 
+def cli_login_deny(*, user_code: str) -> bool:
+    """Refuse an open request: it expires now, so the waiting CLI is told to start again."""
+    return bool(
+        CliLoginRequest.objects.filter(
+            user_code=normalize_user_code(user_code), approved_by__isnull=True, expires_at__gt=timezone.now()
+        ).update(expires_at=timezone.now())
+    )
+
+
 class LoginPending(Exception):
     pass
 

@@ -44,7 +44,9 @@ def _parse_since(raw: str) -> dt.datetime | None:
 
 @database_sync_to_async
 def _function_for(user, project: str, name: str):
-    function = selectors.function_get_for_user(user=user, project_slug=project, name=name)
+    function = selectors.function_get_for_user(
+        user=user, project_slug=project, name=name, operators_read=True
+    )
     return function, log_source(function), function_ref(function)
 
 
@@ -139,7 +141,7 @@ def project_group(project_id: int) -> str:
 
 @database_sync_to_async
 def _project_for(user, slug: str):
-    return selectors.project_get_for_user(user=user, slug=slug)
+    return selectors.project_get_for_user(user=user, slug=slug, operators_read=True)
 
 
 class FunctionStatusConsumer(AsyncJsonWebsocketConsumer):

@@ -22,11 +22,13 @@ SORTS = {
     "name": ("name",),
     "-name": ("-name",),
     "status": ("status", "name"),
+    "-status": ("-status", "name"),
     "runtime": ("runtime", "name"),
+    "-runtime": ("-runtime", "name"),
     "-deployed": ("-deployed_at", "name"),
     "deployed": ("deployed_at", "name"),
 }
-# Sorts by a live figure (metrics.FunctionFigures' field): highest first, functions without one last.
+# Sorts by a live figure (metrics.FunctionFigures' field), "-" highest first; functions without one last.
 METRIC_SORTS = {
     "-rpm": "rpm",
     "-p95": "p95_ms",
@@ -34,11 +36,14 @@ METRIC_SORTS = {
     "-cpu": "cpu_cores",
     "-memory": "memory_bytes",
 }
+METRIC_SORTS.update({key[1:]: figure for key, figure in list(METRIC_SORTS.items())})
 SORT_CHOICES = [
     ("name", "Name A–Z"),
     ("-name", "Name Z–A"),
     ("status", "Status"),
+    ("-status", "Status, reversed"),
     ("runtime", "Runtime"),
+    ("-runtime", "Runtime, reversed"),
     ("-deployed", "Newest deploy"),
     ("deployed", "Oldest deploy"),
     ("-rpm", "Most requests"),
@@ -46,6 +51,11 @@ SORT_CHOICES = [
     ("-errors", "Most errors"),
     ("-cpu", "Most CPU"),
     ("-memory", "Most memory"),
+    ("rpm", "Fewest requests"),
+    ("p95", "Fastest (p95)"),
+    ("errors", "Fewest errors"),
+    ("cpu", "Least CPU"),
+    ("memory", "Least memory"),
 ]
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -71,9 +81,12 @@ class FunctionFilterForm(forms.Form):
             queryset = queryset.filter(status=status)
         return queryset.order_by(*SORTS.get(data["sort"] or "name", ("name",)))
 
-    def metric_sort(self) -> str | None:
-        """The figure to sort rows by once the metrics are in (the queryset is then in name order)."""
-        return METRIC_SORTS.get(self.cleaned_data["sort"]) if self.is_valid() else None
+    def metric_sort(self) -> tuple[str, bool] | None:
+        """(figure, highest first) to sort rows by once the metrics are in (the queryset is in name order)."""
+        if not self.is_valid() or self.cleaned_data["sort"] not in METRIC_SORTS:
+            return None
+        key = self.cleaned_data["sort"]
+        return METRIC_SORTS[key], key.startswith("-")
 
     def sort_key(self) -> str:
         return (self.cleaned_data["sort"] if self.is_valid() else "") or "name"
@@ -181,3 +194,61 @@ class SettingsForm(forms.Form):
         secrets = {name: None for name in self.cleaned_data["remove_secrets"]}
         secrets.update(self.cleaned_data["secrets"])
         return {name: self.cleaned_data[name] for name in ("env", *self.FIELDS)} | {"secrets": secrets}
+
+
+class MetricsRangeForm(forms.Form):
+    """A chart window (15m … 24h) or a custom range in UTC (``datetime-local`` inputs)."""
+
+    FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+    start = forms.DateTimeField(required=False, input_formats=FORMATS, label="From (UTC)")
+    end = forms.DateTimeField(required=False, input_formats=FORMATS, label="To (UTC)")
+
+    def range(self):
+        """(start, end) as aware UTC datetimes, or (None, None) when not given or not valid."""
+        import datetime as dt
+
+        if not self.is_valid() or not (self.cleaned_data["start"] and self.cleaned_data["end"]):
+            return None, None
+        start, end = (self.cleaned_data[k].replace(tzinfo=dt.UTC) for k in ("start", "end"))
+        return (start, end) if start < end else (None, None)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["start"] >= data["end"]:
+            raise ValidationError("the range must end after it starts")
+        return data
+
+
+class LogSearchForm(forms.Form):
+    """Search a function's log: a time range in UTC, streams, text; ``before`` pages to older lines."""
+
+    FORMATS = MetricsRangeForm.FORMATS
+    start = forms.DateTimeField(required=False, input_formats=FORMATS, label="From (UTC)")
+    end = forms.DateTimeField(required=False, input_formats=FORMATS, label="To (UTC)")
+    stream = forms.MultipleChoiceField(
+        required=False,
+        choices=[("stdout", "stdout"), ("stderr", "stderr"), ("request", "requests"), ("system", "system")],
+        widget=forms.CheckboxSelectMultiple,
+        label="Streams",
+    )
+    q = forms.CharField(required=False, max_length=200, label="Text")
+    before = forms.DateTimeField(required=False, widget=forms.HiddenInput)
+
+    def query(self) -> dict:
+        """Keyword arguments for ``logstream.search``, times as aware UTC."""
+        import datetime as dt
+
+        data = self.cleaned_data
+
+        def utc(value):
+            if value is None:
+                return None
+            return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+        return {
+            "start": utc(data["start"]),
+            "end": utc(data["end"]),
+            "before": utc(data["before"]),
+            "streams": tuple(data["stream"]),
+            "text": data["q"],
+        }

@@ -74,3 +74,41 @@ async def follow(backend, ref, *, since=None, tail: int | None = INITIAL_TAIL) -
             last_error = message
         tail = None if newest is not None else first_tail
         await asyncio.sleep(RESUME_SECONDS)
+
+
+SEARCH_LIMIT = 200
+STREAMS = ("stdout", "stderr", "request", "system")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    lines: list  # LogLine, oldest first: the newest ``limit`` that match
+    more: bool  # older matching lines exist (ask again with ``before`` = the first line's time)
+
+
+async def search(
+    backend,
+    ref,
+    *,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    before: dt.datetime | None = None,
+    streams: tuple[str, ...] = (),
+    text: str = "",
+    limit: int = SEARCH_LIMIT,
+) -> SearchResult:
+    """Lines between ``start`` and ``end`` (and older than ``before``: "load older"), of the given
+    streams, containing ``text`` (case-insensitive). The backend reads from ``start``; the rest is
+    filtered here, so every backend that honours ``since`` can be searched."""
+    needle = text.lower()
+    upto = min((t for t in (end, before) if t is not None), default=None)
+    matched = []
+    async for line in backend.logs(ref, since=start, follow=False):
+        if upto is not None and line.timestamp >= upto:
+            continue
+        if streams and line.stream not in streams:
+            continue
+        if needle and needle not in line.text.lower():
+            continue
+        matched.append(line)
+    return SearchResult(lines=matched[-limit:] if limit else matched, more=len(matched) > limit)

@@ -27,7 +27,7 @@ from urllib3.util.retry import Retry
 logger = logging.getLogger(__name__)
 
 # Figures on the list page, each fetched in ONE query for every function of a project.
-LIST_FIGURES = ("rpm", "p95_ms", "error_rate", "cpu_cores", "memory_bytes")
+LIST_FIGURES = ("rpm", "p95_ms", "error_rate", "client_error_rate", "cpu_cores", "memory_bytes")
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,12 @@ class QueryTable:
 _LIST = {
     "rpm": "sum by ({svc}) (rate({inv}_count{{{sel}}}[5m])) * 60",
     "p95_ms": "histogram_quantile(0.95, sum by ({svc}, le) (rate({inv}_bucket{{{sel}}}[5m]))) * 1000",
-    # "or ... * 0" gives functions without any 5xx series a rate of 0 rather than no row at all.
+    # Server errors (5xx) and client errors (4xx) apart, each a share of all requests in the last 5 minutes.
+    # "or ... * 0" gives functions without any such series a rate of 0 rather than no row at all.
     "error_rate": '(sum by ({svc}) (rate({inv}_count{{{sel}, {status}=~"5.."}}[5m]))'
+    " or sum by ({svc}) (rate({inv}_count{{{sel}}}[5m])) * 0)"
+    " / sum by ({svc}) (rate({inv}_count{{{sel}}}[5m]))",
+    "client_error_rate": '(sum by ({svc}) (rate({inv}_count{{{sel}, {status}=~"4.."}}[5m]))'
     " or sum by ({svc}) (rate({inv}_count{{{sel}}}[5m])) * 0)"
     " / sum by ({svc}) (rate({inv}_count{{{sel}}}[5m]))",
     "cpu_cores": "sum by ({svc}) ({cwrap_open}rate(container_cpu_usage_seconds_total{{{csel}}}[5m])"
@@ -81,8 +85,21 @@ _CHARTS = {
         "ms",
         " or ".join(_QUANTILE.format(q=q, p=p) for q, p in ((0.5, 50), (0.95, 95), (0.99, 99))),
     ),
+    # 4xx and 5xx as a share of the requests of each step (no request in a step: no point).
+    "errors": (
+        "Error rate (4xx, 5xx)",
+        "%",
+        "100 * sum by (class) ({errors_by_class}) / scalar(sum({all_by_class}))",
+    ),
     "replicas": ("Replicas", "", "sum({replicas}{{{sel}}})"),
-    "cold_starts": ("Cold starts", "per min", "sum(rate({cold_starts}{{{sel}}}[{w}])) * 60"),
+    # Counted per step like requests: a counter born at 1 (the first cold start of a revision) has no
+    # increase that rate() can see, and a few cold starts an hour would read as 0.00 per minute.
+    "cold_starts": (
+        "Cold starts",
+        "per step",
+        "clamp_min(sum({cold_starts}{{{sel}}}) - sum({cold_starts}{{{sel}}} offset {step}), 0)"
+        " or sum({cold_starts}{{{sel}}})",
+    ),
     "cpu": (
         "CPU",
         "cores",
@@ -97,7 +114,7 @@ _CHARTS = {
 
 _BY_CLASS = 'label_replace({inv}_count{{{sel}}}{offset}, "class", "${{1}}xx", "{status}", "([0-9]).*")'
 
-_REQUESTS_IN_WINDOW = "sum({inv}_count{{{sel}}}) - (sum({inv}_count{{{sel}}} offset {w}) or vector(0))"
+_REQUESTS_IN_WINDOW = "sum({inv}_count{{{sel}}} @ {end}) - (sum({inv}_count{{{sel}}} @ {start}) or vector(0))"
 
 _KNATIVE_NAMES = {
     "inv": "kn_serving_invocation_duration_seconds",
@@ -140,7 +157,8 @@ class FunctionFigures:
 
     rpm: float | None = None
     p95_ms: float | None = None
-    error_rate: float | None = None
+    error_rate: float | None = None  # 5xx share of requests, 0..1
+    client_error_rate: float | None = None  # 4xx share
     cpu_cores: float | None = None
     memory_bytes: float | None = None
 
@@ -176,10 +194,13 @@ class Chart:
 @dataclass(frozen=True)
 class DetailMetrics:
     available: bool
-    window: str
+    window: str  # one of WINDOWS, or "custom"
     charts: list[Chart] = field(default_factory=list)
     requests_in_window: float | None = None
     reason: str = ""
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    step: int = 60
 
 
 WINDOWS = {"15m": 15 * 60, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600}
@@ -237,7 +258,7 @@ def _format(query: str, table: QueryTable, *, namespace: str, service: str | Non
     if service is not None:
         sel += f', {table.service_label}="{_quote(service)}"'
     csel, cwrap_open, cwrap_close = _container_parts(table, namespace=namespace, service=service)
-    if "{by_class" in query:
+    if "{by_class" in query or "by_class}" in query:
         step = extra.get("step", "60s")
         by_class = _BY_CLASS.format(sel=sel, offset="", **table.names)
         extra = {
@@ -245,6 +266,15 @@ def _format(query: str, table: QueryTable, *, namespace: str, service: str | Non
             "by_class": by_class,
             "by_class_before": _BY_CLASS.format(sel=sel, offset=f" offset {step}", **table.names),
         }
+        per_step = (
+            "(clamp_min(sum by (class) ({now}) - sum by (class) ({before}), 0) or sum by (class) ({now}))"
+        )
+        errors_sel = f'{sel}, {table.names["status"]}=~"[45].."'
+        extra["errors_by_class"] = per_step.format(
+            now=_BY_CLASS.format(sel=errors_sel, offset="", **table.names),
+            before=_BY_CLASS.format(sel=errors_sel, offset=f" offset {step}", **table.names),
+        )
+        extra["all_by_class"] = per_step.format(now=extra["by_class"], before=extra["by_class_before"])
     return query.format(
         sel=sel,
         svc=table.service_label,
@@ -298,27 +328,43 @@ def project_list_metrics(*, project) -> ListMetrics:
 
 
 def _step(seconds: int) -> int:
+    """About 60 points for any window, never closer than Prometheus' scrape interval."""
     return max(15, seconds // 60)
 
 
-def function_metrics(*, function, window: str = "1h", now: dt.datetime | None = None) -> DetailMetrics:
-    """Charts of one function over ``window`` (one of ``WINDOWS``) and its request count in that window."""
-    if window not in WINDOWS:
-        window = "1h"
-    seconds = WINDOWS[window]
-    end = now or dt.datetime.now(dt.UTC)
-    start = end - dt.timedelta(seconds=seconds)
+MAX_RANGE_SECONDS = 31 * 24 * 3600
+
+
+def function_metrics(
+    *,
+    function,
+    window: str = "1h",
+    now: dt.datetime | None = None,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> DetailMetrics:
+    """Charts of one function over ``window`` (one of ``WINDOWS``), or between ``start`` and ``end`` (window
+    "custom"), and its request count in that time."""
+    if start is not None and end is not None and start < end:
+        window = "custom"
+        start = max(start, end - dt.timedelta(seconds=MAX_RANGE_SECONDS))
+    else:
+        window = window if window in WINDOWS else "1h"
+        end = now or dt.datetime.now(dt.UTC)
+        start = end - dt.timedelta(seconds=WINDOWS[window])
+    seconds = int((end - start).total_seconds())
     step = _step(seconds)
     rate_window = f"{max(60, 2 * step)}s"
     table = _table(function.project)
     names = {"namespace": function.project.effective_namespace, "service": function.name}
+    span = {"start": f"{start.timestamp():.3f}", "end": f"{end.timestamp():.3f}"}
     try:
-        total = _run(lambda c: c.custom_query(_format(table.requests_in_window, table, w=window, **names)))
+        total = _run(lambda c: c.custom_query(_format(table.requests_in_window, table, **span, **names)))
         charts = [
             _chart(
                 key,
                 title,
-                unit.replace("per step", f"per {step} s"),
+                unit.replace("per step", f"per {_duration(step)}"),
                 _run(
                     lambda c, q=query: c.custom_query_range(
                         _format(q, table, w=rate_window, step=f"{step}s", **names), start, end, f"{step}s"
@@ -328,9 +374,93 @@ def function_metrics(*, function, window: str = "1h", now: dt.datetime | None = 
             for key, (title, unit, query) in table.chart_queries.items()
         ]
     except MetricsUnavailable as exc:
-        return DetailMetrics(available=False, window=window, reason=str(exc))
+        return DetailMetrics(available=False, window=window, reason=str(exc), start=start, end=end)
     requests_total = _number(total[0]["value"][1]) if total else 0.0
-    return DetailMetrics(available=True, window=window, charts=charts, requests_in_window=requests_total)
+    return DetailMetrics(
+        available=True,
+        window=window,
+        charts=charts,
+        requests_in_window=requests_total,
+        start=start,
+        end=end,
+        step=step,
+    )
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What an owner looks at first: the last hour of one function."""
+
+    available: bool
+    requests: float | None = None
+    client_errors: float | None = None  # 4xx answers
+    server_errors: float | None = None  # 5xx answers
+    p95_ms: float | None = None
+    cold_starts: float | None = None
+    reason: str = ""
+
+    @property
+    def error_rate(self) -> float | None:
+        if not self.requests or self.server_errors is None or self.client_errors is None:
+            return None
+        return (self.server_errors + self.client_errors) / self.requests
+
+
+# Counted as "total now minus total an hour ago", so a series born in the hour (a new revision's first
+# request) counts from its first value; rate()/increase() would miss it.
+_SUMMARY = {
+    "requests": "sum({inv}_count{{{sel}}}) - (sum({inv}_count{{{sel}}} offset 1h) or vector(0))",
+    "client_errors": '(sum({inv}_count{{{sel}, {status}=~"4.."}}) or vector(0))'
+    ' - (sum({inv}_count{{{sel}, {status}=~"4.."}} offset 1h) or vector(0))',
+    "server_errors": '(sum({inv}_count{{{sel}, {status}=~"5.."}}) or vector(0))'
+    ' - (sum({inv}_count{{{sel}, {status}=~"5.."}} offset 1h) or vector(0))',
+    "p95_ms": "histogram_quantile(0.95, sum by (le) (increase({inv}_bucket{{{sel}}}[1h]))) * 1000",
+    "cold_starts": "(sum({cold_starts}{{{sel}}}) or vector(0))"
+    " - (sum({cold_starts}{{{sel}}} offset 1h) or vector(0))",
+}
+
+
+def function_summary(*, function) -> Summary:
+    """Requests, 4xx, 5xx, p95 and cold starts of the last hour: one query each."""
+    table = _table(function.project)
+    names = {"namespace": function.project.effective_namespace, "service": function.name}
+    values: dict[str, float | None] = {}
+    try:
+        for key, query in _SUMMARY.items():
+            rows = _run(lambda c, q=query: c.custom_query(_format(q, table, **names)))
+            value = _number(rows[0]["value"][1]) if rows else None
+            # No series at all is "nothing happened" for counts; a quantile of nothing is unknown.
+            values[key] = max(0.0, value) if value is not None else (None if key == "p95_ms" else 0.0)
+    except MetricsUnavailable as exc:
+        return Summary(available=False, reason=str(exc))
+    return Summary(available=True, **values)
+
+
+def function_figures(*, function) -> FunctionFigures:
+    """The list page's figures for one function (the detail header's status needs them)."""
+    table = _table(function.project)
+    values: dict[str, float | None] = {}
+    try:
+        for figure in ("p95_ms", "error_rate", "client_error_rate"):
+            query = _format(
+                table.list_queries[figure],
+                table,
+                namespace=function.project.effective_namespace,
+                service=function.name,
+            )
+            rows = _run(lambda c, q=query: c.custom_query(q))
+            values[figure] = _number(rows[0]["value"][1]) if rows else None
+    except MetricsUnavailable:
+        return FunctionFigures()
+    return FunctionFigures(**values)
 
 
 def _chart(key: str, title: str, unit: str, rows: list[dict]) -> Chart:

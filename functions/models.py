@@ -199,6 +199,9 @@ class Function(models.Model):
     url = models.URLField(max_length=300, blank=True)
     internal_url = models.URLField(max_length=300, blank=True)
     replicas = models.PositiveIntegerField(default=0)
+    # When the backend last reported on this function (services_observe); functions.status shows
+    # "unknown" once it is too old.
+    observed_at = models.DateTimeField(null=True, blank=True)
     current_revision = models.ForeignKey(
         "Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

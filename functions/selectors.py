@@ -25,7 +25,21 @@ def membership_get(*, user, project: Project) -> Membership | None:
     return Membership.objects.filter(user=user, project=project).first()
 
 
-def project_get_for_user(*, user, slug: str, role: str = Role.VIEWER) -> Project:
+def _operator_reads(user, role: str, operators_read: bool) -> bool:
+    """Operators (staff) may open any tenant's dashboard pages, read-only: only where the caller says so
+    (dashboard pages and their websockets, never the API), and only for what a viewer may do."""
+    return operators_read and role == Role.VIEWER and user.is_authenticated and user.is_staff
+
+
+def project_get_for_user(
+    *, user, slug: str, role: str = Role.VIEWER, operators_read: bool = False
+) -> Project:
+    if _operator_reads(user, role, operators_read):
+        project = Project.objects.filter(slug=slug).first()
+        if project is None:
+            raise Http404("No such project.")
+        project.membership = membership_get(user=user, project=project)  # type: ignore[attr-defined]
+        return project
     project = projects_for_user(user=user).filter(slug=slug).first()
     if project is None:
         raise Http404("No such project.")
@@ -47,8 +61,10 @@ def functions_for_user(*, user, project_slug: str) -> QuerySet[Function]:
     return functions_for_project(project=project)
 
 
-def function_get_for_user(*, user, project_slug: str, name: str, role: str = Role.VIEWER) -> Function:
-    project = project_get_for_user(user=user, slug=project_slug, role=role)
+def function_get_for_user(
+    *, user, project_slug: str, name: str, role: str = Role.VIEWER, operators_read: bool = False
+) -> Function:
+    project = project_get_for_user(user=user, slug=project_slug, role=role, operators_read=operators_read)
     function = functions_for_project(project=project).filter(name=name).first()
     if function is None:
         raise Http404("No such function.")

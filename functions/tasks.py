@@ -157,3 +157,11 @@ def collect_orphans() -> int:
 
 
 from . import tasks_schedules, tasks_sessions  # noqa: E402,F401  (register the schedule, session tasks)
+
+
+@shared_task(ignore_result=True)
+def observe_functions() -> int:
+    """Replicas and serving revisions as the backends report them (see services_observe)."""
+    from .services_observe import functions_observe
+
+    return functions_observe()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_cli, views_ops, views_schedules
+from . import views, views_cli, views_invoke, views_ops, views_schedules
 from .archive_links import archive_download
 
 urlpatterns = [
@@ -13,6 +13,9 @@ urlpatterns = [
     path("p/<slug:project>/f/<slug:name>/metrics/", views.function_metrics, name="function_metrics"),
     path("p/<slug:project>/f/<slug:name>/logs/", views.function_logs, name="function_logs"),
     path(
+        "p/<slug:project>/f/<slug:name>/logs/search/", views.function_logs_search, name="function_logs_search"
+    ),
+    path(
         "p/<slug:project>/f/<slug:name>/logs.txt", views.function_logs_download, name="function_logs_download"
     ),
     path("p/<slug:project>/f/<slug:name>/revisions/", views.function_revisions, name="function_revisions"),
@@ -23,7 +26,7 @@ urlpatterns = [
     ),
     path("p/<slug:project>/f/<slug:name>/builds/", views.function_builds, name="function_builds"),
     path("p/<slug:project>/f/<slug:name>/builds/<int:build_id>/", views.build_detail, name="build_detail"),
-    path("p/<slug:project>/f/<slug:name>/invoke/", views.function_invoke_view, name="function_invoke"),
+    path("p/<slug:project>/f/<slug:name>/invoke/", views_invoke.function_invoke_view, name="function_invoke"),
     path("p/<slug:project>/f/<slug:name>/settings/", views.function_settings, name="function_settings"),
     path("p/<slug:project>/f/<slug:name>/delete/", views.function_delete, name="function_delete"),
     path("ops/", views_ops.operators_overview, name="operators_overview"),

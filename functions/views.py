@@ -12,15 +12,15 @@ from asgiref.sync import async_to_sync
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import metrics, selectors, services
+from . import logstream, metrics, selectors, services
 from .backends import BackendError
-from .forms import FunctionFilterForm, InvokeForm, SettingsForm
+from .forms import FunctionFilterForm, LogSearchForm, MetricsRangeForm, SettingsForm
 from .models import Build, Role, Schedule
 from .secret_env import log_source
 from .services import ServiceError, function_ref
@@ -59,17 +59,19 @@ def _with_next_run(queryset):
 @login_required
 def function_list(request, project: str):
     """Every function of a project with its live figures; ``_function_rows.html`` for htmx polling."""
-    project_obj = selectors.project_get_for_user(user=request.user, slug=project)
+    project_obj = selectors.project_get_for_user(user=request.user, slug=project, operators_read=True)
     form = FunctionFilterForm(request.GET)
     functions = list(form.filter(_with_next_run(selectors.functions_for_project(project=project_obj))))
     figures = metrics.project_list_metrics(project=project_obj) if functions else None
     for function in functions:
         _link_revision(function)
     rows = [(f, figures.for_function(f.name) if figures else None) for f in functions]
-    by = form.metric_sort()
-    if by and figures is not None and figures.available:
+    metric_sort = form.metric_sort()
+    if metric_sort and figures is not None and figures.available:
+        by, highest_first = metric_sort
+        sign = -1 if highest_first else 1
         # stable: functions with equal figures (or none, listed last) stay in name order
-        rows.sort(key=lambda row: (getattr(row[1], by) is None, -(getattr(row[1], by) or 0)))
+        rows.sort(key=lambda row: (getattr(row[1], by) is None, sign * (getattr(row[1], by) or 0)))
     context = {
         "project": project_obj,
         "form": form,
@@ -91,10 +93,13 @@ def _link_revision(function) -> None:
 
 
 def _function(request, project: str, name: str, role: str = Role.VIEWER):
-    function = selectors.function_get_for_user(user=request.user, project_slug=project, name=name, role=role)
+    function = selectors.function_get_for_user(
+        user=request.user, project_slug=project, name=name, role=role, operators_read=True
+    )
     _link_revision(function)
     membership = selectors.membership_get(user=request.user, project=function.project)
     function.can_write = membership is not None and membership.allows(Role.DEVELOPER)
+    function.read_only_operator = membership is None  # only staff get here without a membership
     return function
 
 
@@ -105,38 +110,76 @@ def _render_tab(request, function, tab: str, extra: dict | None = None, status: 
         (key, label, reverse(TAB_VIEWS.get(key, f"function_{key}"), kwargs=kwargs)) for key, label in TABS
     ]
     context = {"project": function.project, "function": function, "tab": tab, "tabs": tabs, **(extra or {})}
-    if request.htmx and not request.htmx.boosted and request.htmx.target == "tab-content":
+    context["tab_label"] = dict(TABS)[tab]
+    context["read_only"] = getattr(function, "read_only_operator", False)
+    if request.htmx and not request.htmx.boosted and request.htmx.target in ("tab-content", f"{tab}-panel"):
         return render(request, template, context, status=status)
+    context.setdefault("figures", metrics.function_figures(function=function))
     return render(
         request, "functions/function_detail.html", {**context, "tab_template": template}, status=status
     )
 
 
+OVERVIEW_LOG_LINES = 8
+DEPLOY_ACTIONS = ("function.deploy", "function.rollback", "function.settings")
+
+
+async def _tail(backend, ref, tail: int) -> list:
+    return [line async for line in backend.logs(ref, tail=tail, follow=False)]
+
+
+def _last_lines(function) -> tuple[list, str]:
+    try:
+        return async_to_sync(_tail)(log_source(function), function_ref(function), OVERVIEW_LOG_LINES), ""
+    except BackendError as exc:
+        return [], exc.message
+
+
 @login_required
 def function_detail(request, project: str, name: str):
+    """The overview: the last hour at a glance (requests, errors, p95, cold starts), the last deploy and
+    who made it, the newest log lines, then the configuration."""
     function = _function(request, project, name)
     schedules = function.schedules.all()
-    return _render_tab(request, function, "overview", {"schedules": schedules})
+    last_deploy = (
+        function.audit_events.filter(action__in=DEPLOY_ACTIONS)
+        .select_related("actor")
+        .order_by("-created_at")
+        .first()
+    )
+    lines, lines_error = _last_lines(function)
+    context = {
+        "schedules": schedules,
+        "summary": metrics.function_summary(function=function),
+        "last_deploy": last_deploy,
+        "log_lines": lines,
+        "log_error": lines_error,
+    }
+    return _render_tab(request, function, "overview", context)
 
 
 @login_required
 def function_status(request, project: str, name: str):
     """The status fragment (``function-<id>-status``) that detail pages poll."""
     function = _function(request, project, name)
-    return render(request, "functions/_function_status.html", {"function": function})
+    figures = metrics.function_figures(function=function)
+    return render(request, "functions/_function_status.html", {"function": function, "figures": figures})
 
 
 @login_required
 def function_metrics(request, project: str, name: str):
     function = _function(request, project, name)
     window = request.GET.get("window", "1h")
-    result = metrics.function_metrics(function=function, window=window)
-    end = dt.datetime.now(dt.UTC).timestamp()
+    range_form = MetricsRangeForm(request.GET if "start" in request.GET else None)
+    start, end = range_form.range()
+    result = metrics.function_metrics(function=function, window=window, start=start, end=end)
     context = {
         "result": result,
         "windows": list(metrics.WINDOWS),
-        "chart_start": end - metrics.WINDOWS[result.window],
-        "chart_end": end,
+        "range_form": range_form,
+        "chart_start": result.start.timestamp(),
+        "chart_end": result.end.timestamp(),
+        "panel_query": request.GET.urlencode() or f"window={result.window}",
     }
     if request.htmx and request.htmx.target == "metrics-panel":
         return render(request, "functions/_metrics_panel.html", {"function": function, **context})
@@ -146,7 +189,39 @@ def function_metrics(request, project: str, name: str):
 @login_required
 def function_logs(request, project: str, name: str):
     function = _function(request, project, name)
-    return _render_tab(request, function, "logs")
+    return _render_tab(request, function, "logs", {"search": LogSearchForm()})
+
+
+@login_required
+def function_logs_search(request, project: str, name: str):
+    """Lines of a time range, streams and text, newest 200 first-to-last; ``before`` loads older ones.
+    JSON (``?format=json``) for the live view's "load older", the ``_log_search.html`` fragment otherwise."""
+    function = _function(request, project, name)
+    form = LogSearchForm(request.GET)
+    if not form.is_valid():
+        if request.GET.get("format") == "json":
+            return JsonResponse({"error": form.errors.get_json_data()}, status=400)
+        return _render_tab(request, function, "logs", {"search": form}, status=400)
+    try:
+        result = async_to_sync(logstream.search)(log_source(function), function_ref(function), **form.query())
+    except BackendError as exc:
+        if request.GET.get("format") == "json":
+            return JsonResponse({"error": exc.message}, status=502)
+        context = {"search": form, "search_error": exc.message}
+        return _render_tab(request, function, "logs", context, status=502)
+    if request.GET.get("format") == "json":
+        lines = [
+            {"ts": logstream.stamp(x), "instance": x.instance, "stream": x.stream, "text": x.text}
+            for x in result.lines
+        ]
+        return JsonResponse({"lines": lines, "more": result.more})
+    older = request.GET.copy()
+    if result.lines:
+        older["before"] = logstream.stamp(result.lines[0])
+    context = {"search": form, "result": result, "older_query": older.urlencode(), "searched": True}
+    if request.htmx and request.htmx.target == "log-search-results":
+        return render(request, "functions/_log_search.html", {"function": function, **context})
+    return _render_tab(request, function, "logs", context)
 
 
 async def _snapshot(backend, ref, tail: int) -> list:
@@ -192,8 +267,7 @@ def revision_rollback(request, project: str, name: str, number: int):
         return _revisions_tab(request, function, status=exc.code)
     messages.success(request, f"Rolling back to revision {revision.number}.")
     if request.htmx:
-        function.refresh_from_db()
-        return _revisions_tab(request, function)
+        return _revisions_tab(request, _function(request, project, name))
     return redirect("function_revisions", project=project, name=name)
 
 
@@ -202,10 +276,23 @@ def _builds(function):
     return Build.objects.filter(revision__function=function).select_related("revision__function")
 
 
+def _numbered(function, builds: list) -> list:
+    """Number builds per function (1 = its first build, in creation order), as owners count them."""
+    for build in builds:
+        earlier = _builds(function).filter(created_at__lt=build.created_at).count()
+        ties = _builds(function).filter(created_at=build.created_at, pk__lte=build.pk).count()
+        build.number = earlier + ties
+        if len(builds) > 1:  # newest first: the others count down from the newest
+            for i, other in enumerate(builds[1:], start=1):
+                other.number = build.number - i
+            break
+    return builds
+
+
 @login_required
 def function_builds(request, project: str, name: str):
     function = _function(request, project, name)
-    builds = _builds(function).order_by("-created_at")[:50]
+    builds = _numbered(function, list(_builds(function).order_by("-created_at", "-pk")[:50]))
     return _render_tab(request, function, "builds", {"builds": builds})
 
 
@@ -216,32 +303,10 @@ def build_detail(request, project: str, name: str, build_id: int):
     build = _builds(function).filter(pk=build_id).first()
     if build is None:
         raise Http404("No such build.")
+    _numbered(function, [build])
     if request.htmx and request.htmx.target == f"build-{build.pk}":
         return render(request, "functions/_build.html", {"function": function, "build": build})
     return _render_tab(request, function, "builds", {"builds": [build], "single": True})
-
-
-@login_required
-def function_invoke_view(request, project: str, name: str):
-    function = _function(request, project, name)
-    if request.method != "POST":
-        return _render_tab(request, function, "invoke", {"form": InvokeForm()})
-    function = _function(request, project, name, role=Role.DEVELOPER)
-    from .invoke import function_invoke  # lazily: it imports functions.api, which builds the NinjaAPI
-
-    form = InvokeForm(request.POST)
-    result, error, status = None, "", 200
-    if not form.is_valid():
-        status = 400
-    else:
-        try:
-            result = function_invoke(function=function, **form.cleaned_data)
-        except ServiceError as exc:
-            error, status = exc.message, exc.code
-    context = {"form": form, "result": result, "error": error}
-    if request.htmx and request.htmx.target == "invoke-result":
-        return render(request, "functions/_invoke_result.html", context, status=status)
-    return _render_tab(request, function, "invoke", context, status=status)
 
 
 @login_required

@@ -12,6 +12,11 @@ from .services import ServiceError
 @require_http_methods(["GET", "POST"])
 def cli_approve(request):
     code = cli_login.normalize_user_code(request.POST.get("code") or request.GET.get("code", ""))
+    if request.method == "POST" and request.POST.get("decision") == "deny":
+        denied = cli_login.cli_login_deny(user_code=code)
+        return render(
+            request, "cli/approve.html", {"code": code, "denied": denied}, status=200 if denied else 404
+        )
     if request.method == "POST":
         try:
             login = cli_login.cli_login_approve(user_code=code, user=request.user)

@@ -2,8 +2,8 @@
 live preview of the next five run times in the chosen zone, pause/resume/delete.
 
 ``_schedules.html`` owns ``#function-<id>-schedules``; every action answers with it again when asked by
-htmx (the whole page ``schedules_page.html`` otherwise), so the function detail page can embed it with
-``hx-get="{% url 'schedule_list' ... %}" hx-trigger="load"``.
+htmx (the whole function page with its header and tabs otherwise), so the function detail page can embed
+it with ``hx-get="{% url 'schedule_list' ... %}" hx-trigger="load"``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from . import selectors, services_schedules
 from .models import ConcurrencyPolicy, Role, ScheduleRun
 from .schedules import known_zones
 from .services import ServiceError
+from .validators import validate_dns_label
 
 HISTORY = 10
 METHODS = services_schedules.METHODS
@@ -28,8 +29,14 @@ DIALECT = (
 )
 
 
+NAME_HELP = (
+    "1-63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit."
+)
+
+
 class ScheduleForm(forms.Form):
-    name = forms.SlugField(max_length=63)
+    # The same rule as the service's (validate_dns_label): no underscores, no capitals.
+    name = forms.CharField(max_length=63, validators=[validate_dns_label], help_text=NAME_HELP)
     cron = forms.CharField(max_length=120, label="Cron expression", help_text=DIALECT)
     timezone = forms.ChoiceField(label="Time zone", initial="UTC")
     method = forms.ChoiceField(choices=[(m, m) for m in METHODS], initial="POST")
@@ -69,7 +76,9 @@ class ScheduleForm(forms.Form):
 
 
 def _function(request, project: str, name: str, role: str = Role.VIEWER):
-    function = selectors.function_get_for_user(user=request.user, project_slug=project, name=name, role=role)
+    function = selectors.function_get_for_user(
+        user=request.user, project_slug=project, name=name, role=role, operators_read=True
+    )
     membership = selectors.membership_get(user=request.user, project=function.project)
     function.can_write = membership is not None and membership.allows(Role.DEVELOPER)
     return function
@@ -88,9 +97,14 @@ def _render(request, function, *, form=None, editing=None, status=200):
         "editing": editing,
         "dialect": DIALECT,
     }
-    fragment = request.htmx and not request.htmx.boosted
-    template = "functions/_schedules.html" if fragment else "functions/schedules_page.html"
-    return render(request, template, context, status=status)
+    fragment = request.htmx and not request.htmx.boosted and request.htmx.target != "tab-content"
+    if fragment:
+        return render(request, "functions/_schedules.html", context, status=status)
+    # The whole function page (header, tabs) around it: the tab's own URL reloads as itself.
+    from .views import _link_revision, _render_tab
+
+    _link_revision(function)
+    return _render_tab(request, function, "schedules", context, status=status)
 
 
 @login_required
@@ -169,6 +183,8 @@ def schedule_delete(request, project: str, name: str, sched: str):
 def schedule_preview(request, project: str):
     """The next five run times of ``?cron=&timezone=`` in that zone, or why they are refused."""
     selectors.project_get_for_user(user=request.user, slug=project)
+    if not request.GET.get("cron", "").strip():  # nothing typed yet is not an error
+        return render(request, "functions/_schedule_preview.html", {"preview": None})
     preview = services_schedules.schedule_preview(
         cron_expression=request.GET.get("cron", ""), zone=request.GET.get("timezone", "UTC")
     )

@@ -152,6 +152,14 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _state_text(function: dict) -> str:
+    """The dashboard's words for the API's ``state`` (older portals have none: fall back to status)."""
+    state = function.get("state") or function["status"]
+    text = state.replace("-", " ")
+    reason = function.get("state_reason") or ""
+    return text + (f": {reason}" if reason and state != "failed" else "")
+
+
 def cmd_describe(args) -> int:
     api, _, _, base = _target(args)
     function = api.get(base)
@@ -166,6 +174,7 @@ def cmd_describe(args) -> int:
             "Status",
             function["status"] + (f": {function['status_message']}" if function["status_message"] else ""),
         ),
+        ("State", _state_text(function)),
         ("URL", function["url"] or "-"),
         ("Revision", function["current_revision"] or "-"),
         ("Replicas", function["replicas"]),

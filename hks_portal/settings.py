@@ -131,6 +131,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": HKS_RECONCILE_INTERVAL_SECONDS},
     },
     "collect-expired-functions": {"task": "functions.tasks.collect_expired", "schedule": 30.0},
+    # Replicas and the serving revision as the backend reports them (functions.services_observe).
+    "observe-functions": {
+        "task": "functions.tasks.observe_functions",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
     "collect-expired-sessions": {
         "task": "functions.tasks_sessions.collect_expired_sessions",
         "schedule": 5.0,
@@ -212,6 +218,11 @@ HKS_PROMETHEUS_URL = env_str("HKS_PROMETHEUS_URL", "http://127.0.0.1:9090")
 # The dashboard asks Prometheus once, without retries, and leaves it alone this long after a failure.
 HKS_PROMETHEUS_TIMEOUT = env_int("HKS_PROMETHEUS_TIMEOUT", 2)
 HKS_PROMETHEUS_BACKOFF = env_int("HKS_PROMETHEUS_BACKOFF", 10)
+# Shown status (functions/status.py): "degraded" past these figures over the last 5 minutes (5xx share in
+# percent, p95 in ms); "unknown" when the backend has not reported on a ready function for this long.
+HKS_DEGRADED_ERROR_PERCENT = env_int("HKS_DEGRADED_ERROR_PERCENT", 5)
+HKS_DEGRADED_P95_MS = env_int("HKS_DEGRADED_P95_MS", 2000)
+HKS_STATUS_STALE_SECONDS = env_int("HKS_STATUS_STALE_SECONDS", 30)
 HKS_ENCRYPTION_KEY = env_str("HKS_ENCRYPTION_KEY")  # Fernet key; derived from SECRET_KEY when unset
 # Knative backend: image builds (Kaniko; upstream was archived in 2025, this is the maintained fork), the
 # registry images are pushed to, the curl image for schedules and fetching sources, gVisor for agent code.

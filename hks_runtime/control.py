@@ -4,7 +4,8 @@
     GET    /v1/namespaces/{ns}/functions/{name}        status (404 {"exists": false} when unknown)
     DELETE /v1/namespaces/{ns}/functions/{name}        stop and forget it (idempotent: 200 either way)
     GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO (inclusive)&tail=N&follow=1
-    GET    /v1/functions[?namespace=ns]                what the daemon holds
+    GET    /v1/functions[?namespace=ns]                what the daemon holds, with replicas and the latest
+                                                       ready revision of each
     POST   /v1/builds                                  {runtime, archive_path, content_hash[, profile,
                                                        namespace]}: ndjson stream
                                                        of {"log": line}..., then {"artifact": dir} or
@@ -131,6 +132,9 @@ class ControlApi:
                 "name": fn.spec.name,
                 "revision": fn.spec.revision,
                 "labels": fn.spec.labels,
+                # what the portal shows (replicas 0 included), in the same call for every function
+                "replicas": len(fn.active.ready) if fn.active else 0,
+                "latest_ready_revision": fn.latest_ready,
             }
             for fn in self.supervisor.functions.values()
             if namespace is None or fn.spec.namespace == namespace

@@ -162,9 +162,23 @@ class Gateway:
         started = time.perf_counter()
         revision = fn.active.name if fn.active else fn.spec.revision
         response = await self._serve(request, fn, route[1])
+        seconds = time.perf_counter() - started
         labels = self.metrics.revision_labels(fn.spec.namespace, fn.spec.name, revision)
-        self.metrics.observe_request(labels, response.status, time.perf_counter() - started)
+        self.metrics.observe_request(labels, response.status, seconds)
+        self._log_request(request, fn, route[1], response.status, seconds, revision)
         return response
+
+    def _log_request(self, request, fn: FunctionState, path: str, status: int, seconds: float, revision: str):
+        """The request's line in the function's log (logstore.FunctionLog.request)."""
+        inst = request.get("hks_instance")
+        self.supervisor.logs.get(fn.spec.namespace, fn.spec.name).request(
+            method=request.method,
+            path=path,
+            status=status,
+            millis=seconds * 1000,
+            revision=getattr(inst, "revision", None) or revision,
+            instance=getattr(inst, "id", ""),
+        )
 
     def _same_cluster(self, request: web.Request, fn: FunctionState) -> bool:
         caller = self.callers.caller(request) if self.callers is not None else _HOST

@@ -77,7 +77,7 @@ class HAProxy:
             "defaults",
             "    mode http",
             "    log global",
-            '    log-format "%b %s %ST %Ta"',
+            '    log-format "%b %s %ST %Ta %HM %HPO"',  # method and path (no query) for the request log
             "    timeout connect 5s",
             "    timeout client 3600s",
             "    timeout server 3600s",
@@ -351,11 +351,12 @@ class HAProxyRouting:
                         self.supervisor.scale_for_demand(fn, fn.active)
 
     def on_log(self, line: str) -> None:
-        """One request HAProxy proxied: ``<backend> <server> <status> <ms>``."""
+        """One request HAProxy proxied: ``<backend> <server> <status> <ms> <method> <path>``."""
         parts = line.split()
-        if len(parts) != 4 or parts[1] == ACTIVATOR or not parts[2].isdigit():
-            return  # the activator measures what it serves itself
-        backend, server, status, millis = parts
+        if len(parts) not in (4, 6) or parts[1] == ACTIVATOR or not parts[2].isdigit():
+            return  # the activator measures (and logs) what it serves itself
+        backend, server, status, millis = parts[:4]
+        method, path = parts[4:] if len(parts) == 6 else ("-", "-")
         key = self.haproxy.key_of(backend)
         fn = self.supervisor.functions.get(key) if key else None
         if fn is None:
@@ -368,3 +369,11 @@ class HAProxyRouting:
                 self.supervisor.check_liveness(inst)
         labels = self.metrics.revision_labels(fn.spec.namespace, fn.spec.name, revision)
         self.metrics.observe_request(labels, int(status), int(millis or 0) / 1000)
+        self.supervisor.logs.get(fn.spec.namespace, fn.spec.name).request(
+            method=method,
+            path=path,
+            status=int(status),
+            millis=float(millis or 0),
+            revision=revision,
+            instance=getattr(inst, "id", ""),
+        )

@@ -1,6 +1,10 @@
 """Per-function log files: every instance's stdout/stderr as ndjson records, bounded and rotated.
 
-A record is ``{"ts": ISO-8601 UTC, "instance": ..., "stream": "stdout"|"stderr"|"system", "text": ...}``.
+A record is ``{"ts": ISO-8601 UTC, "instance": ..., "stream": ..., "text": ...}``, the stream one of
+"stdout", "stderr", "system" or "request".
+The gateway writes one ``request`` record per request it serves (``FunctionLog.request``): method, path
+without its query, status, duration, revision and instance - never a header or a body - as Knative's
+queue-proxy and Cloud Run log each request.
 Bounds, so that a function printing in a loop cannot exhaust the daemon's memory or the disk:
 
 - a line longer than ``max_line`` bytes is cut (and marked), a partial line is never buffered past it;
@@ -66,6 +70,12 @@ class FunctionLog:
             return
         self._append({"ts": _now_iso(), "instance": instance, "stream": stream, "text": text})
 
+    def request(
+        self, *, method: str, path: str, status: int, millis: float, revision: str, instance: str
+    ) -> None:
+        """The platform's line for one request; under the same rate limit as what the function prints."""
+        self.write(instance or "-", "request", request_text(method, path, status, millis, revision, instance))
+
     def _report_dropped(self, instance: str) -> None:
         now = time.monotonic()
         if now - self.dropped_reported_at >= 1.0:
@@ -100,6 +110,12 @@ class FunctionLog:
         self._file.close()
         for queue in list(self.followers):
             queue.put_nowait(None)  # tells a follower the log is gone
+
+
+def request_text(method: str, path: str, status: int, millis: float, revision: str, instance: str) -> str:
+    """``GET /orders 200 12.3 ms revision=hello-00002 instance=…``: no query string (it may hold tokens)."""
+    bare = path.split("?", 1)[0] or "/"
+    return f"{method} {bare} {status} {millis:.1f} ms revision={revision} instance={instance or '-'}"
 
 
 def _read_records(path: Path, since: dt.datetime | None) -> list[dict]:

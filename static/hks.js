@@ -11,10 +11,124 @@ document.addEventListener("click", (event) => {
     });
   }
   const tab = event.target.closest("#function-tabs a");
-  if (tab) {
-    document.querySelectorAll("#function-tabs a").forEach((a) => {
-      a.classList.toggle("current", a === tab);
-    });
+  if (tab) markTab(tab);
+});
+
+function markTab(tab) {
+  document.querySelectorAll("#function-tabs a").forEach((a) => {
+    a.classList.toggle("current", a === tab);
+    if (a === tab) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  });
+  if (tab.dataset.title) document.title = tab.dataset.title;
+  document.getElementById("tab-content")?.setAttribute("aria-labelledby", tab.id);
+}
+
+// Back/forward between tabs restores the page from htmx's history: mark the tab of the URL again.
+window.addEventListener("popstate", () => {
+  const tab = [...document.querySelectorAll("#function-tabs a")].find((a) => a.pathname === location.pathname);
+  if (tab) markTab(tab);
+});
+
+// --- Live refresh that never moves the keyboard focus ---------------------------------------------
+// Polled fragments (list, status, builds, revisions) are replaced by htmx. Before a swap we remember
+// where the focus is (nearest element with an id, and which of its focusable elements) and which
+// <details> were open; after it we put both back. The function list goes further: it changes only
+// the cells whose content changed, so the focused link is never even replaced.
+const FOCUSABLE = "a[href], button, input, select, textarea, summary, [tabindex]";
+
+function focusMark(root) {
+  const active = document.activeElement;
+  if (!active || active === document.body || !root.contains(active)) return null;
+  const anchor = active.id ? active : active.parentElement.closest("[id]");
+  if (!anchor) return null;
+  const index = active === anchor ? -1 : [...anchor.querySelectorAll(FOCUSABLE)].indexOf(active);
+  return { id: anchor.id, index };
+}
+
+function focusRestore(mark) {
+  if (!mark) return;
+  const anchor = document.getElementById(mark.id);
+  if (!anchor) return;
+  const target = mark.index < 0 ? anchor : anchor.querySelectorAll(FOCUSABLE)[mark.index];
+  if (target && document.activeElement !== target) target.focus({ preventScroll: true });
+}
+
+function openDetails(root) {
+  return [...root.querySelectorAll("details[id]")].map((d) => [d.id, d.open]);
+}
+
+let pendingFocus = null;
+let pendingOpen = [];
+
+function patchRows(oldRoot, newRoot) {
+  // The same rows and columns: copy over only what changed. Returns false when the table changed shape.
+  const ids = (root) => [...root.querySelectorAll("tbody > tr[id]")].map((tr) => tr.id).join(" ");
+  const head = (root) => root.querySelector("thead")?.innerHTML ?? "";
+  const notice = (root) => root.querySelector("#metrics-unavailable")?.outerHTML ?? "";
+  // Another query (filters, sort) needs the new element: htmx keeps the polling URL it was set up with.
+  if (oldRoot.getAttribute("hx-get") !== newRoot.getAttribute("hx-get")) return false;
+  if (ids(oldRoot) !== ids(newRoot) || head(oldRoot) !== head(newRoot) || notice(oldRoot) !== notice(newRoot)) {
+    return false;
+  }
+  for (const fresh of newRoot.querySelectorAll("tbody > tr[id]")) patchRow(document.getElementById(fresh.id), fresh);
+  return true;
+}
+
+const served = new WeakMap();  // cell -> the HTML the server last sent for it
+
+function patchRow(row, fresh, keepFigures = false) {
+  // keepFigures: a pushed row carries no live figures (those come with the next poll): keep ours.
+  if (!row) return;
+  for (const attr of fresh.attributes) {
+    if (attr.name !== "hx-swap-oob" && row.getAttribute(attr.name) !== attr.value) row.setAttribute(attr.name, attr.value);
+  }
+  [...fresh.cells].forEach((cell, i) => {
+    const old = row.cells[i];
+    // Compared with what the server sent last time, not the live DOM (a "Copied" button is not a change).
+    if (!old || (served.get(old) ?? old.innerHTML) === cell.innerHTML) return;
+    if (keepFigures && cell.hasAttribute("data-figure")) return;
+    const mark = focusMark(old);
+    old.innerHTML = cell.innerHTML;
+    served.set(old, cell.innerHTML);
+    for (const attr of cell.attributes) old.setAttribute(attr.name, attr.value);
+    focusRestore(mark);
+  });
+}
+
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const target = event.detail.target;
+  if (!event.detail.shouldSwap || !target) return;
+  if (target.id === "function-rows") {
+    const template = document.createElement("template");
+    template.innerHTML = event.detail.serverResponse;
+    const fresh = template.content.getElementById("function-rows");
+    if (fresh && patchRows(target, fresh)) {
+      event.detail.shouldSwap = false;
+      return;
+    }
+  }
+  pendingFocus = focusMark(target);
+  pendingOpen = openDetails(target);
+});
+
+document.addEventListener("htmx:afterSwap", () => {
+  for (const [id, open] of pendingOpen) {
+    const details = document.getElementById(id);
+    if (details && details.tagName === "DETAILS") details.open = open;
+  }
+  pendingOpen = [];
+  focusRestore(pendingFocus);
+  pendingFocus = null;
+});
+
+// Rows pushed over the websocket (out-of-band swaps): patch the cells instead of replacing the row.
+document.addEventListener("htmx:oobBeforeSwap", (event) => {
+  const target = event.detail.target;
+  const fresh = event.detail.fragment?.querySelector?.(`#${CSS.escape(target.id)}`) ?? event.detail.fragment?.firstElementChild;
+  if (target?.tagName === "TR" && fresh?.tagName === "TR" && target.cells.length === fresh.cells.length) {
+    patchRow(target, fresh, true);
+    event.detail.shouldSwap = false;
   }
 });
 
@@ -40,12 +154,15 @@ class LogViewer {
     this.filterInput = root.querySelector("#log-filter");
     this.follow = root.querySelector("#log-follow");
     this.pauseButton = root.querySelector("#log-pause");
+    this.olderButton = root.querySelector("#log-older");
+    this.firstTs = null;
     this.paused = false;
     this.held = [];
     this.lastTs = null;
     this.retry = 0;
     this.closedByUs = false;
     this.pauseButton.addEventListener("click", () => this.togglePause());
+    this.olderButton?.addEventListener("click", () => this.loadOlder());
     this.filterInput.addEventListener("input", () => this.applyFilter());
     this.connect();
   }
@@ -104,8 +221,28 @@ class LogViewer {
     if (this.follow.checked) this.lines.scrollTop = this.lines.scrollHeight;
   }
 
-  addLine(line) {
-    this.lastTs = line.ts;
+  async loadOlder() {
+    // The lines before the oldest one shown, from the log search (its JSON form), put on top.
+    const query = new URLSearchParams({ format: "json", before: this.firstTs ?? new Date().toISOString() });
+    this.olderButton.disabled = true;
+    try {
+      const answer = await fetch(`${this.root.dataset.searchUrl}?${query}`, { credentials: "same-origin" });
+      const data = await answer.json();
+      if (!answer.ok) throw new Error(data.error ?? `HTTP ${answer.status}`);
+      const keep = this.lines.scrollHeight - this.lines.scrollTop;
+      const first = this.lines.firstElementChild;
+      for (const line of data.lines) this.lines.insertBefore(this.row(line), first);
+      if (data.lines.length) this.firstTs = data.lines[0].ts;
+      this.lines.scrollTop = this.lines.scrollHeight - keep;  // the lines that were in view stay in view
+      this.olderButton.disabled = !data.more;
+      this.olderButton.textContent = data.more ? "Load older" : "No older lines";
+    } catch (error) {
+      this.addNotice(`could not load older lines: ${error.message}`);
+      this.olderButton.disabled = false;
+    }
+  }
+
+  row(line) {
     const row = document.createElement("div");
     row.className = `log-line stream-${line.stream}`;
     for (const [cls, text] of [["ts", line.ts.slice(11, 23)], ["instance", line.instance],
@@ -115,7 +252,15 @@ class LogViewer {
       span.textContent = text;
       row.appendChild(span);
     }
-    this.show(row, line.text);
+    const filter = this.filterInput.value.toLowerCase();
+    row.hidden = Boolean(filter) && !line.text.toLowerCase().includes(filter);
+    return row;
+  }
+
+  addLine(line) {
+    this.lastTs = line.ts;
+    if (this.firstTs === null) this.firstTs = line.ts;
+    this.show(this.row(line), line.text);
   }
 
   addNotice(text) {

@@ -128,7 +128,11 @@ def celery_worker(transactional_db):
 
     celery_app.control.purge()
     with start_worker(
-        celery_app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING",
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        loglevel="WARNING",
         shutdown_timeout=30,
     ) as worker:
         yield worker

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ninja import Router, Status
 
-from .. import selectors, services
+from .. import metrics, selectors, services
 from ..models import Role
 from .schemas import ErrorOut, FunctionCreateIn, FunctionOut, FunctionSettingsIn, function_out
 
@@ -23,7 +23,9 @@ SCALE_FIELDS = {
 
 @router.get(BASE, response={200: list[FunctionOut], **ERRORS})
 def function_list(request, slug: str):
-    return [function_out(f) for f in selectors.functions_for_user(user=request.auth, project_slug=slug)]
+    functions = list(selectors.functions_for_user(user=request.auth, project_slug=slug))
+    figures = metrics.project_list_metrics(project=functions[0].project) if functions else None
+    return [function_out(f, figures.for_function(f.name) if figures else None) for f in functions]
 
 
 @router.post(BASE, response={201: FunctionOut, **ERRORS})
@@ -38,7 +40,8 @@ def function_create(request, slug: str, payload: FunctionCreateIn):
 
 @router.get(BASE + "/{name}", response={200: FunctionOut, **ERRORS})
 def function_detail(request, slug: str, name: str):
-    return function_out(selectors.function_get_for_user(user=request.auth, project_slug=slug, name=name))
+    function = selectors.function_get_for_user(user=request.auth, project_slug=slug, name=name)
+    return function_out(function, metrics.function_figures(function=function))
 
 
 @router.patch(BASE + "/{name}", response={200: FunctionOut, **ERRORS})

@@ -88,6 +88,12 @@ class FunctionOut(Schema):
     kind: str
     status: str
     status_message: str
+    state: str = Field(
+        ...,
+        description="What the dashboard shows: ready, scaled-to-zero, degraded, unknown (backend not "
+        "answering), or the lifecycle status (building, deploying, pending, failed, deleting, deleted)",
+    )
+    state_reason: str
     url: str
     internal_url: str
     replicas: int
@@ -219,10 +225,16 @@ class LogLineOut(Schema):
 # Model -> body ------------------------------------------------------------------------------------
 
 
-def function_out(function: Function) -> dict:
+def function_out(function: Function, figures=None) -> dict:
+    """``figures`` (metrics.FunctionFigures) let ``state`` say "degraded", as the dashboard does."""
+    from ..status import function_state
+
     current = function.current_revision
+    state = function_state(function, figures)
     return {
         **{key: getattr(function, key) for key in _FUNCTION_FIELDS},
+        "state": state.key,
+        "state_reason": state.reason,
         "project": function.project.slug,
         "current_revision": current.number if current else None,
         "env": {str(k): str(v) for k, v in (function.env or {}).items() if k not in function.secret_env},

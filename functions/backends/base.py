@@ -127,6 +127,9 @@ class OwnedFunction:
     ref: FunctionRef
     revision: str
     labels: dict[str, str] = field(default_factory=dict)
+    # The backend's report, when listing gives it for free (the local runtime does); None = ask status().
+    replicas: int | None = None
+    latest_ready_revision: str = ""
 
 
 LogSink = Callable[[str], None]

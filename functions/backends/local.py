@@ -186,6 +186,8 @@ class LocalBackend(FunctionBackend):
                 ref=FunctionRef(project=project, namespace=item["namespace"], function=item["name"]),
                 revision=item["revision"],
                 labels=item.get("labels", {}),
+                replicas=item.get("replicas"),
+                latest_ready_revision=item.get("latest_ready_revision", ""),
             )
             for item in response.json()["functions"]
         ]

@@ -80,7 +80,19 @@ def test_created_python_function_passes_its_own_tests(tmp_path, cli_env, kind):
     root = _create(tmp_path, cli_env, "python", kind)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     pytest_run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:django", "tests"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:django",
+            "-p",
+            "no:cloudcoil",
+            "tests",
+        ],
         cwd=root,
         capture_output=True,
         text=True,

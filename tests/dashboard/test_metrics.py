@@ -33,6 +33,8 @@ class Exposition:
         container = ["namespace", "pod", "container", "kn_service_name", "kn_revision_name"]
         self.memory = Gauge("container_memory_working_set_bytes", "memory", container, registry=self.registry)
         self.cpu = Counter("container_cpu_usage_seconds", "cpu", container, registry=self.registry)
+        revision = ["k8s_namespace_name", "kn_service_name", "kn_revision_name"]
+        self.cold_starts = Counter("hks_cold_starts", "cold starts", revision, registry=self.registry)
         self.port = free_port()
         self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
 
@@ -85,6 +87,7 @@ def test_function_metrics_counts_the_requests_prometheus_scraped(prometheus, exp
     assert {c.key for c in result.charts} == {
         "requests",
         "latency",
+        "errors",
         "replicas",
         "cold_starts",
         "cpu",
@@ -106,6 +109,66 @@ def test_request_chart_splits_by_status_class(prometheus, exposition, hello):
         return labels if labels == {"2xx", "5xx"} else None
 
     assert wait_for(classes) == {"2xx", "5xx"}
+
+
+def test_4xx_and_5xx_are_counted_apart_in_the_list_the_error_chart_and_the_summary(
+    prometheus, exposition, hello, project
+):
+    ok = exposition.series("acme", "hello")
+    missing, broken = exposition.series("acme", "hello", "404"), exposition.series("acme", "hello", "502")
+    wait_for(lambda: len(_scraped(prometheus, "kn_serving_invocation_duration_seconds_count")) == 3)
+    for _ in range(2):
+        ok.observe(0.01)
+        missing.observe(0.01)
+    broken.observe(0.01)
+
+    figures = wait_for(
+        lambda: (f := metrics.project_list_metrics(project=project).for_function("hello")).rpm and f
+    )
+    summary = wait_for(lambda: (s := metrics.function_summary(function=hello)).requests == 5 and s)
+
+    assert figures.client_error_rate == pytest.approx(0.4, abs=0.01)  # 2 of 5 were 404s
+    assert figures.error_rate == pytest.approx(0.2, abs=0.01)  # 1 of 5 was a 502
+    assert (summary.client_errors, summary.server_errors) == (2, 1)
+    chart = wait_for(
+        lambda: (
+            (c := _chart(hello, "errors")) and {s.label for s in c.series if s.points} == {"4xx", "5xx"} and c
+        )
+    )
+    assert max(v for s in chart.series if s.label == "4xx" for _, v in s.points) > 0
+
+
+def _chart(function, key: str):
+    return next(c for c in metrics.function_metrics(function=function, window="15m").charts if c.key == key)
+
+
+def test_a_first_cold_start_shows_in_the_chart_and_the_summary(prometheus, exposition, hello):
+    """A counter born at 1 has no increase rate() can see: the chart counts per step, as for requests."""
+    wait_for(lambda: _scraped(prometheus, "up"))
+    exposition.cold_starts.labels("acme", "hello", "hello-00001").inc()
+
+    chart = wait_for(
+        lambda: (
+            (c := _chart(hello, "cold_starts")) and any(v >= 1 for s in c.series for _, v in s.points) and c
+        )
+    )
+    summary = wait_for(lambda: (s := metrics.function_summary(function=hello)).cold_starts and s)
+
+    assert chart.unit.startswith("per ")
+    assert summary.cold_starts == 1
+
+
+def test_a_custom_range_gives_about_sixty_points(prometheus, exposition, hello):
+    ok = exposition.series("acme", "hello")
+    wait_for(lambda: _scraped(prometheus, "kn_serving_invocation_duration_seconds_count"))
+    ok.observe(0.01)
+    import datetime as dt
+
+    end = dt.datetime.now(dt.UTC)
+    result = metrics.function_metrics(function=hello, start=end - dt.timedelta(days=3), end=end)
+
+    assert result.available and result.window == "custom"
+    assert result.step == 3 * 24 * 3600 // 60
 
 
 def test_list_metrics_come_per_function_in_one_query_per_figure(prometheus, exposition, project, monkeypatch):

@@ -115,15 +115,40 @@ def test_column_headers_sort_and_turn_the_order_around_keeping_the_filters(clien
     client = client_for(owner)
 
     plain = client.get(url, {"q": "a"}).content.decode()
-    assert '<th aria-sort="ascending"><a href="?q=a&amp;sort=-name">Name</a></th>' in plain
-    assert '<th class="num"><a href="?q=a&amp;sort=-memory">Memory</a></th>' in plain
-    assert '<th><a href="?q=a&amp;sort=-deployed">Last deploy</a></th>' in plain  # newest first
+    assert '<th scope="col" aria-sort="ascending"><a href="?q=a&amp;sort=-name">Name</a></th>' in plain
+    assert '<a href="?q=a&amp;sort=-memory">Memory</a></th>' in plain  # highest first at the first click
+    assert '<th scope="col"><a href="?q=a&amp;sort=-deployed">Last deploy</a></th>' in plain  # newest first
     by_name_desc = client.get(url, {"q": "a", "sort": "-name"}).content.decode()
-    assert '<th aria-sort="descending"><a href="?q=a&amp;sort=name">Name</a></th>' in by_name_desc
+    assert '<th scope="col" aria-sort="descending"><a href="?q=a&amp;sort=name">Name</a></th>' in by_name_desc
     by_memory = client.get(url, {"q": "a", "sort": "-memory"}).content.decode()
-    assert (
-        '<th class="num" aria-sort="descending"><a href="?q=a&amp;sort=-memory">Memory</a></th>' in by_memory
-    )
+    assert 'aria-sort="descending"><a href="?q=a&amp;sort=memory">Memory</a></th>' in by_memory
+
+
+@pytest.mark.parametrize(
+    ("label", "first", "second"),
+    [
+        ("Status", "status", "-status"),
+        ("Runtime", "runtime", "-runtime"),
+        ("Req/min", "-rpm", "rpm"),
+        ("p95", "-p95", "p95"),
+        ("Errors", "-errors", "errors"),
+        ("CPU", "-cpu", "cpu"),
+        ("Memory", "-memory", "memory"),
+        ("Last deploy", "-deployed", "deployed"),
+    ],
+)
+def test_every_column_header_turns_the_order_around_on_a_second_click(
+    client_for, owner, project, label, first, second
+):
+    FunctionFactory(project=project, name="aaa")
+    url = reverse("function_list", kwargs={"project": "acme"})
+    client = client_for(owner)
+
+    after_first = client.get(url, {"sort": first}).content.decode()
+    after_second = client.get(url, {"sort": second}).content.decode()
+
+    assert f'<a href="?sort={second}">{label}</a></th>' in after_first
+    assert f'<a href="?sort={first}">{label}</a></th>' in after_second
 
 
 def test_deleted_functions_are_not_listed(client_for, owner, project):

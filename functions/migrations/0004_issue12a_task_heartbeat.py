@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('functions', '0002_issue16_agent_sessions'),
+        ('functions', '0003_issue15_observed_at'),
     ]
 
     operations = [
