@@ -36,4 +36,4 @@ WORKDIR /app
 USER 10001:10001
 EXPOSE 8000
 # The portal; the worker runs `celery -A hks_portal worker`, beat `python -m hks_portal.beat`.
-CMD ["uvicorn", "hks_portal.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*"]
+CMD ["uvicorn", "hks_portal.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*", "--http", "h11", "--h11-max-incomplete-event-size", "32768"]

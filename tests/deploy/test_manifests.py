@@ -4,6 +4,7 @@ the properties the platform relies on hold in the base and the K3s overlay."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -47,6 +48,16 @@ def test_the_portal_runs_two_replicas_with_health_probes_and_a_disruption_budget
     assert budget["spec"]["selector"] == portal["spec"]["selector"]
     service = find(objects, "Service", "hks-portal")
     assert service["spec"]["selector"] == portal["spec"]["selector"]["matchLabels"]
+
+
+def test_the_portal_bounds_request_heads_in_the_manifests_and_the_image(base_objects):
+    """uvicorn's default parser (httptools) buffers a request head of any size; h11 with a limit does not."""
+    portal = find(base_objects, "Deployment", "hks-portal")
+    args = " ".join(portal["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert "--http h11 --h11-max-incomplete-event-size" in args
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    cmd = next(line for line in dockerfile.splitlines() if line.startswith("CMD"))
+    assert '"--http", "h11", "--h11-max-incomplete-event-size"' in cmd
 
 
 @pytest.mark.parametrize("render", ["base_objects", "k3s_objects"])
