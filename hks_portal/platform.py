@@ -68,6 +68,11 @@ class Platform:
     def prometheus_url(self) -> str:
         return self.env.get("HKS_PROMETHEUS_URL") or f"http://127.0.0.1:{self.ports.prometheus}"
 
+    @property
+    def embeds_redis(self) -> bool:
+        """No REDIS_URL (an empty one in ``env`` overrides the process's): the platform starts its own."""
+        return not {**os.environ, **self.env}.get("REDIS_URL")
+
     def child_env(self) -> dict[str, str]:
         env = {**os.environ, **self.env}
         env.update(
@@ -90,7 +95,7 @@ class Platform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = self.child_env()
         try:
-            if not (os.environ.get("REDIS_URL") or self.env.get("REDIS_URL")):
+            if self.embeds_redis:
                 self._start_embedded_redis()
             self.manage("migrate", "--noinput")
             self.manage("collectstatic", "--noinput")

@@ -75,6 +75,20 @@ class LivePlatform(Platform):
             capture=True,
         )
 
+    def agent_secret(self, name: str, *, project: str = "demo") -> str:
+        """Issue an agent credential for ``project`` and return its secret."""
+        output = self.manage(
+            "shell",
+            "-c",
+            (
+                "from functions.models import AgentCredential, Project;"
+                f"p = Project.objects.get(slug={project!r});"
+                f"print(AgentCredential.issue(project=p, name={name!r})[1])"
+            ),
+            capture=True,
+        )
+        return output.strip().splitlines()[-1]
+
 
 @pytest.fixture(scope="session")
 def live_platform():

@@ -42,6 +42,7 @@ def platform():
         "HKS_ADMIN_PASSWORD": LivePlatform.admin_password,
         "HKS_CELERY_QUEUE": f"hks-faults-{uuid.uuid4().hex[:8]}",
         "DATABASE_URL": f"sqlite:///{data_dir / 'db.sqlite3'}",
+        "REDIS_URL": "",  # an embedded Redis of its own, whatever REDIS_URL says: this test stops it
         "HKS_RECONCILE_INTERVAL_SECONDS": "2",
         "HKS_TASK_STALE_SECONDS": "10",
         "HKS_TASK_HEARTBEAT_SECONDS": "2",

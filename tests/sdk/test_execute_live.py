@@ -12,19 +12,7 @@ pytestmark = pytest.mark.runtime
 @pytest.fixture(scope="module")
 def agent_client(live_platform):  # noqa: F811
     require_binary("bwrap", hint="apt-get install bubblewrap")
-    secret = (
-        live_platform.manage(
-            "shell",
-            "-c",
-            (
-                "from functions.models import AgentCredential, Project;"
-                "print(AgentCredential.issue(project=Project.objects.get(slug='demo'), name='sdk-tests')[1])"
-            ),
-            capture=True,
-        )
-        .strip()
-        .splitlines()[-1]
-    )
+    secret = live_platform.agent_secret("sdk-tests")
     with Client(url=live_platform.portal_url, credential=secret) as client:
         yield client
 
