@@ -403,8 +403,11 @@ def test_kernel_attack_surface_calls_are_refused_by_seccomp():
         pytest.skip("the probe uses x86_64 system call numbers")
     require(seccomp.program() is not None, "no seccomp filter: apt-get install python3-seccomp")
     proc = _spawn([PY, "-c", SYSCALL_PROBE], profile="standard")
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 0, err
+    try:
+        out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0, err
+    finally:
+        proc.cleanup()  # wait() drops the cgroups only if the last tasks are gone; cleanup() waits for them
     answers = {
         name: (int(result), int(errno)) for name, result, errno in (line.split() for line in out.splitlines())
     }
