@@ -13,7 +13,14 @@ from functions.models import ApiToken, Role
 from hks_portal.celery import app as celery_app
 
 from .factories import MembershipFactory, ProjectFactory, UserFactory
-from .k8s_fake import fake_k8s, fake_k8s_server, knative_hello, knative_project  # noqa: F401  (fake K8s API)
+from .k8s_fake import (  # noqa: F401  (fake K8s API)
+    fake_k8s,
+    fake_k8s_server,
+    fake_vcluster,
+    fake_vcluster_server,
+    knative_hello,
+    knative_project,
+)
 from .live import live_platform  # noqa: F401  (one running platform per session)
 from .runtime.daemon import local_backend_settings, runtime_daemon  # noqa: F401  (one runtime daemon)
 

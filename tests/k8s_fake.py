@@ -27,14 +27,22 @@ cited where it is implemented, under "Controllers"):
   (the container exits, CrashLoopBackOff), or when a test called ``fail_next_revision(message)``;
 - deleting a Job, a Knative Service or a Namespace deletes what they own.
 
+A cluster without Knative Serving - a vCluster whose host runs Knative, say - is
+``FakeKubernetes(knative=False)`` (the fixture ``fake_vcluster``): every request under
+``/apis/serving.knative.dev/`` gets what a real API server answers for a group no CRD defines, a plain-text
+``404 page not found`` (the apiextensions server hands a group without a CRD to the NotFound handler at the
+end of the delegation chain, which calls Go's ``http.NotFound``: kubernetes
+staging/src/k8s.io/apiserver/pkg/util/notfoundhandler/notfoundhandler.go and its test). With Knative,
+``GET /apis/serving.knative.dev/v1`` is the group version's discovery document (an APIResourceList).
+
 Fixtures: ``fake_k8s_server`` (one server per test session), ``fake_k8s`` (the same server, emptied
-before each test) and ``knative_project`` (the "acme" project on the knative backend, pointing at it).
-The server object has ``url``, ``token``, ``kubeconfig`` (YAML text), ``objects`` (a snapshot
-``{(resource, namespace, name): object}`` where ``resource`` is named the way kubectl does:
-``jobs.batch``, ``services.serving.knative.dev``, ``serviceaccounts``...), ``get``/``list``,
-``append_log``, ``record_event``, ``fail_next_job``, ``fail_next_revision``, ``fail_next_request``,
-``requests``, ``images``, ``resolvable_registries``, and the controller delays
-``job_seconds``/``ready_seconds``/``job_deadline_cap`` (all back to their defaults at each reset).
+before each test), ``fake_vcluster`` (a second one, without Knative) and ``knative_project`` (the "acme"
+project on the knative backend, pointing at it). The server object has ``url``, ``token``, ``kubeconfig``
+(YAML text), ``objects`` (a snapshot ``{(resource, namespace, name): object}`` where ``resource`` is named
+the way kubectl does: ``jobs.batch``, ``services.serving.knative.dev``, ``serviceaccounts``...),
+``get``/``list``, ``append_log``, ``record_event``, ``fail_next_job``, ``fail_next_revision``,
+``fail_next_request``, ``requests``, ``images``, ``resolvable_registries``, ``knative``, and the controller
+delays ``job_seconds``/``ready_seconds``/``job_deadline_cap`` (all back to their defaults at each reset).
 """
 
 from __future__ import annotations
@@ -107,7 +115,8 @@ RESOURCE_TYPES = {
         ),
     ]
 }
-KSVC = "services.serving.knative.dev"
+KNATIVE_GROUP = "serving.knative.dev"
+KSVC = f"services.{KNATIVE_GROUP}"
 CREATOR, LAST_MODIFIER = "serving.knative.dev/creator", "serving.knative.dev/lastModifier"
 FAKE_USER = "system:serviceaccount:hks:fake"
 
@@ -405,8 +414,8 @@ def _rand(n: int = 5) -> str:
 class FakeKubernetes:
     """See the module docstring. Thread-safe: tests read and arrange while the server thread serves."""
 
-    def __init__(self, *, job_seconds: float = 0.2, ready_seconds: float = 0.1):
-        self._defaults = (job_seconds, ready_seconds)
+    def __init__(self, *, job_seconds: float = 0.2, ready_seconds: float = 0.1, knative: bool = True):
+        self._defaults = (job_seconds, ready_seconds, knative)
         self.token = "fake-" + secrets.token_hex(16)
         self._lock = threading.RLock()
         self._rv = itertools.count(1)
@@ -420,8 +429,9 @@ class FakeKubernetes:
     def reset(self) -> None:
         """Forget every object and arrangement; controller delays go back to their defaults."""
         with self._lock:
-            # How long a Job runs before it completes, and a Knative Service takes to become ready.
-            self.job_seconds, self.ready_seconds = self._defaults
+            # How long a Job runs before it completes, a Knative Service takes to become ready, and
+            # whether the cluster has Knative Serving's CRDs (so serves its API group).
+            self.job_seconds, self.ready_seconds, self.knative = self._defaults
             self._store: dict[tuple[str, str, str], dict] = {}
             self._logs: dict[tuple[str, str, str], list[tuple[dt.datetime, str]]] = {}
             self._job_failures: list[str] = []
@@ -548,6 +558,12 @@ class FakeKubernetes:
         injected = self._injected_failure(request)
         if injected:
             return injected
+        parts = [p for p in request.path.split("/") if p]
+        if parts[:2] == ["apis", KNATIVE_GROUP]:
+            if not self.knative:
+                return web.Response(status=404, text="404 page not found\n", content_type="text/plain")
+            if len(parts) == 3 and request.method == "GET":
+                return self._discovery(KNATIVE_GROUP, parts[2])
         try:
             route = self._route(request.path)
         except LookupError as exc:
@@ -569,6 +585,31 @@ class FakeKubernetes:
             if sub == "status":
                 return self._status_subresource(request, rtype, namespace, name, body)
             return self._dispatch(request, rtype, namespace, name, body)
+
+    @staticmethod
+    def _discovery(group: str, version: str) -> web.Response:
+        """The APIResourceList of ``group/version`` (what ``kubectl api-resources`` reads)."""
+        resources = [
+            {
+                "name": r.plural,
+                "singularName": r.kind.lower(),
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            }
+            for r in RESOURCE_TYPES.values()
+            if r.group == group and r.version == version
+        ]
+        if not resources:
+            return web.Response(status=404, text="404 page not found\n", content_type="text/plain")
+        return web.json_response(
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}",
+                "resources": resources,
+            }
+        )
 
     def _injected_failure(self, request: web.Request) -> web.Response | None:
         with self._lock:
@@ -1407,6 +1448,21 @@ def fake_k8s_server():
     server = FakeKubernetes().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_vcluster_server():
+    server = FakeKubernetes(knative=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_vcluster(fake_vcluster_server):
+    """A second API server without Knative Serving: a vCluster whose host (``fake_k8s``) runs Knative."""
+    fake_vcluster_server.reset()
+    yield fake_vcluster_server
+    fake_vcluster_server.reset()
 
 
 @pytest.fixture

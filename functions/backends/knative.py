@@ -108,7 +108,14 @@ class KnativeBackend(FunctionBackend):
     poll_interval = 1.0  # seconds between looks at a running build
     log_rescan_seconds = 2.0  # how often a followed log looks for new pods
 
-    def __init__(self, kubeconfig: str, *, cluster: manifests.ClusterSettings | None = None):
+    def __init__(
+        self,
+        kubeconfig: str,
+        *,
+        cluster: manifests.ClusterSettings | None = None,
+        own_kubeconfig: bool = False,
+    ):
+        """``own_kubeconfig``: the cluster is the project's own (a vCluster's), not the platform's."""
         try:
             kubeconfig_dict = yaml.safe_load(kubeconfig)
             configuration = client.Configuration()
@@ -123,6 +130,8 @@ class KnativeBackend(FunctionBackend):
         self.custom = client.CustomObjectsApi(self._api)
         self.cluster = cluster or cluster_settings()
         self._namespaces_ready: set[str] = set()
+        self.own_kubeconfig = own_kubeconfig
+        self._knative_served = False
 
     @classmethod
     def for_project(cls, project) -> KnativeBackend:
@@ -139,7 +148,7 @@ class KnativeBackend(FunctionBackend):
                 f"project {project.slug} has no kubeconfig: an owner must upload one", permanent=True
             )
         try:
-            return cls(decrypt_text(project.kubeconfig_encrypted))
+            return cls(decrypt_text(project.kubeconfig_encrypted), own_kubeconfig=True)
         except DecryptionError as exc:
             raise BackendError(f"project {project.slug}: {exc}", permanent=True) from exc
 
@@ -159,6 +168,15 @@ class KnativeBackend(FunctionBackend):
             raise _backend_error(exc) from exc
         except (pydantic.ValidationError, urllib3.exceptions.HTTPError, OSError) as exc:
             raise _backend_error(exc) from exc
+
+    def _require_knative(self) -> None:
+        """Refuse, saying why, a cluster without Knative Serving (a vCluster whose host has it, say) before
+        anything is built or written there; asked once per backend."""
+        if not self._knative_served:
+            from .knative_preflight import require_knative
+
+            require_knative(self._api, own_kubeconfig=self.own_kubeconfig)
+            self._knative_served = True
 
     def _ensure_namespace(self, name: str) -> None:
         if name in self._namespaces_ready:
@@ -227,6 +245,7 @@ class KnativeBackend(FunctionBackend):
         except ValueError as exc:
             raise BackendError(str(exc), permanent=True) from exc
         spec = self._with_archive_url(spec)
+        self._require_knative()
         self._ensure_namespace(spec.ref.namespace)
         build = KanikoBuild(self, spec, on_log)
         artifact = build.run()
@@ -251,6 +270,7 @@ class KnativeBackend(FunctionBackend):
                 permanent=True,
             )
         namespace = spec.ref.namespace
+        self._require_knative()
         self._ensure_namespace(namespace)
         self._upsert_typed(manifests.service_account(spec.ref), self.core, "service_account")
         policy = manifests.function_network_policy(
@@ -268,6 +288,7 @@ class KnativeBackend(FunctionBackend):
     def status(self, ref: FunctionRef) -> ServiceStatus:
         ksvc = self._ksvc_call("get", ref.namespace, ref.function, ok=(404,))
         if ksvc is None:
+            self._require_knative()  # a 404 for the Service, or for Knative's whole API?
             return ServiceStatus(ready=False, exists=False, message="no Knative Service")
         status = ksvc.get("status", {})
         conditions = {c["type"]: c for c in status.get("conditions", [])}

@@ -6,6 +6,11 @@ Knative Serving's CRDs and their version (1.19 or later: the metric names the po
 flags for ``runtimeClassName`` (agent code under ``HKS_AGENT_RUNTIME_CLASS``) and secure pod defaults,
 ``max-revision-timeout-seconds`` against ``HKS_KNATIVE_MAX_TIMEOUT_SECONDS``, the domain functions get,
 the registry and its push Secret, and the Kaniko image.
+
+``require_knative`` is the check the backend and provisioning make before they write anything: a cluster
+that does not serve Knative Serving's API is refused with what to do - and when it is a project's own
+cluster (a vCluster) while the platform's host cluster has Knative, with why Knative on the host cannot
+serve it (docs/operations.md, "Tenancy on the cluster").
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from django.conf import settings
 from kubernetes import client
 
 from .base import BackendError
+from .knative import KNATIVE, _backend_error
 from .knative_provision import Provisioner, api_client, platform_kubeconfig
 
 OK, MISSING, WRONG = "ok", "missing", "wrong"
@@ -30,6 +36,63 @@ INSTALL = f"kubectl apply -f {RELEASES}/serving-crds.yaml -f {RELEASES}/serving-
 PLACEHOLDER_REGISTRY = "registry.local/hks"
 TIMEOUT = (2, 5)
 PINNED_KANIKO = "ghcr.io/osscontainertools/kaniko:v1.28.3"
+TENANCY = 'docs/operations.md, "Tenancy on the cluster"'
+HOST_KNATIVE = (
+    "Knative on the host cannot run a vCluster's functions: vCluster syncs Knative Services to the host only "
+    "with its paid custom-resource sync, and the pods host Knative makes never appear in the vCluster"
+)
+INSIDE = (
+    "Install Knative Serving inside the vCluster (with its kubeconfig: {install}), or run the project in a "
+    "namespace of the host cluster (a project without a kubeconfig of its own)"
+)
+
+
+def serves_knative(api: client.ApiClient) -> bool:
+    """Does the cluster serve Knative Serving's API (are its CRDs installed)? Asks discovery, which every
+    signed-in identity may read (the ClusterRole system:discovery); a group no CRD defines is a 404."""
+    try:
+        found = client.CustomObjectsApi(api).get_api_resources(*KNATIVE, _request_timeout=TIMEOUT)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise _backend_error(exc) from exc
+    except Exception as exc:  # unreachable, or not an API server
+        raise _backend_error(exc) from exc
+    return any(resource.name == "services" for resource in found.resources or [])
+
+
+def host_has_knative(server: str) -> bool:
+    """The platform's own (host) cluster is another one than ``server`` and serves Knative; False when
+    there is no platform identity or the host cannot be asked."""
+    kubeconfig = platform_kubeconfig()
+    if not kubeconfig:
+        return False
+    try:
+        host = api_client(kubeconfig)
+        return host.configuration.host != server and serves_knative(host)
+    except BackendError:
+        return False
+
+
+def require_knative(api: client.ApiClient, *, own_kubeconfig: bool) -> None:
+    """Raise a permanent ``BackendError`` saying what to do unless the cluster serves Knative Serving.
+    ``own_kubeconfig``: the cluster is a project's own (a vCluster's), not the platform's."""
+    if serves_knative(api):
+        return
+    server = api.configuration.host
+    where = (
+        f"the project's own cluster ({server}, from its kubeconfig)"
+        if own_kubeconfig
+        else f"the cluster {server}"
+    )
+    message = f"{where} does not have Knative Serving: no {'/'.join(KNATIVE)} API"
+    if own_kubeconfig and host_has_knative(server):
+        message += f", though the host cluster has it. {HOST_KNATIVE}. " + INSIDE.format(install=INSTALL)
+    elif own_kubeconfig:
+        message += f". If it is a vCluster: {INSIDE.format(install=INSTALL)}; {HOST_KNATIVE}"
+    else:
+        message += f". Install it: {INSTALL}"
+    raise BackendError(f"{message}. See {TENANCY}.", permanent=True)
 
 
 @dataclass(frozen=True)
@@ -50,8 +113,9 @@ def _patch(configmap: str, key: str, value: str) -> str:
 
 
 class Preflight:
-    def __init__(self, api: client.ApiClient, *, namespace: str = ""):
+    def __init__(self, api: client.ApiClient, *, namespace: str = "", own_kubeconfig: bool = False):
         self.api = api
+        self.own_kubeconfig = own_kubeconfig  # a project's own cluster (a vCluster), not the platform's
         self.core = client.CoreV1Api(api)
         self.extensions = client.ApiextensionsV1Api(api)
         self.namespace = namespace  # a project's: where its registry Secret must be
@@ -105,8 +169,12 @@ class Preflight:
         absent = [name for name, crd in found.items() if crd is None]
         if absent:
             detail = "no CustomResourceDefinition " + ", ".join(f"{n}.serving.knative.dev" for n in absent)
+            fix = INSTALL
+            if self.own_kubeconfig and host_has_knative(self.api.configuration.host):
+                detail += f" in the project's vCluster, though the host cluster has them. {HOST_KNATIVE}"
+                fix = INSIDE.format(install=INSTALL) + f". See {TENANCY}."
             return [
-                Check("Knative Serving CRDs", MISSING, detail, INSTALL),
+                Check("Knative Serving CRDs", MISSING, detail, fix),
                 Check("Knative Serving version", MISSING, "Knative Serving is not installed", INSTALL),
             ]
         crds = Check("Knative Serving CRDs", OK, ", ".join(f"{n}.serving.knative.dev" for n in CRDS))
@@ -256,4 +324,5 @@ def preflight(project=None) -> tuple[str, list[Check]]:
     except BackendError as exc:
         return where, [Check("cluster credentials", WRONG, exc.message, "fix the kubeconfig"), kaniko_check()]
     server = api.configuration.host
-    return f"{server} ({where})", Preflight(api, namespace=namespace).run()
+    own = project is not None and bool(project.kubeconfig_encrypted)
+    return f"{server} ({where})", Preflight(api, namespace=namespace, own_kubeconfig=own).run()

@@ -10,7 +10,9 @@ Two ways a project reaches Knative:
   set_kubeconfig``); the same objects are put inside it with that kubeconfig, without the RoleBinding
   (the vCluster's kubeconfig is the platform's identity there).
 
-``apply`` reads each object and writes only what differs from what it should be (quantities compared as
+``apply`` first checks that the cluster serves Knative Serving (``knative_preflight.require_knative``): a
+vCluster without it - Knative only on its host - cannot run the project's functions, and is refused with
+why. It then reads each object and writes only what differs from what it should be (quantities compared as
 quantities), so running it twice changes nothing and running it later repairs drift. A namespace that
 exists without this project's label is never taken over or deleted.
 """
@@ -123,8 +125,9 @@ def up_to_date(want: dict, have: dict) -> bool:
 class Provisioner:
     """Talks to one cluster (the host's API, or a vCluster's)."""
 
-    def __init__(self, api: client.ApiClient):
+    def __init__(self, api: client.ApiClient, *, own_kubeconfig: bool = False):
         self.api = api
+        self.own_kubeconfig = own_kubeconfig  # a project's own cluster (a vCluster's), not the platform's
         self.core = client.CoreV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
         self.networking = client.NetworkingV1Api(api)
@@ -157,6 +160,10 @@ class Provisioner:
     def apply(self, objects: list[dict], slug: str) -> list[str]:
         """Create or repair ``objects`` (the namespace first) and delete what provisioning made before
         and no longer wants; returns what changed ("created ResourceQuota hks-quota", ...)."""
+        from .knative_preflight import require_knative
+
+        # A place for functions on a cluster that cannot run them (a vCluster without Knative) is refused.
+        require_knative(self.api, own_kubeconfig=self.own_kubeconfig)
         namespace = objects[0]["metadata"]["name"]
         self._check_ours(namespace, slug)
         changes: list[str] = []
@@ -266,7 +273,8 @@ def provisioner_for(project) -> Provisioner:
         from ..crypto import DecryptionError, decrypt_text
 
         try:
-            return Provisioner(api_client(decrypt_text(project.kubeconfig_encrypted)))
+            api = api_client(decrypt_text(project.kubeconfig_encrypted))
+            return Provisioner(api, own_kubeconfig=True)
         except DecryptionError as exc:
             raise BackendError(f"project {project.slug}: {exc}", permanent=True) from exc
     found = platform_provisioner()
