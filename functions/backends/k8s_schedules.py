@@ -34,9 +34,16 @@ def cron_job_name(ref: FunctionRef, schedule: str) -> str:
 # The CronJob controller names each Job "<cronjob>-<scheduled time in minutes since the epoch>"
 # (kubernetes pkg/controller/cronjob/utils.go getJobName); the pod reads it from its job-name label, so
 # X-HKS-Scheduled-For is the scheduled minute, not the start time. ce-id is that Job's name: one per run.
+# The curl image's shell and date are BusyBox's (Alpine): its date takes -u (TZ=UTC0, set before -d is
+# read) and "-d @SECONDS" since 1.17 (busybox coreutils/date.c, libbb/time.c parse_datestr). A Job made
+# by hand (kubectl create job --from=cronjob/...) has a name of its own: no minute in it, so the time is
+# now - and the suffix never reaches $((...)), where ash would read a word as an unset variable (0: 1970)
+# and dash stops with "Illegal number".
 TRIGGER_SCRIPT = (
-    'minutes="${HKS_JOB##*-}"; '
-    'at="$(date -u -d "@$((minutes * 60))" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"; '
+    'minutes="${HKS_JOB##*-}"; at=""; '
+    'case "$minutes" in ""|*[!0-9]*) ;; '
+    '*) at="$(date -u -d "@$((minutes * 60))" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null)";; esac; '
+    '[ -n "$at" ] || at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"; '
     'exec curl {fixed} {timed} "$@"'
 )
 

@@ -67,13 +67,13 @@ def schedule(url: str, **changes) -> ScheduleSpec:
     return ScheduleSpec(**values)
 
 
-def fire(spec: ScheduleSpec):
+def fire(spec: ScheduleSpec, job_name: str = JOB_NAME):
     require_binary("curl")
     container = schedules_k8s.cron_job(spec, m.ClusterSettings())["spec"]["jobTemplate"]["spec"]["template"][
         "spec"
     ]["containers"][0]
     assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['job-name']"
-    env = {"HKS_JOB": JOB_NAME, "PATH": "/usr/bin:/bin"}
+    env = {"HKS_JOB": job_name, "PATH": "/usr/bin:/bin"}
     subprocess.run(container["command"], env=env, check=True, timeout=30)
 
 
@@ -121,3 +121,18 @@ def test_shell_characters_in_a_schedule_stay_data(server, tmp_path):
     assert headers["X-Evil"] == f"$(touch {marker})"
     assert body == f"`touch {marker}`".encode()
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("job_name", ["manual-run", "hks-cron-hello-nightly-1e3", "adhoc"])
+def test_a_job_made_by_hand_is_sent_as_scheduled_now(server, job_name):
+    """kubectl create job --from=cronjob/... names the Job itself: no scheduled minute in the name, so the
+    time sent is the run's (not 1970, not empty), and the run still happens."""
+    url, received = server
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    fire(schedule(url, kind="cloudevents"), job_name=job_name)
+    after = dt.datetime.now(dt.UTC)
+    ((_, _, headers, _),) = received
+    sent = dt.datetime.strptime(headers["X-HKS-Scheduled-For"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    assert before <= sent <= after
+    assert headers["ce-time"] == headers["X-HKS-Scheduled-For"]
+    assert headers["ce-id"] == job_name
