@@ -11,9 +11,11 @@ cited where it is implemented, under "Controllers"):
 
 - pods start Pending, then their containers wait (ContainerCreating, PodInitializing), then run; the log
   endpoint answers 400 for a container that has not started;
-- Pod Security Admission enforces the namespace's ``pod-security.kubernetes.io/enforce`` level: a refused
-  Job pod is never created, the Job records a FailedCreate event and fails by deadline
-  (``job_deadline_cap`` seconds at most here);
+- Pod Security Admission enforces the namespace's ``pod-security.kubernetes.io/enforce`` level on every pod
+  the fake creates: a refused Job pod is never created, the Job records a FailedCreate event and fails by
+  deadline (``job_deadline_cap`` seconds at most here); a refused revision pod is never created either,
+  its ReplicaSet records FailedCreate and the revision fails with the refusal (its queue-proxy carries
+  Knative's own restricted-compliant security context);
 - a Job runs its pod (init container, then the main one) and becomes Complete (conditions
   SuccessCriteriaMet, Complete) or Failed when a test called ``fail_next_job(message)``; a Kaniko
   container "pushes" an image into ``images`` that holds the code only if nothing the Dockerfile copies
@@ -220,6 +222,31 @@ def _knative_webhook_problem(ksvc: dict) -> str:
 # resolv.conf are the pod's, https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/).
 KUBELET_MOUNTS = ("/dev/termination-log", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
 # Capabilities the baseline Pod Security Standard allows to add.
+# What Knative copies from a Service's template into its revision's pods (knative/serving
+# pkg/reconciler/revision/resources/deploy.go makePodSpec) and the fake keeps.
+REVISION_POD_FIELDS = (
+    "serviceAccountName",
+    "securityContext",
+    "runtimeClassName",
+    "automountServiceAccountToken",
+    "enableServiceLinks",
+    "imagePullSecrets",
+    "nodeSelector",
+    "volumes",
+)
+# Knative's queue-proxy sidecar, with the security context Knative gives it (knative/serving
+# pkg/reconciler/revision/resources/queue.go queueSecurityContext): it passes "restricted".
+QUEUE_PROXY = {
+    "name": "queue-proxy",
+    "image": "gcr.io/knative-releases/queue",
+    "securityContext": {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+}
 BASELINE_CAPABILITIES = {
     "AUDIT_WRITE",
     "CHOWN",
@@ -990,6 +1017,13 @@ class FakeKubernetes:
                 problems.append(f'unrestricted capabilities (container "{container["name"]}" must drop ALL)')
             if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
                 problems.append(f'runAsNonRoot != true (container "{container["name"]}")')
+            if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+                problems.append(f'runAsUser=0 (container "{container["name"]}" must not run as root)')
+            if set(context.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+                problems.append(
+                    f'unrestricted capabilities (container "{container["name"]}" adds more '
+                    "than NET_BIND_SERVICE)"
+                )
             seccomp = context.get("seccompProfile", pod_context.get("seccompProfile", {})).get("type")
             if seccomp not in ("RuntimeDefault", "Localhost"):
                 problems.append(f'seccompProfile (container "{container["name"]}")')
@@ -1200,7 +1234,23 @@ class FakeKubernetes:
             if failure:
                 self._revision_failed(ksvc, generation, revision, failure)
                 return
-            pod = self._make_revision(namespace, name, revision, ksvc, generation)
+            pod_spec = self._revision_pod_spec(template)
+            level, problems = self._pod_security_violations(namespace, pod_spec)
+            if problems:
+                # The Deployment's ReplicaSet cannot create the pod: FailedCreate, and the Deployment's
+                # ReplicaFailure condition, which Knative turns into the revision's failure (knative/serving
+                # pkg/apis/serving/k8s_lifecycle.go TransformDeploymentStatus).
+                replica_set = f"{revision}-deployment-{_rand(10)}"
+                refusal = (
+                    f'pods "{replica_set}-{_rand()}" is forbidden: violates PodSecurity "{level}:latest": '
+                    + ", ".join(problems)
+                )
+                self.record_event(
+                    namespace, "ReplicaSet", replica_set, "FailedCreate", f"Error creating: {refusal}"
+                )
+                self._revision_failed(ksvc, generation, revision, refusal)
+                return
+            pod = self._make_revision(namespace, name, revision, ksvc, generation, pod_spec)
             step = self.ready_seconds / 2
             self._later(step, self._revision_pod_creating, namespace, pod)
             self._later(2 * step, self._revision_pod_started, key, uid, generation, revision, pod, image)
@@ -1299,7 +1349,20 @@ class FakeKubernetes:
             return f"http://{name}.{namespace}.svc.cluster.local"
         return f"http://{name}.{namespace}.example.test"
 
-    def _make_revision(self, namespace, service, revision, ksvc, generation) -> str:
+    @staticmethod
+    def _revision_pod_spec(template: dict) -> dict:
+        """The pod Knative's Deployment asks for: the template's pod fields, the user's container as
+        ``user-container`` (its probes' port filled in) and the queue-proxy sidecar."""
+        spec = template["spec"]
+        user = copy.deepcopy({**spec["containers"][0], "name": "user-container"})
+        port = (user.get("ports") or [{}])[0].get("containerPort", 8080)
+        for probe in ("readinessProbe", "livenessProbe"):  # Knative fills in the port of the user's probes
+            if "httpGet" in user.get(probe, {}):
+                user[probe]["httpGet"].setdefault("port", port)
+        pod = {k: copy.deepcopy(v) for k, v in spec.items() if k in REVISION_POD_FIELDS}
+        return {**pod, "containers": [user, copy.deepcopy(QUEUE_PROXY)]}
+
+    def _make_revision(self, namespace, service, revision, ksvc, generation, pod_spec) -> str:
         labels = {
             "serving.knative.dev/service": service,
             "serving.knative.dev/configuration": service,
@@ -1330,15 +1393,7 @@ class FakeKubernetes:
                 and obj["metadata"].get("labels", {}).get("serving.knative.dev/service") == service
             ):
                 del self._store[key]
-        user = copy.deepcopy({**template["spec"]["containers"][0], "name": "user-container"})
-        port = (user.get("ports") or [{}])[0].get("containerPort", 8080)
-        for probe in ("readinessProbe", "livenessProbe"):  # Knative fills in the port of the user's probes
-            if "httpGet" in user.get(probe, {}):
-                user[probe]["httpGet"].setdefault("port", port)
-        containers = [user, {"name": "queue-proxy", "image": "gcr.io/knative-releases/queue"}]
-        return self._make_pod(
-            namespace, f"{revision}-deployment-{_rand(10)}-{_rand()}", labels, {"containers": containers}
-        )
+        return self._make_pod(namespace, f"{revision}-deployment-{_rand(10)}-{_rand()}", labels, pod_spec)
 
     def _make_pod(self, namespace, name, labels, pod_spec) -> str:
         """A pod as the scheduler first sees it: Pending, no container has a status yet."""

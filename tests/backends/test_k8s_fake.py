@@ -221,6 +221,38 @@ def test_pod_security_baseline_lets_a_root_pod_without_privileges_run(fake_k8s):
     assert fake_k8s.list("events", "base") == []
 
 
+def test_pod_security_refuses_a_revision_pod_and_knative_fails_the_revision_with_the_refusal(fake_k8s):
+    _namespace(fake_k8s, "tight", "restricted")
+    objects = client.CustomObjectsApi(_api(fake_k8s))
+    objects.create_namespaced_custom_object("serving.knative.dev", "v1", "tight", "services", _ksvc("root"))
+    _wait(
+        lambda: (
+            {c["type"]: c["status"] for c in fake_k8s.get(KSVC, "tight", "root")["status"]["conditions"]}[
+                "Ready"
+            ]
+            == "False"
+        )
+    )
+    ready = next(
+        c for c in fake_k8s.get(KSVC, "tight", "root")["status"]["conditions"] if c["type"] == "Ready"
+    )
+    assert 'violates PodSecurity "restricted:latest"' in ready["message"]
+    assert 'runAsNonRoot != true (container "user-container")' in ready["message"]
+    assert "queue-proxy" not in ready["message"]  # Knative's sidecar is restricted-compliant
+    assert fake_k8s.list("pods", "tight") == []
+    (event,) = fake_k8s.list("events", "tight")
+    assert (event["involvedObject"]["kind"], event["reason"]) == ("ReplicaSet", "FailedCreate")
+
+
+def test_pod_security_baseline_lets_a_revision_pod_without_a_security_context_run(fake_k8s):
+    _namespace(fake_k8s, "base", "baseline")
+    objects = client.CustomObjectsApi(_api(fake_k8s))
+    objects.create_namespaced_custom_object("serving.knative.dev", "v1", "base", "services", _ksvc("plain"))
+    _wait(lambda: fake_k8s.get(KSVC, "base", "plain")["status"].get("latestReadyRevisionName"))
+    (pod,) = fake_k8s.list("pods", "base")
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["user-container", "queue-proxy"]
+
+
 OLD_DOCKERFILE = """\
 FROM node:24-slim
 WORKDIR /workspace/function

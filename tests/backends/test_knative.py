@@ -542,3 +542,20 @@ def test_a_build_log_is_followed_not_read_again_at_every_poll(fake_k8s, backend)
     log_reads = [path for method, path in fake_k8s.requests if method == "GET" and path.endswith("/log")]
     assert len(log_reads) <= 4, log_reads  # one stream per container (and a retry at most)
     assert sum(line.startswith("[kaniko] INFO") for line in lines) == 3  # every line, once
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"sandbox_profile": "restricted", "visibility": "cluster-local"}],
+    ids=["standard", "agent"],
+)
+def test_function_pods_pass_pod_security_restricted(fake_k8s, backend, changes):
+    """The function's pods (user container and Knative's queue-proxy) are admitted where the namespace
+    enforces "restricted", the strictest level (the build pod, root for Kaniko, needs "baseline")."""
+    namespace = m.namespace("acme")
+    namespace["metadata"].setdefault("labels", {})["pod-security.kubernetes.io/enforce"] = "restricted"
+    backend.core.create_namespace(namespace)
+    backend.apply(service_spec(**changes))
+    wait_ready(backend)
+    assert fake_k8s.list("events", "acme") == []
+    assert fake_k8s.list("pods", "acme", "serving.knative.dev/service=hello")
