@@ -467,8 +467,7 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
             raise BackendError(status.message or f"revision {revision.name} failed", permanent=True)
         if time.monotonic() > deadline:
             raise BackendError(status.message or f"revision {revision.name} did not become ready")
-        # every 50 ms for the first 3 s (a pre-warmed instance is ready in tens of ms), then every half second
-        time.sleep(0.05 if time.monotonic() - started < 3 else 0.5)
+        time.sleep(backend.status_poll_seconds(time.monotonic() - started))  # the backend's own pace
         status = backend.status(function_ref(function))
     # A repeated run for the revision already serving keeps its deploy time: running twice changes nothing.
     redeployed = function.current_revision_id == revision.pk and function.deployed_at is not None

@@ -314,6 +314,12 @@ class KnativeBackend(FunctionBackend):
             failed=failed,
         )
 
+    def status_poll_seconds(self, waited: float) -> float:
+        """A status costs two API calls (the Service, its pods; through a vCluster's syncer too) and a
+        revision takes seconds to start (image pull, cold start): a quarter second at first, then half
+        the time waited so far, at most 2 s."""
+        return min(2.0, max(0.25, waited / 2))
+
     POD_TROUBLE = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff"}
 
     def _pods(self, ref: FunctionRef) -> tuple[int, str]:

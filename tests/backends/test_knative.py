@@ -559,3 +559,27 @@ def test_function_pods_pass_pod_security_restricted(fake_k8s, backend, changes):
     wait_ready(backend)
     assert fake_k8s.list("events", "acme") == []
     assert fake_k8s.list("pods", "acme", "serving.knative.dev/service=hello")
+
+
+def test_a_deploy_waits_for_knative_at_the_backends_pace_not_twenty_times_a_second(
+    fake_k8s, knative_project, db
+):
+    """Each status read is two API calls; the deploy backs off (0.25 s, then half the time waited, at most
+    2 s) instead of reading 20 times a second for its first 3 s."""
+    from functions.models import Revision
+    from tests.factories import FunctionFactory
+
+    fake_k8s.ready_seconds = 1.0  # the revision is ready about 2 s after the Service is written
+    function = FunctionFactory(project=knative_project, name="hello", status=FunctionStatus.DEPLOYING)
+    revision = Revision.objects.create(
+        function=function, number=1, archive="x", artifact=f"registry.local/hks/acme/hello@sha256:{'e' * 64}"
+    )
+    services.revision_deploy_run(revision=revision)
+
+    assert Function.objects.get(pk=function.pk).status == FunctionStatus.READY
+    reads = [
+        path for method, path in fake_k8s.requests if method == "GET" and path.endswith("/services/hello")
+    ]
+    assert 2 <= len(reads) <= 12, reads  # 20 a second read it 26 times here
+    backend = get_backend(knative_project)
+    assert [backend.status_poll_seconds(waited) for waited in (0, 1, 2, 60)] == [0.25, 0.5, 1.0, 2.0]
