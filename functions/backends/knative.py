@@ -10,7 +10,10 @@ credentials in the Secret ``HKS_REGISTRY_SECRET`` of each namespace), a CNI that
 and - with ``HKS_AGENT_RUNTIME_CLASS`` set - that RuntimeClass plus Knative's feature flag
 ``kubernetes.podspec-runtimeclassname: enabled``. The build Job fetches the source from
 ``HKS_PUBLIC_URL``, which the cluster must reach. Built images are handed to Knative by digest (read back
-from Kaniko's termination message), so Knative's controller never has to resolve a tag.
+from Kaniko's termination message), so Knative's controller never has to resolve a tag. Before it builds
+or writes anything, the backend asks whether the cluster serves Knative Serving at all
+(``knative_preflight.require_knative``): a vCluster without it, Knative only on its host, is refused with
+why.
 
 Errors: a 4xx from the API server is permanent (the request is wrong or the credentials are refused), a
 5xx, 429, conflict or an unreachable server is transient. 404 on delete and 409 on create are the normal
