@@ -43,7 +43,8 @@ project on the knative backend, pointing at it). The server object has ``url``, 
 (YAML text), ``objects`` (a snapshot ``{(resource, namespace, name): object}`` where ``resource`` is named
 the way kubectl does: ``jobs.batch``, ``services.serving.knative.dev``, ``serviceaccounts``...),
 ``get``/``list``, ``append_log``, ``record_event``, ``fail_next_job``, ``fail_next_revision``,
-``fail_next_request``, ``requests``, ``images``, ``resolvable_registries``, ``knative``, and the controller
+``fail_next_request``, ``requests``, ``images``, ``resolvable_registries``, ``knative``,
+``knative_controller`` (False: the CRDs without Knative running), and the controller
 delays ``job_seconds``/``ready_seconds``/``job_deadline_cap`` (all back to their defaults at each reset).
 """
 
@@ -459,6 +460,8 @@ class FakeKubernetes:
             # How long a Job runs before it completes, a Knative Service takes to become ready, and
             # whether the cluster has Knative Serving's CRDs (so serves its API group).
             self.job_seconds, self.ready_seconds, self.knative = self._defaults
+            # False: Knative's CRDs without Knative running - Services are stored and never get a status.
+            self.knative_controller = True
             self._store: dict[tuple[str, str, str], dict] = {}
             self._logs: dict[tuple[str, str, str], list[tuple[dt.datetime, str]]] = {}
             self._job_failures: list[str] = []
@@ -937,7 +940,7 @@ class FakeKubernetes:
             failure = self._job_failures.pop(0) if self._job_failures else None
             obj["status"] = {"active": 1, "startTime": _ts(_now())}
             self._start_job(key, obj, failure)
-        elif rtype.name == KSVC:
+        elif rtype.name == KSVC and self.knative_controller:
             failure = self._revision_failures.pop(0) if self._revision_failures else None
             obj["status"] = {
                 "observedGeneration": generation,

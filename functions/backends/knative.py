@@ -109,6 +109,7 @@ class KnativeBackend(FunctionBackend):
     """See the module docstring. One instance per project (its kubeconfig); cheap to create."""
 
     poll_interval = 1.0  # seconds between looks at a running build
+    reconcile_grace_seconds = 30.0  # a new Service no Knative controller has looked at for longer: say so
     log_rescan_seconds = 2.0  # how often a followed log looks for new pods
 
     def __init__(
@@ -302,6 +303,8 @@ class KnativeBackend(FunctionBackend):
         replicas, waiting = self._pods(ref)
         failed = current and ready_condition.get("status") == "False"
         message = ready_condition.get("message", "deploying")
+        if "observedGeneration" not in status:
+            message = self._unreconciled(ksvc) or message
         if not failed and waiting:
             # Knative reports an image it cannot pull only after its progress deadline (600 s); the pod
             # says so at once.
@@ -322,6 +325,23 @@ class KnativeBackend(FunctionBackend):
         revision takes seconds to start (image pull, cold start): a quarter second at first, then half
         the time waited so far, at most 2 s."""
         return min(2.0, max(0.25, waited / 2))
+
+    def _unreconciled(self, ksvc: dict) -> str:
+        """Why a Service no controller has ever given a status may stay that way: Knative's CRDs without
+        Knative running (in a vCluster whose CRDs come from its host, host Knative never sees it)."""
+        created = ksvc["metadata"].get("creationTimestamp")
+        if not created:
+            return ""
+        waited = (
+            dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+        ).total_seconds()
+        if waited <= self.reconcile_grace_seconds:
+            return ""
+        return (
+            f"no Knative controller has looked at this Service in {int(waited)} s: is Knative Serving "
+            "running in this cluster? A vCluster needs Knative inside it: Knative on its host never sees the "
+            'vCluster\'s Services (docs/operations.md, "Tenancy on the cluster")'
+        )
 
     POD_TROUBLE = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff"}
 

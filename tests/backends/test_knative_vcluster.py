@@ -146,3 +146,27 @@ def test_a_vcluster_with_knative_inside_is_provisioned_and_deploys(project, host
     assert "created ResourceQuota hks-quota" in services_projects.project_provision_run(project=project)
     get_backend(project).apply(service_spec())
     assert fake_k8s.get(KSVC, "acme", "hello") is not None
+
+
+def test_knative_crds_without_knative_running_are_named_when_the_deploy_gives_up(
+    fake_k8s, knative_project, monkeypatch, db
+):
+    """A cluster with Knative's CRDs but no Knative running (a vCluster whose CRDs are synced from its
+    host, say): the Service is stored and never reconciled. The deploy's error says so, rather than
+    "deploying" for ever."""
+    from functions.backends.knative import KnativeBackend
+    from functions.models import Revision
+    from tests.factories import FunctionFactory
+
+    fake_k8s.knative_controller = False
+    monkeypatch.setattr(KnativeBackend, "reconcile_grace_seconds", 1.0)
+    function = FunctionFactory(project=knative_project, name="hello", status=FunctionStatus.DEPLOYING)
+    revision = Revision.objects.create(
+        function=function, number=1, archive="x", artifact=f"registry.local/hks/acme/hello@sha256:{'e' * 64}"
+    )
+    with pytest.raises(BackendError) as stuck:
+        services.revision_deploy_run(revision=revision, wait_seconds=3)
+    assert "no Knative controller has looked at this Service" in stuck.value.message
+    assert "A vCluster needs Knative inside it" in stuck.value.message
+    (ksvc,) = fake_k8s.list(KSVC)
+    assert "status" not in ksvc
