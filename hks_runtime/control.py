@@ -242,7 +242,7 @@ class ControlApi:
                 permanent = type(exc).__name__ == "BuildError"
                 return {"error": getattr(exc, "message", None) or str(exc), "permanent": permanent}
 
-        job = loop.run_in_executor(self.supervisor.pool, run)
+        job = loop.run_in_executor(self.supervisor.blocking, run)
         while not (job.done() and lines.empty()):
             getter = asyncio.ensure_future(lines.get())
             await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)

@@ -25,7 +25,7 @@ from .haproxy import HAProxy, HAProxyRouting
 from .logstore import LogStore
 from .metrics import Metrics
 from .sessions import SessionManager
-from .state import StateFile
+from .statefile import StateFile
 from .supervisor import Supervisor
 
 log = logging.getLogger("hks_runtime")
@@ -90,7 +90,7 @@ class Daemon:
         self.sessions = SessionManager(
             core=self.core,
             spawner=self.supervisor.spawner,
-            pool=self.supervisor.pool,
+            blocking=self.supervisor.blocking,
             data_dir=self.data_dir,
             layers_dir=self.layers_dir,
             pool_size=options.session_pool_size,

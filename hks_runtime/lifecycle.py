@@ -31,7 +31,7 @@ from .instances import (
     watch_exit,
 )
 from .logstore import LinePump
-from .pool import Shape, gateway_env
+from .prewarm import Shape, gateway_env
 from .spec import FunctionSpec
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ class InstanceLifecycle:
                 self._count(fn, rev)
         fn.retired = [r for r in fn.retired if r.instances]
         if inst.proc is not None:
-            self.pool.submit(_cleanup, inst)
+            self.blocking.submit(_cleanup, inst)
         if self.callers is not None and inst.caller_port:
             background.start(self.callers.close(inst.caller_port))
         if self.functions.get(fn.key) is fn and not self.closing:
@@ -302,7 +302,7 @@ class InstanceLifecycle:
             return
         if inst.proc is not None and not inst.exited.is_set():
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(self.pool, inst.proc.terminate, 5.0)
+                await asyncio.get_running_loop().run_in_executor(self.blocking, inst.proc.terminate, 5.0)
 
     def _ensure_min_scale(self, fn: FunctionState) -> None:
         rev = fn.active
@@ -328,7 +328,7 @@ class InstanceLifecycle:
                     else self.logs.get("_runtime", "layers")
                 )
                 self.layers[runtime] = await asyncio.get_running_loop().run_in_executor(
-                    self.pool,
+                    self.blocking,
                     self.core.ensure_layer,
                     runtime,
                     self.layers_dir,

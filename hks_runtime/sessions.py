@@ -101,7 +101,7 @@ class SessionManager:
         *,
         core,
         spawner,
-        pool,
+        blocking,
         data_dir: Path,
         layers_dir: Path | None = None,
         pool_size: int = 2,
@@ -114,7 +114,7 @@ class SessionManager:
         self.layer: Path | None = None
         self.layer_state = "absent"  # absent | building | ready | failed: <reason> | off
         self.spawner = spawner  # the supervisor's long-lived spawning thread (see lifecycle.py)
-        self.pool = pool
+        self.blocking = blocking  # the supervisor's thread pool for blocking calls
         self.root = data_dir / "sessions"
         self.pool_size = pool_size
         self.reap_every = reap_every
@@ -139,7 +139,7 @@ class SessionManager:
             self.layer_state = "off"
         else:
             self.layer = await asyncio.get_running_loop().run_in_executor(
-                self.pool, agent_layer.ready, self.layers_dir
+                self.blocking, agent_layer.ready, self.layers_dir
             )
             self.layer_state = "ready" if self.layer else "absent"
             if self.layer is None and self.libraries == "eager":
@@ -155,7 +155,9 @@ class SessionManager:
     async def _built_layer(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self.layer = await loop.run_in_executor(self.pool, agent_layer.build, self.layers_dir, log.debug)
+            self.layer = await loop.run_in_executor(
+                self.blocking, agent_layer.build, self.layers_dir, log.debug
+            )
         except Exception as exc:  # noqa: BLE001 - sessions go on without the libraries; status says why
             self.layer_state = f"failed: {exc}"
             log.error("the agent library layer could not be built: %s", exc)
@@ -280,7 +282,7 @@ class SessionManager:
                 agent.proc.cleanup()
             shutil.rmtree(agent.slot, ignore_errors=True)
 
-        await asyncio.get_running_loop().run_in_executor(self.pool, work)
+        await asyncio.get_running_loop().run_in_executor(self.blocking, work)
 
     # sessions -------------------------------------------------------------------------------------------
 

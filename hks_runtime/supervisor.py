@@ -30,7 +30,7 @@ from .instances import (
 from .lifecycle import START_ATTEMPTS, InstanceLifecycle, _cleanup, _safe
 from .logstore import LogStore
 from .metrics import InstanceUsage, Metrics
-from .pool import Pool, Shape
+from .prewarm import PrewarmPool, Shape
 from .spec import FunctionSpec
 
 
@@ -114,7 +114,8 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         self.idle_seconds = idle_seconds
         self.on_change = on_change  # persists state
         self.functions: dict[tuple[str, str], FunctionState] = {}
-        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hks-runtime")
+        # Blocking calls off the loop: sandbox terminate and cleanup, runtime layers, builds, filling slots.
+        self.blocking = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hks-blocking")
         # One long-lived thread forks every sandbox: bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when
         # the forking *thread* exits, so it must live as long as the daemon; off the loop so a slow spawn
         # (cgroup setup on a loaded machine) never stalls the gateway.
@@ -125,7 +126,9 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         self.closing = False
         self.router = None  # haproxy.HAProxyRouting when HAProxy is the data path
         self.callers = None  # gateway.SandboxCallers: one listener per sandbox with a network of its own
-        self.prewarm = Pool(self, slots_dir or layers_dir.parent / "slots", pool_size, pool_recent_shapes)
+        self.prewarm = PrewarmPool(
+            self, slots_dir or layers_dir.parent / "slots", pool_size, pool_recent_shapes
+        )
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -296,7 +299,7 @@ class Supervisor(InstanceLifecycle, Autoscaler):
                         _cleanup(inst)
         if self.session is not None:
             await self.session.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.blocking.shutdown(wait=False, cancel_futures=True)
         self.spawner.shutdown(wait=False, cancel_futures=True)
 
 

@@ -55,7 +55,7 @@ class Standby:
     caller_port: int | None = None
 
 
-class Pool:
+class PrewarmPool:
     def __init__(self, supervisor, slots_dir: Path, size: int = 1, recent: int = 2):
         self.supervisor = supervisor
         self.slots_dir = slots_dir
@@ -153,7 +153,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         fill = self.supervisor.core.fill_slot
         await loop.run_in_executor(
-            self.supervisor.pool, lambda: fill(artifact_dir=Path(spec.artifact), slot_dir=standby.slot)
+            self.supervisor.blocking, lambda: fill(artifact_dir=Path(spec.artifact), slot_dir=standby.slot)
         )
         standby.proc.stdin.write(json.dumps({"env": env}).encode() + b"\n")
         standby.proc.stdin.flush()
@@ -162,8 +162,8 @@ class Pool:
     async def _discard(self, standby: Standby) -> None:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(Exception):
-            await loop.run_in_executor(self.supervisor.pool, standby.proc.terminate, 1.0)
-            await loop.run_in_executor(self.supervisor.pool, standby.proc.cleanup)
+            await loop.run_in_executor(self.supervisor.blocking, standby.proc.terminate, 1.0)
+            await loop.run_in_executor(self.supervisor.blocking, standby.proc.cleanup)
         shutil.rmtree(standby.slot, ignore_errors=True)
         await self._close_caller(standby.caller_port)
 
@@ -181,4 +181,4 @@ def _spawn_with_stdin(core, spec):
     return core.spawn(spec, stdin=subprocess.PIPE)
 
 
-__all__ = ["Pool", "Shape", "Standby"]
+__all__ = ["PrewarmPool", "Shape", "Standby"]
