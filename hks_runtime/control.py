@@ -31,7 +31,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import netns, seccomp
+from . import builder, netns, seccomp
 from .logstore import parse_ts
 from .session_api import SessionApi
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
@@ -222,10 +222,10 @@ class ControlApi:
 
         def run() -> dict:
             artifacts_dir = self.daemon.data_dir / "artifacts"
-            name = self.daemon.core.artifact_name(content_hash, profile, namespace)
+            name = builder.artifact_name(content_hash, profile, namespace)
             reused = (artifacts_dir / name / ".hks-built").exists()
             try:
-                artifact = self.daemon.core.build(
+                artifact = builder.build(
                     runtime=runtime,
                     archive_path=archive,
                     artifacts_dir=artifacts_dir,
@@ -239,7 +239,7 @@ class ControlApi:
                     self.reused_at[name] = time.monotonic()
                 return {"artifact": str(artifact)}
             except Exception as exc:  # noqa: BLE001 - reported to the caller
-                permanent = type(exc).__name__ == "BuildError"
+                permanent = isinstance(exc, builder.BuildError)
                 return {"error": getattr(exc, "message", None) or str(exc), "permanent": permanent}
 
         job = loop.run_in_executor(self.supervisor.blocking, run)

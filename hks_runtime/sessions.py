@@ -33,7 +33,7 @@ from pathlib import Path
 
 import aiohttp
 
-from . import agent_layer, background
+from . import agent_layer, background, sandbox
 from .instances import listening_socket
 
 log = logging.getLogger("hks_runtime.sessions")
@@ -99,7 +99,6 @@ class SessionManager:
     def __init__(
         self,
         *,
-        core,
         spawner,
         blocking,
         data_dir: Path,
@@ -108,12 +107,11 @@ class SessionManager:
         reap_every: float = 1.0,
         libraries: str = "lazy",
     ):
-        self.core = core
         self.layers_dir = layers_dir or data_dir / "layers"
         self.libraries = libraries  # "eager": build the library layer at start; "lazy": at the first session
         self.layer: Path | None = None
         self.layer_state = "absent"  # absent | building | ready | failed: <reason> | off
-        self.spawner = spawner  # the supervisor's long-lived spawning thread (see lifecycle.py)
+        self.spawner = spawner  # the supervisor's long-lived spawning thread (see starter.py)
         self.blocking = blocking  # the supervisor's thread pool for blocking calls
         self.root = data_dir / "sessions"
         self.pool_size = pool_size
@@ -194,8 +192,8 @@ class SessionManager:
         layer = self.layer
         binds = [(str(LAUNCHERS_DIR), "/hks/launchers")] + ([(str(layer), "/layer")] if layer else [])
         try:
-            limits = self.core.limits_for("restricted", max_pids=128)
-            spec = self.core.SandboxSpec(
+            limits = sandbox.limits_for("restricted", max_pids=128)
+            spec = sandbox.SandboxSpec(
                 argv=["/layer/bin/python" if layer else _python(), "-u", "/hks/launchers/session_agent.py"],
                 env={**_ENV, "HKS_LISTEN_FD": str(sock.fileno())},
                 profile="restricted",
@@ -206,7 +204,7 @@ class SessionManager:
                 pass_fds=(sock.fileno(),),
                 name=f"session-{slot.name}",
             )
-            proc = self.core.spawn(spec, stdin=subprocess.PIPE)
+            proc = sandbox.spawn(spec, stdin=subprocess.PIPE)
             agent = Agent(proc=proc, port=sock.getsockname()[1], slot=slot)
         except BaseException:
             shutil.rmtree(slot, ignore_errors=True)
