@@ -80,9 +80,9 @@ class ControlApi:
 
     def _names(self, request: web.Request) -> tuple[str, str]:
         ns, name = request.match_info["ns"], request.match_info["name"]
-        if not DNS_LABEL.match(ns) or not DNS_LABEL.match(name):
+        if not DNS_LABEL.fullmatch(ns) or not DNS_LABEL.fullmatch(name):
             raise web.HTTPBadRequest(
-                text=json.dumps({"error": "names must be DNS-1123 labels", "permanent": True}),
+                text=json.dumps({"error": "names must be DNS-1035 labels", "permanent": True}),
                 content_type="application/json",
             )
         return ns, name
@@ -199,8 +199,8 @@ class ControlApi:
         profile, namespace = data.get("profile", "standard"), data.get("namespace", "")
         if profile not in ("standard", "restricted"):
             return error(400, "profile must be standard or restricted", permanent=True)
-        if not isinstance(namespace, str) or (namespace and not DNS_LABEL.match(namespace)):
-            return error(400, "namespace must be a DNS-1123 label", permanent=True)
+        if not isinstance(namespace, str) or (namespace and not DNS_LABEL.fullmatch(namespace)):
+            return error(400, "namespace must be a DNS-1035 label", permanent=True)
         problem = self.daemon.sandbox_problem()
         if problem:
             return error(503, problem, permanent=True)
