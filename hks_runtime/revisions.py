@@ -5,7 +5,7 @@ revisions it replaced drain in ``retired``. ``SupervisorState`` is the one objec
 instance lifecycle, the autoscaler and the pre-warm pool are given (as uvicorn passes its ``ServerState``),
 so none of them reaches into another's attributes.
 
-A leaf: it imports only ``instances`` and ``spec``.
+A leaf: of this package it imports only ``instances`` and ``spec``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any
+
+import aiohttp
 
 from .instances import READY, STARTING, Instance
 from .spec import FunctionSpec
@@ -85,7 +87,7 @@ class SupervisorState:
 
     functions: dict[tuple[str, str], FunctionState] = field(default_factory=dict)
     closing: bool = False  # the daemon is shutting down: start nothing new
-    http: Any = None  # aiohttp.ClientSession for readiness and liveness probes (and the Python gateway)
+    http: aiohttp.ClientSession | None = None  # probes, and the Python gateway's upstream requests
     router: Any = None  # haproxy.HAProxyRouting when HAProxy is the data path
     callers: Any = None  # gateway.SandboxCallers: one listener per sandbox with a network of its own
 
