@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from hks_runtime import spawn
+from hks_runtime import harness
 
 REPO = Path(__file__).resolve().parent.parent
 LAYERS = REPO / "var" / "test-layers"  # the runtime layers the tests cache (built on first use)
@@ -72,7 +72,7 @@ def bench_daemon(*, idle_seconds: float, extra: tuple[str, ...] = ()):
         "WARNING",
         *extra,
     )
-    process, info = spawn.start_daemon(data_dir, token, *args)
+    process, info = harness.start_daemon(data_dir, token, *args)
     try:
         yield BenchDaemon(info["control_url"], info["gateway_url"], token, data_dir)
     finally:

@@ -1,6 +1,7 @@
-"""Scaling, mixed into the Supervisor: scale up by concurrency (Knative's target and container
-concurrency), scale down after the idle period (to zero unless min-scale), and the liveness check that
-replaces an instance stuck after a request timed out on it.
+"""Scaling: scale up by concurrency (Knative's target and container concurrency), scale down after the
+idle period (to zero unless min-scale), and the liveness check that replaces an instance stuck after a
+request timed out on it. One of the supervisor's collaborators: it starts and stops instances through the
+``InstanceLifecycle``'s public methods.
 """
 
 from __future__ import annotations
@@ -8,20 +9,27 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING
 
 import aiohttp
 
 from . import background
 from .instances import DRAINING, READY, Instance
-
-if TYPE_CHECKING:
-    from .supervisor import FunctionState, RevisionState
+from .lifecycle import InstanceLifecycle
+from .logstore import LogStore
+from .revisions import FunctionState, RevisionState, SupervisorState
 
 LIVENESS_TIMEOUT = 3.0
 
 
 class Autoscaler:
+    def __init__(
+        self, *, state: SupervisorState, lifecycle: InstanceLifecycle, logs: LogStore, idle_seconds: float
+    ):
+        self.state = state
+        self.lifecycle = lifecycle
+        self.logs = logs
+        self.idle_seconds = idle_seconds
+
     def check_liveness(self, inst: Instance) -> None:
         """After a request timed out on it: an instance that no longer answers ``/health/liveness`` (a busy
         loop, a deadlock) is replaced, as Kubernetes' liveness probe would do."""
@@ -32,7 +40,7 @@ class Autoscaler:
     async def _probe_liveness(self, inst: Instance) -> None:
         try:
             timeout = aiohttp.ClientTimeout(total=LIVENESS_TIMEOUT)
-            async with self.session.get(f"{inst.base_url}/health/liveness", timeout=timeout) as resp:
+            async with self.state.http.get(f"{inst.base_url}/health/liveness", timeout=timeout) as resp:
                 await resp.read()
                 if resp.status < 500:
                     return
@@ -46,7 +54,7 @@ class Autoscaler:
             inst.id, "system", "liveness probe failed after a request timeout: restarting", limited=False
         )
         inst.state = DRAINING  # no new requests; the in-flight ones are the stuck ones
-        await self._stop(inst, drain=False)
+        await self.lifecycle.stop(inst, drain=False)
 
     def _target(self, rev: RevisionState) -> int:
         target = rev.spec.target_concurrency
@@ -60,13 +68,14 @@ class Autoscaler:
     def scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
         desired = min(rev.spec.max_scale, max(1, math.ceil(self._demand(fn, rev) / self._target(rev))))
         if len(rev.live) < desired:
-            self._start(fn, rev, cold=not rev.live)
+            self.lifecycle.start(fn, rev, cold=not rev.live)
 
-    async def _autoscale_loop(self) -> None:
+    async def run(self) -> None:
+        """Scale down, every tick, whatever has been idle long enough (until cancelled)."""
         tick = max(0.1, min(1.0, self.idle_seconds / 4))
         while True:
             await asyncio.sleep(tick)
-            for fn in list(self.functions.values()):
+            for fn in list(self.state.functions.values()):
                 self._scale_down(fn)
 
     def _scale_down(self, fn: FunctionState) -> None:
@@ -108,5 +117,5 @@ class Autoscaler:
         self.logs.get(fn.spec.namespace, fn.spec.name).write(
             inst.id, "system", f"scaling down: {why}", limited=False
         )
-        background.start(self._stop(inst, drain=True))
-        self._count(fn, rev)
+        background.start(self.lifecycle.stop(inst, drain=True))
+        self.lifecycle.count(fn, rev)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import netns, seccomp
+from . import builder, netns, seccomp
 from .logstore import parse_ts
 from .session_api import SessionApi
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
@@ -80,9 +80,9 @@ class ControlApi:
 
     def _names(self, request: web.Request) -> tuple[str, str]:
         ns, name = request.match_info["ns"], request.match_info["name"]
-        if not DNS_LABEL.match(ns) or not DNS_LABEL.match(name):
+        if not DNS_LABEL.fullmatch(ns) or not DNS_LABEL.fullmatch(name):
             raise web.HTTPBadRequest(
-                text=json.dumps({"error": "names must be DNS-1123 labels", "permanent": True}),
+                text=json.dumps({"error": "names must be DNS-1035 labels", "permanent": True}),
                 content_type="application/json",
             )
         return ns, name
@@ -199,8 +199,8 @@ class ControlApi:
         profile, namespace = data.get("profile", "standard"), data.get("namespace", "")
         if profile not in ("standard", "restricted"):
             return error(400, "profile must be standard or restricted", permanent=True)
-        if not isinstance(namespace, str) or (namespace and not DNS_LABEL.match(namespace)):
-            return error(400, "namespace must be a DNS-1123 label", permanent=True)
+        if not isinstance(namespace, str) or (namespace and not DNS_LABEL.fullmatch(namespace)):
+            return error(400, "namespace must be a DNS-1035 label", permanent=True)
         problem = self.daemon.sandbox_problem()
         if problem:
             return error(503, problem, permanent=True)
@@ -222,10 +222,10 @@ class ControlApi:
 
         def run() -> dict:
             artifacts_dir = self.daemon.data_dir / "artifacts"
-            name = self.daemon.core.artifact_name(content_hash, profile, namespace)
+            name = builder.artifact_name(content_hash, profile, namespace)
             reused = (artifacts_dir / name / ".hks-built").exists()
             try:
-                artifact = self.daemon.core.build(
+                artifact = builder.build(
                     runtime=runtime,
                     archive_path=archive,
                     artifacts_dir=artifacts_dir,
@@ -239,10 +239,10 @@ class ControlApi:
                     self.reused_at[name] = time.monotonic()
                 return {"artifact": str(artifact)}
             except Exception as exc:  # noqa: BLE001 - reported to the caller
-                permanent = type(exc).__name__ == "BuildError"
+                permanent = isinstance(exc, builder.BuildError)
                 return {"error": getattr(exc, "message", None) or str(exc), "permanent": permanent}
 
-        job = loop.run_in_executor(self.supervisor.pool, run)
+        job = loop.run_in_executor(self.supervisor.blocking, run)
         while not (job.done() and lines.empty()):
             getter = asyncio.ensure_future(lines.get())
             await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,9 +15,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
-from . import background
+from . import background, sandbox
 from .client_limits import ClientLimits, guarded
 from .control import ControlApi
 from .gateway import Gateway, SandboxCallers
@@ -25,23 +26,10 @@ from .haproxy import HAProxy, HAProxyRouting
 from .logstore import LogStore
 from .metrics import Metrics
 from .sessions import SessionManager
-from .state import StateFile
+from .statefile import StateFile
 from .supervisor import Supervisor
 
 log = logging.getLogger("hks_runtime")
-
-
-class Core:
-    """runtime-core's sandbox and builder modules behind one object (imported on first use), so the
-    daemon can be pointed at another implementation of the same interface."""
-
-    def __getattr__(self, name):
-        from . import builder, sandbox
-
-        for module in (sandbox, builder):
-            if hasattr(module, name):
-                return getattr(module, name)
-        raise AttributeError(name)
 
 
 @dataclass
@@ -64,20 +52,18 @@ class Options:
 
 
 class Daemon:
-    def __init__(self, options: Options, core=None):
+    def __init__(self, options: Options):
         self.options = options
         self.token = options.token
         self.data_dir = options.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.layers_dir = (options.layers_dir or self.data_dir / "layers").resolve()
-        self.core = core or Core()
         self.sandbox_mode = ""
         self._sandbox_error = ""
         self.logs = LogStore(self.data_dir / "logs")
         self.state = StateFile(self.data_dir / "state.json")
         self.metrics = Metrics(usage=lambda: self.supervisor.usage())
         self.supervisor = Supervisor(
-            core=self.core,
             layers_dir=self.layers_dir,
             logs=self.logs,
             metrics=self.metrics,
@@ -88,9 +74,8 @@ class Daemon:
             pool_recent_shapes=options.pool_recent_shapes,
         )
         self.sessions = SessionManager(
-            core=self.core,
             spawner=self.supervisor.spawner,
-            pool=self.supervisor.pool,
+            blocking=self.supervisor.blocking,
             data_dir=self.data_dir,
             layers_dir=self.layers_dir,
             pool_size=options.session_pool_size,
@@ -107,15 +92,15 @@ class Daemon:
 
     def _check_sandbox(self) -> None:
         try:
-            self.sandbox_mode = self.core.check_sandbox()
-            self.core.sweep_stale_networks()
-        except Exception as exc:  # noqa: BLE001 - SandboxUnavailable or an import error: shown, never bypassed
+            self.sandbox_mode = sandbox.check_sandbox()
+            sandbox.sweep_stale_networks()
+        except Exception as exc:  # noqa: BLE001 - SandboxUnavailable or a failing probe: shown, never bypassed
             self._sandbox_error = f"sandbox unavailable: {exc}"
             log.error("%s", self._sandbox_error)
             return
         # A crashed predecessor's sandboxes died with it (--die-with-parent), but not its control groups.
         try:
-            removed = self.core.sweep_stale_cgroups()
+            removed = sandbox.sweep_stale_cgroups()
         except OSError as exc:
             log.warning("could not sweep stale sandbox cgroups: %s", exc)
         else:
@@ -139,7 +124,7 @@ class Daemon:
         gateway = Gateway(
             self.supervisor, self.metrics, domain=self.options.domain, max_body=self.options.max_body_bytes
         )
-        gateway.callers = self.supervisor.callers = SandboxCallers(gateway.app())
+        gateway.callers = self.supervisor.state.callers = SandboxCallers(gateway.app())
         await gateway.callers.start()
         gateway_app = gateway.app()
         if self.options.data_path == "haproxy":
@@ -157,9 +142,9 @@ class Daemon:
             self.save()
             self.supervisor.keep_pool()
             await self.sessions.start()
-            if self.supervisor.router is not None:
+            if self.supervisor.state.router is not None:
                 for fn in self.supervisor.functions.values():
-                    await self.supervisor.router.function(fn)
+                    await self.supervisor.state.router.function(fn)
 
     async def _start_haproxy(self, activator_port: int) -> int:
         """HAProxy on the gateway port in front of the Python gateway (now the activator); see haproxy.py."""
@@ -181,7 +166,7 @@ class Daemon:
         spawner = self.supervisor.spawner
         self.haproxy.start(lambda call: spawner.submit(call).result(), router.on_log)
         await self.haproxy.wait_up()
-        self.supervisor.router = router
+        self.supervisor.state.router = router
         self._poller = asyncio.get_running_loop().create_task(router.poll())
         return port
 
@@ -217,8 +202,8 @@ class Daemon:
             self._poller.cancel()
         await self.sessions.close()
         await self.supervisor.close()
-        if self.supervisor.callers is not None:
-            await self.supervisor.callers.cleanup()
+        if self.supervisor.state.callers is not None:
+            await self.supervisor.state.callers.cleanup()
         await background.settle(timeout=5)
         if self.haproxy is not None:
             self.haproxy.stop()
@@ -248,13 +233,7 @@ class Daemon:
 
     def run(self) -> None:
         try:
-            import uvloop
-
-            runner = uvloop.run
-        except ImportError:  # pragma: no cover - uvloop is pinned, but the daemon works without it
-            runner = asyncio.run
-        try:
-            runner(self.serve_forever())
+            uvloop.run(self.serve_forever())
         except KeyboardInterrupt:  # pragma: no cover
             sys.exit(130)
 

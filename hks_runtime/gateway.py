@@ -21,7 +21,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .supervisor import FunctionState, Supervisor, Unavailable
+from .revisions import FunctionState, Unavailable
+from .supervisor import Supervisor
 
 FAILURE_HEADER = "X-Hks-Failure"
 FAILURE_TEXT = {

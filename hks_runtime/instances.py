@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import socket
 import time
 from collections import deque
@@ -93,3 +94,18 @@ def backoff_seconds(crashes: int) -> float:
     if crashes <= 1:
         return 0.0
     return min(30.0, 0.5 * 2 ** (crashes - 2))
+
+
+def cleanup(inst: Instance) -> None:
+    """Release what an exited instance holds: its sandbox (cgroups, pipes, network), its pre-warmed slot."""
+    safe(inst.proc.cleanup)
+    if inst.slot is not None:
+        shutil.rmtree(inst.slot, ignore_errors=True)
+
+
+def safe(call):
+    """``call()``, or None when it raises: reading metrics and cleaning up must never take the daemon down."""
+    try:
+        return call()
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None

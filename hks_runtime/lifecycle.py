@@ -1,25 +1,22 @@
-"""Instance lifecycle, mixed into the Supervisor: start (spawn or claim a pre-warmed one), readiness,
-exit and crash handling with backoff, promotion of a new revision, draining and stopping.
+"""Instance lifecycle: start (spawn or claim a pre-warmed one), readiness, exit and crash handling with
+backoff, promotion of a new revision, draining and stopping.
 
-Blocking calls into the sandbox (terminate, cleanup, building a runtime layer) go to a thread pool, and
-``spawn`` to one dedicated long-lived thread: bwrap's ``--die-with-parent`` is PR_SET_PDEATHSIG, which fires
-when the *thread* that forked the child exits.
+``InstanceLifecycle`` is one of the supervisor's collaborators, given the shared ``SupervisorState``, the
+``SandboxStarter`` and the pre-warm pool; the supervisor and the autoscaler call its public methods.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
-import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiohttp
 
-from . import background
+from . import background, builder, sandbox
 from .instances import (
     DRAINING,
     READY,
@@ -27,18 +24,19 @@ from .instances import (
     STOPPED,
     Instance,
     backoff_seconds,
+    cleanup,
     listening_socket,
+    safe,
     watch_exit,
 )
-from .logstore import LinePump
-from .pool import Shape, gateway_env
+from .logstore import LinePump, LogStore
+from .metrics import Metrics
+from .prewarm import PrewarmPool, Shape, gateway_env
+from .revisions import START_ATTEMPTS, FunctionState, RevisionState, SupervisorState
 from .spec import FunctionSpec
-
-if TYPE_CHECKING:
-    from .supervisor import FunctionState, RevisionState
+from .starter import SandboxStarter
 
 STARTUP_TIMEOUT = 60.0
-START_ATTEMPTS = 3  # a new revision that cannot start is retried this often, then reported failed
 
 
 def pipe_reader(loop: asyncio.AbstractEventLoop, fd: int):
@@ -55,8 +53,26 @@ def pipe_reader(loop: asyncio.AbstractEventLoop, fd: int):
 
 
 class InstanceLifecycle:
-    def _start(self, fn: FunctionState, rev: RevisionState, *, cold: bool = False) -> None:
-        if self.closing or self.functions.get(fn.key) is not fn:
+    def __init__(
+        self,
+        *,
+        state: SupervisorState,
+        starter: SandboxStarter,
+        prewarm: PrewarmPool,
+        logs: LogStore,
+        metrics: Metrics,
+        on_promote: Callable[[], None],
+    ):
+        self.state = state
+        self.starter = starter
+        self.prewarm = prewarm
+        self.logs = logs
+        self.metrics = metrics
+        self.on_promote = on_promote  # a revision became the active one: persist the state
+
+    def start(self, fn: FunctionState, rev: RevisionState, *, cold: bool = False) -> None:
+        """Add one instance to ``rev`` (at once, or after the function's crash backoff)."""
+        if self.state.closing or not self.state.current(fn):
             return
         delay = fn.next_start_at - time.monotonic()
         if delay > 0:  # crash backoff: one delayed start, which re-checks demand when it fires
@@ -71,10 +87,10 @@ class InstanceLifecycle:
 
     def _delayed_start(self, fn: FunctionState, rev: RevisionState) -> None:
         fn.start_timer = None
-        if self.functions.get(fn.key) is not fn or rev not in (fn.active, fn.pending):
+        if not self.state.current(fn) or rev not in (fn.active, fn.pending):
             return
         if rev is fn.pending or fn.waiting or len(rev.live) < rev.spec.min_scale:
-            self._start(fn, rev, cold=not rev.live)
+            self.start(fn, rev, cold=not rev.live)
 
     async def _run(self, fn: FunctionState, rev: RevisionState, inst: Instance) -> None:
         log = self.logs.get(fn.spec.namespace, fn.spec.name)
@@ -99,9 +115,9 @@ class InstanceLifecycle:
             self.metrics.observe_cold_start(self._labels(fn, rev), time.monotonic() - inst.cold_since)
         if rev is fn.pending:
             self._promote(fn, rev)
-        if self.router is not None and rev is fn.active:
-            background.start(self.router.add(fn, inst))
-        self._count(fn, rev)
+        if self.state.router is not None and rev is fn.active:
+            background.start(self.state.router.add(fn, inst))
+        self.count(fn, rev)
         fn.notify()
 
     def _runtime_env(self, spec: FunctionSpec) -> dict[str, str]:
@@ -113,62 +129,45 @@ class InstanceLifecycle:
         if standby is not None:
             inst.proc, inst.port, inst.slot = standby.proc, standby.port, standby.slot
             inst.caller_port = standby.caller_port
-            if self.callers is not None and inst.caller_port:
-                self.callers.bind(inst.caller_port, spec.namespace)
+            if self.state.callers is not None and inst.caller_port:
+                self.state.callers.bind(inst.caller_port, spec.namespace)
             self._attach(fn, inst)
             await self.prewarm.specialise(standby, spec, {**spec.env, **self._runtime_env(spec)})
             return
-        layer = await self.layer(spec.runtime, fn)
-        inst.caller_port = await self.open_caller_port(spec.profile)
+        layer = await self.starter.layer(spec.runtime, fn)
+        inst.caller_port = await self.starter.open_caller_port(spec.profile)
         if inst.caller_port:
-            self.callers.bind(inst.caller_port, spec.namespace)
+            self.state.callers.bind(inst.caller_port, spec.namespace)
         sock = listening_socket()
         try:
             inst.port = sock.getsockname()[1]
-            argv, env, binds = self.core.instance_command(
+            argv, env, binds = builder.instance_command(
                 runtime=spec.runtime,
                 kind=spec.kind,
                 artifact_dir=Path(spec.artifact),
                 layer_dir=layer,
                 listen_fd=sock.fileno(),
             )
-            if self.closing or inst.state != STARTING:
+            if self.state.closing or inst.state != STARTING:
                 raise RuntimeError("stopped before it started")
-            sandbox_spec = self.core.SandboxSpec(
+            sandbox_spec = sandbox.SandboxSpec(
                 argv=argv,
                 env={**spec.env, **env, **self._runtime_env(spec), **gateway_env(inst.caller_port)},
                 profile=spec.profile,
-                limits=self.limits(spec.profile, spec.memory_mb, spec.cpu_millicores),
+                limits=self.starter.limits(spec.profile, spec.memory_mb, spec.cpu_millicores),
                 ro_binds=binds,
                 pass_fds=(sock.fileno(),),
                 name=f"{spec.namespace}-{inst.id}",
                 gateway_port=inst.caller_port,
             )
-            proc = await asyncio.get_running_loop().run_in_executor(
-                self.spawner, self.core.spawn, sandbox_spec
-            )
+            proc = await self.starter.spawn(sandbox_spec)
         finally:
             sock.close()
         inst.proc = proc
         self._attach(fn, inst)
-        if self.closing or inst.state != STARTING:  # stopped while it was being spawned
-            await self._terminate(inst)
+        if self.state.closing or inst.state != STARTING:  # stopped while it was being spawned
+            await self.terminate(inst)
             raise RuntimeError("stopped before it started")
-
-    async def open_caller_port(self, profile: str) -> int | None:
-        """The gateway listener a sandbox of this profile calls other functions through (None: no network)."""
-        if self.callers is None or not self.core.isolated_network(profile):
-            return None
-        return await self.callers.open()
-
-    def limits(self, profile: str, memory_mb: int, cpu_millicores: int):
-        base = self.core.PROFILES[profile]
-        if profile == "restricted":  # agent code: the profile's caps are a ceiling
-            memory_mb, cpu_millicores = (
-                min(base.memory_mb, memory_mb),
-                min(base.cpu_millicores, cpu_millicores),
-            )
-        return dataclasses.replace(base, memory_mb=memory_mb, cpu_millicores=cpu_millicores)
 
     def _attach(self, fn: FunctionState, inst: Instance) -> None:
         loop = asyncio.get_running_loop()
@@ -201,7 +200,7 @@ class InstanceLifecycle:
             try:
                 # The socket is listening already: the request waits in its backlog until the runtime accepts.
                 timeout = aiohttp.ClientTimeout(total=min(remaining, 5.0))
-                async with self.session.get(url, timeout=timeout) as resp:
+                async with self.state.http.get(url, timeout=timeout) as resp:
                     await resp.read()
                     if resp.status == 200:
                         return
@@ -213,7 +212,7 @@ class InstanceLifecycle:
         if inst.exit_code is None:
             return "stopped"
         detail = f"exited with code {inst.exit_code}"
-        if inst.proc is not None and _safe(inst.proc.oom_killed):
+        if inst.proc is not None and safe(inst.proc.oom_killed):
             detail += " (out of memory)"
         if inst.stderr_tail:
             detail += ": " + "\n".join(inst.stderr_tail)[-2000:]
@@ -222,8 +221,8 @@ class InstanceLifecycle:
     def _start_failed(self, fn: FunctionState, rev: RevisionState, inst: Instance, detail: str) -> None:
         if inst.proc is None:  # never spawned: no exit watcher will remove it (nor close its listener)
             inst.state = STOPPED
-            if self.callers is not None and inst.caller_port:
-                background.start(self.callers.close(inst.caller_port))
+            if inst.caller_port:
+                background.start(self.starter.close_caller_port(inst.caller_port))
             with contextlib.suppress(ValueError):
                 rev.instances.remove(inst)
         if inst.stopping:  # stopped on purpose while starting (deleted, replaced): not the code's fault
@@ -234,16 +233,16 @@ class InstanceLifecycle:
         fn.crashes += 1
         fn.next_start_at = time.monotonic() + backoff_seconds(fn.crashes)
         if inst.alive:
-            background.start(self._stop(inst, drain=False))
-        if self.functions.get(fn.key) is fn and rev is fn.pending and rev.attempts < START_ATTEMPTS:
-            self._start(fn, rev)
+            background.start(self.stop(inst, drain=False))
+        if self.state.current(fn) and rev is fn.pending and rev.attempts < START_ATTEMPTS:
+            self.start(fn, rev)
         fn.notify()
 
     def _exited(self, fn: FunctionState, inst: Instance, code: int | None) -> None:
         was_ready = inst.state in (READY, DRAINING)
         inst.exit_code, inst.state = code, STOPPED
-        if self.router is not None and inst.haproxy_server:
-            background.start(self.router.remove(inst))
+        if self.state.router is not None and inst.haproxy_server:
+            background.start(self.state.router.remove(inst))
         inst.exited.set()
         if not inst.stopping:
             detail = self._exit_detail(inst)
@@ -256,14 +255,14 @@ class InstanceLifecycle:
         for rev in fn.revisions():
             if inst in rev.instances:
                 rev.instances.remove(inst)
-                self._count(fn, rev)
+                self.count(fn, rev)
         fn.retired = [r for r in fn.retired if r.instances]
         if inst.proc is not None:
-            self.pool.submit(_cleanup, inst)
-        if self.callers is not None and inst.caller_port:
-            background.start(self.callers.close(inst.caller_port))
-        if self.functions.get(fn.key) is fn and not self.closing:
-            self._ensure_min_scale(fn)
+            self.starter.blocking.submit(cleanup, inst)
+        if inst.caller_port:
+            background.start(self.starter.close_caller_port(inst.caller_port))
+        if self.state.current(fn) and not self.state.closing:
+            self.ensure_min_scale(fn)
         fn.notify()
 
     def _promote(self, fn: FunctionState, rev: RevisionState) -> None:
@@ -271,80 +270,54 @@ class InstanceLifecycle:
         fn.latest_ready = rev.name
         fn.crashes = 0
         if old is not None:
-            self._retire(fn, old)
-        self.on_change()
+            self.retire(fn, old)
+        self.on_promote()
 
-    def _retire(self, fn: FunctionState, rev: RevisionState) -> None:
+    def retire(self, fn: FunctionState, rev: RevisionState) -> None:
+        """Drain and stop every instance of a revision that no longer takes traffic."""
         fn.retired.append(rev)
         for inst in list(rev.instances):
-            background.start(self._stop(inst, drain=True))
-        self.metrics.forget_revision(self._labels(fn, rev))
+            background.start(self.stop(inst, drain=True))
+        self.forget_metrics(fn, rev)
 
-    async def _stop(self, inst: Instance, *, drain: bool) -> None:
+    async def stop(self, inst: Instance, *, drain: bool) -> None:
+        """Take the instance out of the routing and stop it (with ``drain``: once its requests finished)."""
         if inst.stopping or not inst.alive:
             return
         inst.stopping = True
         if inst.state != STARTING:
             inst.state = DRAINING
-        if self.router is not None:
+        if self.state.router is not None:
             if drain:
-                fn = self.functions.get((inst.namespace, inst.function))
-                await self.router.drain(inst, fn.spec.timeout_seconds if fn else 30)
+                fn = self.state.function_of(inst)
+                await self.state.router.drain(inst, fn.spec.timeout_seconds if fn else 30)
             else:
-                await self.router.remove(inst)
+                await self.state.router.remove(inst)
         if drain and inst.inflight:
             return  # release() terminates it when its last request finishes
-        await self._terminate(inst)
+        await self.terminate(inst)
 
-    async def _terminate(self, inst: Instance) -> None:
+    async def terminate(self, inst: Instance) -> None:
         if inst.state == STARTING and inst.proc is None:
             inst.state = STOPPED  # _spawn sees this and gives up
             return
         if inst.proc is not None and not inst.exited.is_set():
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(self.pool, inst.proc.terminate, 5.0)
+                await self.starter.run_blocking(inst.proc.terminate, 5.0)
 
-    def _ensure_min_scale(self, fn: FunctionState) -> None:
+    def ensure_min_scale(self, fn: FunctionState) -> None:
         rev = fn.active
         if rev is not None and len(rev.live) < rev.spec.min_scale:
             for _ in range(rev.spec.min_scale - len(rev.live)):
-                self._start(fn, rev)
+                self.start(fn, rev)
 
-    def _count(self, fn: FunctionState, rev: RevisionState) -> None:
+    def count(self, fn: FunctionState, rev: RevisionState) -> None:
+        """Publish the revision's ready instances (``kn_revision_pods_count``)."""
         if rev is fn.active or rev is fn.pending:
             self.metrics.set_pods(self._labels(fn, rev), len(rev.ready))
 
+    def forget_metrics(self, fn: FunctionState, rev: RevisionState) -> None:
+        self.metrics.forget_revision(self._labels(fn, rev))
+
     def _labels(self, fn: FunctionState, rev: RevisionState) -> dict[str, str]:
         return self.metrics.revision_labels(fn.spec.namespace, fn.spec.name, rev.name)
-
-    async def layer(self, runtime: str, fn: FunctionState | None = None) -> Path:
-        if runtime in self.layers:
-            return self.layers[runtime]
-        async with self.layer_lock:
-            if runtime not in self.layers:
-                log = (
-                    self.logs.get(fn.spec.namespace, fn.spec.name)
-                    if fn
-                    else self.logs.get("_runtime", "layers")
-                )
-                self.layers[runtime] = await asyncio.get_running_loop().run_in_executor(
-                    self.pool,
-                    self.core.ensure_layer,
-                    runtime,
-                    self.layers_dir,
-                    lambda line: log.write("runtime-layer", "system", line),
-                )
-        return self.layers[runtime]
-
-
-def _cleanup(inst: Instance) -> None:
-    _safe(inst.proc.cleanup)
-    if inst.slot is not None:
-        shutil.rmtree(inst.slot, ignore_errors=True)
-
-
-def _safe(call):
-    try:
-        return call()
-    except Exception:  # noqa: BLE001 - metrics and cleanup must never take the daemon down
-        return None

@@ -19,7 +19,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -162,10 +161,6 @@ class LogStore:
         for log in self._logs.values():
             log.close()
         self._logs.clear()
-
-    def wipe(self) -> None:
-        self.close()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class LinePump(asyncio.Protocol):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import aiohttp
 
-from . import agent_layer, background
+from . import agent_layer, background, sandbox
 from .instances import listening_socket
 
 log = logging.getLogger("hks_runtime.sessions")
@@ -99,22 +99,20 @@ class SessionManager:
     def __init__(
         self,
         *,
-        core,
         spawner,
-        pool,
+        blocking,
         data_dir: Path,
         layers_dir: Path | None = None,
         pool_size: int = 2,
         reap_every: float = 1.0,
         libraries: str = "lazy",
     ):
-        self.core = core
         self.layers_dir = layers_dir or data_dir / "layers"
         self.libraries = libraries  # "eager": build the library layer at start; "lazy": at the first session
         self.layer: Path | None = None
         self.layer_state = "absent"  # absent | building | ready | failed: <reason> | off
-        self.spawner = spawner  # the supervisor's long-lived spawning thread (see lifecycle.py)
-        self.pool = pool
+        self.spawner = spawner  # the supervisor's long-lived spawning thread (see starter.py)
+        self.blocking = blocking  # the supervisor's thread pool for blocking calls
         self.root = data_dir / "sessions"
         self.pool_size = pool_size
         self.reap_every = reap_every
@@ -139,7 +137,7 @@ class SessionManager:
             self.layer_state = "off"
         else:
             self.layer = await asyncio.get_running_loop().run_in_executor(
-                self.pool, agent_layer.ready, self.layers_dir
+                self.blocking, agent_layer.ready, self.layers_dir
             )
             self.layer_state = "ready" if self.layer else "absent"
             if self.layer is None and self.libraries == "eager":
@@ -155,7 +153,9 @@ class SessionManager:
     async def _built_layer(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self.layer = await loop.run_in_executor(self.pool, agent_layer.build, self.layers_dir, log.debug)
+            self.layer = await loop.run_in_executor(
+                self.blocking, agent_layer.build, self.layers_dir, log.debug
+            )
         except Exception as exc:  # noqa: BLE001 - sessions go on without the libraries; status says why
             self.layer_state = f"failed: {exc}"
             log.error("the agent library layer could not be built: %s", exc)
@@ -192,8 +192,8 @@ class SessionManager:
         layer = self.layer
         binds = [(str(LAUNCHERS_DIR), "/hks/launchers")] + ([(str(layer), "/layer")] if layer else [])
         try:
-            limits = self.core.limits_for("restricted", max_pids=128)
-            spec = self.core.SandboxSpec(
+            limits = sandbox.limits_for("restricted", max_pids=128)
+            spec = sandbox.SandboxSpec(
                 argv=["/layer/bin/python" if layer else _python(), "-u", "/hks/launchers/session_agent.py"],
                 env={**_ENV, "HKS_LISTEN_FD": str(sock.fileno())},
                 profile="restricted",
@@ -204,7 +204,7 @@ class SessionManager:
                 pass_fds=(sock.fileno(),),
                 name=f"session-{slot.name}",
             )
-            proc = self.core.spawn(spec, stdin=subprocess.PIPE)
+            proc = sandbox.spawn(spec, stdin=subprocess.PIPE)
             agent = Agent(proc=proc, port=sock.getsockname()[1], slot=slot)
         except BaseException:
             shutil.rmtree(slot, ignore_errors=True)
@@ -280,7 +280,7 @@ class SessionManager:
                 agent.proc.cleanup()
             shutil.rmtree(agent.slot, ignore_errors=True)
 
-        await asyncio.get_running_loop().run_in_executor(self.pool, work)
+        await asyncio.get_running_loop().run_in_executor(self.blocking, work)
 
     # sessions -------------------------------------------------------------------------------------------
 

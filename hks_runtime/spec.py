@@ -6,7 +6,9 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Names are DNS-1035 labels, the rule Knative applies to a Service's name and the portal to every name it
+# makes: a letter first, then letters, digits and dashes, no dash last, at most 63 characters.
+DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 RUNTIMES = ("node", "python")
 KINDS = ("http", "cloudevents")
 PROFILES = ("standard", "restricted")
@@ -78,10 +80,10 @@ class FunctionSpec:
 
     def validate(self) -> None:
         for what, value in (("namespace", self.namespace), ("function name", self.name)):
-            if not DNS_LABEL.match(value):
-                raise SpecError(f"{what} {value!r} is not a DNS-1123 label")
-        if not DNS_LABEL.match(self.revision):
-            raise SpecError(f"revision {self.revision!r} is not a DNS-1123 label")
+            if not DNS_LABEL.fullmatch(value):
+                raise SpecError(f"{what} {value!r} is not a DNS-1035 label")
+        if not DNS_LABEL.fullmatch(self.revision):
+            raise SpecError(f"revision {self.revision!r} is not a DNS-1035 label")
         _choice("runtime", self.runtime, RUNTIMES)
         _choice("kind", self.kind, KINDS)
         _choice("profile", self.profile, PROFILES)

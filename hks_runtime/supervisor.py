@@ -1,7 +1,11 @@
 """Revisions, instances and scaling: a small Knative autoscaler + activator for one machine.
 
 Concurrency model: everything runs on the daemon's event loop (blocking sandbox calls go to threads, see
-lifecycle.py). The instance lifecycle and the scaling rules are mixins (lifecycle.py, autoscaler.py).
+starter.py). The supervisor owns the desired state and answers the control API and the gateway; its
+collaborators are given the one shared ``SupervisorState`` (revisions.py) and call each other only through
+public methods: the ``InstanceLifecycle`` (lifecycle.py) starts and stops instances, the ``Autoscaler``
+(autoscaler.py) decides how many, the ``PrewarmPool`` (prewarm.py) keeps standbys, and the
+``SandboxStarter`` (starter.py) holds what every start needs.
 
 A function has at most one revision taking traffic (``active``) and one being rolled out (``pending``).
 The pending one takes traffic once one of its instances answers ``/health/readiness``; the previous
@@ -13,91 +17,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
 
 from . import background
 from .autoscaler import Autoscaler
-from .instances import (
-    DRAINING,
-    READY,
-    STARTING,
-    STOPPED,
-    Instance,
-)
-from .lifecycle import START_ATTEMPTS, InstanceLifecycle, _cleanup, _safe
+from .instances import DRAINING, READY, Instance, cleanup, safe
+from .lifecycle import InstanceLifecycle
 from .logstore import LogStore
 from .metrics import InstanceUsage, Metrics
-from .pool import Pool, Shape
+from .prewarm import PrewarmPool, Shape
+from .revisions import START_ATTEMPTS, FunctionState, RevisionState, SupervisorState, Unavailable
 from .spec import FunctionSpec
+from .starter import SandboxStarter
 
 
-class Unavailable(Exception):
-    """The function cannot serve this request now (502)."""
-
-
-class RevisionState:
-    def __init__(self, spec: FunctionSpec):
-        self.spec = spec
-        self.name = spec.revision
-        self.instances: list[Instance] = []
-        self.start_error = ""
-        self.attempts = 0
-
-    @property
-    def live(self) -> list[Instance]:
-        return [i for i in self.instances if i.state in (STARTING, READY)]
-
-    @property
-    def ready(self) -> list[Instance]:
-        return [i for i in self.instances if i.state == READY]
-
-    def pick(self) -> Instance | None:
-        """First ready instance under the target (packing load so extra instances go idle and scale
-        down), else the least loaded one under the hard limit."""
-        target, hard = self.spec.target_concurrency, self.spec.container_concurrency
-        ready = self.ready
-        for inst in ready:
-            if inst.inflight < target and (not hard or inst.inflight < hard):
-                return inst
-        open_ = [i for i in ready if not hard or i.inflight < hard]
-        return min(open_, key=lambda i: i.inflight, default=None)
-
-
-class FunctionState:
-    def __init__(self, spec: FunctionSpec, latest_ready: str = ""):
-        self.spec = spec
-        self.active: RevisionState | None = None
-        self.pending: RevisionState | None = None
-        self.retired: list[RevisionState] = []
-        self.latest_ready = latest_ready
-        self.crashes = 0
-        self.next_start_at = 0.0
-        self.start_timer: asyncio.TimerHandle | None = None
-        self.waiting = 0
-        self.low_since: float | None = None  # since when the demand fits in one instance fewer
-        self.queued = 0  # requests HAProxy holds for it (every instance at its container concurrency)
-        self.changed = asyncio.Event()
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.spec.namespace, self.spec.name)
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    def revisions(self) -> list[RevisionState]:
-        return [r for r in (self.active, self.pending, *self.retired) if r is not None]
-
-
-class Supervisor(InstanceLifecycle, Autoscaler):
+class Supervisor:
     def __init__(
         self,
         *,
-        core,
         layers_dir: Path,
         logs: LogStore,
         metrics: Metrics,
@@ -107,31 +46,43 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         slots_dir: Path | None = None,
         pool_recent_shapes: int = 2,
     ):
-        self.core = core
-        self.layers_dir = layers_dir
         self.logs = logs
         self.metrics = metrics
-        self.idle_seconds = idle_seconds
         self.on_change = on_change  # persists state
-        self.functions: dict[tuple[str, str], FunctionState] = {}
-        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hks-runtime")
-        # One long-lived thread forks every sandbox: bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when
-        # the forking *thread* exits, so it must live as long as the daemon; off the loop so a slow spawn
-        # (cgroup setup on a loaded machine) never stalls the gateway.
-        self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hks-spawn")
-        self.layers: dict[str, Path] = {}
-        self.layer_lock = asyncio.Lock()
-        self.session: aiohttp.ClientSession | None = None
-        self.closing = False
-        self.router = None  # haproxy.HAProxyRouting when HAProxy is the data path
-        self.callers = None  # gateway.SandboxCallers: one listener per sandbox with a network of its own
-        self.prewarm = Pool(self, slots_dir or layers_dir.parent / "slots", pool_size, pool_recent_shapes)
+        self.state = SupervisorState()
+        self.functions = self.state.functions
+        self.starter = SandboxStarter(state=self.state, layers_dir=layers_dir, logs=logs)
+        self.blocking, self.spawner = self.starter.blocking, self.starter.spawner
+        self.prewarm = PrewarmPool(
+            state=self.state,
+            starter=self.starter,
+            slots_dir=slots_dir or layers_dir.parent / "slots",
+            size=pool_size,
+            recent=pool_recent_shapes,
+        )
+        self.lifecycle = InstanceLifecycle(
+            state=self.state,
+            starter=self.starter,
+            prewarm=self.prewarm,
+            logs=logs,
+            metrics=metrics,
+            on_promote=on_change,
+        )
+        self.autoscaler = Autoscaler(
+            state=self.state, lifecycle=self.lifecycle, logs=logs, idle_seconds=idle_seconds
+        )
+        self._tick: asyncio.Task | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The HTTP client the gateway forwards requests with (the same one the probes use)."""
+        return self.state.http
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(
+        self.state.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=False), auto_decompress=False
         )
-        self._tick = asyncio.create_task(self._autoscale_loop())
+        self._tick = asyncio.create_task(self.autoscaler.run())
 
     # Desired state -------------------------------------------------------------------------------
 
@@ -146,8 +97,8 @@ class Supervisor(InstanceLifecycle, Autoscaler):
             self._roll_out(fn, spec)
         self.on_change()
         self.keep_pool()
-        if self.router is not None:
-            background.start(self.router.function(fn))
+        if self.state.router is not None:
+            background.start(self.state.router.function(fn))
 
     def keep_pool(self) -> None:
         self.prewarm.wanted({Shape.of(fn.spec) for fn in self.functions.values()})
@@ -157,7 +108,7 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         fn = self.functions[(spec.namespace, spec.name)] = FunctionState(spec, latest_ready)
         if latest_ready == spec.revision:
             fn.active = RevisionState(spec)
-            self._ensure_min_scale(fn)
+            self.lifecycle.ensure_min_scale(fn)
         else:
             self._roll_out(fn, spec)
 
@@ -168,22 +119,22 @@ class Supervisor(InstanceLifecycle, Autoscaler):
                 rev.spec = spec
         if fn.pending and fn.pending.start_error and not fn.pending.live:
             fn.pending.attempts, fn.pending.start_error = 0, ""  # applying again retries a failed rollout
-            self._start(fn, fn.pending)
-        self._ensure_min_scale(fn)
+            self.lifecycle.start(fn, fn.pending)
+        self.lifecycle.ensure_min_scale(fn)
         fn.notify()
 
     def _roll_out(self, fn: FunctionState, spec: FunctionSpec) -> None:
         fn.spec = spec
         if fn.pending is not None:
-            self._retire(fn, fn.pending)
+            self.lifecycle.retire(fn, fn.pending)
         if fn.active is not None and fn.active.name == spec.revision:
-            self._retire(fn, fn.active)  # same name, new template: replace it like a new revision
+            self.lifecycle.retire(fn, fn.active)  # same name, new template: replace it like a new revision
             fn.active = None
         fn.pending = RevisionState(spec)
         fn.crashes = 0
         fn.next_start_at = 0.0
         for _ in range(max(1, spec.min_scale)):
-            self._start(fn, fn.pending)
+            self.lifecycle.start(fn, fn.pending)
         fn.notify()
 
     async def delete(self, namespace: str, name: str) -> bool:
@@ -192,16 +143,16 @@ class Supervisor(InstanceLifecycle, Autoscaler):
             return False
         if fn.start_timer:
             fn.start_timer.cancel()
-        stops = [self._stop(inst, drain=False) for rev in fn.revisions() for inst in rev.instances]
+        stops = [self.lifecycle.stop(inst, drain=False) for rev in fn.revisions() for inst in rev.instances]
         for rev in fn.revisions():
-            self.metrics.forget_revision(self._labels(fn, rev))
+            self.lifecycle.forget_metrics(fn, rev)
         fn.notify()
         await asyncio.gather(*stops, return_exceptions=True)
         self.logs.remove(namespace, name)
         self.on_change()
         self.keep_pool()
-        if self.router is not None:
-            await self.router.forget((namespace, name))
+        if self.state.router is not None:
+            await self.state.router.forget((namespace, name))
         return True
 
     # Status --------------------------------------------------------------------------------------
@@ -237,8 +188,8 @@ class Supervisor(InstanceLifecycle, Autoscaler):
                             fn.spec.name,
                             rev.name,
                             inst.id,
-                            _safe(inst.proc.cpu_seconds),
-                            _safe(inst.proc.memory_bytes),
+                            safe(inst.proc.cpu_seconds),
+                            safe(inst.proc.memory_bytes),
                         )
 
     # Requests (the activator) --------------------------------------------------------------------
@@ -248,14 +199,14 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         fn.waiting += 1
         try:
             while True:
-                if self.functions.get(fn.key) is not fn or self.closing:
+                if not self.state.current(fn) or self.state.closing:
                     raise Unavailable("the function was deleted")
                 rev = fn.active
                 if rev is None and fn.pending is not None and fn.pending.start_error and not fn.pending.live:
                     raise Unavailable(f"revision {fn.pending.name} failed to start: {fn.pending.start_error}")
                 if rev is not None:
                     inst = rev.pick()
-                    self.scale_for_demand(fn, rev)
+                    self.autoscaler.scale_for_demand(fn, rev)
                     if inst is not None:
                         inst.inflight += 1
                         return inst
@@ -271,19 +222,27 @@ class Supervisor(InstanceLifecycle, Autoscaler):
         if not healthy and inst.state == READY:
             inst.state = DRAINING  # refused connections: let the exit watcher reap it, send nobody else
         if inst.state == DRAINING and inst.inflight == 0 and inst.stopping:
-            background.start(self._terminate(inst))
-        fn = self.functions.get((inst.namespace, inst.function))
+            background.start(self.lifecycle.terminate(inst))
+        fn = self.state.function_of(inst)
         if fn is not None:
             fn.notify()
 
+    def scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
+        """Start instances for the demand HAProxy reports (haproxy.py), as the activator does for its own."""
+        self.autoscaler.scale_for_demand(fn, rev)
+
+    def check_liveness(self, inst: Instance) -> None:
+        """After a request timed out on it: replace the instance if its liveness probe fails."""
+        self.autoscaler.check_liveness(inst)
+
     async def close(self) -> None:
         """Stop every instance (process group and cgroup), leaving no orphan."""
-        self.closing = True
-        if getattr(self, "_tick", None):
+        self.state.closing = True
+        if self._tick is not None:
             self._tick.cancel()
         await self.prewarm.close()
         stops = [
-            self._stop(i, drain=False)
+            self.lifecycle.stop(i, drain=False)
             for fn in self.functions.values()
             for rev in fn.revisions()
             for i in rev.instances
@@ -293,11 +252,7 @@ class Supervisor(InstanceLifecycle, Autoscaler):
             for rev in fn.revisions():
                 for inst in rev.instances:
                     if inst.proc is not None:
-                        _cleanup(inst)
-        if self.session is not None:
-            await self.session.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.spawner.shutdown(wait=False, cancel_futures=True)
-
-
-__all__ = ["Supervisor", "FunctionState", "RevisionState", "Unavailable", "STOPPED"]
+                        cleanup(inst)
+        if self.state.http is not None:
+            await self.state.http.close()
+        self.starter.shutdown()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hks_runtime import spawn
+from hks_runtime import harness
 from tests.needs import require_binary
 
 from .fixtures import LAYERS_DIR, remove_dir, scratch_dir
@@ -42,7 +42,7 @@ def start_daemon(data_dir: Path, token: str, *extra: str) -> RuntimeDaemon:
     with open(log, "ab") as stderr:
         args = ("--idle-seconds", str(IDLE_SECONDS), "--layers-dir", str(LAYERS_DIR), *extra)
         try:
-            process, info = spawn.start_daemon(data_dir, token, *args, stderr=stderr)
+            process, info = harness.start_daemon(data_dir, token, *args, stderr=stderr)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}: {log.read_text()[-3000:]}") from exc
     return RuntimeDaemon(info["control_url"], info["gateway_url"], token, data_dir, process)

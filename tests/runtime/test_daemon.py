@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import dataclasses
 import threading
 import time
 
@@ -409,6 +410,18 @@ def test_invalid_spec_is_a_permanent_error_and_creates_nothing(backend, runtime_
     assert failure.value.permanent
     assert "artifact" in failure.value.message
     assert backend.status(FunctionRef(NS, NS, name)).exists is False
+
+
+@pytest.mark.parametrize("namespace, name", [(NS, "1hello"), ("9acme", "hello")])
+def test_a_name_with_a_leading_digit_is_refused_as_the_portal_refuses_it(
+    backend, artifacts, runtime_daemon, namespace, name
+):
+    spec = dataclasses.replace(service(name, "node", artifacts["node"]), ref=FunctionRef(NS, namespace, name))
+    with pytest.raises(BackendError) as failure:
+        backend.apply(spec)
+    assert failure.value.permanent
+    assert "DNS-1035" in failure.value.message
+    assert name not in [owned.ref.function for owned in backend.list_owned(NS, namespace)]
 
 
 def test_control_api_refuses_a_wrong_token_and_changes_nothing(artifacts, runtime_daemon):

@@ -23,9 +23,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import background
+from . import background, builder, sandbox
 from .instances import listening_socket
+from .revisions import SupervisorState
 from .spec import FunctionSpec
+from .starter import SandboxStarter
 
 
 def gateway_env(caller_port: int | None) -> dict[str, str]:
@@ -55,9 +57,18 @@ class Standby:
     caller_port: int | None = None
 
 
-class Pool:
-    def __init__(self, supervisor, slots_dir: Path, size: int = 1, recent: int = 2):
-        self.supervisor = supervisor
+class PrewarmPool:
+    def __init__(
+        self,
+        *,
+        state: SupervisorState,
+        starter: SandboxStarter,
+        slots_dir: Path,
+        size: int = 1,
+        recent: int = 2,
+    ):
+        self.state = state
+        self.starter = starter
         self.slots_dir = slots_dir
         self.size = size
         self.recent = recent
@@ -82,7 +93,7 @@ class Pool:
             self.refill(shape)
 
     def refill(self, shape: Shape) -> None:
-        if self.size <= 0 or self.supervisor.closing:
+        if self.size <= 0 or self.state.closing:
             return
         missing = self.size - len(self.ready.get(shape, [])) - self.filling.get(shape, 0)
         for _ in range(max(0, missing)):
@@ -96,20 +107,19 @@ class Pool:
             return
         finally:
             self.filling[shape] -= 1
-        if self.supervisor.closing or (shape not in self.in_use and shape not in self.given_up):
+        if self.state.closing or (shape not in self.in_use and shape not in self.given_up):
             await self._discard(standby)  # shutting down, or its shape went while it started
             return
         self.ready.setdefault(shape, []).append(standby)
 
     async def _spawn(self, shape: Shape) -> Standby:
-        core, loop = self.supervisor.core, asyncio.get_running_loop()
-        layer = await self.supervisor.layer(shape.runtime)
+        layer = await self.starter.layer(shape.runtime)
         slot = self.slots_dir / secrets.token_hex(6)
         slot.mkdir(parents=True, mode=0o755)
-        caller_port = await self.supervisor.open_caller_port(shape.profile)
+        caller_port = await self.starter.open_caller_port(shape.profile)
         sock = listening_socket()
         try:
-            argv, env, binds = core.instance_command(
+            argv, env, binds = builder.instance_command(
                 runtime=shape.runtime,
                 kind=shape.kind,
                 artifact_dir=slot,
@@ -117,23 +127,22 @@ class Pool:
                 listen_fd=sock.fileno(),
                 prewarm=True,
             )
-            limits = self.supervisor.limits(shape.profile, shape.memory_mb, shape.cpu_millicores)
-            spec = core.SandboxSpec(
+            spec = sandbox.SandboxSpec(
                 argv=argv,
                 env={**env, **gateway_env(caller_port)},
                 profile=shape.profile,
-                limits=limits,
+                limits=self.starter.limits(shape.profile, shape.memory_mb, shape.cpu_millicores),
                 ro_binds=binds,
                 pass_fds=(sock.fileno(),),
                 name=f"pool-{slot.name}",
                 gateway_port=caller_port,
             )
-            proc = await loop.run_in_executor(self.supervisor.spawner, _spawn_with_stdin, core, spec)
+            proc = await self.starter.spawn(spec, stdin=subprocess.PIPE)
             port = sock.getsockname()[1]
             return Standby(proc=proc, port=port, slot=slot, shape=shape, caller_port=caller_port)
         except BaseException:
             shutil.rmtree(slot, ignore_errors=True)
-            await self._close_caller(caller_port)
+            await self.starter.close_caller_port(caller_port)
             raise
         finally:
             sock.close()
@@ -150,26 +159,19 @@ class Pool:
 
     async def specialise(self, standby: Standby, spec: FunctionSpec, env: dict[str, str]) -> None:
         """Give a claimed standby its code and environment; it then loads the function and listens."""
-        loop = asyncio.get_running_loop()
-        fill = self.supervisor.core.fill_slot
-        await loop.run_in_executor(
-            self.supervisor.pool, lambda: fill(artifact_dir=Path(spec.artifact), slot_dir=standby.slot)
+        await self.starter.run_blocking(
+            lambda: builder.fill_slot(artifact_dir=Path(spec.artifact), slot_dir=standby.slot)
         )
         standby.proc.stdin.write(json.dumps({"env": env}).encode() + b"\n")
         standby.proc.stdin.flush()
         standby.proc.stdin.close()
 
     async def _discard(self, standby: Standby) -> None:
-        loop = asyncio.get_running_loop()
         with contextlib.suppress(Exception):
-            await loop.run_in_executor(self.supervisor.pool, standby.proc.terminate, 1.0)
-            await loop.run_in_executor(self.supervisor.pool, standby.proc.cleanup)
+            await self.starter.run_blocking(standby.proc.terminate, 1.0)
+            await self.starter.run_blocking(standby.proc.cleanup)
         shutil.rmtree(standby.slot, ignore_errors=True)
-        await self._close_caller(standby.caller_port)
-
-    async def _close_caller(self, port: int | None) -> None:
-        if port and self.supervisor.callers is not None:
-            await self.supervisor.callers.close(port)
+        await self.starter.close_caller_port(standby.caller_port)
 
     async def close(self) -> None:
         standbys = [s for items in self.ready.values() for s in items]
@@ -177,8 +179,4 @@ class Pool:
         await asyncio.gather(*(self._discard(s) for s in standbys), return_exceptions=True)
 
 
-def _spawn_with_stdin(core, spec):
-    return core.spawn(spec, stdin=subprocess.PIPE)
-
-
-__all__ = ["Pool", "Shape", "Standby"]
+__all__ = ["PrewarmPool", "Shape", "Standby", "gateway_env"]
