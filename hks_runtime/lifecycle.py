@@ -143,6 +143,7 @@ class InstanceLifecycle:
                 pass_fds=(sock.fileno(),),
                 name=f"{spec.namespace}-{inst.id}",
                 gateway_port=inst.caller_port,
+                identity=self.core.project_identity(self.layers_dir, spec.namespace),
             )
             proc = await asyncio.get_running_loop().run_in_executor(
                 self.spawner, self.core.spawn, sandbox_spec

@@ -40,10 +40,11 @@ class Shape:
     profile: str
     memory_mb: int
     cpu_millicores: int
+    project: str = ""  # a standby runs as its project's uid (identities.py), so it serves that project only
 
     @classmethod
     def of(cls, spec: FunctionSpec) -> Shape:
-        return cls(spec.runtime, spec.kind, spec.profile, spec.memory_mb, spec.cpu_millicores)
+        return cls(spec.runtime, spec.kind, spec.profile, spec.memory_mb, spec.cpu_millicores, spec.namespace)
 
 
 @dataclass
@@ -106,6 +107,8 @@ class Pool:
         layer = await self.supervisor.layer(shape.runtime)
         slot = self.slots_dir / secrets.token_hex(6)
         slot.mkdir(parents=True, mode=0o755)
+        identity = core.project_identity(self.supervisor.layers_dir, shape.project)
+        core.restrict_to(slot, identity)
         caller_port = await self.supervisor.open_caller_port(shape.profile)
         sock = listening_socket()
         try:
@@ -127,6 +130,7 @@ class Pool:
                 pass_fds=(sock.fileno(),),
                 name=f"pool-{slot.name}",
                 gateway_port=caller_port,
+                identity=identity,
             )
             proc = await loop.run_in_executor(self.supervisor.spawner, _spawn_with_stdin, core, spec)
             port = sock.getsockname()[1]
