@@ -164,3 +164,32 @@ def test_a_function_builds_and_serves_as_its_projects_uid(work, runtime):
         status, _, body = request(url + "/")
         assert (status, body) == (200, b"OK")
         assert proc.unprivileged and _uids(proc.pid) == {identity.uid}
+
+
+def test_mountinfo_in_a_sandbox_names_no_other_tenant(work):
+    """What /proc/self/mountinfo still shows (docs/runtime.md): host paths of its own binds, no one else's."""
+    artifacts = {
+        p: _build(work, p, "node", {**fixture_files("node-http"), "owner.txt": p}, [])
+        for p in ("tenant-m", "tenant-n")
+    }
+    layer = builder.ensure_layer("node", LAYERS_DIR, lambda line: None)
+    _, env, binds = builder.instance_command(
+        runtime="node", kind="http", artifact_dir=artifacts["tenant-m"], layer_dir=layer, listen_fd=0
+    )
+    spec = sandbox.SandboxSpec(
+        argv=["/bin/cat", "/proc/self/mountinfo"],
+        env=env,
+        profile="restricted",
+        limits=sandbox.PROFILES["restricted"],
+        ro_binds=binds,
+        name="test-mountinfo",
+        identity=sandbox.project_identity(LAYERS_DIR, "tenant-m"),
+    )
+    proc = sandbox.spawn(spec)
+    try:
+        mountinfo = proc.stdout.read().decode()
+        assert proc.wait() == 0 and proc.unprivileged
+    finally:
+        proc.cleanup()
+    assert artifacts["tenant-m"].name in mountinfo  # its own artifact's host path: still shown
+    assert "tenant-n" not in mountinfo and artifacts["tenant-n"].name.split("-")[0] not in mountinfo
