@@ -27,6 +27,9 @@ which). Creating user namespaces inside is refused (``--disable-userns``) where 
 seccomp filter refuses the system calls no function needs (``seccomp.py``) where libseccomp's binding is
 installed.
 
+Bind sources are mounted through per-sandbox overlayfs views (``views.py``) where the daemon can, so that
+``/proc/self/mountinfo`` inside shows no host path.
+
 Caller duties: spawn from a long-lived thread (``--die-with-parent`` is tied to the spawning thread), drain
 the pipes, and call ``terminate()`` for wall-time limits. Cgroups are removed when ``poll()``/``wait()`` first
 see the exit (``cleanup()`` waits for it); ``sweep_stale_cgroups()`` clears a crashed predecessor's.
@@ -47,7 +50,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import netns, seccomp
+from . import netns, seccomp, views
 from .identities import Identity, project_identity, restrict_to  # noqa: F401 - the daemon's Core uses them
 
 _log = logging.getLogger(__name__)
@@ -352,6 +355,7 @@ def _bwrap_args(
     unprivileged: bool,
     seccomp_fd: int | None = None,
     resolv_fd: int | None = None,
+    view: views.View | None = None,
 ) -> list[str]:
     network = _wants_network(spec)
     args = [_bwrap_path(), "--unshare-all", *_userns_flags(unprivileged)]
@@ -363,9 +367,9 @@ def _bwrap_args(
     if resolv_fd is not None:  # its own network: DNS through slirp's forwarder, not the host's resolver
         args += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
     for src, dst in spec.ro_binds:
-        args += ["--ro-bind", str(src), dst]
+        args += ["--ro-bind", view.path_for(str(src)) if view else str(src), dst]
     for src, dst in spec.rw_binds:
-        args += ["--bind", str(src), dst]
+        args += ["--bind", view.path_for(str(src)) if view else str(src), dst]
     return args + ["--chdir", spec.cwd, "--", *spec.argv]
 
 
@@ -416,6 +420,7 @@ class SandboxedProcess:
         self.unprivileged = False  # True when the code runs as an unprivileged uid rather than root
         self.identity: Identity | None = None  # that uid/gid
         self.netns: netns.NetNamespace | None = None  # its own network (standard profile, builds)
+        self.view: views.View | None = None  # what its read-only binds are mounted from (views.py)
         # (oom_killed, cpu_seconds, hit_process_limit) once it has ended
         self._final: tuple[bool, float | None, bool] | None = None
 
@@ -437,6 +442,8 @@ class SandboxedProcess:
         self._remove_cgroups(attempts=1)
         if self.netns is not None:
             self.netns.release()  # slirp4netns exits; cleanup() removes the namespace itself
+        if self.view is not None:
+            self.view.close()
 
     def _remove_cgroups(self, attempts: int) -> None:
         for path in list(self.cgroups.values()):
@@ -615,6 +622,7 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
         for path in cgroups.values():
             path.rmdir()
         raise
+    view = views.create([str(src) for src, _ in spec.ro_binds], [str(src) for src, _ in spec.rw_binds])
     env_fd = _env_memfd(spec.env)
     seccomp_fd = seccomp.memfd()
     resolv_fd = _data_memfd(netns.RESOLV_CONF) if ns is not None else None
@@ -623,7 +631,7 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
     argv += _prlimit_args(spec.limits, layout.mode, unprivileged)
     argv += ["nsenter", f"--net={ns.path}", "--"] if ns is not None else []
     argv += _setpriv_args(identity) if unprivileged else []
-    argv += _bwrap_args(spec, env_fd, unprivileged, seccomp_fd, resolv_fd)
+    argv += _bwrap_args(spec, env_fd, unprivileged, seccomp_fd, resolv_fd, view)
     filter_fds = tuple(fd for fd in (seccomp_fd, resolv_fd) if fd is not None)
     try:
         popen = subprocess.Popen(
@@ -640,6 +648,8 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
             path.rmdir()
         if ns is not None:
             ns.close()
+        if view is not None:
+            view.close()
         raise
     finally:
         for fd in (env_fd, *filter_fds):
@@ -648,6 +658,7 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
     proc.unprivileged = unprivileged
     proc.identity = identity if unprivileged else None
     proc.netns = ns
+    proc.view = view
     return proc
 
 
@@ -701,5 +712,6 @@ def isolated_network(profile: str) -> bool:
 
 
 def sweep_stale_networks() -> int:
-    """Network namespaces a crashed daemon left behind (see netns.sweep_stale)."""
-    return netns.sweep_stale()
+    """Network namespaces a crashed daemon left behind (see netns.sweep_stale), and its sandboxes' views
+    (views.sweep_stale: mounts, not networks, but left behind the same way and swept at the same time)."""
+    return netns.sweep_stale() + views.sweep_stale()

@@ -19,6 +19,7 @@ from tests.needs import require_binary
 
 from .fixtures import (
     LAYERS_DIR,
+    REPO,
     archive_from_files,
     fixture_files,
     remove_dir,
@@ -166,15 +167,10 @@ def test_a_function_builds_and_serves_as_its_projects_uid(work, runtime):
         assert proc.unprivileged and _uids(proc.pid) == {identity.uid}
 
 
-def test_mountinfo_in_a_sandbox_names_no_other_tenant(work):
-    """What /proc/self/mountinfo still shows (docs/runtime.md): host paths of its own binds, no one else's."""
-    artifacts = {
-        p: _build(work, p, "node", {**fixture_files("node-http"), "owner.txt": p}, [])
-        for p in ("tenant-m", "tenant-n")
-    }
+def _mountinfo_of_an_instance(artifact, project: str) -> str:
     layer = builder.ensure_layer("node", LAYERS_DIR, lambda line: None)
     _, env, binds = builder.instance_command(
-        runtime="node", kind="http", artifact_dir=artifacts["tenant-m"], layer_dir=layer, listen_fd=0
+        runtime="node", kind="http", artifact_dir=artifact, layer_dir=layer, listen_fd=0
     )
     spec = sandbox.SandboxSpec(
         argv=["/bin/cat", "/proc/self/mountinfo"],
@@ -183,7 +179,7 @@ def test_mountinfo_in_a_sandbox_names_no_other_tenant(work):
         limits=sandbox.PROFILES["restricted"],
         ro_binds=binds,
         name="test-mountinfo",
-        identity=sandbox.project_identity(LAYERS_DIR, "tenant-m"),
+        identity=sandbox.project_identity(LAYERS_DIR, project),
     )
     proc = sandbox.spawn(spec)
     try:
@@ -191,5 +187,27 @@ def test_mountinfo_in_a_sandbox_names_no_other_tenant(work):
         assert proc.wait() == 0 and proc.unprivileged
     finally:
         proc.cleanup()
-    assert artifacts["tenant-m"].name in mountinfo  # its own artifact's host path: still shown
-    assert "tenant-n" not in mountinfo and artifacts["tenant-n"].name.split("-")[0] not in mountinfo
+    return mountinfo
+
+
+def test_mountinfo_in_a_sandbox_shows_no_host_path_or_project(work):
+    """/proc/self/mountinfo of an instance and of a build hook: no data dir, checkout or project name."""
+    package = {
+        "name": "mountinfo-probe",
+        "version": "1.0.0",
+        "dependencies": {"cloudevents": "8.0.2"},
+        "scripts": {"preinstall": "sed 's/^/MOUNTINFO /' /proc/self/mountinfo"},
+    }
+    build_logs = []
+    files = {**fixture_files("node-http"), "package.json": json.dumps(package)}
+    artifact = _build(work, "tenant-m", "node", files, build_logs)
+    seen = {
+        "instance": _mountinfo_of_an_instance(artifact, "tenant-m"),
+        "build": "\n".join(line for line in build_logs if line.startswith("MOUNTINFO")),
+    }
+    for where, mountinfo in seen.items():
+        assert " /app " in mountinfo or " /build " in mountinfo, (where, mountinfo)
+        assert str(REPO) not in mountinfo, (where, mountinfo)  # the checkout holds the data dirs here
+        for secret in ("tenant-m", artifact.name.split("-")[0], "artifacts", "deps"):
+            assert secret not in mountinfo, (where, secret, mountinfo)
+        assert "/run/hks-views/" in mountinfo  # what is shown instead
