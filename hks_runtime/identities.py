@@ -119,3 +119,15 @@ def restrict_to(path: Path, identity: Identity) -> None:
         return
     os.chown(path, 0, identity.gid)
     os.chmod(path, 0o750)
+
+
+def release(table_dir: Path, name: str) -> None:
+    """Give ``name``'s uid back: a sandbox identity of its own that ended (its files and processes gone)."""
+    table = Path(table_dir) / TABLE_NAME
+    with _lock:
+        _cache.pop((str(table), name), None)
+        with open(table.parent / f".{TABLE_NAME}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            held = _read(table)
+            if held.pop(name, None) is not None:
+                _write(table, held)

@@ -51,7 +51,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import netns, seccomp, views
-from .identities import Identity, project_identity, restrict_to  # noqa: F401 - the daemon's Core uses them
+from .identities import (  # noqa: F401 - the daemon's Core uses them
+    Identity,
+    project_identity,
+    restrict_to,
+)
+from .identities import release as release_identity  # noqa: F401
 
 _log = logging.getLogger(__name__)
 SANDBOX_UID = 65534  # "nobody": the probes' uid, and sandboxes' without an identity of their own
