@@ -4,7 +4,8 @@
 filesystem, in every mount namespace: a sandbox whose ``/app`` is a bind of
 ``DATA_DIR/artifacts/<hash>-<project>`` reads where the platform keeps its data. An overlayfs mount's root is
 ``/``, and its options show its lower dirs as the strings it was given, not as resolved; so the daemon
-(root) mounts, for each read-only bind of a sandbox, ``overlay`` with ``lowerdir=<symlink>:<empty dir>``
+(root) mounts, for each bind of a sandbox, ``overlay`` with ``lowerdir=<symlink>:<empty dir>`` (read-only
+binds) or ``upperdir=<symlink>`` over an empty lower dir (writable ones: writes land in the dir itself)
 under ``/run/hks-views/<pid>-<random>/`` (a private mount, like ``netns.py``'s), the symlink pointing at
 the real dir, and bubblewrap binds that mount instead. Inside, mountinfo shows
 ``/run/hks-views/<pid>-<random>/l0`` and nothing of the data dir, the checkout or a project's name.
@@ -71,7 +72,7 @@ class View:
         self.root = None
 
 
-def create(read_only: list[str], writable: list[str] = ()) -> View | None:
+def create(read_only: list[str], writable: list[str] | None = None) -> View | None:
     """Views of these dirs (others are left to a plain bind), or None where views cannot work.
 
     A writable one is an overlay whose upper dir is the dir itself (writes land there, as through a bind)
@@ -80,11 +81,11 @@ def create(read_only: list[str], writable: list[str] = ()) -> View | None:
         return None
     root = VIEWS_DIR / f"{os.getpid()}-{secrets.token_hex(6)}"
     view = View(root)
-    root.mkdir(mode=0o711)
     empty = VIEWS_DIR / ".empty"
     try:
+        root.mkdir(mode=0o711)
         sources = [(s, False) for s in dict.fromkeys(read_only)] + [
-            (s, True) for s in dict.fromkeys(writable)
+            (s, True) for s in dict.fromkeys(writable or [])
         ]
         for i, (source, rw) in enumerate(sources):
             if not os.path.isdir(source):
