@@ -247,7 +247,8 @@ def build(
             raise OSError(exc.errno, shown(f"{exc.strerror}{where}")) from None
         (tmp / ".hks-built").write_text(content_hash)
         _make_readable(tmp)
-        sandbox.restrict_to(tmp, mode.identity)  # the project's own instances only (and the platform)
+        if scope:  # the project's own instances only (and the platform); no project: platform-internal
+            sandbox.restrict_to(tmp, mode.identity)
         with contextlib.suppress(OSError):  # an identical build finished first: keep that one
             tmp.rename(target)
     finally:
