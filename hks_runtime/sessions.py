@@ -203,8 +203,8 @@ class SessionManager:
                 cwd="/home/user",
                 pass_fds=(sock.fileno(),),
                 name=f"session-{slot.name}",
-                # a uid of its own (identities.py): sessions start before anyone's project is known
-                identity=self.core.project_identity(self.layers_dir, f"session-{slot.name}"),
+                # a uid of its own (identities.py; no project name has ":"): made before its project is known
+                identity=self.core.project_identity(self.layers_dir, f"session:{slot.name}"),
             )
             proc = self.core.spawn(spec, stdin=subprocess.PIPE)
             agent = Agent(proc=proc, port=sock.getsockname()[1], slot=slot)
@@ -281,7 +281,7 @@ class SessionManager:
             with contextlib.suppress(Exception):
                 agent.proc.cleanup()
             shutil.rmtree(agent.slot, ignore_errors=True)
-            self.core.release_identity(self.layers_dir, f"session-{agent.slot.name}")
+            self.core.release_identity(self.layers_dir, f"session:{agent.slot.name}")
 
         await asyncio.get_running_loop().run_in_executor(self.pool, work)
 
