@@ -281,12 +281,10 @@ class ControlApi:
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
-        standbys = {
-            f"{shape.runtime}/{shape.kind}/{shape.profile}/{shape.memory_mb}Mi/{shape.cpu_millicores}m": len(
-                items
-            )
-            for shape, items in self.supervisor.prewarm.ready.items()
-        }
+        standbys: dict[str, int] = {}
+        for shape, items in self.supervisor.prewarm.ready.items():  # summed over projects (names not shown)
+            key = f"{shape.runtime}/{shape.kind}/{shape.profile}/{shape.memory_mb}Mi/{shape.cpu_millicores}m"
+            standbys[key] = standbys.get(key, 0) + len(items)
         return web.json_response(
             {
                 "ok": True,

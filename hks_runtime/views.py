@@ -13,7 +13,8 @@ the real dir, and bubblewrap binds that mount instead. Inside, mountinfo shows
 A dir filled after the mount (a pre-warmed standby's slot) shows its new files: overlayfs looks names up
 in its lower dirs when first asked, and nothing in the sandbox looks before the slot is filled. Where
 overlayfs cannot be mounted (no root, an unsupported filesystem) ``create`` returns None and the caller binds
-the real dirs (the paths are then shown, as before). ``sweep_stale()`` removes views a crashed daemon left.
+the real dirs (the paths are then shown, as before), as under ``HKS_SANDBOX_VIEWS=off``.
+``sweep_stale()`` removes views a crashed daemon left.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def create(read_only: list[str], writable: list[str] | None = None) -> View | No
 
     A writable one is an overlay whose upper dir is the dir itself (writes land there, as through a bind)
     over an empty lower one; overlayfs's work dir is made next to it and removed with the view."""
-    if os.geteuid() != 0 or not _ready():
+    if os.environ.get("HKS_SANDBOX_VIEWS") == "off" or os.geteuid() != 0 or not _ready():
         return None
     root = VIEWS_DIR / f"{os.getpid()}-{secrets.token_hex(6)}"
     view = View(root)
