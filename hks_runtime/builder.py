@@ -236,9 +236,9 @@ def build(
     deps_dir = Path(deps_cache_dir or Path(layers_dir) / "deps")
     shown = _SandboxPaths(tmp=tmp, layer=layer, deps_dir=deps_dir, archive=Path(archive_path))
     try:
-        _unpack(Path(archive_path), tmp)
         installer = _install_node_deps if runtime == "node" else _install_python_deps
         try:
+            _unpack(Path(archive_path), tmp)
             installer(tmp, layer, deps_dir, on_log, timeout, mode)
         except BuildError as exc:  # a tenant sees its build's errors: not where the platform keeps things
             raise BuildError(shown(str(exc))) from None

@@ -543,3 +543,18 @@ def test_a_failed_build_names_sandbox_paths_not_the_hosts(work, node_layer, pyth
     message = str(info.value)
     assert where in message
     assert str(work) not in message and str(LAYERS_DIR) not in message and "/var/" not in message
+
+
+def test_an_archive_that_cannot_be_unpacked_names_no_host_path(work, node_layer):
+    archive = work / "not-a-tarball.tar.gz"
+    archive.write_bytes(b"not gzip at all")
+    with pytest.raises(builder.BuildError, match="cannot unpack") as info:
+        builder.build(
+            runtime="node",
+            archive_path=archive,
+            artifacts_dir=work / "artifacts",
+            layers_dir=LAYERS_DIR,
+            content_hash="0123456789abcdef",
+            on_log=lambda line: None,
+        )
+    assert str(work) not in str(info.value)
