@@ -61,7 +61,7 @@ def bench_daemon(*, idle_seconds: float, extra: tuple[str, ...] = ()):
     base = REPO / "var" / "test-runtime"
     base.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=base))
-    data_dir.chmod(0o755)  # sandboxes run as nobody and must reach the artifacts
+    data_dir.chmod(0o755)  # sandboxes run as unprivileged uids and must reach the artifacts
     token = secrets.token_urlsafe(16)
     args = (
         "--idle-seconds",
@@ -97,6 +97,7 @@ def build_hello(daemon: BenchDaemon, runtime: str) -> str:
     files = {**HELLO[runtime], "func.yaml": f"specVersion: 0.36.0\nname: hello\nruntime: {runtime}\n"}
     archive, content_hash = _archive(files, daemon.data_dir / f"hello-{runtime}.tar.gz")
     payload = {"runtime": runtime, "archive_path": str(archive), "content_hash": content_hash}
+    payload["namespace"] = HELLO["namespace"]  # as the portal does: the artifact is the project's own
     with daemon.client() as client, client.stream("POST", "/v1/builds", json=payload) as response:
         for line in response.iter_lines():
             item = json.loads(line) if line.strip() else {}

@@ -37,6 +37,7 @@ import platform
 import re
 import selectors
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -47,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hks_runtime import sandbox
+from hks_runtime import identities, sandbox
 
 FAAS_JS_RUNTIME = "faas-js-runtime@4.0.1"
 FUNC_PYTHON = "func-python==0.8.1"
@@ -223,7 +224,7 @@ def build(
         raise BuildError(f"unknown sandbox profile {profile!r}")
     if scope and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", scope):
         raise BuildError(f"invalid build scope {scope!r}")
-    mode = _BuildMode(profile, scope)
+    mode = _BuildMode(profile, scope, identities.project_identity(Path(layers_dir), scope))
     artifacts_dir = Path(artifacts_dir)
     target = artifacts_dir / mode.artifact_name(content_hash)
     if (target / ".hks-built").exists():
@@ -233,15 +234,21 @@ def build(
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     tmp = artifacts_dir / f".tmp-{content_hash}-{uuid.uuid4().hex[:8]}"
     deps_dir = Path(deps_cache_dir or Path(layers_dir) / "deps")
+    shown = _SandboxPaths(tmp=tmp, layer=layer, deps_dir=deps_dir, archive=Path(archive_path))
     try:
-        _unpack(Path(archive_path), tmp)
         installer = _install_node_deps if runtime == "node" else _install_python_deps
         try:
+            _unpack(Path(archive_path), tmp)
             installer(tmp, layer, deps_dir, on_log, timeout, mode)
         except BuildError as exc:  # a tenant sees its build's errors: not where the platform keeps things
-            raise BuildError(_without_host_paths(str(exc), tmp, deps_dir, Path(layers_dir))) from None
+            raise BuildError(shown(str(exc))) from None
+        except OSError as exc:  # e.g. an upload whose node_modules is a file
+            where = f": '{exc.filename}'" if exc.filename else ""
+            raise OSError(exc.errno, shown(f"{exc.strerror}{where}")) from None
         (tmp / ".hks-built").write_text(content_hash)
         _make_readable(tmp)
+        if scope:  # the project's own instances only (and the platform); no project: platform-internal
+            identities.restrict_to(tmp, mode.identity)
         with contextlib.suppress(OSError):  # an identical build finished first: keep that one
             tmp.rename(target)
     finally:
@@ -250,10 +257,31 @@ def build(
     return target
 
 
-def _without_host_paths(text: str, *paths: Path) -> str:
-    for path, shown in sorted(((str(p), f"<{p.name}>") for p in paths), key=lambda item: -len(item[0])):
-        text = text.replace(path, shown)
-    return text
+class _SandboxPaths:
+    """Rewrites host paths in a build's error as the sandbox-side paths they stand for (or a neutral name).
+
+    The artifact being built is the function's ``/app``, a dependency install's work dir its ``/build``,
+    the runtime layer ``/layer``; whatever else of the platform's dirs is left is named, never shown."""
+
+    def __init__(self, *, tmp: Path, layer: Path, deps_dir: Path, archive: Path):
+        work = re.escape(str(deps_dir)) + r"/\.tmp-[A-Za-z0-9_-]+"
+        self.patterns = [(re.compile(work), "/build")]
+        pairs = [
+            (tmp, "/app"),
+            (layer, "/layer"),
+            (LAUNCHERS_DIR, "/hks/launchers"),
+            (archive, "<source archive>"),
+            (deps_dir, "<dependency cache>"),
+            (layer.parent, "<layers>"),
+            (tmp.parent, "<artifacts>"),
+        ]
+        for path, side in sorted(pairs, key=lambda pair: -len(str(pair[0]))):
+            self.patterns.append((re.compile(re.escape(str(path))), side))
+
+    def __call__(self, text: str) -> str:
+        for pattern, side in self.patterns:
+            text = pattern.sub(side, text)
+        return text
 
 
 def _unpack(archive_path: Path, dest: Path) -> None:
@@ -266,8 +294,7 @@ def _unpack(archive_path: Path, dest: Path) -> None:
             # The archive was checked on upload; the "data" filter refuses escapes again, just in case.
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, OSError) as exc:
-        detail = _without_host_paths(str(exc), dest, archive_path)
-        raise BuildError(f"cannot unpack the source archive: {detail}") from exc
+        raise BuildError(f"cannot unpack the source archive: {exc}") from exc
 
 
 def artifact_name(content_hash: str, profile: str = "standard", scope: str = "") -> str:
@@ -278,13 +305,14 @@ def artifact_name(content_hash: str, profile: str = "standard", scope: str = "")
 class _BuildMode:
     """What a build may run and with whom its results are shared (see the module docstring)."""
 
-    def __init__(self, profile: str, scope: str):
+    def __init__(self, profile: str, scope: str, identity: sandbox.Identity = sandbox.NOBODY):
         self.hooks = profile != "restricted"
         self.scope = scope
+        self.identity = identity  # the project's uid/gid: its builds run as it, its artifacts are its own
 
     def artifact_name(self, content_hash: str) -> str:
-        if not self.hooks:
-            return f"{content_hash}-agent"
+        if not self.hooks:  # the same content may be built by several projects: each gets its own copy
+            return f"{content_hash}-agent-{self.scope}" if self.scope else f"{content_hash}-agent"
         return f"{content_hash}-{self.scope}" if self.scope else content_hash
 
     def cache_key(self, language: str, inputs: list[Path], layer: Path) -> str:
@@ -340,6 +368,7 @@ def _install_node_deps(
         env={"PATH": f"{Path(info['node']).parent}:{_PATH}", "npm_config_cache": "/tmp/.npm"},
         on_log=on_log,
         timeout=timeout,
+        identity=mode.identity,
     )
     shutil.rmtree(src / "node_modules", ignore_errors=True)  # never trust uploaded node_modules
     _link_tree(cached / "node_modules", src / "node_modules")
@@ -414,14 +443,19 @@ def _install_python_deps(
             env={"PATH": f"/layer/bin:{_PATH}"},
             on_log=on_log,
             timeout=timeout,
+            identity=mode.identity,
         )
     finally:
         shutil.rmtree(staged.parent, ignore_errors=True)
     _link_tree(cached / "out", src / PYTHON_DEPS)
 
 
-def _cached_deps(*, key, inputs, command, layer, deps_dir, env, on_log, timeout) -> Path:
-    """Run ``command`` sandboxed in a fresh /build holding just ``inputs``, once per key; return its dir."""
+def _cached_deps(*, key, inputs, command, layer, deps_dir, env, on_log, timeout, identity) -> Path:
+    """Run ``command`` sandboxed in a fresh /build holding just ``inputs``, once per key; return its dir.
+
+    The install runs as the project's ``identity`` in a work dir only that uid may enter; what it made is
+    then handed to the platform (root, nothing writable by any sandbox uid, the entry's dir 0700) before
+    the entry is published, so no tenant can change a cached file that other artifacts link to."""
     target = deps_dir / key
     if (target / ".complete").exists():
         on_log(f"dependencies unchanged: reusing {key[:20]}")
@@ -436,9 +470,19 @@ def _cached_deps(*, key, inputs, command, layer, deps_dir, env, on_log, timeout)
             for path in inputs:
                 shutil.copy2(path, work / path.name)
             (work / "out").mkdir()
-            _chown_tree(work)
+            _chown_tree(work, identity)
             on_log(f"installing dependencies (sandboxed): {_shown(command)}")
-            _run_sandboxed(command, env=env, layer=layer, work=work, on_log=on_log, timeout=timeout, name=key)
+            _run_sandboxed(
+                command,
+                env=env,
+                layer=layer,
+                work=work,
+                on_log=on_log,
+                timeout=timeout,
+                name=key,
+                identity=identity,
+            )
+            _own_by_platform(work)
             (work / ".complete").write_text(key)
             work.rename(target)
         finally:
@@ -452,7 +496,7 @@ def _shown(command: list[str]) -> str:
     )
 
 
-def _run_sandboxed(command, *, env, layer, work, on_log, timeout, name) -> None:
+def _run_sandboxed(command, *, env, layer, work, on_log, timeout, name, identity) -> None:
     info = layer_info(layer)
     ro = [(str(layer), "/layer")] + [(p, p) for p in info.get("extra_ro_binds", [])]
     spec = sandbox.SandboxSpec(
@@ -465,6 +509,7 @@ def _run_sandboxed(command, *, env, layer, work, on_log, timeout, name) -> None:
         cwd="/build",
         name=f"build-{name[:30]}",
         network=True,
+        identity=identity,
     )
     proc = sandbox.spawn(spec)
     try:
@@ -575,7 +620,9 @@ def fill_slot(*, artifact_dir: Path, slot_dir: Path) -> None:
     """
     if any(Path(slot_dir).iterdir()):
         raise BuildError(f"slot {slot_dir} is not empty")
+    mode = Path(slot_dir).stat().st_mode
     _link_tree(Path(artifact_dir), Path(slot_dir), dirs_exist_ok=True)
+    os.chmod(slot_dir, mode)  # copytree gave it the artifact's mode; its owner and group are the slot's
 
 
 # --- small helpers -------------------------------------------------------------------------------------
@@ -604,14 +651,32 @@ def _link_tree(src: Path, dst: Path, dirs_exist_ok: bool = False) -> None:
     shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy, dirs_exist_ok=dirs_exist_ok)
 
 
-def _chown_tree(root: Path) -> None:
-    """Let the sandbox's unprivileged uid write into a build dir."""
+def _chown_tree(root: Path, identity: sandbox.Identity) -> None:
+    """Let the project's unprivileged uid, and no other, write into a build dir."""
     if not sandbox.runs_unprivileged():
         return
     for dirpath, _, filenames in os.walk(root):
-        os.chown(dirpath, sandbox.SANDBOX_UID, sandbox.SANDBOX_UID)
+        os.chown(dirpath, identity.uid, identity.gid)
         for filename in filenames:
-            os.chown(os.path.join(dirpath, filename), sandbox.SANDBOX_UID, sandbox.SANDBOX_UID)
+            os.chown(os.path.join(dirpath, filename), identity.uid, identity.gid)
+    os.chmod(root, 0o700)
+
+
+def _own_by_platform(root: Path) -> None:
+    """After an install (its sandbox is gone): root owns everything, nothing is writable but by root, no
+    set-id bits; files stay readable (artifacts link them), the dir itself is root's alone (0700)."""
+    if os.geteuid() != 0:
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chown(dirpath, 0, 0)
+        os.chmod(dirpath, 0o755)
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            os.lchown(path, 0, 0)
+            if not stat.S_ISLNK(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+                os.chmod(path, (stat.S_IMODE(st.st_mode) & ~0o7022) | 0o444)
+    os.chmod(root, 0o700)
 
 
 def _make_readable(root: Path) -> None:

@@ -36,7 +36,7 @@ from .logstore import parse_ts
 from .session_api import SessionApi
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
 
-# <content hash>, or <content hash>-<project> / -agent (builder.artifact_name: whose build hooks made it)
+# <content hash>, or <content hash>-<project> / -agent-<project> (builder.artifact_name: whose build made it)
 ARTIFACT_NAME = re.compile(r"[0-9A-Za-z]{8,128}(-[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?")
 ARTIFACT_GUARD_SECONDS = 600.0
 
@@ -281,12 +281,10 @@ class ControlApi:
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
-        standbys = {
-            f"{shape.runtime}/{shape.kind}/{shape.profile}/{shape.memory_mb}Mi/{shape.cpu_millicores}m": len(
-                items
-            )
-            for shape, items in self.supervisor.prewarm.ready.items()
-        }
+        standbys: dict[str, int] = {}
+        for shape, items in self.supervisor.prewarm.ready.items():  # summed over projects (names not shown)
+            key = f"{shape.runtime}/{shape.kind}/{shape.profile}/{shape.memory_mb}Mi/{shape.cpu_millicores}m"
+            standbys[key] = standbys.get(key, 0) + len(items)
         return web.json_response(
             {
                 "ok": True,

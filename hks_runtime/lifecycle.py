@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from . import background, builder, sandbox
+from . import background, builder, identities, sandbox
 from .instances import (
     DRAINING,
     READY,
@@ -159,6 +159,7 @@ class InstanceLifecycle:
                 pass_fds=(sock.fileno(),),
                 name=f"{spec.namespace}-{inst.id}",
                 gateway_port=inst.caller_port,
+                identity=identities.project_identity(self.starter.layers_dir, spec.namespace),
             )
             proc = await self.starter.spawn(sandbox_spec)
         finally:

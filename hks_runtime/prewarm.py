@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import background, builder, sandbox
+from . import background, builder, identities, sandbox
 from .instances import listening_socket
 from .revisions import SupervisorState
 from .spec import FunctionSpec
@@ -42,10 +42,11 @@ class Shape:
     profile: str
     memory_mb: int
     cpu_millicores: int
+    project: str = ""  # a standby runs as its project's uid (identities.py), so it serves that project only
 
     @classmethod
     def of(cls, spec: FunctionSpec) -> Shape:
-        return cls(spec.runtime, spec.kind, spec.profile, spec.memory_mb, spec.cpu_millicores)
+        return cls(spec.runtime, spec.kind, spec.profile, spec.memory_mb, spec.cpu_millicores, spec.namespace)
 
 
 @dataclass
@@ -116,6 +117,8 @@ class PrewarmPool:
         layer = await self.starter.layer(shape.runtime)
         slot = self.slots_dir / secrets.token_hex(6)
         slot.mkdir(parents=True, mode=0o755)
+        identity = identities.project_identity(self.starter.layers_dir, shape.project)
+        identities.restrict_to(slot, identity)
         caller_port = await self.starter.open_caller_port(shape.profile)
         sock = listening_socket()
         try:
@@ -136,6 +139,7 @@ class PrewarmPool:
                 pass_fds=(sock.fileno(),),
                 name=f"pool-{slot.name}",
                 gateway_port=caller_port,
+                identity=identity,
             )
             proc = await self.starter.spawn(spec, stdin=subprocess.PIPE)
             port = sock.getsockname()[1]

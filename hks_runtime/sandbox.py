@@ -19,11 +19,16 @@ changes along that chain, so everything the user code starts is inside the cgrou
 Environment values are handed to bwrap through a memfd (``--args FD``), never on its command line, because
 ``/proc/PID/cmdline`` is readable by every process on the host.
 
-Where the kernel allows unprivileged user namespaces, sandboxed code runs as the host's ``nobody`` (so an
-escape lands on an unprivileged uid); bind sources must then be world-traversable, otherwise that one
-sandbox runs as root without capabilities (``SandboxedProcess.unprivileged`` says which). Creating user
-namespaces inside is refused (``--disable-userns``) where bwrap supports it. A seccomp filter refuses the
-system calls no function needs (``seccomp.py``) where libseccomp's binding is installed.
+Where the kernel allows unprivileged user namespaces, sandboxed code runs as its project's own host uid and
+gid (``spec.identity``, ``identities.py``; the host's ``nobody`` without one), so an escape lands on an
+unprivileged uid that owns nothing of another tenant's; bind sources must then be reachable by that uid,
+otherwise that one sandbox runs as root without capabilities (``SandboxedProcess.unprivileged`` says
+which). Creating user namespaces inside is refused (``--disable-userns``) where bwrap supports it. A
+seccomp filter refuses the system calls no function needs (``seccomp.py``) where libseccomp's binding is
+installed.
+
+Bind sources are mounted through per-sandbox overlayfs views (``views.py``) where the daemon can, so that
+``/proc/self/mountinfo`` inside shows no host path.
 
 Caller duties: spawn from a long-lived thread (``--die-with-parent`` is tied to the spawning thread), drain
 the pipes, and call ``terminate()`` for wall-time limits. Cgroups are removed when ``poll()``/``wait()`` first
@@ -45,10 +50,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import netns, seccomp
+from . import netns, seccomp, views
+from .identities import Identity
 
 _log = logging.getLogger(__name__)
-SANDBOX_UID = 65534  # "nobody": the host uid sandboxed code runs as, when unprivileged bwrap works
+SANDBOX_UID = 65534  # "nobody": the probes' uid, and sandboxes' without an identity of their own
+NOBODY = Identity(SANDBOX_UID, SANDBOX_UID)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _SYSTEM_BINDS = (("/usr", "/usr"),)
 _SYSTEM_SYMLINKS = (("usr/lib", "/lib"), ("usr/lib64", "/lib64"), ("usr/bin", "/bin"), ("usr/sbin", "/sbin"))
@@ -105,6 +112,7 @@ class SandboxSpec:
     name: str = ""
     network: bool | None = None
     gateway_port: int | None = None  # with network: the one host loopback port it may reach (netns.py)
+    identity: Identity | None = None  # the project's own uid/gid (identities.py); None: nobody
 
 
 def _bwrap_path() -> str:
@@ -130,8 +138,8 @@ def _probe(unprivileged: bool, extra: tuple[str, ...] = ()) -> str | None:
     return result.stderr.decode(errors="replace").strip() or f"bwrap exited with code {result.returncode}"
 
 
-def _setpriv_args() -> list[str]:
-    return ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
+def _setpriv_args(identity: Identity = NOBODY) -> list[str]:
+    return ["setpriv", f"--reuid={identity.uid}", f"--regid={identity.gid}", "--clear-groups", "--"]
 
 
 @functools.cache
@@ -347,6 +355,7 @@ def _bwrap_args(
     unprivileged: bool,
     seccomp_fd: int | None = None,
     resolv_fd: int | None = None,
+    view: views.View | None = None,
 ) -> list[str]:
     network = _wants_network(spec)
     args = [_bwrap_path(), "--unshare-all", *_userns_flags(unprivileged)]
@@ -358,9 +367,9 @@ def _bwrap_args(
     if resolv_fd is not None:  # its own network: DNS through slirp's forwarder, not the host's resolver
         args += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
     for src, dst in spec.ro_binds:
-        args += ["--ro-bind", str(src), dst]
+        args += ["--ro-bind", view.path_for(str(src)) if view else str(src), dst]
     for src, dst in spec.rw_binds:
-        args += ["--bind", str(src), dst]
+        args += ["--bind", view.path_for(str(src)) if view else str(src), dst]
     return args + ["--chdir", spec.cwd, "--", *spec.argv]
 
 
@@ -408,8 +417,10 @@ class SandboxedProcess:
         self.stdin = popen.stdin
         self.stdout = popen.stdout
         self.stderr = popen.stderr
-        self.unprivileged = False  # True when the code runs as the host's "nobody" rather than root
+        self.unprivileged = False  # True when the code runs as an unprivileged uid rather than root
+        self.identity: Identity | None = None  # that uid/gid
         self.netns: netns.NetNamespace | None = None  # its own network (standard profile, builds)
+        self.view: views.View | None = None  # what its read-only binds are mounted from (views.py)
         # (oom_killed, cpu_seconds, hit_process_limit) once it has ended
         self._final: tuple[bool, float | None, bool] | None = None
 
@@ -431,6 +442,8 @@ class SandboxedProcess:
         self._remove_cgroups(attempts=1)
         if self.netns is not None:
             self.netns.release()  # slirp4netns exits; cleanup() removes the namespace itself
+        if self.view is not None:
+            self.view.close()
 
     def _remove_cgroups(self, attempts: int) -> None:
         for path in list(self.cgroups.values()):
@@ -583,29 +596,33 @@ def _descendants(root: int, children: dict[int, list[int]]) -> list[int]:
 def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> SandboxedProcess:
     """Start ``spec.argv`` in a new sandbox. Raises SandboxUnavailable rather than running unsandboxed.
 
-    ``stdout``/``stderr`` of the result are binary pipes the caller must drain. Code runs as the host's
-    ``nobody`` when the kernel allows unprivileged bubblewrap and every bind source is world-traversable
-    (otherwise as root without capabilities; ``proc.unprivileged`` says which); the host dirs in
-    ``rw_binds`` are then chowned to that uid so the code can write to them.
+    ``stdout``/``stderr`` of the result are binary pipes the caller must drain. Code runs as
+    ``spec.identity`` (the project's own uid and gid; the host's ``nobody`` without one) when the kernel
+    allows unprivileged bubblewrap and that identity can reach every bind source (otherwise as root without
+    capabilities; ``proc.unprivileged`` says which); the host dirs in ``rw_binds`` are then chowned to it so
+    the code can write to them.
     """
     _validate(spec)
     check_sandbox()
+    identity = spec.identity or NOBODY
     layout = _cgroups()
     cgroups = _create_cgroups(layout, _cgroup_name(spec.name), spec.limits) if layout.parents else {}
-    unprivileged = runs_unprivileged() and all(_reachable(src) for src, _ in spec.ro_binds + spec.rw_binds)
+    binds = spec.ro_binds + spec.rw_binds
+    unprivileged = runs_unprivileged() and all(_reachable(src, identity) for src, _ in binds)
     if runs_unprivileged() and not unprivileged:
         _log.warning(
-            "sandbox %s runs as root (caps dropped): a bind source is not world-traversable", spec.name
+            "sandbox %s runs as root (caps dropped): a bind source is out of its uid's reach", spec.name
         )
     if unprivileged:
         for src, _ in spec.rw_binds:
-            os.chown(src, SANDBOX_UID, SANDBOX_UID)
+            os.chown(src, identity.uid, identity.gid)
     try:
         ns = _network_for(spec)
     except BaseException:
         for path in cgroups.values():
             path.rmdir()
         raise
+    view = views.create([str(src) for src, _ in spec.ro_binds], [str(src) for src, _ in spec.rw_binds])
     env_fd = _env_memfd(spec.env)
     seccomp_fd = seccomp.memfd()
     resolv_fd = _data_memfd(netns.RESOLV_CONF) if ns is not None else None
@@ -613,8 +630,8 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
     argv = ["/bin/sh", "-c", _WRAPPER, "hks-sandbox", *procs_files, "--"]
     argv += _prlimit_args(spec.limits, layout.mode, unprivileged)
     argv += ["nsenter", f"--net={ns.path}", "--"] if ns is not None else []
-    argv += _setpriv_args() if unprivileged else []
-    argv += _bwrap_args(spec, env_fd, unprivileged, seccomp_fd, resolv_fd)
+    argv += _setpriv_args(identity) if unprivileged else []
+    argv += _bwrap_args(spec, env_fd, unprivileged, seccomp_fd, resolv_fd, view)
     filter_fds = tuple(fd for fd in (seccomp_fd, resolv_fd) if fd is not None)
     try:
         popen = subprocess.Popen(
@@ -631,13 +648,17 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
             path.rmdir()
         if ns is not None:
             ns.close()
+        if view is not None:
+            view.close()
         raise
     finally:
         for fd in (env_fd, *filter_fds):
             os.close(fd)
     proc = SandboxedProcess(popen, layout.mode, cgroups)
     proc.unprivileged = unprivileged
+    proc.identity = identity if unprivileged else None
     proc.netns = ns
+    proc.view = view
     return proc
 
 
@@ -661,15 +682,21 @@ def _data_memfd(text: str) -> int:
     return fd
 
 
-def _reachable(path: str) -> bool:
-    """Can the sandbox uid reach ``path``? Unprivileged bwrap resolves bind sources with its own rights."""
+def _reachable(path: str, identity: Identity) -> bool:
+    """Can ``identity`` reach ``path``? Unprivileged bwrap resolves bind sources with its own rights."""
     current = Path(os.path.realpath(path))
     for directory in [current, *current.parents]:
         try:
             st = directory.stat()
         except OSError:
             return False
-        if st.st_uid != SANDBOX_UID and not st.st_mode & 0o001:
+        if st.st_uid == identity.uid:
+            allowed = st.st_mode & 0o100
+        elif st.st_gid == identity.gid:
+            allowed = st.st_mode & 0o010
+        else:
+            allowed = st.st_mode & 0o001
+        if not allowed:
             return False
     return True
 
@@ -685,5 +712,6 @@ def isolated_network(profile: str) -> bool:
 
 
 def sweep_stale_networks() -> int:
-    """Network namespaces a crashed daemon left behind (see netns.sweep_stale)."""
-    return netns.sweep_stale()
+    """Network namespaces a crashed daemon left behind (see netns.sweep_stale), and its sandboxes' views
+    (views.sweep_stale: mounts, not networks, but left behind the same way and swept at the same time)."""
+    return netns.sweep_stale() + views.sweep_stale()

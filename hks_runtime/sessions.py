@@ -33,7 +33,7 @@ from pathlib import Path
 
 import aiohttp
 
-from . import agent_layer, background, sandbox
+from . import agent_layer, background, identities, sandbox
 from .instances import listening_socket
 
 log = logging.getLogger("hks_runtime.sessions")
@@ -203,6 +203,8 @@ class SessionManager:
                 cwd="/home/user",
                 pass_fds=(sock.fileno(),),
                 name=f"session-{slot.name}",
+                # a uid of its own (identities.py; no project name has ":"): made before its project is known
+                identity=identities.project_identity(self.layers_dir, f"session:{slot.name}"),
             )
             proc = sandbox.spawn(spec, stdin=subprocess.PIPE)
             agent = Agent(proc=proc, port=sock.getsockname()[1], slot=slot)
@@ -279,6 +281,7 @@ class SessionManager:
             with contextlib.suppress(Exception):
                 agent.proc.cleanup()
             shutil.rmtree(agent.slot, ignore_errors=True)
+            identities.release(self.layers_dir, f"session:{agent.slot.name}")
 
         await asyncio.get_running_loop().run_in_executor(self.blocking, work)
 

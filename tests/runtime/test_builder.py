@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from hks_runtime import builder, sandbox
+from hks_runtime import builder, identities, sandbox
 from tests.needs import require_binary
 
 from .fixtures import (
@@ -143,8 +143,9 @@ def test_install_scripts_run_inside_the_sandbox(work, node_layer):
     text = "\n".join(logs)
     assert "/root" in text and "No such file or directory" in text
     assert "root:" not in text  # no shadow entries
-    if sandbox.runs_unprivileged():
-        assert str(sandbox.SANDBOX_UID) in [line.strip() for line in logs]
+    if sandbox.runs_unprivileged():  # the project's own uid (no scope here: the "" project's)
+        uid = identities.project_identity(LAYERS_DIR, "").uid
+        assert uid != sandbox.SANDBOX_UID and str(uid) in [line.strip() for line in logs]
 
 
 def test_a_failed_npm_install_raises_with_npms_own_error(work, node_layer):
@@ -526,3 +527,34 @@ def test_owner_build_hooks_cannot_reach_the_host(work, node_layer):
     lines = [line for line in logs if line.startswith("HOOK-NET")]
     assert len(lines) == 3, logs
     assert all(line.endswith("ConnectionRefusedError") for line in lines), lines
+
+
+@pytest.mark.parametrize("runtime", ["node", "python"])
+def test_a_failed_build_names_sandbox_paths_not_the_hosts(work, node_layer, python_layer, runtime):
+    """An upload whose dependency dir is a file: the error says /app/..., not where the platform keeps it."""
+    if runtime == "node":
+        manifest = {"name": "clash", "version": "1.0.0", "dependencies": {"cloudevents": "8.0.2"}}
+        files, where = {"package.json": json.dumps(manifest), "node_modules": "a file"}, "/app/node_modules"
+    else:
+        files = {"requirements.txt": "six==1.16.0\n", ".hks/site-packages": "a file"}
+        where = "/app/.hks/site-packages"
+    with pytest.raises(OSError) as info:
+        _build(work, files, f"clash-{runtime}", [], runtime=runtime, scope="acme")
+    message = str(info.value)
+    assert where in message
+    assert str(work) not in message and str(LAYERS_DIR) not in message and "/var/" not in message
+
+
+def test_an_archive_that_cannot_be_unpacked_names_no_host_path(work, node_layer):
+    archive = work / "not-a-tarball.tar.gz"
+    archive.write_bytes(b"not gzip at all")
+    with pytest.raises(builder.BuildError, match="cannot unpack") as info:
+        builder.build(
+            runtime="node",
+            archive_path=archive,
+            artifacts_dir=work / "artifacts",
+            layers_dir=LAYERS_DIR,
+            content_hash="0123456789abcdef",
+            on_log=lambda line: None,
+        )
+    assert str(work) not in str(info.value)

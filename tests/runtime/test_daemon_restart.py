@@ -13,6 +13,7 @@ import pytest
 
 from functions.backends.base import FunctionRef
 from functions.backends.local import LocalBackend
+from hks_runtime import views
 
 from .daemon import start_daemon, stop_daemon
 from .daemon_helpers import NS, as_json, build, call, deploy, service, wait_for
@@ -21,8 +22,8 @@ from .fixtures import remove_dir, scratch_dir
 pytestmark = pytest.mark.runtime
 
 
-def processes_mentioning(path: Path) -> list[int]:
-    """Host pids whose command line names ``path`` (every sandbox of a daemon binds its data dir)."""
+def processes_mentioning(path: Path | str) -> list[int]:
+    """Host pids whose command line names ``path``."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -35,6 +36,13 @@ def processes_mentioning(path: Path) -> list[int]:
         if str(path).encode() in cmdline and state != "Z" and int(entry) != os.getpid():
             pids.append(int(entry))
     return pids
+
+
+def sandboxes_of(daemon) -> list[int]:
+    """A daemon's sandboxes: their bwrap command lines name its views of the dirs they bind (views.py:
+    ``/run/hks-views/<daemon pid>-...``), or its data dir itself where views cannot be made."""
+    views = processes_mentioning(f"/run/hks-views/{daemon.process.pid}-")
+    return views + processes_mentioning(daemon.data_dir / "artifacts")
 
 
 @pytest.fixture
@@ -52,10 +60,10 @@ def test_restarted_daemon_restores_functions_at_zero_and_leaves_no_orphans(data_
         artifact = build(backend, data_dir, "survivor", "python")
         deploy(backend, service("survivor", "python", artifact, env={"GREETING": "again"}))
         assert call(daemon.gateway_url, "survivor").status_code == 200
-        assert processes_mentioning(data_dir / "artifacts")  # its instance is running
+        assert sandboxes_of(daemon)  # its instance is running
     finally:
         stop_daemon(daemon)
-    assert wait_for(lambda: not processes_mentioning(data_dir / "artifacts"), timeout=30)
+    assert wait_for(lambda: not sandboxes_of(daemon), timeout=30)
 
     daemon = start_daemon(data_dir, token, "--data-path", "python")
     try:
@@ -75,12 +83,13 @@ def test_killed_daemon_takes_its_sandboxes_with_it(data_dir):
         artifact = build(backend, data_dir, "orphan", "node")
         deploy(backend, service("orphan", "node", artifact))
         assert call(daemon.gateway_url, "orphan").status_code == 200
-        assert processes_mentioning(data_dir / "artifacts")
+        assert sandboxes_of(daemon)
         os.kill(daemon.process.pid, signal.SIGKILL)  # no cleanup code runs: only --die-with-parent
         daemon.process.wait(10)
         # Sandboxes bind the artifacts, HAProxy (the default data path where installed) reads its config
         # from the data dir: none of them may outlive the daemon.
-        assert wait_for(lambda: not processes_mentioning(data_dir), timeout=30)
+        assert wait_for(lambda: not sandboxes_of(daemon) and not processes_mentioning(data_dir), timeout=30)
     finally:
         if daemon.process.poll() is None:
             stop_daemon(daemon)
+        views.sweep_stale()  # what the next daemon's start would do: the killed one's mounts go

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hks_runtime import netns, sandbox
+from hks_runtime import identities, netns, sandbox
 from tests.needs import require_binary
 
-from .fixtures import listening_socket, pid_alive, remove_dir, run, scratch_dir
+from .fixtures import LAYERS_DIR, listening_socket, pid_alive, remove_dir, run, scratch_dir
 
 pytestmark = pytest.mark.runtime
 
@@ -235,7 +235,9 @@ def test_rlimit_mode_still_bounds_open_files_and_memory(monkeypatch, fresh_probe
         "except MemoryError:\n"
         "    print('MemoryError')\n"
     )
-    code, out, err = run(["/usr/bin/python3", "-c", script], limits=limits)
+    # a uid of its own: RLIMIT_NPROC counts every process of the uid on the host (others' sandboxes too)
+    identity = identities.project_identity(LAYERS_DIR, "rlimit-test")
+    code, out, err = run(["/usr/bin/python3", "-c", script], limits=limits, identity=identity)
     assert out.split() == ["50", "MemoryError"], err
 
 

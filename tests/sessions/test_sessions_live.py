@@ -418,3 +418,10 @@ def test_sessions_get_the_pinned_libraries(client):
         assert any(r.get("png") for r in chart.results)
         frame = s.run("pandas.DataFrame({'a': [1, 2]})")
         assert "html" in frame.results[0]
+
+
+def test_sessions_run_as_uids_of_their_own(client, live_platform):  # noqa: F811
+    """Not the host's nobody every sandbox without an identity shares: one uid per session (identities.py)."""
+    with functions.session(client=client) as a, functions.session(client=client) as b:
+        uids = [s.run("import os\nos.getuid()").result for s in (a, b)]
+    assert uids[0] != uids[1] and 65534 not in uids
