@@ -43,9 +43,8 @@ def pytest_configure(config):
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"hks-test-{worker}-{os.getpid()}:asgi"
 
 
-# Modules that take minutes, started first under xdist so that no worker is left with one at the end (the
-# rest run in collection order). Those in SPREAD have long tests that need no module set-up of their own:
-# each of their tests may go to any worker.
+# Modules that take minutes, started first under xdist (scripts/test: --dist loadfile, a module's tests on one
+# worker, so its module-scoped set-ups happen once) so that no worker is left with one at the end.
 SLOW_FIRST = [
     "tests/cli/test_documented_commands.py",
     "tests/test_faults_live.py",
@@ -53,21 +52,14 @@ SLOW_FIRST = [
     "tests/test_scripts.py",
     "tests/test_platform_ports.py",
 ]
-SPREAD = {"tests/cli/test_documented_commands.py"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """With ``--dist loadgroup`` (scripts/test), a module's tests go to one worker, so its module-scoped
-    set-ups (a platform, built functions) happen once, and the slow modules are queued first."""
-    if getattr(config.option, "dist", "no") != "loadgroup":
+    """In an xdist worker, queue the slow modules first (all workers sort alike, the rest in order)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        if path not in SPREAD and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(path))
     rank = {path: i for i, path in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest in order
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 def pytest_unconfigure(config):
