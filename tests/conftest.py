@@ -45,6 +45,28 @@ def pytest_configure(config):
     celery_app.conf.task_default_queue = f"hks-test-{worker}-{os.getpid()}"
     # The cache (sign-in limits) is in Redis too: one key prefix per test process, emptied before each test.
     settings.CACHES["default"]["KEY_PREFIX"] = f"hks-test-{worker}-{os.getpid()}:cache"
+    # And the channel layer (log streams, dashboard updates): groups are named by database ids, which repeat
+    # across the workers' test databases on one Redis.
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"hks-test-{worker}-{os.getpid()}:asgi"
+
+
+# Modules that take minutes, started first under xdist (scripts/test: --dist loadfile, a module's tests on one
+# worker, so its module-scoped set-ups happen once) so that no worker is left with one at the end.
+SLOW_FIRST = [
+    "tests/cli/test_documented_commands.py",
+    "tests/test_faults_live.py",
+    "tests/test_fresh_clone.py",
+    "tests/test_scripts.py",
+    "tests/test_platform_ports.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    """In an xdist worker, queue the slow modules first (all workers sort alike, the rest in order)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 def pytest_unconfigure(config):

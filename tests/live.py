@@ -100,6 +100,10 @@ def live_platform():
         "HKS_ADMIN_PASSWORD": LivePlatform.admin_password,
         "HKS_CELERY_QUEUE": f"hks-live-{uuid.uuid4().hex[:8]}",
         "HKS_CACHE_PREFIX": f"hks-live-{uuid.uuid4().hex[:8]}:cache",  # its sign-in counts, apart
+        # Its log streams and beat lock too: with xdist each worker runs a platform, maybe on one REDIS_URL,
+        # where a shared lock would keep all but one beat waiting.
+        "HKS_CHANNELS_PREFIX": f"hks-live-{uuid.uuid4().hex[:8]}:asgi",
+        "HKS_BEAT_LOCK_KEY": f"hks-live-{uuid.uuid4().hex[:8]}:beat-lock",
         "HKS_RUNTIME_IDLE_SECONDS": os.environ.get("HKS_RUNTIME_IDLE_SECONDS", "30"),
     }
     database = None
