@@ -103,7 +103,7 @@ class FunctionLog:
             self._flush_handle.cancel()
             self._flush_handle = None
         queued, self._requests = self._requests, []
-        if not queued or self._file.closed:
+        if not queued:
             return
         ts = _now_iso()
         records = [{"ts": ts, "instance": inst, "stream": "request", "text": text} for inst, text in queued]
@@ -122,6 +122,8 @@ class FunctionLog:
         self._append_all([record])
 
     def _append_all(self, records: list[dict]) -> None:
+        if self._file.closed:  # the function was deleted while a line of it was on its way
+            return
         self._file.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
         self._file.flush()
         if self._file.tell() >= self.max_bytes:

@@ -101,3 +101,15 @@ def test_request_lines_still_queued_are_written_when_the_log_closes(tmp_path):
     assert [r["text"] for r in LogStore(tmp_path).get("acme", "f").snapshot()] == [
         "POST / 201 3.0 ms revision=r1 instance=-"
     ]
+
+
+def test_a_line_for_a_log_already_closed_is_dropped_quietly(tmp_path):
+    """A function deleted while its instance was still printing (or a request line on its way): the line
+    goes nowhere instead of raising "I/O operation on closed file" in the daemon."""
+    store = LogStore(tmp_path, rate=1, burst=1)
+    log = store.get("acme", "gone")
+    store.remove("acme", "gone")
+    log.write("i1", "stdout", "late")
+    log.write("i1", "stdout", "over the limit")  # reports the drop: a write as well
+    log.request(method="GET", path="/", status=200, millis=1, revision="r1", instance="i1")
+    assert not (tmp_path / "acme" / "gone.log").exists()
