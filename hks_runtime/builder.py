@@ -305,7 +305,7 @@ def artifact_name(content_hash: str, profile: str = "standard", scope: str = "")
 class _BuildMode:
     """What a build may run and with whom its results are shared (see the module docstring)."""
 
-    def __init__(self, profile: str, scope: str, identity: sandbox.Identity = sandbox.NOBODY):
+    def __init__(self, profile: str, scope: str, identity: identities.Identity = sandbox.NOBODY):
         self.hooks = profile != "restricted"
         self.scope = scope
         self.identity = identity  # the project's uid/gid: its builds run as it, its artifacts are its own
@@ -651,7 +651,7 @@ def _link_tree(src: Path, dst: Path, dirs_exist_ok: bool = False) -> None:
     shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy, dirs_exist_ok=dirs_exist_ok)
 
 
-def _chown_tree(root: Path, identity: sandbox.Identity) -> None:
+def _chown_tree(root: Path, identity: identities.Identity) -> None:
     """Let the project's unprivileged uid, and no other, write into a build dir."""
     if not sandbox.runs_unprivileged():
         return

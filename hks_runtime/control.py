@@ -155,6 +155,7 @@ class ControlApi:
         follow = request.query.get("follow") in ("1", "true")
         log = self.daemon.logs.get(ns, name)
         queue: asyncio.Queue = asyncio.Queue()
+        log.flush()  # request lines still queued (logstore.REQUEST_FLUSH_SECONDS) go into the snapshot
         if follow:
             log.followers.add(queue)  # before the snapshot, so no line falls between the two
         try:

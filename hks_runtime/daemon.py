@@ -164,7 +164,7 @@ class Daemon:
             host_of=lambda ns, name: f"{name}.{ns}.{self.options.domain}",
         )
         spawner = self.supervisor.spawner
-        self.haproxy.start(lambda call: spawner.submit(call).result(), router.on_log)
+        self.haproxy.start(lambda call: spawner.submit(call).result(), router.on_logs)
         await self.haproxy.wait_up()
         self.supervisor.state.router = router
         self._poller = asyncio.get_running_loop().create_task(router.poll())

@@ -18,7 +18,7 @@ import socket
 import time
 
 import aiohttp
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from .revisions import FunctionState, Unavailable
@@ -248,6 +248,11 @@ class Gateway:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         if length is not None:
             response.content_length = length
+        elif request.version < HttpVersion11:
+            # HTTP/1.0 has no chunks: the body ends where the connection does. aiohttp (3.14) knows that
+            # for the headers but still keeps a kept-alive 1.0 connection open (HAProxy always asks for
+            # keep-alive), so the client never sees the end of the answer: close it ourselves.
+            response.force_close()
         await response.prepare(request)
         async for chunk in upstream.content.iter_chunked(64 * 1024):
             await response.write(chunk)

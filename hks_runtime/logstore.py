@@ -4,7 +4,9 @@ A record is ``{"ts": ISO-8601 UTC, "instance": ..., "stream": ..., "text": ...}`
 "stdout", "stderr", "system" or "request".
 The gateway writes one ``request`` record per request it serves (``FunctionLog.request``): method, path
 without its query, status, duration, revision and instance - never a header or a body - as Knative's
-queue-proxy and Cloud Run log each request.
+queue-proxy and Cloud Run log each request. Those are off the request path: ``request`` only counts the line
+against the rate limit and queues it; the queue is written in one piece ``REQUEST_FLUSH_SECONDS`` later
+(or at ``flush()``), so a busy function costs one write per interval, not one per request.
 Bounds, so that a function printing in a loop cannot exhaust the daemon's memory or the disk:
 
 - a line longer than ``max_line`` bytes is cut (and marked), a partial line is never buffered past it;
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 MAX_LINE = 8 * 1024
+REQUEST_FLUSH_SECONDS = 0.05  # request lines queued this long at most before they are written together
 
 
 def _now_iso() -> str:
@@ -59,6 +62,8 @@ class FunctionLog:
         self.dropped = 0
         self.dropped_reported_at = 0.0
         self.followers: set[asyncio.Queue] = set()
+        self._requests: list[tuple[str, str]] = []  # (instance, text) queued by request(), not yet written
+        self._flush_handle: asyncio.TimerHandle | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the function's life
 
@@ -72,8 +77,36 @@ class FunctionLog:
     def request(
         self, *, method: str, path: str, status: int, millis: float, revision: str, instance: str
     ) -> None:
-        """The platform's line for one request; under the same rate limit as what the function prints."""
-        self.write(instance or "-", "request", request_text(method, path, status, millis, revision, instance))
+        """The platform's line for one request; under the same rate limit as what the function prints.
+
+        Queued and written with the others of the next ``REQUEST_FLUSH_SECONDS`` (at once without a running
+        event loop)."""
+        if not self.bucket.take():
+            self.dropped += 1
+            self._report_dropped(instance or "-")
+            return
+        self._requests.append(
+            (instance or "-", request_text(method, path, status, millis, revision, instance))
+        )
+        if self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._flush_handle = loop.call_later(REQUEST_FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Write the queued request lines (one timestamp, one write for all of them)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        queued, self._requests = self._requests, []
+        if not queued:
+            return
+        ts = _now_iso()
+        records = [{"ts": ts, "instance": inst, "stream": "request", "text": text} for inst, text in queued]
+        self._append_all(records)
 
     def _report_dropped(self, instance: str) -> None:
         now = time.monotonic()
@@ -83,14 +116,21 @@ class FunctionLog:
             self._append({"ts": _now_iso(), "instance": instance, "stream": "system", "text": text})
 
     def _append(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        self._file.write(line)
+        if self._requests:  # keep the file in order: queued request lines before what comes after them
+            self.flush()
+        self._append_all([record])
+
+    def _append_all(self, records: list[dict]) -> None:
+        if self._file.closed:  # the function was deleted while a line of it was on its way
+            return
+        self._file.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
         self._file.flush()
         if self._file.tell() >= self.max_bytes:
             self._rotate()
         for queue in list(self.followers):
-            if queue.qsize() < 10_000:  # a slow follower loses lines rather than growing without bound
-                queue.put_nowait(record)
+            for record in records:
+                if queue.qsize() < 10_000:  # a slow follower loses lines rather than growing without bound
+                    queue.put_nowait(record)
 
     def _rotate(self) -> None:
         self._file.close()
@@ -98,6 +138,7 @@ class FunctionLog:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def snapshot(self, *, since: dt.datetime | None = None, tail: int | None = None) -> list[dict]:
+        """What the files hold (request lines still queued are not in it: ``flush()`` first for those)."""
         records = []
         for path in (self.path.with_suffix(".log.1"), self.path):
             records.extend(_read_records(path, since))
@@ -106,6 +147,7 @@ class FunctionLog:
         return records
 
     def close(self) -> None:
+        self.flush()
         self._file.close()
         for queue in list(self.followers):
             queue.put_nowait(None)  # tells a follower the log is gone

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import os
 
+from hks_runtime import logstore
 from hks_runtime.logstore import LinePump, LogStore
 
 
@@ -63,3 +64,52 @@ def test_follower_gets_new_records_and_a_removed_log_ends_it(tmp_path):
     assert queue.get_nowait()["text"] == "live"
     assert queue.get_nowait() is None
     assert not (tmp_path / "acme" / "f.log").exists()
+
+
+def test_request_lines_are_written_together_after_a_moment_in_order_with_the_rest(tmp_path):
+    """Off the request path: queued in the loop, written in one piece REQUEST_FLUSH_SECONDS later, always
+    before a line that comes after them, and under the function's rate limit."""
+    log = LogStore(tmp_path, rate=1, burst=100).get("acme", "busy")
+
+    async def scenario() -> tuple[int, list[dict]]:
+        for n in range(150):
+            log.request(method="GET", path=f"/n{n}?k=v", status=200, millis=1.5, revision="r1", instance="i1")
+            if n == 50:
+                queued = len(log.snapshot())  # nothing written yet
+        await asyncio.sleep(logstore.REQUEST_FLUSH_SECONDS * 3)
+        log.write("i1", "stdout", "after", limited=False)
+        return queued, log.snapshot()
+
+    queued, records = asyncio.run(scenario())
+    requests = [r for r in records if r["stream"] == "request"]
+    assert queued == 0
+    assert [r["text"].split()[1] for r in requests] == [f"/n{n}" for n in range(100)]
+    assert requests[0]["text"] == "GET /n0 200 1.5 ms revision=r1 instance=i1"
+    assert records[-1]["text"] == "after"
+    assert any(r["stream"] == "system" and "dropped" in r["text"] for r in records)
+
+
+def test_request_lines_still_queued_are_written_when_the_log_closes(tmp_path):
+    store = LogStore(tmp_path)
+    log = store.get("acme", "f")
+
+    async def scenario() -> None:
+        log.request(method="POST", path="/", status=201, millis=3, revision="r1", instance="")
+        store.close()
+
+    asyncio.run(scenario())
+    assert [r["text"] for r in LogStore(tmp_path).get("acme", "f").snapshot()] == [
+        "POST / 201 3.0 ms revision=r1 instance=-"
+    ]
+
+
+def test_a_line_for_a_log_already_closed_is_dropped_quietly(tmp_path):
+    """A function deleted while its instance was still printing (or a request line on its way): the line
+    goes nowhere instead of raising "I/O operation on closed file" in the daemon."""
+    store = LogStore(tmp_path, rate=1, burst=1)
+    log = store.get("acme", "gone")
+    store.remove("acme", "gone")
+    log.write("i1", "stdout", "late")
+    log.write("i1", "stdout", "over the limit")  # reports the drop: a write as well
+    log.request(method="GET", path="/", status=200, millis=1, revision="r1", instance="i1")
+    assert not (tmp_path / "acme" / "gone.log").exists()

@@ -3,6 +3,8 @@ paths (HAProxy in front, or the Python gateway facing clients itself)."""
 
 from __future__ import annotations
 
+import json
+import re
 import resource
 import secrets
 import socket
@@ -11,9 +13,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from functions.backends.base import Scale
+from functions.backends.local import LocalBackend
 from tests.needs import require_binary
 
 from .daemon import start_daemon, stop_daemon
+from .daemon_helpers import NS, build, deploy, service
 from .fixtures import remove_dir, scratch_dir
 
 HALF_OPEN = 4500  # more than the old HAProxy cap of 4096 connections
@@ -21,7 +26,7 @@ HEADER_TIMEOUT = 3
 
 
 @pytest.fixture(params=["haproxy", "python"])
-def gateway(request, monkeypatch):
+def gateway_daemon(request, monkeypatch):
     require_binary("bwrap", hint="apt-get install bubblewrap")
     if request.param == "haproxy":
         require_binary("haproxy", hint="apt-get install haproxy")
@@ -32,11 +37,29 @@ def gateway(request, monkeypatch):
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, HALF_OPEN + 1000)), hard))
     data_dir = scratch_dir("gwlimits-")
     daemon = start_daemon(data_dir, secrets.token_urlsafe(16), "--data-path", request.param)
-    parts = urlsplit(daemon.gateway_url)
-    yield parts.hostname, parts.port
+    yield daemon
     stop_daemon(daemon)
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     remove_dir(data_dir)
+
+
+@pytest.fixture
+def gateway(gateway_daemon):
+    parts = urlsplit(gateway_daemon.gateway_url)
+    return parts.hostname, parts.port
+
+
+@pytest.fixture
+def functions(gateway_daemon, settings, tmp_path):
+    """A Python and a Node function on the gateway's daemon, one warm instance each."""
+    settings.HKS_RUNTIME_URL = gateway_daemon.control_url
+    settings.HKS_RUNTIME_TOKEN = gateway_daemon.token
+    settings.HKS_GATEWAY_URL = gateway_daemon.gateway_url
+    backend = LocalBackend()
+    for runtime in ("python", "node"):
+        artifact = build(backend, tmp_path, f"plain-{runtime}", runtime)
+        deploy(backend, service(f"plain-{runtime}", runtime, artifact, scale=Scale(min=1)))
+    return ("python", "node")
 
 
 def _healthz(address, *, version: str = "1.1", source: str = "127.0.0.1") -> tuple[bytes, socket.socket]:
@@ -85,6 +108,52 @@ def test_an_http_1_0_connection_is_closed_after_the_answer(gateway):
     with sock:
         assert b" 200 " in answer.split(b"\r\n", 1)[0]
         assert _closed_within(sock, 2)
+
+
+def _answer_and_close(address, request: bytes, *, after: float) -> tuple[bytes, bool]:
+    """Send ``request``, wait for the answer's first bytes, then read on: (everything read, whether the
+    server closed the connection within ``after`` seconds of those first bytes)."""
+    with socket.create_connection(address, timeout=60) as sock:
+        sock.sendall(request)
+        data = sock.recv(65536)
+        sock.settimeout(after)
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+            return data, True
+        except TimeoutError:
+            return data, False
+        except ConnectionResetError:
+            return data, True
+
+
+def test_an_http_1_0_client_of_a_function_gets_its_whole_answer_and_the_close(gateway, functions):
+    """HTTP/1.0 has no chunks: an answer without a length (func-python sends none for this function) ends
+    where the connection ends. The Python gateway - the data path itself, or HAProxy's activator for a
+    request routed by path - kept such a connection open (aiohttp keeps a kept-alive 1.0 connection even
+    so, and HAProxy asks its servers for keep-alive), so the client waited for the rest of an answer that
+    had already arrived, until the idle timeout. Closed well before that timeout (3 s here) now, for both
+    languages and both routes; a client asking for keep-alive keeps its connection only when the answer
+    has a length."""
+    for runtime in functions:
+        for route in ("path", "host"):
+            target = f"/{NS}/plain-{runtime}/" if route == "path" else "/"
+            host = "" if route == "path" else f"Host: plain-{runtime}.{NS}.localhost\r\n"
+            for keep_alive in ("", "Connection: keep-alive\r\n"):
+                request = f"GET {target} HTTP/1.0\r\n{host}{keep_alive}\r\n".encode()
+                answer, closed = _answer_and_close(gateway, request, after=1.5)
+                case = f"{runtime}, by {route}, {keep_alive.strip() or 'no keep-alive'}"
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert b" 200 " in head.split(b"\r\n", 1)[0], (case, answer[:300])
+                assert b"transfer-encoding" not in head.lower(), case  # no chunks for HTTP/1.0
+                assert json.loads(body)["method"] == "GET", (case, body)
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)
+                # Without keep-alive the connection ends with the answer; with it (asked by the client),
+                # only an answer with a length may leave it open - otherwise its end is the close.
+                if not keep_alive or length is None:
+                    assert closed, f"{case}: connection held open after the answer {answer[:300]!r}"
+                else:
+                    assert int(length.group(1)) == len(body), case
 
 
 def test_an_idle_kept_alive_connection_is_let_go(gateway):

@@ -125,7 +125,7 @@ def test_a_build_hook_of_one_project_cannot_touch_another_projects_files_or_proc
         line = next(line for line in logs if line.startswith("HOOK-ID"))
         uid, gid, build_owner, build_mode = map(int, line.split()[1:])
         ids[project] = identities.Identity(uid, gid)
-        assert ids[project] == sandbox.project_identity(LAYERS_DIR, project)
+        assert ids[project] == identities.project_identity(LAYERS_DIR, project)
         assert (build_owner, build_mode) == (uid, 700)  # its build dir: its own uid's alone
     hook_a, hook_b = ids["tenant-a"], ids["tenant-b"]
     assert hook_a.uid != hook_b.uid and sandbox.SANDBOX_UID not in (hook_a.uid, hook_b.uid)
@@ -157,7 +157,7 @@ def test_a_function_builds_and_serves_as_its_projects_uid(work, runtime):
         files["requirements.txt"] = "six==1.16.0\n"
     logs = []
     artifact = _build(work, "tenant-serve", runtime, files, logs)
-    identity = sandbox.project_identity(LAYERS_DIR, "tenant-serve")
+    identity = identities.project_identity(LAYERS_DIR, "tenant-serve")
     st = artifact.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, identity.gid, 0o750)
     with serving(runtime, "http", artifact, profile="standard", project="tenant-serve") as (url, proc):
@@ -179,7 +179,7 @@ def _mountinfo_of_an_instance(artifact, project: str) -> str:
         limits=sandbox.PROFILES["restricted"],
         ro_binds=binds,
         name="test-mountinfo",
-        identity=sandbox.project_identity(LAYERS_DIR, project),
+        identity=identities.project_identity(LAYERS_DIR, project),
     )
     proc = sandbox.spawn(spec)
     try:
