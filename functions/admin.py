@@ -7,7 +7,7 @@ function down on its backend), never through the admin's own row deletion.
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from . import models, services, services_projects
+from functions import models, services, services_projects
 
 admin.site.site_header = "HKS Functions operations"
 admin.site.site_title = "HKS Functions"

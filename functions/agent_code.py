@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .archives import pack_files
+from functions.archives import pack_files
 
 TEMPLATES = Path(__file__).with_name("agent_templates")
 MAX_CODE_BYTES = 512 * 1024

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.cache import cache as django_cache
 from django.utils import timezone
 
-from .models import AgentCredential, Project, hash_token
+from functions.models import AgentCredential, Project, hash_token
 
 ISSUER = "hks-portal"
 AUDIENCE = "hks-internal"

@@ -17,8 +17,8 @@ from django.http import FileResponse, Http404
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from .backends.base import BuildSpec
-from .models import Revision
+from functions.backends.base import BuildSpec
+from functions.models import Revision
 
 SALT = "hks.archive-link"
 USES = 4  # the build's curl: one fetch and up to 3 retries (k8s_manifests.build_job)

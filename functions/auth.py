@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.utils import timezone
 from ninja.security import APIKeyCookie, HttpBearer
 
-from .models import ApiToken, hash_token
+from functions.models import ApiToken, hash_token
 
 
 def user_for_token(plaintext: str):

@@ -22,10 +22,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from . import logstream, selectors
-from .backends import BackendError
-from .secret_env import log_source
-from .services import function_ref
+from functions import logstream, selectors
+from functions.backends import BackendError
+from functions.secret_env import log_source
+from functions.services import function_ref
 
 BUFFER_LINES = 1000  # most lines held for one client
 BATCH_LINES = 200  # most lines in one websocket message

@@ -26,8 +26,8 @@ import httpx
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from . import sessions
-from .models import AgentSession, SessionStatus
+from functions import sessions
+from functions.models import AgentSession, SessionStatus
 
 PREFIX = "/e2b/"
 JUPYTER_PORT = b"49999"

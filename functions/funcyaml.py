@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .validators import DNS_LABEL_RE, check_env
+from functions.validators import DNS_LABEL_RE, check_env
 
 MAX_DOCUMENT_BYTES = 64 * 1024
 MAX_ALIASES = 100

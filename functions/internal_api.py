@@ -20,9 +20,9 @@ from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 from ninja.throttling import AnonRateThrottle
 
-from . import services
-from .agent_code import agent_archive
-from .agent_tokens import (
+from functions import services
+from functions.agent_code import agent_archive
+from functions.agent_tokens import (
     GUESSING_MESSAGE,
     SCOPE_EXECUTE,
     AgentIdentity,
@@ -33,11 +33,11 @@ from .agent_tokens import (
     token_mint,
     token_verify,
 )
-from .invoke import function_invoke
-from .login_guard import client_address
-from .models import Function, FunctionStatus
-from .services import ServiceError
-from .validators import check_env
+from functions.invoke import function_invoke
+from functions.login_guard import client_address
+from functions.models import Function, FunctionStatus
+from functions.services import ServiceError
+from functions.validators import check_env
 
 
 class AgentAuth(HttpBearer):
@@ -270,6 +270,6 @@ def delete_function(request, payload: NameIn):
     return Status(202, _out(function))
 
 
-from .internal_sessions import router as _sessions_router  # noqa: E402  (sessions, fast execute)
+from functions.internal_sessions import router as _sessions_router  # noqa: E402  (sessions, fast execute)
 
 internal_api.add_router("/", _sessions_router)

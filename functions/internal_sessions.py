@@ -20,10 +20,10 @@ from django.conf import settings
 from django.http import Http404, JsonResponse
 from ninja import Field, Router, Schema, Status
 
-from . import sessions
-from .agent_tokens import AgentIdentity
-from .models import AgentSession
-from .services import ServiceError, audit
+from functions import sessions
+from functions.agent_tokens import AgentIdentity
+from functions.models import AgentSession
+from functions.services import ServiceError, audit
 
 router = Router(tags=["sessions"])
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
-from .api.invoke import _base_url, _body_text, _check_path, _send
-from .api.schemas import InvokeIn
-from .models import Function, FunctionStatus
-from .services import ServiceError
+from functions.api.invoke import _base_url, _body_text, _check_path, _send
+from functions.api.schemas import InvokeIn
+from functions.models import Function, FunctionStatus
+from functions.services import ServiceError
 
 
 @dataclass(frozen=True)

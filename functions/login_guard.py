@@ -31,7 +31,7 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.dispatch import receiver
 
-from .models import hash_token
+from functions.models import hash_token
 
 FAILED_LOGIN_LIMIT = 10
 ADDRESS_FAILURE_LIMIT = 50

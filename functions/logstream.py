@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from .backends import BackendError
+from functions.backends import BackendError
 
 logger = logging.getLogger(__name__)
 

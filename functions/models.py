@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
 
-from .validators import validate_dns_label
+from functions.validators import validate_dns_label
 
 
 class Backend(models.TextChoices):

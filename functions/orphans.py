@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from .backends import get_backend
-from .backends.base import BackendError
-from .models import Backend, Function, FunctionStatus, Project
+from functions.backends import get_backend
+from functions.backends.base import BackendError
+from functions.models import Backend, Function, FunctionStatus, Project
 
 log = logging.getLogger(__name__)
 

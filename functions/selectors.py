@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from .models import Build, Function, Membership, Project, Revision, Role, Schedule
+from functions.models import Build, Function, Membership, Project, Revision, Role, Schedule
 
 
 def projects_for_user(*, user) -> QuerySet[Project]:

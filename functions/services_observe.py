@@ -15,8 +15,8 @@ import logging
 from django.db.models import Q
 from django.utils import timezone
 
-from .backends import BackendError, get_backend
-from .models import Function, FunctionStatus, Project
+from functions.backends import BackendError, get_backend
+from functions.models import Function, FunctionStatus, Project
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def project_observe(*, project: Project) -> int:
             replicas=function.replicas, current_revision=function.current_revision
         )
     if changed:
-        from . import live
+        from functions import live
 
         for function in changed:
             live.function_changed(function_id=function.pk)
@@ -66,7 +66,7 @@ def _report(backend, function: Function, owned) -> tuple[int, str] | None:
     """(replicas, latest ready revision), or None when the backend holds nothing for the function."""
     if owned is not None and owned.replicas is not None:
         return owned.replicas, owned.latest_ready_revision
-    from .services import function_ref
+    from functions.services import function_ref
 
     status = backend.status(function_ref(function))
     if not status.exists:

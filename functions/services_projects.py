@@ -10,9 +10,9 @@ import yaml
 from django.db import transaction
 from django.utils import timezone
 
-from .crypto import decrypt_text, encrypt_text
-from .models import Backend, ClusterState, Invitation, Membership, Project
-from .services import ServiceError, audit, membership_set
+from functions.crypto import decrypt_text, encrypt_text
+from functions.models import Backend, ClusterState, Invitation, Membership, Project
+from functions.services import ServiceError, audit, membership_set
 
 MAX_KUBECONFIG_BYTES = 256 * 1024
 MAX_PENDING_INVITATIONS = 100
@@ -148,7 +148,7 @@ def project_provision(*, project: Project) -> None:
     Project.objects.filter(pk=project.pk).exclude(cluster_state=ClusterState.DELETING).update(
         cluster_state=ClusterState.PENDING
     )
-    from . import tasks_provision
+    from functions import tasks_provision
 
     transaction.on_commit(lambda: tasks_provision.provision_project.delay(project.pk))
 
@@ -165,7 +165,7 @@ def _record(project: Project, state: str, message: str) -> None:
 
 def project_provision_run(*, project: Project) -> list[str]:
     """Apply the project's objects; returns what changed (nothing when all was in place)."""
-    from .backends import knative_provision as kp
+    from functions.backends import knative_provision as kp
 
     changes = kp.provisioner_for(project).apply(kp.desired_objects(project), project.slug)
     _record(project, ClusterState.READY, "; ".join(changes) or "up to date")
@@ -192,14 +192,14 @@ def project_delete(*, project: Project, actor) -> None:
     project.cluster_state = ClusterState.DELETING
     project.save(update_fields=["cluster_state"])
     audit(project=project, action="project.delete", actor=actor, namespace=project.effective_namespace)
-    from . import tasks_provision
+    from functions import tasks_provision
 
     transaction.on_commit(lambda: tasks_provision.teardown_project.delay(project.pk))
 
 
 def project_teardown_run(*, project: Project) -> list[str]:
     """Remove what provisioning made (the namespace, and everything in it), then the project itself."""
-    from .backends import knative_provision as kp
+    from functions.backends import knative_provision as kp
 
     changes = []
     if project.kubeconfig_encrypted or kp.platform_kubeconfig():
@@ -216,8 +216,8 @@ def project_teardown_fail(*, project: Project, message: str) -> None:
 def projects_reconcile() -> dict[str, int]:
     """Beat: re-apply every knative project (drift repair), finish deletions, and delete the namespaces
     provisioning made for projects that no longer exist."""
-    from . import tasks_provision
-    from .backends import knative_provision as kp
+    from functions import tasks_provision
+    from functions.backends import knative_provision as kp
 
     counts = {"provision": 0, "teardown": 0, "orphans": 0}
     for project in Project.objects.filter(backend=Backend.KNATIVE):

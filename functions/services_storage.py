@@ -21,8 +21,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .backends import get_backend
-from .models import Function, FunctionStatus, Revision
+from functions.backends import get_backend
+from functions.models import Function, FunctionStatus, Revision
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from .models import AgentCredential, AgentSession, Backend, Project, SessionStatus
-from .services import ServiceError, audit
+from functions.models import AgentCredential, AgentSession, Backend, Project, SessionStatus
+from functions.services import ServiceError, audit
 
 MAX_TIMEOUT = 24 * 3600
 _ALPHABET = string.ascii_lowercase + string.digits

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from .models import FunctionStatus
+from functions.models import FunctionStatus
 
 LIFECYCLE = {
     FunctionStatus.BUILDING: ("Building", "busy"),

@@ -14,9 +14,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import services, services_storage
-from .backends import BackendError
-from .models import Build, Function, Revision
+from functions import services, services_storage
+from functions.backends import BackendError
+from functions.models import Build, Function, Revision
 
 RETRY = {"max_retries": 5, "retry_backoff": 2, "retry_backoff_max": 60}
 log = logging.getLogger(__name__)
@@ -144,24 +144,24 @@ def collect_expired() -> int:
 @shared_task
 def reconcile() -> dict:
     """Resume builds/deploys/deletes whose task was lost; follow the backends' health (reconcile.py)."""
-    from .reconcile import functions_reconcile
+    from functions.reconcile import functions_reconcile
 
     return vars(functions_reconcile())
 
 
 @shared_task
 def collect_orphans() -> int:
-    from .orphans import orphans_collect
+    from functions.orphans import orphans_collect
 
     return orphans_collect()
 
 
-from . import tasks_schedules, tasks_sessions  # noqa: E402,F401  (register the schedule, session tasks)
+from functions import tasks_schedules, tasks_sessions  # noqa: E402,F401  (register the schedule, session tasks)
 
 
 @shared_task(ignore_result=True)
 def observe_functions() -> int:
     """Replicas and serving revisions as the backends report them (see services_observe)."""
-    from .services_observe import functions_observe
+    from functions.services_observe import functions_observe
 
     return functions_observe()

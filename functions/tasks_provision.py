@@ -6,9 +6,9 @@ provisioning writes only what differs from what should be there.
 
 from celery import shared_task
 
-from . import services_projects
-from .models import Backend, ClusterState, Project
-from .tasks import RETRY, _drive
+from functions import services_projects
+from functions.models import Backend, ClusterState, Project
+from functions.tasks import RETRY, _drive
 
 
 @shared_task(bind=True, acks_late=True, **RETRY)

@@ -9,10 +9,10 @@ CronJobs), retried with backoff on transient errors; a permanent failure is reco
 from celery import shared_task
 from django.utils import timezone
 
-from . import schedule_firing, services_schedules
-from .models import Function, Schedule, ScheduleRun
-from .services import audit
-from .tasks import RETRY, _drive
+from functions import schedule_firing, services_schedules
+from functions.models import Function, Schedule, ScheduleRun
+from functions.services import audit
+from functions.tasks import RETRY, _drive
 
 
 @shared_task(ignore_result=True)

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import sessions
+from functions import sessions
 
 
 @shared_task

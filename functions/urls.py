@@ -1,7 +1,7 @@
 from django.urls import path
 
-from . import views, views_cli, views_invoke, views_ops, views_schedules
-from .archive_links import archive_download
+from functions import views, views_cli, views_invoke, views_ops, views_schedules
+from functions.archive_links import archive_download
 
 urlpatterns = [
     path("", views.home, name="home"),

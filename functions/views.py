@@ -18,12 +18,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import logstream, metrics, selectors, services
-from .backends import BackendError
-from .forms import FunctionFilterForm, LogSearchForm, MetricsRangeForm, SettingsForm
-from .models import Build, Role, Schedule
-from .secret_env import log_source
-from .services import ServiceError, function_ref
+from functions import logstream, metrics, selectors, services
+from functions.backends import BackendError
+from functions.forms import FunctionFilterForm, LogSearchForm, MetricsRangeForm, SettingsForm
+from functions.models import Build, Role, Schedule
+from functions.secret_env import log_source
+from functions.services import ServiceError, function_ref
 
 TABS = [
     ("overview", "Overview"),

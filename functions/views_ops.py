@@ -16,8 +16,8 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from . import health, metrics
-from .models import Function, FunctionStatus, Membership, Project
+from functions import health, metrics
+from functions.models import Function, FunctionStatus, Membership, Project
 
 PROBE_TIMEOUT = 2.0
 PING_TIMEOUT = 0.5
@@ -59,9 +59,9 @@ def queue_health() -> Health:
 
 def knative_prerequisites() -> dict | None:
     """The preflight against the platform's cluster, when there is one to check (knative_preflight)."""
-    from .backends.knative_preflight import preflight
-    from .backends.knative_provision import platform_kubeconfig
-    from .models import Backend
+    from functions.backends.knative_preflight import preflight
+    from functions.backends.knative_provision import platform_kubeconfig
+    from functions.models import Backend
 
     if not platform_kubeconfig() and not Project.objects.filter(backend=Backend.KNATIVE).exists():
         return None

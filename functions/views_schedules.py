@@ -15,11 +15,11 @@ from django.db.models import Prefetch
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from . import selectors, services_schedules
-from .models import ConcurrencyPolicy, Role, ScheduleRun
-from .schedules import known_zones
-from .services import ServiceError
-from .validators import validate_dns_label
+from functions import selectors, services_schedules
+from functions.models import ConcurrencyPolicy, Role, ScheduleRun
+from functions.schedules import known_zones
+from functions.services import ServiceError
+from functions.validators import validate_dns_label
 
 HISTORY = 10
 METHODS = services_schedules.METHODS
@@ -101,7 +101,7 @@ def _render(request, function, *, form=None, editing=None, status=200):
     if fragment:
         return render(request, "functions/_schedules.html", context, status=status)
     # The whole function page (header, tabs) around it: the tab's own URL reloads as itself.
-    from .views import _link_revision, _render_tab
+    from functions.views import _link_revision, _render_tab
 
     _link_revision(function)
     return _render_tab(request, function, "schedules", context, status=status)

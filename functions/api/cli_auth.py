@@ -6,8 +6,8 @@ from django.urls import reverse
 from ninja import Router, Schema
 from ninja.throttling import AnonRateThrottle
 
-from .. import cli_login
-from ..services import ServiceError
+from functions import cli_login
+from functions.services import ServiceError
 
 router = Router(tags=["cli login"])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ninja import Router, Status
 
-from .. import metrics, selectors, services
-from ..models import Role
-from .schemas import ErrorOut, FunctionCreateIn, FunctionOut, FunctionSettingsIn, function_out
+from functions import metrics, selectors, services
+from functions.api.schemas import ErrorOut, FunctionCreateIn, FunctionOut, FunctionSettingsIn, function_out
+from functions.models import Role
 
 router = Router(tags=["functions"])
 ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 429: ErrorOut}

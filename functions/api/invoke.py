@@ -21,13 +21,13 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 from ninja import Router
 
-from .. import logstream, selectors
-from ..backends import BackendError
-from ..models import Backend, Function, Role
-from ..secret_env import log_source
-from ..services import ServiceError, function_ref
-from ..validators import check_function_path
-from .schemas import ErrorOut, InvokeIn, InvokeOut, LogLineOut
+from functions import logstream, selectors
+from functions.api.schemas import ErrorOut, InvokeIn, InvokeOut, LogLineOut
+from functions.backends import BackendError
+from functions.models import Backend, Function, Role
+from functions.secret_env import log_source
+from functions.services import ServiceError, function_ref
+from functions.validators import check_function_path
 
 router = Router(tags=["functions"])
 BASE = "/projects/{slug}/functions/{name}"
@@ -103,7 +103,7 @@ def _body_text(body: bytes) -> tuple[str, str]:
 )
 def function_invoke(request, slug: str, name: str, payload: InvokeIn):
     """Send one HTTP request to the function and return its answer (status, headers, body, duration)."""
-    from ..invoke import function_invoke as invoke  # it builds on this module's helpers
+    from functions.invoke import function_invoke as invoke  # it builds on this module's helpers
 
     function = selectors.function_get_for_user(
         user=request.auth, project_slug=slug, name=name, role=Role.DEVELOPER

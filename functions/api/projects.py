@@ -9,9 +9,8 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 from ninja import Router, Status
 
-from .. import selectors, services, services_projects
-from ..models import AuditEvent, Backend, Invitation, Membership, Project, Role
-from .schemas import (
+from functions import selectors, services, services_projects
+from functions.api.schemas import (
     AuditEventOut,
     ErrorOut,
     InvitationOut,
@@ -20,6 +19,7 @@ from .schemas import (
     MemberOut,
     ProjectOut,
 )
+from functions.models import AuditEvent, Backend, Invitation, Membership, Project, Role
 
 router = Router(tags=["projects"])
 ERRORS = {403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
@@ -192,7 +192,7 @@ def project_kubeconfig(request, slug: str):
         raise Http404(f"Project {slug} runs on the local runtime; it has no kubeconfig.")
     if not project.has_kubeconfig:
         raise Http404(f"Project {slug} has no kubeconfig stored yet; ask a platform operator.")
-    from ..services_projects import project_kubeconfig
+    from functions.services_projects import project_kubeconfig
 
     return {
         "project": project.slug,

@@ -12,10 +12,10 @@ import datetime as dt
 from django.db.models import Prefetch
 from ninja import Field, Query, Router, Schema, Status
 
-from .. import selectors, services_schedules
-from ..models import Role, Schedule, ScheduleRun
-from ..services import ServiceError
-from .schemas import ErrorOut
+from functions import selectors, services_schedules
+from functions.api.schemas import ErrorOut
+from functions.models import Role, Schedule, ScheduleRun
+from functions.services import ServiceError
 
 router = Router(tags=["schedules"])
 ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
@@ -113,7 +113,7 @@ def run_out(run: ScheduleRun) -> dict:
 
 
 def schedule_out(schedule: Schedule, last_run: ScheduleRun | None = None) -> dict:
-    from ..schedules import explain
+    from functions.schedules import explain
 
     fields = (
         "name cron timezone method path headers body enabled concurrency_policy starting_deadline_seconds "

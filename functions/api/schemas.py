@@ -7,8 +7,8 @@ import datetime as dt
 from ninja import Field, Schema
 from pydantic import field_validator
 
-from ..models import Build, Function, FunctionKind, Revision, Role, Runtime
-from ..validators import check_env
+from functions.models import Build, Function, FunctionKind, Revision, Role, Runtime
+from functions.validators import check_env
 
 
 class ErrorOut(Schema):
@@ -227,7 +227,7 @@ class LogLineOut(Schema):
 
 def function_out(function: Function, figures=None) -> dict:
     """``figures`` (metrics.FunctionFigures) let ``state`` say "degraded", as the dashboard does."""
-    from ..status import function_state
+    from functions.status import function_state
 
     current = function.current_revision
     state = function_state(function, figures)

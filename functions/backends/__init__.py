@@ -4,7 +4,7 @@ from functools import cache
 
 from django.utils.module_loading import import_string
 
-from .base import BackendError, FunctionBackend
+from functions.backends.base import BackendError, FunctionBackend
 
 BACKENDS = {
     "local": "functions.backends.local.LocalBackend",

@@ -16,8 +16,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .base import BuildSpec, FunctionRef, ServiceSpec
-from .k8s_images import FUNCTION_PORT, FUNCTION_UID, dockerfile  # noqa: F401 (re-exported)
+from functions.backends.base import BuildSpec, FunctionRef, ServiceSpec
+from functions.backends.k8s_images import FUNCTION_PORT, FUNCTION_UID, dockerfile  # noqa: F401 (re-exported)
 
 MANAGED_BY = "hks-functions"
 LABEL_FUNCTION = "hks.dev/function"

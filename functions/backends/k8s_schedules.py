@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import shlex
 
-from .base import FunctionRef, ScheduleSpec
-from .k8s_manifests import (
+from functions.backends.base import FunctionRef, ScheduleSpec
+from functions.backends.k8s_manifests import (
     CURL_UID,
     LABEL_COMPONENT,
     LABEL_SCHEDULE,

@@ -32,9 +32,9 @@ from django.conf import settings
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from . import k8s_manifests as manifests
-from . import k8s_schedules
-from .base import (
+from functions.backends import k8s_manifests as manifests
+from functions.backends import k8s_schedules
+from functions.backends.base import (
     BackendError,
     BuildResult,
     BuildSpec,
@@ -47,8 +47,8 @@ from .base import (
     ServiceSpec,
     ServiceStatus,
 )
-from .knative_builds import KanikoBuild
-from .knative_logs import PodFollower, log_params, parse_log
+from functions.backends.knative_builds import KanikoBuild
+from functions.backends.knative_logs import PodFollower, log_params, parse_log
 
 KNATIVE = ("serving.knative.dev", "v1")
 TIMEOUT = (5, 30)  # connect, read - seconds
@@ -126,11 +126,11 @@ class KnativeBackend(FunctionBackend):
 
     @classmethod
     def for_project(cls, project) -> KnativeBackend:
-        from ..crypto import DecryptionError, decrypt_text
+        from functions.crypto import DecryptionError, decrypt_text
 
         if not project.kubeconfig_encrypted:
             # A project in its own namespace of the host cluster works with the platform's identity there.
-            from .knative_provision import platform_kubeconfig
+            from functions.backends.knative_provision import platform_kubeconfig
 
             platform = platform_kubeconfig()
             if platform:
@@ -237,7 +237,7 @@ class KnativeBackend(FunctionBackend):
             return spec
         from dataclasses import replace
 
-        from ..archive_links import archive_url_for
+        from functions.archive_links import archive_url_for
 
         return replace(spec, archive_url=archive_url_for(spec))
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from kubernetes import client
 
-from .base import BackendError
-from .knative_provision import Provisioner, api_client, platform_kubeconfig
+from functions.backends.base import BackendError
+from functions.backends.knative_provision import Provisioner, api_client, platform_kubeconfig
 
 OK, MISSING, WRONG = "ok", "missing", "wrong"
 KNATIVE_NS = "knative-serving"
@@ -236,7 +236,7 @@ def preflight(project=None) -> tuple[str, list[Check]]:
     """Run every check against the platform's cluster, or the cluster of ``project``; returns a line
     saying which cluster, and the checks."""
     if project is not None and project.kubeconfig_encrypted:
-        from ..services_projects import project_kubeconfig
+        from functions.services_projects import project_kubeconfig
 
         kubeconfig, where = project_kubeconfig(project=project), f"project {project.slug}'s kubeconfig"
     else:

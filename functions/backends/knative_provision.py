@@ -27,10 +27,10 @@ from django.conf import settings
 from kubernetes import client, config
 from kubernetes.utils import parse_quantity
 
-from . import project_manifests as pm
-from .base import BackendError
-from .k8s_manifests import KNATIVE_INGRESS_NAMESPACES, LABEL_PROJECT, MANAGED_BY
-from .knative import TIMEOUT, _backend_error
+from functions.backends import project_manifests as pm
+from functions.backends.base import BackendError
+from functions.backends.k8s_manifests import KNATIVE_INGRESS_NAMESPACES, LABEL_PROJECT, MANAGED_BY
+from functions.backends.knative import TIMEOUT, _backend_error
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # kind -> (API attribute, method suffix, namespaced)
@@ -263,7 +263,7 @@ def platform_provisioner() -> Provisioner | None:
 def provisioner_for(project) -> Provisioner:
     """The project's vCluster when it registered a kubeconfig, else the platform's host cluster."""
     if project.kubeconfig_encrypted:
-        from ..crypto import DecryptionError, decrypt_text
+        from functions.crypto import DecryptionError, decrypt_text
 
         try:
             return Provisioner(api_client(decrypt_text(project.kubeconfig_encrypted)))
