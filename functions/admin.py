@@ -7,7 +7,9 @@ function down on its backend), never through the admin's own row deletion.
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from functions import models, services, services_projects
+from functions import models
+from functions.services import functions as services
+from functions.services import projects as services_projects
 
 admin.site.site_header = "HKS Functions operations"
 admin.site.site_title = "HKS Functions"

@@ -190,7 +190,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 # Django's model backend with a per-user-name limit on password guessing (functions/login_guard.py).
-AUTHENTICATION_BACKENDS = ["functions.login_guard.GuardedModelBackend"]
+AUTHENTICATION_BACKENDS = ["functions.auth.login_guard.GuardedModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -296,7 +296,6 @@ LOGGING = {
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
-CELERY_IMPORTS = ["functions.tasks_provision"]  # beside the autodiscovered functions.tasks
 CELERY_BEAT_SCHEDULE["reconcile-projects"] = {
     "task": "functions.tasks_provision.reconcile_projects",
     "schedule": float(HKS_PROVISION_INTERVAL_SECONDS),

@@ -7,8 +7,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from ninja import NinjaAPI
 
-from functions.auth import SessionAuth, TokenAuth
-from functions.services import ServiceError
+from functions.auth.tokens import SessionAuth, TokenAuth
+from functions.services.functions import ServiceError
 
 api = NinjaAPI(
     title="HKS Functions API",

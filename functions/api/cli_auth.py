@@ -6,8 +6,8 @@ from django.urls import reverse
 from ninja import Router, Schema
 from ninja.throttling import AnonRateThrottle
 
-from functions import cli_login
-from functions.services import ServiceError
+from functions.auth import cli_login
+from functions.services.functions import ServiceError
 
 router = Router(tags=["cli login"])
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ninja import Router, Status
 
-from functions import metrics, selectors, services
+from functions import metrics, selectors
 from functions.api.schemas import ErrorOut, FunctionCreateIn, FunctionOut, FunctionSettingsIn, function_out
 from functions.models import Role
+from functions.services import functions as services
 
 router = Router(tags=["functions"])
 ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 429: ErrorOut}

@@ -21,12 +21,13 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 from ninja import Router
 
-from functions import logstream, selectors
+from functions import selectors
 from functions.api.schemas import ErrorOut, InvokeIn, InvokeOut, LogLineOut
 from functions.backends import BackendError
 from functions.models import Backend, Function, Role
+from functions.realtime import logstream
 from functions.secret_env import log_source
-from functions.services import ServiceError, function_ref
+from functions.services.functions import ServiceError, function_ref
 from functions.validators import check_function_path
 
 router = Router(tags=["functions"])
@@ -103,7 +104,7 @@ def _body_text(body: bytes) -> tuple[str, str]:
 )
 def function_invoke(request, slug: str, name: str, payload: InvokeIn):
     """Send one HTTP request to the function and return its answer (status, headers, body, duration)."""
-    from functions.invoke import function_invoke as invoke  # it builds on this module's helpers
+    from functions.services.invoke import function_invoke as invoke  # it builds on this module's helpers
 
     function = selectors.function_get_for_user(
         user=request.auth, project_slug=slug, name=name, role=Role.DEVELOPER

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 from ninja import Router, Status
 
-from functions import selectors, services, services_projects
+from functions import selectors
 from functions.api.schemas import (
     AuditEventOut,
     ErrorOut,
@@ -20,6 +20,8 @@ from functions.api.schemas import (
     ProjectOut,
 )
 from functions.models import AuditEvent, Backend, Invitation, Membership, Project, Role
+from functions.services import functions as services
+from functions.services import projects as services_projects
 
 router = Router(tags=["projects"])
 ERRORS = {403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
@@ -192,7 +194,7 @@ def project_kubeconfig(request, slug: str):
         raise Http404(f"Project {slug} runs on the local runtime; it has no kubeconfig.")
     if not project.has_kubeconfig:
         raise Http404(f"Project {slug} has no kubeconfig stored yet; ask a platform operator.")
-    from functions.services_projects import project_kubeconfig
+    from functions.services.projects import project_kubeconfig
 
     return {
         "project": project.slug,

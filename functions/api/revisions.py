@@ -8,9 +8,10 @@ from django.db import transaction
 from django.http import Http404
 from ninja import Router, Status
 
-from functions import selectors, services
+from functions import selectors
 from functions.api.schemas import DeployOut, ErrorOut, FunctionOut, RevisionOut, function_out, revision_out
 from functions.models import Function, Role, Runtime
+from functions.services import functions as services
 
 router = Router(tags=["revisions"])
 ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}

@@ -12,10 +12,11 @@ import datetime as dt
 from django.db.models import Prefetch
 from ninja import Field, Query, Router, Schema, Status
 
-from functions import selectors, services_schedules
+from functions import selectors
 from functions.api.schemas import ErrorOut
 from functions.models import Role, Schedule, ScheduleRun
-from functions.services import ServiceError
+from functions.services import schedules as services_schedules
+from functions.services.functions import ServiceError
 
 router = Router(tags=["schedules"])
 ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
@@ -113,7 +114,7 @@ def run_out(run: ScheduleRun) -> dict:
 
 
 def schedule_out(schedule: Schedule, last_run: ScheduleRun | None = None) -> dict:
-    from functions.schedules import explain
+    from functions.cron import explain
 
     fields = (
         "name cron timezone method path headers body enabled concurrency_policy starting_deadline_seconds "

@@ -237,7 +237,7 @@ class KnativeBackend(FunctionBackend):
             return spec
         from dataclasses import replace
 
-        from functions.archive_links import archive_url_for
+        from functions.sources.archive_links import archive_url_for
 
         return replace(spec, archive_url=archive_url_for(spec))
 

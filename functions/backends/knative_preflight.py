@@ -236,7 +236,7 @@ def preflight(project=None) -> tuple[str, list[Check]]:
     """Run every check against the platform's cluster, or the cluster of ``project``; returns a line
     saying which cluster, and the checks."""
     if project is not None and project.kubeconfig_encrypted:
-        from functions.services_projects import project_kubeconfig
+        from functions.services.projects import project_kubeconfig
 
         kubeconfig, where = project_kubeconfig(project=project), f"project {project.slug}'s kubeconfig"
     else:

@@ -4,8 +4,8 @@ live preview, pause/resume/delete, roles and tenancy."""
 import pytest
 from django.test import Client
 
-from functions import services_schedules
 from functions.models import Schedule, ScheduleRun
+from functions.services import schedules as services_schedules
 
 from .conftest import T0
 

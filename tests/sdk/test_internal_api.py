@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from functions import agent_tokens
+from functions.agents import tokens as agent_tokens
 from functions.models import Function, Revision
 
 from ..factories import FunctionFactory

@@ -14,9 +14,10 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from functions import services, services_storage
 from functions.backends import BackendError
 from functions.models import Build, Function, Revision
+from functions.services import functions as services
+from functions.services import storage as services_storage
 
 RETRY = {"max_retries": 5, "retry_backoff": 2, "retry_backoff_max": 60}
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def _drive(
         raise
 
 
-@shared_task(bind=True, acks_late=True, **RETRY)
+@shared_task(name="functions.tasks.build_revision", bind=True, acks_late=True, **RETRY)
 def build_revision(self, build_id: int) -> None:
     build = Build.objects.select_related("revision__function__project").filter(pk=build_id).first()
     if build is None:
@@ -85,7 +86,7 @@ def build_revision(self, build_id: int) -> None:
         services.enqueue(function_id, lambda: deploy_revision.delay(build.revision_id))
 
 
-@shared_task(bind=True, acks_late=True, **RETRY)
+@shared_task(name="functions.tasks.deploy_revision", bind=True, acks_late=True, **RETRY)
 def deploy_revision(self, revision_id: int) -> None:
     revision = Revision.objects.select_related("function__project").filter(pk=revision_id).first()
     if revision is None:
@@ -98,7 +99,7 @@ def deploy_revision(self, revision_id: int) -> None:
     )
 
 
-@shared_task(bind=True, acks_late=True, **RETRY)
+@shared_task(name="functions.tasks.delete_function", bind=True, acks_late=True, **RETRY)
 def delete_function(self, function_id: int) -> None:
     function = Function.objects.select_related("project").filter(pk=function_id).first()
     if function is None or function.status == "deleted":
@@ -113,7 +114,7 @@ def delete_function(self, function_id: int) -> None:
         reclaim_storage.delay(function_id)  # an agent's function leaves nothing behind
 
 
-@shared_task(bind=True, acks_late=True, **RETRY)
+@shared_task(name="functions.tasks.reclaim_storage", bind=True, acks_late=True, **RETRY)
 def reclaim_storage(self, function_id: int) -> None:
     """Free a deleted function's archives, artifacts and rows; beat's ``reclaim_due`` retries later."""
     function = Function.objects.select_related("project").filter(pk=function_id).first()
@@ -128,7 +129,7 @@ def reclaim_storage(self, function_id: int) -> None:
         raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
 
 
-@shared_task
+@shared_task(name="functions.tasks.reclaim_due")
 def reclaim_due() -> int:
     due = services_storage.functions_reclaim_due()
     for function_id in due:
@@ -136,32 +137,29 @@ def reclaim_due() -> int:
     return len(due)
 
 
-@shared_task
+@shared_task(name="functions.tasks.collect_expired")
 def collect_expired() -> int:
     return services.functions_collect_expired()
 
 
-@shared_task
+@shared_task(name="functions.tasks.reconcile")
 def reconcile() -> dict:
     """Resume builds/deploys/deletes whose task was lost; follow the backends' health (reconcile.py)."""
-    from functions.reconcile import functions_reconcile
+    from functions.services.reconcile import functions_reconcile
 
     return vars(functions_reconcile())
 
 
-@shared_task
+@shared_task(name="functions.tasks.collect_orphans")
 def collect_orphans() -> int:
-    from functions.orphans import orphans_collect
+    from functions.services.orphans import orphans_collect
 
     return orphans_collect()
 
 
-from functions import tasks_schedules, tasks_sessions  # noqa: E402,F401  (register the schedule, session tasks)
-
-
-@shared_task(ignore_result=True)
+@shared_task(name="functions.tasks.observe_functions", ignore_result=True)
 def observe_functions() -> int:
     """Replicas and serving revisions as the backends report them (see services_observe)."""
-    from functions.services_observe import functions_observe
+    from functions.services.observe import functions_observe
 
     return functions_observe()

@@ -17,11 +17,11 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone as dj_timezone
 
-from functions import schedules as cronlib
+from functions import cron as cronlib
 from functions.backends import get_backend
 from functions.backends.base import ScheduleSpec
 from functions.models import ConcurrencyPolicy, Function, Schedule
-from functions.services import ServiceError, audit, function_ref
+from functions.services.functions import ServiceError, audit, function_ref
 from functions.validators import check_function_path, validate_dns_label
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -127,7 +127,7 @@ def _next_run_at(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
 
 
 def _enqueue_sync(schedule: Schedule) -> None:
-    from functions import tasks_schedules
+    from functions.tasks import schedules as tasks_schedules
 
     schedule_id = schedule.pk
     _on_commit_queue(
@@ -254,7 +254,7 @@ def schedule_resume(*, schedule: Schedule, user, now: dt.datetime | None = None)
 
 @transaction.atomic
 def schedule_delete(*, schedule: Schedule, user) -> None:
-    from functions import tasks_schedules
+    from functions.tasks import schedules as tasks_schedules
 
     function = schedule.function
     audit(

@@ -20,9 +20,8 @@ from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 from ninja.throttling import AnonRateThrottle
 
-from functions import services
-from functions.agent_code import agent_archive
-from functions.agent_tokens import (
+from functions.agents.code import agent_archive
+from functions.agents.tokens import (
     GUESSING_MESSAGE,
     SCOPE_EXECUTE,
     AgentIdentity,
@@ -33,10 +32,11 @@ from functions.agent_tokens import (
     token_mint,
     token_verify,
 )
-from functions.invoke import function_invoke
-from functions.login_guard import client_address
+from functions.auth.login_guard import client_address
 from functions.models import Function, FunctionStatus
-from functions.services import ServiceError
+from functions.services import functions as services
+from functions.services.functions import ServiceError
+from functions.services.invoke import function_invoke
 from functions.validators import check_env
 
 
@@ -270,6 +270,6 @@ def delete_function(request, payload: NameIn):
     return Status(202, _out(function))
 
 
-from functions.internal_sessions import router as _sessions_router  # noqa: E402  (sessions, fast execute)
+from functions.agents.internal_sessions import router as _sessions_router  # noqa: E402  (sessions, fast execute)
 
 internal_api.add_router("/", _sessions_router)

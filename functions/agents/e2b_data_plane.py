@@ -26,7 +26,7 @@ import httpx
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from functions import sessions
+from functions.agents import sessions
 from functions.models import AgentSession, SessionStatus
 
 PREFIX = "/e2b/"

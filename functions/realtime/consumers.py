@@ -22,10 +22,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from functions import logstream, selectors
+from functions import selectors
 from functions.backends import BackendError
+from functions.realtime import logstream
 from functions.secret_env import log_source
-from functions.services import function_ref
+from functions.services.functions import function_ref
 
 BUFFER_LINES = 1000  # most lines held for one client
 BATCH_LINES = 200  # most lines in one websocket message

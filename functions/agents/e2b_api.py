@@ -23,10 +23,10 @@ from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from functions import sessions
-from functions.agent_tokens import TokenError, credential_authenticate
+from functions.agents import sessions
+from functions.agents.tokens import TokenError, credential_authenticate
 from functions.models import AgentSession
-from functions.services import ServiceError
+from functions.services.functions import ServiceError
 
 ENVD_VERSION = "0.5.7"  # multipart and octet-stream uploads; no file metadata or watchers (0.6.x)
 _CONTROL = [

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from functions.funcyaml import FuncYamlError, load_func_yaml
+from functions.sources.funcyaml import FuncYamlError, load_func_yaml
 
 MAX_NAME_BYTES = 255  # one path component, as ext4, XFS and tmpfs allow
 MAX_PATH_BYTES = 1024

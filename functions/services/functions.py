@@ -13,10 +13,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from functions.archives import ArchiveError, inspect_archive
 from functions.backends import BackendError, get_backend
 from functions.backends.base import BuildSpec, FunctionRef, Resources, Scale, ServiceSpec
-from functions.funcyaml import FuncYamlError, parse_func_yaml
 from functions.models import (
     AuditEvent,
     Backend,
@@ -31,6 +29,8 @@ from functions.models import (
     SandboxProfile,
 )
 from functions.secret_env import MAX_SECRET_BYTES, secret_env_updated, secret_env_version, secret_values
+from functions.sources.archives import ArchiveError, inspect_archive
+from functions.sources.funcyaml import FuncYamlError, parse_func_yaml
 from functions.validators import check_env, validate_dns_label
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def audit(*, project: Project, action: str, actor=None, function: Function | Non
 
 def _pushed(function_id: int) -> None:
     """Tell the pages showing this function that it changed (functions/live.py); never raises."""
-    from functions import live
+    from functions.realtime import push as live
 
     live.function_changed(function_id=function_id)
 
@@ -137,7 +137,7 @@ def project_create(*, slug: str, name: str, owner, backend: str = "local") -> Pr
     project = Project.objects.create(slug=slug, name=name or slug, backend=backend)
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     audit(project=project, action="project.create", actor=owner)
-    from functions.services_projects import project_provision
+    from functions.services.projects import project_provision
 
     project_provision(project=project)  # knative: its namespace on the cluster, once committed
     return project
@@ -326,7 +326,7 @@ def _revision_store(function: Function, revision: Revision, info, user) -> Revis
         revision=revision.number,
         content_hash=info.content_hash,
     )
-    from functions import tasks
+    from functions.tasks import functions as tasks
 
     if reusable:
         build.status, build.log = BuildStatus.SUCCEEDED, f"unchanged source; reusing {reusable}\n"
@@ -502,7 +502,7 @@ def revision_rollback(*, function: Function, revision: Revision, user) -> None:
         actor=user,
         revision=revision.number,
     )
-    from functions import tasks
+    from functions.tasks import functions as tasks
 
     _on_commit(function.pk, lambda: tasks.deploy_revision.delay(revision.pk))
 
@@ -580,7 +580,7 @@ def function_update_settings(
     fresh = Function.objects.select_related("desired_revision", "current_revision").get(pk=function.pk)
     target = fresh.desired_revision or fresh.current_revision
     if target is not None and target.artifact:
-        from functions import tasks
+        from functions.tasks import functions as tasks
 
         transaction.on_commit(lambda: enqueue(function.pk, lambda: tasks.deploy_revision.delay(target.pk)))
     return function
@@ -598,7 +598,7 @@ def function_delete(*, function: Function, user) -> None:
     )
     if alive.update(status=FunctionStatus.DELETING):
         audit(project=function.project, function=function, action="function.delete", actor=user)
-    from functions import tasks
+    from functions.tasks import functions as tasks
 
     _on_commit(function.pk, lambda: tasks.delete_function.delay(function.pk))
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from functions.api.invoke import _base_url, _body_text, _check_path, _send
 from functions.api.schemas import InvokeIn
 from functions.models import Function, FunctionStatus
-from functions.services import ServiceError
+from functions.services.functions import ServiceError
 
 
 @dataclass(frozen=True)

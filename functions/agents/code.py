@@ -1,6 +1,6 @@
 """Turns an agent's code into the source archive of a throwaway function.
 
-The wrappers in ``agent_templates/`` are ordinary Knative-style functions (``func-python``,
+The wrappers in ``wrappers/`` are ordinary Knative-style functions (``func-python``,
 ``faas-js-runtime``)
 that run the code on each request and answer with stdout, stderr, the last expression's value, the error
 (name, value, traceback), an exit code and the duration - the shape E2B's ``run_code`` returns.
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from functions.archives import pack_files
+from functions.sources.archives import pack_files
 
-TEMPLATES = Path(__file__).with_name("agent_templates")
+TEMPLATES = Path(__file__).with_name("wrappers")
 MAX_CODE_BYTES = 512 * 1024
 
 

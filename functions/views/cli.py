@@ -4,8 +4,8 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
-from functions import cli_login
-from functions.services import ServiceError
+from functions.auth import cli_login
+from functions.services.functions import ServiceError
 
 
 @login_required

@@ -13,9 +13,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
-from functions.consumers import project_group
 from functions.metrics import FunctionFigures
 from functions.models import Function
+from functions.realtime.consumers import project_group
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from functions.backends import BackendError
 from functions.forms import InvokeForm
 from functions.models import FunctionKind, Role
 from functions.secret_env import log_source
-from functions.services import ServiceError, function_ref
+from functions.services.functions import ServiceError, function_ref
 
 HISTORY = 10
 LINES_WAIT_SECONDS = 1.5  # HAProxy's request line reaches the log a moment after the answer
@@ -115,7 +115,7 @@ def _remember(request, function, data: dict, result) -> list:
 
 @login_required
 def function_invoke_view(request, project: str, name: str):
-    from functions.views import _function, _render_tab
+    from functions.views.dashboard import _function, _render_tab
 
     function = _function(request, project, name)
     history = request.session.get(f"hks-invoke-history-{function.pk}", [])
@@ -123,7 +123,7 @@ def function_invoke_view(request, project: str, name: str):
         context = {"form": InvokeForm(initial=_initial(request, function)), "history": history}
         return _render_tab(request, function, "invoke", context)
     function = _function(request, project, name, role=Role.DEVELOPER)
-    from functions.invoke import (
+    from functions.services.invoke import (
         function_invoke,
     )  # lazily: it imports functions.api, which builds the NinjaAPI
 

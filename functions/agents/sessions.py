@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from functions.models import AgentCredential, AgentSession, Backend, Project, SessionStatus
-from functions.services import ServiceError, audit
+from functions.services.functions import ServiceError, audit
 
 MAX_TIMEOUT = 24 * 3600
 _ALPHABET = string.ascii_lowercase + string.digits

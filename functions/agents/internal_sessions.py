@@ -20,10 +20,10 @@ from django.conf import settings
 from django.http import Http404, JsonResponse
 from ninja import Field, Router, Schema, Status
 
-from functions import sessions
-from functions.agent_tokens import AgentIdentity
+from functions.agents import sessions
+from functions.agents.tokens import AgentIdentity
 from functions.models import AgentSession
-from functions.services import ServiceError, audit
+from functions.services.functions import ServiceError, audit
 
 router = Router(tags=["sessions"])
 

@@ -18,12 +18,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from functions import logstream, metrics, selectors, services
+from functions import metrics, selectors
 from functions.backends import BackendError
 from functions.forms import FunctionFilterForm, LogSearchForm, MetricsRangeForm, SettingsForm
 from functions.models import Build, Role, Schedule
+from functions.realtime import logstream
 from functions.secret_env import log_source
-from functions.services import ServiceError, function_ref
+from functions.services import functions as services
+from functions.services.functions import ServiceError, function_ref
 
 TABS = [
     ("overview", "Overview"),

@@ -6,12 +6,12 @@ provisioning writes only what differs from what should be there.
 
 from celery import shared_task
 
-from functions import services_projects
 from functions.models import Backend, ClusterState, Project
-from functions.tasks import RETRY, _drive
+from functions.services import projects as services_projects
+from functions.tasks.functions import RETRY, _drive
 
 
-@shared_task(bind=True, acks_late=True, **RETRY)
+@shared_task(name="functions.tasks_provision.provision_project", bind=True, acks_late=True, **RETRY)
 def provision_project(self, project_id: int) -> None:
     project = Project.objects.filter(pk=project_id, backend=Backend.KNATIVE).first()
     if project is None or project.cluster_state == ClusterState.DELETING:
@@ -23,7 +23,7 @@ def provision_project(self, project_id: int) -> None:
     )
 
 
-@shared_task(bind=True, acks_late=True, **RETRY)
+@shared_task(name="functions.tasks_provision.teardown_project", bind=True, acks_late=True, **RETRY)
 def teardown_project(self, project_id: int) -> None:
     project = Project.objects.filter(pk=project_id, cluster_state=ClusterState.DELETING).first()
     if project is None:
@@ -35,6 +35,6 @@ def teardown_project(self, project_id: int) -> None:
     )
 
 
-@shared_task
+@shared_task(name="functions.tasks_provision.reconcile_projects")
 def reconcile_projects() -> dict[str, int]:
     return services_projects.projects_reconcile()

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from functions.crypto import decrypt_text, encrypt_text
 from functions.models import Backend, ClusterState, Invitation, Membership, Project
-from functions.services import ServiceError, audit, membership_set
+from functions.services.functions import ServiceError, audit, membership_set
 
 MAX_KUBECONFIG_BYTES = 256 * 1024
 MAX_PENDING_INVITATIONS = 100
@@ -148,7 +148,7 @@ def project_provision(*, project: Project) -> None:
     Project.objects.filter(pk=project.pk).exclude(cluster_state=ClusterState.DELETING).update(
         cluster_state=ClusterState.PENDING
     )
-    from functions import tasks_provision
+    from functions.tasks import provision as tasks_provision
 
     transaction.on_commit(lambda: tasks_provision.provision_project.delay(project.pk))
 
@@ -192,7 +192,7 @@ def project_delete(*, project: Project, actor) -> None:
     project.cluster_state = ClusterState.DELETING
     project.save(update_fields=["cluster_state"])
     audit(project=project, action="project.delete", actor=actor, namespace=project.effective_namespace)
-    from functions import tasks_provision
+    from functions.tasks import provision as tasks_provision
 
     transaction.on_commit(lambda: tasks_provision.teardown_project.delay(project.pk))
 
@@ -216,8 +216,8 @@ def project_teardown_fail(*, project: Project, message: str) -> None:
 def projects_reconcile() -> dict[str, int]:
     """Beat: re-apply every knative project (drift repair), finish deletions, and delete the namespaces
     provisioning made for projects that no longer exist."""
-    from functions import tasks_provision
     from functions.backends import knative_provision as kp
+    from functions.tasks import provision as tasks_provision
 
     counts = {"provision": 0, "teardown": 0, "orphans": 0}
     for project in Project.objects.filter(backend=Backend.KNATIVE):

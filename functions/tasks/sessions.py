@@ -2,9 +2,9 @@
 
 from celery import shared_task
 
-from functions import sessions
+from functions.agents import sessions
 
 
-@shared_task
+@shared_task(name="functions.tasks_sessions.collect_expired_sessions")
 def collect_expired_sessions() -> int:
     return sessions.sessions_collect_expired()

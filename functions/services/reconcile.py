@@ -25,9 +25,9 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from functions import services
 from functions.backends import BackendError, get_backend
 from functions.models import Backend, Build, BuildStatus, Function, FunctionStatus
+from functions.services import functions as services
 
 log = logging.getLogger(__name__)
 TRANSIENT = (FunctionStatus.BUILDING, FunctionStatus.DEPLOYING, FunctionStatus.DELETING)
@@ -86,7 +86,7 @@ def _latest_build(function: Function) -> Build | None:
 
 
 def _enqueue(function: Function) -> None:
-    from functions import tasks
+    from functions.tasks import functions as tasks
 
     if function.status == FunctionStatus.DELETING:
         services.enqueue(function.pk, lambda: tasks.delete_function.delay(function.pk))

@@ -9,25 +9,26 @@ CronJobs), retried with backoff on transient errors; a permanent failure is reco
 from celery import shared_task
 from django.utils import timezone
 
-from functions import schedule_firing, services_schedules
 from functions.models import Function, Schedule, ScheduleRun
-from functions.services import audit
-from functions.tasks import RETRY, _drive
+from functions.services import schedule_runs as schedule_firing
+from functions.services import schedules as services_schedules
+from functions.services.functions import audit
+from functions.tasks.functions import RETRY, _drive
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="functions.tasks_schedules.dispatch_schedules", ignore_result=True)
 def dispatch_schedules() -> int:
     return len(schedule_firing.schedules_dispatch(now=timezone.now()))
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(name="functions.tasks_schedules.fire_schedule_run", acks_late=True, ignore_result=True)
 def fire_schedule_run(run_id: int) -> None:
     run = ScheduleRun.objects.select_related("schedule").filter(pk=run_id).first()
     if run is not None:
         schedule_firing.run_execute(run=run)
 
 
-@shared_task(bind=True, acks_late=True, **RETRY)
+@shared_task(name="functions.tasks_schedules.sync_schedule", bind=True, acks_late=True, **RETRY)
 def sync_schedule(self, schedule_id: int) -> None:
     schedule = Schedule.objects.select_related("function__project").filter(pk=schedule_id).first()
     if schedule is None:
@@ -39,7 +40,7 @@ def sync_schedule(self, schedule_id: int) -> None:
     )
 
 
-@shared_task(bind=True, acks_late=True, **RETRY)
+@shared_task(name="functions.tasks_schedules.remove_schedule", bind=True, acks_late=True, **RETRY)
 def remove_schedule(self, function_id: int, name: str) -> None:
     function = Function.objects.select_related("project").filter(pk=function_id).first()
     if function is None:

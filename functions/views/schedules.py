@@ -15,10 +15,11 @@ from django.db.models import Prefetch
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from functions import selectors, services_schedules
+from functions import selectors
+from functions.cron import known_zones
 from functions.models import ConcurrencyPolicy, Role, ScheduleRun
-from functions.schedules import known_zones
-from functions.services import ServiceError
+from functions.services import schedules as services_schedules
+from functions.services.functions import ServiceError
 from functions.validators import validate_dns_label
 
 HISTORY = 10
@@ -101,7 +102,7 @@ def _render(request, function, *, form=None, editing=None, status=200):
     if fragment:
         return render(request, "functions/_schedules.html", context, status=status)
     # The whole function page (header, tabs) around it: the tab's own URL reloads as itself.
-    from functions.views import _link_revision, _render_tab
+    from functions.views.dashboard import _link_revision, _render_tab
 
     _link_revision(function)
     return _render_tab(request, function, "schedules", context, status=status)
