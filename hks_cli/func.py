@@ -31,6 +31,7 @@ from .func_commands import (
     cmd_rollback,
 )
 from .output import emit_json, info
+from .schedule_cmd import add_schedule_commands
 
 PROG = "hks-func"
 _global_url: dict[str, str | None] = {"url": None}
@@ -152,10 +153,6 @@ def _add_commands(sub, own: set[str]) -> None:
 
 
 def _add_schedule(sub, own: set[str]) -> None:
-    try:
-        from .schedule_cmd import add_schedule_commands
-    except ImportError:
-        return  # schedules arrive in their own module; hks-func works without them
     add_schedule_commands(sub, client_factory)
     own.add("schedule")
 

@@ -9,7 +9,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 
 from functions.models import Build, BuildStatus, Function, FunctionStatus, Revision
-from functions.services import functions as services
+from functions.services import enqueue as services
 from functions.services.reconcile import functions_reconcile
 from hks_portal.celery import app as celery_app
 

@@ -11,10 +11,12 @@ from django.core.management import CommandError, call_command
 
 from functions.backends.base import BuildSpec
 from functions.crypto import DecryptionError, decrypt_text, encrypt_text
+from functions.errors import ServiceError
 from functions.models import AuditEvent
+from functions.selectors import project_kubeconfig
 from functions.services import functions as services
-from functions.services.functions import ServiceError, function_ref
-from functions.services.projects import project_kubeconfig, project_set_kubeconfig
+from functions.services.functions import function_ref
+from functions.services.projects import project_set_kubeconfig
 from functions.sources import archive_links
 from functions.sources.archive_links import archive_url_for
 from functions.sources.archives import pack_files

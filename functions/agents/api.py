@@ -9,18 +9,15 @@ agent never sees or touches the functions people deploy.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
 from django.http import Http404
 from ninja import Field, NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 from ninja.throttling import AnonRateThrottle
 
-from functions.agents.code import agent_archive
 from functions.agents.tokens import (
     GUESSING_MESSAGE,
     SCOPE_EXECUTE,
@@ -33,11 +30,12 @@ from functions.agents.tokens import (
     token_verify,
 )
 from functions.auth.login_guard import client_address
+from functions.errors import ServiceError
 from functions.models import Function, FunctionStatus
 from functions.services import functions as services
-from functions.services.functions import ServiceError
+from functions.services.agents import agent_function_deploy
+from functions.services.audit import audit
 from functions.services.invoke import function_invoke
-from functions.validators import check_env
 
 
 class AgentAuth(HttpBearer):
@@ -185,32 +183,17 @@ def token(request, payload: TokenIn):
 @internal_api.post("/operations/deploy-function", response={202: FunctionOut})
 def deploy_function(request, payload: DeployIn):
     identity: AgentIdentity = request.auth
-    name = f"agent-{secrets.token_hex(5)}"
-    try:
-        env = check_env(payload.env)
-        archive = agent_archive(name=name, runtime=payload.runtime, code=payload.code, files=payload.files)
-    except ValueError as exc:
-        raise ServiceError(str(exc)) from exc
-    with transaction.atomic():  # a refused archive or quota leaves no half-made function behind
-        function = services.function_create(
-            project=identity.project,
-            name=name,
-            runtime=payload.runtime,
-            user=None,
-            ephemeral=True,
-            ttl_seconds=payload.ttl_seconds,
-        )
-        Function.objects.filter(pk=function.pk).update(env=env, timeout_seconds=payload.timeout_seconds)
-        function.refresh_from_db()
-        services.function_deploy(function=function, archive=archive, user=None)
-        services.audit(
-            project=identity.project,
-            function=function,
-            action="agent.deploy",
-            credential=identity.credential.name,
-            jti=identity.jti,
-        )
-    function.refresh_from_db()
+    function = agent_function_deploy(
+        project=identity.project,
+        credential=identity.credential.name,
+        jti=identity.jti,
+        runtime=payload.runtime,
+        code=payload.code,
+        files=payload.files,
+        env=payload.env,
+        ttl_seconds=payload.ttl_seconds,
+        timeout_seconds=payload.timeout_seconds,
+    )
     return Status(202, _out(function))
 
 
@@ -259,7 +242,7 @@ def delete_function(request, payload: NameIn):
     identity: AgentIdentity = request.auth
     function = _agent_function(identity, payload.name)
     services.function_delete(function=function, user=None)
-    services.audit(
+    audit(
         project=identity.project,
         function=function,
         action="agent.delete",

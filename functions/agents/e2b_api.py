@@ -25,8 +25,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from functions.agents import sessions
 from functions.agents.tokens import TokenError, credential_authenticate
+from functions.errors import ServiceError
 from functions.models import AgentSession
-from functions.services.functions import ServiceError
 
 ENVD_VERSION = "0.5.7"  # multipart and octet-stream uploads; no file metadata or watchers (0.6.x)
 _CONTROL = [

@@ -22,8 +22,9 @@ from ninja import Field, Router, Schema, Status
 
 from functions.agents import sessions
 from functions.agents.tokens import AgentIdentity
+from functions.errors import ServiceError
 from functions.models import AgentSession
-from functions.services.functions import ServiceError, audit
+from functions.services.audit import audit
 
 router = Router(tags=["sessions"])
 

@@ -22,8 +22,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from functions.errors import ServiceError
 from functions.models import AgentCredential, AgentSession, Backend, Project, SessionStatus
-from functions.services.functions import ServiceError, audit
+from functions.services.audit import audit
 
 MAX_TIMEOUT = 24 * 3600
 _ALPHABET = string.ascii_lowercase + string.digits

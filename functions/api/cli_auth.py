@@ -7,7 +7,7 @@ from ninja import Router, Schema
 from ninja.throttling import AnonRateThrottle
 
 from functions.auth import cli_login
-from functions.services.functions import ServiceError
+from functions.errors import ServiceError
 
 router = Router(tags=["cli login"])
 

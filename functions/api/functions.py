@@ -6,6 +6,7 @@ from ninja import Router, Status
 
 from functions import metrics, selectors
 from functions.api.schemas import ErrorOut, FunctionCreateIn, FunctionOut, FunctionSettingsIn, function_out
+from functions.errors import ServiceError
 from functions.models import Role
 from functions.services import functions as services
 
@@ -61,9 +62,7 @@ def function_settings(request, slug: str, name: str, payload: FunctionSettingsIn
     if payload.timeout_seconds is not None:
         changes["timeout_seconds"] = payload.timeout_seconds
     if not changes and not payload.secrets:
-        raise services.ServiceError(
-            "nothing to change: give env, secrets, scale, resources or timeout_seconds"
-        )
+        raise ServiceError("nothing to change: give env, secrets, scale, resources or timeout_seconds")
     function = services.function_update_settings(
         function=function, user=request.auth, secrets=payload.secrets, **changes
     )

@@ -14,9 +14,10 @@ from ninja import Field, Query, Router, Schema, Status
 
 from functions import selectors
 from functions.api.schemas import ErrorOut
+from functions.cron import explain
+from functions.errors import ServiceError
 from functions.models import Role, Schedule, ScheduleRun
 from functions.services import schedules as services_schedules
-from functions.services.functions import ServiceError
 
 router = Router(tags=["schedules"])
 ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
@@ -28,7 +29,9 @@ CRON_HELP = (
 
 
 class ScheduleIn(Schema):
-    name: str = Field(..., description="A DNS-1123 label, unique per function")
+    name: str = Field(
+        ..., description="A DNS-1035 label (DNS-1123, starting with a letter), unique per function"
+    )
     cron: str = Field(..., description=CRON_HELP)
     timezone: str = Field("UTC", description="An IANA time zone, e.g. Europe/Berlin")
     method: str = "POST"
@@ -114,8 +117,6 @@ def run_out(run: ScheduleRun) -> dict:
 
 
 def schedule_out(schedule: Schedule, last_run: ScheduleRun | None = None) -> dict:
-    from functions.cron import explain
-
     fields = (
         "name cron timezone method path headers body enabled concurrency_policy starting_deadline_seconds "
         "next_run_at last_scheduled_at created_at updated_at"

@@ -8,6 +8,7 @@ from ninja import Field, Schema
 from pydantic import field_validator
 
 from functions.models import Build, Function, FunctionKind, Revision, Role, Runtime
+from functions.status import function_state
 from functions.validators import check_env
 
 
@@ -112,7 +113,9 @@ class FunctionOut(Schema):
 
 
 class FunctionCreateIn(Schema):
-    name: str = Field(..., description="A DNS-1123 label, unique in the project")
+    name: str = Field(
+        ..., description="A DNS-1035 label (DNS-1123, starting with a letter), unique in the project"
+    )
     runtime: Runtime
     kind: FunctionKind = FunctionKind.HTTP
 
@@ -227,8 +230,6 @@ class LogLineOut(Schema):
 
 def function_out(function: Function, figures=None) -> dict:
     """``figures`` (metrics.FunctionFigures) let ``state`` say "degraded", as the dashboard does."""
-    from functions.status import function_state
-
     current = function.current_revision
     state = function_state(function, figures)
     return {

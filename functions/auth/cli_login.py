@@ -12,8 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from functions.auth import login_guard
+from functions.errors import ServiceError
 from functions.models import ApiToken, CliLoginRequest, hash_token
-from functions.services.functions import ServiceError
 
 # No 0/O, 1/I/L, 5/S, 8/B: the code is read off one screen and typed or compared on another.
 USER_CODE_ALPHABET = "ACDEFGHJKMNPQRTUVWXYZ2345679"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-import json
 from collections.abc import AsyncIterator, Callable
 
 import pydantic
@@ -47,12 +46,11 @@ from functions.backends.base import (
     ServiceSpec,
     ServiceStatus,
 )
+from functions.backends.k8s_api import TIMEOUT, backend_error
 from functions.backends.knative_builds import KanikoBuild
 from functions.backends.knative_logs import PodFollower, log_params, parse_log
 
 KNATIVE = ("serving.knative.dev", "v1")
-TIMEOUT = (5, 30)  # connect, read - seconds
-TRANSIENT_STATUS = {409, 429, 500, 502, 503, 504}
 
 
 def cluster_settings() -> manifests.ClusterSettings:
@@ -77,29 +75,6 @@ def cluster_settings() -> manifests.ClusterSettings:
         build_egress_cidrs=tuple(settings.HKS_BUILD_EGRESS_CIDRS),
         build_egress_internet=settings.HKS_BUILD_EGRESS_INTERNET,
     )
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return json.loads(exc.body or "")["message"]
-    except (ValueError, KeyError, TypeError):
-        return exc.reason or f"HTTP {exc.status}"
-
-
-def _backend_error(exc: Exception) -> BackendError:
-    if isinstance(exc, ApiException):
-        if exc.status == 401:
-            return BackendError(
-                f"the cluster refused the project's credentials: {_api_message(exc)}", permanent=True
-            )
-        if exc.status == 403:  # RBAC, but also quotas and admission: the server's message says which
-            return BackendError(f"the cluster refused the request: {_api_message(exc)}", permanent=True)
-        return BackendError(
-            f"Kubernetes API: {_api_message(exc)}", permanent=exc.status not in TRANSIENT_STATUS
-        )
-    if isinstance(exc, pydantic.ValidationError):
-        return BackendError(f"invalid Kubernetes object: {exc}", permanent=True)
-    return BackendError(f"cannot reach the cluster: {exc}", permanent=False)
 
 
 class KnativeBackend(FunctionBackend):
@@ -156,9 +131,9 @@ class KnativeBackend(FunctionBackend):
         except ApiException as exc:
             if exc.status in ok:
                 return None
-            raise _backend_error(exc) from exc
+            raise backend_error(exc) from exc
         except (pydantic.ValidationError, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _backend_error(exc) from exc
+            raise backend_error(exc) from exc
 
     def _ensure_namespace(self, name: str) -> None:
         if name in self._namespaces_ready:

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from functions.backends.base import BackendError
 from functions.backends.knative_provision import Provisioner, api_client, platform_kubeconfig
+from functions.crypto import decrypt_text
 
 OK, MISSING, WRONG = "ok", "missing", "wrong"
 KNATIVE_NS = "knative-serving"
@@ -236,9 +237,7 @@ def preflight(project=None) -> tuple[str, list[Check]]:
     """Run every check against the platform's cluster, or the cluster of ``project``; returns a line
     saying which cluster, and the checks."""
     if project is not None and project.kubeconfig_encrypted:
-        from functions.services.projects import project_kubeconfig
-
-        kubeconfig, where = project_kubeconfig(project=project), f"project {project.slug}'s kubeconfig"
+        kubeconfig, where = decrypt_text(project.kubeconfig_encrypted), f"project {project.slug}'s kubeconfig"
     else:
         kubeconfig, where = platform_kubeconfig(), "the platform's credentials"
     namespace = project.effective_namespace if project is not None else ""

@@ -29,8 +29,8 @@ from kubernetes.utils import parse_quantity
 
 from functions.backends import project_manifests as pm
 from functions.backends.base import BackendError
+from functions.backends.k8s_api import TIMEOUT, backend_error
 from functions.backends.k8s_manifests import KNATIVE_INGRESS_NAMESPACES, LABEL_PROJECT, MANAGED_BY
-from functions.backends.knative import TIMEOUT, _backend_error
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # kind -> (API attribute, method suffix, namespaced)
@@ -136,9 +136,9 @@ class Provisioner:
         except client.ApiException as exc:
             if exc.status in ok:
                 return None
-            raise _backend_error(exc) from exc
+            raise backend_error(exc) from exc
         except Exception as exc:  # unreachable server, bad response
-            raise _backend_error(exc) from exc
+            raise backend_error(exc) from exc
 
     def _method(self, kind: str, verb: str):
         api, suffix, _ = KINDS[kind]

@@ -1,6 +1,7 @@
 """Websockets: live logs of one function, and live status of a project's functions.
 
-Consumers authenticate in ``connect()``, check access through a selector, and hold no business logic.
+Consumers authenticate in ``connect()``, check access through a selector, and hold no business logic; the
+status consumer checks again before each push.
 An outsider (or anonymous user) is refused before the handshake completes: the socket just closes.
 
 Backpressure in ``LogConsumer``: the backend's lines go into a bounded buffer; when the browser (or the
@@ -25,6 +26,7 @@ from django.http import Http404
 from functions import selectors
 from functions.backends import BackendError
 from functions.realtime import logstream
+from functions.realtime.push import project_group
 from functions.secret_env import log_source
 from functions.services.functions import function_ref
 
@@ -136,17 +138,23 @@ def _line_json(line) -> dict:
     return {"ts": logstream.stamp(line), "instance": line.instance, "stream": line.stream, "text": line.text}
 
 
-def project_group(project_id: int) -> str:
-    return f"project_{project_id}"
-
-
 @database_sync_to_async
 def _project_for(user, slug: str):
     return selectors.project_get_for_user(user=user, slug=slug, operators_read=True)
 
 
 class FunctionStatusConsumer(AsyncJsonWebsocketConsumer):
-    """Pushes re-rendered function rows (htmx out-of-band swaps) to a project's list page."""
+    """Pushes re-rendered function rows (htmx out-of-band swaps) to a project's list page.
+
+    Access is checked at ``connect`` and again before every push: a member removed from the project stops
+    receiving at the next push, and the socket closes."""
+
+    async def _allowed(self) -> bool:
+        try:
+            await _project_for(self.scope["user"], self.scope["url_route"]["kwargs"]["project"])
+        except (Http404, PermissionDenied):
+            return False
+        return True
 
     async def connect(self):
         try:
@@ -166,4 +174,8 @@ class FunctionStatusConsumer(AsyncJsonWebsocketConsumer):
         pass  # the htmx ws extension may send form data; nothing here listens to it
 
     async def function_status(self, event):
+        if not await self._allowed():
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
         await self.send(text_data=event["html"])

@@ -1,8 +1,8 @@
 """Pushing a function's new state to the pages that show it (``FunctionStatusConsumer``'s group).
 
 Call ``function_changed(function_id=...)`` after a status write has committed; it renders the list row as an
-htmx out-of-band fragment and sends it to ``project_<id>``. A push that fails is logged and forgotten: the
-pages poll as well, so a lost push only delays an update.
+htmx out-of-band fragment and sends it to the project's group (``project_group``: the group names live here).
+A push that fails is logged and forgotten: the pages poll as well, so a lost push only delays an update.
 """
 
 from __future__ import annotations
@@ -15,18 +15,19 @@ from django.template.loader import render_to_string
 
 from functions.metrics import FunctionFigures
 from functions.models import Function
-from functions.realtime.consumers import project_group
 
 logger = logging.getLogger(__name__)
 
 
+def project_group(project_id: int) -> str:
+    """The channel group of a project's status page (``FunctionStatusConsumer`` joins it)."""
+    return f"project_{project_id}"
+
+
 def render_row_oob(function: Function) -> str:
-    html = render_to_string(
+    return render_to_string(
         "functions/_function_row.html",
-        {"function": function, "project": function.project, "figures": FunctionFigures()},
-    )
-    return html.replace(
-        f'<tr id="function-{function.pk}"', f'<tr id="function-{function.pk}" hx-swap-oob="true"', 1
+        {"function": function, "project": function.project, "figures": FunctionFigures(), "oob": True},
     )
 
 

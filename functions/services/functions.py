@@ -1,4 +1,5 @@
-"""Writes. The only callers of a backend; tasks are enqueued on commit and take ids."""
+"""Writes to functions: create, deploy (build, then deploy a revision), settings, rollback, delete. Tasks are
+enqueued on commit (functions/services/enqueue.py) and take ids; the backend calls they drive run here."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from django.utils import timezone
 
 from functions.backends import BackendError, get_backend
 from functions.backends.base import BuildSpec, FunctionRef, Resources, Scale, ServiceSpec
+from functions.errors import ServiceError
 from functions.models import (
-    AuditEvent,
     Backend,
     Build,
     BuildStatus,
@@ -29,93 +30,13 @@ from functions.models import (
     SandboxProfile,
 )
 from functions.secret_env import MAX_SECRET_BYTES, secret_env_updated, secret_env_version, secret_values
+from functions.services import enqueue
+from functions.services.audit import audit
 from functions.sources.archives import ArchiveError, inspect_archive
 from functions.sources.funcyaml import FuncYamlError, parse_func_yaml
 from functions.validators import check_env, validate_dns_label
 
 log = logging.getLogger(__name__)
-
-
-class ServiceError(Exception):
-    """A request the platform refuses; ``code`` maps to an HTTP status in the API."""
-
-    def __init__(self, message: str, *, code: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-def audit(*, project: Project, action: str, actor=None, function: Function | None = None, **detail):
-    AuditEvent.objects.create(
-        project=project,
-        function=function,
-        function_name=function.name if function else "",
-        actor=actor if actor is not None and actor.is_authenticated else None,
-        action=action,
-        detail=detail,
-    )
-
-
-def _pushed(function_id: int) -> None:
-    """Tell the pages showing this function that it changed (functions/live.py); never raises."""
-    from functions.realtime import push as live
-
-    live.function_changed(function_id=function_id)
-
-
-push = _pushed
-
-
-def tasks_queue_check() -> None:
-    """Refuse (503) work that would need a task while the task queue (Redis) does not answer - before
-    anything is written, so the refused request leaves nothing half-made."""
-    import redis
-
-    try:
-        _queue_client().ping()
-    except (redis.exceptions.RedisError, OSError) as exc:
-        raise ServiceError(
-            f"the task queue is unavailable ({type(exc).__name__}); nothing was changed, try again shortly",
-            code=503,
-        ) from exc
-
-
-def _queue_client():
-    import redis
-
-    global _QUEUE_CLIENT
-    url = settings.REDIS_URL  # the broker, spelled for redis-py
-    if _QUEUE_CLIENT is None or _QUEUE_CLIENT[0] != url:
-        _QUEUE_CLIENT = (url, redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2))
-    return _QUEUE_CLIENT[1]
-
-
-_QUEUE_CLIENT = None
-
-
-def enqueue(function_id: int, send) -> bool:
-    """Send a function's task, starting its heartbeat clock. When the queue refuses it, the function says
-    so and the reconciler (functions/reconcile.py) sends it again later; returns whether it was sent."""
-    Function.objects.filter(pk=function_id).update(task_heartbeat_at=timezone.now())
-    try:
-        send()
-    except Exception as exc:  # noqa: BLE001 - kombu/redis connection errors of every kind
-        log.warning("could not enqueue the task of function %s: %s", function_id, exc)
-        Function.objects.filter(pk=function_id).update(
-            status_message=f"waiting for the task queue ({type(exc).__name__}); it will be retried"
-        )
-        return False
-    return True
-
-
-def _on_commit(function_id: int, send) -> None:
-    """Once the transaction commits: push the function's new status to its pages, then enqueue its task."""
-
-    def run():
-        _pushed(function_id)
-        enqueue(function_id, send)
-
-    transaction.on_commit(run)
 
 
 def function_ref(function: Function) -> FunctionRef:
@@ -124,23 +45,6 @@ def function_ref(function: Function) -> FunctionRef:
 
 
 # Projects and members -----------------------------------------------------------------------------
-
-
-@transaction.atomic
-def project_create(*, slug: str, name: str, owner, backend: str = "local") -> Project:
-    try:
-        validate_dns_label(slug)
-    except ValidationError as exc:
-        raise ServiceError(exc.messages[0]) from exc
-    if Project.objects.filter(slug=slug).exists():
-        raise ServiceError(f"project {slug!r} already exists", code=409)
-    project = Project.objects.create(slug=slug, name=name or slug, backend=backend)
-    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
-    audit(project=project, action="project.create", actor=owner)
-    from functions.services.projects import project_provision
-
-    project_provision(project=project)  # knative: its namespace on the cluster, once committed
-    return project
 
 
 @transaction.atomic
@@ -265,7 +169,7 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
     """
     if not function.is_alive:
         raise ServiceError(f"function {function.name} is being deleted", code=409)
-    tasks_queue_check()
+    enqueue.tasks_queue_check()
     try:
         info = inspect_archive(archive)
         config = parse_func_yaml(info.func_yaml)
@@ -299,6 +203,19 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
         raise
 
 
+def function_deploy_or_create(
+    *, project: Project, function: Function | None, name: str, runtime: str | None, archive: bytes, user
+) -> tuple[Function, Revision]:
+    """Deploy ``archive`` to ``function``, creating it first (``name``, ``runtime``) when it is ``None`` -
+    what ``hks-func deploy`` does. A refused archive leaves nothing behind, not even the new function.
+    Returns the function (with its project and current revision loaded) and the new revision."""
+    with transaction.atomic():
+        if function is None:
+            function = function_create(project=project, name=name, runtime=runtime, user=user)
+        revision = function_deploy(function=function, archive=archive, user=user)
+    return Function.objects.select_related("project", "current_revision").get(pk=function.pk), revision
+
+
 def _revision_store(function: Function, revision: Revision, info, user) -> Revision:
     reusable = _reusable_artifact(function, info.content_hash)
     if reusable:
@@ -326,15 +243,13 @@ def _revision_store(function: Function, revision: Revision, info, user) -> Revis
         revision=revision.number,
         content_hash=info.content_hash,
     )
-    from functions.tasks import functions as tasks
-
     if reusable:
         build.status, build.log = BuildStatus.SUCCEEDED, f"unchanged source; reusing {reusable}\n"
         build.started_at = build.finished_at = timezone.now()
         build.save()
-        _on_commit(function.pk, lambda: tasks.deploy_revision.delay(revision.pk))
+        enqueue.on_commit(function.pk, lambda: enqueue.tasks().functions.deploy_revision.delay(revision.pk))
     else:
-        _on_commit(function.pk, lambda: tasks.build_revision.delay(build.pk))
+        enqueue.on_commit(function.pk, lambda: enqueue.tasks().functions.build_revision.delay(build.pk))
     return revision
 
 
@@ -413,7 +328,7 @@ def function_mark_failed(*, function: Function, message: str) -> None:
     deleting = Function.objects.filter(pk=function.pk, status=FunctionStatus.DELETING)
     deleting.update(status_message=message[:4000])
     audit(project=function.project, function=function, action="function.failed", message=message[:500])
-    _pushed(function.pk)
+    enqueue.push(function.pk)
 
 
 def service_spec(function: Function, revision: Revision) -> ServiceSpec:
@@ -456,7 +371,7 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
         )
         return
     Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DEPLOYING)
-    _pushed(function.pk)
+    enqueue.push(function.pk)
     backend = get_backend(function.project)
     backend.apply(service_spec(function, revision))
     started = time.monotonic()
@@ -484,14 +399,14 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
         replicas=status.replicas,
         deployed_at=function.deployed_at if redeployed else timezone.now(),
     )
-    _pushed(function.pk)
+    enqueue.push(function.pk)
 
 
 @transaction.atomic
 def revision_rollback(*, function: Function, revision: Revision, user) -> None:
     if not revision.artifact:
         raise ServiceError(f"revision {revision.number} was never built; it cannot take traffic", code=409)
-    tasks_queue_check()
+    enqueue.tasks_queue_check()
     Function.objects.filter(pk=function.pk).update(
         status=FunctionStatus.DEPLOYING, status_message="", desired_revision=revision, task_recoveries=0
     )
@@ -502,9 +417,7 @@ def revision_rollback(*, function: Function, revision: Revision, user) -> None:
         actor=user,
         revision=revision.number,
     )
-    from functions.tasks import functions as tasks
-
-    _on_commit(function.pk, lambda: tasks.deploy_revision.delay(revision.pk))
+    enqueue.on_commit(function.pk, lambda: enqueue.tasks().functions.deploy_revision.delay(revision.pk))
 
 
 MAX_SECRETS = 100
@@ -541,7 +454,7 @@ def function_update_settings(
     if unknown:
         raise ServiceError(f"unknown settings: {', '.join(sorted(unknown))}")
     if function.desired_revision_id or function.current_revision_id:
-        tasks_queue_check()  # a deployed function is redeployed with its new settings
+        enqueue.tasks_queue_check()  # a deployed function is redeployed with its new settings
     if "env" in changes:
         changes["env"] = _checked_env(changes["env"])
     for key, value in changes.items():
@@ -580,9 +493,11 @@ def function_update_settings(
     fresh = Function.objects.select_related("desired_revision", "current_revision").get(pk=function.pk)
     target = fresh.desired_revision or fresh.current_revision
     if target is not None and target.artifact:
-        from functions.tasks import functions as tasks
-
-        transaction.on_commit(lambda: enqueue(function.pk, lambda: tasks.deploy_revision.delay(target.pk)))
+        transaction.on_commit(
+            lambda: enqueue.enqueue(
+                function.pk, lambda: enqueue.tasks().functions.deploy_revision.delay(target.pk)
+            )
+        )
     return function
 
 
@@ -590,7 +505,7 @@ def function_update_settings(
 def function_delete(*, function: Function, user) -> None:
     if function.status == FunctionStatus.DELETED:
         return
-    tasks_queue_check()
+    enqueue.tasks_queue_check()
     # Only the call that moves it to deleting records it (concurrent calls: once); every call enqueues the
     # idempotent task, so asking again retries a deletion that got stuck.
     alive = Function.objects.filter(pk=function.pk).exclude(
@@ -598,9 +513,7 @@ def function_delete(*, function: Function, user) -> None:
     )
     if alive.update(status=FunctionStatus.DELETING):
         audit(project=function.project, function=function, action="function.delete", actor=user)
-    from functions.tasks import functions as tasks
-
-    _on_commit(function.pk, lambda: tasks.delete_function.delay(function.pk))
+    enqueue.on_commit(function.pk, lambda: enqueue.tasks().functions.delete_function.delay(function.pk))
 
 
 def function_delete_run(*, function: Function) -> None:
@@ -611,7 +524,7 @@ def function_delete_run(*, function: Function) -> None:
     Function.objects.filter(pk=function.pk).update(
         status=FunctionStatus.DELETED, deleted_at=timezone.now(), replicas=0
     )
-    _pushed(function.pk)
+    enqueue.push(function.pk)
 
 
 def functions_collect_expired(*, now: dt.datetime | None = None) -> int:

@@ -17,6 +17,8 @@ from django.utils import timezone
 
 from functions.backends import BackendError, get_backend
 from functions.models import Function, FunctionStatus, Project
+from functions.realtime import push as live
+from functions.services.functions import function_ref
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,6 @@ def project_observe(*, project: Project) -> int:
             replicas=function.replicas, current_revision=function.current_revision
         )
     if changed:
-        from functions.realtime import push as live
-
         for function in changed:
             live.function_changed(function_id=function.pk)
     return len(changed)
@@ -66,7 +66,6 @@ def _report(backend, function: Function, owned) -> tuple[int, str] | None:
     """(replicas, latest ready revision), or None when the backend holds nothing for the function."""
     if owned is not None and owned.replicas is not None:
         return owned.replicas, owned.latest_ready_revision
-    from functions.services.functions import function_ref
 
     status = backend.status(function_ref(function))
     if not status.exists:

@@ -1,18 +1,23 @@
 """Writes about a project: who may join it (invitations), its cluster's kubeconfig, stored encrypted
 (``functions.crypto``), and its place on the cluster (namespace, rights, quota, policies), provisioned by
-tasks (``functions.tasks_provision``)."""
+tasks (``functions.tasks.provision``)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlparse
 
 import yaml
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from functions.crypto import decrypt_text, encrypt_text
-from functions.models import Backend, ClusterState, Invitation, Membership, Project
-from functions.services.functions import ServiceError, audit, membership_set
+from functions.crypto import encrypt_text
+from functions.errors import ServiceError
+from functions.models import Backend, ClusterState, Invitation, Membership, Project, Role
+from functions.services import enqueue
+from functions.services.audit import audit
+from functions.services.functions import membership_set
+from functions.validators import validate_dns_label
 
 MAX_KUBECONFIG_BYTES = 256 * 1024
 MAX_PENDING_INVITATIONS = 100
@@ -80,11 +85,6 @@ def project_set_kubeconfig(*, project: Project, kubeconfig_text: str, actor) -> 
     return project
 
 
-def project_kubeconfig(*, project: Project) -> str:
-    """The decrypted kubeconfig, or "" when none is stored. The caller checks the reader's role."""
-    return decrypt_text(project.kubeconfig_encrypted) if project.kubeconfig_encrypted else ""
-
-
 # Invitations --------------------------------------------------------------------------------------
 
 
@@ -140,6 +140,21 @@ def invitation_withdraw(*, project: Project, username: str, actor) -> bool:
 # deletions (projects_reconcile). Deleting a knative project tears its namespace down before the row goes.
 
 
+@transaction.atomic
+def project_create(*, slug: str, name: str, owner, backend: str = "local") -> Project:
+    try:
+        validate_dns_label(slug)
+    except ValidationError as exc:
+        raise ServiceError(exc.messages[0]) from exc
+    if Project.objects.filter(slug=slug).exists():
+        raise ServiceError(f"project {slug!r} already exists", code=409)
+    project = Project.objects.create(slug=slug, name=name or slug, backend=backend)
+    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+    audit(project=project, action="project.create", actor=owner)
+    project_provision(project=project)  # knative: its namespace on the cluster, once committed
+    return project
+
+
 def project_provision(*, project: Project) -> None:
     """Make or bring up to date the project's namespace, rights, quota, limits, policies and registry
     Secret, once the current transaction commits. Nothing for local projects."""
@@ -148,7 +163,7 @@ def project_provision(*, project: Project) -> None:
     Project.objects.filter(pk=project.pk).exclude(cluster_state=ClusterState.DELETING).update(
         cluster_state=ClusterState.PENDING
     )
-    from functions.tasks import provision as tasks_provision
+    tasks_provision = enqueue.tasks().provision
 
     transaction.on_commit(lambda: tasks_provision.provision_project.delay(project.pk))
 
@@ -192,7 +207,7 @@ def project_delete(*, project: Project, actor) -> None:
     project.cluster_state = ClusterState.DELETING
     project.save(update_fields=["cluster_state"])
     audit(project=project, action="project.delete", actor=actor, namespace=project.effective_namespace)
-    from functions.tasks import provision as tasks_provision
+    tasks_provision = enqueue.tasks().provision
 
     transaction.on_commit(lambda: tasks_provision.teardown_project.delay(project.pk))
 
@@ -217,7 +232,8 @@ def projects_reconcile() -> dict[str, int]:
     """Beat: re-apply every knative project (drift repair), finish deletions, and delete the namespaces
     provisioning made for projects that no longer exist."""
     from functions.backends import knative_provision as kp
-    from functions.tasks import provision as tasks_provision
+
+    tasks_provision = enqueue.tasks().provision
 
     counts = {"provision": 0, "teardown": 0, "orphans": 0}
     for project in Project.objects.filter(backend=Backend.KNATIVE):

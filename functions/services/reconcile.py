@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from functions.backends import BackendError, get_backend
 from functions.models import Backend, Build, BuildStatus, Function, FunctionStatus
+from functions.services import enqueue
 from functions.services import functions as services
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,10 @@ def _latest_build(function: Function) -> Build | None:
 
 
 def _enqueue(function: Function) -> None:
-    from functions.tasks import functions as tasks
+    tasks = enqueue.tasks().functions
 
     if function.status == FunctionStatus.DELETING:
-        services.enqueue(function.pk, lambda: tasks.delete_function.delay(function.pk))
+        enqueue.enqueue(function.pk, lambda: tasks.delete_function.delay(function.pk))
         return
     revision = function.desired_revision or function.current_revision
     if revision is None:
@@ -100,9 +101,9 @@ def _enqueue(function: Function) -> None:
         Build.objects.filter(pk=build.pk).exclude(status=BuildStatus.SUCCEEDED).update(
             status=BuildStatus.QUEUED
         )
-        services.enqueue(function.pk, lambda: tasks.build_revision.delay(build.pk))
+        enqueue.enqueue(function.pk, lambda: tasks.build_revision.delay(build.pk))
     else:
-        services.enqueue(function.pk, lambda: tasks.deploy_revision.delay(revision.pk))
+        enqueue.enqueue(function.pk, lambda: tasks.deploy_revision.delay(revision.pk))
 
 
 def _give_up(function: Function, what: str) -> None:
@@ -144,4 +145,4 @@ def _follow_backends(result: Reconciled) -> None:
         else:
             continue
         if changed:
-            services.push(function.pk)
+            enqueue.push(function.pk)

@@ -31,6 +31,7 @@ from django.utils import timezone as dj_timezone
 from functions import cron as cronlib
 from functions.backends import BackendError, get_backend
 from functions.models import ConcurrencyPolicy, Function, FunctionStatus, Schedule, ScheduleRun
+from functions.services import enqueue
 from functions.services.schedules import function_target_url
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def _claim(schedule: Schedule, *, observed, due, now, passed_over: int) -> Sched
 def _enqueue(run_id: int) -> None:
     """Queue the run's request; if the broker is unreachable the run is closed as not sent, so the
     history says so (the due time is claimed and will not be fired again)."""
-    from functions.tasks import schedules as tasks_schedules
+    tasks_schedules = enqueue.tasks().schedules
 
     try:
         tasks_schedules.fire_schedule_run.delay(run_id)

@@ -4,7 +4,7 @@ Every change is validated completely before anything is saved (a bad cron expres
 with the reason). Who fires a schedule depends on the project's backend: when
 ``backend.fires_schedules_itself()`` (Knative: one CronJob per schedule, ``suspend`` while paused) each
 change is pushed by the ``sync_schedule`` task; otherwise the portal's own dispatcher fires it (see
-``functions.schedule_firing``). The next run is kept in ``next_run_at``, computed in the schedule's zone.
+``functions.services.schedule_runs``). The next run is kept in ``next_run_at``, in the schedule's zone.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone as dj_timezone
@@ -20,8 +19,12 @@ from django.utils import timezone as dj_timezone
 from functions import cron as cronlib
 from functions.backends import get_backend
 from functions.backends.base import ScheduleSpec
+from functions.errors import ServiceError
 from functions.models import ConcurrencyPolicy, Function, Schedule
-from functions.services.functions import ServiceError, audit, function_ref
+from functions.services import enqueue
+from functions.services.audit import audit
+from functions.services.functions import function_ref
+from functions.services.invoke import function_base_url
 from functions.validators import check_function_path, validate_dns_label
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -127,7 +130,7 @@ def _next_run_at(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
 
 
 def _enqueue_sync(schedule: Schedule) -> None:
-    from functions.tasks import schedules as tasks_schedules
+    tasks_schedules = enqueue.tasks().schedules
 
     schedule_id = schedule.pk
     _on_commit_queue(
@@ -254,7 +257,7 @@ def schedule_resume(*, schedule: Schedule, user, now: dt.datetime | None = None)
 
 @transaction.atomic
 def schedule_delete(*, schedule: Schedule, user) -> None:
-    from functions.tasks import schedules as tasks_schedules
+    tasks_schedules = enqueue.tasks().schedules
 
     function = schedule.function
     audit(
@@ -302,11 +305,11 @@ def _now() -> dt.datetime:
 
 
 def function_target_url(function: Function) -> str:
-    """The function's base URL as the platform reaches it (internal first)."""
-    base = function.internal_url or function.url
-    if not base and function.project.backend == "local":
-        base = f"{settings.HKS_GATEWAY_URL.rstrip('/')}/{function.project.slug}/{function.name}"
-    return base.rstrip("/")
+    """The function's base URL as a schedule reaches it, from inside the cluster ("" while it has none)."""
+    try:
+        return function_base_url(function, in_cluster=True)
+    except ServiceError:
+        return ""
 
 
 def schedule_spec(schedule: Schedule) -> ScheduleSpec:

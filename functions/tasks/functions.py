@@ -5,69 +5,19 @@ last retry, is recorded on the function with the backend's message.
 """
 
 import logging
-import threading
-from collections.abc import Callable
-from contextlib import contextmanager
 
 from celery import shared_task
-from django.conf import settings
-from django.db import close_old_connections
-from django.utils import timezone
 
 from functions.backends import BackendError
 from functions.models import Build, Function, Revision
 from functions.services import functions as services
 from functions.services import storage as services_storage
+from functions.services.observe import functions_observe
+from functions.services.orphans import orphans_collect
+from functions.services.reconcile import functions_reconcile
+from functions.tasks.retry import RETRY, drive
 
-RETRY = {"max_retries": 5, "retry_backoff": 2, "retry_backoff_max": 60}
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def _heartbeat(function_id: int):
-    """While the body runs, tell the reconciler every few seconds that this function's task is alive."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(settings.HKS_TASK_HEARTBEAT_SECONDS):
-                Function.objects.filter(pk=function_id).update(task_heartbeat_at=timezone.now())
-        finally:
-            close_old_connections()
-
-    Function.objects.filter(pk=function_id).update(task_heartbeat_at=timezone.now())
-    thread = threading.Thread(target=beat, name=f"heartbeat-{function_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def _drive(
-    task, work: Callable[[], object], give_up: Callable[[str], None], function_id: int | None = None
-) -> object:
-    """Run ``work`` with a heartbeat; retry transient backend errors with backoff, record everything else
-    on the function.
-
-    An unexpected exception (a bug) is recorded too, then re-raised for the worker's log, so a function
-    never stays "building" forever. A worker that dies mid-task stops the heartbeat: the reconciler
-    (functions/reconcile.py) then enqueues the task again.
-    """
-    try:
-        if function_id is None:
-            return work()
-        with _heartbeat(function_id):
-            return work()
-    except BackendError as exc:
-        if exc.permanent or task.request.retries >= task.max_retries:
-            give_up(exc.message)
-            return None
-        raise task.retry(exc=exc, countdown=2**task.request.retries) from exc
-    except Exception as exc:
-        give_up(f"internal error: {type(exc).__name__}: {exc}")
-        raise
 
 
 @shared_task(name="functions.tasks.build_revision", bind=True, acks_late=True, **RETRY)
@@ -75,7 +25,7 @@ def build_revision(self, build_id: int) -> None:
     build = Build.objects.select_related("revision__function__project").filter(pk=build_id).first()
     if build is None:
         return
-    built = _drive(
+    built = drive(
         self,
         lambda: services.build_run(build=build),
         lambda msg: services.build_fail(build=build, message=msg),
@@ -91,7 +41,7 @@ def deploy_revision(self, revision_id: int) -> None:
     revision = Revision.objects.select_related("function__project").filter(pk=revision_id).first()
     if revision is None:
         return
-    _drive(
+    drive(
         self,
         lambda: services.revision_deploy_run(revision=revision),
         lambda msg: services.function_mark_failed(function=revision.function, message=msg),
@@ -104,7 +54,7 @@ def delete_function(self, function_id: int) -> None:
     function = Function.objects.select_related("project").filter(pk=function_id).first()
     if function is None or function.status == "deleted":
         return
-    _drive(
+    drive(
         self,
         lambda: services.function_delete_run(function=function),
         lambda msg: services.function_mark_failed(function=function, message=f"delete failed: {msg}"),
@@ -144,22 +94,16 @@ def collect_expired() -> int:
 
 @shared_task(name="functions.tasks.reconcile")
 def reconcile() -> dict:
-    """Resume builds/deploys/deletes whose task was lost; follow the backends' health (reconcile.py)."""
-    from functions.services.reconcile import functions_reconcile
-
+    """Resume builds/deploys/deletes whose task was lost; follow the backends' health (services.reconcile)."""
     return vars(functions_reconcile())
 
 
 @shared_task(name="functions.tasks.collect_orphans")
 def collect_orphans() -> int:
-    from functions.services.orphans import orphans_collect
-
     return orphans_collect()
 
 
 @shared_task(name="functions.tasks.observe_functions", ignore_result=True)
 def observe_functions() -> int:
-    """Replicas and serving revisions as the backends report them (see services_observe)."""
-    from functions.services.observe import functions_observe
-
+    """Replicas and serving revisions as the backends report them (see services/observe.py)."""
     return functions_observe()

@@ -1,4 +1,4 @@
-"""Beat's session garbage collection (functions/sessions.py)."""
+"""Beat's session garbage collection (functions/agents/sessions.py)."""
 
 from celery import shared_task
 

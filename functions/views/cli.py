@@ -5,7 +5,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from functions.auth import cli_login
-from functions.services.functions import ServiceError
+from functions.errors import ServiceError
 
 
 @login_required

@@ -20,24 +20,15 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from functions import metrics, selectors
 from functions.backends import BackendError
+from functions.errors import ServiceError
 from functions.forms import FunctionFilterForm, LogSearchForm, MetricsRangeForm, SettingsForm
 from functions.models import Build, Role, Schedule
 from functions.realtime import logstream
 from functions.secret_env import log_source
 from functions.services import functions as services
-from functions.services.functions import ServiceError, function_ref
+from functions.services.functions import function_ref
+from functions.views.common import function_for_request, is_partial, link_revision, render_tab
 
-TABS = [
-    ("overview", "Overview"),
-    ("metrics", "Metrics"),
-    ("logs", "Logs"),
-    ("revisions", "Revisions"),
-    ("builds", "Builds"),
-    ("invoke", "Invoke"),
-    ("schedules", "Schedules"),
-    ("settings", "Settings"),
-]
-TAB_VIEWS = {"overview": "function_detail", "schedules": "schedule_list"}  # schedules: views_schedules.py
 SNAPSHOT_LINES = 5000
 
 
@@ -66,7 +57,7 @@ def function_list(request, project: str):
     functions = list(form.filter(_with_next_run(selectors.functions_for_project(project=project_obj))))
     figures = metrics.project_list_metrics(project=project_obj) if functions else None
     for function in functions:
-        _link_revision(function)
+        link_revision(function)
     rows = [(f, figures.for_function(f.name) if figures else None) for f in functions]
     metric_sort = form.metric_sort()
     if metric_sort and figures is not None and figures.available:
@@ -83,43 +74,9 @@ def function_list(request, project: str):
         "filtered": bool(form.is_valid() and (form.cleaned_data["q"] or form.cleaned_data["status"])),
         "query": request.GET.urlencode(),
     }
-    if request.htmx and not request.htmx.boosted:
+    if is_partial(request):
         return render(request, "functions/_function_rows.html", context)
     return render(request, "functions/function_list.html", context)
-
-
-def _link_revision(function) -> None:
-    """``Revision.name`` reads its function: hand it the one we hold instead of a query per row."""
-    if function.current_revision is not None:
-        function.current_revision.function = function
-
-
-def _function(request, project: str, name: str, role: str = Role.VIEWER):
-    function = selectors.function_get_for_user(
-        user=request.user, project_slug=project, name=name, role=role, operators_read=True
-    )
-    _link_revision(function)
-    membership = selectors.membership_get(user=request.user, project=function.project)
-    function.can_write = membership is not None and membership.allows(Role.DEVELOPER)
-    function.read_only_operator = membership is None  # only staff get here without a membership
-    return function
-
-
-def _render_tab(request, function, tab: str, extra: dict | None = None, status: int = 200):
-    template = f"functions/_tab_{tab}.html"
-    kwargs = {"project": function.project.slug, "name": function.name}
-    tabs = [
-        (key, label, reverse(TAB_VIEWS.get(key, f"function_{key}"), kwargs=kwargs)) for key, label in TABS
-    ]
-    context = {"project": function.project, "function": function, "tab": tab, "tabs": tabs, **(extra or {})}
-    context["tab_label"] = dict(TABS)[tab]
-    context["read_only"] = getattr(function, "read_only_operator", False)
-    if request.htmx and not request.htmx.boosted and request.htmx.target in ("tab-content", f"{tab}-panel"):
-        return render(request, template, context, status=status)
-    context.setdefault("figures", metrics.function_figures(function=function))
-    return render(
-        request, "functions/function_detail.html", {**context, "tab_template": template}, status=status
-    )
 
 
 OVERVIEW_LOG_LINES = 8
@@ -141,7 +98,7 @@ def _last_lines(function) -> tuple[list, str]:
 def function_detail(request, project: str, name: str):
     """The overview: the last hour at a glance (requests, errors, p95, cold starts), the last deploy and
     who made it, the newest log lines, then the configuration."""
-    function = _function(request, project, name)
+    function = function_for_request(request, project, name)
     schedules = function.schedules.all()
     last_deploy = (
         function.audit_events.filter(action__in=DEPLOY_ACTIONS)
@@ -157,20 +114,20 @@ def function_detail(request, project: str, name: str):
         "log_lines": lines,
         "log_error": lines_error,
     }
-    return _render_tab(request, function, "overview", context)
+    return render_tab(request, function, "overview", context)
 
 
 @login_required
 def function_status(request, project: str, name: str):
     """The status fragment (``function-<id>-status``) that detail pages poll."""
-    function = _function(request, project, name)
+    function = function_for_request(request, project, name)
     figures = metrics.function_figures(function=function)
     return render(request, "functions/_function_status.html", {"function": function, "figures": figures})
 
 
 @login_required
 def function_metrics(request, project: str, name: str):
-    function = _function(request, project, name)
+    function = function_for_request(request, project, name)
     window = request.GET.get("window", "1h")
     range_form = MetricsRangeForm(request.GET if "start" in request.GET else None)
     start, end = range_form.range()
@@ -183,34 +140,34 @@ def function_metrics(request, project: str, name: str):
         "chart_end": result.end.timestamp(),
         "panel_query": request.GET.urlencode() or f"window={result.window}",
     }
-    if request.htmx and request.htmx.target == "metrics-panel":
+    if is_partial(request, "metrics-panel"):
         return render(request, "functions/_metrics_panel.html", {"function": function, **context})
-    return _render_tab(request, function, "metrics", context)
+    return render_tab(request, function, "metrics", context)
 
 
 @login_required
 def function_logs(request, project: str, name: str):
-    function = _function(request, project, name)
-    return _render_tab(request, function, "logs", {"search": LogSearchForm()})
+    function = function_for_request(request, project, name)
+    return render_tab(request, function, "logs", {"search": LogSearchForm()})
 
 
 @login_required
 def function_logs_search(request, project: str, name: str):
     """Lines of a time range, streams and text, newest 200 first-to-last; ``before`` loads older ones.
     JSON (``?format=json``) for the live view's "load older", the ``_log_search.html`` fragment otherwise."""
-    function = _function(request, project, name)
+    function = function_for_request(request, project, name)
     form = LogSearchForm(request.GET)
     if not form.is_valid():
         if request.GET.get("format") == "json":
             return JsonResponse({"error": form.errors.get_json_data()}, status=400)
-        return _render_tab(request, function, "logs", {"search": form}, status=400)
+        return render_tab(request, function, "logs", {"search": form}, status=400)
     try:
         result = async_to_sync(logstream.search)(log_source(function), function_ref(function), **form.query())
     except BackendError as exc:
         if request.GET.get("format") == "json":
             return JsonResponse({"error": exc.message}, status=502)
         context = {"search": form, "search_error": exc.message}
-        return _render_tab(request, function, "logs", context, status=502)
+        return render_tab(request, function, "logs", context, status=502)
     if request.GET.get("format") == "json":
         lines = [
             {"ts": logstream.stamp(x), "instance": x.instance, "stream": x.stream, "text": x.text}
@@ -221,9 +178,9 @@ def function_logs_search(request, project: str, name: str):
     if result.lines:
         older["before"] = logstream.stamp(result.lines[0])
     context = {"search": form, "result": result, "older_query": older.urlencode(), "searched": True}
-    if request.htmx and request.htmx.target == "log-search-results":
+    if is_partial(request, "log-search-results"):
         return render(request, "functions/_log_search.html", {"function": function, **context})
-    return _render_tab(request, function, "logs", context)
+    return render_tab(request, function, "logs", context)
 
 
 async def _snapshot(backend, ref, tail: int) -> list:
@@ -233,7 +190,7 @@ async def _snapshot(backend, ref, tail: int) -> list:
 @login_required
 def function_logs_download(request, project: str, name: str):
     """The newest log lines as a text file: timestamp, instance, stream, text."""
-    function = _function(request, project, name)
+    function = function_for_request(request, project, name)
     try:
         lines = async_to_sync(_snapshot)(log_source(function), function_ref(function), SNAPSHOT_LINES)
     except BackendError as exc:
@@ -249,18 +206,18 @@ def function_logs_download(request, project: str, name: str):
 
 def _revisions_tab(request, function, status: int = 200):
     revisions = function.revisions.select_related("created_by").order_by("-number")
-    return _render_tab(request, function, "revisions", {"revisions": revisions}, status=status)
+    return render_tab(request, function, "revisions", {"revisions": revisions}, status=status)
 
 
 @login_required
 def function_revisions(request, project: str, name: str):
-    return _revisions_tab(request, _function(request, project, name))
+    return _revisions_tab(request, function_for_request(request, project, name))
 
 
 @login_required
 @require_POST
 def revision_rollback(request, project: str, name: str, number: int):
-    function = _function(request, project, name, role=Role.DEVELOPER)
+    function = function_for_request(request, project, name, role=Role.DEVELOPER)
     revision = selectors.revision_get(function=function, number=number)
     try:
         services.revision_rollback(function=function, revision=revision, user=request.user)
@@ -268,8 +225,8 @@ def revision_rollback(request, project: str, name: str, number: int):
         messages.error(request, exc.message)
         return _revisions_tab(request, function, status=exc.code)
     messages.success(request, f"Rolling back to revision {revision.number}.")
-    if request.htmx:
-        return _revisions_tab(request, _function(request, project, name))
+    if is_partial(request):
+        return _revisions_tab(request, function_for_request(request, project, name))
     return redirect("function_revisions", project=project, name=name)
 
 
@@ -293,30 +250,30 @@ def _numbered(function, builds: list) -> list:
 
 @login_required
 def function_builds(request, project: str, name: str):
-    function = _function(request, project, name)
+    function = function_for_request(request, project, name)
     builds = _numbered(function, list(_builds(function).order_by("-created_at", "-pk")[:50]))
-    return _render_tab(request, function, "builds", {"builds": builds})
+    return render_tab(request, function, "builds", {"builds": builds})
 
 
 @login_required
 def build_detail(request, project: str, name: str, build_id: int):
     """One build with its log; the fragment re-polls itself while the build runs."""
-    function = _function(request, project, name)
+    function = function_for_request(request, project, name)
     build = _builds(function).filter(pk=build_id).first()
     if build is None:
         raise Http404("No such build.")
     _numbered(function, [build])
-    if request.htmx and request.htmx.target == f"build-{build.pk}":
+    if is_partial(request, f"build-{build.pk}"):
         return render(request, "functions/_build.html", {"function": function, "build": build})
-    return _render_tab(request, function, "builds", {"builds": [build], "single": True})
+    return render_tab(request, function, "builds", {"builds": [build], "single": True})
 
 
 @login_required
 def function_settings(request, project: str, name: str):
-    function = _function(request, project, name)
+    function = function_for_request(request, project, name)
     if request.method != "POST":
-        return _render_tab(request, function, "settings", {"form": SettingsForm.for_function(function)})
-    function = _function(request, project, name, role=Role.DEVELOPER)
+        return render_tab(request, function, "settings", {"form": SettingsForm.for_function(function)})
+    function = function_for_request(request, project, name, role=Role.DEVELOPER)
     form = SettingsForm.for_function(function, data=request.POST)
     if form.is_valid():
         try:
@@ -326,12 +283,12 @@ def function_settings(request, project: str, name: str):
         else:
             messages.success(request, "Settings saved; the function is being redeployed with them.")
             return redirect("function_settings", project=project, name=name)
-    return _render_tab(request, function, "settings", {"form": form}, status=400)
+    return render_tab(request, function, "settings", {"form": form}, status=400)
 
 
 @login_required
 def function_delete(request, project: str, name: str):
-    function = _function(request, project, name, role=Role.DEVELOPER)
+    function = function_for_request(request, project, name, role=Role.DEVELOPER)
     if request.method != "POST":
         return render(
             request, "functions/function_delete.html", {"project": function.project, "function": function}
@@ -339,6 +296,6 @@ def function_delete(request, project: str, name: str):
     services.function_delete(function=function, user=request.user)
     messages.success(request, f"Deleting {function.name}.")
     target = reverse("function_list", kwargs={"project": project})
-    if request.htmx:
+    if is_partial(request):
         return HttpResponseClientRedirect(target)
     return redirect(target)

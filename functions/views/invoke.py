@@ -19,10 +19,13 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
 from functions.backends import BackendError
+from functions.errors import ServiceError
 from functions.forms import InvokeForm
 from functions.models import FunctionKind, Role
 from functions.secret_env import log_source
-from functions.services.functions import ServiceError, function_ref
+from functions.services.functions import function_ref
+from functions.services.invoke import function_invoke
+from functions.views.common import function_for_request, is_partial, render_tab
 
 HISTORY = 10
 LINES_WAIT_SECONDS = 1.5  # HAProxy's request line reaches the log a moment after the answer
@@ -115,18 +118,12 @@ def _remember(request, function, data: dict, result) -> list:
 
 @login_required
 def function_invoke_view(request, project: str, name: str):
-    from functions.views.dashboard import _function, _render_tab
-
-    function = _function(request, project, name)
+    function = function_for_request(request, project, name)
     history = request.session.get(f"hks-invoke-history-{function.pk}", [])
     if request.method != "POST":
         context = {"form": InvokeForm(initial=_initial(request, function)), "history": history}
-        return _render_tab(request, function, "invoke", context)
-    function = _function(request, project, name, role=Role.DEVELOPER)
-    from functions.services.invoke import (
-        function_invoke,
-    )  # lazily: it imports functions.api, which builds the NinjaAPI
-
+        return render_tab(request, function, "invoke", context)
+    function = function_for_request(request, project, name, role=Role.DEVELOPER)
     form = InvokeForm(request.POST)
     context, status = {"form": form, "result": None, "error": ""}, 200
     if not form.is_valid():
@@ -143,6 +140,6 @@ def function_invoke_view(request, project: str, name: str):
                 function, started, form.cleaned_data["path"]
             )
         context["history"] = _remember(request, function, form.cleaned_data, context["result"])
-    if request.htmx and request.htmx.target == "invoke-result":
+    if is_partial(request, "invoke-result"):
         return render(request, "functions/_invoke_result.html", context, status=status)
-    return _render_tab(request, function, "invoke", context, status=status)
+    return render_tab(request, function, "invoke", context, status=status)

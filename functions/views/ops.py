@@ -17,7 +17,10 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from functions import health, metrics
-from functions.models import Function, FunctionStatus, Membership, Project
+from functions.backends.knative_preflight import preflight
+from functions.backends.knative_provision import platform_kubeconfig
+from functions.models import Backend, Function, FunctionStatus, Membership, Project
+from hks_portal.celery import app
 
 PROBE_TIMEOUT = 2.0
 PING_TIMEOUT = 0.5
@@ -41,8 +44,6 @@ def runtime_health() -> Health:
 
 def queue_health() -> Health:
     """Broker reachable, queue length, and whether any worker answers a ping."""
-    from hks_portal.celery import app
-
     queue = app.conf.task_default_queue
     try:
         with app.connection_for_write() as conn:
@@ -59,10 +60,6 @@ def queue_health() -> Health:
 
 def knative_prerequisites() -> dict | None:
     """The preflight against the platform's cluster, when there is one to check (knative_preflight)."""
-    from functions.backends.knative_preflight import preflight
-    from functions.backends.knative_provision import platform_kubeconfig
-    from functions.models import Backend
-
     if not platform_kubeconfig() and not Project.objects.filter(backend=Backend.KNATIVE).exists():
         return None
     where, checks = preflight()

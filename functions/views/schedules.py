@@ -1,9 +1,11 @@
 """Dashboard fragment for a function's schedules: list with next run and history, create/edit form with a
 live preview of the next five run times in the chosen zone, pause/resume/delete.
 
+It is the function page's Schedules tab: its URL (``schedule_list``) serves the whole function page, header
+and tabs, or just ``_tab_schedules.html`` when the tab bar swaps ``#tab-content``, as every tab does.
 ``_schedules.html`` owns ``#function-<id>-schedules``; every action answers with it again when asked by
-htmx (the whole function page with its header and tabs otherwise), so the function detail page can embed
-it with ``hx-get="{% url 'schedule_list' ... %}" hx-trigger="load"``.
+htmx. A history restore (htmx reloading a page it kept no snapshot of) gets the whole page, tabs included
+(``is_partial``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from functions import selectors
 from functions.cron import known_zones
+from functions.errors import ServiceError
 from functions.models import ConcurrencyPolicy, Role, ScheduleRun
 from functions.services import schedules as services_schedules
-from functions.services.functions import ServiceError
 from functions.validators import validate_dns_label
+from functions.views.common import function_for_request, is_partial, render_tab
 
 HISTORY = 10
 METHODS = services_schedules.METHODS
@@ -76,15 +79,6 @@ class ScheduleForm(forms.Form):
         return headers
 
 
-def _function(request, project: str, name: str, role: str = Role.VIEWER):
-    function = selectors.function_get_for_user(
-        user=request.user, project_slug=project, name=name, role=role, operators_read=True
-    )
-    membership = selectors.membership_get(user=request.user, project=function.project)
-    function.can_write = membership is not None and membership.allows(Role.DEVELOPER)
-    return function
-
-
 def _render(request, function, *, form=None, editing=None, status=200):
     history = Prefetch(
         "runs", queryset=ScheduleRun.objects.order_by("-scheduled_for")[:HISTORY], to_attr="history"
@@ -98,20 +92,16 @@ def _render(request, function, *, form=None, editing=None, status=200):
         "editing": editing,
         "dialect": DIALECT,
     }
-    fragment = request.htmx and not request.htmx.boosted and request.htmx.target != "tab-content"
-    if fragment:
+    if is_partial(request) and request.htmx.target != "tab-content":
         return render(request, "functions/_schedules.html", context, status=status)
     # The whole function page (header, tabs) around it: the tab's own URL reloads as itself.
-    from functions.views.dashboard import _link_revision, _render_tab
-
-    _link_revision(function)
-    return _render_tab(request, function, "schedules", context, status=status)
+    return render_tab(request, function, "schedules", context, status=status)
 
 
 @login_required
 @require_GET
 def schedule_list(request, project: str, name: str):
-    return _render(request, _function(request, project, name))
+    return _render(request, function_for_request(request, project, name))
 
 
 def _save(request, function, form, schedule=None):
@@ -133,7 +123,7 @@ def _save(request, function, form, schedule=None):
 
 
 def _done(request, function):
-    if request.htmx:
+    if is_partial(request):
         return _render(request, function)
     return redirect("schedule_list", project=function.project.slug, name=function.name)
 
@@ -141,14 +131,14 @@ def _done(request, function):
 @login_required
 @require_POST
 def schedule_create(request, project: str, name: str):
-    function = _function(request, project, name, Role.DEVELOPER)
+    function = function_for_request(request, project, name, Role.DEVELOPER)
     return _save(request, function, ScheduleForm(request.POST))
 
 
 @login_required
 def schedule_edit(request, project: str, name: str, sched: str):
     """GET: the list with this schedule's values in the form; POST: save them."""
-    function = _function(request, project, name, Role.DEVELOPER)
+    function = function_for_request(request, project, name, Role.DEVELOPER)
     schedule = selectors.schedule_get(function=function, name=sched)
     if request.method == "POST":
         return _save(request, function, ScheduleForm.for_schedule(schedule, request.POST), schedule)
@@ -156,7 +146,7 @@ def schedule_edit(request, project: str, name: str, sched: str):
 
 
 def _action(request, project, name, sched, service):
-    function = _function(request, project, name, Role.DEVELOPER)
+    function = function_for_request(request, project, name, Role.DEVELOPER)
     service(schedule=selectors.schedule_get(function=function, name=sched), user=request.user)
     return _done(request, function)
 

@@ -344,7 +344,7 @@ def test_deleting_the_project_removes_its_namespace_and_then_the_project(
 
 
 def test_creating_a_knative_project_provisions_it_on_a_real_worker(host, owner, fake_k8s, celery_worker):
-    from functions.services import functions as services
+    from functions.services import projects as services
 
     with transaction.atomic():
         created = services.project_create(slug="globex", name="Globex", owner=owner, backend=Backend.KNATIVE)

@@ -183,6 +183,26 @@ async def test_outsider_cannot_subscribe_to_a_projects_status(project, outsider,
     assert not connected
 
 
+async def test_a_removed_member_stops_receiving_pushes(project, viewer, hello):
+    """Access is checked again on each push (not only at connect): once the membership ends, the next push
+    closes the socket instead of reaching it."""
+    from functions.models import Membership
+
+    communicator, connected, _ = await _connect("/ws/p/acme/functions/", viewer)
+    assert connected
+    await sync_to_async(live.function_changed)(function_id=hello.pk)
+    assert f'id="function-{hello.pk}"' in await communicator.receive_from(timeout=10)
+
+    await sync_to_async(Membership.objects.filter(project=project, user=viewer).delete)()
+    hello.status_message = "news the former member must not see"
+    await sync_to_async(hello.save)()
+    await sync_to_async(live.function_changed)(function_id=hello.pk)
+    closed = await communicator.receive_output(timeout=10)
+    await communicator.disconnect()
+
+    assert closed["type"] == "websocket.close" and closed.get("code") == consumers.CLOSE_NOT_FOUND
+
+
 async def test_a_failing_deploy_is_pushed_to_the_list(project, viewer, hello):
     from functions.services import functions as services
 
