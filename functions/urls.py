@@ -1,11 +1,11 @@
 from django.urls import path
 
-from functions.sources.archive_links import archive_download
 from functions.views import cli as views_cli
 from functions.views import dashboard as views
 from functions.views import invoke as views_invoke
 from functions.views import ops as views_ops
 from functions.views import schedules as views_schedules
+from functions.views.archives import archive_download
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -13,7 +13,7 @@ import datetime as dt
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
-from ninja import Field, NinjaAPI, Schema, Status
+from ninja import Field, Schema, Status
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 from ninja.throttling import AnonRateThrottle
@@ -32,6 +32,7 @@ from functions.agents.tokens import (
 from functions.auth.login_guard import client_address
 from functions.errors import ServiceError
 from functions.models import Function, FunctionStatus
+from functions.operation_ids import StableIdsAPI
 from functions.services import functions as services
 from functions.services.agents import agent_function_deploy
 from functions.services.audit import audit
@@ -55,7 +56,7 @@ class AgentAuth(HttpBearer):
         return identity
 
 
-internal_api = NinjaAPI(
+internal_api = StableIdsAPI(
     title="HKS Functions internal Operations API",
     version="1",
     auth=AgentAuth(),

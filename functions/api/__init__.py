@@ -5,13 +5,13 @@ Each area has its own router module, registered below; all check access through 
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from ninja import NinjaAPI
 
 from functions.api import builds, cli_auth, functions, invoke, logs, projects, revisions, schedules
 from functions.auth.tokens import SessionAuth, TokenAuth
 from functions.errors import ServiceError
+from functions.operation_ids import StableIdsAPI
 
-api = NinjaAPI(
+api = StableIdsAPI(
     title="HKS Functions API",
     version="1",
     auth=[TokenAuth(), SessionAuth()],

@@ -12,11 +12,10 @@ from ninja import Router
 
 from functions import selectors
 from functions.api.schemas import ErrorOut, LogLineOut
-from functions.backends import BackendError
+from functions.backends import BackendError, function_ref
 from functions.errors import ServiceError
 from functions.realtime import logstream
 from functions.secret_env import log_source
-from functions.services.functions import function_ref
 
 router = Router(tags=["functions"])
 BASE = "/projects/{slug}/functions/{name}"
@@ -24,18 +23,17 @@ MAX_LOG_LINES = 5000
 HEARTBEAT_SECONDS = 15.0  # a blank line on an idle stream, so proxies and clients see it alive
 
 
-async def _collect_logs(backend, ref, since, tail) -> list:
-    return [line async for line in backend.logs(ref, since=since, tail=tail, follow=False)]
-
-
-@router.get(BASE + "/logs", response={200: list[LogLineOut], 403: ErrorOut, 404: ErrorOut, 502: ErrorOut})
+@router.get(
+    BASE + "/logs",
+    response={200: list[LogLineOut], 403: ErrorOut, 404: ErrorOut, 502: ErrorOut},
+)
 def function_logs(request, slug: str, name: str, since: dt.datetime | None = None, tail: int = 200):
     """The function's recent log lines, oldest first (``tail`` newest ones, optionally ``since`` a time)."""
     function = selectors.function_get_for_user(user=request.auth, project_slug=slug, name=name)
     tail = max(1, min(tail, MAX_LOG_LINES))
     try:
         backend = log_source(function)
-        lines = async_to_sync(_collect_logs)(backend, function_ref(function), since, tail)
+        lines = async_to_sync(logstream.snapshot)(backend, function_ref(function), tail=tail, since=since)
     except BackendError as exc:
         raise ServiceError(f"logs are not available: {exc.message}", code=502) from exc
     return [

@@ -24,11 +24,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from functions import selectors
-from functions.backends import BackendError
+from functions.backends import BackendError, function_ref
 from functions.realtime import logstream
 from functions.realtime.push import project_group
 from functions.secret_env import log_source
-from functions.services.functions import function_ref
 
 BUFFER_LINES = 1000  # most lines held for one client
 BATCH_LINES = 200  # most lines in one websocket message

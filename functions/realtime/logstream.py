@@ -36,6 +36,12 @@ class StreamTrouble:
     message: str
 
 
+async def snapshot(backend, ref, *, tail: int, since=None) -> list:
+    """The newest ``tail`` lines (after ``since``, when given), oldest first, without following: what the
+    overview, the log download and the API's ``/logs`` show."""
+    return [line async for line in backend.logs(ref, since=since, tail=tail, follow=False)]
+
+
 async def follow(backend, ref, *, since=None, tail: int | None = INITIAL_TAIL) -> AsyncIterator:
     """Yield the function's log lines (``LogLine``) as they come, and ``StreamTrouble`` when it breaks.
 

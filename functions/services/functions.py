@@ -14,8 +14,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from functions.backends import BackendError, get_backend
-from functions.backends.base import BuildSpec, FunctionRef, Resources, Scale, ServiceSpec
+from functions.backends import BackendError, function_ref, get_backend
+from functions.backends.base import BuildSpec, Resources, Scale, ServiceSpec
 from functions.errors import ServiceError
 from functions.models import (
     Backend,
@@ -37,11 +37,6 @@ from functions.sources.funcyaml import FuncYamlError, parse_func_yaml
 from functions.validators import check_env, validate_dns_label
 
 log = logging.getLogger(__name__)
-
-
-def function_ref(function: Function) -> FunctionRef:
-    project = function.project
-    return FunctionRef(project=project.slug, namespace=project.effective_namespace, function=function.name)
 
 
 # Projects and members -----------------------------------------------------------------------------

@@ -15,10 +15,9 @@ import logging
 from django.db.models import Q
 from django.utils import timezone
 
-from functions.backends import BackendError, get_backend
+from functions.backends import BackendError, function_ref, get_backend
 from functions.models import Function, FunctionStatus, Project
 from functions.realtime import push as live
-from functions.services.functions import function_ref
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from functions.backends import BackendError, get_backend
+from functions.backends import BackendError, function_ref, get_backend
 from functions.models import Backend, Build, BuildStatus, Function, FunctionStatus
 from functions.services import enqueue
 from functions.services import functions as services
@@ -128,7 +128,7 @@ def _follow_backends(result: Reconciled) -> None:
             reason = down[function.project_id]
         else:
             try:
-                get_backend(function.project).status(services.function_ref(function))
+                get_backend(function.project).status(function_ref(function))
                 reason = ""
             except BackendError as exc:
                 reason = down[function.project_id] = exc.message

@@ -17,13 +17,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone as dj_timezone
 
 from functions import cron as cronlib
-from functions.backends import get_backend
+from functions.backends import function_ref, get_backend
 from functions.backends.base import ScheduleSpec
 from functions.errors import ServiceError
 from functions.models import ConcurrencyPolicy, Function, Schedule
 from functions.services import enqueue
 from functions.services.audit import audit
-from functions.services.functions import function_ref
 from functions.services.invoke import function_base_url
 from functions.validators import check_function_path, validate_dns_label
 

@@ -3,7 +3,7 @@
 The link carries a signed token naming the revision and its content hash (``django.core.signing``, salted,
 with a maximum age); the download view serves each token at most ``USES`` times (counted in Redis) - the
 build's fetch and curl's own retries after a broken transfer - and only while the revision still exists
-with that content.
+with that content. The download view itself is ``functions.views.archives``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import hashlib
 import redis
 from django.conf import settings
 from django.core import signing
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.urls import reverse
-from django.views.decorators.http import require_GET
 
 from functions.backends.base import BuildSpec
 from functions.models import Revision
@@ -60,14 +59,3 @@ def _use(token: str) -> bool:
         pipe.incr(key)
         _, uses = pipe.execute()
     return uses <= USES
-
-
-@require_GET
-def archive_download(request, token: str):
-    revision = revision_for_token(token)
-    return FileResponse(
-        revision.archive.open("rb"),
-        content_type="application/gzip",
-        as_attachment=True,
-        filename=f"{revision.name}.tar.gz",
-    )

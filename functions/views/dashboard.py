@@ -1,7 +1,9 @@
-"""Dashboard pages. Short function views: parse with a form, call one selector or service, render.
+"""Dashboard pages: the project list and a function's tabs (overview, metrics, logs, revisions, builds,
+settings). Each view finds the function through ``views.common.function_for_request``, parses input with
+a form, calls a selector or a service and renders.
 
-A view that serves htmx renders its fragment (``_*.html``) when ``request.htmx`` targets it, and the whole
-page otherwise, so every page works without JavaScript.
+A view that serves htmx renders its fragment (``_*.html``) when ``views.common.is_partial`` says htmx asked
+for it, and the whole page otherwise, so every page works without JavaScript.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from functions import metrics, selectors
-from functions.backends import BackendError
+from functions.backends import BackendError, function_ref
 from functions.errors import ServiceError
 from functions.forms import FunctionFilterForm, LogSearchForm, MetricsRangeForm, SettingsForm
 from functions.models import Build, Role, Schedule
 from functions.realtime import logstream
 from functions.secret_env import log_source
 from functions.services import functions as services
-from functions.services.functions import function_ref
 from functions.views.common import function_for_request, is_partial, link_revision, render_tab
 
 SNAPSHOT_LINES = 5000
@@ -83,13 +84,11 @@ OVERVIEW_LOG_LINES = 8
 DEPLOY_ACTIONS = ("function.deploy", "function.rollback", "function.settings")
 
 
-async def _tail(backend, ref, tail: int) -> list:
-    return [line async for line in backend.logs(ref, tail=tail, follow=False)]
-
-
 def _last_lines(function) -> tuple[list, str]:
     try:
-        return async_to_sync(_tail)(log_source(function), function_ref(function), OVERVIEW_LOG_LINES), ""
+        return async_to_sync(logstream.snapshot)(
+            log_source(function), function_ref(function), tail=OVERVIEW_LOG_LINES
+        ), ""
     except BackendError as exc:
         return [], exc.message
 
@@ -183,16 +182,14 @@ def function_logs_search(request, project: str, name: str):
     return render_tab(request, function, "logs", context)
 
 
-async def _snapshot(backend, ref, tail: int) -> list:
-    return [line async for line in backend.logs(ref, tail=tail, follow=False)]
-
-
 @login_required
 def function_logs_download(request, project: str, name: str):
     """The newest log lines as a text file: timestamp, instance, stream, text."""
     function = function_for_request(request, project, name)
     try:
-        lines = async_to_sync(_snapshot)(log_source(function), function_ref(function), SNAPSHOT_LINES)
+        lines = async_to_sync(logstream.snapshot)(
+            log_source(function), function_ref(function), tail=SNAPSHOT_LINES
+        )
     except BackendError as exc:
         return HttpResponse(f"logs are not available: {exc.message}\n", status=502, content_type="text/plain")
     body = "".join(

@@ -18,12 +18,11 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from functions.backends import BackendError
+from functions.backends import BackendError, function_ref
 from functions.errors import ServiceError
 from functions.forms import InvokeForm
 from functions.models import FunctionKind, Role
 from functions.secret_env import log_source
-from functions.services.functions import function_ref
 from functions.services.invoke import function_invoke
 from functions.views.common import function_for_request, is_partial, render_tab
 
