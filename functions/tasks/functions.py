@@ -10,6 +10,7 @@ from celery import shared_task
 
 from functions.backends import BackendError
 from functions.models import Build, Function, Revision
+from functions.services import enqueue
 from functions.services import functions as services
 from functions.services import storage as services_storage
 from functions.services.observe import functions_observe
@@ -33,7 +34,7 @@ def build_revision(self, build_id: int) -> None:
     )
     if built:
         function_id = build.revision.function_id
-        services.enqueue(function_id, lambda: deploy_revision.delay(build.revision_id))
+        enqueue.enqueue(function_id, lambda: deploy_revision.delay(build.revision_id))
 
 
 @shared_task(name="functions.tasks.deploy_revision", bind=True, acks_late=True, **RETRY)
