@@ -56,6 +56,14 @@ def test_full_page_and_fragment_show_next_run_in_the_schedules_zone(dev, nightly
     assert "2026-03-03 02:30 CET" in html  # next_run_at (T0 + 1 day) shown in Berlin time
 
 
+def test_a_history_restore_gets_the_whole_page_with_its_tabs(dev, nightly):
+    """htmx reloading the Schedules tab it kept no snapshot of swaps the whole body: the page, tab bar
+    included, not the bare fragment."""
+    page = dev.get(BASE, HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true").content.decode()
+    assert "<html" in page and 'id="function-tabs"' in page and 'id="tab-schedules"' in page
+    assert f'id="function-{nightly.function.pk}-schedules"' in page
+
+
 def test_history_lists_recent_runs_with_status_duration_and_error(dev, nightly):
     ScheduleRun.objects.create(
         schedule=nightly, scheduled_for=T0, outcome="succeeded", status_code=200, duration_ms=42
