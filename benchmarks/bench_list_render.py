@@ -102,7 +102,7 @@ def measure(client, url: str, repeat: int) -> dict:
 
 
 def _constant_health() -> None:
-    from functions import views_ops
+    from functions.views import ops as views_ops
 
     for name in ("runtime_health", "queue_health", "prometheus_health"):
         setattr(

@@ -86,7 +86,7 @@ def _agent(platform, session_id: str) -> tuple[int, str]:
         platform.manage(
             "shell",
             "-c",
-            f"from functions.sessions import agent_token; print(agent_token({session_id!r}))",
+            f"from functions.agents.sessions import agent_token; print(agent_token({session_id!r}))",
             capture=True,
         )
         .strip()

@@ -7,7 +7,9 @@ function down on its backend), never through the admin's own row deletion.
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from . import models, services, services_projects
+from functions import models
+from functions.services import functions as services
+from functions.services import projects as services_projects
 
 admin.site.site_header = "HKS Functions operations"
 admin.site.site_title = "HKS Functions"
@@ -63,7 +65,7 @@ class ProjectAdmin(admin.ModelAdmin):
     def has_kubeconfig(self, obj):
         return obj.has_kubeconfig
 
-    # A knative project's namespace, quota and policies follow its row (functions/services_projects.py).
+    # A knative project's namespace, quota and policies follow its row (functions/services/projects.py).
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         services_projects.project_provision(project=obj)
@@ -247,7 +249,7 @@ class AgentCredentialAdmin(admin.ModelAdmin):
 
 @admin.register(models.AgentSession)
 class AgentSessionAdmin(admin.ModelAdmin):
-    """Agents' sessions (functions/sessions.py): read-only here; agents create and kill them."""
+    """Agents' sessions (functions/agents/sessions.py): read-only here; agents create and kill them."""
 
     list_display = ["sandbox_id", "project", "status", "template", "created_at", "expires_at", "ended_at"]
     list_filter = ["status", "project"]

@@ -6,4 +6,4 @@ class FunctionsConfig(AppConfig):
     verbose_name = "HKS Functions"
 
     def ready(self):
-        from . import login_guard  # noqa: F401  (its signal receivers count failed sign-ins)
+        from functions.auth import login_guard  # noqa: F401  (its signal receivers count failed sign-ins)

@@ -1,4 +1,4 @@
-from .selectors import projects_for_user
+from functions.selectors import projects_for_user
 
 
 def projects(request):

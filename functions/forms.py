@@ -5,8 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .models import FunctionStatus
-from .validators import check_env
+from functions.models import FunctionStatus
+from functions.validators import check_env
 
 STATUS_FILTERS = [
     ("", "Any status"),

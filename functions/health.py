@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import httpx
 from django.conf import settings
 
-from . import metrics
+from functions import metrics
 
 PROBE_TIMEOUT = 2.0
 # Without these no local function runs at all, or the portal cannot serve (sessions, sign-in limits, tasks).

@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
 
-from .validators import validate_dns_label
+from functions.validators import validate_dns_label
 
 
 class Backend(models.TextChoices):
@@ -199,7 +199,7 @@ class Function(models.Model):
     url = models.URLField(max_length=300, blank=True)
     internal_url = models.URLField(max_length=300, blank=True)
     replicas = models.PositiveIntegerField(default=0)
-    # When the backend last reported on this function (services_observe); functions.status shows
+    # When the backend last reported on this function (services/observe.py); functions.status shows
     # "unknown" once it is too old.
     observed_at = models.DateTimeField(null=True, blank=True)
     current_revision = models.ForeignKey(
@@ -234,7 +234,7 @@ class Function(models.Model):
     deployed_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
     # When the task moving this function (build, deploy, delete) was enqueued or last showed it is alive, and
-    # how often the reconciler (functions/reconcile.py) has had to enqueue it again since the last deploy.
+    # how often the reconciler (services/reconcile.py) has had to enqueue it again since the last deploy.
     task_heartbeat_at = models.DateTimeField(null=True, blank=True)
     task_recoveries = models.PositiveSmallIntegerField(default=0)
 
@@ -470,7 +470,7 @@ class SessionStatus(models.TextChoices):
 
 class AgentSession(models.Model):
     """An agent's stateful sandbox (a Python kernel, files, commands) that lives until killed or its
-    deadline; what E2B's SDK calls a sandbox. Its tokens are derived from the id (functions/sessions.py)."""
+    deadline; what E2B's SDK calls a sandbox. Its tokens are derived from the id (agents/sessions.py)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agent_sessions")
     credential = models.ForeignKey(AgentCredential, on_delete=models.SET_NULL, null=True, blank=True)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import consumers
+from functions.realtime import consumers
 
 websocket_urlpatterns: list = [
     path("ws/p/<slug:project>/f/<slug:name>/logs/", consumers.LogConsumer.as_asgi()),

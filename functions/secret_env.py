@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from .crypto import decrypt_text, encrypt_text
+from functions.backends import BackendError, get_backend
+from functions.crypto import DecryptionError, decrypt_text, encrypt_text
 
 MASK = "********"
 MIN_MASKED_LENGTH = 4  # shorter values ("1", "on") would mask half of every line; they are not secrets
@@ -69,9 +70,6 @@ class MaskedLogs:
 
 def log_source(function) -> MaskedLogs:
     """Where every reader of a function's logs (page, download, API, stream, websocket) gets them."""
-    from .backends import BackendError, get_backend
-    from .crypto import DecryptionError
-
     try:
         values = secret_values(function)
     except DecryptionError as exc:  # showing the lines unmasked is not an option

@@ -6,11 +6,23 @@ whose role is too low for an action gets ``PermissionDenied``.
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from .models import Build, Function, Membership, Project, Revision, Role, Schedule
+from functions.crypto import decrypt_text
+from functions.models import (
+    AuditEvent,
+    Build,
+    Function,
+    Invitation,
+    Membership,
+    Project,
+    Revision,
+    Role,
+    Schedule,
+)
 
 
 def projects_for_user(*, user) -> QuerySet[Project]:
@@ -68,6 +80,7 @@ def function_get_for_user(
     function = functions_for_project(project=project).filter(name=name).first()
     if function is None:
         raise Http404("No such function.")
+    function.membership = project.membership  # type: ignore[attr-defined]  # the reader's; None: an operator
     return function
 
 
@@ -100,3 +113,54 @@ def schedule_get(*, function: Function, name: str) -> Schedule:
     if schedule is None:
         raise Http404("No such schedule.")
     return schedule
+
+
+def project_kubeconfig(*, project: Project) -> str:
+    """The decrypted kubeconfig, or "" when none is stored. The caller checks the reader's role."""
+    return decrypt_text(project.kubeconfig_encrypted) if project.kubeconfig_encrypted else ""
+
+
+# Members, invitations and the audit trail (the callers check the reader's role first) ------------------
+
+
+def memberships_of_user(*, user) -> list[Membership]:
+    """The user's memberships, with their projects, by project slug."""
+    memberships = Membership.objects.filter(project__in=projects_for_user(user=user), user=user)
+    return sorted(memberships.select_related("project"), key=lambda m: m.project.slug)
+
+
+def projects_owned_by(*, user) -> QuerySet[Project]:
+    return projects_for_user(user=user).filter(memberships__user=user, memberships__role=Role.OWNER)
+
+
+def members_of_project(*, project: Project) -> QuerySet[Membership]:
+    return project.memberships.select_related("user").order_by("user__username")
+
+
+def member_get(*, project: Project, username: str) -> Membership:
+    membership = members_of_project(project=project).filter(user__username=username).first()
+    if membership is None:
+        raise Http404(f"{username} is not a member of {project.slug}.")
+    return membership
+
+
+def active_user_named(*, username: str):
+    return get_user_model().objects.filter(username=username, is_active=True).first()
+
+
+def invitations_of_project(*, project: Project) -> QuerySet[Invitation]:
+    return project.invitations.select_related("project", "invited_by")
+
+
+def invitations_for_user(*, user) -> QuerySet[Invitation]:
+    """The invitations waiting for the user's answer (by user name)."""
+    return Invitation.objects.select_related("project", "invited_by").filter(username=user.get_username())
+
+
+def audit_events_for_projects(*, projects) -> QuerySet[AuditEvent]:
+    """What happened in ``projects``, newest first."""
+    return (
+        AuditEvent.objects.filter(project__in=projects)
+        .select_related("project", "actor")
+        .order_by("-created_at", "-pk")
+    )

@@ -1,7 +1,7 @@
 """The status a person is shown: derived, in one place, from what is stored and what the backend reports.
 
 The stored ``Function.status`` is the lifecycle (pending → building → deploying → ready | failed); the
-backend's own report (replicas, serving revision) is written by ``services_observe`` every few seconds with
+backend's own report (replicas, serving revision) is written by ``services.observe`` every few seconds with
 the time it arrived (``observed_at``). On top of that the shown state says:
 
 - ``scaled-to-zero``: ready with no instance;
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from .models import FunctionStatus
+from functions.models import FunctionStatus
 
 LIFECYCLE = {
     FunctionStatus.BUILDING: ("Building", "busy"),

@@ -1,13 +1,17 @@
 from django.urls import path
 
-from . import views, views_cli, views_invoke, views_ops, views_schedules
-from .archive_links import archive_download
+from functions.views import cli as views_cli
+from functions.views import dashboard as views
+from functions.views import invoke as views_invoke
+from functions.views import ops as views_ops
+from functions.views import schedules as views_schedules
+from functions.views.archives import archive_download
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("cli/approve", views_cli.cli_approve, name="cli_approve"),
     path("p/<slug:project>/", views.function_list, name="function_list"),
-    # Dashboard: one function's tabs, fragments and actions (views.py, views_ops.py)
+    # Dashboard: one function's tabs, fragments and actions (views/dashboard.py, views/ops.py)
     path("p/<slug:project>/f/<slug:name>/", views.function_detail, name="function_detail"),
     path("p/<slug:project>/f/<slug:name>/status/", views.function_status, name="function_status"),
     path("p/<slug:project>/f/<slug:name>/metrics/", views.function_metrics, name="function_metrics"),
@@ -35,7 +39,7 @@ urlpatterns = [
     path("cluster/archives/<str:token>/", archive_download, name="archive_download"),
 ]
 
-# A function's schedules: an htmx fragment the function page embeds (views_schedules.py).
+# A function's schedules: an htmx fragment the function page embeds (views/schedules.py).
 SCHEDULES = "p/<slug:project>/f/<slug:name>/schedules/"
 urlpatterns += [
     path(SCHEDULES, views_schedules.schedule_list, name="schedule_list"),

@@ -5,11 +5,13 @@ from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ValidationError
 
+# The one name rule of the platform (projects, functions, schedules; hks_runtime checks the same): a DNS-1035
+# label, which is a DNS-1123 label that starts with a letter - what Knative requires of a Service name.
 DNS_LABEL_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def validate_dns_label(value: str) -> None:
-    """A DNS-1123 label that also starts with a letter, as Knative requires of service names."""
+    """A DNS-1035 label (see ``DNS_LABEL_RE``)."""
     if not DNS_LABEL_RE.match(value or ""):
         raise ValidationError(
             "%(value)r is not a valid name: use 1-63 lowercase letters, digits and '-', "
@@ -26,11 +28,6 @@ ENV_MAX_NAME_BYTES = 256
 ENV_MAX_VALUE_BYTES = 32 * 1024
 ENV_MAX_COUNT = 200
 ENV_MAX_TOTAL_BYTES = 256 * 1024
-
-
-def validate_env_name(value: str) -> None:
-    if not ENV_NAME_RE.match(value or ""):
-        raise ValidationError("%(value)r is not a valid environment variable name.", params={"value": value})
 
 
 def check_env(env) -> dict[str, str]:

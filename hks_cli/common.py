@@ -40,10 +40,6 @@ def require_project(api: Api) -> str:
     return api.config.project
 
 
-def project_info(api: Api, slug: str) -> dict:
-    return api.get(f"/projects/{slug}")
-
-
 def kubeconfig_path(slug: str) -> Path:
     return cfg.config_dir() / "kubeconfigs" / f"{slug}.yaml"
 

@@ -13,7 +13,7 @@ from .errors import CONFLICT, USAGE, CliError
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LANGUAGES = ("node", "python")
 KINDS = ("http", "cloudevents")
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # the portal's rule (functions/validators.py)
 SPEC_VERSION = "0.36.0"
 TEST_COMMAND = {"node": "node --test", "python": "python -m pytest  (or: python -m unittest discover tests)"}
 

@@ -108,7 +108,7 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("HKS_CELERY_QUEUE", "hks")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task a worker took and never acknowledged (the worker died) is handed out again after this: longer
 # than the longest build plus its deploy, so a slow build is never run twice at once. The reconciler
-# (functions/reconcile.py) notices a lost task much sooner, from its missing heartbeat.
+# (functions/services/reconcile.py) notices a lost task much sooner, from its missing heartbeat.
 HKS_TASK_VISIBILITY_TIMEOUT = env_int(
     "HKS_TASK_VISIBILITY_TIMEOUT", env_int("HKS_BUILD_TIMEOUT_SECONDS", 900) + 600
 )
@@ -131,7 +131,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": HKS_RECONCILE_INTERVAL_SECONDS},
     },
     "collect-expired-functions": {"task": "functions.tasks.collect_expired", "schedule": 30.0},
-    # Replicas and the serving revision as the backend reports them (functions.services_observe).
+    # Replicas and the serving revision as the backend reports them (functions.services.observe).
     "observe-functions": {
         "task": "functions.tasks.observe_functions",
         "schedule": 5.0,
@@ -174,7 +174,7 @@ CHANNEL_LAYERS = {
     }
 }
 
-# Django's cache holds what every portal replica must agree on - the sign-in limits (functions/login_guard.py)
+# Django's cache holds what every portal replica must agree on - the sign-in limits (functions/auth/)
 # above all - so it lives in Redis, under its own prefix beside the broker and Channels (hks_portal/cache.py:
 # clear() deletes only its own keys).
 CACHES = {
@@ -189,8 +189,8 @@ CACHES = {
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
-# Django's model backend with a per-user-name limit on password guessing (functions/login_guard.py).
-AUTHENTICATION_BACKENDS = ["functions.login_guard.GuardedModelBackend"]
+# Django's model backend with a per-user-name limit on password guessing (functions/auth/login_guard.py).
+AUTHENTICATION_BACKENDS = ["functions.auth.login_guard.GuardedModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -296,7 +296,6 @@ LOGGING = {
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
-CELERY_IMPORTS = ["functions.tasks_provision"]  # beside the autodiscovered functions.tasks
 CELERY_BEAT_SCHEDULE["reconcile-projects"] = {
     "task": "functions.tasks_provision.reconcile_projects",
     "schedule": float(HKS_PROVISION_INTERVAL_SECONDS),

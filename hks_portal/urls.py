@@ -2,10 +2,10 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from functions.agents.api import internal_api
+from functions.agents.e2b_api import e2b_entry
 from functions.api import api
-from functions.e2b_api import e2b_entry
-from functions.internal_api import internal_api
-from functions.login_guard import GuardedAuthenticationForm
+from functions.auth.login_guard import GuardedAuthenticationForm
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -132,15 +132,8 @@ document.addEventListener("htmx:oobBeforeSwap", (event) => {
   }
 });
 
-// Our fragments answer bad input (400), conflicts (409) and an unreachable function (502/504) with the
-// fragment and its reason; htmx would otherwise drop 4xx/5xx answers on the floor.
-const SWAPPED_ERRORS = new Set([400, 409, 502, 504]);
-document.addEventListener("htmx:beforeSwap", (event) => {
-  if (SWAPPED_ERRORS.has(event.detail.xhr.status)) {
-    event.detail.shouldSwap = true;
-    event.detail.isError = false;
-  }
-});
+// Which error answers htmx swaps in (a form's 400, a conflict, an unreachable function) is one policy:
+// the htmx-config meta tag in templates/base.html.
 
 class LogViewer {
   // Lines arrive as JSON batches over a websocket; the server drops lines (and says how many) when the

@@ -8,7 +8,7 @@ import tarfile
 import zlib
 from functools import cache
 
-from functions.archives import pack_files
+from functions.sources.archives import pack_files
 
 NODE_INDEX = b"module.exports = { handle: async (context, body) => 'OK' };\n"
 PY_FUNC = b"def new():\n    return None\n"

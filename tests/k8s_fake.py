@@ -1535,7 +1535,7 @@ def fake_k8s(fake_k8s_server):
 def knative_project(project, fake_k8s):
     """The persona project "acme" on the ``knative`` backend; its encrypted kubeconfig points at the fake."""
     from functions.models import Backend
-    from functions.services_projects import project_set_kubeconfig
+    from functions.services.projects import project_set_kubeconfig
 
     project.backend = Backend.KNATIVE
     project.save()
@@ -1550,8 +1550,8 @@ def knative_hello(project, owner, fake_k8s):
 
     from functions.backends import get_backend
     from functions.backends.base import Resources, Scale, ServiceSpec
-    from functions.services import function_ref
-    from functions.services_projects import project_set_kubeconfig
+    from functions.services.functions import function_ref
+    from functions.services.projects import project_set_kubeconfig
     from tests.factories import FunctionFactory
 
     project.backend = "knative"

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from functions.archives import ArchiveError, inspect_archive, pack_files
+from functions.sources.archives import ArchiveError, inspect_archive, pack_files
 
 from .archive_samples import HOSTILE, func_yaml, gzip_bomb, node_archive, regular, tar_gz
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from functions.archives import pack_files
+from functions.sources.archives import pack_files
 from hks_portal.platform import Ports
 
 from .archive_samples import func_yaml

@@ -5,8 +5,8 @@ Each attack is run in a fresh interpreter (tests/measure.py) so its peak memory 
 
 import pytest
 
-from functions.archives import ArchiveError, inspect_archive, pack_files
-from functions.funcyaml import FuncYamlError, load_func_yaml
+from functions.sources.archives import ArchiveError, inspect_archive, pack_files
+from functions.sources.funcyaml import FuncYamlError, load_func_yaml
 from functions.validators import ENV_MAX_COUNT, ENV_MAX_TOTAL_BYTES, ENV_MAX_VALUE_BYTES, check_env
 
 from .archive_samples import ALIAS_BOMB, func_yaml, regular, sparse_archive, tar_gz
@@ -18,14 +18,14 @@ BOUNDED_KIB = 64 * 1024  # a refusal may not grow the process by more than 64 Mi
 def test_a_sparse_member_claiming_a_gigabyte_is_refused_with_bounded_memory():
     archive = sparse_archive(1 << 30)
     assert len(archive) < 300  # a real attack: a few hundred bytes that claim 1 GiB
-    result = measured("functions.archives.inspect_archive", archive)
+    result = measured("functions.sources.archives.inspect_archive", archive)
     assert result["outcome"].startswith("ArchiveError") and "sparse" in result["outcome"], result
     assert result["peak_growth_kib"] < BOUNDED_KIB, result
 
 
 def test_a_yaml_alias_bomb_in_func_yaml_is_refused_with_bounded_memory():
     archive = pack_files({"func.yaml": ALIAS_BOMB, "index.js": b"x"})
-    result = measured("functions.archives.inspect_archive", archive)
+    result = measured("functions.sources.archives.inspect_archive", archive)
     assert result["outcome"].startswith("ArchiveError") and "aliases" in result["outcome"], result
     assert result["peak_growth_kib"] < BOUNDED_KIB, result
 

@@ -5,7 +5,7 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
-from functions import login_guard
+from functions.auth import login_guard
 
 pytestmark = pytest.mark.django_db
 RIGHT = "correct-horse-battery"

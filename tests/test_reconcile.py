@@ -8,9 +8,9 @@ import pytest
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
-from functions import services
 from functions.models import Build, BuildStatus, Function, FunctionStatus, Revision
-from functions.reconcile import functions_reconcile
+from functions.services import enqueue as services
+from functions.services.reconcile import functions_reconcile
 from hks_portal.celery import app as celery_app
 
 from .archive_samples import node_archive

@@ -5,9 +5,10 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from functions import services, tasks
-from functions.archives import pack_files
 from functions.models import AuditEvent, Build, BuildStatus, Function, FunctionStatus, Revision, Role
+from functions.services import functions as services
+from functions.sources.archives import pack_files
+from functions.tasks import functions as tasks
 
 from .archive_samples import node_archive
 from .factories import FunctionFactory

@@ -9,14 +9,17 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
-from functions import archive_links, services
-from functions.archive_links import archive_url_for
-from functions.archives import pack_files
 from functions.backends.base import BuildSpec
 from functions.crypto import DecryptionError, decrypt_text, encrypt_text
+from functions.errors import ServiceError
 from functions.models import AuditEvent
-from functions.services import ServiceError, function_ref
-from functions.services_projects import project_kubeconfig, project_set_kubeconfig
+from functions.selectors import project_kubeconfig
+from functions.services import functions as services
+from functions.services.functions import function_ref
+from functions.services.projects import project_set_kubeconfig
+from functions.sources import archive_links
+from functions.sources.archive_links import archive_url_for
+from functions.sources.archives import pack_files
 
 KUBECONFIG = yaml.safe_dump(
     {

@@ -16,7 +16,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from functions.login_guard import FAILED_LOGIN_LIMIT
+from functions.auth.login_guard import FAILED_LOGIN_LIMIT
 from tests.live import free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,11 +19,12 @@ import pytest
 from celery.worker import state as worker_state
 from django.utils import timezone
 
-from functions import services, tasks
-from functions.archives import pack_files
 from functions.backends import get_backend
 from functions.models import AuditEvent, Build, Function, FunctionStatus, Project, Revision, Schedule
-from functions.services_projects import project_set_kubeconfig
+from functions.services import functions as services
+from functions.services.projects import project_set_kubeconfig
+from functions.sources.archives import pack_files
+from functions.tasks import functions as tasks
 from hks_portal.celery import app as celery_app
 
 from .archive_samples import func_yaml
@@ -279,3 +280,33 @@ def test_a_delete_the_cluster_refuses_says_why_and_asking_again_finishes_it(
     function.refresh_from_db()
     assert function.status == FunctionStatus.DELETED
     assert fake_k8s.list(KSVC, function.project.effective_namespace) == []
+
+
+def test_registered_task_names_never_change():
+    """The names are in the Redis queue and the beat schedule: moving a task module must not rename it."""
+    from hks_portal.celery import app
+
+    app.loader.import_default_modules()
+    assert sorted(n for n in app.tasks if not n.startswith("celery.")) == [
+        "functions.tasks.build_revision",
+        "functions.tasks.collect_expired",
+        "functions.tasks.collect_orphans",
+        "functions.tasks.delete_function",
+        "functions.tasks.deploy_revision",
+        "functions.tasks.observe_functions",
+        "functions.tasks.reclaim_due",
+        "functions.tasks.reclaim_storage",
+        "functions.tasks.reconcile",
+        "functions.tasks_provision.provision_project",
+        "functions.tasks_provision.reconcile_projects",
+        "functions.tasks_provision.teardown_project",
+        "functions.tasks_schedules.dispatch_schedules",
+        "functions.tasks_schedules.fire_schedule_run",
+        "functions.tasks_schedules.remove_schedule",
+        "functions.tasks_schedules.sync_schedule",
+        "functions.tasks_sessions.collect_expired_sessions",
+    ]
+    from django.conf import settings
+
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks

@@ -1,16 +1,17 @@
 """The JSON API under /api/v1 (OpenAPI document at /api/v1/openapi.json, docs at /api/v1/docs).
 
-Each area has its own router module; all go through ``functions.selectors`` for access checks.
+Each area has its own router module, registered below; all check access through ``functions.selectors``.
 """
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from ninja import NinjaAPI
 
-from ..auth import SessionAuth, TokenAuth
-from ..services import ServiceError
+from functions.api import builds, cli_auth, functions, invoke, logs, projects, revisions, schedules
+from functions.auth.tokens import SessionAuth, TokenAuth
+from functions.errors import ServiceError
+from functions.operation_ids import StableIdsAPI
 
-api = NinjaAPI(
+api = StableIdsAPI(
     title="HKS Functions API",
     version="1",
     auth=[TokenAuth(), SessionAuth()],
@@ -39,17 +40,15 @@ def whoami(request):
     return {"username": user.username, "email": user.email}
 
 
-def _register_routers() -> None:
-    # Routers live in their own modules (functions/api/<area>.py), each exporting ``router``.
-    import importlib
-    import pkgutil
-
-    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if module.name.startswith("_"):
-            continue
-        router = getattr(importlib.import_module(f"{__name__}.{module.name}"), "router", None)
-        if router is not None:
-            api.add_router("/", router)
-
-
-_register_routers()
+# Each area's routes, in this order (the OpenAPI document lists them so).
+for _router in (
+    builds.router,
+    cli_auth.router,
+    functions.router,
+    invoke.router,
+    logs.router,
+    projects.router,
+    revisions.router,
+    schedules.router,
+):
+    api.add_router("/", _router)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ninja import Router
 
-from .. import selectors
-from .schemas import BuildDetailOut, BuildLogOut, BuildOut, ErrorOut, build_out
+from functions import selectors
+from functions.api.schemas import BuildDetailOut, BuildLogOut, BuildOut, ErrorOut, build_out
 
 router = Router(tags=["builds"])
 ERRORS = {403: ErrorOut, 404: ErrorOut}

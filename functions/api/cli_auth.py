@@ -3,27 +3,14 @@ the portal) and the user name/password exchange. These endpoints are the only un
 
 from django.http import JsonResponse
 from django.urls import reverse
-from ninja import Router, Schema
+from ninja import Router
 from ninja.throttling import AnonRateThrottle
 
-from .. import cli_login
-from ..services import ServiceError
+from functions.api.schemas import LoginPollIn, LoginStartIn, PasswordIn
+from functions.auth import cli_login
+from functions.errors import ServiceError
 
 router = Router(tags=["cli login"])
-
-
-class LoginStartIn(Schema):
-    client_name: str = ""
-
-
-class LoginPollIn(Schema):
-    device_code: str
-
-
-class PasswordIn(Schema):
-    username: str
-    password: str
-    client_name: str = ""
 
 
 def _error(exc: ServiceError, **extra) -> JsonResponse:

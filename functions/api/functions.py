@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ninja import Router, Status
 
-from .. import metrics, selectors, services
-from ..models import Role
-from .schemas import ErrorOut, FunctionCreateIn, FunctionOut, FunctionSettingsIn, function_out
+from functions import metrics, selectors
+from functions.api.schemas import ErrorOut, FunctionCreateIn, FunctionOut, FunctionSettingsIn, function_out
+from functions.errors import ServiceError
+from functions.models import Role
+from functions.services import functions as services
 
 router = Router(tags=["functions"])
 ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 429: ErrorOut}
@@ -60,9 +62,7 @@ def function_settings(request, slug: str, name: str, payload: FunctionSettingsIn
     if payload.timeout_seconds is not None:
         changes["timeout_seconds"] = payload.timeout_seconds
     if not changes and not payload.secrets:
-        raise services.ServiceError(
-            "nothing to change: give env, secrets, scale, resources or timeout_seconds"
-        )
+        raise ServiceError("nothing to change: give env, secrets, scale, resources or timeout_seconds")
     function = services.function_update_settings(
         function=function, user=request.auth, secrets=payload.secrets, **changes
     )

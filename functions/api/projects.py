@@ -3,15 +3,13 @@ log."""
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from ninja import Router, Status
 
-from .. import selectors, services, services_projects
-from ..models import AuditEvent, Backend, Invitation, Membership, Project, Role
-from .schemas import (
+from functions import selectors
+from functions.api.schemas import (
     AuditEventOut,
     ErrorOut,
     InvitationOut,
@@ -20,6 +18,10 @@ from .schemas import (
     MemberOut,
     ProjectOut,
 )
+from functions.errors import ServiceError
+from functions.models import Backend, Invitation, Membership, Project, Role
+from functions.services import functions as services
+from functions.services import projects as services_projects
 
 router = Router(tags=["projects"])
 ERRORS = {403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
@@ -53,10 +55,7 @@ def member_out(membership: Membership) -> dict:
 @router.get("/projects", response=list[ProjectOut])
 def project_list(request):
     """The projects I am a member of, with my role in each."""
-    memberships = Membership.objects.filter(
-        project__in=selectors.projects_for_user(user=request.auth), user=request.auth
-    ).select_related("project")
-    return [project_out(m.project, m.role) for m in sorted(memberships, key=lambda m: m.project.slug)]
+    return [project_out(m.project, m.role) for m in selectors.memberships_of_user(user=request.auth)]
 
 
 @router.get("/projects/{slug}", response={200: ProjectOut, **ERRORS})
@@ -68,8 +67,7 @@ def project_detail(request, slug: str):
 @router.get("/projects/{slug}/members", response={200: list[MemberOut], **ERRORS})
 def member_list(request, slug: str):
     project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
-    memberships = project.memberships.select_related("user").order_by("user__username")
-    return [member_out(m) for m in memberships]
+    return [member_out(m) for m in selectors.members_of_project(project=project)]
 
 
 def invitation_out(invitation: Invitation) -> dict:
@@ -86,23 +84,16 @@ def _valid_username(username: str) -> str:
     try:
         UnicodeUsernameValidator()(username)
     except ValidationError as exc:
-        raise services.ServiceError(f"{username!r} is not a valid user name") from exc
+        raise ServiceError(f"{username!r} is not a valid user name") from exc
     if len(username) > 150:
-        raise services.ServiceError("a user name has at most 150 characters")
+        raise ServiceError("a user name has at most 150 characters")
     return username
-
-
-def _membership_get(project: Project, username: str) -> Membership:
-    membership = project.memberships.select_related("user").filter(user__username=username).first()
-    if membership is None:
-        raise Http404(f"{username} is not a member of {project.slug}.")
-    return membership
 
 
 @router.get("/projects/{slug}/members/{username}", response={200: MemberOut, **ERRORS})
 def member_detail(request, slug: str, username: str):
     project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
-    return member_out(_membership_get(project, username))
+    return member_out(selectors.member_get(project=project, username=username))
 
 
 @router.put("/projects/{slug}/members/{username}", response={200: MemberOut, 202: InvitationOut, **ERRORS})
@@ -112,10 +103,10 @@ def member_set(request, slug: str, username: str, payload: MemberIn):
     account has that name. Platform operators (staff) add an existing account at once (200)."""
     project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
     _valid_username(username)
-    membership = project.memberships.select_related("user").filter(user__username=username).first()
+    membership = selectors.members_of_project(project=project).filter(user__username=username).first()
     user = membership.user if membership else None
     if user is None and request.auth.is_staff:
-        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        user = selectors.active_user_named(username=username)
     if user is not None:
         membership = services.membership_set(
             project=project, user=user, role=payload.role, actor=request.auth
@@ -130,7 +121,7 @@ def member_set(request, slug: str, username: str, payload: MemberIn):
 @router.delete("/projects/{slug}/members/{username}", response={204: None, **ERRORS})
 def member_remove(request, slug: str, username: str):
     project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
-    membership = _membership_get(project, username)
+    membership = selectors.member_get(project=project, username=username)
     services.membership_remove(project=project, user=membership.user, actor=request.auth)
     return Status(204, None)
 
@@ -139,7 +130,7 @@ def member_remove(request, slug: str, username: str):
 def project_invitations(request, slug: str):
     """The project's pending invitations (owners)."""
     project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
-    return [invitation_out(i) for i in project.invitations.select_related("project", "invited_by")]
+    return [invitation_out(i) for i in selectors.invitations_of_project(project=project)]
 
 
 @router.delete("/projects/{slug}/invitations/{username}", response={204: None, **ERRORS})
@@ -151,11 +142,7 @@ def project_invitation_withdraw(request, slug: str, username: str):
 
 
 def _my_invitation(request, project: str) -> Invitation:
-    invitation = (
-        Invitation.objects.select_related("project", "invited_by")
-        .filter(project__slug=project, username=request.auth.get_username())
-        .first()
-    )
+    invitation = selectors.invitations_for_user(user=request.auth).filter(project__slug=project).first()
     if invitation is None:
         raise Http404(f"No invitation to {project} for you.")
     return invitation
@@ -164,10 +151,7 @@ def _my_invitation(request, project: str) -> Invitation:
 @router.get("/invitations", response=list[InvitationOut])
 def my_invitations(request):
     """The projects inviting me, waiting for my answer."""
-    invitations = Invitation.objects.select_related("project", "invited_by").filter(
-        username=request.auth.get_username()
-    )
-    return [invitation_out(i) for i in invitations]
+    return [invitation_out(i) for i in selectors.invitations_for_user(user=request.auth)]
 
 
 @router.post("/invitations/{project}/accept", response={200: ProjectOut, 404: ErrorOut})
@@ -192,12 +176,10 @@ def project_kubeconfig(request, slug: str):
         raise Http404(f"Project {slug} runs on the local runtime; it has no kubeconfig.")
     if not project.has_kubeconfig:
         raise Http404(f"Project {slug} has no kubeconfig stored yet; ask a platform operator.")
-    from ..services_projects import project_kubeconfig
-
     return {
         "project": project.slug,
         "namespace": project.effective_namespace,
-        "kubeconfig": project_kubeconfig(project=project),
+        "kubeconfig": selectors.project_kubeconfig(project=project),
     }
 
 
@@ -207,16 +189,8 @@ def audit_list(request, project: str | None = None, limit: int = 100):
     if project is not None:
         projects = [selectors.project_get_for_user(user=request.auth, slug=project, role=Role.OWNER)]
     else:
-        projects = list(
-            selectors.projects_for_user(user=request.auth).filter(
-                memberships__user=request.auth, memberships__role=Role.OWNER
-            )
-        )
-    events = (
-        AuditEvent.objects.filter(project__in=projects)
-        .select_related("project", "actor")
-        .order_by("-created_at", "-pk")[: max(1, min(limit, 1000))]
-    )
+        projects = list(selectors.projects_owned_by(user=request.auth))
+    events = selectors.audit_events_for_projects(projects=projects)[: max(1, min(limit, 1000))]
     return [
         {
             "project": event.project.slug,

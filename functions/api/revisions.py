@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
 from django.http import Http404
 from ninja import Router, Status
 
-from .. import selectors, services
-from ..models import Function, Role, Runtime
-from .schemas import DeployOut, ErrorOut, FunctionOut, RevisionOut, function_out, revision_out
+from functions import selectors
+from functions.api.schemas import DeployOut, ErrorOut, FunctionOut, RevisionOut, function_out, revision_out
+from functions.errors import ServiceError
+from functions.models import Role, Runtime
+from functions.services import functions as services
 
 router = Router(tags=["revisions"])
 ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
@@ -35,8 +36,8 @@ UPLOAD_BODY = {
 }
 
 
-def _too_big(size: int, limit: int) -> services.ServiceError:
-    return services.ServiceError(f"archive is {size} bytes; the limit is {limit} bytes", code=413)
+def _too_big(size: int, limit: int) -> ServiceError:
+    return ServiceError(f"archive is {size} bytes; the limit is {limit} bytes", code=413)
 
 
 def _read_archive(request) -> bytes:
@@ -49,12 +50,12 @@ def _read_archive(request) -> bytes:
             raise _too_big(declared, limit)
         upload = request.FILES.get("archive")
         if upload is None:
-            raise services.ServiceError("the multipart upload has no file field named 'archive'")
+            raise ServiceError("the multipart upload has no file field named 'archive'")
         if upload.size > limit:
             raise _too_big(upload.size, limit)
         return upload.read()
     if content_type not in GZIP_TYPES:
-        raise services.ServiceError(
+        raise ServiceError(
             "send the archive as the request body with Content-Type application/gzip, "
             "or as the multipart/form-data file field 'archive'",
             code=415,
@@ -86,16 +87,12 @@ def revision_upload(request, slug: str, name: str, create: bool = False, runtime
     if function is None and not create:
         raise Http404("No such function (pass create=true and a runtime to create it).")
     if function is None and runtime is None:
-        raise services.ServiceError("creating a function needs its runtime (node or python)")
+        raise ServiceError("creating a function needs its runtime (node or python)")
     data = _read_archive(request)
-    with transaction.atomic():
-        created = function is None
-        if created:
-            function = services.function_create(
-                project=project, name=name, runtime=runtime, user=request.auth
-            )
-        revision = services.function_deploy(function=function, archive=data, user=request.auth)
-    function = Function.objects.select_related("project", "current_revision").get(pk=function.pk)
+    created = function is None
+    function, revision = services.function_deploy_or_create(
+        project=project, function=function, name=name, runtime=runtime, archive=data, user=request.auth
+    )
     return Status(
         201,
         {

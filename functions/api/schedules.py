@@ -7,96 +7,28 @@ The cron dialect is Kubernetes CronJob's: five fields or a macro (``@hourly``, `
 
 from __future__ import annotations
 
-import datetime as dt
-
 from django.db.models import Prefetch
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Query, Router, Status
 
-from .. import selectors, services_schedules
-from ..models import Role, Schedule, ScheduleRun
-from ..services import ServiceError
-from .schemas import ErrorOut
+from functions import selectors
+from functions.api.schemas import (
+    ErrorOut,
+    PreviewIn,
+    PreviewOut,
+    RunOut,
+    RunsQuery,
+    ScheduleIn,
+    ScheduleOut,
+    SchedulePatch,
+)
+from functions.cron import explain
+from functions.errors import ServiceError
+from functions.models import Role, Schedule, ScheduleRun
+from functions.services import schedules as services_schedules
 
 router = Router(tags=["schedules"])
 ERRORS = {400: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
 BASE = "/projects/{slug}/functions/{name}/schedules"
-CRON_HELP = (
-    "Five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @midnight, @weekly, "
-    "@monthly, @yearly, @annually"
-)
-
-
-class ScheduleIn(Schema):
-    name: str = Field(..., description="A DNS-1123 label, unique per function")
-    cron: str = Field(..., description=CRON_HELP)
-    timezone: str = Field("UTC", description="An IANA time zone, e.g. Europe/Berlin")
-    method: str = "POST"
-    path: str = Field("/", description="Path and query on the function")
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: str = ""
-    enabled: bool = True
-    concurrency_policy: str = Field("Allow", description="Allow, Forbid or Replace")
-    starting_deadline_seconds: int | None = Field(
-        None, description="Fire a missed run only if it is at most this late; empty = always the latest"
-    )
-
-
-class SchedulePatch(Schema):
-    """Only the fields given change (``starting_deadline_seconds: null`` removes the deadline)."""
-
-    cron: str | None = Field(None, description=CRON_HELP)
-    timezone: str | None = None
-    method: str | None = None
-    path: str | None = None
-    headers: dict[str, str] | None = None
-    body: str | None = None
-    enabled: bool | None = None
-    concurrency_policy: str | None = None
-    starting_deadline_seconds: int | None = None
-
-
-class RunOut(Schema):
-    scheduled_for: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    outcome: str = Field(description="pending, running, succeeded, failed, skipped, missed or replaced")
-    status_code: int | None
-    duration_ms: int | None
-    error: str
-
-
-class ScheduleOut(Schema):
-    name: str
-    function: str
-    cron: str
-    explanation: str
-    timezone: str
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: str
-    enabled: bool
-    concurrency_policy: str
-    starting_deadline_seconds: int | None
-    next_run_at: dt.datetime | None
-    last_scheduled_at: dt.datetime | None
-    last_run: RunOut | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class PreviewIn(Schema):
-    cron: str = Field(..., description=CRON_HELP)
-    timezone: str = "UTC"
-
-
-class PreviewOut(Schema):
-    valid: bool
-    error: str = Field(description="Why the expression or zone is refused (empty when valid)")
-    cron: str = Field(description="The expression as five fields (macros expanded) when valid")
-    timezone: str
-    explanation: str
-    next_runs: list[dt.datetime] = Field(description="The next five run times, in the given zone")
 
 
 def _function(request, slug: str, name: str, role: str = Role.VIEWER):
@@ -113,8 +45,6 @@ def run_out(run: ScheduleRun) -> dict:
 
 
 def schedule_out(schedule: Schedule, last_run: ScheduleRun | None = None) -> dict:
-    from ..schedules import explain
-
     fields = (
         "name cron timezone method path headers body enabled concurrency_policy starting_deadline_seconds "
         "next_run_at last_scheduled_at created_at updated_at"
@@ -189,10 +119,6 @@ def schedule_resume(request, slug: str, name: str, sched: str):
     schedule = _schedule(request, slug, name, sched, Role.DEVELOPER)
     schedule = services_schedules.schedule_resume(schedule=schedule, user=request.auth)
     return schedule_out(schedule, _latest_run(schedule))
-
-
-class RunsQuery(Schema):
-    limit: int = Field(50, ge=1, le=500)
 
 
 @router.get(BASE + "/{sched}/runs", response={200: list[RunOut], **ERRORS})

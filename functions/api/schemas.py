@@ -7,8 +7,9 @@ import datetime as dt
 from ninja import Field, Schema
 from pydantic import field_validator
 
-from ..models import Build, Function, FunctionKind, Revision, Role, Runtime
-from ..validators import check_env
+from functions.models import Build, Function, FunctionKind, Revision, Role, Runtime
+from functions.status import function_state
+from functions.validators import check_env
 
 
 class ErrorOut(Schema):
@@ -112,7 +113,9 @@ class FunctionOut(Schema):
 
 
 class FunctionCreateIn(Schema):
-    name: str = Field(..., description="A DNS-1123 label, unique in the project")
+    name: str = Field(
+        ..., description="A DNS-1035 label (DNS-1123, starting with a letter), unique in the project"
+    )
     runtime: Runtime
     kind: FunctionKind = FunctionKind.HTTP
 
@@ -227,8 +230,6 @@ class LogLineOut(Schema):
 
 def function_out(function: Function, figures=None) -> dict:
     """``figures`` (metrics.FunctionFigures) let ``state`` say "degraded", as the dashboard does."""
-    from ..status import function_state
-
     current = function.current_revision
     state = function_state(function, figures)
     return {
@@ -284,3 +285,107 @@ def revision_out(revision: Revision, *, current_id: int | None) -> dict:
         "created_at": revision.created_at,
         "build": build_out(builds[-1]) if builds else None,
     }
+
+
+# Schedules ----------------------------------------------------------------------------------------
+
+CRON_HELP = (
+    "Five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @midnight, @weekly, "
+    "@monthly, @yearly, @annually"
+)
+
+
+class ScheduleIn(Schema):
+    name: str = Field(
+        ..., description="A DNS-1035 label (DNS-1123, starting with a letter), unique per function"
+    )
+    cron: str = Field(..., description=CRON_HELP)
+    timezone: str = Field("UTC", description="An IANA time zone, e.g. Europe/Berlin")
+    method: str = "POST"
+    path: str = Field("/", description="Path and query on the function")
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str = ""
+    enabled: bool = True
+    concurrency_policy: str = Field("Allow", description="Allow, Forbid or Replace")
+    starting_deadline_seconds: int | None = Field(
+        None, description="Fire a missed run only if it is at most this late; empty = always the latest"
+    )
+
+
+class SchedulePatch(Schema):
+    """Only the fields given change (``starting_deadline_seconds: null`` removes the deadline)."""
+
+    cron: str | None = Field(None, description=CRON_HELP)
+    timezone: str | None = None
+    method: str | None = None
+    path: str | None = None
+    headers: dict[str, str] | None = None
+    body: str | None = None
+    enabled: bool | None = None
+    concurrency_policy: str | None = None
+    starting_deadline_seconds: int | None = None
+
+
+class RunOut(Schema):
+    scheduled_for: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    outcome: str = Field(description="pending, running, succeeded, failed, skipped, missed or replaced")
+    status_code: int | None
+    duration_ms: int | None
+    error: str
+
+
+class ScheduleOut(Schema):
+    name: str
+    function: str
+    cron: str
+    explanation: str
+    timezone: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str
+    enabled: bool
+    concurrency_policy: str
+    starting_deadline_seconds: int | None
+    next_run_at: dt.datetime | None
+    last_scheduled_at: dt.datetime | None
+    last_run: RunOut | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PreviewIn(Schema):
+    cron: str = Field(..., description=CRON_HELP)
+    timezone: str = "UTC"
+
+
+class PreviewOut(Schema):
+    valid: bool
+    error: str = Field(description="Why the expression or zone is refused (empty when valid)")
+    cron: str = Field(description="The expression as five fields (macros expanded) when valid")
+    timezone: str
+    explanation: str
+    next_runs: list[dt.datetime] = Field(description="The next five run times, in the given zone")
+
+
+class RunsQuery(Schema):
+    limit: int = Field(50, ge=1, le=500)
+
+
+# CLI login ----------------------------------------------------------------------------------------
+
+
+class LoginStartIn(Schema):
+    client_name: str = ""
+
+
+class LoginPollIn(Schema):
+    device_code: str
+
+
+class PasswordIn(Schema):
+    username: str
+    password: str
+    client_name: str = ""

@@ -4,7 +4,7 @@ from functools import cache
 
 from django.utils.module_loading import import_string
 
-from .base import BackendError, FunctionBackend
+from functions.backends.base import BackendError, FunctionBackend, FunctionRef
 
 BACKENDS = {
     "local": "functions.backends.local.LocalBackend",
@@ -25,4 +25,10 @@ def get_backend(project) -> FunctionBackend:
     return _backend_class(project.backend).for_project(project)
 
 
-__all__ = ["BACKENDS", "BackendError", "FunctionBackend", "get_backend"]
+def function_ref(function) -> FunctionRef:
+    """How a backend names ``function`` (a ``functions.models.Function``): project, namespace, name."""
+    project = function.project
+    return FunctionRef(project=project.slug, namespace=project.effective_namespace, function=function.name)
+
+
+__all__ = ["BACKENDS", "BackendError", "FunctionBackend", "FunctionRef", "function_ref", "get_backend"]

@@ -16,8 +16,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .base import BuildSpec, FunctionRef, ServiceSpec
-from .k8s_images import FUNCTION_PORT, FUNCTION_UID, dockerfile  # noqa: F401 (re-exported)
+from functions.backends.base import BuildSpec, FunctionRef, ServiceSpec
+from functions.backends.k8s_images import FUNCTION_PORT, FUNCTION_UID, dockerfile  # noqa: F401 (re-exported)
 
 MANAGED_BY = "hks-functions"
 LABEL_FUNCTION = "hks.dev/function"
@@ -117,7 +117,7 @@ def function_labels(ref: FunctionRef, **extra: str) -> dict[str, str]:
     }
 
 
-def _meta(name: str, ref: FunctionRef, labels: dict[str, str], **extra) -> dict:
+def object_meta(name: str, ref: FunctionRef, labels: dict[str, str], **extra) -> dict:
     return {"name": name, "namespace": ref.namespace, "labels": labels, **extra}
 
 
@@ -163,7 +163,7 @@ def service_account(ref: FunctionRef) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _meta(service_account_name(ref), ref, function_labels(ref)),
+        "metadata": object_meta(service_account_name(ref), ref, function_labels(ref)),
         "automountServiceAccountToken": False,
     }
 
@@ -242,7 +242,7 @@ def function_network_policy(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(network_policy_name(ref), ref, function_labels(ref)),
+        "metadata": object_meta(network_policy_name(ref), ref, function_labels(ref)),
         "spec": {
             "podSelector": {"matchLabels": {"serving.knative.dev/service": ref.function}},
             "policyTypes": ["Ingress", "Egress"],
@@ -328,7 +328,7 @@ def knative_service(spec: ServiceSpec, settings: ClusterSettings) -> dict:
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
-        "metadata": _meta(
+        "metadata": object_meta(
             spec.ref.function, spec.ref, labels, annotations={ANNOTATION_REVISION: spec.revision}
         ),
         "spec": {
@@ -375,7 +375,7 @@ def env_secret(spec: ServiceSpec) -> dict:
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": _meta(env_secret_name(spec.ref), spec.ref, function_labels(spec.ref)),
+        "metadata": object_meta(env_secret_name(spec.ref), spec.ref, function_labels(spec.ref)),
         "stringData": dict(spec.secret_env),
     }
 
@@ -423,7 +423,7 @@ def build_config_map(spec: BuildSpec) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(build_name(spec), spec.ref, build_labels(spec)),
+        "metadata": object_meta(build_name(spec), spec.ref, build_labels(spec)),
         "data": {"Dockerfile": dockerfile(spec.runtime, spec.kind)},
     }
 
@@ -434,7 +434,7 @@ def build_secret(spec: BuildSpec) -> dict:
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": _meta(build_name(spec), spec.ref, build_labels(spec)),
+        "metadata": object_meta(build_name(spec), spec.ref, build_labels(spec)),
         "stringData": {"archive-url": spec.archive_url},
     }
 
@@ -565,7 +565,7 @@ def kaniko_job(spec: BuildSpec, settings: ClusterSettings) -> dict:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _meta(name, spec.ref, labels),
+        "metadata": object_meta(name, spec.ref, labels),
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": settings.build_timeout_seconds,

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import shlex
 
-from .base import FunctionRef, ScheduleSpec
-from .k8s_manifests import (
+from functions.backends.base import FunctionRef, ScheduleSpec
+from functions.backends.k8s_manifests import (
     CURL_UID,
     LABEL_COMPONENT,
     LABEL_SCHEDULE,
     ClusterSettings,
-    _meta,
     function_labels,
     k8s_name,
+    object_meta,
     restricted_security_context,
 )
 
@@ -142,6 +142,6 @@ def cron_job(spec: ScheduleSpec, settings: ClusterSettings) -> dict:
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": _meta(cron_job_name(spec.ref, spec.name), spec.ref, labels),
+        "metadata": object_meta(cron_job_name(spec.ref, spec.name), spec.ref, labels),
         "spec": cron_spec,
     }

@@ -12,7 +12,7 @@ and - with ``HKS_AGENT_RUNTIME_CLASS`` set - that RuntimeClass plus Knative's fe
 ``HKS_PUBLIC_URL``, which the cluster must reach. Built images are handed to Knative by digest (read back
 from Kaniko's termination message), so Knative's controller never has to resolve a tag. Before it builds
 or writes anything, the backend asks whether the cluster serves Knative Serving at all
-(``knative_preflight.require_knative``): a vCluster without it, Knative only on its host, is refused with
+(``knative_presence.require_knative``): a vCluster without it, Knative only on its host, is refused with
 why.
 
 Errors: a 4xx from the API server is permanent (the request is wrong or the credentials are refused), a
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-import json
 from collections.abc import AsyncIterator, Callable
 
 import pydantic
@@ -35,9 +34,9 @@ from django.conf import settings
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from . import k8s_manifests as manifests
-from . import k8s_schedules
-from .base import (
+from functions.backends import k8s_manifests as manifests
+from functions.backends import k8s_schedules
+from functions.backends.base import (
     BackendError,
     BuildResult,
     BuildSpec,
@@ -50,12 +49,10 @@ from .base import (
     ServiceSpec,
     ServiceStatus,
 )
-from .knative_builds import KanikoBuild
-from .knative_logs import PodFollower, log_params, parse_log
-
-KNATIVE = ("serving.knative.dev", "v1")
-TIMEOUT = (5, 30)  # connect, read - seconds
-TRANSIENT_STATUS = {409, 429, 500, 502, 503, 504}
+from functions.backends.k8s_api import TIMEOUT, backend_error, platform_kubeconfig
+from functions.backends.knative_builds import KanikoBuild
+from functions.backends.knative_logs import PodFollower, log_params, parse_log
+from functions.backends.knative_presence import KNATIVE, require_knative
 
 
 def cluster_settings() -> manifests.ClusterSettings:
@@ -80,29 +77,6 @@ def cluster_settings() -> manifests.ClusterSettings:
         build_egress_cidrs=tuple(settings.HKS_BUILD_EGRESS_CIDRS),
         build_egress_internet=settings.HKS_BUILD_EGRESS_INTERNET,
     )
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return json.loads(exc.body or "")["message"]
-    except (ValueError, KeyError, TypeError):
-        return exc.reason or f"HTTP {exc.status}"
-
-
-def _backend_error(exc: Exception) -> BackendError:
-    if isinstance(exc, ApiException):
-        if exc.status == 401:
-            return BackendError(
-                f"the cluster refused the project's credentials: {_api_message(exc)}", permanent=True
-            )
-        if exc.status == 403:  # RBAC, but also quotas and admission: the server's message says which
-            return BackendError(f"the cluster refused the request: {_api_message(exc)}", permanent=True)
-        return BackendError(
-            f"Kubernetes API: {_api_message(exc)}", permanent=exc.status not in TRANSIENT_STATUS
-        )
-    if isinstance(exc, pydantic.ValidationError):
-        return BackendError(f"invalid Kubernetes object: {exc}", permanent=True)
-    return BackendError(f"cannot reach the cluster: {exc}", permanent=False)
 
 
 class KnativeBackend(FunctionBackend):
@@ -139,12 +113,10 @@ class KnativeBackend(FunctionBackend):
 
     @classmethod
     def for_project(cls, project) -> KnativeBackend:
-        from ..crypto import DecryptionError, decrypt_text
+        from functions.crypto import DecryptionError, decrypt_text
 
         if not project.kubeconfig_encrypted:
             # A project in its own namespace of the host cluster works with the platform's identity there.
-            from .knative_provision import platform_kubeconfig
-
             platform = platform_kubeconfig()
             if platform:
                 return cls(platform)
@@ -169,16 +141,14 @@ class KnativeBackend(FunctionBackend):
         except ApiException as exc:
             if exc.status in ok:
                 return None
-            raise _backend_error(exc) from exc
+            raise backend_error(exc) from exc
         except (pydantic.ValidationError, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _backend_error(exc) from exc
+            raise backend_error(exc) from exc
 
     def _require_knative(self) -> None:
         """Refuse, saying why, a cluster without Knative Serving (a vCluster whose host has it, say) before
         anything is built or written there; asked once per backend."""
         if not self._knative_served:
-            from .knative_preflight import require_knative
-
             require_knative(self._api, own_kubeconfig=self.own_kubeconfig)
             self._knative_served = True
 
@@ -260,7 +230,7 @@ class KnativeBackend(FunctionBackend):
             return spec
         from dataclasses import replace
 
-        from ..archive_links import archive_url_for
+        from functions.sources.archive_links import archive_url_for
 
         return replace(spec, archive_url=archive_url_for(spec))
 

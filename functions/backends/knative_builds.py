@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from . import k8s_manifests as manifests
-from .base import BackendError, BuildSpec
-from .knative_logs import BuildLog
+from functions.backends import k8s_manifests as manifests
+from functions.backends.base import BackendError, BuildSpec
+from functions.backends.knative_logs import BuildLog
 
 # Job conditions (https://kubernetes.io/docs/concepts/workloads/controllers/job/#terminal-job-conditions).
 DONE = {"Complete": True, "SuccessCriteriaMet": True, "Failed": False, "FailureTarget": False}

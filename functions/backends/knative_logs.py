@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
-from .base import LogLine, LogSink
+from functions.backends.base import LogLine, LogSink
 
 FOLLOW_TIMEOUT = (5, 24 * 3600)  # a followed stream may stay quiet for long
 

@@ -7,10 +7,8 @@ flags for ``runtimeClassName`` (agent code under ``HKS_AGENT_RUNTIME_CLASS``) an
 ``max-revision-timeout-seconds`` against ``HKS_KNATIVE_MAX_TIMEOUT_SECONDS``, the domain functions get,
 the registry and its push Secret, and the Kaniko image.
 
-``require_knative`` is the check the backend and provisioning make before they write anything: a cluster
-that does not serve Knative Serving's API is refused with what to do - and when it is a project's own
-cluster (a vCluster) while the platform's host cluster has Knative, with why Knative on the host cannot
-serve it (docs/operations.md, "Tenancy on the cluster").
+Whether Knative Serving is there at all is ``knative_presence``'s check, which the backend and provisioning
+also make before they write anything.
 """
 
 from __future__ import annotations
@@ -22,77 +20,28 @@ from dataclasses import dataclass
 from django.conf import settings
 from kubernetes import client
 
-from .base import BackendError
-from .knative import KNATIVE, _backend_error
-from .knative_provision import Provisioner, api_client, platform_kubeconfig
+from functions.backends.base import BackendError
+from functions.backends.k8s_api import api_client, platform_kubeconfig
+from functions.backends.knative_presence import (  # noqa: F401 - the preflight reports them too
+    HOST_KNATIVE,
+    INSIDE,
+    INSTALL,
+    KNATIVE_VERSION,
+    TENANCY,
+    host_has_knative,
+    require_knative,
+    serves_knative,
+)
+from functions.backends.knative_provision import Provisioner
+from functions.crypto import decrypt_text
 
 OK, MISSING, WRONG = "ok", "missing", "wrong"
 KNATIVE_NS = "knative-serving"
-KNATIVE_VERSION = "1.23.0"  # the release docs/install-k3s.md installs
 MIN_VERSION = (1, 19)
 CRDS = ("services", "configurations", "revisions", "routes")
-RELEASES = f"https://github.com/knative/serving/releases/download/knative-v{KNATIVE_VERSION}"
-INSTALL = f"kubectl apply -f {RELEASES}/serving-crds.yaml -f {RELEASES}/serving-core.yaml"
 PLACEHOLDER_REGISTRY = "registry.local/hks"
 TIMEOUT = (2, 5)
 PINNED_KANIKO = "ghcr.io/osscontainertools/kaniko:v1.28.3"
-TENANCY = 'docs/operations.md, "Tenancy on the cluster"'
-HOST_KNATIVE = (
-    "Knative on the host cannot run a vCluster's functions: vCluster syncs Knative Services to the host only "
-    "with its paid custom-resource sync, and the pods host Knative makes never appear in the vCluster"
-)
-INSIDE = (
-    "Install Knative Serving inside the vCluster (with its kubeconfig: {install}), or run the project in a "
-    "namespace of the host cluster (a project without a kubeconfig of its own)"
-)
-
-
-def serves_knative(api: client.ApiClient) -> bool:
-    """Does the cluster serve Knative Serving's API (are its CRDs installed)? Asks discovery, which every
-    signed-in identity may read (the ClusterRole system:discovery); a group no CRD defines is a 404."""
-    try:
-        found = client.CustomObjectsApi(api).get_api_resources(*KNATIVE, _request_timeout=TIMEOUT)
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise _backend_error(exc) from exc
-    except Exception as exc:  # unreachable, or not an API server
-        raise _backend_error(exc) from exc
-    return any(resource.name == "services" for resource in found.resources or [])
-
-
-def host_has_knative(server: str) -> bool:
-    """The platform's own (host) cluster is another one than ``server`` and serves Knative; False when
-    there is no platform identity or the host cannot be asked."""
-    kubeconfig = platform_kubeconfig()
-    if not kubeconfig:
-        return False
-    try:
-        host = api_client(kubeconfig)
-        return host.configuration.host != server and serves_knative(host)
-    except BackendError:
-        return False
-
-
-def require_knative(api: client.ApiClient, *, own_kubeconfig: bool) -> None:
-    """Raise a permanent ``BackendError`` saying what to do unless the cluster serves Knative Serving.
-    ``own_kubeconfig``: the cluster is a project's own (a vCluster's), not the platform's."""
-    if serves_knative(api):
-        return
-    server = api.configuration.host
-    where = (
-        f"the project's own cluster ({server}, from its kubeconfig)"
-        if own_kubeconfig
-        else f"the cluster {server}"
-    )
-    message = f"{where} does not have Knative Serving: no {'/'.join(KNATIVE)} API"
-    if own_kubeconfig and host_has_knative(server):
-        message += f", though the host cluster has it. {HOST_KNATIVE}. " + INSIDE.format(install=INSTALL)
-    elif own_kubeconfig:
-        message += f". If it is a vCluster: {INSIDE.format(install=INSTALL)}; {HOST_KNATIVE}"
-    else:
-        message += f". Install it: {INSTALL}"
-    raise BackendError(f"{message}. See {TENANCY}.", permanent=True)
 
 
 @dataclass(frozen=True)
@@ -304,9 +253,7 @@ def preflight(project=None) -> tuple[str, list[Check]]:
     """Run every check against the platform's cluster, or the cluster of ``project``; returns a line
     saying which cluster, and the checks."""
     if project is not None and project.kubeconfig_encrypted:
-        from ..services_projects import project_kubeconfig
-
-        kubeconfig, where = project_kubeconfig(project=project), f"project {project.slug}'s kubeconfig"
+        kubeconfig, where = decrypt_text(project.kubeconfig_encrypted), f"project {project.slug}'s kubeconfig"
     else:
         kubeconfig, where = platform_kubeconfig(), "the platform's credentials"
     namespace = project.effective_namespace if project is not None else ""

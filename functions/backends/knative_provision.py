@@ -10,7 +10,7 @@ Two ways a project reaches Knative:
   set_kubeconfig``); the same objects are put inside it with that kubeconfig, without the RoleBinding
   (the vCluster's kubeconfig is the platform's identity there).
 
-``apply`` first checks that the cluster serves Knative Serving (``knative_preflight.require_knative``): a
+``apply`` first checks that the cluster serves Knative Serving (``knative_presence.require_knative``): a
 vCluster without it - Knative only on its host - cannot run the project's functions, and is refused with
 why. It then reads each object and writes only what differs from what it should be (quantities compared as
 quantities), so running it twice changes nothing and running it later repairs drift. A namespace that
@@ -20,21 +20,18 @@ exists without this project's label is never taken over or deleted.
 from __future__ import annotations
 
 import copy
-import os
 import time
-from pathlib import Path
 
-import yaml
 from django.conf import settings
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.utils import parse_quantity
 
-from . import project_manifests as pm
-from .base import BackendError
-from .k8s_manifests import KNATIVE_INGRESS_NAMESPACES, LABEL_PROJECT, MANAGED_BY
-from .knative import TIMEOUT, _backend_error
+from functions.backends import project_manifests as pm
+from functions.backends.base import BackendError
+from functions.backends.k8s_api import TIMEOUT, api_client, backend_error, platform_kubeconfig  # noqa: F401
+from functions.backends.k8s_manifests import KNATIVE_INGRESS_NAMESPACES, LABEL_PROJECT, MANAGED_BY
+from functions.backends.knative_presence import require_knative
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # kind -> (API attribute, method suffix, namespaced)
 KINDS = {
     "Namespace": ("core", "namespace", False),
@@ -45,45 +42,6 @@ KINDS = {
     "Secret": ("core", "namespaced_secret", True),
 }
 RBAC_GRACE_SECONDS = 10
-
-
-def platform_kubeconfig() -> str:
-    """The platform's own kubeconfig: ``HKS_KNATIVE_KUBECONFIG``, the pod's ServiceAccount, or ""."""
-    if settings.HKS_KNATIVE_KUBECONFIG:
-        return Path(settings.HKS_KNATIVE_KUBECONFIG).read_text(encoding="utf-8")
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    token = SERVICE_ACCOUNT_DIR / "token"
-    if not host or not token.exists():
-        return ""
-    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-    return yaml.safe_dump(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "in-cluster",
-                    "cluster": {
-                        "server": server,
-                        "certificate-authority": str(SERVICE_ACCOUNT_DIR / "ca.crt"),
-                    },
-                }
-            ],
-            "users": [{"name": "platform", "user": {"token": token.read_text().strip()}}],
-            "contexts": [{"name": "platform", "context": {"cluster": "in-cluster", "user": "platform"}}],
-            "current-context": "platform",
-        }
-    )
-
-
-def api_client(kubeconfig: str) -> client.ApiClient:
-    try:
-        configuration = client.Configuration()
-        config.load_kube_config_from_dict(yaml.safe_load(kubeconfig), client_configuration=configuration)
-    except Exception as exc:  # the loader raises many kinds; all mean the same to the caller
-        raise BackendError(f"the kubeconfig is not usable: {exc}", permanent=True) from exc
-    configuration.retries = 1
-    return client.ApiClient(configuration)
 
 
 def _empty(value) -> bool:
@@ -139,9 +97,9 @@ class Provisioner:
         except client.ApiException as exc:
             if exc.status in ok:
                 return None
-            raise _backend_error(exc) from exc
+            raise backend_error(exc) from exc
         except Exception as exc:  # unreachable server, bad response
-            raise _backend_error(exc) from exc
+            raise backend_error(exc) from exc
 
     def _method(self, kind: str, verb: str):
         api, suffix, _ = KINDS[kind]
@@ -160,8 +118,6 @@ class Provisioner:
     def apply(self, objects: list[dict], slug: str) -> list[str]:
         """Create or repair ``objects`` (the namespace first) and delete what provisioning made before
         and no longer wants; returns what changed ("created ResourceQuota hks-quota", ...)."""
-        from .knative_preflight import require_knative
-
         # A place for functions on a cluster that cannot run them (a vCluster without Knative) is refused.
         require_knative(self.api, own_kubeconfig=self.own_kubeconfig)
         namespace = objects[0]["metadata"]["name"]
@@ -270,7 +226,7 @@ def platform_provisioner() -> Provisioner | None:
 def provisioner_for(project) -> Provisioner:
     """The project's vCluster when it registered a kubeconfig, else the platform's host cluster."""
     if project.kubeconfig_encrypted:
-        from ..crypto import DecryptionError, decrypt_text
+        from functions.crypto import DecryptionError, decrypt_text
 
         try:
             api = api_client(decrypt_text(project.kubeconfig_encrypted))

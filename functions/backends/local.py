@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from django.conf import settings
 
-from .base import (
+from functions.backends.base import (
     BackendError,
     BuildResult,
     BuildSpec,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .k8s_manifests import (
+from functions.backends.k8s_manifests import (
     KNATIVE_INGRESS_NAMESPACES,
     LABEL_COMPONENT,
     LABEL_PROJECT,

@@ -5,8 +5,8 @@ import json
 import pytest
 from django.test import Client
 
-from functions.archives import pack_files
 from functions.models import AgentCredential, Function, Revision
+from functions.sources.archives import pack_files
 
 from ..archive_samples import ALIAS_BOMB, NODE_INDEX, func_yaml, sparse_archive
 

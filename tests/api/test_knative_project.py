@@ -6,8 +6,8 @@ import time
 import pytest
 
 from functions.backends import get_backend
-from functions.services import function_ref, service_spec
-from functions.services_projects import project_set_kubeconfig
+from functions.services.functions import function_ref, service_spec
+from functions.services.projects import project_set_kubeconfig
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from functions.api import invoke
+from functions.api import logs as invoke
 from functions.models import ApiToken
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

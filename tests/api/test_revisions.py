@@ -76,7 +76,7 @@ def test_viewer_cannot_deploy(project, viewer, hello, api_client_for, media_file
 
 
 def test_unchanged_source_reuses_the_built_artifact(project, developer, built_revision, api_client_for):
-    from functions.archives import inspect_archive
+    from functions.sources.archives import inspect_archive
 
     Revision.objects.filter(pk=built_revision.pk).update(
         content_hash=inspect_archive(node_archive()).content_hash
@@ -136,7 +136,7 @@ def test_oversize_upload_is_413(upload, project, developer, hello, api_client_fo
 
 
 def test_too_many_members_is_refused(project, developer, hello, api_client_for, settings, media_files):
-    from functions.archives import pack_files
+    from functions.sources.archives import pack_files
 
     from ..archive_samples import func_yaml
 

@@ -12,8 +12,8 @@ from functions import crypto
 from functions.backends import get_backend
 from functions.models import AuditEvent, Function
 from functions.secret_env import MASK
-from functions.services import function_ref, service_spec
-from functions.services_projects import project_set_kubeconfig
+from functions.services.functions import function_ref, service_spec
+from functions.services.projects import project_set_kubeconfig
 
 JSON = "application/json"
 VALUE = "sk-live-7f3a9c1e5b"

@@ -11,8 +11,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from functions import services_storage
 from functions.models import AgentCredential, AuditEvent, Function, FunctionStatus, Revision
+from functions.services import storage as services_storage
 
 from ..archive_samples import node_archive
 

@@ -27,7 +27,7 @@ from functions.models import (
     Schedule,
     ScheduleRun,
 )
-from functions.services_projects import project_set_kubeconfig
+from functions.services.projects import project_set_kubeconfig
 
 from ..archive_samples import node_archive
 from ..factories import FunctionFactory, MembershipFactory, UserFactory

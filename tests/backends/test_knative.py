@@ -8,8 +8,6 @@ import time
 
 import pytest
 
-from functions import services
-from functions.archives import pack_files
 from functions.backends import get_backend
 from functions.backends import k8s_manifests as m
 from functions.backends.base import (
@@ -23,7 +21,9 @@ from functions.backends.base import (
 )
 from functions.backends.knative import KnativeBackend
 from functions.models import Build, Function, FunctionStatus
-from functions.services_projects import project_set_kubeconfig
+from functions.services import functions as services
+from functions.services.projects import project_set_kubeconfig
+from functions.sources.archives import pack_files
 from tests.k8s_fake import KSVC
 
 REF = FunctionRef(project="acme", namespace="acme", function="hello")

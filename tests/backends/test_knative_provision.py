@@ -13,13 +13,13 @@ import yaml
 from django.db import transaction
 from kubernetes import client
 
-from functions import services_projects
-from functions.backends import BackendError, get_backend
+from functions.backends import BackendError, get_backend, k8s_api
 from functions.backends import k8s_manifests as manifests
 from functions.backends import knative_provision as kp
 from functions.backends import project_manifests as pm
 from functions.backends.base import BuildSpec, FunctionRef, Resources, Scale, ServiceSpec
 from functions.models import Backend, ClusterState, Project
+from functions.services import projects as services_projects
 from tests.factories import ProjectFactory
 
 LABELS = {
@@ -293,7 +293,7 @@ def _wait(predicate, seconds: float = 30):
 
 
 def test_the_beat_task_repairs_drift_on_a_real_worker(host, acme, fake_k8s, celery_worker):
-    from functions import tasks_provision
+    from functions.tasks import provision as tasks_provision
 
     services_projects.project_provision_run(project=acme)
     wanted = fake_k8s.objects
@@ -326,7 +326,7 @@ def test_the_beat_task_repairs_drift_on_a_real_worker(host, acme, fake_k8s, cele
 def test_deleting_the_project_removes_its_namespace_and_then_the_project(
     host, acme, owner, fake_k8s, celery_worker
 ):
-    from functions import tasks_provision
+    from functions.tasks import provision as tasks_provision
 
     services_projects.project_provision_run(project=acme)
     assert fake_k8s.list("resourcequotas", "acme")
@@ -344,7 +344,7 @@ def test_deleting_the_project_removes_its_namespace_and_then_the_project(
 
 
 def test_creating_a_knative_project_provisions_it_on_a_real_worker(host, owner, fake_k8s, celery_worker):
-    from functions import services
+    from functions.services import projects as services
 
     with transaction.atomic():
         created = services.project_create(slug="globex", name="Globex", owner=owner, backend=Backend.KNATIVE)
@@ -519,7 +519,7 @@ def test_outside_a_cluster_there_is_no_platform_identity_and_inside_it_is_the_po
 
     (tmp_path / "token").write_text("pod-token\n")
     (tmp_path / "ca.crt").write_text("not checked here")
-    monkeypatch.setattr(kp, "SERVICE_ACCOUNT_DIR", tmp_path)
+    monkeypatch.setattr(k8s_api, "SERVICE_ACCOUNT_DIR", tmp_path)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.43.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     config = yaml.safe_load(kp.platform_kubeconfig())

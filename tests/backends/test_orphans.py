@@ -5,11 +5,11 @@ import dataclasses
 
 from django.conf import settings
 
-from functions import tasks
 from functions.backends import get_backend
 from functions.backends.base import Resources, Scale, ServiceSpec
-from functions.orphans import orphans_collect
-from functions.services import function_ref
+from functions.services.functions import function_ref
+from functions.services.orphans import orphans_collect
+from functions.tasks import functions as tasks
 from tests.factories import FunctionFactory
 from tests.k8s_fake import KSVC
 

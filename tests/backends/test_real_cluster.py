@@ -22,13 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from functions import services
-from functions.archives import pack_files
 from functions.backends import get_backend
 from functions.models import FunctionStatus
-from functions.services import function_ref
-from functions.services_projects import project_set_kubeconfig
-from functions.services_schedules import schedule_create
+from functions.services import functions as services
+from functions.services.functions import function_ref
+from functions.services.projects import project_set_kubeconfig
+from functions.services.schedules import schedule_create
+from functions.sources.archives import pack_files
 
 KUBECONFIG = os.environ.get("HKS_TEST_KUBECONFIG", "")
 PUBLIC_URL = os.environ.get("HKS_TEST_PUBLIC_URL", "")

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from functions.auth import user_for_token
+from functions.auth.tokens import user_for_token
 from functions.models import ApiToken, CliLoginRequest, hash_token
 
 pytestmark = pytest.mark.django_db

@@ -3,7 +3,7 @@ archive the portal's own checks accept with the same content hash."""
 
 import pytest
 
-from functions.archives import inspect_archive
+from functions.sources.archives import inspect_archive
 from hks_cli.errors import CliError
 from hks_cli.packing import collect, is_ignored, pack, parse_ignore
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from functions.funcyaml import parse_func_yaml
+from functions.sources.funcyaml import parse_func_yaml
 
 from .conftest import HKS_FUNC, run_cli
 

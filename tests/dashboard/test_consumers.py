@@ -12,7 +12,8 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from functions import consumers, live
+from functions.realtime import consumers
+from functions.realtime import push as live
 from tests.factories import FunctionFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_prometheus")]
@@ -165,7 +166,7 @@ async def test_status_change_is_pushed_as_an_out_of_band_row(project, other_proj
 async def test_a_socket_left_idle_past_the_layers_blocking_read_still_gets_pushes(project, viewer, hello):
     """channels-redis blocks 5 s waiting for a message; a Redis client that times reads out at 5 s (redis-py
     8's default) killed every consumer left idle that long."""
-    from functions import services
+    from functions.services import functions as services
 
     communicator, connected, _ = await _connect("/ws/p/acme/functions/", viewer)
     assert connected
@@ -182,8 +183,28 @@ async def test_outsider_cannot_subscribe_to_a_projects_status(project, outsider,
     assert not connected
 
 
+async def test_a_removed_member_stops_receiving_pushes(project, viewer, hello):
+    """Access is checked again on each push (not only at connect): once the membership ends, the next push
+    closes the socket instead of reaching it."""
+    from functions.models import Membership
+
+    communicator, connected, _ = await _connect("/ws/p/acme/functions/", viewer)
+    assert connected
+    await sync_to_async(live.function_changed)(function_id=hello.pk)
+    assert f'id="function-{hello.pk}"' in await communicator.receive_from(timeout=10)
+
+    await sync_to_async(Membership.objects.filter(project=project, user=viewer).delete)()
+    hello.status_message = "news the former member must not see"
+    await sync_to_async(hello.save)()
+    await sync_to_async(live.function_changed)(function_id=hello.pk)
+    closed = await communicator.receive_output(timeout=10)
+    await communicator.disconnect()
+
+    assert closed["type"] == "websocket.close" and closed.get("code") == consumers.CLOSE_NOT_FOUND
+
+
 async def test_a_failing_deploy_is_pushed_to_the_list(project, viewer, hello):
-    from functions import services
+    from functions.services import functions as services
 
     communicator, connected, _ = await _connect("/ws/p/acme/functions/", viewer)
     assert connected
@@ -200,7 +221,7 @@ async def test_a_deploy_or_delete_is_pushed_to_the_list_at_once(
     project, viewer, owner, hello, settings, tmp_path, step
 ):
     """Not at the next poll: the row says "Building" / "Deleting" as soon as the request is taken."""
-    from functions import services
+    from functions.services import functions as services
     from tests.archive_samples import node_archive
 
     settings.MEDIA_ROOT = tmp_path / "media"

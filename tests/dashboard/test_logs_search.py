@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from functions.backends.local import LocalBackend
 from functions.models import FunctionStatus
-from functions.services import function_ref
+from functions.services.functions import function_ref
 from tests.factories import FunctionFactory
 from tests.runtime.daemon_helpers import build, call, deploy, service, wait_for
 

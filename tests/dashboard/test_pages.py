@@ -175,7 +175,7 @@ def test_the_invoke_pane_fills_a_binary_mode_cloudevent_for_a_cloudevents_functi
 
 
 def test_as_curl_quotes_for_the_shell():
-    from functions.views_invoke import as_curl
+    from functions.views.invoke import as_curl
 
     function = FunctionFactory.build(name="hello", url="http://hello.acme.localhost:8080")
     command = as_curl(function, {"method": "POST", "path": "/x", "headers": {"ce-id": "1"}, "body": "it's"})
@@ -211,7 +211,7 @@ def test_the_api_gives_operators_no_read_access(api_client_for, operator, hello)
 
 
 def test_ops_links_to_tenants_pages_with_a_fixed_number_of_queries(client_for, operator, settings):
-    from functions import views_ops
+    from functions.views import ops as views_ops
 
     settings.HKS_RUNTIME_URL = "http://127.0.0.1:9"
     client = client_for(operator)

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from functions.metrics import FunctionFigures
 from functions.models import Function, FunctionStatus, Revision
-from functions.services_observe import functions_observe
+from functions.services.observe import functions_observe
 from functions.status import function_state
 from hks_cli.func_commands import _state_text
 from tests.factories import FunctionFactory
@@ -149,6 +149,6 @@ def test_observing_the_runtime_writes_replicas_down_to_zero_and_the_serving_revi
 
 
 def function_ref_of(function):
-    from functions.services import function_ref
+    from functions.services.functions import function_ref
 
     return function_ref(function)

@@ -10,9 +10,9 @@ import socket
 
 import pytest
 
-from functions import logstream
 from functions.backends.base import FunctionRef
 from functions.backends.local import LocalBackend
+from functions.realtime import logstream
 
 from .daemon import start_daemon, stop_daemon
 from .daemon_helpers import NS, build, call, deploy, service, wait_for

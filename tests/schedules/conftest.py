@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from functions import services_schedules
 from functions.models import Schedule
+from functions.services import schedules as services_schedules
 
 from ..factories import FunctionFactory
 

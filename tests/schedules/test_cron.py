@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from functions import schedules as cron
+from functions import cron
 
 UTC = dt.UTC
 

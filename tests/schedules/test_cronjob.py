@@ -8,10 +8,12 @@ import time
 import kubernetes_validate
 import pytest
 
-from functions import schedule_firing, services, services_schedules
 from functions.backends import k8s_manifests as m
 from functions.backends import k8s_schedules as schedules_k8s
 from functions.models import ScheduleRun
+from functions.services import functions as services
+from functions.services import schedule_runs as schedule_firing
+from functions.services import schedules as services_schedules
 
 from ..factories import FunctionFactory
 from ..k8s_fake import K8S_SCHEMA_VERSION

@@ -10,11 +10,13 @@ import time
 
 import pytest
 
-from functions import schedule_firing, services, services_schedules
 from functions.backends import get_backend
 from functions.models import Function, FunctionStatus, ScheduleRun
-from functions.schedule_firing import Outcome
-from functions.services import function_ref
+from functions.services import functions as services
+from functions.services import schedule_runs as schedule_firing
+from functions.services import schedules as services_schedules
+from functions.services.functions import function_ref
+from functions.services.schedule_runs import Outcome
 from tests.archive_samples import node_archive
 
 pytestmark = pytest.mark.runtime

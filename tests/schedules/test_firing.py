@@ -8,9 +8,10 @@ import threading
 import pytest
 from django.db import connection
 
-from functions import schedule_firing, services_schedules
 from functions.models import Schedule, ScheduleRun
-from functions.schedule_firing import Outcome
+from functions.services import schedule_runs as schedule_firing
+from functions.services import schedules as services_schedules
+from functions.services.schedule_runs import Outcome
 
 from .conftest import T0
 

@@ -4,8 +4,8 @@ live preview, pause/resume/delete, roles and tenancy."""
 import pytest
 from django.test import Client
 
-from functions import services_schedules
 from functions.models import Schedule, ScheduleRun
+from functions.services import schedules as services_schedules
 
 from .conftest import T0
 
@@ -54,6 +54,14 @@ def test_full_page_and_fragment_show_next_run_in_the_schedules_zone(dev, nightly
     assert "<html" not in html and f'id="function-{nightly.function.pk}-schedules"' in html
     assert "nightly" in html and "30 2 * * *" in html
     assert "2026-03-03 02:30 CET" in html  # next_run_at (T0 + 1 day) shown in Berlin time
+
+
+def test_a_history_restore_gets_the_whole_page_with_its_tabs(dev, nightly):
+    """htmx reloading the Schedules tab it kept no snapshot of swaps the whole body: the page, tab bar
+    included, not the bare fragment."""
+    page = dev.get(BASE, HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true").content.decode()
+    assert "<html" in page and 'id="function-tabs"' in page and 'id="tab-schedules"' in page
+    assert f'id="function-{nightly.function.pk}-schedules"' in page
 
 
 def test_history_lists_recent_runs_with_status_duration_and_error(dev, nightly):

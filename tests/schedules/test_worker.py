@@ -16,9 +16,9 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from functions import schedule_firing
 from functions.models import AuditEvent, Schedule, ScheduleRun
-from functions.schedule_firing import Outcome
+from functions.services import schedule_runs as schedule_firing
+from functions.services.schedule_runs import Outcome
 
 from .conftest import T0
 
@@ -51,7 +51,7 @@ def test_dispatch_enqueues_and_the_worker_sends_and_records(celery_worker, point
 
 
 def test_dispatch_skips_paused_schedules(transactional_db, pointed, make_schedule, owner):
-    from functions import services_schedules
+    from functions.services import schedules as services_schedules
 
     schedule = make_schedule(cron="* * * * *", now=T0)
     services_schedules.schedule_pause(schedule=schedule, user=owner)
@@ -101,7 +101,7 @@ DISPATCH = """
 import datetime as dt, os, time
 import django
 django.setup()
-from functions.schedule_firing import schedules_dispatch
+from functions.services.schedule_runs import schedules_dispatch
 time.sleep(max(0.0, float(os.environ["START_AT"]) - time.time()))
 print(len(schedules_dispatch(now=dt.datetime.fromisoformat(os.environ["NOW"]))))
 """

@@ -5,7 +5,7 @@ import json
 import shutil
 import subprocess
 
-from functions.agent_code import TEMPLATES
+from functions.agents.code import TEMPLATES
 
 from ..needs import require_binary
 

@@ -5,7 +5,7 @@ import re
 import pytest
 from django.contrib.messages import get_messages
 
-from functions.agent_tokens import TokenError, credential_authenticate
+from functions.agents.tokens import TokenError, credential_authenticate
 from functions.models import AgentCredential, hash_token
 
 from ..factories import UserFactory

@@ -8,8 +8,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from functions import agent_tokens
-from functions.models import Function, Revision
+from functions.agents import tokens as agent_tokens
+from functions.models import AuditEvent, Function, Revision
 
 from ..factories import FunctionFactory
 
@@ -61,6 +61,27 @@ def test_deploy_creates_an_expiring_restricted_agent_function(agent_credential):
     assert dt.timedelta(seconds=100) < function.expires_at - timezone.now() <= dt.timedelta(seconds=120)
     assert function.status == "building"
     assert Revision.objects.filter(function=function).count() == 1
+
+
+def test_an_agent_deploy_sets_env_and_timeout_like_every_settings_change(agent_credential, project, settings):
+    """Through function_update_settings: its checks apply (a Knative cluster's timeout limit), and the
+    audit trail records the change."""
+    _, secret = agent_credential
+    client = Client()
+    token = _token(client, secret)
+    response = _deploy(client, token, env={"GREETING": "hi"}, timeout_seconds=30)
+    assert response.status_code == 202, response.content
+    function = Function.objects.get(name=response.json()["name"])
+    assert function.env == {"GREETING": "hi"} and function.timeout_seconds == 30
+    change = AuditEvent.objects.get(function=function, action="function.settings")
+    assert change.detail["changed"] == ["env", "timeout_seconds"]
+
+    project.backend = "knative"
+    project.save()
+    settings.HKS_KNATIVE_MAX_TIMEOUT_SECONDS = 20
+    refused = _deploy(client, token, timeout_seconds=30)
+    assert refused.status_code == 400 and "over this cluster's limit of 20 s" in refused.json()["detail"]
+    assert Function.objects.filter(project=project).count() == 1
 
 
 def test_an_expired_token_is_refused_with_the_reason(agent_credential):

@@ -14,7 +14,7 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from functions import agent_tokens
+from functions.agents import tokens as agent_tokens
 from functions.models import Function
 
 DEPLOY = "/internal/v1/operations/deploy-function"

@@ -10,8 +10,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from functions import sessions
-from functions.e2b_data_plane import SandboxDataPlane
+from functions.agents import sessions
+from functions.agents.e2b_data_plane import SandboxDataPlane
 from functions.models import AgentSession, Backend
 
 

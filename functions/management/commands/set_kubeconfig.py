@@ -6,9 +6,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from functions.errors import ServiceError
 from functions.models import Backend, Project
-from functions.services import ServiceError
-from functions.services_projects import project_provision, project_set_kubeconfig
+from functions.services.projects import project_provision, project_set_kubeconfig
 
 
 class Command(BaseCommand):

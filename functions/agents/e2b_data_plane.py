@@ -1,0 +1,162 @@
+"""The sessions' data plane: an ASGI layer in front of Django that streams sandbox traffic to the agents.
+
+A request under ``/e2b/`` with an ``E2b-Sandbox-Id`` header (E2B's SDK, hks_sdk's sessions) is for a
+session's agent: ``E2b-Sandbox-Port`` says which daemon (49983 envd, 49999 code interpreter), the path and
+body go to the agent unchanged, and the answer streams back chunk by chunk. Everything else goes on to
+Django (the control plane is ``e2b_api.py``). Skipping Django's middleware and view machinery here is what
+keeps a warm ``run()`` within a few milliseconds of the agent's own time.
+
+The sandbox's ``X-Access-Token`` (E2B's ``envdAccessToken``) is required, except on the code interpreter's
+``/contexts`` calls, which E2B's SDK sends without it (as E2B does; the id itself is ~103 random bits). An
+unknown or ended sandbox answers 502 "The sandbox … was not found", which the SDK maps to
+``SandboxNotRunningException``. When the caller goes away mid-stream the agent's connection is closed, so
+the agent interrupts the running code.
+
+Where a session's agent listens is looked up in the database and kept for two seconds: a killed session's
+agent is gone (the connection is refused: 502), and the runtime enforces the deadline itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from functions.agents import sessions
+from functions.models import AgentSession, SessionStatus
+
+PREFIX = "/e2b/"
+JUPYTER_PORT = b"49999"
+MAX_BODY = 100 * 1024 * 1024
+_FORWARDED = {b"content-type", b"content-encoding", b"connect-timeout-ms", b"connect-protocol-version"}
+_CACHE_SECONDS = 2.0
+
+
+class SandboxDataPlane:
+    def __init__(self, app):
+        self.app = app
+        self._where: dict[str, tuple[float, tuple[str, int] | None, float]] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])  # ASGI header names are lowercase bytes
+        sandbox_id = headers.get(b"e2b-sandbox-id", b"").decode("latin-1")
+        if not sandbox_id:
+            return await self.app(scope, receive, send)
+        await self._proxy(scope, receive, send, headers, sandbox_id)
+
+    # --- lookup -----------------------------------------------------------------------------------------
+
+    async def _target(self, sandbox_id: str) -> tuple[str, int] | None:
+        cached = self._where.get(sandbox_id)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > _CACHE_SECONDS:
+            target, expires = await sync_to_async(_lookup)(sandbox_id)
+            cached = (now, target, expires)
+            if len(self._where) > 10000:
+                self._where.clear()
+            self._where[sandbox_id] = cached
+        _, target, expires = cached
+        return target if target is not None and expires > time.time() else None
+
+    # --- proxying ---------------------------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=limits)
+        return self._client
+
+    async def _proxy(self, scope, receive, send, headers: dict, sandbox_id: str) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return await _answer(send, 413, {"code": 413, "message": "the body is too large"})
+        target = await self._target(sandbox_id)
+        if target is None:
+            return await _not_found(send, sandbox_id)
+        path = scope["path"][len(PREFIX) - 1 :]
+        tokenless = headers.get(b"e2b-sandbox-port") == JUPYTER_PORT and path.startswith("/contexts")
+        given = headers.get(b"x-access-token", b"").decode("latin-1")
+        if not tokenless and not sessions.access_token_valid(sandbox_id, given):
+            return await _answer(send, 401, {"code": 401, "message": "missing or wrong X-Access-Token"})
+        forwarded = {k.decode(): v.decode("latin-1") for k, v in headers.items() if k in _FORWARDED}
+        forwarded["X-HKS-Agent-Token"] = sessions.agent_token(sandbox_id)
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = f"http://{target[0]}:{target[1]}{path}" + (f"?{query}" if query else "")
+        request = self._http().build_request(scope["method"], url, headers=forwarded, content=body)
+        try:
+            upstream = await self._http().send(request, stream=True)
+        except httpx.HTTPError:
+            self._where.pop(sandbox_id, None)
+            return await _not_found(send, sandbox_id)
+        try:
+            await _relay(upstream, receive, send)
+        finally:
+            await upstream.aclose()  # on a disconnect too: the agent sees it and interrupts the code
+
+
+def _lookup(sandbox_id: str) -> tuple[tuple[str, int] | None, float]:
+    row = (
+        AgentSession.objects.filter(sandbox_id=sandbox_id, status=SessionStatus.RUNNING)
+        .values_list("agent_host", "agent_port", "expires_at")
+        .first()
+    )
+    if row is None or not row[1] or row[2] <= timezone.now():
+        return None, 0.0
+    return (row[0], row[1]), row[2].timestamp()
+
+
+async def _read_body(receive) -> bytes | None:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _relay(upstream: httpx.Response, receive, send) -> None:
+    headers = [(b"x-accel-buffering", b"no")]
+    if "content-type" in upstream.headers:
+        headers.append((b"content-type", upstream.headers["content-type"].encode("latin-1")))
+    await send({"type": "http.response.start", "status": upstream.status_code, "headers": headers})
+
+    async def pump():
+        async for chunk in upstream.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def disconnected():
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    pumping, watching = asyncio.ensure_future(pump()), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pumping, watching):
+            task.cancel()
+        await asyncio.gather(pumping, watching, return_exceptions=True)  # an agent that died mid-stream
+
+
+async def _answer(send, status: int, data: dict) -> None:
+    body = json.dumps(data).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _not_found(send, sandbox_id: str) -> None:
+    await _answer(send, 502, {"code": 502, "message": f"The sandbox {sandbox_id} was not found"})

@@ -1,0 +1,224 @@
+"""Agent sessions: services (create, extend, kill, collect) and the runtime calls behind them.
+
+A session is a long-lived restricted sandbox on the local runtime (hks_runtime/sessions.py) that keeps a
+Python kernel, files and commands. The portal holds one ``AgentSession`` row per session, enforces the
+project's ``max_sessions``, and reaches the session's agent directly for the data plane (e2b_api.py).
+
+Two secrets belong to a session, both derived from its id with the portal's secret key, so neither is
+stored: the *access token* the agent's SDK sends (E2B's ``envdAccessToken``), and the *agent token* only the
+portal and the runtime know. Sessions are only available on projects using the local runtime.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+import string
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from functions.errors import ServiceError
+from functions.models import AgentCredential, AgentSession, Backend, Project, SessionStatus
+from functions.services.audit import audit
+
+MAX_TIMEOUT = 24 * 3600
+_ALPHABET = string.ascii_lowercase + string.digits
+_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+
+
+def new_sandbox_id() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(20))  # ~103 bits; E2B ids are [a-z0-9]+
+
+
+def access_token(sandbox_id: str) -> str:
+    return salted_hmac("hks-session-access", sandbox_id, algorithm="sha256").hexdigest()
+
+
+def agent_token(sandbox_id: str) -> str:
+    return salted_hmac("hks-session-agent", sandbox_id, algorithm="sha256").hexdigest()
+
+
+def access_token_valid(sandbox_id: str, given: str) -> bool:
+    return hmac.compare_digest(access_token(sandbox_id).encode(), (given or "").encode())
+
+
+# --- the runtime ------------------------------------------------------------------------------------------
+
+
+def _runtime(method: str, path: str, **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {settings.HKS_RUNTIME_TOKEN}"}
+    url = settings.HKS_RUNTIME_URL.rstrip("/") + path
+    try:
+        response = httpx.request(method, url, headers=headers, **{"timeout": _TIMEOUT, **kwargs})
+    except httpx.HTTPError as exc:
+        raise ServiceError(f"the local runtime is unreachable: {exc}", code=503) from exc
+    if response.status_code >= 500:
+        raise ServiceError(f"the local runtime failed: {_detail(response)}", code=503)
+    return response
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text[:500]
+
+
+def runtime_execute(*, project: Project, code: str, timeout: int, env: dict[str, str]) -> dict:
+    """A one-shot run in a pre-started restricted sandbox (no build, no Celery, no polling); at most
+    ``project.max_agent_functions`` at once (ServiceError 429 past it)."""
+    body = {
+        "code": code,
+        "timeout_seconds": timeout,
+        "env": env,
+        "namespace": project.effective_namespace,
+        "max_concurrent": project.max_agent_functions,
+    }
+    response = _runtime("POST", "/v1/execute", json=body, timeout=timeout + 30)
+    if response.status_code != 200:
+        raise ServiceError(_detail(response), code=response.status_code)
+    return response.json()
+
+
+def runtime_libraries() -> dict:
+    """The agent library layer's state and pinned versions (hks_runtime/agent_layer.py)."""
+    response = _runtime("GET", "/v1/session-libraries")
+    if response.status_code != 200:
+        raise ServiceError(_detail(response), code=503)
+    return response.json()
+
+
+# --- services ---------------------------------------------------------------------------------------------
+
+
+def _check_timeout(timeout: int) -> None:
+    if not 1 <= timeout <= MAX_TIMEOUT:
+        raise ServiceError(f"timeout must be between 1 and {MAX_TIMEOUT} seconds")
+
+
+def session_create(
+    *,
+    project: Project,
+    credential: AgentCredential | None,
+    timeout: int = 300,
+    metadata: dict[str, str] | None = None,
+    template: str = "code-interpreter-v1",
+) -> AgentSession:
+    """Start a session (counts against ``project.max_sessions``); raises ServiceError (429 over quota)."""
+    _check_timeout(timeout)
+    metadata = metadata or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ServiceError("metadata must map strings to strings")
+    if project.backend != Backend.LOCAL:
+        raise ServiceError("sessions are only available on projects using the local runtime", code=501)
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        running = AgentSession.objects.filter(project=locked, status=SessionStatus.RUNNING).count()
+        if running >= locked.max_sessions:
+            raise ServiceError(
+                f"project {locked.slug} already has {running} running sessions (quota {locked.max_sessions})",
+                code=429,
+            )
+        session = AgentSession.objects.create(
+            project=locked,
+            credential=credential,
+            sandbox_id=new_sandbox_id(),
+            template=template[:100],
+            metadata=metadata,
+            expires_at=timezone.now() + dt.timedelta(seconds=timeout),
+        )
+    try:
+        response = _runtime(
+            "POST",
+            "/v1/sessions",
+            json={
+                "id": session.sandbox_id,
+                "namespace": project.effective_namespace,
+                "token": agent_token(session.sandbox_id),
+                "timeout_seconds": timeout,
+                "labels": {"hks.project": project.slug},
+            },
+        )
+        if response.status_code != 201:
+            raise ServiceError(_detail(response), code=response.status_code)
+    except ServiceError:
+        session.delete()
+        raise
+    data = response.json()
+    session.agent_host, session.agent_port = data["host"], data["port"]
+    session.save(update_fields=["agent_host", "agent_port"])
+    audit(project=project, action="agent.session.create", session=session.sandbox_id)
+    return session
+
+
+def session_set_timeout(*, session: AgentSession, timeout: int) -> AgentSession:
+    """A new deadline ``timeout`` seconds from now (E2B's ``set_timeout``: shorter or longer)."""
+    _check_timeout(timeout)
+    response = _runtime(
+        "POST", f"/v1/sessions/{session.sandbox_id}/timeout", json={"timeout_seconds": timeout}
+    )
+    if response.status_code == 404:
+        session_end(session=session, status=SessionStatus.EXPIRED)
+        raise ServiceError("the session has ended", code=404)
+    session.expires_at = timezone.now() + dt.timedelta(seconds=timeout)
+    session.save(update_fields=["expires_at"])
+    return session
+
+
+def session_end(*, session: AgentSession, status: str = SessionStatus.KILLED) -> None:
+    """Kill the session's sandbox (idempotent) and record how it ended."""
+    _runtime("DELETE", f"/v1/sessions/{session.sandbox_id}")
+    updated = AgentSession.objects.filter(pk=session.pk, status=SessionStatus.RUNNING).update(
+        status=status, ended_at=timezone.now()
+    )
+    if updated:
+        audit(project=session.project, action=f"agent.session.{status}", session=session.sandbox_id)
+    session.refresh_from_db()
+
+
+def sessions_collect_expired(*, now: dt.datetime | None = None) -> int:
+    """Beat: end sessions past their deadline, and those the runtime no longer holds (a restart)."""
+    now = now or timezone.now()
+    ended = 0
+    for session in AgentSession.objects.filter(
+        status=SessionStatus.RUNNING, expires_at__lte=now
+    ).select_related("project"):
+        try:
+            session_end(session=session, status=SessionStatus.EXPIRED)
+            ended += 1
+        except ServiceError:
+            continue  # the runtime is down: next round
+    try:
+        held = {s["id"] for s in _runtime("GET", "/v1/sessions").json()["sessions"]}
+    except (ServiceError, ValueError, KeyError):
+        return ended
+    cutoff = now - dt.timedelta(seconds=60)  # one being created right now is not in the list yet
+    for session in AgentSession.objects.filter(status=SessionStatus.RUNNING, created_at__lte=cutoff).exclude(
+        sandbox_id__in=held
+    ):
+        AgentSession.objects.filter(pk=session.pk).update(status=SessionStatus.EXPIRED, ended_at=now)
+        ended += 1
+    return ended
+
+
+# --- selectors --------------------------------------------------------------------------------------------
+
+
+def session_get_for_project(*, project: Project, sandbox_id: str) -> AgentSession | None:
+    return (
+        AgentSession.objects.select_related("project")
+        .filter(project=project, sandbox_id=sandbox_id, status=SessionStatus.RUNNING)
+        .first()
+    )
+
+
+def sessions_for_project(*, project: Project, metadata: dict[str, str] | None = None) -> list[AgentSession]:
+    sessions = AgentSession.objects.filter(project=project, status=SessionStatus.RUNNING).order_by(
+        "created_at"
+    )
+    return [s for s in sessions if all(s.metadata.get(k) == v for k, v in (metadata or {}).items())]
