@@ -68,8 +68,16 @@ def _create(agent_credential, timeout=300):
 def test_a_session_on_knative_is_a_one_replica_cluster_local_ksvc_without_egress(
     cluster_settings, knative_project, gvisor, fake_k8s, agent_credential
 ):
-    sandbox_id = _create(agent_credential)
     namespace = knative_project.effective_namespace
+    # The namespace enforces the strictest Pod Security level: the session's pod must meet "restricted".
+    client.CoreV1Api(get_backend(knative_project)._api).create_namespace(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }
+    )
+    sandbox_id = _create(agent_credential)
     ksvc = fake_k8s.get(KSVC, namespace, f"hks-s-{sandbox_id}")
     assert ksvc is not None
     labels = ksvc["metadata"]["labels"]
