@@ -6,7 +6,13 @@ NetworkPolicy is enforced and that gVisor runs it are not shown by these tests (
 
 import datetime as dt
 import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 from django.test import Client
 from django.utils import timezone
@@ -231,3 +237,64 @@ def test_sessions_on_knative_need_the_portal_in_the_cluster_and_a_session_image(
     response = _e2b("post", "sandboxes", agent_credential[1], {"timeout": 60})
     assert response.status_code == 501 and "HKS_AGENT_SESSION_IMAGE" in response.json()["message"]
     assert not AgentSession.objects.exists() and fake_k8s.list(KSVC) == []
+
+
+# The session image's recipe and its entry point (what can be checked without building the image) ----------
+
+
+def test_the_session_image_recipe_is_clean_and_copies_what_the_pod_runs():
+    from tests.deploy.test_image import REPO, _hadolint
+
+    dockerfile = REPO / "deploy" / "session-image" / "Dockerfile"
+    done = subprocess.run(
+        [_hadolint(), "--failure-threshold", "info", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = dockerfile.read_text()
+    for launcher in ("session_agent.py", "session_kernel.py", "session_pod.py"):
+        assert f"hks_runtime/launchers/{launcher}" in text
+    assert "hks_runtime/agent_requirements.txt" in text
+    assert "USER 1001:1001" in text  # the uid k8s_sessions' security context runs it as
+    assert '"/hks/launchers/session_pod.py"' in text
+
+
+def test_the_pod_entry_point_serves_the_agent_on_port_with_the_token_from_its_environment(tmp_path):
+    """session_pod.py as Knative starts it ($PORT, HKS_AGENT_TOKEN), run here as a plain process: the
+    agent answers only with the token, keeps state between runs, and its code does not inherit the token."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = Path(sessions.__file__).resolve().parents[2] / "hks_runtime" / "launchers" / "session_pod.py"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PORT": str(port),
+        "HKS_AGENT_TOKEN": "tok",
+        "HKS_SESSION_HOME": str(tmp_path),
+    }
+    proc = subprocess.Popen([sys.executable, "-u", str(launcher)], env=env)
+    try:
+        base, auth = f"http://127.0.0.1:{port}", {"X-HKS-Agent-Token": "tok"}
+        for _ in range(200):
+            try:
+                health = httpx.get(f"{base}/health", headers=auth)
+                break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        assert health.status_code == 204
+        assert httpx.get(f"{base}/health").status_code == 401
+        httpx.post(f"{base}/execute", headers=auth, json={"code": "x = 41"}, timeout=30)
+        code = "import os\nprint(os.environ.get('HKS_AGENT_TOKEN'))\nx + 1"
+        events = [
+            json.loads(line)
+            for line in httpx.post(
+                f"{base}/execute", headers=auth, json={"code": code}, timeout=30
+            ).text.splitlines()
+        ]
+        assert "".join(e["text"] for e in events if e["type"] == "stdout") == "None\n"
+        assert next(e for e in events if e["type"] == "result")["text"] == "42"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
