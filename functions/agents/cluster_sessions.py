@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
+from django.db.models import Q
 
 from functions.backends import get_backend
 from functions.backends.base import BackendError, SessionSpec
@@ -77,7 +78,15 @@ def collect(*, now: dt.datetime) -> int:
     no longer holds are marked expired. Returns how many rows ended."""
     ended = 0
     cutoff = now - dt.timedelta(seconds=60)  # one being created right now may not be listed yet
-    for project in Project.objects.filter(backend=Backend.KNATIVE):
+    # Only projects that had a session lately (a round runs every few seconds; a deadline is at most a day
+    # after the last create or set_timeout, which a running row stands for).
+    recent = now - dt.timedelta(days=1, hours=1)
+    projects = Project.objects.filter(backend=Backend.KNATIVE).filter(
+        Q(agent_sessions__status=SessionStatus.RUNNING)
+        | Q(agent_sessions__created_at__gte=recent)
+        | Q(agent_sessions__ended_at__gte=recent)
+    )
+    for project in projects.distinct():
         try:
             backend = get_backend(project)
             held = backend.session_list(project.slug, project.effective_namespace)
