@@ -29,10 +29,6 @@ MAX_LINE = 8 * 1024
 REQUEST_FLUSH_SECONDS = 0.05  # request lines queued this long at most before they are written together
 
 
-def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def parse_ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -62,7 +58,8 @@ class FunctionLog:
         self.dropped = 0
         self.dropped_reported_at = 0.0
         self.followers: set[asyncio.Queue] = set()
-        self._requests: list[tuple[str, str]] = []  # (instance, text) queued by request(), not yet written
+        self._requests: list[tuple[str, str, str]] = []  # (ts, instance, text): queued, not written
+        self._last: dt.datetime | None = None  # the newest timestamp given: each record gets a later one
         self._flush_handle: asyncio.TimerHandle | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the function's life
@@ -72,7 +69,7 @@ class FunctionLog:
             self.dropped += 1
             self._report_dropped(instance)
             return
-        self._append({"ts": _now_iso(), "instance": instance, "stream": stream, "text": text})
+        self._append({"ts": self._stamp(), "instance": instance, "stream": stream, "text": text})
 
     def request(
         self, *, method: str, path: str, status: int, millis: float, revision: str, instance: str
@@ -86,7 +83,7 @@ class FunctionLog:
             self._report_dropped(instance or "-")
             return
         self._requests.append(
-            (instance or "-", request_text(method, path, status, millis, revision, instance))
+            (self._stamp(), instance or "-", request_text(method, path, status, millis, revision, instance))
         )
         if self._flush_handle is None:
             try:
@@ -97,15 +94,16 @@ class FunctionLog:
             self._flush_handle = loop.call_later(REQUEST_FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
-        """Write the queued request lines (one timestamp, one write for all of them)."""
+        """Write the queued request lines (each with the time it was queued; one write for all of them)."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         queued, self._requests = self._requests, []
         if not queued:
             return
-        ts = _now_iso()
-        records = [{"ts": ts, "instance": inst, "stream": "request", "text": text} for inst, text in queued]
+        records = [
+            {"ts": ts, "instance": inst, "stream": "request", "text": text} for ts, inst, text in queued
+        ]
         self._append_all(records)
 
     def _report_dropped(self, instance: str) -> None:
@@ -113,7 +111,16 @@ class FunctionLog:
         if now - self.dropped_reported_at >= 1.0:
             self.dropped_reported_at = now
             text = f"log rate limit: {self.dropped} line(s) dropped"
-            self._append({"ts": _now_iso(), "instance": instance, "stream": "system", "text": text})
+            self._append({"ts": self._stamp(), "instance": instance, "stream": "system", "text": text})
+
+    def _stamp(self) -> str:
+        """Now, or a microsecond after the previous record when the clock has not moved on: no two records
+        of a log share a timestamp, so paging by time (``before``) never skips one."""
+        now = dt.datetime.now(dt.UTC)
+        if self._last is not None and now <= self._last:
+            now = self._last + dt.timedelta(microseconds=1)
+        self._last = now
+        return now.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
     def _append(self, record: dict) -> None:
         if self._requests:  # keep the file in order: queued request lines before what comes after them

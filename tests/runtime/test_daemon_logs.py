@@ -68,7 +68,7 @@ def test_follower_gets_new_records_and_a_removed_log_ends_it(tmp_path):
 
 def test_request_lines_are_written_together_after_a_moment_in_order_with_the_rest(tmp_path):
     """Off the request path: queued in the loop, written in one piece REQUEST_FLUSH_SECONDS later, always
-    before a line that comes after them, and under the function's rate limit."""
+    before a line that comes after them, each with a timestamp of its own, under the function's rate limit."""
     log = LogStore(tmp_path, rate=1, burst=100).get("acme", "busy")
 
     async def scenario() -> tuple[int, list[dict]]:
@@ -87,6 +87,8 @@ def test_request_lines_are_written_together_after_a_moment_in_order_with_the_res
     assert requests[0]["text"] == "GET /n0 200 1.5 ms revision=r1 instance=i1"
     assert records[-1]["text"] == "after"
     assert any(r["stream"] == "system" and "dropped" in r["text"] for r in records)
+    stamps = [r["ts"] for r in records]  # each its own time, in file order: paging by time skips none
+    assert stamps == sorted(set(stamps))
 
 
 def test_request_lines_still_queued_are_written_when_the_log_closes(tmp_path):
