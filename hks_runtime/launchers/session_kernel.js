@@ -15,6 +15,7 @@
 'use strict';
 
 const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
 const readline = require('node:readline');
 const util = require('node:util');
@@ -175,9 +176,15 @@ async function run(code) {
   if (value !== undefined) emit(result(value));
 }
 
+function requestStream() {
+  // A pipe read through the event loop (net), not the thread pool (fs): a blocking read in a pool thread
+  // would keep process.exit() from ever finishing.
+  return new net.Socket({ fd: IN, readable: true, writable: false });
+}
+
 async function main() {
   let count = 0;
-  const requests = readline.createInterface({ input: fs.createReadStream(null, { fd: IN }), crlfDelay: Infinity });
+  const requests = readline.createInterface({ input: requestStream(), crlfDelay: Infinity });
   emit({ type: 'ready' });
   for await (const line of requests) {
     if (!line.trim()) continue;
