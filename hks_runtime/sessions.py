@@ -2,7 +2,8 @@
 
 A session is one bubblewrap sandbox under the ``restricted`` profile (loopback only, the profile's limits,
 seccomp) running ``launchers/session_agent.py``, which keeps a Python kernel, serves files under its own
-writable home (``<data>/sessions/<slot>/home`` bound at ``/home/user``) and runs commands. Its listening
+writable home (``<data>/sessions/<slot>/home`` bound at ``/home/user``) and runs commands (a JavaScript
+kernel, ``session_kernel.js``, starts on demand on the runtime's Node, bound at ``/hks/node``). Its listening
 socket is opened here and inherited (socket activation), so the portal reaches it at ``127.0.0.1:port``
 with the session's agent token while the code inside has no network.
 
@@ -123,7 +124,7 @@ class SessionManager:
         self._http: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task | None = None
         self.closing = False
-        self.node: tuple[str, str] | None = None  # (host dir bound read-only at /hks/node, node in the sandbox)
+        self.node: tuple[str, str] | None = None  # (host dir bound at /hks/node, node's path in the sandbox)
         self.node_version = ""
 
     # lifecycle ------------------------------------------------------------------------------------------

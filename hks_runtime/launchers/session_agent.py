@@ -721,7 +721,7 @@ def _process_event(event: tuple) -> dict:
 
 
 def _language(value) -> str | None:
-    """"python" or "javascript" for what E2B's SDKs and hks_sdk send (None: not a language we run)."""
+    """The kernel ("python" or "javascript") a language name asks for; None when it is not one we run."""
     if value is not None and not isinstance(value, str):
         return None
     return LANGUAGES.get(value.lower() if value else value)

@@ -33,7 +33,8 @@ def test_e2b_javascript_context_keeps_state_streams_and_reports_errors(e2b_env, 
         assert execution.text == "42"
         assert "".join(execution.logs.stdout) == "step 41\n"
         assert "".join(streamed) == "step 41\n"
-        awaited = sandbox.run_code("await new Promise((r) => setTimeout(() => r(x * 2), 20))", context=context)
+        later = "await new Promise((r) => setTimeout(() => r(x * 2), 20))"
+        awaited = sandbox.run_code(later, context=context)
         assert awaited.text == "82"
 
         failed = sandbox.run_code("null.property", context=context)
@@ -52,7 +53,7 @@ def test_e2b_javascript_context_keeps_state_streams_and_reports_errors(e2b_env, 
     _assert_nothing_left(live_platform, held)
 
 
-def test_e2b_javascript_timeout_interrupts_and_keeps_the_context(e2b_env):
+def test_e2b_javascript_timeout_interrupts_and_keeps_the_context(e2b_env):  # noqa: F811
     from e2b.exceptions import TimeoutException
     from e2b_code_interpreter import Sandbox
 
