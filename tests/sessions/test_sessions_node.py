@@ -36,6 +36,8 @@ def test_e2b_javascript_context_keeps_state_streams_and_reports_errors(e2b_env, 
         later = "await new Promise((r) => setTimeout(() => r(x * 2), 20))"
         awaited = sandbox.run_code(later, context=context)
         assert awaited.text == "82"
+        slow = "await new Promise((r) => setTimeout(() => r('slept'), 1500))"
+        assert sandbox.run_code(slow, context=context).text == "slept"  # a quiet run is not cut short
 
         failed = sandbox.run_code("null.property", context=context)
         assert failed.error.name == "TypeError"
@@ -74,6 +76,7 @@ def test_hks_sdk_node_session_keeps_state_streams_and_times_out(client, live_pla
         assert s.run("const x = 41").ok
         execution = s.run("console.log('step', x)\nawait Promise.resolve(x + 1)", on_stdout=streamed.append)
         assert (execution.result, execution.stdout) == (42, "step 41\n")
+        assert s.run("await new Promise((r) => setTimeout(() => r('slept'), 1500))").result == "slept"
         assert "".join(streamed) == "step 41\n"
         assert s.run("process.stderr.write('warn\\n'); ({a: [1, 2]})").result == {"a": [1, 2]}
         assert s.run("console.error('bad')").stderr == "bad\n"
@@ -113,3 +116,8 @@ def test_a_node_session_is_contained_like_a_python_one(client, live_platform):  
         assert died.error.name == "KernelDied"
         assert s.run("typeof x").result == "undefined"  # restarted, its state lost
     _assert_nothing_left(live_platform, held)
+
+
+def test_hks_sdk_refuses_an_unknown_session_language():
+    with pytest.raises(ValueError, match="language"):
+        functions.session(language="ruby")
