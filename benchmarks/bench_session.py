@@ -4,7 +4,10 @@ Measured through hks_sdk's ``Session`` and through E2B's own SDK (``e2b-code-int
 platform). Baseline, in the same run: the same trivial expression posted straight to the session's agent
 (bypassing the portal), i.e. what the portal's data plane adds on top of the kernel.
 
-    .venv/bin/python benchmarks/bench_session.py [--runs 10] [--warm 50] [--keep]
+    .venv/bin/python benchmarks/bench_session.py [--runs 10] [--warm 50] [--keep] [--language node]
+
+``--language node`` measures the Node kernel (hks_sdk ``session(language="node")``; its first run starts the
+kernel, so create to first result includes Node's start) and skips E2B's SDK.
 
 Prints a table, then one JSON line with every figure.
 """
@@ -40,30 +43,31 @@ def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000
 
 
-def hks_sdk_figures(platform, client: Client, runs: int, warm: int) -> tuple[dict, dict]:
+def hks_sdk_figures(
+    platform, client: Client, runs: int, warm: int, language: str = "python"
+) -> tuple[dict, dict]:
     """hks_sdk's create to first result, then warm runs interleaved with the baseline (the same /execute
     posted straight to the session's agent), so both see the same machine load."""
     creates = []
     for _ in range(runs):
         started = time.perf_counter()
-        session = Session.create(client=client, timeout=120)
+        session = Session.create(client=client, timeout=120, language=language)
         if session.run("1 + 1").result != 2:
             raise SystemExit("unexpected result")
         creates.append(_ms(started))
         session.kill()
         time.sleep(0.5)  # the pool refills between an agent's sessions
-    session = Session.create(client=client, timeout=600)
+    session = Session.create(client=client, timeout=600, language=language)
     port, agent_token = _agent(platform, session.id)
     times, direct = [], []
+    body = {"code": "1 + 1", "language": None if language == "python" else "javascript"}
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as agent:
         for _ in range(warm):
             started = time.perf_counter()
             session.run("1 + 1")
             times.append(_ms(started))
             started = time.perf_counter()
-            response = agent.post(
-                "/execute", json={"code": "1 + 1"}, headers={"X-HKS-Agent-Token": agent_token}
-            )
+            response = agent.post("/execute", json=body, headers={"X-HKS-Agent-Token": agent_token})
             response.raise_for_status()
             direct.append(_ms(started))
     session.kill()
@@ -132,6 +136,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warm", type=int, default=50)
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument("--language", choices=("python", "node"), default="python")
     args = parser.parse_args()
     load = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="hks-bench-session-"))
@@ -141,13 +146,15 @@ def main() -> None:
         secret = _credential(platform)
         client = Client(url=platform.portal_url, credential=secret, timeout=120)
         time.sleep(2)  # the runtime's pool of pre-started agents
-        hks, direct = hks_sdk_figures(platform, client, args.runs, args.warm)
-        e2b = e2b_figures(platform, secret, args.runs, args.warm)
+        hks, direct = hks_sdk_figures(platform, client, args.runs, args.warm, args.language)
+        e2b = e2b_figures(platform, secret, args.runs, args.warm) if args.language == "python" else None
     finally:
         platform.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     results = {"hks_sdk": hks, "e2b_sdk": e2b, "baseline_direct_to_agent": direct}
+    if e2b is None:
+        del results["e2b_sdk"]
     print(f"{'client':<26}{'create->1st p50':>16}{'p95':>9}{'warm run p50':>14}{'p95':>9}")
     for name, r in results.items():
         print(
@@ -159,7 +166,8 @@ def main() -> None:
     print(f"portal overhead on a warm run (p50): {overhead} ms")
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
     results["portal_overhead_warm_run_ms_p50"] = overhead
-    print(json.dumps({"benchmark": "session", "load_average": load, "results": results}))
+    summary = {"benchmark": "session", "language": args.language, "load_average": load, "results": results}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

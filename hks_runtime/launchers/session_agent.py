@@ -11,7 +11,7 @@ The endpoints are the wire protocols E2B's SDKs speak, written from their public
 
     GET  /health                                   204
     POST /execute                                  NDJSON stream of a kernel's events (``context_id``)
-    GET|POST /contexts, DELETE /contexts/{id}, POST /contexts/{id}/restart    Python kernels ("default" first)
+    GET|POST /contexts, DELETE /contexts/{id}, POST /contexts/{id}/restart    kernels ("default" first)
     POST /hks/interrupt[?context_id=]              SIGINT to a kernel
     GET  /files?path=P                             the file's bytes
     POST /files[?path=P]                           multipart/form-data ("file" parts) or octet-stream
@@ -21,6 +21,10 @@ The endpoints are the wire protocols E2B's SDKs speak, written from their public
     POST /hks/commands                             the same run as NDJSON lines (for hks_sdk)
 
 Relative paths are resolved against /home/user, the session's writable home.
+
+Kernels are Python (session_kernel.py, the "default" context) or JavaScript (session_kernel.js on the Node
+the runtime gives as HKS_SESSION_NODE); an /execute with ``language`` "javascript" (or "js", "node") and no
+context runs in the session's default JavaScript context ("default-javascript"), started at its first use.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import hmac
 import json
 import os
 import queue
+import select
 import shutil
 import signal
 import socket
@@ -48,6 +53,9 @@ from urllib.parse import parse_qs, urlparse
 
 HOME = os.environ.get("HKS_SESSION_HOME", "/home/user")
 KERNEL = str(Path(__file__).with_name("session_kernel.py"))
+NODE_KERNEL = str(Path(__file__).with_name("session_kernel.js"))
+LANGUAGES = {None: "python", "": "python", "python": "python", "py": "python", "python3": "python"}
+LANGUAGES.update(dict.fromkeys(("javascript", "js", "node", "nodejs"), "javascript"))
 MAX_CONTEXTS = 8  # kernels per session (each one a process)
 ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -77,11 +85,13 @@ class RpcError(Exception):
 
 
 class Kernel:
-    """The Python kernel subprocess; one execution at a time. Restarted (state lost) when it dies."""
+    """A kernel subprocess (Python or JavaScript); one execution at a time. Restarted (state lost) when it
+    dies."""
 
-    def __init__(self, cwd: str = HOME):
+    def __init__(self, cwd: str = HOME, language: str = "python"):
         self.lock = threading.Lock()
         self.cwd = cwd
+        self.language = language
         self.events: queue.Queue = queue.Queue()
         self.proc: subprocess.Popen | None = None
         self.start()
@@ -90,8 +100,15 @@ class Kernel:
         req_r, req_w = os.pipe()
         out_r, out_w = os.pipe()
         env = {**ENV, "HKS_KERNEL_IN": str(req_r), "HKS_KERNEL_OUT": str(out_w)}
+        if self.language == "javascript":
+            node = os.environ.get("HKS_SESSION_NODE", "")
+            if not node or not os.path.exists(node):
+                raise RuntimeError("Node.js is not available in this sandbox")
+            argv = [node, "--max-old-space-size=192", NODE_KERNEL]
+        else:
+            argv = [sys.executable, "-u", KERNEL]
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", KERNEL],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -139,8 +156,11 @@ class Kernel:
         self.stop()
         self.start()
 
-    def execute(self, code: str, env: dict | None, timeout: float | None):
-        """Yield the events of one execution; past ``timeout`` seconds interrupt it (then restart)."""
+    def execute(self, code: str, env: dict | None, timeout: float | None, gone=None):
+        """Yield the events of one execution; past ``timeout`` seconds interrupt it (then restart).
+
+        ``gone()`` says whether the caller went away (E2B's SDK times a run out on its side, sending no
+        timeout): checked every half second while no event comes; the run is then interrupted."""
         with self.lock:
             while not self.events.empty():  # stray output after the previous execution
                 self.events.get_nowait()
@@ -153,9 +173,17 @@ class Kernel:
             interrupted_at = None
             while True:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if gone is not None and interrupted_at is None:
+                    wait = 0.5 if wait is None else min(wait, 0.5)
                 try:
                     event = self.events.get(timeout=wait)
                 except queue.Empty:
+                    if deadline is None or time.monotonic() < deadline:  # only the caller check woke us
+                        if gone():
+                            self.interrupt()
+                            interrupted_at = time.monotonic()
+                            deadline = interrupted_at + 2.0
+                        continue
                     if interrupted_at is None:
                         interrupted_at = time.monotonic()
                         self.interrupt()
@@ -188,7 +216,7 @@ def _timeout_error(timeout, *, restarted: bool) -> dict:
     return {
         "type": "error",
         "name": "TimeoutError",
-        "value": f"execution exceeded {timeout:g} s and was interrupted{tail}",
+        "value": f"execution exceeded {timeout or 0:g} s and was interrupted{tail}",
         "traceback": "",
     }
 
@@ -427,6 +455,14 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
+    def _gone(self) -> bool:
+        """Has the caller closed its connection (readable with nothing to read)?"""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _authorised(self) -> bool:
         given = self.headers.get("X-HKS-Agent-Token", "")
         if hmac.compare_digest(given.encode(), self.server.token.encode()):
@@ -495,7 +531,7 @@ class Handler(BaseHTTPRequestHandler):
         parts = route.split("/")
         if len(parts) != 3 or parts[1] != "contexts":
             return self._error(404, f"no route {route}")
-        if parts[2] == "default":
+        if parts[2] in ("default", "default-javascript"):
             return self._error(400, "the default context cannot be removed (restart it instead)")
         kernel = self.server.kernels.pop(parts[2], None)
         if kernel is None:
@@ -506,27 +542,39 @@ class Handler(BaseHTTPRequestHandler):
     # code
 
     def _create_context(self, req: dict) -> None:
-        if req.get("language") not in (None, "", "python"):
-            return self._error(400, "only Python contexts are supported")
+        language = _language(req.get("language"))
+        if language is None:
+            return self._error(400, "contexts are Python or JavaScript (language python or javascript)")
         if len(self.server.kernels) >= MAX_CONTEXTS:
             return self._error(400, f"at most {MAX_CONTEXTS} contexts per session")
         cwd = _resolve(req.get("cwd") or HOME)
         context_id = os.urandom(8).hex()
-        kernel = self.server.kernels[context_id] = Kernel(cwd)
+        try:
+            kernel = Kernel(cwd, language)
+        except RuntimeError as exc:
+            return self._error(503, str(exc))
+        self.server.kernels[context_id] = kernel
         self._json(200, _context(context_id, kernel))
 
     def _execute(self, req: dict) -> None:
         code = req.get("code")
         if not isinstance(code, str):
             return self._error(400, "code must be a string")
-        if req.get("language") not in (None, "python"):
-            return self._error(404, "only Python runs in this sandbox")
-        kernel = self.server.kernels.get(req.get("context_id") or "default")
+        language = _language(req.get("language"))
+        if language is None:
+            return self._error(404, f"language {req.get('language')!r}: only Python and JavaScript run here")
+        if req.get("context_id"):
+            kernel = self.server.kernels.get(req["context_id"])
+        else:
+            try:
+                kernel = self.server.default_kernel(language)
+            except RuntimeError as exc:
+                return self._error(503, str(exc))
         if kernel is None:
             return self._error(404, f"context {req.get('context_id')} not found")
         timeout = req.get("timeout")
         self._start_stream("application/x-ndjson")
-        events = kernel.execute(code, req.get("env_vars"), float(timeout) if timeout else None)
+        events = kernel.execute(code, req.get("env_vars"), float(timeout) if timeout else None, self._gone)
         try:
             for event in events:
                 if event["type"] in ("stdout", "stderr"):
@@ -672,8 +720,15 @@ def _process_event(event: tuple) -> dict:
     return {"data": {event[0]: base64.b64encode(event[1]).decode()}}
 
 
+def _language(value) -> str | None:
+    """The kernel ("python" or "javascript") a language name asks for; None when it is not one we run."""
+    if value is not None and not isinstance(value, str):
+        return None
+    return LANGUAGES.get(value.lower() if value else value)
+
+
 def _context(context_id: str, kernel: Kernel) -> dict:
-    return {"id": context_id, "language": "python", "cwd": kernel.cwd}
+    return {"id": context_id, "language": kernel.language, "cwd": kernel.cwd}
 
 
 def _envelope(flags: int, message: dict) -> bytes:
@@ -692,6 +747,17 @@ class Server(ThreadingHTTPServer):
         self.token = token
         self.kernels = {"default": Kernel()}
         self.commands = Commands()
+        self._starting = threading.Lock()
+
+    def default_kernel(self, language: str) -> Kernel:
+        """The default context of ``language``; the JavaScript one is started at its first use."""
+        if language == "python":
+            return self.kernels["default"]
+        with self._starting:
+            kernel = self.kernels.get("default-javascript")
+            if kernel is None:
+                kernel = self.kernels["default-javascript"] = Kernel(HOME, "javascript")
+            return kernel
 
 
 def main() -> None:

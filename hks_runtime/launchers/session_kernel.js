@@ -1,0 +1,212 @@
+// A session's Node kernel: runs code in one persistent node:vm context, reporting events as JSON lines.
+//
+// The JavaScript twin of session_kernel.py, speaking the same protocol (started by session_agent.py inside
+// the session's sandbox, built-in modules only): requests arrive one JSON line at a time on the fd
+// HKS_KERNEL_IN ({"code": ..., "env": {...}}); events go to the fd HKS_KERNEL_OUT in the shape of E2B's code
+// interpreter stream: number_of_executions, stdout/stderr (console.* and process.stdout/stderr.write),
+// result (the completion value of the code, awaited when it is a promise), error (name, value, traceback =
+// the stack) and end_of_execution. SIGINT interrupts the running code: a synchronous loop through
+// vm's breakOnSigint, a pending await by rejecting it.
+//
+// State: every cell runs in the same context, so globals persist. Top-level `const`/`let` (at the start of
+// a line) become `var` and `class X` becomes `var X = class X`, so a cell can be run again (as in a
+// notebook). Code with a top-level `await` runs in an async function; its top-level declarations are then
+// turned into assignments to globals, and its last statement, when it is an expression, is returned.
+'use strict';
+
+const fs = require('node:fs');
+const net = require('node:net');
+const path = require('node:path');
+const readline = require('node:readline');
+const util = require('node:util');
+const vm = require('node:vm');
+const { createRequire } = require('node:module');
+
+const OUT = Number(process.env.HKS_KERNEL_OUT);
+const IN = Number(process.env.HKS_KERNEL_IN);
+const FILENAME = '<cell>';
+
+function emit(event) {
+  fs.writeSync(OUT, JSON.stringify(event) + '\n');
+}
+
+function streamWriter(name) {
+  return (chunk, encoding, callback) => {
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    if (text) emit({ type: name, text });
+    const done = typeof encoding === 'function' ? encoding : callback;
+    if (typeof done === 'function') process.nextTick(done);
+    return true;
+  };
+}
+
+process.stdout.write = streamWriter('stdout');
+process.stderr.write = streamWriter('stderr');
+
+const cwd = process.cwd();
+const sandbox = {};
+// Node's globals (process, Buffer, timers, fetch, URL, TextEncoder...) for the code; the context's own
+// JavaScript built-ins (Object, Array, Promise...) stay its own.
+const context = vm.createContext(sandbox, { name: 'session' });
+const own = new Set(Object.getOwnPropertyNames(vm.runInContext('globalThis', context)));
+for (const name of Object.getOwnPropertyNames(globalThis)) {
+  if (own.has(name) || name === 'globalThis') continue;
+  const descriptor = Object.getOwnPropertyDescriptor(globalThis, name);
+  try {
+    Object.defineProperty(sandbox, name, descriptor);
+  } catch {
+    // a non-configurable name the context already has
+  }
+}
+sandbox.console = new console.Console({ stdout: process.stdout, stderr: process.stderr });
+sandbox.require = createRequire(path.join(cwd, '<cell>'));
+sandbox.module = { exports: {} };
+sandbox.exports = sandbox.module.exports;
+sandbox.__filename = path.join(cwd, '<cell>');
+sandbox.__dirname = cwd;
+
+const IDENT = '[A-Za-z_$][\\w$]*';
+const NO_RETURN = /^(?:var|let|const|if|for|while|do|function|async\s+function|class|return|try|catch|finally|switch|throw|import|export|break|continue|else|case|default)\b|^[}\])]|^\/\/|^\/\*|^\*/;
+
+function rewriteSync(code) {
+  return code
+    .replace(/^(?:const|let)(\s)/gm, 'var$1')
+    .replace(new RegExp(`^class\\s+(${IDENT})`, 'gm'), 'var $1 = class $1');
+}
+
+function rewriteAsync(code) {
+  return rewriteSync(code)
+    .replace(new RegExp(`^var\\s+(${IDENT})\\s*=`, 'gm'), '$1 =')
+    .replace(new RegExp(`^var\\s+(${IDENT})\\s*;?\\s*$`, 'gm'), '$1 = undefined;')
+    .replace(new RegExp(`^(async\\s+)?function(\\s*\\*)?\\s+(${IDENT})`, 'gm'), '$3 = $1function$2 $3');
+}
+
+function compile(code) {
+  const source = rewriteSync(code);
+  try {
+    return new vm.Script(source, { filename: FILENAME });
+  } catch (error) {
+    if (!(error instanceof SyntaxError) || !/await|async/.test(error.message)) throw error;
+  }
+  // Top-level await: the code becomes the body of an async function returning its last expression.
+  const lines = rewriteAsync(code).split('\n');
+  let last = lines.length - 1;
+  while (last >= 0 && !lines[last].trim()) last -= 1;
+  // The last statement starts at the last line not indented and not closing a bracket.
+  let start = last;
+  while (start > 0 && (/^\s/.test(lines[start]) || /^[}\])]/.test(lines[start]))) start -= 1;
+  const candidates = [];
+  if (start >= 0 && !/^\s/.test(lines[start]) && !NO_RETURN.test(lines[start])) {
+    const expression = lines.slice(start, last + 1).join('\n').replace(/;\s*$/, '');
+    const body = [...lines.slice(0, start), `return (${expression}\n);`].join('\n');
+    candidates.push(`(async () => {\n${body}\n})()`);
+  }
+  candidates.push(`(async () => {\n${lines.join('\n')}\n})()`);
+  let first;
+  for (const candidate of candidates) {
+    try {
+      return new vm.Script(candidate, { filename: FILENAME, lineOffset: -1 });
+    } catch (error) {
+      first = first || error;
+    }
+  }
+  throw first;
+}
+
+function isThenable(value) {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function';
+}
+
+function plain(value, depth = 0) {
+  // JSON-safe data only (what the Python kernel's "value" carries): primitives, arrays, plain objects.
+  if (depth > 20) return false;
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return true;
+  if (typeof value === 'number') return Number.isFinite(value);
+  if (Array.isArray(value)) return value.every((item) => plain(item, depth + 1));
+  if (typeof value === 'object') {
+    const proto = Object.getPrototypeOf(value);
+    if (proto !== null && Object.getPrototypeOf(proto) !== null) return false;
+    if (proto !== null && proto.constructor && proto.constructor.name !== 'Object') return false;
+    return Object.values(value).every((item) => plain(item, depth + 1));
+  }
+  return false;
+}
+
+function result(value) {
+  const text = typeof value === 'string' ? value : util.inspect(value, { depth: 4, maxArrayLength: 200 });
+  const event = { type: 'result', text, is_main_result: true };
+  if (plain(value)) event.value = value; // an HKS extra, as the Python kernel's
+  return event;
+}
+
+const KERNEL_FRAME = /session_kernel\.js|\(node:vm:|\(node:internal\/|sigintHandlersWrap|at node:internal\//;
+
+function failure(error) {
+  if (error instanceof Error || (error && typeof error === 'object' && 'stack' in error && 'message' in error)) {
+    let name = String(error.name || 'Error');
+    if (/^Script execution was interrupted/.test(String(error.message))) name = 'KeyboardInterrupt';
+    const stack = String(error.stack || '').split('\n').filter((line) => !KERNEL_FRAME.test(line)).join('\n');
+    return { type: 'error', name, value: String(error.message), traceback: stack };
+  }
+  return { type: 'error', name: 'Error', value: util.inspect(error), traceback: `Uncaught ${util.inspect(error)}` };
+}
+
+let interrupt = null; // rejects the pending await of the running cell
+
+process.on('SIGINT', () => {
+  if (interrupt) interrupt(Object.assign(new Error('interrupted'), { name: 'KeyboardInterrupt' }));
+});
+process.on('uncaughtException', (error) => {
+  emit({ type: 'stderr', text: `Uncaught ${error && error.stack ? error.stack : util.inspect(error)}\n` });
+});
+process.on('unhandledRejection', (reason) => {
+  emit({ type: 'stderr', text: `Unhandled rejection: ${reason && reason.stack ? reason.stack : util.inspect(reason)}\n` });
+});
+
+async function run(code) {
+  let value = compile(code).runInContext(context, { breakOnSigint: true, displayErrors: false });
+  if (isThenable(value)) {
+    value = await new Promise((resolve, reject) => {
+      interrupt = reject;
+      Promise.resolve(value).then(resolve, reject);
+    }).finally(() => {
+      interrupt = null;
+    });
+  }
+  if (value !== undefined) emit(result(value));
+}
+
+function requestStream() {
+  // A pipe read through the event loop (net), not the thread pool (fs): a blocking read in a pool thread
+  // would keep process.exit() from ever finishing.
+  return new net.Socket({ fd: IN, readable: true, writable: false });
+}
+
+async function main() {
+  let count = 0;
+  const requests = readline.createInterface({ input: requestStream(), crlfDelay: Infinity });
+  emit({ type: 'ready' });
+  for await (const line of requests) {
+    if (!line.trim()) continue;
+    let saved = null;
+    try {
+      const request = JSON.parse(line);
+      count += 1;
+      emit({ type: 'number_of_executions', execution_count: count });
+      saved = { ...process.env };
+      for (const [key, value] of Object.entries(request.env || {})) process.env[key] = String(value);
+      await run(String(request.code));
+    } catch (error) {
+      emit(failure(error));
+    } finally {
+      if (saved) {
+        for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
+        Object.assign(process.env, saved);
+      }
+      emit({ type: 'end_of_execution' });
+    }
+  }
+  process.exit(0);
+}
+
+main();

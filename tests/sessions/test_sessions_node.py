@@ -1,0 +1,123 @@
+"""Node sessions end to end on a running platform: E2B's own SDK (``run_code(language="js")``, a
+"javascript" context) and ``functions.session(language="node")`` run JavaScript in a Node kernel that keeps
+its node:vm context between calls, streams output, reports errors, times out, and stays as contained as
+the Python kernel (same sandbox, uid, no network)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hks_sdk import functions
+
+from .test_sessions_live import _assert_nothing_left, _held, client, e2b_env, secret  # noqa: F401
+
+pytestmark = pytest.mark.runtime
+
+
+def test_e2b_javascript_context_keeps_state_streams_and_reports_errors(e2b_env, live_platform):  # noqa: F811
+    from e2b_code_interpreter import Sandbox
+
+    sandbox = Sandbox.create(timeout=120)
+    held = _held(live_platform, sandbox.sandbox_id)
+    try:
+        context = sandbox.create_code_context(language="javascript")
+        assert context.language == "javascript"
+        assert sandbox.run_code("const x = 41", context=context).error is None
+        streamed = []
+        execution = sandbox.run_code(
+            "console.log('step', x)\nx + 1", context=context, on_stdout=lambda m: streamed.append(m.line)
+        )
+        assert execution.error is None
+        assert execution.text == "42"
+        assert "".join(execution.logs.stdout) == "step 41\n"
+        assert "".join(streamed) == "step 41\n"
+        later = "await new Promise((r) => setTimeout(() => r(x * 2), 20))"
+        awaited = sandbox.run_code(later, context=context)
+        assert awaited.text == "82"
+        slow = "await new Promise((r) => setTimeout(() => r('slept'), 1500))"
+        assert sandbox.run_code(slow, context=context).text == "slept"  # a quiet run is not cut short
+
+        failed = sandbox.run_code("null.property", context=context)
+        assert failed.error.name == "TypeError"
+        assert "null" in failed.error.value and "<cell>" in failed.error.traceback
+        assert sandbox.run_code("x", context=context).text == "41"  # an error keeps the context
+
+        # language="js" without a context: the session's default JavaScript context, not Python's.
+        sandbox.run_code("var y = 'from js'", language="js")
+        assert sandbox.run_code("y", language="javascript").text == "from js"
+        assert sandbox.run_code("'y' in globals()").text == "False"
+        ids = {c.id: c.language for c in sandbox.list_code_contexts()}
+        assert ids == {"default": "python", "default-javascript": "javascript", context.id: "javascript"}
+    finally:
+        sandbox.kill()
+    _assert_nothing_left(live_platform, held)
+
+
+def test_e2b_javascript_timeout_interrupts_and_keeps_the_context(e2b_env):  # noqa: F811
+    from e2b.exceptions import TimeoutException
+    from e2b_code_interpreter import Sandbox
+
+    with Sandbox.create(timeout=60) as sandbox:
+        sandbox.run_code("let kept = 'still here'", language="js")
+        started = time.monotonic()
+        with pytest.raises(TimeoutException):
+            sandbox.run_code("while (true) {}", language="js", timeout=2)
+        # The agent sees the caller go and interrupts the loop, so the context answers again.
+        assert sandbox.run_code("kept", language="js", timeout=30).text == "still here"
+        assert time.monotonic() - started < 30
+
+
+def test_hks_sdk_node_session_keeps_state_streams_and_times_out(client, live_platform):  # noqa: F811
+    streamed = []
+    with functions.session(language="node", timeout=120, client=client) as s:
+        held = _held(live_platform, s.id)
+        assert s.run("const x = 41").ok
+        execution = s.run("console.log('step', x)\nawait Promise.resolve(x + 1)", on_stdout=streamed.append)
+        assert (execution.result, execution.stdout) == (42, "step 41\n")
+        assert s.run("await new Promise((r) => setTimeout(() => r('slept'), 1500))").result == "slept"
+        assert "".join(streamed) == "step 41\n"
+        assert s.run("process.stderr.write('warn\\n'); ({a: [1, 2]})").result == {"a": [1, 2]}
+        assert s.run("console.error('bad')").stderr == "bad\n"
+        failed = s.run("throw new RangeError('too far')")
+        assert (failed.error.name, failed.error.value, failed.exit_code) == ("RangeError", "too far", 1)
+        timed = s.run("while (true) {}", timeout=1)
+        assert timed.error.name == "TimeoutError"
+        pending = s.run("await new Promise(() => {})", timeout=1)
+        assert pending.error.name == "TimeoutError"
+        assert s.run("x").result == 41  # interrupts kept the kernel and its state
+        assert s.run("process.env.GREETING", env={"GREETING": "hey"}).result == "hey"
+        assert s.run("process.env.GREETING").result is None
+        s.files.write("data.json", '{"n": 3}')
+        assert s.run("JSON.parse(require('fs').readFileSync('data.json', 'utf8')).n").result == 3
+    _assert_nothing_left(live_platform, held)
+
+
+def test_a_node_session_is_contained_like_a_python_one(client, live_platform):  # noqa: F811
+    portal = live_platform.ports.portal
+    reach = (
+        "await new Promise((resolve) => {\n"
+        f"  const socket = require('net').connect({portal}, '127.0.0.1');\n"
+        "  socket.on('connect', () => { socket.destroy(); resolve('connected') });\n"
+        "  socket.on('error', (e) => resolve('refused ' + e.code));\n"
+        "  setTimeout(() => resolve('refused timeout'), 3000);\n"
+        "})"
+    )
+    with functions.session(language="node", client=client) as s:
+        assert s.run(reach).result.startswith("refused")
+        assert s.run("require('fs').existsSync('/work')").result is False
+        uid = s.run("process.getuid()").result
+        assert uid not in (0, 65534)
+        with functions.session(client=client) as python:
+            assert python.run("import os\nos.getuid()").result != uid  # a uid per session
+        held = _held(live_platform, s.id)
+        died = s.run("process.exit(3)")
+        assert died.error.name == "KernelDied"
+        assert s.run("typeof x").result == "undefined"  # restarted, its state lost
+    _assert_nothing_left(live_platform, held)
+
+
+def test_hks_sdk_refuses_an_unknown_session_language():
+    with pytest.raises(ValueError, match="language"):
+        functions.session(language="ruby")
