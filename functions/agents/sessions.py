@@ -74,7 +74,7 @@ def runtime_execute(*, project: Project, code: str, timeout: int, env: dict[str,
     """A one-shot run in a pre-started restricted sandbox (no build, no Celery, no polling); at most
     ``project.max_agent_functions`` at once and the project's execution quotas (ServiceError 429 past
     them, services/usage.py). The run and its sandbox's CPU seconds go to the project's usage."""
-    usage.execution_admit(project=project)
+    admitted = usage.execution_admit(project=project)
     body = {
         "code": code,
         "timeout_seconds": timeout,
@@ -82,9 +82,13 @@ def runtime_execute(*, project: Project, code: str, timeout: int, env: dict[str,
         "namespace": project.effective_namespace,
         "max_concurrent": project.max_agent_functions,
     }
-    response = _runtime("POST", "/v1/execute", json=body, timeout=timeout + 30)
-    if response.status_code != 200:
-        raise ServiceError(_detail(response), code=response.status_code)
+    try:
+        response = _runtime("POST", "/v1/execute", json=body, timeout=timeout + 30)
+        if response.status_code != 200:
+            raise ServiceError(_detail(response), code=response.status_code)
+    except ServiceError:
+        usage.execution_release(admitted)
+        raise
     result = response.json()
     usage.execution_finished(project=project, cpu_seconds=result.get("cpu_seconds"))
     return result

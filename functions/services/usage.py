@@ -75,10 +75,11 @@ def cpu_quota_check(*, project: Project, now: dt.datetime | None = None) -> None
         )
 
 
-def execution_admit(*, project: Project, now: dt.datetime | None = None) -> None:
+def execution_admit(*, project: Project, now: dt.datetime | None = None) -> str:
     """Count one execution against the project's quotas, or refuse it (ServiceError 429, ``retry_after``).
 
-    A refused execution is not counted; an admitted one is counted in this minute whatever its outcome."""
+    A refused execution is not counted; an admitted one is counted in this minute whatever its outcome,
+    unless the runtime then refuses it too (``execution_release`` with the key this returns)."""
     now = now or timezone.now()
     cpu_quota_check(project=project, now=now)
     limit = project.max_executions_per_minute
@@ -96,6 +97,15 @@ def execution_admit(*, project: Project, now: dt.datetime | None = None) -> None
             code=429,
             retry_after=max(1, 60 - now.second),
         )
+    return key
+
+
+def execution_release(key: str) -> None:
+    """Give back an admitted execution the runtime refused (its concurrency limit, or it was down)."""
+    try:
+        cache.decr(key)
+    except ValueError:  # that minute's counter has expired
+        pass
 
 
 def execution_finished(*, project: Project, cpu_seconds: float | None) -> None:

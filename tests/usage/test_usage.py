@@ -199,3 +199,18 @@ def test_operators_read_the_page_and_edit_quotas_in_the_admin(project, other_pro
     change = client.get(f"/admin/functions/project/{project.pk}/change/")
     assert b"max_executions_per_minute" in change.content
     assert timezone.now()  # (the day is UTC: see selectors.project_agent_usage)
+
+
+def test_an_execution_the_runtime_refuses_is_given_back(agent_credential, project, settings):
+    settings.HKS_RUNTIME_URL = "http://127.0.0.1:9"  # nothing listens: the runtime is down (503)
+    client = Client()
+    token = _token(client, agent_credential[1])
+    response = client.post(
+        "/internal/v1/operations/execute",
+        {"code": "1"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 503
+    assert selectors.executions_this_minute(project=project) == 0
+    assert not AgentUsage.objects.exists()
