@@ -252,6 +252,10 @@ HKS_BUILD_EGRESS_INTERNET = env_bool("HKS_BUILD_EGRESS_INTERNET", True)
 HKS_KNATIVE_PORTAL_IN_CLUSTER = env_bool("HKS_KNATIVE_PORTAL_IN_CLUSTER", False)
 HKS_CRON_IMAGE = env_str("HKS_CRON_IMAGE", "curlimages/curl:8.17.0")
 HKS_AGENT_RUNTIME_CLASS = env_str("HKS_AGENT_RUNTIME_CLASS")  # e.g. "gvisor"; empty = the cluster default
+# The image agent sessions run on Knative (deploy/session-image/Dockerfile builds it); empty = no sessions
+# there. How long a session's pod may take to become ready before its create fails.
+HKS_AGENT_SESSION_IMAGE = env_str("HKS_AGENT_SESSION_IMAGE")
+HKS_KNATIVE_SESSION_READY_SECONDS = env_int("HKS_KNATIVE_SESSION_READY_SECONDS", 120)
 # The platform's own identity on the host cluster, which provisions projects' namespaces: a kubeconfig file,
 # or (unset) the pod's ServiceAccount when the platform runs on the cluster (deploy/); neither = projects
 # need a kubeconfig of their own (manage.py set_kubeconfig).

@@ -27,6 +27,8 @@ cited where it is implemented, under "Controllers"):
   pod runs. The revision fails instead when its image is a tag of a registry Knative's controller cannot
   resolve (not in ``resolvable_registries``), when the image is one ``images`` holds without the code
   (the container exits, CrashLoopBackOff), or when a test called ``fail_next_revision(message)``;
+- a revision pod naming a ``runtimeClassName`` no RuntimeClass (``runtimeclasses.node.k8s.io``) defines is
+  refused as the RuntimeClass admission plugin does (FailedCreate, the revision fails);
 - deleting a Job, a Knative Service or a Namespace deletes what they own.
 
 A cluster without Knative Serving - a vCluster whose host runs Knative, say - is
@@ -109,6 +111,8 @@ RESOURCE_TYPES = {
         ResourceType("", "v1", "resourcequotas", "ResourceQuota"),
         ResourceType("", "v1", "limitranges", "LimitRange"),
         ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+        # The sandbox runtimes a node offers (gVisor's "gvisor"); agent pods name one (runtimeClassName).
+        ResourceType("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
         ResourceType(
             "apiextensions.k8s.io",
             "v1",
@@ -1239,6 +1243,21 @@ class FakeKubernetes:
                 return
             pod_spec = self._revision_pod_spec(template)
             level, problems = self._pod_security_violations(namespace, pod_spec)
+            runtime_class = pod_spec.get("runtimeClassName")
+            if runtime_class and ("runtimeclasses.node.k8s.io", "", runtime_class) not in self._store:
+                # The RuntimeClass admission plugin refuses the pod (kubernetes plugin/pkg/admission/
+                # runtimeclass/admission.go: "pod rejected: RuntimeClass %q not found"); the ReplicaSet
+                # records FailedCreate and Knative fails the revision as for a Pod Security refusal.
+                replica_set = f"{revision}-deployment-{_rand(10)}"
+                refusal = (
+                    f'pods "{replica_set}-{_rand()}" is forbidden: pod rejected: '
+                    f'RuntimeClass "{runtime_class}" not found'
+                )
+                self.record_event(
+                    namespace, "ReplicaSet", replica_set, "FailedCreate", f"Error creating: {refusal}"
+                )
+                self._revision_failed(ksvc, generation, revision, refusal)
+                return
             if problems:
                 # The Deployment's ReplicaSet cannot create the pod: FailedCreate, and the Deployment's
                 # ReplicaFailure condition, which Knative turns into the revision's failure (knative/serving

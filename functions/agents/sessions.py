@@ -6,7 +6,8 @@ project's ``max_sessions``, and reaches the session's agent directly for the dat
 
 Two secrets belong to a session, both derived from its id with the portal's secret key, so neither is
 stored: the *access token* the agent's SDK sends (E2B's ``envdAccessToken``), and the *agent token* only the
-portal and the runtime know. Sessions are only available on projects using the local runtime.
+portal and the runtime know. A project on Knative gets its sessions from the backend instead
+(cluster_sessions.py: a one-replica, cluster-local Knative Service per session in its namespace).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from functions.agents import cluster_sessions
 from functions.errors import ServiceError
 from functions.models import AgentCredential, AgentSession, Backend, Project, SessionStatus
 from functions.services import usage
@@ -124,7 +126,7 @@ def session_create(
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise ServiceError("metadata must map strings to strings")
     if project.backend != Backend.LOCAL:
-        raise ServiceError("sessions are only available on projects using the local runtime", code=501)
+        cluster_sessions.check(project)
     usage.cpu_quota_check(project=project)
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
@@ -143,23 +145,15 @@ def session_create(
             expires_at=timezone.now() + dt.timedelta(seconds=timeout),
         )
     try:
-        response = _runtime(
-            "POST",
-            "/v1/sessions",
-            json={
-                "id": session.sandbox_id,
-                "namespace": project.effective_namespace,
-                "token": agent_token(session.sandbox_id),
-                "timeout_seconds": timeout,
-                "labels": {"hks.project": project.slug},
-            },
-        )
-        if response.status_code != 201:
-            raise ServiceError(_detail(response), code=response.status_code)
+        if project.backend != Backend.LOCAL:
+            data = cluster_sessions.start(
+                project=project, session=session, token=agent_token(session.sandbox_id), timeout=timeout
+            )
+        else:
+            data = _runtime_create(project, session, timeout)
     except ServiceError:
         session.delete()
         raise
-    data = response.json()
     session.agent_host, session.agent_port = data["host"], data["port"]
     session.save(update_fields=["agent_host", "agent_port"])
     usage.usage_record(project=project, sessions=1)
@@ -167,29 +161,56 @@ def session_create(
     return session
 
 
+def _runtime_create(project: Project, session: AgentSession, timeout: int) -> dict:
+    """The local runtime starts the session (hks_runtime/sessions.py)."""
+    response = _runtime(
+        "POST",
+        "/v1/sessions",
+        json={
+            "id": session.sandbox_id,
+            "namespace": project.effective_namespace,
+            "token": agent_token(session.sandbox_id),
+            "timeout_seconds": timeout,
+            "labels": {"hks.project": project.slug},
+        },
+    )
+    if response.status_code != 201:
+        raise ServiceError(_detail(response), code=response.status_code)
+    return response.json()
+
+
 def session_set_timeout(*, session: AgentSession, timeout: int) -> AgentSession:
     """A new deadline ``timeout`` seconds from now (E2B's ``set_timeout``: shorter or longer)."""
     _check_timeout(timeout)
-    response = _runtime(
-        "POST", f"/v1/sessions/{session.sandbox_id}/timeout", json={"timeout_seconds": timeout}
-    )
-    if response.status_code == 404:
+    deadline = timezone.now() + dt.timedelta(seconds=timeout)
+    if session.project.backend != Backend.LOCAL:
+        held = cluster_sessions.set_deadline(session=session, deadline=deadline)
+    else:
+        response = _runtime(
+            "POST", f"/v1/sessions/{session.sandbox_id}/timeout", json={"timeout_seconds": timeout}
+        )
+        held = response.status_code != 404
+    if not held:
         session_end(session=session, status=SessionStatus.EXPIRED)
         raise ServiceError("the session has ended", code=404)
-    session.expires_at = timezone.now() + dt.timedelta(seconds=timeout)
+    session.expires_at = deadline
     session.save(update_fields=["expires_at"])
     return session
 
 
 def session_end(*, session: AgentSession, status: str = SessionStatus.KILLED) -> None:
-    """Kill the session's sandbox (idempotent) and record how it ended, and its CPU seconds in the usage."""
-    response = _runtime("DELETE", f"/v1/sessions/{session.sandbox_id}")
-    try:
-        cpu = response.json().get("cpu_seconds")
-    except (ValueError, AttributeError):
-        cpu = None
-    if isinstance(cpu, int | float) and cpu > 0:  # the runtime answers it once per session
-        usage.usage_record(project=session.project, cpu_seconds=cpu)
+    """Kill the session's sandbox (idempotent) and record how it ended; on the local runtime, its CPU
+    seconds go to the project's usage (on a cluster they are not measured yet)."""
+    if session.project.backend != Backend.LOCAL:
+        cluster_sessions.delete(session=session)
+    else:
+        response = _runtime("DELETE", f"/v1/sessions/{session.sandbox_id}")
+        try:
+            cpu = response.json().get("cpu_seconds")
+        except (ValueError, AttributeError):
+            cpu = None
+        if isinstance(cpu, int | float) and cpu > 0:  # the runtime answers it once per session
+            usage.usage_record(project=session.project, cpu_seconds=cpu)
     updated = AgentSession.objects.filter(pk=session.pk, status=SessionStatus.RUNNING).update(
         status=status, ended_at=timezone.now()
     )
@@ -210,14 +231,15 @@ def sessions_collect_expired(*, now: dt.datetime | None = None) -> int:
             ended += 1
         except ServiceError:
             continue  # the runtime is down: next round
+    ended += cluster_sessions.collect(now=now)
     try:
         held = {s["id"] for s in _runtime("GET", "/v1/sessions").json()["sessions"]}
     except (ServiceError, ValueError, KeyError):
         return ended
     cutoff = now - dt.timedelta(seconds=60)  # one being created right now is not in the list yet
-    for session in AgentSession.objects.filter(status=SessionStatus.RUNNING, created_at__lte=cutoff).exclude(
-        sandbox_id__in=held
-    ):
+    for session in AgentSession.objects.filter(
+        status=SessionStatus.RUNNING, created_at__lte=cutoff, project__backend=Backend.LOCAL
+    ).exclude(sandbox_id__in=held):
         AgentSession.objects.filter(pk=session.pk).update(status=SessionStatus.EXPIRED, ended_at=now)
         ended += 1
     return ended

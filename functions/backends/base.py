@@ -132,6 +132,31 @@ class OwnedFunction:
     latest_ready_revision: str = ""
 
 
+@dataclass(frozen=True)
+class SessionSpec:
+    """An agent session to start (functions/agents/sessions.py): the agent inside it serves its API to the
+    portal only, with ``token`` in ``X-HKS-Agent-Token``, and has no network of its own."""
+
+    project: str
+    namespace: str
+    session_id: str  # [a-z0-9]{20}
+    token: str
+    timeout_seconds: int
+    labels: dict[str, str] = field(default_factory=dict)
+    resources: Resources = Resources(cpu_millicores=1000, memory_mb=1024)
+
+
+@dataclass(frozen=True)
+class SessionEndpoint:
+    """Where a running session's agent API is reachable from the portal, and until when it may run."""
+
+    session_id: str
+    host: str
+    port: int
+    deadline: dt.datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
 LogSink = Callable[[str], None]
 
 
@@ -197,3 +222,24 @@ class FunctionBackend(abc.ABC):
     def fires_schedules_itself(self) -> bool:
         """True when the backend runs cron triggers (CronJobs); False when the portal's beat does."""
         return False
+
+    # Agent sessions ---------------------------------------------------------------------------------
+    # The local runtime's sessions are driven by functions/agents/sessions.py through the runtime's own
+    # control API; a cluster backend implements these four. Each is idempotent, like the rest.
+
+    def session_create(self, spec: SessionSpec) -> SessionEndpoint:
+        """Start the session and wait until its agent accepts connections; BackendError(permanent) when
+        this backend or cluster cannot run sessions, saying why."""
+        raise BackendError(f"{type(self).__name__} does not run agent sessions", permanent=True)
+
+    def session_set_deadline(self, namespace: str, session_id: str, deadline: dt.datetime) -> bool:
+        """Record a new deadline; False when the session is gone."""
+        raise BackendError(f"{type(self).__name__} does not run agent sessions", permanent=True)
+
+    def session_delete(self, namespace: str, session_id: str) -> bool:
+        """Remove everything of the session; True when something was there."""
+        raise BackendError(f"{type(self).__name__} does not run agent sessions", permanent=True)
+
+    def session_list(self, project: str, namespace: str) -> list[SessionEndpoint]:
+        """The sessions the backend holds for a project (for the reaper)."""
+        raise BackendError(f"{type(self).__name__} does not run agent sessions", permanent=True)

@@ -84,6 +84,11 @@ class ClusterSettings:
     kaniko_extra_args: tuple[str, ...] = ()
     node_arch: str = ""  # "amd64", "arm64": builds and functions on nodes of that architecture only
     agent_runtime_class: str = ""
+    # Agent sessions (k8s_sessions.py): their image, the namespace the portal runs in (the one outside
+    # Knative's data path allowed to reach them) and Knative's max-revision-timeout-seconds.
+    session_image: str = ""
+    platform_namespace: str = "hks"
+    max_timeout_seconds: int = 600
     build_timeout_seconds: int = 900
     build_ttl_seconds: int = 3600
     schedule_timeout_seconds: int = 300

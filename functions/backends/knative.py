@@ -48,11 +48,14 @@ from functions.backends.base import (
     ScheduleSpec,
     ServiceSpec,
     ServiceStatus,
+    SessionEndpoint,
+    SessionSpec,
 )
 from functions.backends.k8s_api import TIMEOUT, backend_error, platform_kubeconfig
 from functions.backends.knative_builds import KanikoBuild
 from functions.backends.knative_logs import PodFollower, log_params, parse_log
 from functions.backends.knative_presence import KNATIVE, require_knative
+from functions.backends.knative_sessions import KnativeSessions
 
 
 def cluster_settings() -> manifests.ClusterSettings:
@@ -70,6 +73,9 @@ def cluster_settings() -> manifests.ClusterSettings:
         kaniko_extra_args=tuple(settings.HKS_KANIKO_EXTRA_ARGS),
         node_arch=settings.HKS_KNATIVE_NODE_ARCH,
         agent_runtime_class=settings.HKS_AGENT_RUNTIME_CLASS,
+        session_image=settings.HKS_AGENT_SESSION_IMAGE,
+        platform_namespace=settings.HKS_PLATFORM_NAMESPACE,
+        max_timeout_seconds=settings.HKS_KNATIVE_MAX_TIMEOUT_SECONDS,
         build_timeout_seconds=settings.HKS_BUILD_TIMEOUT_SECONDS,
         ingress_namespaces=tuple(settings.HKS_KNATIVE_INGRESS_NAMESPACES),
         function_egress_cidrs=tuple(settings.HKS_KNATIVE_EGRESS_CIDRS),
@@ -349,7 +355,10 @@ class KnativeBackend(FunctionBackend):
         return f"{manifests.LABEL_PROJECT}={ref.project},{manifests.LABEL_FUNCTION}={ref.function}"
 
     def list_owned(self, project: str, namespace: str) -> list[OwnedFunction]:
-        selector = f"{manifests.LABEL_PROJECT}={project},app.kubernetes.io/managed-by={manifests.MANAGED_BY}"
+        selector = (
+            f"{manifests.LABEL_PROJECT}={project},app.kubernetes.io/managed-by={manifests.MANAGED_BY},"
+            "!hks.dev/session"  # agent sessions are not functions (knative_sessions.py)
+        )
         ksvcs = self._ksvc_call("list", namespace, label_selector=selector, ok=(404,)) or {"items": []}
         owned = []
         for ksvc in ksvcs["items"]:
@@ -363,6 +372,26 @@ class KnativeBackend(FunctionBackend):
                 )
             )
         return owned
+
+    # Agent sessions (knative_sessions.py) ----------------------------------------------------------
+
+    @property
+    def sessions(self) -> KnativeSessions:
+        if not hasattr(self, "_sessions"):
+            self._sessions = KnativeSessions(self)
+        return self._sessions
+
+    def session_create(self, spec: SessionSpec) -> SessionEndpoint:
+        return self.sessions.create(spec)
+
+    def session_set_deadline(self, namespace: str, session_id: str, deadline: dt.datetime) -> bool:
+        return self.sessions.set_deadline(namespace, session_id, deadline)
+
+    def session_delete(self, namespace: str, session_id: str) -> bool:
+        return self.sessions.delete(namespace, session_id)
+
+    def session_list(self, project: str, namespace: str) -> list[SessionEndpoint]:
+        return self.sessions.list(project, namespace)
 
     # Schedules ----------------------------------------------------------------------------------------
 

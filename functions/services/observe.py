@@ -4,7 +4,7 @@ serves, and when it last said so (``Function.observed_at``, read by ``functions.
 ``functions_observe()`` runs on beat every few seconds. Per project it asks the backend once for everything
 it holds (``list_owned``; the local runtime's answer carries replicas and the latest ready revision), and
 ``status()`` per function only where the listing has no figures (Knative). Rows that changed are written and
-pushed to the list pages (``functions.live``); the rest only get a fresh ``observed_at``, in one UPDATE. A
+pushed to the list pages (``realtime.push``); the rest only get a fresh ``observed_at``, in one UPDATE. A
 backend that does not answer leaves ``observed_at`` to age, and the pages show "unknown".
 """
 

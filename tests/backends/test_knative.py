@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+from kubernetes import client
 
 from functions.backends import get_backend
 from functions.backends import k8s_manifests as m
@@ -555,6 +556,10 @@ def test_function_pods_pass_pod_security_restricted(fake_k8s, backend, changes):
     namespace = m.namespace("acme")
     namespace["metadata"].setdefault("labels", {})["pod-security.kubernetes.io/enforce"] = "restricted"
     backend.core.create_namespace(namespace)
+    # The agent one runs under CLUSTER's RuntimeClass, which the cluster must have (the fake refuses the
+    # pod otherwise, as the RuntimeClass admission plugin does).
+    runtime_class = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "gvisor"}}
+    client.NodeV1Api(backend._api).create_runtime_class({**runtime_class, "handler": "runsc"})
     backend.apply(service_spec(**changes))
     wait_ready(backend)
     assert fake_k8s.list("events", "acme") == []
