@@ -7,9 +7,12 @@ function down on its backend), never through the admin's own row deletion.
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from functions import models
+from functions import models, selectors
 from functions.services import functions as services
 from functions.services import projects as services_projects
+from functions.services.audit import audit
+
+QUOTA_FIELDS = ("max_sessions", "max_executions_per_minute", "max_cpu_seconds_per_day")
 
 admin.site.site_header = "HKS Functions operations"
 admin.site.site_title = "HKS Functions"
@@ -32,8 +35,17 @@ class ProjectAdmin(admin.ModelAdmin):
         "max_agent_functions",
         "max_cpu_millicores",
         "max_memory_mb",
+        "sessions_running",
+        "max_sessions",
+        "max_executions_per_minute",
+        "executions_today",
+        "cpu_seconds_today",
+        "cpu_seconds_month",
+        "max_cpu_seconds_per_day",
         "created_at",
     ]
+    # Operators change the agent quotas right in the list (each change is audited as project.quotas).
+    list_editable = ["max_sessions", "max_executions_per_minute", "max_cpu_seconds_per_day"]
     list_filter = ["backend", "created_at"]
     search_fields = ["slug", "name", "namespace"]
     readonly_fields = [
@@ -53,6 +65,8 @@ class ProjectAdmin(admin.ModelAdmin):
                     "max_functions",
                     "max_agent_functions",
                     "max_sessions",
+                    "max_executions_per_minute",
+                    "max_cpu_seconds_per_day",
                     "max_cpu_millicores",
                     "max_memory_mb",
                 ]
@@ -65,9 +79,32 @@ class ProjectAdmin(admin.ModelAdmin):
     def has_kubeconfig(self, obj):
         return obj.has_kubeconfig
 
+    def get_queryset(self, request):
+        return selectors.projects_with_agent_usage(queryset=super().get_queryset(request))
+
+    @admin.display(description="Sessions running", ordering="usage_sessions_running")
+    def sessions_running(self, obj):
+        return obj.usage_sessions_running
+
+    @admin.display(description="Executions today (UTC)", ordering="usage_executions_today")
+    def executions_today(self, obj):
+        return obj.usage_executions_today or 0
+
+    @admin.display(description="CPU s today", ordering="usage_cpu_today")
+    def cpu_seconds_today(self, obj):
+        return round(obj.usage_cpu_today or 0.0, 1)
+
+    @admin.display(description="CPU s this month", ordering="usage_cpu_month")
+    def cpu_seconds_month(self, obj):
+        return round(obj.usage_cpu_month or 0.0, 1)
+
     # A knative project's namespace, quota and policies follow its row (functions/services/projects.py).
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
+        quotas = [f for f in form.changed_data if f in QUOTA_FIELDS]
+        if change and quotas:
+            changes = {f: [form.initial.get(f), getattr(obj, f)] for f in quotas}
+            audit(project=obj, action="project.quotas", actor=request.user, changes=changes, via="admin")
         services_projects.project_provision(project=obj)
 
     def delete_model(self, request, obj):

@@ -252,3 +252,15 @@ class LogSearchForm(forms.Form):
             "streams": tuple(data["stream"]),
             "text": data["q"],
         }
+
+
+class QuotasForm(forms.Form):
+    """A project's agent quotas, as owners change them on the usage page (0 CPU seconds: no daily limit)."""
+
+    max_sessions = forms.IntegerField(min_value=0, max_value=1_000_000, label="Concurrent sessions")
+    max_executions_per_minute = forms.IntegerField(
+        min_value=0, max_value=1_000_000, label="Executions per minute"
+    )
+    max_cpu_seconds_per_day = forms.IntegerField(
+        min_value=0, max_value=1_000_000, label="CPU seconds per day", help_text="0: no daily limit"
+    )

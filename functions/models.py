@@ -40,6 +40,12 @@ class Project(models.Model):
     max_cpu_millicores = models.PositiveIntegerField(default=1000, help_text="Per function")
     max_memory_mb = models.PositiveIntegerField(default=512, help_text="Per function")
     max_sessions = models.PositiveIntegerField(default=5, help_text="Concurrent agent sessions")
+    max_executions_per_minute = models.PositiveIntegerField(
+        default=120, help_text="Agent executions started per minute (fast path and deployed code)"
+    )
+    max_cpu_seconds_per_day = models.PositiveIntegerField(
+        default=0, help_text="CPU seconds agent executions and sessions may use per day (UTC); 0: no limit"
+    )
     created_at = models.DateTimeField(default=dj_timezone.now)
     cluster_state = models.CharField(max_length=16, choices=ClusterState.choices, blank=True, default="")
     cluster_message = models.TextField(blank=True)
@@ -490,3 +496,22 @@ class AgentSession(models.Model):
 
     def __str__(self) -> str:
         return self.sandbox_id
+
+
+class AgentUsage(models.Model):
+    """What a project's agents used in one hour (UTC): executions started, sessions created, and the CPU
+    seconds their sandboxes spent (from the runtime's cgroup figures). One row per project per hour, so
+    the table stays bounded; written only by ``services.usage``."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agent_usage")
+    hour = models.DateTimeField()
+    executions = models.PositiveIntegerField(default=0)
+    sessions = models.PositiveIntegerField(default=0)
+    cpu_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [models.UniqueConstraint(fields=["project", "hour"], name="unique_agent_usage_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} @ {self.hour:%Y-%m-%d %H}:00"

@@ -6,13 +6,19 @@ whose role is too low for an action gets ``PermissionDenied``.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404
+from django.utils import timezone
 
 from functions.crypto import decrypt_text
 from functions.models import (
+    AgentSession,
+    AgentUsage,
     AuditEvent,
     Build,
     Function,
@@ -22,6 +28,7 @@ from functions.models import (
     Revision,
     Role,
     Schedule,
+    SessionStatus,
 )
 
 
@@ -163,4 +170,86 @@ def audit_events_for_projects(*, projects) -> QuerySet[AuditEvent]:
         AuditEvent.objects.filter(project__in=projects)
         .select_related("project", "actor")
         .order_by("-created_at", "-pk")
+    )
+
+
+# --- agent usage and quotas (written by services/usage.py) --------------------------------------------------
+
+
+def hour_of(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _day_start(moment: dt.datetime) -> dt.datetime:
+    return hour_of(moment).replace(hour=0)
+
+
+def execution_minute_key(project: Project, now: dt.datetime) -> str:
+    """The shared cache's counter of the executions a project started in ``now``'s minute."""
+    return f"agent-executions:{project.pk}:{int(now.timestamp()) // 60}"
+
+
+def executions_this_minute(*, project: Project, now: dt.datetime | None = None) -> int:
+    return int(cache.get(execution_minute_key(project, now or timezone.now())) or 0)
+
+
+def cpu_seconds_today(*, project: Project, now: dt.datetime | None = None) -> float:
+    start = _day_start(now or timezone.now())
+    total = AgentUsage.objects.filter(project=project, hour__gte=start).aggregate(s=Sum("cpu_seconds"))["s"]
+    return float(total or 0.0)
+
+
+def _totals(rows) -> dict:
+    totals = rows.aggregate(executions=Sum("executions"), sessions=Sum("sessions"), cpu=Sum("cpu_seconds"))
+    return {
+        "executions": totals["executions"] or 0,
+        "sessions": totals["sessions"] or 0,
+        "cpu_seconds": round(float(totals["cpu"] or 0.0), 3),
+    }
+
+
+def project_agent_usage(*, project: Project, now: dt.datetime | None = None) -> dict:
+    """A project's agent quotas beside what is used of them, and its usage today and this month (UTC).
+
+    The caller has already decided the reader may see the project (``project_get_for_user``)."""
+    now = now or timezone.now()
+    day = _day_start(now)
+    month = day.replace(day=1)
+    rows = AgentUsage.objects.filter(project=project)
+    today = _totals(rows.filter(hour__gte=day))
+    return {
+        "sessions_running": AgentSession.objects.filter(
+            project=project, status=SessionStatus.RUNNING
+        ).count(),
+        "max_sessions": project.max_sessions,
+        "executions_this_minute": executions_this_minute(project=project, now=now),
+        "max_executions_per_minute": project.max_executions_per_minute,
+        "cpu_seconds_today": today["cpu_seconds"],
+        "max_cpu_seconds_per_day": project.max_cpu_seconds_per_day,
+        "today": today,
+        "month": _totals(rows.filter(hour__gte=month)),
+    }
+
+
+def _usage_sum(field: str, since: dt.datetime):
+    rows = (
+        AgentUsage.objects.filter(project=OuterRef("pk"), hour__gte=since)
+        .values("project")
+        .annotate(total=Sum(field))
+        .values("total")[:1]
+    )
+    return Subquery(rows)
+
+
+def projects_with_agent_usage(*, queryset: QuerySet[Project], now: dt.datetime | None = None):
+    """Operators' list: each project with ``usage_*`` figures (sessions running, executions and CPU seconds
+    today, CPU seconds this month), in the one query."""
+    day = _day_start(now or timezone.now())
+    return queryset.annotate(
+        usage_sessions_running=Count(
+            "agent_sessions", filter=Q(agent_sessions__status=SessionStatus.RUNNING)
+        ),
+        usage_executions_today=_usage_sum("executions", day),
+        usage_cpu_today=_usage_sum("cpu_seconds", day),
+        usage_cpu_month=_usage_sum("cpu_seconds", day.replace(day=1)),
     )

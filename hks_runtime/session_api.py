@@ -3,10 +3,12 @@
     POST   /v1/sessions                 {id, namespace, token, timeout_seconds, labels}: 201 session
     GET    /v1/sessions[?namespace=ns]  {"sessions": [...]}
     GET    /v1/sessions/{id}            the session (404 when unknown)
-    DELETE /v1/sessions/{id}            kill it: {"deleted": bool}
+    DELETE /v1/sessions/{id}            kill it: {"deleted": bool, "cpu_seconds": float | null} (the CPU
+                                        time its sandbox used; also once for a session the reaper ended)
     POST   /v1/sessions/{id}/timeout    {timeout_seconds}: a new deadline counted from now
     POST   /v1/execute                  {code, timeout_seconds, env, namespace, max_concurrent}: one-shot run
-                                        in a pre-started agent; 429 (Retry-After) past max_concurrent
+                                        in a pre-started agent; 429 (Retry-After) past max_concurrent; the
+                                        answer carries the sandbox's ``cpu_seconds`` (null without cgroups)
     GET    /v1/session-libraries        the library layer: {state, libraries: {name: version}, node: version}
 
 A session is ``{id, namespace, host, port, deadline, created, labels}``; the portal talks to its agent at
@@ -95,7 +97,8 @@ class SessionApi:
         return web.json_response(session.view())
 
     async def delete(self, request: web.Request) -> web.Response:
-        return web.json_response({"deleted": await self.manager.delete(request.match_info["id"])})
+        deleted, cpu = await self.manager.delete(request.match_info["id"])
+        return web.json_response({"deleted": deleted, "cpu_seconds": cpu})
 
     async def timeout(self, request: web.Request) -> web.Response:
         try:

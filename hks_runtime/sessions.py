@@ -42,6 +42,7 @@ LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
 SESSION_ID = re.compile(r"^[a-z0-9]{8,40}$")
 MAX_TIMEOUT = 24 * 3600
 READY_TIMEOUT = 30.0
+ENDED_KEPT = 1000
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8"}
 
 
@@ -60,6 +61,14 @@ class Agent:
     slot: Path
     started: float = field(default_factory=time.monotonic)
     output: list[bytes] = field(default_factory=list)
+    cpu_at_claim: float | None = None  # the sandbox's CPU seconds when it was handed out (start-up excluded)
+
+    def cpu_used(self) -> float | None:
+        """CPU seconds of everything in the sandbox since it was claimed; None without CPU accounting."""
+        total = self.proc.cpu_seconds()
+        if total is None:
+            return None
+        return round(max(0.0, total - (self.cpu_at_claim or 0.0)), 6)
 
 
 @dataclass
@@ -121,6 +130,7 @@ class SessionManager:
         self.standbys: list[Agent] = []
         self._filling = 0
         self.inflight: dict[str, int] = {}  # one-shot executions running, per namespace
+        self.ended: dict[str, float | None] = {}  # CPU seconds of sessions reaped here, until asked (bounded)
         self._http: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task | None = None
         self.closing = False
@@ -278,6 +288,8 @@ class SessionManager:
         else:
             agent = await self._spawn()
         self.refill()
+        with contextlib.suppress(Exception):
+            agent.cpu_at_claim = agent.proc.cpu_seconds()
         try:
             agent.proc.stdin.write((json.dumps({"token": token}) + "\n").encode())
             agent.proc.stdin.flush()
@@ -304,7 +316,9 @@ class SessionManager:
                 raise SessionError("the session agent did not become ready", 503)
             await asyncio.sleep(0.01)
 
-    async def _destroy(self, agent: Agent) -> None:
+    async def _destroy(self, agent: Agent) -> float | None:
+        """Tear the agent's sandbox down; its CPU seconds since it was claimed (the final cgroup figure)."""
+
         def work():
             with contextlib.suppress(Exception):
                 agent.proc.terminate(grace=0)
@@ -312,8 +326,11 @@ class SessionManager:
                 agent.proc.cleanup()
             shutil.rmtree(agent.slot, ignore_errors=True)
             identities.release(self.layers_dir, f"session:{agent.slot.name}")
+            with contextlib.suppress(Exception):
+                return agent.cpu_used()
+            return None
 
-        await asyncio.get_running_loop().run_in_executor(self.blocking, work)
+        return await asyncio.get_running_loop().run_in_executor(self.blocking, work)
 
     # sessions -------------------------------------------------------------------------------------------
 
@@ -346,12 +363,20 @@ class SessionManager:
             raise SessionError(f"session {session_id} not found", 404)
         return session
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str) -> tuple[bool, float | None]:
+        """Kill the session: (whether it was running, its CPU seconds). A session the reaper ended before
+        anyone asked answers (False, its CPU seconds) once, so the portal can still account for it."""
         session = self.sessions.pop(session_id, None)
         if session is None:
-            return False
-        await self._destroy(session.agent)
-        return True
+            return False, self.ended.pop(session_id, None)
+        return True, await self._destroy(session.agent)
+
+    async def _reap(self, session_id: str) -> None:
+        deleted, cpu = await self.delete(session_id)
+        if deleted:
+            self.ended[session_id] = cpu
+            while len(self.ended) > ENDED_KEPT:  # the portal's beat asks within a minute; keep the newest
+                del self.ended[next(iter(self.ended))]
 
     async def _reap_loop(self) -> None:
         while True:
@@ -360,7 +385,7 @@ class SessionManager:
             for session in list(self.sessions.values()):
                 if session.deadline <= now or session.agent.proc.poll() is not None:
                     log.info("session %s ended (deadline or exit)", session.id)
-                    background.start(self.delete(session.id))
+                    background.start(self._reap(session.id))
 
     # one-shot execution ---------------------------------------------------------------------------------
 
@@ -409,8 +434,15 @@ class SessionManager:
                     "value": "out of memory: the sandbox's memory limit was reached",
                     "traceback": "",
                 }
+            cpu = None
+            with contextlib.suppress(Exception):
+                cpu = agent.cpu_used()  # the code has answered: its CPU is counted (teardown is not)
             background.start(self._destroy(agent))
-        return {**outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+        return {
+            **outcome,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "cpu_seconds": cpu,
+        }
 
 
 def _crashed() -> dict:

@@ -67,7 +67,10 @@ internal_api = StableIdsAPI(
 
 @internal_api.exception_handler(ServiceError)
 def _service_error(request, exc: ServiceError):
-    return internal_api.create_response(request, {"detail": exc.message}, status=exc.code)
+    response = internal_api.create_response(request, {"detail": exc.message}, status=exc.code)
+    if exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @internal_api.exception_handler(AuthenticationError)

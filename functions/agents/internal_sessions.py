@@ -130,7 +130,8 @@ def execute(request, payload: ExecuteIn):
     except ServiceError as exc:
         if exc.code != 429:
             raise
-        return JsonResponse({"detail": exc.message}, status=429, headers={"Retry-After": "1"})
+        retry = str(exc.retry_after or 1)
+        return JsonResponse({"detail": exc.message}, status=429, headers={"Retry-After": retry})
     audit(
         project=identity.project,
         action="agent.execute",

@@ -26,6 +26,7 @@ from django.utils.crypto import salted_hmac
 from functions.agents import cluster_sessions
 from functions.errors import ServiceError
 from functions.models import AgentCredential, AgentSession, Backend, Project, SessionStatus
+from functions.services import usage
 from functions.services.audit import audit
 
 MAX_TIMEOUT = 24 * 3600
@@ -73,7 +74,9 @@ def _detail(response: httpx.Response) -> str:
 
 def runtime_execute(*, project: Project, code: str, timeout: int, env: dict[str, str]) -> dict:
     """A one-shot run in a pre-started restricted sandbox (no build, no Celery, no polling); at most
-    ``project.max_agent_functions`` at once (ServiceError 429 past it)."""
+    ``project.max_agent_functions`` at once and the project's execution quotas (ServiceError 429 past
+    them, services/usage.py). The run and its sandbox's CPU seconds go to the project's usage."""
+    admitted = usage.execution_admit(project=project)
     body = {
         "code": code,
         "timeout_seconds": timeout,
@@ -81,10 +84,16 @@ def runtime_execute(*, project: Project, code: str, timeout: int, env: dict[str,
         "namespace": project.effective_namespace,
         "max_concurrent": project.max_agent_functions,
     }
-    response = _runtime("POST", "/v1/execute", json=body, timeout=timeout + 30)
-    if response.status_code != 200:
-        raise ServiceError(_detail(response), code=response.status_code)
-    return response.json()
+    try:
+        response = _runtime("POST", "/v1/execute", json=body, timeout=timeout + 30)
+        if response.status_code != 200:
+            raise ServiceError(_detail(response), code=response.status_code)
+    except ServiceError:
+        usage.execution_release(admitted)
+        raise
+    result = response.json()
+    usage.execution_finished(project=project, cpu_seconds=result.get("cpu_seconds"))
+    return result
 
 
 def runtime_libraries() -> dict:
@@ -118,6 +127,7 @@ def session_create(
         raise ServiceError("metadata must map strings to strings")
     if project.backend != Backend.LOCAL:
         cluster_sessions.check(project)
+    usage.cpu_quota_check(project=project)
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
         running = AgentSession.objects.filter(project=locked, status=SessionStatus.RUNNING).count()
@@ -146,6 +156,7 @@ def session_create(
         raise
     session.agent_host, session.agent_port = data["host"], data["port"]
     session.save(update_fields=["agent_host", "agent_port"])
+    usage.usage_record(project=project, sessions=1)
     audit(project=project, action="agent.session.create", session=session.sandbox_id)
     return session
 
@@ -188,11 +199,18 @@ def session_set_timeout(*, session: AgentSession, timeout: int) -> AgentSession:
 
 
 def session_end(*, session: AgentSession, status: str = SessionStatus.KILLED) -> None:
-    """Kill the session's sandbox (idempotent) and record how it ended."""
+    """Kill the session's sandbox (idempotent) and record how it ended; on the local runtime, its CPU
+    seconds go to the project's usage (on a cluster they are not measured yet)."""
     if session.project.backend != Backend.LOCAL:
         cluster_sessions.delete(session=session)
     else:
-        _runtime("DELETE", f"/v1/sessions/{session.sandbox_id}")
+        response = _runtime("DELETE", f"/v1/sessions/{session.sandbox_id}")
+        try:
+            cpu = response.json().get("cpu_seconds")
+        except (ValueError, AttributeError):
+            cpu = None
+        if isinstance(cpu, int | float) and cpu > 0:  # the runtime answers it once per session
+            usage.usage_record(project=session.project, cpu_seconds=cpu)
     updated = AgentSession.objects.filter(pk=session.pk, status=SessionStatus.RUNNING).update(
         status=status, ended_at=timezone.now()
     )

@@ -17,11 +17,14 @@ from functions.api.schemas import (
     MemberIn,
     MemberOut,
     ProjectOut,
+    QuotasIn,
+    UsageOut,
 )
 from functions.errors import ServiceError
 from functions.models import Backend, Invitation, Membership, Project, Role
 from functions.services import functions as services
 from functions.services import projects as services_projects
+from functions.services import usage as services_usage
 
 router = Router(tags=["projects"])
 ERRORS = {403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
@@ -166,6 +169,25 @@ def invitation_accept(request, project: str):
 def invitation_decline(request, project: str):
     services_projects.invitation_decline(invitation=_my_invitation(request, project), user=request.auth)
     return Status(204, None)
+
+
+def usage_out(project: Project) -> dict:
+    return {"project": project.slug, **selectors.project_agent_usage(project=project)}
+
+
+@router.get("/projects/{slug}/usage", response={200: UsageOut, **ERRORS}, tags=["usage"])
+def project_usage(request, slug: str):
+    """The project's agent quotas and what is used of them: running sessions, executions this minute, CPU
+    seconds today; totals of today and this month (UTC). Every member may read it."""
+    return usage_out(selectors.project_get_for_user(user=request.auth, slug=slug))
+
+
+@router.patch("/projects/{slug}/usage", response={200: UsageOut, **ERRORS}, tags=["usage"])
+def project_quotas_update(request, slug: str, payload: QuotasIn):
+    """Change the project's agent quotas (owners; operators also in the admin). Omitted fields stay."""
+    project = selectors.project_get_for_user(user=request.auth, slug=slug, role=Role.OWNER)
+    services_usage.project_quotas_update(project=project, user=request.auth, **payload.dict())
+    return usage_out(project)
 
 
 @router.get("/projects/{slug}/kubeconfig", response={200: KubeconfigOut, **ERRORS})

@@ -32,6 +32,32 @@ class ProjectOut(Schema):
     created_at: dt.datetime
 
 
+class UsageTotals(Schema):
+    executions: int
+    sessions: int
+    cpu_seconds: float
+
+
+class UsageOut(Schema):
+    """A project's agent quotas beside their use (UTC days and months)."""
+
+    project: str
+    sessions_running: int
+    max_sessions: int
+    executions_this_minute: int
+    max_executions_per_minute: int
+    cpu_seconds_today: float
+    max_cpu_seconds_per_day: int = Field(..., description="0: no daily CPU limit")
+    today: UsageTotals
+    month: UsageTotals
+
+
+class QuotasIn(Schema):
+    max_sessions: int | None = Field(None, ge=0, le=1_000_000)
+    max_executions_per_minute: int | None = Field(None, ge=0, le=1_000_000)
+    max_cpu_seconds_per_day: int | None = Field(None, ge=0, le=1_000_000)
+
+
 class MemberOut(Schema):
     username: str
     email: str

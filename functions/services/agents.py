@@ -10,6 +10,7 @@ from django.db import transaction
 from functions.agents.code import agent_archive
 from functions.errors import ServiceError
 from functions.models import Function, Project
+from functions.services import usage
 from functions.services.audit import audit
 from functions.services.functions import function_create, function_deploy, function_update_settings
 
@@ -28,6 +29,7 @@ def agent_function_deploy(
 ) -> Function:
     """Wrap ``code`` as a function (restricted, cluster-local, expiring after ``ttl_seconds``), set its env
     and timeout through ``function_update_settings`` and deploy it; a refusal leaves nothing behind."""
+    usage.execution_admit(project=project)  # the executions-per-minute and CPU quotas (429)
     name = f"agent-{secrets.token_hex(5)}"
     try:
         archive = agent_archive(name=name, runtime=runtime, code=code, files=files)
@@ -42,5 +44,6 @@ def agent_function_deploy(
         )
         function_deploy(function=function, archive=archive, user=None)
         audit(project=project, function=function, action="agent.deploy", credential=credential, jti=jti)
+        usage.usage_record(project=project, executions=1)  # its CPU is the function's, not counted here
     function.refresh_from_db()
     return function

@@ -16,7 +16,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from functions import health, metrics
+from functions import health, metrics, selectors
 from functions.backends.k8s_api import platform_kubeconfig
 from functions.backends.knative_preflight import preflight
 from functions.models import Backend, Function, FunctionStatus, Membership, Project
@@ -72,8 +72,9 @@ def prometheus_health() -> Health:
 
 
 def project_rows() -> list[Project]:
-    """Every project with its function and member counts: three queries, whatever the number of rows
-    (one join of functions and memberships would multiply them)."""
+    """Every project with its function and member counts and its agent usage (``usage_*``, annotated on
+    the projects' query): three queries, whatever the number of rows (one join of functions and memberships
+    would multiply them)."""
     alive = ~Q(status=FunctionStatus.DELETED)
     counts = {
         row["project_id"]: row
@@ -87,7 +88,7 @@ def project_rows() -> list[Project]:
     members = {
         row["project_id"]: row["n"] for row in Membership.objects.values("project_id").annotate(n=Count("pk"))
     }
-    projects = list(Project.objects.order_by("slug"))
+    projects = list(selectors.projects_with_agent_usage(queryset=Project.objects.order_by("slug")))
     for p in projects:
         row = counts.get(p.pk, {})
         p.functions_alive, p.functions_ready = row.get("alive", 0), row.get("ready", 0)

@@ -10,6 +10,8 @@ REQUIRED = [
     ("put", "/api/v1/projects/{slug}/members/{username}"),
     ("delete", "/api/v1/projects/{slug}/members/{username}"),
     ("get", "/api/v1/projects/{slug}/kubeconfig"),
+    ("get", "/api/v1/projects/{slug}/usage"),
+    ("patch", "/api/v1/projects/{slug}/usage"),
     ("get", "/api/v1/projects/{slug}/functions"),
     ("post", "/api/v1/projects/{slug}/functions"),
     ("get", "/api/v1/projects/{slug}/functions/{name}"),

@@ -71,6 +71,7 @@ JSON_BODIES = {
     "POST /projects/{slug}/functions/{name}/schedules": {"name": "intruder", "cron": "* * * * *"},
     "PATCH /projects/{slug}/functions/{name}/schedules/{sched}": {"cron": "@daily"},
     "POST /projects/{slug}/schedules/preview": {"cron": "@daily", "timezone": "UTC"},
+    "PATCH /projects/{slug}/usage": {"max_sessions": 1000, "max_cpu_seconds_per_day": 0},
 }
 RAW_BODIES = {"POST /projects/{slug}/functions/{name}/revisions": ("application/gzip", node_archive)}
 

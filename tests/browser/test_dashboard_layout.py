@@ -1,9 +1,10 @@
 """The dashboard fits every screen, stays accessible and tells the truth live (issue 15), in Debian's
 Chromium against the running platform (tests/live.py):
 
-- at 390, 1280 and 1920 px no page scrolls sideways (``scrollWidth <= innerWidth``): the list, every tab of
-  a function, /ops/ and the admin index; axe-core (from the ``axe-playwright-python`` wheel) finds no
-  serious or critical violation on them, in the light and the dark theme;
+- at 390, 1280 and 1920 px no page scrolls sideways (``scrollWidth <= innerWidth``): the list, the agent
+  usage page, every tab of a function, /ops/ and the admin index; axe-core (from the
+  ``axe-playwright-python`` wheel) finds no serious or critical violation on them, in the light and the
+  dark theme;
 - screenshots of each page at the three widths, light and dark, in test-artifacts/screenshots/layout/;
 - the keyboard focus stays on the link it was on while the list refreshes itself;
 - a function left idle past its scale-down window shows "Scaled to zero" in the list and the header
@@ -43,7 +44,7 @@ def _sign_in(page, portal: str, username: str, password: str) -> None:
 
 def _pages(portal: str, name: str) -> list[tuple[str, str, str]]:
     """(label, URL, who): every page the issue names."""
-    pages = [("list", f"{portal}/p/acme/", "bea")]
+    pages = [("list", f"{portal}/p/acme/", "bea"), ("usage", f"{portal}/p/acme/usage/", "bea")]
     for tab in TABS:
         pages.append((f"tab-{tab.strip('/') or 'overview'}", f"{portal}/p/acme/f/{name}/{tab}", "bea"))
     pages += [("ops", f"{portal}/ops/", "admin"), ("admin", f"{portal}/admin/", "admin")]

@@ -1,0 +1,141 @@
+"""Agent quotas and accounting per project: what executions and sessions used, and the refusals at a quota.
+
+Usage is kept in ``AgentUsage`` rows, one per project per hour (UTC), added to with ``F()`` so concurrent
+portals never lose a count. The executions-per-minute quota counts in the shared cache (Redis), one key
+per project per minute, so it costs no database write on the fast path. Quotas:
+
+- ``max_sessions``: running sessions at once (agents/sessions.py checks it under a row lock);
+- ``max_executions_per_minute``: executions started in the current minute (fast path and deployed code);
+- ``max_cpu_seconds_per_day``: CPU seconds of the day (UTC) so far; 0 means no limit. Once spent, new
+  executions and sessions are refused until midnight UTC; running sessions are not stopped.
+
+Every refusal is a ``ServiceError`` 429 with ``retry_after`` (seconds).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from functions.errors import ServiceError
+from functions.models import AgentUsage, Project
+from functions.selectors import cpu_seconds_today, execution_minute_key, hour_of
+from functions.services.audit import audit
+
+
+def usage_record(
+    *,
+    project: Project,
+    executions: int = 0,
+    sessions: int = 0,
+    cpu_seconds: float | None = None,
+    now: dt.datetime | None = None,
+) -> None:
+    """Add to the project's usage of the current hour (``cpu_seconds`` None: the runtime had no figure)."""
+    cpu = max(0.0, float(cpu_seconds or 0.0))
+    if not (executions or sessions or cpu):
+        return
+    hour = hour_of(now or timezone.now())
+    changes = {"executions": F("executions") + executions, "sessions": F("sessions") + sessions}
+    changes["cpu_seconds"] = F("cpu_seconds") + cpu
+    if AgentUsage.objects.filter(project=project, hour=hour).update(**changes):
+        return
+    try:
+        with transaction.atomic():
+            AgentUsage.objects.create(
+                project=project, hour=hour, executions=executions, sessions=sessions, cpu_seconds=cpu
+            )
+    except IntegrityError:  # another portal made the hour's row first
+        AgentUsage.objects.filter(project=project, hour=hour).update(**changes)
+
+
+def _seconds_to_midnight(now: dt.datetime) -> int:
+    now = now.astimezone(dt.UTC)
+    tomorrow = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((tomorrow - now).total_seconds()))
+
+
+def cpu_quota_check(*, project: Project, now: dt.datetime | None = None) -> None:
+    """ServiceError 429 when the project has spent its CPU seconds of the day."""
+    limit = project.max_cpu_seconds_per_day
+    if not limit:
+        return
+    now = now or timezone.now()
+    used = cpu_seconds_today(project=project, now=now)
+    if used >= limit:
+        raise ServiceError(
+            f"project {project.slug} has used its {limit} CPU seconds of agent time for today "
+            f"({used:.1f} s, UTC); new executions and sessions are refused until midnight UTC",
+            code=429,
+            retry_after=_seconds_to_midnight(now),
+        )
+
+
+def execution_admit(*, project: Project, now: dt.datetime | None = None) -> str:
+    """Count one execution against the project's quotas, or refuse it (ServiceError 429, ``retry_after``).
+
+    A refused execution is not counted; an admitted one is counted in this minute whatever its outcome,
+    unless the runtime then refuses it too (``execution_release`` with the key this returns)."""
+    now = now or timezone.now()
+    cpu_quota_check(project=project, now=now)
+    limit = project.max_executions_per_minute
+    key = execution_minute_key(project, now)
+    cache.add(key, 0, timeout=120)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # the key expired in between
+        cache.add(key, 1, timeout=120)
+        count = 1
+    if count > limit:
+        cache.decr(key)
+        raise ServiceError(
+            f"project {project.slug} has started {limit} executions this minute (quota {limit} per minute)",
+            code=429,
+            retry_after=max(1, 60 - now.second),
+        )
+    return key
+
+
+def execution_release(key: str) -> None:
+    """Give back an admitted execution the runtime refused (its concurrency limit, or it was down)."""
+    try:
+        cache.decr(key)
+    except ValueError:  # that minute's counter has expired
+        pass
+
+
+def execution_finished(*, project: Project, cpu_seconds: float | None) -> None:
+    usage_record(project=project, executions=1, cpu_seconds=cpu_seconds)
+
+
+def project_quotas_update(
+    *,
+    project: Project,
+    user,
+    max_sessions: int | None = None,
+    max_executions_per_minute: int | None = None,
+    max_cpu_seconds_per_day: int | None = None,
+) -> Project:
+    """Change a project's agent quotas (owners and operators; the caller checks the role) and audit it."""
+    given = {
+        "max_sessions": max_sessions,
+        "max_executions_per_minute": max_executions_per_minute,
+        "max_cpu_seconds_per_day": max_cpu_seconds_per_day,
+    }
+    changed = {}
+    for field, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+            raise ServiceError(f"{field} must be a whole number between 0 and 1000000")
+        if getattr(project, field) != value:
+            changed[field] = [getattr(project, field), value]
+            setattr(project, field, value)
+    if changed:
+        project.save(update_fields=list(changed))
+        audit(project=project, action="project.quotas", actor=user, changes=changed)
+    return project
