@@ -120,7 +120,9 @@ def project_quotas_update(
     max_executions_per_minute: int | None = None,
     max_cpu_seconds_per_day: int | None = None,
 ) -> Project:
-    """Change a project's agent quotas (owners and operators; the caller checks the role) and audit it."""
+    """Change a project's agent quotas and audit it. Operators (staff) set them; an owner (the caller checks
+    the role) may only lower them - to guard the project's own budget - since a tenant that could raise its
+    quotas would have none. ``max_cpu_seconds_per_day`` 0 means no limit, so an owner cannot set 0."""
     given = {
         "max_sessions": max_sessions,
         "max_executions_per_minute": max_executions_per_minute,
@@ -132,10 +134,21 @@ def project_quotas_update(
             continue
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
             raise ServiceError(f"{field} must be a whole number between 0 and 1000000")
-        if getattr(project, field) != value:
-            changed[field] = [getattr(project, field), value]
+        current = getattr(project, field)
+        if not user.is_staff and _raises(field, current, value):
+            raise ServiceError(
+                f"only an operator can raise {field} (now {current}); owners may lower it", code=403
+            )
+        if current != value:
+            changed[field] = [current, value]
             setattr(project, field, value)
     if changed:
         project.save(update_fields=list(changed))
         audit(project=project, action="project.quotas", actor=user, changes=changed)
     return project
+
+
+def _raises(field: str, current: int, value: int) -> bool:
+    if field == "max_cpu_seconds_per_day":  # 0: no limit, the highest there is
+        return value == 0 and current != 0 or current != 0 and value > current
+    return value > current

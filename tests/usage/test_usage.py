@@ -135,19 +135,55 @@ def test_only_owners_change_quotas_through_the_api(persona, project, request, ap
 def test_an_owner_changes_quotas_and_it_is_audited(project, owner, api_client_for):
     response = api_client_for(owner).patch(
         "/api/v1/projects/acme/usage",
-        {"max_sessions": 7, "max_cpu_seconds_per_day": 3600},
+        {"max_sessions": 3, "max_cpu_seconds_per_day": 3600},
         content_type="application/json",
     )
     assert response.status_code == 200, response.content
-    assert response.json()["max_sessions"] == 7 and response.json()["max_cpu_seconds_per_day"] == 3600
+    assert response.json()["max_sessions"] == 3 and response.json()["max_cpu_seconds_per_day"] == 3600
     project.refresh_from_db()
-    assert (project.max_sessions, project.max_cpu_seconds_per_day) == (7, 3600)
+    assert (project.max_sessions, project.max_cpu_seconds_per_day) == (3, 3600)
     event = AuditEvent.objects.get(project=project, action="project.quotas")
-    assert event.actor == owner and event.detail["changes"]["max_sessions"] == [5, 7]
+    assert event.actor == owner and event.detail["changes"]["max_sessions"] == [5, 3]
     negative = api_client_for(owner).patch(
         "/api/v1/projects/acme/usage", {"max_sessions": -1}, content_type="application/json"
     )
     assert negative.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"max_sessions": 6}, {"max_executions_per_minute": 121}, {"max_cpu_seconds_per_day": 0}],
+    ids=["sessions", "executions", "cpu-unlimited"],
+)
+def test_an_owner_cannot_raise_the_projects_quotas(change, project, owner, api_client_for):
+    """Operators set the quotas; a tenant that could raise its own would have none."""
+    project.max_cpu_seconds_per_day = 600
+    project.save()
+    response = api_client_for(owner).patch(
+        "/api/v1/projects/acme/usage", change, content_type="application/json"
+    )
+    assert response.status_code == 403
+    assert "only an operator can raise" in response.json()["detail"]
+    project.refresh_from_db()
+    assert (project.max_sessions, project.max_executions_per_minute, project.max_cpu_seconds_per_day) == (
+        5,
+        120,
+        600,
+    )
+    assert not AuditEvent.objects.filter(project=project, action="project.quotas").exists()
+    raise_sessions = {"max_sessions": 50, "max_executions_per_minute": 120, "max_cpu_seconds_per_day": 600}
+    page = _signed_in(owner).post("/p/acme/usage/", raise_sessions)
+    assert page.status_code == 200 and "only an operator can raise" in page.content.decode()
+    project.refresh_from_db()
+    assert project.max_sessions == 5
+
+
+def test_an_operator_raises_a_projects_quotas(project):
+    operator = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
+    usage.project_quotas_update(project=project, user=operator, max_sessions=50, max_cpu_seconds_per_day=0)
+    project.refresh_from_db()
+    assert project.max_sessions == 50
+    assert AuditEvent.objects.get(project=project, action="project.quotas").actor == operator
 
 
 def _signed_in(user):
@@ -170,12 +206,12 @@ def test_the_usage_page_shows_quotas_and_owners_get_the_form(project, owner, vie
     assert 'id="quotas-form"' in owner_page
     saved = _signed_in(owner).post(
         "/p/acme/usage/",
-        {"max_sessions": 9, "max_executions_per_minute": 30, "max_cpu_seconds_per_day": 600},
+        {"max_sessions": 4, "max_executions_per_minute": 30, "max_cpu_seconds_per_day": 600},
     )
     assert saved.status_code == 302
     project.refresh_from_db()
     assert (project.max_sessions, project.max_executions_per_minute, project.max_cpu_seconds_per_day) == (
-        9,
+        4,
         30,
         600,
     )
