@@ -202,7 +202,8 @@ def test_extra_instances_go_once_a_steady_trickle_fits_in_fewer(backend, artifac
     assert backend.status(ref).replicas > 1
     codes = []
     # One request at a time, without pause: no instance is ever idle for long, yet one is enough.
-    while backend.status(ref).replicas > 1 and len(codes) < 5000:
+    # (At least a few: under load the extra instances can go before the first of them is sent.)
+    while (backend.status(ref).replicas > 1 or len(codes) < 3) and len(codes) < 5000:
         codes.append(call(runtime_daemon.gateway_url, name).status_code)
     assert backend.status(ref).replicas == 1
     assert set(codes) == {200}
