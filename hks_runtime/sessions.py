@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +124,7 @@ class SessionManager:
         self._refill_pending = False
         self.inflight: dict[str, int] = {}  # one-shot executions running, per namespace
         self._http: aiohttp.ClientSession | None = None
+        self._teardown = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hks-session-teardown")
         self._reaper: asyncio.Task | None = None
         self.closing = False
 
@@ -180,6 +182,7 @@ class SessionManager:
         self.sessions.clear()
         self.standbys.clear()
         await asyncio.gather(*(self._destroy(a) for a in agents), return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._teardown.shutdown)  # the last runs' too
         if self._http is not None:
             await self._http.close()
 
@@ -299,7 +302,12 @@ class SessionManager:
                 pass
             await asyncio.sleep(0.01)  # refused or reset: the agent is exiting (checked above) or not yet up
 
-    async def _destroy(self, agent: Agent) -> None:
+    async def _destroy(self, agent: Agent, *, after_answer: bool = False) -> None:
+        """Kill the agent's sandbox and remove its files. ``after_answer`` (a one-shot run's agent, whose
+        caller has its answer): on the one teardown thread, in order, rather than on the blocking pool -
+        a teardown scans /proc (sandbox.py), and a burst's fifty of them at once on sixteen threads held the
+        interpreter lock the daemon's event loop needs to answer the burst's runs."""
+
         def work():
             with contextlib.suppress(Exception):
                 agent.proc.terminate(grace=0)
@@ -308,7 +316,8 @@ class SessionManager:
             shutil.rmtree(agent.slot, ignore_errors=True)
             identities.release(self.layers_dir, f"session:{agent.slot.name}")
 
-        await asyncio.get_running_loop().run_in_executor(self.blocking, work)
+        executor = self._teardown if after_answer else self.blocking
+        await asyncio.get_running_loop().run_in_executor(executor, work)
 
     # sessions -------------------------------------------------------------------------------------------
 
@@ -406,7 +415,7 @@ class SessionManager:
                     "value": "out of memory: the sandbox's memory limit was reached",
                     "traceback": "",
                 }
-            background.start(self._destroy(agent))
+            background.start(self._destroy(agent, after_answer=True))
         return {**outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
 
 
