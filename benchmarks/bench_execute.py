@@ -10,7 +10,10 @@ For each language, a run of sequential deploy-path executions (as an agent worki
 them), split into the SDK's own timings - deploy (until ready) and invoke (the call, cold start included) -
 and the total with the deletion.
 
-    .venv/bin/python benchmarks/bench_execute.py [--runs 8] [--concurrency 50] [--keep]
+    .venv/bin/python benchmarks/bench_execute.py [--runs 8] [--concurrency 50] [--fast-only] [--keep]
+
+``--fast-only`` measures the fast path alone. A burst is served from the runtime's pool of pre-started agents
+when it holds the burst: run with ``HKS_RUNTIME_SESSION_POOL_SIZE=50`` for the issue's 50 at once.
 
 Prints a table, then one JSON line with every figure.
 """
