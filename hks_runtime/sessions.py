@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ SESSION_ID = re.compile(r"^[a-z0-9]{8,40}$")
 MAX_TIMEOUT = 24 * 3600
 READY_TIMEOUT = 30.0
 ENDED_KEPT = 1000
+REFILL_DEFER = 1.0  # seconds a refill waits for running one-shot executions to answer
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8"}
 
 
@@ -129,9 +131,11 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.standbys: list[Agent] = []
         self._filling = 0
+        self._refill_pending = False
         self.inflight: dict[str, int] = {}  # one-shot executions running, per namespace
         self.ended: dict[str, float | None] = {}  # CPU seconds of sessions reaped here, until asked (bounded)
         self._http: aiohttp.ClientSession | None = None
+        self._teardown = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hks-session-teardown")
         self._reaper: asyncio.Task | None = None
         self.closing = False
         self.node: tuple[str, str] | None = None  # (host dir bound at /hks/node, node's path in the sandbox)
@@ -213,6 +217,7 @@ class SessionManager:
         self.sessions.clear()
         self.standbys.clear()
         await asyncio.gather(*(self._destroy(a) for a in agents), return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._teardown.shutdown)  # the last runs' too
         if self._http is not None:
             await self._http.close()
 
@@ -260,11 +265,26 @@ class SessionManager:
     async def _spawn(self) -> Agent:
         return await asyncio.get_running_loop().run_in_executor(self.spawner, self._spawn_blocking)
 
-    def refill(self) -> None:
+    def refill(self, *, now: bool = False) -> None:
+        if self.closing:
+            return
+        if self.inflight and not now:
+            # a burst of one-shot runs is being served: agents started now would take the CPU from the
+            # runs (a claim that finds the pool empty starts its own); refill once the last of them has
+            # answered, or after REFILL_DEFER seconds under a steady stream
+            if not self._refill_pending:
+                self._refill_pending = True
+                asyncio.get_running_loop().call_later(REFILL_DEFER, self._refill_deferred)
+            return
+        self._refill_pending = False
         missing = self.pool_size - len(self.standbys) - self._filling
         for _ in range(max(0, missing)):
             self._filling += 1
             background.start(self._add_standby())
+
+    def _refill_deferred(self) -> None:
+        if self._refill_pending:
+            self.refill(now=True)
 
     async def _add_standby(self) -> None:
         try:
@@ -279,7 +299,10 @@ class SessionManager:
         else:
             self.standbys.append(agent)
 
-    async def _claim(self, token: str) -> Agent:
+    async def _claim(self, token: str, *, wait_ready: bool = True) -> Agent:
+        """A started agent given ``token``. Its socket listens from the spawn on (the daemon opened it), so
+        a request made before the agent serves waits in the backlog: ``wait_ready=False`` (one-shot runs)
+        sends the code at once, and the first answer is the readiness check."""
         while self.standbys:
             agent = self.standbys.pop(0)
             if agent.proc.poll() is None:
@@ -293,31 +316,40 @@ class SessionManager:
         try:
             agent.proc.stdin.write((json.dumps({"token": token}) + "\n").encode())
             agent.proc.stdin.flush()
-            await self._wait_ready(agent, token)
+            if wait_ready:
+                await self._wait_ready(agent, token)
         except BaseException:
             background.start(self._destroy(agent))
             raise
         return agent
 
     async def _wait_ready(self, agent: Agent, token: str) -> None:
+        """One /health request, answered once the agent serves (it waits in the socket's backlog until
+        then): no polling, which under a burst of starting agents cost the daemon more than the agents."""
         deadline = time.monotonic() + READY_TIMEOUT
         url = f"http://127.0.0.1:{agent.port}/health"
         while True:
             if agent.proc.poll() is not None:
                 detail = b"".join(agent.output)[-2000:].decode(errors="replace")
                 raise SessionError(f"the session agent exited ({agent.proc.returncode}): {detail}", 503)
-            try:
-                async with self._http.get(url, headers={"X-HKS-Agent-Token": token}) as response:
-                    if response.status == 204:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise SessionError("the session agent did not become ready", 503)
-            await asyncio.sleep(0.01)
+            try:
+                timeout = aiohttp.ClientTimeout(total=left)
+                async with self._http.get(url, headers={"X-HKS-Agent-Token": token}, timeout=timeout) as r:
+                    if r.status == 204:
+                        return
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            await asyncio.sleep(0.01)  # refused or reset: the agent is exiting (checked above) or not yet up
 
-    async def _destroy(self, agent: Agent) -> float | None:
-        """Tear the agent's sandbox down; its CPU seconds since it was claimed (the final cgroup figure)."""
+    async def _destroy(self, agent: Agent, *, after_answer: bool = False) -> float | None:
+        """Kill the agent's sandbox and remove its files; its CPU seconds since it was claimed (the final
+        cgroup figure). ``after_answer`` (a one-shot run's agent, whose caller has its answer): on the one
+        teardown thread, in order, rather than on the blocking pool - a teardown scans /proc (sandbox.py),
+        and a burst's fifty of them at once on sixteen threads held the interpreter lock the daemon's event
+        loop needs to answer the burst's runs."""
 
         def work():
             with contextlib.suppress(Exception):
@@ -330,7 +362,8 @@ class SessionManager:
                 return agent.cpu_used()
             return None
 
-        return await asyncio.get_running_loop().run_in_executor(self.blocking, work)
+        executor = self._teardown if after_answer else self.blocking
+        return await asyncio.get_running_loop().run_in_executor(executor, work)
 
     # sessions -------------------------------------------------------------------------------------------
 
@@ -407,11 +440,13 @@ class SessionManager:
             self.inflight[namespace] -= 1
             if not self.inflight[namespace]:
                 del self.inflight[namespace]
+            if self._refill_pending and not self.inflight:
+                self.refill()
 
     async def _execute(self, *, code: str, timeout: float, env: dict[str, str]) -> dict:
         started = time.perf_counter()
         token = secrets.token_urlsafe(24)
-        agent = await self._claim(token)
+        agent = await self._claim(token, wait_ready=False)
         events: list[dict] = []
         try:
             url = f"http://127.0.0.1:{agent.port}/execute"
@@ -437,7 +472,7 @@ class SessionManager:
             cpu = None
             with contextlib.suppress(Exception):
                 cpu = agent.cpu_used()  # the code has answered: its CPU is counted (teardown is not)
-            background.start(self._destroy(agent))
+            background.start(self._destroy(agent, after_answer=True))
         return {
             **outcome,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),

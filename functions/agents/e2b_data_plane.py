@@ -22,7 +22,7 @@ import asyncio
 import json
 import time
 
-import httpx
+import aiohttp
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
@@ -40,7 +40,8 @@ class SandboxDataPlane:
     def __init__(self, app):
         self.app = app
         self._where: dict[str, tuple[float, tuple[str, int] | None, float]] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
@@ -67,10 +68,21 @@ class SandboxDataPlane:
 
     # --- proxying ---------------------------------------------------------------------------------------
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=limits)
+    def _http(self) -> aiohttp.ClientSession:
+        """One client per event loop. aiohttp rather than httpx: about a millisecond less CPU per proxied
+        request, which is most of what the portal adds to a warm run. Bytes are relayed as they come (no
+        decompression), and no headers are added but the ones forwarded."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop or self._client.closed:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0)
+            self._client = aiohttp.ClientSession(
+                connector=connector,
+                timeout=timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+            self._client_loop = loop
         return self._client
 
     async def _proxy(self, scope, receive, send, headers: dict, sandbox_id: str) -> None:
@@ -89,16 +101,19 @@ class SandboxDataPlane:
         forwarded["X-HKS-Agent-Token"] = sessions.agent_token(sandbox_id)
         query = scope.get("query_string", b"").decode("latin-1")
         url = f"http://{target[0]}:{target[1]}{path}" + (f"?{query}" if query else "")
-        request = self._http().build_request(scope["method"], url, headers=forwarded, content=body)
         try:
-            upstream = await self._http().send(request, stream=True)
-        except httpx.HTTPError:
+            upstream = await self._http().request(scope["method"], url, headers=forwarded, data=body)
+        except (aiohttp.ClientError, OSError):
             self._where.pop(sandbox_id, None)
             return await _not_found(send, sandbox_id)
+        finished = False
         try:
-            await _relay(upstream, receive, send)
+            finished = await _relay(upstream, receive, send)
         finally:
-            await upstream.aclose()  # on a disconnect too: the agent sees it and interrupts the code
+            if finished:
+                upstream.release()  # read to the end: the connection goes back to the pool
+            else:
+                upstream.close()  # the caller went away mid-stream: the agent sees it and interrupts the code
 
 
 def _lookup(sandbox_id: str) -> tuple[tuple[str, int] | None, float]:
@@ -127,14 +142,15 @@ async def _read_body(receive) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _relay(upstream: httpx.Response, receive, send) -> None:
+async def _relay(upstream: aiohttp.ClientResponse, receive, send) -> bool:
+    """Stream the agent's answer to the caller; True if it was relayed to its end."""
     headers = [(b"x-accel-buffering", b"no")]
     if "content-type" in upstream.headers:
         headers.append((b"content-type", upstream.headers["content-type"].encode("latin-1")))
-    await send({"type": "http.response.start", "status": upstream.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
 
     async def pump():
-        async for chunk in upstream.aiter_raw():
+        async for chunk in upstream.content.iter_any():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -149,6 +165,7 @@ async def _relay(upstream: httpx.Response, receive, send) -> None:
         for task in (pumping, watching):
             task.cancel()
         await asyncio.gather(pumping, watching, return_exceptions=True)  # an agent that died mid-stream
+    return pumping.done() and not pumping.cancelled() and pumping.exception() is None
 
 
 async def _answer(send, status: int, data: dict) -> None:
