@@ -10,14 +10,16 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from functions import services, services_projects, tasks_provision
-from functions.archives import pack_files
 from functions.backends import BackendError, get_backend
 from functions.backends import knative_preflight as kpf
 from functions.backends import knative_provision as kp
 from functions.backends.base import FunctionRef
 from functions.models import Backend, ClusterState, FunctionStatus, Project
-from functions.services_projects import project_set_kubeconfig
+from functions.services import functions as services
+from functions.services import projects as services_projects
+from functions.services.projects import project_set_kubeconfig
+from functions.sources.archives import pack_files
+from functions.tasks import provision as tasks_provision
 from tests.backends.test_knative import BUILD, NODE_SOURCE, service_spec, wait_for_status
 from tests.k8s_fake import KSVC
 
