@@ -7,7 +7,7 @@ import pytest
 
 from functions.backends import k8s_manifests as m
 from functions.backends.base import FunctionRef
-from tests.netpol import Endpoint, allowed
+from tests.support.netpol import Endpoint, allowed
 
 REF = FunctionRef(project="acme", namespace="acme", function="hello")
 FUNCTION = Endpoint("10.42.0.7", "acme", {"serving.knative.dev/service": "hello"})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.needs import require_binary
+from tests.support.needs import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"

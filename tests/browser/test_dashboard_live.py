@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.needs import require_binary
+from tests.support.needs import require_binary
 
 from .conftest import screenshot, sign_in
 

@@ -3,8 +3,7 @@
 import pytest
 
 from hks_sdk import Client, functions
-
-from ..needs import require_binary
+from tests.support.needs import require_binary
 
 pytestmark = pytest.mark.runtime
 
