@@ -1,5 +1,5 @@
 """What the Knative backend's NetworkPolicies allow, evaluated with the documented semantics
-(tests/netpol.py): a standard function reaches the internet, DNS and its own project, never the
+(tests/support/netpol.py): a standard function reaches the internet, DNS and its own project, never the
 cluster's private ranges or other namespaces; agent code reaches nothing; builds reach the registry,
 mirrors and the internet only. Their schemas are checked in test_k8s_manifests.py."""
 

@@ -1,4 +1,4 @@
-"""Chromium (Debian's, driven by Playwright) against a running platform; see tests/live.py."""
+"""Chromium (Debian's, driven by Playwright) against a running platform; see tests/support/live.py."""
 
 import os
 import subprocess

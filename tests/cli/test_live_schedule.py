@@ -15,16 +15,11 @@ import pytest
 
 from tests.support.needs import require_binary
 
-ROOT = Path(__file__).resolve().parents[2]
 HKS = str(Path(sys.executable).parent / "hks")
 HKS_FUNC = str(Path(sys.executable).parent / "hks-func")
 PASSWORD = "schedule-live-password"
 pytestmark = [
     pytest.mark.runtime,
-    pytest.mark.skipif(
-        not (ROOT / "functions" / "backends" / "local.py").exists(),
-        reason="the local backend (functions/backends/local.py) has not landed yet",
-    ),
 ]
 
 

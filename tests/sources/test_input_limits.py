@@ -1,6 +1,7 @@
 """Inputs that cost far more than their size are refused where they enter, in bounded time and memory.
 
-Each attack is run in a fresh interpreter (tests/measure.py) so its peak memory is measured on its own.
+Each attack is run in a fresh interpreter (tests/support/measure.py) so its peak memory is measured on its
+own.
 """
 
 import pytest

@@ -3,8 +3,8 @@
 The real ``kubernetes`` client talks HTTP to it (aiohttp on a background thread). It stores what is
 written, checks the bearer token, and rejects what a real server would: every object written is validated
 against the real schemas (Kubernetes' own with ``kubernetes-validate --strict``, Knative's through
-``tests/knative_schemas.py``: a pinned package of Knative Serving's models, strict about unknown fields),
-so an invalid manifest gets a 422 here too.
+``tests/support/knative_schemas.py``: a pinned package of Knative Serving's models, strict about unknown
+fields), so an invalid manifest gets a 422 here too.
 
 It also plays the controllers the platform relies on, as they behave on a real cluster (each behaviour is
 cited where it is implemented, under "Controllers"):

@@ -2,7 +2,7 @@
 
 Each test session gets its own data dir, free ports, database and Celery queue: a SQLite file, or a fresh
 PostgreSQL database on the server of ``DATABASE_URL`` (dropped afterwards). Use it from a conftest with
-``from tests.live import live_platform  # noqa: F401``.
+``from tests.support.live import live_platform  # noqa: F401``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ processes; Debian package: bubblewrap), where what it holds and reports is compa
 import copy
 import dataclasses
 import datetime as dt
-import importlib.util
 import json
 import time
 from collections.abc import Callable
@@ -53,8 +52,6 @@ def platform(request, project, owner, settings, tmp_path):
         objects = lambda: {key: _as_a_real_server_keeps_it(obj) for key, obj in fake.objects.items()}  # noqa: E731
         yield Platform(project, objects, fake)
         return
-    if importlib.util.find_spec("functions.backends.local") is None:
-        pytest.skip("the local backend has not landed")
     request.getfixturevalue("local_backend_settings")
     _runtime_clear(project)  # the daemon lives for the session: start from, and leave, no functions of ours
     yield Platform(project, lambda: _runtime_state(project))
