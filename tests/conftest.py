@@ -11,9 +11,9 @@ from django.test import Client
 
 from functions.models import ApiToken, Role
 from hks_portal.celery import app as celery_app
-
-from .factories import MembershipFactory, ProjectFactory, UserFactory
-from .k8s_fake import (  # noqa: F401  (fake K8s API)
+from tests.support.daemon import local_backend_settings, runtime_daemon  # noqa: F401  (one runtime daemon)
+from tests.support.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.support.k8s_fake import (  # noqa: F401  (fake K8s API)
     fake_k8s,
     fake_k8s_server,
     fake_vcluster,
@@ -21,8 +21,7 @@ from .k8s_fake import (  # noqa: F401  (fake K8s API)
     knative_hello,
     knative_project,
 )
-from .live import live_platform  # noqa: F401  (one running platform per session)
-from .runtime.daemon import local_backend_settings, runtime_daemon  # noqa: F401  (one runtime daemon)
+from tests.support.live import live_platform  # noqa: F401  (one running platform per session)
 
 
 def _embedded_redis_client():
@@ -54,10 +53,10 @@ def pytest_configure(config):
 # worker, so its module-scoped set-ups happen once) so that no worker is left with one at the end.
 SLOW_FIRST = [
     "tests/cli/test_documented_commands.py",
-    "tests/test_faults_live.py",
-    "tests/test_fresh_clone.py",
-    "tests/test_scripts.py",
-    "tests/test_platform_ports.py",
+    "tests/tasks/test_faults_live.py",
+    "tests/repository/test_fresh_clone.py",
+    "tests/repository/test_scripts.py",
+    "tests/portal/test_platform_ports.py",
 ]
 
 

@@ -2,7 +2,7 @@
 
 Tasks import services (a task loads a row by id and calls one), so services reach ``functions.tasks`` only
 through :func:`tasks` here, imported lazily: the one documented exception to the layers in ``.importlinter``
-(and to tests/test_layout.py's no-cycle rule)."""
+(and to tests/repository/test_layout.py's no-cycle rule)."""
 
 from __future__ import annotations
 

@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 
 from functions.models import Build, BuildStatus, Revision
-
-from ..archive_samples import node_archive
-from ..factories import FunctionFactory
+from tests.support.archive_samples import node_archive
+from tests.support.factories import FunctionFactory
 
 
 @pytest.fixture(autouse=True)

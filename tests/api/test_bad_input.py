@@ -7,8 +7,7 @@ from django.test import Client
 
 from functions.models import AgentCredential, Function, Revision
 from functions.sources.archives import pack_files
-
-from ..archive_samples import ALIAS_BOMB, NODE_INDEX, func_yaml, sparse_archive
+from tests.support.archive_samples import ALIAS_BOMB, NODE_INDEX, func_yaml, sparse_archive
 
 URL = "/api/v1/projects/acme/functions/hello/revisions"
 GZIP = "application/gzip"

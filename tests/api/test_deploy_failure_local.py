@@ -4,8 +4,8 @@ deploy timeout or retrying (the runtime reports the revision failed). Debian pac
 import pytest
 
 from functions.models import Function, FunctionStatus
+from tests.support.archive_samples import node_archive
 
-from ..archive_samples import node_archive
 from .test_e2e_local import wait_for
 
 pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("local_backend_settings")]

@@ -8,8 +8,7 @@ import time
 import pytest
 
 from functions.models import Function, FunctionStatus
-
-from ..archive_samples import node_archive
+from tests.support.archive_samples import node_archive
 
 pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("local_backend_settings")]
 

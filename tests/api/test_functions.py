@@ -3,8 +3,7 @@
 import pytest
 
 from functions.models import AuditEvent, Function, FunctionStatus
-
-from ..factories import FunctionFactory
+from tests.support.factories import FunctionFactory
 
 JSON = "application/json"
 

@@ -6,8 +6,7 @@ import json
 import pytest
 
 from functions.models import AuditEvent, Invitation, Membership, Role
-
-from ..factories import UserFactory
+from tests.support.factories import UserFactory
 
 
 def _invite(client, username, role="viewer"):

@@ -6,8 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from functions.models import AuditEvent, Build, BuildStatus, Function, FunctionStatus, Revision
-
-from ..archive_samples import HOSTILE, gzip_bomb, node_archive, python_archive
+from tests.support.archive_samples import HOSTILE, gzip_bomb, node_archive, python_archive
 
 URL = "/api/v1/projects/acme/functions/hello/revisions"
 GZIP = "application/gzip"
@@ -137,8 +136,7 @@ def test_oversize_upload_is_413(upload, project, developer, hello, api_client_fo
 
 def test_too_many_members_is_refused(project, developer, hello, api_client_for, settings, media_files):
     from functions.sources.archives import pack_files
-
-    from ..archive_samples import func_yaml
+    from tests.support.archive_samples import func_yaml
 
     settings.HKS_MAX_ARCHIVE_MEMBERS = 5
     archive = pack_files({f"lib/{i}.js": b"" for i in range(10)} | {"func.yaml": func_yaml()})
@@ -238,7 +236,7 @@ def test_build_log_offset_past_the_end_restarts_from_zero(project, viewer, built
 
 
 def test_a_build_of_another_function_is_404(project, viewer, built_revision, api_client_for):
-    from ..factories import FunctionFactory
+    from tests.support.factories import FunctionFactory
 
     other = FunctionFactory(project=project, name="other")
     other_build = Build.objects.create(
@@ -256,8 +254,7 @@ def test_concurrent_uploads_get_consecutive_revisions_and_leave_no_stray_file(
     from django.db import connection
 
     from functions.models import ApiToken
-
-    from ..factories import FunctionFactory
+    from tests.support.factories import FunctionFactory
 
     FunctionFactory(project=project, name="hello", runtime="node")
     _, token = ApiToken.issue(user=developer, name="parallel")

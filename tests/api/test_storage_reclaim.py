@@ -13,8 +13,7 @@ from django.utils import timezone
 
 from functions.models import AgentCredential, AuditEvent, Function, FunctionStatus, Revision
 from functions.services import storage as services_storage
-
-from ..archive_samples import node_archive
+from tests.support.archive_samples import node_archive
 
 pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("local_backend_settings")]
 

@@ -28,9 +28,8 @@ from functions.models import (
     ScheduleRun,
 )
 from functions.services.projects import project_set_kubeconfig
-
-from ..archive_samples import node_archive
-from ..factories import FunctionFactory, MembershipFactory, UserFactory
+from tests.support.archive_samples import node_archive
+from tests.support.factories import FunctionFactory, MembershipFactory, UserFactory
 
 API = "/api/v1"
 

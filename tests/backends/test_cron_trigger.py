@@ -17,7 +17,7 @@ import pytest
 from functions.backends import k8s_manifests as m
 from functions.backends import k8s_schedules as schedules_k8s
 from functions.backends.base import FunctionRef, ScheduleSpec
-from tests.needs import require_binary
+from tests.support.needs import require_binary
 
 REF = FunctionRef(project="acme", namespace="acme", function="hello")
 # The CronJob controller names a Job "<cronjob>-<scheduled time in minutes since the epoch>".

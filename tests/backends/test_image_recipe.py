@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 
 import pytest
@@ -24,7 +23,8 @@ import pytest
 from functions.backends import k8s_images, k8s_manifests
 from functions.backends.base import BuildSpec, FunctionRef
 from hks_runtime import builder
-from tests.needs import require_binary
+from tests.support.needs import require_binary
+from tests.support.ports import free_port
 
 REF = FunctionRef(project="acme", namespace="acme", function="hello")
 SHAPES = [(runtime, kind) for runtime in ("node", "python") for kind in ("http", "cloudevents")]
@@ -102,17 +102,11 @@ def test_nothing_the_image_needs_lies_under_a_path_the_build_pod_mounts(runtime,
 @pytest.fixture(scope="module")
 def work():
     require_binary("bwrap", hint="apt-get install bubblewrap")  # the builder installs sandboxed
-    from tests.runtime.fixtures import remove_dir, scratch_dir
+    from tests.support.sample_functions import remove_dir, scratch_dir
 
     path = scratch_dir("image-recipe-")
     yield path
     remove_dir(path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def host_path(layer_dir, path: str) -> str:
@@ -122,7 +116,7 @@ def host_path(layer_dir, path: str) -> str:
 
 def image_process(runtime: str, kind: str, work):
     """Lay the WORKDIR out and start the Dockerfile's CMD there with its ENV; return (url, process)."""
-    from tests.runtime.fixtures import LAYERS_DIR, build_fixture
+    from tests.support.sample_functions import LAYERS_DIR, build_fixture
 
     recipe = parse_dockerfile(k8s_images.dockerfile(runtime, kind))
     layer = builder.ensure_layer(runtime, LAYERS_DIR, lambda line: None)
@@ -148,7 +142,7 @@ def image_process(runtime: str, kind: str, work):
 @pytest.mark.runtime
 @pytest.mark.parametrize(("runtime", "kind"), SHAPES)
 def test_the_image_start_command_answers(runtime, kind, work):
-    from tests.runtime.fixtures import request, wait_ready
+    from tests.support.sample_functions import request, wait_ready
 
     url, process = image_process(runtime, kind, work)
     try:

@@ -7,7 +7,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.k8s_fake import KSVC
+from tests.support.k8s_fake import KSVC
 
 IMAGE = "registry.local/x@sha256:" + "a" * 64
 

@@ -8,7 +8,7 @@ import pytest
 from functions.backends import k8s_manifests as m
 from functions.backends import k8s_schedules as schedules_k8s
 from functions.backends.base import BuildSpec, FunctionRef, Resources, Scale, ScheduleSpec, ServiceSpec
-from tests.k8s_fake import ManifestInvalid, validate_manifest
+from tests.support.k8s_fake import ManifestInvalid, validate_manifest
 
 REF = FunctionRef(project="acme", namespace="acme", function="hello")
 CLUSTER = m.ClusterSettings(

@@ -25,7 +25,7 @@ from functions.models import Build, Function, FunctionStatus
 from functions.services import functions as services
 from functions.services.projects import project_set_kubeconfig
 from functions.sources.archives import pack_files
-from tests.k8s_fake import KSVC
+from tests.support.k8s_fake import KSVC
 
 REF = FunctionRef(project="acme", namespace="acme", function="hello")
 CLUSTER = m.ClusterSettings(registry="registry.example.test/hks", agent_runtime_class="gvisor")
@@ -572,7 +572,7 @@ def test_a_deploy_waits_for_knative_at_the_backends_pace_not_twenty_times_a_seco
     """Each status read is two API calls; the deploy backs off (0.25 s, then half the time waited, at most
     2 s) instead of reading 20 times a second for its first 3 s."""
     from functions.models import Revision
-    from tests.factories import FunctionFactory
+    from tests.support.factories import FunctionFactory
 
     fake_k8s.ready_seconds = 1.0  # the revision is ready about 2 s after the Service is written
     function = FunctionFactory(project=knative_project, name="hello", status=FunctionStatus.DEPLOYING)

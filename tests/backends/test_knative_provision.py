@@ -20,7 +20,7 @@ from functions.backends import project_manifests as pm
 from functions.backends.base import BuildSpec, FunctionRef, Resources, Scale, ServiceSpec
 from functions.models import Backend, ClusterState, Project
 from functions.services import projects as services_projects
-from tests.factories import ProjectFactory
+from tests.support.factories import ProjectFactory
 
 LABELS = {
     "app.kubernetes.io/managed-by": "hks-functions",

@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from functions.backends import k8s_manifests as m
-from tests import knative_schemas
-from tests.k8s_fake import ManifestInvalid, validate_manifest
+from tests.support import knative_schemas
+from tests.support.k8s_fake import ManifestInvalid, validate_manifest
 
 from .test_k8s_manifests import CLUSTER, service_spec
 

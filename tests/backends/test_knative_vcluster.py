@@ -21,7 +21,7 @@ from functions.services.projects import project_set_kubeconfig
 from functions.sources.archives import pack_files
 from functions.tasks import provision as tasks_provision
 from tests.backends.test_knative import BUILD, NODE_SOURCE, service_spec, wait_for_status
-from tests.k8s_fake import KSVC
+from tests.support.k8s_fake import KSVC
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -158,7 +158,7 @@ def test_knative_crds_without_knative_running_are_named_when_the_deploy_gives_up
     "deploying" for ever."""
     from functions.backends.knative import KnativeBackend
     from functions.models import Revision
-    from tests.factories import FunctionFactory
+    from tests.support.factories import FunctionFactory
 
     fake_k8s.knative_controller = False
     monkeypatch.setattr(KnativeBackend, "reconcile_grace_seconds", 1.0)

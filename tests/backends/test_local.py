@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from functions.backends import get_backend
 from functions.backends.base import BackendError, FunctionRef, ServiceSpec
 from functions.backends.local import LocalBackend, spec_payload
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.ports import free_port as _closed_port
 
 
 def test_unreachable_runtime_is_a_transient_error(settings):

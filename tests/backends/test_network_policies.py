@@ -1,5 +1,5 @@
 """What the Knative backend's NetworkPolicies allow, evaluated with the documented semantics
-(tests/netpol.py): a standard function reaches the internet, DNS and its own project, never the
+(tests/support/netpol.py): a standard function reaches the internet, DNS and its own project, never the
 cluster's private ranges or other namespaces; agent code reaches nothing; builds reach the registry,
 mirrors and the internet only. Their schemas are checked in test_k8s_manifests.py."""
 
@@ -7,7 +7,7 @@ import pytest
 
 from functions.backends import k8s_manifests as m
 from functions.backends.base import FunctionRef
-from tests.netpol import Endpoint, allowed
+from tests.support.netpol import Endpoint, allowed
 
 REF = FunctionRef(project="acme", namespace="acme", function="hello")
 FUNCTION = Endpoint("10.42.0.7", "acme", {"serving.knative.dev/service": "hello"})

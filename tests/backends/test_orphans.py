@@ -10,8 +10,8 @@ from functions.backends.base import Resources, Scale, ServiceSpec
 from functions.services.functions import function_ref
 from functions.services.orphans import orphans_collect
 from functions.tasks import functions as tasks
-from tests.factories import FunctionFactory
-from tests.k8s_fake import KSVC
+from tests.support.factories import FunctionFactory
+from tests.support.k8s_fake import KSVC
 
 IMAGE = "registry.local/hks/acme/x@sha256:" + "c" * 64
 

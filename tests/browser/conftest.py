@@ -1,4 +1,4 @@
-"""Chromium (Debian's, driven by Playwright) against a running platform; see tests/live.py."""
+"""Chromium (Debian's, driven by Playwright) against a running platform; see tests/support/live.py."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.needs import require_binary
+from tests.support.needs import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"

@@ -1,5 +1,5 @@
 """The dashboard fits every screen, stays accessible and tells the truth live (issue 15), in Debian's
-Chromium against the running platform (tests/live.py):
+Chromium against the running platform (tests/support/live.py):
 
 - at 390, 1280 and 1920 px no page scrolls sideways (``scrollWidth <= innerWidth``): the list, the agent
   usage page, every tab of a function, /ops/ and the admin index; axe-core (from the

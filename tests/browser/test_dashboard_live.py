@@ -8,22 +8,16 @@ Needs: chromium, bubblewrap, prometheus (Debian packages).
 import re
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.needs import require_binary
+from tests.support.needs import require_binary
 
 from .conftest import screenshot, sign_in
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.runtime,
-    pytest.mark.skipif(
-        not (ROOT / "functions" / "backends" / "local.py").exists(),
-        reason="the local backend (functions/backends/local.py) has not landed yet",
-    ),
 ]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.needs import require_binary
+from tests.support.needs import require_binary
 
 from .conftest import BIN, PASSWORD
 

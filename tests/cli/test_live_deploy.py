@@ -8,21 +8,15 @@ import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.needs import require_binary
+from tests.support.needs import require_binary
 
 from .conftest import HKS, HKS_FUNC, login, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.runtime,
-    pytest.mark.skipif(
-        not (ROOT / "functions" / "backends" / "local.py").exists(),
-        reason="the local backend (functions/backends/local.py) has not landed yet",
-    ),
 ]
 
 

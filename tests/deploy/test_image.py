@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.needs import require
+from tests.support.needs import require
 
 REPO = Path(__file__).resolve().parents[2]
 

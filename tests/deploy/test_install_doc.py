@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from tests.needs import require_binary
+from tests.support.needs import require_binary
 
 from .conftest import REPO, find, kustomize
 

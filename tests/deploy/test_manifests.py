@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.needs import require_binary
+from tests.support.needs import require_binary
 
 from .conftest import find
 

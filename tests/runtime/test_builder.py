@@ -11,9 +11,8 @@ import json
 import pytest
 
 from hks_runtime import builder, identities, sandbox
-from tests.needs import require_binary
-
-from .fixtures import (
+from tests.support.needs import require_binary
+from tests.support.sample_functions import (
     LAYERS_DIR,
     archive_from_files,
     build_fixture,

@@ -18,10 +18,19 @@ import pytest
 
 from functions.backends.base import BackendError, FunctionRef, Resources, Scale
 from functions.backends.local import LocalBackend
-
-from .daemon import IDLE_SECONDS
-from .daemon_helpers import NS, as_json, build, build_fixture, call, deploy, metric_value, service, wait_for
-from .fixtures import remove_dir, scratch_dir
+from tests.support.daemon import IDLE_SECONDS
+from tests.support.daemon_helpers import (
+    NS,
+    as_json,
+    build,
+    build_fixture,
+    call,
+    deploy,
+    metric_value,
+    service,
+    wait_for,
+)
+from tests.support.sample_functions import remove_dir, scratch_dir
 
 pytestmark = pytest.mark.runtime
 

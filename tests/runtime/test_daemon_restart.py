@@ -14,10 +14,9 @@ import pytest
 from functions.backends.base import FunctionRef
 from functions.backends.local import LocalBackend
 from hks_runtime import views
-
-from .daemon import start_daemon, stop_daemon
-from .daemon_helpers import NS, as_json, build, call, deploy, service, wait_for
-from .fixtures import remove_dir, scratch_dir
+from tests.support.daemon import start_daemon, stop_daemon
+from tests.support.daemon_helpers import NS, as_json, build, call, deploy, service, wait_for
+from tests.support.sample_functions import remove_dir, scratch_dir
 
 pytestmark = pytest.mark.runtime
 

@@ -15,11 +15,10 @@ import pytest
 
 from functions.backends.base import Scale
 from functions.backends.local import LocalBackend
-from tests.needs import require_binary
-
-from .daemon import start_daemon, stop_daemon
-from .daemon_helpers import NS, build, deploy, service
-from .fixtures import remove_dir, scratch_dir
+from tests.support.daemon import start_daemon, stop_daemon
+from tests.support.daemon_helpers import NS, build, deploy, service
+from tests.support.needs import require_binary
+from tests.support.sample_functions import remove_dir, scratch_dir
 
 HALF_OPEN = 4500  # more than the old HAProxy cap of 4096 connections
 HEADER_TIMEOUT = 3

@@ -16,9 +16,16 @@ from pathlib import Path
 import pytest
 
 from hks_runtime import builder, sandbox, seccomp
-from tests.needs import require, require_binary
-
-from .fixtures import LAYERS_DIR, REPO, listening_socket, pid_alive, remove_dir, run, scratch_dir
+from tests.support.needs import require, require_binary
+from tests.support.sample_functions import (
+    LAYERS_DIR,
+    REPO,
+    listening_socket,
+    pid_alive,
+    remove_dir,
+    run,
+    scratch_dir,
+)
 
 pytestmark = pytest.mark.runtime
 

@@ -26,10 +26,9 @@ from functions.backends.base import BuildSpec, FunctionRef, Scale, ServiceSpec
 from functions.backends.local import LocalBackend
 from hks_portal.platform import prometheus_config
 from hks_runtime import netns
-from tests.needs import require_binary
-
-from .daemon_helpers import deploy, wait_for
-from .fixtures import REPO, archive_from_files, remove_dir, scratch_dir
+from tests.support.daemon_helpers import deploy, wait_for
+from tests.support.needs import require_binary
+from tests.support.sample_functions import REPO, archive_from_files, remove_dir, scratch_dir
 
 pytestmark = pytest.mark.runtime
 

@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 
 import pytest
 
 from functions.backends.base import FunctionRef
 from functions.backends.local import LocalBackend
 from functions.realtime import logstream
-
-from .daemon import start_daemon, stop_daemon
-from .daemon_helpers import NS, build, call, deploy, service, wait_for
-from .fixtures import remove_dir, scratch_dir
+from tests.support.daemon import start_daemon, stop_daemon
+from tests.support.daemon_helpers import NS, build, call, deploy, service, wait_for
+from tests.support.ports import free_port as _free_port
+from tests.support.sample_functions import remove_dir, scratch_dir
 
 pytestmark = pytest.mark.runtime
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

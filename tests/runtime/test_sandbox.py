@@ -11,9 +11,15 @@ from pathlib import Path
 import pytest
 
 from hks_runtime import identities, netns, sandbox
-from tests.needs import require_binary
-
-from .fixtures import LAYERS_DIR, listening_socket, pid_alive, remove_dir, run, scratch_dir
+from tests.support.needs import require_binary
+from tests.support.sample_functions import (
+    LAYERS_DIR,
+    listening_socket,
+    pid_alive,
+    remove_dir,
+    run,
+    scratch_dir,
+)
 
 pytestmark = pytest.mark.runtime
 

@@ -8,10 +8,9 @@ import subprocess
 import pytest
 
 from hks_runtime import sandbox
-from tests.needs import require_binary
-
-from .daemon import start_daemon, stop_daemon
-from .fixtures import remove_dir, scratch_dir
+from tests.support.daemon import start_daemon, stop_daemon
+from tests.support.needs import require_binary
+from tests.support.sample_functions import remove_dir, scratch_dir
 
 
 def _dead_pid() -> int:

@@ -12,10 +12,9 @@ import httpx
 import pytest
 
 from functions.backends.local import LocalBackend
-
-from .daemon import start_daemon, stop_daemon
-from .daemon_helpers import NS, build, deploy, service
-from .fixtures import remove_dir, scratch_dir
+from tests.support.daemon import start_daemon, stop_daemon
+from tests.support.daemon_helpers import NS, build, deploy, service
+from tests.support.sample_functions import remove_dir, scratch_dir
 
 pytestmark = pytest.mark.runtime
 
@@ -34,7 +33,7 @@ def _address_off_loopback() -> str:
 def open_daemon(request):
     """A daemon whose gateway listens on every address (``--host 0.0.0.0``), on one data path."""
     if request.param == "haproxy":
-        from tests.needs import require_binary
+        from tests.support.needs import require_binary
 
         require_binary("haproxy", hint="apt-get install haproxy")
     data_dir = scratch_dir("visibility-")

@@ -3,8 +3,7 @@
 import pytest
 
 from hks_sdk import Client, functions
-
-from ..needs import require_binary
+from tests.support.needs import require_binary
 
 pytestmark = pytest.mark.runtime
 
@@ -34,7 +33,7 @@ def _function_status(platform, name):
 
 
 def test_python_code_runs_and_its_function_is_deleted(agent_client, live_platform):  # noqa: F811
-    # Extra files take the deploy path (without them, Python takes the fast path: tests/sessions).
+    # Extra files take the deploy path (without them, Python takes the fast path: test_sessions_live.py).
     code = "print('hello from the sandbox')\nsum(range(10))"
     execution = functions.execute(code=code, files={"data.txt": "x"}, client=agent_client)
     assert execution.stdout == "hello from the sandbox\n"

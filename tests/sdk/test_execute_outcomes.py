@@ -4,8 +4,7 @@ run past its timeout, one killed at the memory limit, a fork bomb. ``execute`` r
 import pytest
 
 from hks_sdk import Client, HksError, functions
-
-from ..needs import require_binary
+from tests.support.needs import require_binary
 
 pytestmark = pytest.mark.runtime
 

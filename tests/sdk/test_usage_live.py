@@ -1,0 +1,99 @@
+"""Accounting on a running platform (real runtime, real sandbox): a one-shot execution and a session add
+to their project's usage, with the CPU seconds their sandboxes spent by the runtime's cgroup figures; a
+session the runtime reaped at its deadline is accounted for too; another project's owner sees none of it."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from hks_runtime import sandbox
+from hks_sdk import Client, functions
+from tests.support.needs import require_binary
+
+pytestmark = pytest.mark.runtime
+
+# Half a second of CPU, by the process's own clock (not wall time: the machine may be loaded).
+BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5:\n    pass\n'burnt'"
+
+
+@pytest.fixture(scope="module")
+def accounts(live_platform):  # noqa: F811
+    require_binary("bwrap", hint="apt-get install bubblewrap")
+    live_platform.create_user("usage-owner", "usage-password-1", project="usage-live", role="owner")
+    live_platform.create_user("usage-outsider", "usage-password-2", project="usage-other", role="owner")
+    out = live_platform.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; from functions.models import ApiToken;"
+        "U = get_user_model();"
+        "print(ApiToken.issue(user=U.objects.get(username='usage-owner'), name='t')[1]);"
+        "print(ApiToken.issue(user=U.objects.get(username='usage-outsider'), name='t')[1])",
+        capture=True,
+    )
+    owner, outsider = out.strip().splitlines()[-2:]
+    return {
+        "agent": live_platform.agent_secret("usage", project="usage-live"),
+        "owner": owner,
+        "outsider": outsider,
+    }
+
+
+def _usage(platform, token: str, slug: str = "usage-live") -> httpx.Response:
+    return httpx.get(
+        f"{platform.portal_url}/api/v1/projects/{slug}/usage",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def _cpu_accounted() -> bool:
+    return sandbox._cgroups().mode != "rlimit"  # the runtime runs on this machine, with the same cgroups
+
+
+def test_an_execution_and_a_session_add_to_the_projects_usage(live_platform, accounts):  # noqa: F811
+    before = _usage(live_platform, accounts["owner"]).json()
+    assert before["today"] == {"executions": 0, "sessions": 0, "cpu_seconds": 0.0}
+    with Client(url=live_platform.portal_url, credential=accounts["agent"]) as client:
+        execution = functions.execute(code=BURN, client=client)
+        assert execution.result == "burnt", execution
+        after_execution = _usage(live_platform, accounts["owner"]).json()
+        assert after_execution["today"]["executions"] == 1
+        assert after_execution["executions_this_minute"] >= 1
+        if _cpu_accounted():
+            assert 0.5 <= after_execution["today"]["cpu_seconds"] < 30
+        with functions.session(client=client, timeout=120) as session:
+            assert session.run(BURN).result == "burnt"
+            running = _usage(live_platform, accounts["owner"]).json()
+            assert running["sessions_running"] == 1 and running["today"]["sessions"] == 1
+    ended = _usage(live_platform, accounts["owner"]).json()
+    assert ended["sessions_running"] == 0
+    assert ended["today"]["sessions"] == 1 and ended["month"]["sessions"] == 1
+    if _cpu_accounted():  # the session's half second, counted when it was killed
+        assert ended["today"]["cpu_seconds"] >= after_execution["today"]["cpu_seconds"] + 0.5
+    assert _usage(live_platform, accounts["outsider"]).status_code == 404
+
+
+def test_a_session_reaped_at_its_deadline_is_accounted_for(live_platform, accounts):  # noqa: F811
+    before = _usage(live_platform, accounts["owner"]).json()
+    with Client(url=live_platform.portal_url, credential=accounts["agent"]) as client:
+        session = functions.session(client=client, timeout=4).__enter__()
+        assert session.run(BURN).result == "burnt"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # the runtime's reaper kills it; the portal's beat (or this) ends it
+        live_platform.manage(
+            "shell",
+            "-c",
+            "from functions.agents.sessions import sessions_collect_expired; sessions_collect_expired()",
+            capture=True,
+        )
+        now = _usage(live_platform, accounts["owner"]).json()
+        if now["sessions_running"] == 0:
+            break
+        time.sleep(1)
+    assert now["sessions_running"] == 0
+    assert now["today"]["sessions"] == before["today"]["sessions"] + 1
+    if _cpu_accounted():
+        assert now["today"]["cpu_seconds"] >= before["today"]["cpu_seconds"] + 0.5

@@ -1,2 +1,0 @@
-# The internal API's fixtures (media and JWT key per test, agent credentials of two projects) are the SDK's.
-from tests.sdk.conftest import _media_and_keys, agent_credential, outsider_credential  # noqa: F401
