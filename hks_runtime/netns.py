@@ -47,6 +47,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+from .processes import pid_alive
+
 NETNS_DIR = Path("/run/hks-netns")
 SLIRP_GATEWAY = "10.0.2.2"
 SLIRP_DNS = "10.0.2.3"
@@ -235,7 +237,7 @@ def sweep_stale() -> int:
         parts = entry.name.rsplit("-", 2)
         if not entry.name.startswith(_PREFIX) or len(parts) != 3 or not parts[1].isdigit():
             continue
-        if _alive(int(parts[1])):
+        if pid_alive(int(parts[1])):
             continue
         removed += _remove(entry)
     return removed
@@ -277,16 +279,6 @@ def _is_private_mount(path: Path) -> bool:
     fields = _mount_fields(path)
     # optional fields (6th onwards, up to "-") name the peer group of a shared mount: none means private
     return bool(fields) and not any(f.startswith("shared:") for f in fields[-1][6 : fields[-1].index("-")])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run(argv: list[str], stdin: str | None = None) -> None:

@@ -52,6 +52,7 @@ from pathlib import Path
 
 from . import netns, seccomp, views
 from .identities import Identity
+from .processes import pid_alive
 
 _log = logging.getLogger(__name__)
 SANDBOX_UID = 65534  # "nobody": the probes' uid, and sandboxes' without an identity of their own
@@ -256,7 +257,7 @@ def sweep_stale_cgroups() -> int:
     for parent in _cgroups().parents.values():
         for child in parent.iterdir():
             creator = child.name.rsplit("-", 2)[-2] if child.name.count("-") >= 2 else ""
-            if not child.is_dir() or not creator.isdigit() or _process_exists(int(creator)):
+            if not child.is_dir() or not creator.isdigit() or pid_alive(int(creator)):
                 continue
             for pid in (_read(child / "cgroup.procs") or "").split():
                 with contextlib.suppress(OSError):
@@ -269,16 +270,6 @@ def sweep_stale_cgroups() -> int:
                 except OSError:
                     time.sleep(0.02)
     return removed
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _create_cgroups(layout: _CgroupLayout, name: str, limits: Limits) -> dict[str, Path]:

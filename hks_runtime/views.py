@@ -30,6 +30,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .processes import pid_alive
+
 VIEWS_DIR = Path("/run/hks-views")
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
 _MNT_DETACH = 2
@@ -150,21 +152,11 @@ def sweep_stale() -> int:
         return 0
     for entry in VIEWS_DIR.iterdir():
         creator = entry.name.split("-", 1)[0]
-        if not creator.isdigit() or _alive(int(creator)):
+        if not creator.isdigit() or pid_alive(int(creator)):
             continue
         _remove(entry)
         removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["View", "create", "sweep_stale"]
