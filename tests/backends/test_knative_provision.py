@@ -455,6 +455,8 @@ def test_changing_a_knative_projects_quotas_in_the_admin_asks_for_provisioning(
         "max_functions": 12,
         "max_agent_functions": 2,
         "max_sessions": 5,
+        "max_executions_per_minute": 120,
+        "max_cpu_seconds_per_day": 0,
         "max_cpu_millicores": 500,
         "max_memory_mb": 256,
         "memberships-TOTAL_FORMS": 0,
