@@ -16,7 +16,6 @@ import datetime as dt
 import hmac
 import secrets
 import string
-import threading
 
 import httpx
 from django.conf import settings
@@ -25,6 +24,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from functions.agents import cluster_sessions
+from functions.backends.local import runtime_http
 from functions.errors import ServiceError
 from functions.models import AgentCredential, AgentSession, Backend, Project, SessionStatus
 from functions.services import usage
@@ -54,27 +54,12 @@ def access_token_valid(sandbox_id: str, given: str) -> bool:
 # --- the runtime ------------------------------------------------------------------------------------------
 
 
-_client: httpx.Client | None = None
-_client_lock = threading.Lock()
-
-
-def _http() -> httpx.Client:
-    """One client per process, shared by its threads: ``httpx.request`` builds a client (and a TLS context,
-    tens of milliseconds) per call, and keeps no connection to the runtime for the next one."""
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-                _client = httpx.Client(limits=limits, timeout=_TIMEOUT)
-    return _client
-
-
 def _runtime(method: str, path: str, **kwargs) -> httpx.Response:
     headers = {"Authorization": f"Bearer {settings.HKS_RUNTIME_TOKEN}"}
     url = settings.HKS_RUNTIME_URL.rstrip("/") + path
+    kwargs.setdefault("timeout", _TIMEOUT)
     try:
-        response = _http().request(method, url, headers=headers, **kwargs)
+        response = runtime_http().request(method, url, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         raise ServiceError(f"the local runtime is unreachable: {exc}", code=503) from exc
     if response.status_code >= 500:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,6 +33,22 @@ from functions.backends.base import (
 
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 BUILD_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=1800.0)  # a dependency install may be slow
+_client: tuple[int, httpx.Client] | None = None  # (the process it was made in, the client)
+_client_lock = threading.Lock()
+
+
+def runtime_http() -> httpx.Client:
+    """The process's one HTTP client to the runtime, shared by its threads (the backend's calls, agents'
+    executions and sessions): ``httpx.request`` builds a client - and a TLS context, tens of milliseconds -
+    per call and keeps no connection for the next. Made again in a forked child (a worker process)."""
+    global _client
+    pid = os.getpid()
+    if _client is None or _client[0] != pid:
+        with _client_lock:
+            if _client is None or _client[0] != pid:
+                limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+                _client = (pid, httpx.Client(limits=limits, timeout=TIMEOUT))
+    return _client[1]
 
 
 def spec_payload(spec: ServiceSpec) -> dict:
@@ -69,7 +87,7 @@ class LocalBackend(FunctionBackend):
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
-            return httpx.request(method, self.url + path, headers=self._headers, timeout=TIMEOUT, **kwargs)
+            return runtime_http().request(method, self.url + path, headers=self._headers, **kwargs)
         except httpx.HTTPError as exc:
             raise BackendError(f"local runtime unreachable at {self.url}: {exc}") from exc
 
@@ -83,7 +101,7 @@ class LocalBackend(FunctionBackend):
         }
         lines: list[str] = []
         try:
-            with httpx.stream(
+            with runtime_http().stream(
                 "POST", self.url + "/v1/builds", json=payload, headers=self._headers, timeout=BUILD_TIMEOUT
             ) as response:
                 if response.status_code != 200:
