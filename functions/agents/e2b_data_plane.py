@@ -37,6 +37,14 @@ _FORWARDED = {b"content-type", b"content-encoding", b"connect-timeout-ms", b"con
 _CACHE_SECONDS = 2.0
 
 
+def body_limit(scope: dict) -> int | None:
+    """The body limit of a request for a session's agent (see hks_portal/limits.py)."""
+    headers = scope.get("headers") or []
+    if scope["path"].startswith(PREFIX) and any(k == b"e2b-sandbox-id" for k, _ in headers):
+        return MAX_BODY
+    return None
+
+
 class SandboxDataPlane:
     def __init__(self, app):
         self.app = app
