@@ -95,6 +95,9 @@ def _sandbox(session: AgentSession) -> dict:
         "clientID": "hks",
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": sessions.access_token(session.sandbox_id),
+        # "Token required for accessing sandbox via proxy": E2B's SDK sends it (E2B-Traffic-Access-Token) on
+        # the code interpreter's /contexts calls, which carry no envd token: no data-plane call is tokenless
+        "trafficAccessToken": sessions.access_token(session.sandbox_id),
     }
 
 

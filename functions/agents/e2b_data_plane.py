@@ -6,8 +6,10 @@ body go to the agent unchanged, and the answer streams back chunk by chunk. Ever
 Django (the control plane is ``e2b_api.py``). Skipping Django's middleware and view machinery here is what
 keeps a warm ``run()`` within a few milliseconds of the agent's own time.
 
-The sandbox's ``X-Access-Token`` (E2B's ``envdAccessToken``) is required, except on the code interpreter's
-``/contexts`` calls, which E2B's SDK sends without it (as E2B does; the id itself is ~103 random bits). An
+The sandbox's ``X-Access-Token`` (E2B's ``envdAccessToken``) is required on every call. The code
+interpreter's ``/contexts`` calls, which E2B's SDK sends without it, carry ``E2B-Traffic-Access-Token``
+instead: the control plane hands the SDK that token as ``trafficAccessToken`` ("required for accessing
+sandbox via proxy"), so knowing a sandbox's id is never enough to touch its kernels. An
 unknown or ended sandbox answers 502 "The sandbox … was not found", which the SDK maps to
 ``SandboxNotRunningException``. When the caller goes away mid-stream the agent's connection is closed, so
 the agent interrupts the running code.
@@ -32,7 +34,6 @@ from functions.models import AgentSession, SessionStatus
 PREFIX = "/e2b/"
 JUPYTER_PORT = b"49999"
 MAX_BODY = 100 * 1024 * 1024
-CONTEXTS_MAX_BODY = 64 * 1024  # a context's creation: a language and a cwd (sent without the token)
 _FORWARDED = {b"content-type", b"content-encoding", b"connect-timeout-ms", b"connect-protocol-version"}
 _CACHE_SECONDS = 2.0
 
@@ -101,13 +102,11 @@ class SandboxDataPlane:
         if target is None:
             return await _not_found(send, sandbox_id)
         path = scope["path"][len(PREFIX) - 1 :]
-        tokenless = headers.get(b"e2b-sandbox-port") == JUPYTER_PORT and path.startswith("/contexts")
-        given = headers.get(b"x-access-token", b"").decode("latin-1")
-        if not tokenless and not sessions.access_token_valid(sandbox_id, given):
-            return await _answer(send, 401, {"code": 401, "message": "missing or wrong X-Access-Token"})
-        if tokenless and _declared_length(headers) > CONTEXTS_MAX_BODY:
-            return await _answer(send, 413, {"code": 413, "message": "the body is too large"})
-        body = await _read_body(receive, CONTEXTS_MAX_BODY if tokenless else MAX_BODY)
+        given = headers.get(b"x-access-token") or headers.get(b"e2b-traffic-access-token") or b""
+        if not sessions.access_token_valid(sandbox_id, given.decode("latin-1")):
+            message = "missing or wrong X-Access-Token (or E2B-Traffic-Access-Token)"
+            return await _answer(send, 401, {"code": 401, "message": message})
+        body = await _read_body(receive, MAX_BODY)
         if body is None:
             return await _answer(send, 413, {"code": 413, "message": "the body is too large"})
         forwarded = {k.decode(): v.decode("latin-1") for k, v in headers.items() if k in _FORWARDED}
@@ -140,15 +139,7 @@ def _lookup(sandbox_id: str) -> tuple[tuple[str, int] | None, float]:
     return (row[0], row[1]), row[2].timestamp()
 
 
-def _declared_length(headers: dict) -> int:
-    try:
-        return int(headers.get(b"content-length", b"0"))
-    except ValueError:
-        return 0
-
-
-async def _read_body(receive, limit: int = 0) -> bytes | None:
-    limit = limit or MAX_BODY
+async def _read_body(receive, limit: int = MAX_BODY) -> bytes | None:
     chunks, size = [], 0
     while True:
         message = await receive()

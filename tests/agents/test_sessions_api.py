@@ -143,12 +143,20 @@ def test_the_data_plane_reads_no_body_before_the_token_is_checked(project):
     assert _upload("/e2b/files?path=x", big, **headers) == (401, 0)
     unknown = {**headers, "E2b-Sandbox-Id": "nosuchsandbox0000000"}
     assert _upload("/e2b/files?path=x", big, **unknown) == (502, 0)
-    # the tokenless /contexts call of the code interpreter takes only a small body
-    contexts = {**headers, "E2b-Sandbox-Port": "49999"}
-    assert _upload("/e2b/contexts", big, **contexts) == (413, 0)
-    undeclared = {k: v for k, v in contexts.items() if k != "Content-Length"}
-    status, read = _upload("/e2b/contexts", big, **undeclared)
-    assert status == 413 and read <= 2 << 20  # stopped at the small limit, not at MAX_BODY
+    contexts = {**headers, "E2b-Sandbox-Port": "49999"}  # the code interpreter's calls need a token too
+    assert _upload("/e2b/contexts", big, **contexts) == (401, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_code_interpreters_context_calls_need_the_traffic_token(project):
+    """Knowing a sandbox's id is not enough to create, list, restart or remove its kernels' contexts: E2B's
+    SDK sends the create answer's trafficAccessToken there, and only the right one passes."""
+    row = _row(project)
+    base = {"E2b-Sandbox-Id": row.sandbox_id, "E2b-Sandbox-Port": "49999"}
+    for method, path in (("GET", "/e2b/contexts"), ("DELETE", "/e2b/contexts/c1"), ("POST", "/e2b/contexts")):
+        assert _data_plane(method, path, **base).status_code == 401
+        wrong = {"E2B-Traffic-Access-Token": sessions.access_token("somebodyelse00000000")}
+        assert _data_plane(method, path, **base, **wrong).status_code == 401
 
 
 @pytest.mark.django_db(transaction=True)
