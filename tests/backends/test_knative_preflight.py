@@ -49,7 +49,7 @@ def _crd(plural: str, version: str) -> dict:
 def cluster(fake_k8s, settings, tmp_path):
     """The platform's credentials point at the fake; the settings a ready cluster needs."""
     path = tmp_path / "platform.kubeconfig"
-    path.write_text(fake_k8s.kubeconfig)
+    path.write_text(fake_k8s.platform_kubeconfig)  # held to deploy/base/rbac.yaml
     settings.HKS_KNATIVE_KUBECONFIG = str(path)
     settings.HKS_REGISTRY = "registry.k3s.test:5000/hks"
     settings.HKS_REGISTRY_SECRET = "hks-registry"

@@ -144,7 +144,7 @@ def test_the_documented_knative_settings_pass_the_preflight(fake_k8s, settings, 
     settings.HKS_KNATIVE_MAX_TIMEOUT_SECONDS = int(platform["HKS_KNATIVE_MAX_TIMEOUT_SECONDS"])
     settings.HKS_AGENT_RUNTIME_CLASS = "gvisor"
     path = tmp_path / "platform.kubeconfig"
-    path.write_text(fake_k8s.kubeconfig)
+    path.write_text(fake_k8s.platform_kubeconfig)  # held to deploy/base/rbac.yaml
     settings.HKS_KNATIVE_KUBECONFIG = str(path)
     install_knative(kp.api_client(fake_k8s.kubeconfig), version=version, config=config)
 
