@@ -111,6 +111,11 @@ class Provisioner:
         found = self._call(self._method(kind, "read"), *args, ok=(404,))
         return None if found is None else self.api.sanitize_for_serialization(found)
 
+    def _delete(self, kind: str, name: str, namespace: str) -> None:
+        # The answer is not read: the client types it as the deleted object (V1ResourceQuota...), while the
+        # server may answer a Status, which that type refuses.
+        self._call(self._method(kind, "delete"), name, namespace, ok=(404,), _preload_content=False)
+
     def read_secret(self, namespace: str, name: str) -> dict | None:
         return self._read("Secret", name, namespace)
 
@@ -143,7 +148,7 @@ class Provisioner:
             listed = self._call(self._method(kind, "list"), namespace, label_selector=pm.selector(slug))
             for item in listed.items:
                 if (kind, item.metadata.name) not in wanted:
-                    self._call(self._method(kind, "delete"), item.metadata.name, namespace, ok=(404,))
+                    self._delete(kind, item.metadata.name, namespace)
                     changes.append(f"deleted {kind} {item.metadata.name}")
         return changes
 
@@ -215,7 +220,7 @@ class Provisioner:
                 selector = pm.selector(slug)
                 listed = self._call(self._method(kind, "list"), namespace, label_selector=selector, ok=(403,))
                 for item in listed.items if listed is not None else []:
-                    self._call(self._method(kind, "delete"), item.metadata.name, namespace, ok=(404,))
+                    self._delete(kind, item.metadata.name, namespace)
                     changes.append(f"deleted {kind} {item.metadata.name}")
         return changes
 
