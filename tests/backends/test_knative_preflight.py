@@ -208,6 +208,23 @@ def test_an_old_knative_a_short_timeout_no_domain_and_secure_defaults_off_are_ea
     assert checks["domain"].state == "missing"
 
 
+def test_knative_installed_after_the_platform_leaves_its_settings_unreadable_and_says_so(
+    cluster, fake_k8s, db
+):
+    # `kubectl apply -k` before Knative could not create the Role in knative-serving: the API refuses.
+    fake_k8s.rbac_objects = [
+        o for o in fake_k8s.rbac_objects if o["metadata"].get("namespace") != "knative-serving"
+    ]
+    install_knative(cluster)
+
+    checks = {c.name: c for c in kpf.preflight()[1]}
+
+    api = checks["Kubernetes API"]
+    assert (api.state, api.detail) == ("wrong", "HTTP 403: Forbidden")
+    assert "apply the HKS manifests again" in api.fix and "hks-knative-config" in api.fix
+    assert checks["Knative Serving CRDs"].ok
+
+
 @pytest.mark.parametrize(
     ("image", "state"),
     [
