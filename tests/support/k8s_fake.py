@@ -6,6 +6,12 @@ against the real schemas (Kubernetes' own with ``kubernetes-validate --strict``,
 ``tests/support/knative_schemas.py``: a pinned package of Knative Serving's models, strict about unknown
 fields), so an invalid manifest gets a 422 here too.
 
+Two identities: ``kubeconfig`` (``token``) is a cluster admin, for tests arranging the cluster and for a
+project's own kubeconfig; ``platform_kubeconfig`` (``platform_token``) is the platform's ServiceAccount
+``hks/hks``, held by an RBAC authorizer to the rules of deploy/base/rbac.yaml (``rbac_objects``) and the
+RoleBindings stored here, with the API server's escalation check on RoleBindings (403 as a cluster
+answers); ``platform_allowed`` lists what it was allowed.
+
 It also plays the controllers the platform relies on, as they behave on a real cluster (each behaviour is
 cited where it is implemented, under "Controllers"):
 
