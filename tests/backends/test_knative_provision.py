@@ -251,6 +251,9 @@ def test_changing_the_quotas_updates_the_quota_and_the_limits_only(host, acme, f
         "cpu": "2000m",
         "memory": "8192Mi",
     }
+    before = len(fake_k8s.requests)
+    assert services_projects.project_provision_run(project=acme) == []  # and again: nothing to write
+    assert _writes(fake_k8s, before) == []
 
 
 def test_quantities_written_back_in_canonical_form_are_not_drift():
@@ -322,6 +325,12 @@ def test_the_beat_task_repairs_drift_on_a_real_worker(host, acme, fake_k8s, cele
         "created NetworkPolicy hks-default-deny",
         "updated Secret hks-registry",
     ]
+    before = len(fake_k8s.requests)
+    assert services_projects.project_provision_run(project=acme) == []  # repaired: nothing left to write
+    assert _writes(fake_k8s, before) == []
+    assert {k: _content(v) for k, v in fake_k8s.objects.items() if k[1] == "acme"} == {
+        k: _content(wanted[k]) for k in keys
+    }
 
 
 def test_deleting_the_project_removes_its_namespace_and_then_the_project(
