@@ -63,8 +63,10 @@ class Project(models.Model):
         return self.namespace or self.slug
 
     def clean(self) -> None:
-        """Where the project lives on the cluster is its own: no system or trusted namespace
+        """Where a knative project lives on the cluster is its own: no system or trusted namespace
         (``reserved_namespace``), and no other project's (the admin form checks this)."""
+        if self.backend != Backend.KNATIVE:
+            return  # a local project has no namespace yet; switching it to knative runs this again
         ns = self.effective_namespace
         field = "namespace" if self.namespace else "slug"
         if ns and reserved_namespace(ns):

@@ -156,7 +156,7 @@ def project_create(*, slug: str, name: str, owner, backend: str = "local") -> Pr
         validate_dns_label(slug)
     except ValidationError as exc:
         raise ServiceError(exc.messages[0]) from exc
-    if reserved_namespace(slug):
+    if backend == Backend.KNATIVE and reserved_namespace(slug):
         raise ServiceError(f"{slug!r} is reserved for the cluster and the platform: choose another name")
     # A project's slug is its namespace on the cluster: it may not be another project's namespace either.
     if Project.objects.filter(Q(slug=slug) | Q(namespace=slug)).exists():

@@ -403,12 +403,15 @@ def test_no_project_takes_another_projects_namespace(acme, owner, db):
     with pytest.raises(services_projects.ServiceError) as taken:
         services_projects.project_create(slug="acme-prod", name="x", owner=owner, backend=Backend.KNATIVE)
     assert taken.value.code == 409
-    intruder = Project(slug="globex", name="Globex", namespace="acme-prod")
+    knative = {"name": "Globex", "backend": Backend.KNATIVE}
     with pytest.raises(ValidationError, match="belongs to another project"):
-        intruder.full_clean()  # the admin's form
+        Project(slug="globex", namespace="acme-prod", **knative).full_clean()  # the admin's form
     with pytest.raises(ValidationError, match="reserved"):
-        Project(slug="globex", name="Globex", namespace="kube-system").full_clean()
-    Project(slug="globex", name="Globex", namespace="globex-prod").full_clean()
+        Project(slug="globex", namespace="kube-system", **knative).full_clean()
+    with pytest.raises(ValidationError, match="reserved"):
+        Project(slug="monitoring", **knative).full_clean()
+    Project(slug="globex", namespace="globex-prod", **knative).full_clean()
+    Project(slug="monitoring", name="Monitoring").full_clean()  # a local project has no namespace
 
 
 def test_a_kubeconfig_cannot_move_a_project_into_another_projects_namespace(acme, other_project, fake_k8s):
