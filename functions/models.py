@@ -5,11 +5,12 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
 
-from functions.validators import validate_dns_label
+from functions.validators import reserved_namespace, validate_dns_label
 
 
 class Backend(models.TextChoices):
@@ -60,6 +61,19 @@ class Project(models.Model):
     @property
     def effective_namespace(self) -> str:
         return self.namespace or self.slug
+
+    def clean(self) -> None:
+        """Where a knative project lives on the cluster is its own: no system or trusted namespace
+        (``reserved_namespace``), and no other project's (the admin form checks this)."""
+        if self.backend != Backend.KNATIVE:
+            return  # a local project has no namespace yet; switching it to knative runs this again
+        ns = self.effective_namespace
+        field = "namespace" if self.namespace else "slug"
+        if ns and reserved_namespace(ns):
+            raise ValidationError({field: f"{ns!r} is reserved for the cluster and the platform"})
+        others = Project.objects.exclude(pk=self.pk)
+        if ns and (others.filter(namespace=ns).exists() or others.filter(namespace="", slug=ns).exists()):
+            raise ValidationError({field: f"namespace {ns!r} belongs to another project"})
 
     @property
     def has_kubeconfig(self) -> bool:

@@ -21,6 +21,30 @@ def validate_dns_label(value: str) -> None:
         )
 
 
+# Namespaces no project may have on the host cluster: the cluster's own (K3s's included), Knative's and its
+# ingress', the platform's, and every namespace the NetworkPolicies trust - functions accept traffic from
+# HKS_KNATIVE_INGRESS_NAMESPACES, may reach HKS_KNATIVE_EGRESS_NAMESPACES, and Prometheus' namespace may
+# scrape them: a project owning one would run its functions inside another project's trust.
+# HKS_RESERVED_NAMESPACES adds the operator's own.
+SYSTEM_NAMESPACES = frozenset(
+    {"default", "local-path-storage", "knative-serving", "knative-eventing", "kourier-system", "registry"}
+)
+
+
+def reserved_namespace(name: str) -> bool:
+    """``name`` is a namespace no project may hold on the host cluster (see ``SYSTEM_NAMESPACES``)."""
+    from django.conf import settings
+
+    trusted = {
+        settings.HKS_PLATFORM_NAMESPACE,
+        settings.HKS_PROMETHEUS_NAMESPACE,
+        *settings.HKS_KNATIVE_INGRESS_NAMESPACES,
+        *settings.HKS_KNATIVE_EGRESS_NAMESPACES,
+        *getattr(settings, "HKS_RESERVED_NAMESPACES", ()),
+    }
+    return name.startswith("kube-") or name in SYSTEM_NAMESPACES or name in trusted
+
+
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Env limits: far above what a function needs, far below what reaches the runtime's 1 MiB request cap or a
 # Kubernetes object's size. The same rules for func.yaml, the settings form and API, and the internal API.

@@ -268,6 +268,9 @@ HKS_KNATIVE_KUBECONFIG = env_str("HKS_KNATIVE_KUBECONFIG")
 HKS_PLATFORM_NAMESPACE = env_str("HKS_PLATFORM_NAMESPACE", "hks")
 HKS_PLATFORM_SERVICE_ACCOUNT = env_str("HKS_PLATFORM_SERVICE_ACCOUNT", "hks")  # bound in project namespaces
 HKS_PROMETHEUS_NAMESPACE = env_str("HKS_PROMETHEUS_NAMESPACE", "monitoring")  # may scrape queue-proxy
+# Namespaces no project may be named after, besides the cluster's, Knative's and the trusted ones above
+# (functions/validators.reserved_namespace).
+HKS_RESERVED_NAMESPACES = env_list("HKS_RESERVED_NAMESPACES", [])
 # How many instances of each function, at the project's largest size, its namespace's quota leaves room for.
 HKS_QUOTA_INSTANCES = env_int("HKS_QUOTA_INSTANCES", 3)
 HKS_PROVISION_INTERVAL_SECONDS = env_int("HKS_PROVISION_INTERVAL_SECONDS", 300)  # drift repair

@@ -56,6 +56,7 @@ from functions.backends.knative_builds import KanikoBuild
 from functions.backends.knative_logs import PodFollower, log_params, parse_log
 from functions.backends.knative_presence import KNATIVE, require_knative
 from functions.backends.knative_sessions import KnativeSessions
+from functions.validators import reserved_namespace
 
 
 def cluster_settings() -> manifests.ClusterSettings:
@@ -158,12 +159,30 @@ class KnativeBackend(FunctionBackend):
             require_knative(self._api, own_kubeconfig=self.own_kubeconfig)
             self._knative_served = True
 
-    def _ensure_namespace(self, name: str) -> None:
+    def _ensure_namespace(self, name: str, project: str) -> None:
         if name in self._namespaces_ready:
             return
+        # The platform's own identity serves every project on the host cluster: it writes for a project
+        # only in that project's namespace - never a system or trusted one, never another project's.
+        if not self.own_kubeconfig and reserved_namespace(name):
+            raise BackendError(
+                f"namespace {name} is reserved for the cluster and the platform; project {project} cannot "
+                "run functions there",
+                permanent=True,
+            )
         # A namespace-scoped kubeconfig may not read namespaces (403): then the namespace is given.
-        if self._call(self.core.read_namespace, name, ok=(403, 404)) is None:
+        found = self._call(self.core.read_namespace, name, ok=(403, 404))
+        if found is None:
             self._call(self.core.create_namespace, manifests.namespace(name), ok=(403, 409))
+        elif not self.own_kubeconfig:
+            labels = found.metadata.labels or {}
+            ours = labels.get("app.kubernetes.io/managed-by") == manifests.MANAGED_BY
+            if not ours or labels.get(manifests.LABEL_PROJECT, project) != project:
+                raise BackendError(
+                    f"namespace {name} is not project {project}'s (it lacks the label "
+                    f"{manifests.LABEL_PROJECT}={project}): the platform does not write there for it",
+                    permanent=True,
+                )
         self._namespaces_ready.add(name)
 
     def _upsert(self, manifest: dict, create, read, replace, current_meta: Callable) -> None:
@@ -226,7 +245,7 @@ class KnativeBackend(FunctionBackend):
             raise BackendError(str(exc), permanent=True) from exc
         spec = self._with_archive_url(spec)
         self._require_knative()
-        self._ensure_namespace(spec.ref.namespace)
+        self._ensure_namespace(spec.ref.namespace, spec.ref.project)
         build = KanikoBuild(self, spec, on_log)
         artifact = build.run()
         return BuildResult(artifact=artifact, log="\n".join(build.log.lines))
@@ -251,7 +270,7 @@ class KnativeBackend(FunctionBackend):
             )
         namespace = spec.ref.namespace
         self._require_knative()
-        self._ensure_namespace(namespace)
+        self._ensure_namespace(namespace, spec.ref.project)
         self._upsert_typed(manifests.service_account(spec.ref), self.core, "service_account")
         policy = manifests.function_network_policy(
             spec.ref,
@@ -396,7 +415,7 @@ class KnativeBackend(FunctionBackend):
     # Schedules ----------------------------------------------------------------------------------------
 
     def apply_schedule(self, spec: ScheduleSpec) -> None:
-        self._ensure_namespace(spec.ref.namespace)
+        self._ensure_namespace(spec.ref.namespace, spec.ref.project)
         self._upsert_typed(k8s_schedules.cron_job(spec, self.cluster), self.batch, "cron_job")
 
     def delete_schedule(self, ref: FunctionRef, name: str) -> None:

@@ -105,9 +105,13 @@ class Preflight:
                     checks.append(Check(name, MISSING, "Knative Serving is not installed", INSTALL))
             checks.append(self._registry())
         except BackendError as exc:
-            checks.append(
-                Check("Kubernetes API", WRONG, exc.message, "check the platform's RBAC (deploy/base)")
+            # The Role that lets the platform read Knative's settings lives in knative-serving: installed
+            # before Knative, `kubectl apply -k` could not make it.
+            fix = (
+                "check the platform's RBAC (deploy/base/rbac.yaml); if Knative was installed after HKS, "
+                "apply the HKS manifests again (kubectl apply -k) so that the Role hks-knative-config exists"
             )
+            checks.append(Check("Kubernetes API", WRONG, exc.message, fix))
         return [*checks, kaniko_check()]
 
     def _crds(self) -> list[Check]:

@@ -31,6 +31,7 @@ from functions.backends.base import BackendError
 from functions.backends.k8s_api import TIMEOUT, api_client, backend_error, platform_kubeconfig  # noqa: F401
 from functions.backends.k8s_manifests import KNATIVE_INGRESS_NAMESPACES, LABEL_PROJECT, MANAGED_BY
 from functions.backends.knative_presence import require_knative
+from functions.validators import reserved_namespace
 
 # kind -> (API attribute, method suffix, namespaced)
 KINDS = {
@@ -110,6 +111,11 @@ class Provisioner:
         found = self._call(self._method(kind, "read"), *args, ok=(404,))
         return None if found is None else self.api.sanitize_for_serialization(found)
 
+    def _delete(self, kind: str, name: str, namespace: str) -> None:
+        # The answer is not read: the client types it as the deleted object (V1ResourceQuota...), while the
+        # server may answer a Status, which that type refuses.
+        self._call(self._method(kind, "delete"), name, namespace, ok=(404,), _preload_content=False)
+
     def read_secret(self, namespace: str, name: str) -> dict | None:
         return self._read("Secret", name, namespace)
 
@@ -121,6 +127,13 @@ class Provisioner:
         # A place for functions on a cluster that cannot run them (a vCluster without Knative) is refused.
         require_knative(self.api, own_kubeconfig=self.own_kubeconfig)
         namespace = objects[0]["metadata"]["name"]
+        if not self.own_kubeconfig and reserved_namespace(namespace):
+            raise BackendError(
+                f"namespace {namespace} is reserved for the cluster and the platform (functions/validators"
+                ".reserved_namespace): the platform never provisions it for a project - give the project "
+                "another namespace",
+                permanent=True,
+            )
         self._check_ours(namespace, slug)
         changes: list[str] = []
         for obj in objects:
@@ -135,7 +148,7 @@ class Provisioner:
             listed = self._call(self._method(kind, "list"), namespace, label_selector=pm.selector(slug))
             for item in listed.items:
                 if (kind, item.metadata.name) not in wanted:
-                    self._call(self._method(kind, "delete"), item.metadata.name, namespace, ok=(404,))
+                    self._delete(kind, item.metadata.name, namespace)
                     changes.append(f"deleted {kind} {item.metadata.name}")
         return changes
 
@@ -202,9 +215,12 @@ class Provisioner:
         changes = []
         for kind, (_, _, namespaced) in KINDS.items():
             if namespaced:
-                listed = self._call(self._method(kind, "list"), namespace, label_selector=pm.selector(slug))
-                for item in listed.items:
-                    self._call(self._method(kind, "delete"), item.metadata.name, namespace, ok=(404,))
+                # 403: the platform has no rights there (a namespace it never provisioned), so nothing of
+                # the project's either; refusing here would keep the project "deleting" for ever.
+                selector = pm.selector(slug)
+                listed = self._call(self._method(kind, "list"), namespace, label_selector=selector, ok=(403,))
+                for item in listed.items if listed is not None else []:
+                    self._delete(kind, item.metadata.name, namespace)
                     changes.append(f"deleted {kind} {item.metadata.name}")
         return changes
 

@@ -72,7 +72,7 @@ class KnativeSessions:
     def create(self, spec: SessionSpec) -> SessionEndpoint:
         self._require_session_support()
         backend = self.backend
-        backend._ensure_namespace(spec.namespace)
+        backend._ensure_namespace(spec.namespace, spec.project)
         deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=spec.timeout_seconds)
         backend._upsert_typed(manifests.token_secret(spec), backend.core, "secret")
         policy = manifests.session_network_policy(spec, backend.cluster)

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from functions.crypto import encrypt_text
@@ -17,7 +18,7 @@ from functions.models import Backend, ClusterState, Invitation, Membership, Proj
 from functions.services import enqueue
 from functions.services.audit import audit
 from functions.services.functions import membership_set
-from functions.validators import validate_dns_label
+from functions.validators import reserved_namespace, validate_dns_label
 
 MAX_KUBECONFIG_BYTES = 256 * 1024
 MAX_PENDING_INVITATIONS = 100
@@ -77,7 +78,16 @@ def project_set_kubeconfig(*, project: Project, kubeconfig_text: str, actor) -> 
     # ("default" is what a whole-cluster kubeconfig says, so it decides nothing).
     scoped = summary["namespace"] not in ("", "default")
     if scoped and not project.namespace and not project.functions.alive().exists():
-        project.namespace = summary["namespace"]
+        adopted = summary["namespace"]
+        # Where functions live names them in metrics and policies: never a system namespace, nor one
+        # another project lives in.
+        taken = Project.objects.exclude(pk=project.pk).filter(Q(namespace=adopted) | Q(slug=adopted))
+        if reserved_namespace(adopted) or taken.exists():
+            raise ServiceError(
+                f"the kubeconfig's namespace {adopted!r} is reserved or another project's: use a "
+                f"kubeconfig for namespace {project.slug!r} or one without a namespace"
+            )
+        project.namespace = adopted
         fields.append("namespace")
     project.save(update_fields=fields)
     # The audit log records where the credentials point, never the credentials.
@@ -146,7 +156,10 @@ def project_create(*, slug: str, name: str, owner, backend: str = "local") -> Pr
         validate_dns_label(slug)
     except ValidationError as exc:
         raise ServiceError(exc.messages[0]) from exc
-    if Project.objects.filter(slug=slug).exists():
+    if backend == Backend.KNATIVE and reserved_namespace(slug):
+        raise ServiceError(f"{slug!r} is reserved for the cluster and the platform: choose another name")
+    # A project's slug is its namespace on the cluster: it may not be another project's namespace either.
+    if Project.objects.filter(Q(slug=slug) | Q(namespace=slug)).exists():
         raise ServiceError(f"project {slug!r} already exists", code=409)
     project = Project.objects.create(slug=slug, name=name or slug, backend=backend)
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)

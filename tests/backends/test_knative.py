@@ -461,7 +461,13 @@ def test_a_build_pod_pod_security_refuses_ends_the_build_with_the_reason(fake_k8
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": "acme", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+            "metadata": {
+                "name": "acme",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "hks-functions",
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                },
+            },
         }
     )
     lines = []

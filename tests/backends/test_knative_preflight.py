@@ -49,7 +49,7 @@ def _crd(plural: str, version: str) -> dict:
 def cluster(fake_k8s, settings, tmp_path):
     """The platform's credentials point at the fake; the settings a ready cluster needs."""
     path = tmp_path / "platform.kubeconfig"
-    path.write_text(fake_k8s.kubeconfig)
+    path.write_text(fake_k8s.platform_kubeconfig)  # held to deploy/base/rbac.yaml
     settings.HKS_KNATIVE_KUBECONFIG = str(path)
     settings.HKS_REGISTRY = "registry.k3s.test:5000/hks"
     settings.HKS_REGISTRY_SECRET = "hks-registry"
@@ -206,6 +206,23 @@ def test_an_old_knative_a_short_timeout_no_domain_and_secure_defaults_off_are_ea
     assert checks["max-revision-timeout-seconds"].state == "wrong"
     assert "HKS_KNATIVE_MAX_TIMEOUT_SECONDS=300" in checks["max-revision-timeout-seconds"].fix
     assert checks["domain"].state == "missing"
+
+
+def test_knative_installed_after_the_platform_leaves_its_settings_unreadable_and_says_so(
+    cluster, fake_k8s, db
+):
+    # `kubectl apply -k` before Knative could not create the Role in knative-serving: the API refuses.
+    fake_k8s.rbac_objects = [
+        o for o in fake_k8s.rbac_objects if o["metadata"].get("namespace") != "knative-serving"
+    ]
+    install_knative(cluster)
+
+    checks = {c.name: c for c in kpf.preflight()[1]}
+
+    api = checks["Kubernetes API"]
+    assert (api.state, api.detail) == ("wrong", "HTTP 403: Forbidden")
+    assert "apply the HKS manifests again" in api.fix and "hks-knative-config" in api.fix
+    assert checks["Knative Serving CRDs"].ok
 
 
 @pytest.mark.parametrize(

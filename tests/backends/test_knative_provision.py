@@ -10,6 +10,7 @@ import time
 
 import pytest
 import yaml
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from kubernetes import client
 
@@ -37,7 +38,7 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE")
 def host(fake_k8s, settings, tmp_path):
     """The platform's own identity on the (fake) host cluster, and its registry Secret in namespace hks."""
     path = tmp_path / "platform.kubeconfig"
-    path.write_text(fake_k8s.kubeconfig)
+    path.write_text(fake_k8s.platform_kubeconfig)  # held to deploy/base/rbac.yaml
     settings.HKS_KNATIVE_KUBECONFIG = str(path)
     settings.HKS_REGISTRY_SECRET = "hks-registry"
     settings.HKS_PLATFORM_NAMESPACE = "hks"
@@ -250,6 +251,9 @@ def test_changing_the_quotas_updates_the_quota_and_the_limits_only(host, acme, f
         "cpu": "2000m",
         "memory": "8192Mi",
     }
+    before = len(fake_k8s.requests)
+    assert services_projects.project_provision_run(project=acme) == []  # and again: nothing to write
+    assert _writes(fake_k8s, before) == []
 
 
 def test_quantities_written_back_in_canonical_form_are_not_drift():
@@ -321,6 +325,12 @@ def test_the_beat_task_repairs_drift_on_a_real_worker(host, acme, fake_k8s, cele
         "created NetworkPolicy hks-default-deny",
         "updated Secret hks-registry",
     ]
+    before = len(fake_k8s.requests)
+    assert services_projects.project_provision_run(project=acme) == []  # repaired: nothing left to write
+    assert _writes(fake_k8s, before) == []
+    assert {k: _content(v) for k, v in fake_k8s.objects.items() if k[1] == "acme"} == {
+        k: _content(wanted[k]) for k in keys
+    }
 
 
 def test_deleting_the_project_removes_its_namespace_and_then_the_project(
@@ -354,19 +364,118 @@ def test_creating_a_knative_project_provisions_it_on_a_real_worker(host, owner, 
     assert fake_k8s.get("rolebindings.rbac.authorization.k8s.io", "globex", "hks-platform") is not None
 
 
-def test_a_project_cannot_take_over_or_delete_a_namespace_that_is_not_its_own(host, fake_k8s, owner, db):
+def test_a_project_cannot_take_over_or_delete_a_namespace_that_is_not_its_own(host, acme, fake_k8s, db):
+    services_projects.project_provision_run(project=acme)
+    host.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    # Rows made before the admin form checked namespaces: one on a namespace the operator made, one on acme's.
+    unmanaged = ProjectFactory(slug="globex", namespace="team-a", backend=Backend.KNATIVE)
+    squatter = ProjectFactory(slug="initech", namespace="acme", backend=Backend.KNATIVE)
+    snapshot = fake_k8s.objects
+
+    for intruder, namespace in ((unmanaged, "team-a"), (squatter, "acme")):
+        with pytest.raises(BackendError) as refused:
+            services_projects.project_provision_run(project=intruder)
+        assert refused.value.permanent
+        assert f"namespace {namespace} already exists and is not project {intruder.slug}'s" in (
+            refused.value.message
+        )
+        services_projects.project_teardown_run(project=intruder)
+    assert fake_k8s.objects == snapshot  # nothing written, nothing deleted
+
+
+RESERVED = ["kube-system", "kube-node-lease", "default", "knative-serving", "kourier-system", "istio-system"]
+RESERVED += ["monitoring", "hks", "registry"]
+
+
+@pytest.mark.parametrize("slug", RESERVED)
+def test_no_project_is_named_after_a_system_or_trusted_namespace(slug, owner, db):
+    # Functions accept traffic from Knative's ingress namespaces and Prometheus' may scrape them: a project
+    # living in one (istio-system does not exist on K3s, so provisioning would create it) would sit inside
+    # every other project's trust.
+    with pytest.raises(services_projects.ServiceError, match="reserved"):
+        services_projects.project_create(slug=slug, name=slug, owner=owner, backend=Backend.KNATIVE)
+    assert not Project.objects.filter(slug=slug).exists()
+
+
+def test_no_project_takes_another_projects_namespace(acme, owner, db):
+    acme.namespace = "acme-prod"
+    acme.save()
+    with pytest.raises(services_projects.ServiceError) as taken:
+        services_projects.project_create(slug="acme-prod", name="x", owner=owner, backend=Backend.KNATIVE)
+    assert taken.value.code == 409
+    knative = {"name": "Globex", "backend": Backend.KNATIVE}
+    with pytest.raises(ValidationError, match="belongs to another project"):
+        Project(slug="globex", namespace="acme-prod", **knative).full_clean()  # the admin's form
+    with pytest.raises(ValidationError, match="reserved"):
+        Project(slug="globex", namespace="kube-system", **knative).full_clean()
+    with pytest.raises(ValidationError, match="reserved"):
+        Project(slug="monitoring", **knative).full_clean()
+    Project(slug="globex", namespace="globex-prod", **knative).full_clean()
+    Project(slug="monitoring", name="Monitoring").full_clean()  # a local project has no namespace
+
+
+def test_a_kubeconfig_cannot_move_a_project_into_another_projects_namespace(acme, other_project, fake_k8s):
+    with pytest.raises(services_projects.ServiceError, match="reserved or another project's"):
+        services_projects.project_set_kubeconfig(
+            project=acme, kubeconfig_text=yaml.safe_dump(fake_k8s.kubeconfig_dict("globex")), actor=None
+        )
+    acme.refresh_from_db()
+    assert (acme.namespace, acme.has_kubeconfig) == ("", False)
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "istio-system"])
+def test_provisioning_never_makes_or_touches_a_reserved_namespace(host, fake_k8s, namespace, db):
     host.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
-    intruder = ProjectFactory(slug="kube-system", backend=Backend.KNATIVE)
+    intruder = ProjectFactory(slug=namespace, backend=Backend.KNATIVE)  # a row no form checked
+    before = len(fake_k8s.requests)
 
     with pytest.raises(BackendError) as refused:
         services_projects.project_provision_run(project=intruder)
-    assert refused.value.permanent
-    assert "namespace kube-system already exists and is not project kube-system's" in refused.value.message
-    assert fake_k8s.list("resourcequotas", "kube-system") == []
-    assert fake_k8s.list("rolebindings.rbac.authorization.k8s.io", "kube-system") == []
 
-    services_projects.project_teardown_run(project=intruder)
-    assert fake_k8s.get("namespaces", "", "kube-system") is not None
+    assert refused.value.permanent and f"namespace {namespace} is reserved" in refused.value.message
+    assert _writes(fake_k8s, before) == []
+    assert fake_k8s.get("namespaces", "", "istio-system") is None
+    services_projects.project_teardown_run(project=intruder)  # deleting the row leaves kube-system be
+    assert _writes(fake_k8s, before) == []
+
+
+def test_the_platform_writes_a_projects_functions_only_in_that_projects_namespace(host, acme, fake_k8s):
+    services_projects.project_provision_run(project=acme)
+    mine = FunctionRef(project="acme", namespace="acme", function="hello")
+    get_backend(acme).apply(_service(mine))
+    snapshot, before = fake_k8s.objects, len(fake_k8s.requests)
+    squatter = ProjectFactory(slug="initech", namespace="acme", backend=Backend.KNATIVE)
+    for ref in (
+        FunctionRef(project="initech", namespace="acme", function="hello"),  # acme's namespace
+        FunctionRef(project="initech", namespace="kube-system", function="hello"),
+    ):
+        with pytest.raises(BackendError) as refused:
+            get_backend(squatter).apply(_service(ref))
+        assert refused.value.permanent and "initech" in refused.value.message
+    assert _writes(fake_k8s, before) == []
+    assert fake_k8s.objects == snapshot
+
+
+def test_the_platforms_rights_end_at_the_namespaces_it_provisioned(host, acme, fake_k8s):
+    # What a cluster's RBAC would answer, had the platform's own guards been passed: deploy/base/rbac.yaml
+    # gives it rights in a namespace only through the RoleBinding provisioning makes there.
+    host.create_namespace(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": "unprovisioned",
+                "labels": {"app.kubernetes.io/managed-by": "hks-functions"},
+            },
+        }
+    )
+    ref = FunctionRef(project="acme", namespace="unprovisioned", function="hello")
+    with pytest.raises(BackendError) as refused:
+        get_backend(acme).apply(_service(ref))
+    assert 'User "system:serviceaccount:hks:hks" cannot create resource "serviceaccounts"' in (
+        refused.value.message
+    )
+    assert fake_k8s.list("serviceaccounts", "unprovisioned") == []
 
 
 def test_the_reconciler_deletes_the_namespace_of_a_project_that_is_gone(host, acme, fake_k8s, db):
@@ -398,20 +507,22 @@ def test_without_cluster_credentials_provisioning_says_what_is_missing(acme, fak
     assert "no kubeconfig and the platform has no cluster credentials" in missing.value.message
 
 
+def _service(ref: FunctionRef) -> ServiceSpec:
+    return ServiceSpec(
+        ref=ref,
+        revision=f"{ref.function}-00001",
+        runtime="node",
+        kind="http",
+        artifact="img@sha256:" + "0" * 64,
+        scale=Scale(0, 1, 10, 0),
+        resources=Resources(100, 128),
+    )
+
+
 def test_a_provisioned_namespace_runs_functions_with_the_platforms_identity(host, acme, fake_k8s):
     services_projects.project_provision_run(project=acme)
     ref = FunctionRef(project="acme", namespace="acme", function="hello")
-    get_backend(acme).apply(
-        ServiceSpec(
-            ref=ref,
-            revision="hello-00001",
-            runtime="node",
-            kind="http",
-            artifact="img@sha256:" + "0" * 64,
-            scale=Scale(0, 1, 10, 0),
-            resources=Resources(100, 128),
-        )
-    )
+    get_backend(acme).apply(_service(ref))
     assert fake_k8s.get("services.serving.knative.dev", "acme", "hello") is not None
 
 

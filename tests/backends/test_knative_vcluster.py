@@ -30,7 +30,7 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE")
 def host(fake_k8s, settings, tmp_path):
     """The platform's own identity on the (fake) host cluster, which has Knative."""
     path = tmp_path / "platform.kubeconfig"
-    path.write_text(fake_k8s.kubeconfig)
+    path.write_text(fake_k8s.platform_kubeconfig)  # held to deploy/base/rbac.yaml
     settings.HKS_KNATIVE_KUBECONFIG = str(path)
     settings.HKS_REGISTRY_SECRET = ""
     return fake_k8s

@@ -144,7 +144,7 @@ def test_the_documented_knative_settings_pass_the_preflight(fake_k8s, settings, 
     settings.HKS_KNATIVE_MAX_TIMEOUT_SECONDS = int(platform["HKS_KNATIVE_MAX_TIMEOUT_SECONDS"])
     settings.HKS_AGENT_RUNTIME_CLASS = "gvisor"
     path = tmp_path / "platform.kubeconfig"
-    path.write_text(fake_k8s.kubeconfig)
+    path.write_text(fake_k8s.platform_kubeconfig)  # held to deploy/base/rbac.yaml
     settings.HKS_KNATIVE_KUBECONFIG = str(path)
     install_knative(kp.api_client(fake_k8s.kubeconfig), version=version, config=config)
 
@@ -152,3 +152,20 @@ def test_the_documented_knative_settings_pass_the_preflight(fake_k8s, settings, 
 
     assert [(c.name, c.detail) for c in checks if not c.ok] == []
     assert "fn.k3s.test" in next(c.detail for c in checks if c.name == "domain")
+
+
+def test_the_first_project_command_creates_a_knative_project_that_asks_for_provisioning(
+    db, django_user_model, django_capture_on_commit_callbacks
+):
+    """The Python the "first project" block hands to `manage.py shell -c`, run here as it is written."""
+    (code,) = re.findall(r'manage\.py shell -c "\n(.*?)"\n', "\n".join(blocks("cluster")), re.S)
+    django_user_model.objects.create_superuser("admin", password="x" * 12)
+    with django_capture_on_commit_callbacks() as callbacks:
+        exec(compile(code, "install-k3s.md", "exec"), {})  # noqa: S102
+
+    from functions.models import Backend, ClusterState, Project
+
+    project = Project.objects.get(slug="acme")
+    assert (project.backend, project.cluster_state) == (Backend.KNATIVE, ClusterState.PENDING)
+    assert project.memberships.get().user.username == "admin"
+    assert len(callbacks) == 1  # the provisioning task, sent once the row is committed

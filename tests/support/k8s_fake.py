@@ -6,6 +6,12 @@ against the real schemas (Kubernetes' own with ``kubernetes-validate --strict``,
 ``tests/support/knative_schemas.py``: a pinned package of Knative Serving's models, strict about unknown
 fields), so an invalid manifest gets a 422 here too.
 
+Two identities: ``kubeconfig`` (``token``) is a cluster admin, for tests arranging the cluster and for a
+project's own kubeconfig; ``platform_kubeconfig`` (``platform_token``) is the platform's ServiceAccount
+``hks/hks``, held by an RBAC authorizer to the rules of deploy/base/rbac.yaml (``rbac_objects``) and the
+RoleBindings stored here, with the API server's escalation check on RoleBindings (403 as a cluster
+answers); ``platform_allowed`` lists what it was allowed.
+
 It also plays the controllers the platform relies on, as they behave on a real cluster (each behaviour is
 cited where it is implemented, under "Controllers"):
 
@@ -63,6 +69,7 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -123,6 +130,17 @@ RESOURCE_TYPES = {
     ]
 }
 KNATIVE_GROUP = "serving.knative.dev"
+PLATFORM_SA = ("hks", "hks")  # namespace, name: deploy/base/rbac.yaml
+RBAC_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "base" / "rbac.yaml"
+
+
+def _platform_rbac() -> list[dict]:
+    """The ServiceAccount's ClusterRoles, Roles and their bindings, as the install manifests make them."""
+    kinds = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    objects = yaml.safe_load_all(RBAC_MANIFEST.read_text(encoding="utf-8"))
+    return [o for o in objects if o and o.get("kind") in kinds]
+
+
 KSVC = f"services.{KNATIVE_GROUP}"
 CREATOR, LAST_MODIFIER = "serving.knative.dev/creator", "serving.knative.dev/lastModifier"
 FAKE_USER = "system:serviceaccount:hks:fake"
@@ -448,7 +466,9 @@ class FakeKubernetes:
 
     def __init__(self, *, job_seconds: float = 0.2, ready_seconds: float = 0.1, knative: bool = True):
         self._defaults = (job_seconds, ready_seconds, knative)
-        self.token = "fake-" + secrets.token_hex(16)
+        self.token = "fake-" + secrets.token_hex(16)  # a cluster admin: tests arrange with it
+        # The platform's ServiceAccount (deploy/base/rbac.yaml): its requests pass the RBAC authorizer.
+        self.platform_token = "platform-" + secrets.token_hex(16)
         self._lock = threading.RLock()
         self._rv = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -479,6 +499,10 @@ class FakeKubernetes:
             self.unpullable: list[str] = []
             self._request_failures: list[tuple[str, str, int, str]] = []
             self.requests: list[tuple[str, str]] = []
+            # The RBAC objects the platform's token is authorized by (besides stored RoleBindings), and
+            # every (verb, group, resource, namespace) the authorizer allowed it.
+            self.rbac_objects: list[dict] = [copy.deepcopy(o) for o in _platform_rbac()]
+            self.platform_allowed: list[tuple[str, str, str, str, str]] = []
 
     @property
     def objects(self) -> dict[tuple[str, str, str], dict]:
@@ -553,6 +577,13 @@ class FakeKubernetes:
     def kubeconfig(self) -> str:
         return yaml.safe_dump(self.kubeconfig_dict())
 
+    @property
+    def platform_kubeconfig(self) -> str:
+        """The platform's ServiceAccount ``hks/hks``, held to the RBAC of deploy/base/rbac.yaml."""
+        config = self.kubeconfig_dict()
+        config["users"][0]["user"]["token"] = self.platform_token
+        return yaml.safe_dump(config)
+
     # lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> FakeKubernetes:
@@ -587,7 +618,12 @@ class FakeKubernetes:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         with self._lock:
             self.requests.append((request.method, request.path))
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        authorization = request.headers.get("Authorization")
+        if authorization == f"Bearer {self.platform_token}":
+            refused = await self._authorize(request)
+            if refused:
+                return refused
+        elif authorization != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
         injected = self._injected_failure(request)
         if injected:
@@ -610,7 +646,7 @@ class FakeKubernetes:
         if request.query.get("watch") in ("true", "1"):
             return _status(400, "BadRequest", "the fake Kubernetes API does not support watch")
         body = None
-        if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.can_read_body:
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.body_exists:
             try:
                 body = json.loads(await request.read() or b"null")
             except ValueError:
@@ -619,6 +655,94 @@ class FakeKubernetes:
             if sub == "status":
                 return self._status_subresource(request, rtype, namespace, name, body)
             return self._dispatch(request, rtype, namespace, name, body)
+
+    # RBAC (the platform's token) ---------------------------------------------------------------------
+    # As the API server's RBAC authorizer decides: the union of the rules of every ClusterRoleBinding and
+    # RoleBinding naming the subject; a rule with resourceNames never allows create, list or
+    # deletecollection; writing a RoleBinding needs "bind" on its role (escalation check,
+    # https://kubernetes.io/docs/reference/access-authn-authz/rbac/#restrictions-on-role-binding-creation-or-update).
+    # Discovery documents are allowed to every authenticated user (ClusterRole system:discovery).
+
+    def _rules_in(self, namespace: str) -> list[dict]:
+        """The rules that apply to the platform in ``namespace`` ("" : cluster-wide ones only)."""
+        roles = {
+            (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+            for o in self.rbac_objects
+        }
+        bindings = [o for o in self.rbac_objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+        bindings += [
+            o for (res, _, _), o in self._store.items() if res == "rolebindings.rbac.authorization.k8s.io"
+        ]
+        rules = []
+        for binding in bindings:
+            where = binding["metadata"].get("namespace", "") if binding["kind"] == "RoleBinding" else None
+            if where is not None and where != namespace:
+                continue
+            if not any(
+                s.get("kind") == "ServiceAccount" and (s.get("namespace"), s.get("name")) == PLATFORM_SA
+                for s in binding.get("subjects") or []
+            ):
+                continue
+            ref = binding["roleRef"]
+            role = roles.get((ref["kind"], (where or "") if ref["kind"] == "Role" else "", ref["name"]))
+            rules += (role or {}).get("rules") or []
+        return rules
+
+    @staticmethod
+    def _rule_allows(rule: dict, verb: str, group: str, resource: str, name: str) -> bool:
+        names = rule.get("resourceNames") or []
+        return (
+            bool({group, "*"} & set(rule.get("apiGroups") or []))
+            and bool({resource, "*"} & set(rule.get("resources") or []))
+            and bool({verb, "*"} & set(rule.get("verbs") or []))
+            and (not names or (name in names and verb not in ("create", "list", "deletecollection")))
+        )
+
+    def _allowed(self, verb: str, group: str, resource: str, namespace: str, name: str) -> bool:
+        with self._lock:
+            rules = self._rules_in(namespace)
+        if any(self._rule_allows(r, verb, group, resource, name) for r in rules):
+            with self._lock:
+                self.platform_allowed.append((verb, group, resource, namespace, name))
+            return True
+        return False
+
+    async def _authorize(self, request: web.Request) -> web.Response | None:
+        try:
+            rtype, namespace, name, sub = self._route(request.path)
+        except LookupError:
+            return None  # discovery, or what the fake does not serve (it answers 404 itself)
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(request.method)
+        if verb is None:
+            if request.method == "GET":
+                verb = "watch" if request.query.get("watch") in ("true", "1") else ("get" if name else "list")
+            else:
+                verb = "delete" if name else "deletecollection"
+        resource = f"{rtype.plural}/{sub}" if sub else rtype.plural
+        user = f"system:serviceaccount:{PLATFORM_SA[0]}:{PLATFORM_SA[1]}"
+        if not self._allowed(verb, rtype.group, resource, namespace, name):
+            where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+            what = f"{rtype.plural}.{rtype.group}" if rtype.group else rtype.plural
+            return _status(
+                403,
+                "Forbidden",
+                f'{what} "{name}" is forbidden: User "{user}" cannot {verb} resource "{resource}" '
+                f'in API group "{rtype.group}"{where}',
+            )
+        if rtype.plural == "rolebindings" and verb in ("create", "update") and request.body_exists:
+            try:
+                ref = (json.loads(await request.read() or b"null") or {}).get("roleRef") or {}
+            except ValueError:
+                return None
+            kind = "clusterroles" if ref.get("kind") == "ClusterRole" else "roles"
+            if not self._allowed("bind", "rbac.authorization.k8s.io", kind, namespace, ref.get("name", "")):
+                return _status(
+                    403,
+                    "Forbidden",
+                    f'rolebindings.rbac.authorization.k8s.io "{name}" is forbidden: user "{user}" is '
+                    "attempting to grant RBAC permissions not currently held",
+                )
+        return None
 
     @staticmethod
     def _discovery(group: str, version: str) -> web.Response:
