@@ -132,11 +132,13 @@ def session_create(
     usage.cpu_quota_check(project=project)
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
-        running = AgentSession.objects.filter(project=locked, status=SessionStatus.RUNNING).count()
+        held = AgentSession.objects.filter(project=locked, status=SessionStatus.RUNNING)
+        running = held.count()
         if running >= locked.max_sessions:
             raise ServiceError(
                 f"project {locked.slug} already has {running} running sessions (quota {locked.max_sessions})",
                 code=429,
+                retry_after=_slot_retry_after(held),
             )
         session = AgentSession.objects.create(
             project=locked,
@@ -161,6 +163,14 @@ def session_create(
     usage.usage_record(project=project, sessions=1)
     audit(project=project, action="agent.session.create", session=session.sandbox_id)
     return session
+
+
+def _slot_retry_after(held) -> int:
+    """When to ask again for a session slot: at the latest the earliest deadline of the running ones frees
+    one, but a kill may come sooner, so at most 10 s (at least 1)."""
+    first = held.order_by("expires_at").values_list("expires_at", flat=True).first()
+    seconds = (first - timezone.now()).total_seconds() if first else 1
+    return int(min(10, max(1, seconds)))
 
 
 def _runtime_create(project: Project, session: AgentSession, timeout: int) -> dict:

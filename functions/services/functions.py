@@ -76,6 +76,7 @@ def _check_quota(project: Project, *, ephemeral: bool) -> None:
             f"project {project.slug} already runs {active_agents} agent functions "
             f"(its quota is {project.max_agent_functions})",
             code=429,
+            retry_after=1,  # an agent function is deleted once it has answered: seconds, usually
         )
 
 
