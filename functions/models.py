@@ -469,9 +469,10 @@ class AgentCredential(models.Model):
 
 
 class SessionStatus(models.TextChoices):
-    RUNNING = "running"
+    RUNNING = "running"  # on Knative also while its pod starts (no agent_port yet)
     KILLED = "killed"
     EXPIRED = "expired"
+    FAILED = "failed"  # its pod never became ready (Knative)
 
 
 class AgentSession(models.Model):

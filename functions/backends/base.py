@@ -228,8 +228,14 @@ class FunctionBackend(abc.ABC):
     # control API; a cluster backend implements these four. Each is idempotent, like the rest.
 
     def session_create(self, spec: SessionSpec) -> SessionEndpoint:
-        """Start the session and wait until its agent accepts connections; BackendError(permanent) when
-        this backend or cluster cannot run sessions, saying why."""
+        """Start the session and wait, for a bounded time, until its agent accepts connections; the
+        endpoint's ``host`` is "" when it still starts (ask ``session_ready`` later). BackendError(permanent)
+        when this backend or cluster cannot run sessions, or the session failed to start, saying why."""
+        raise BackendError(f"{type(self).__name__} does not run agent sessions", permanent=True)
+
+    def session_ready(self, namespace: str, session_id: str) -> SessionEndpoint | None:
+        """A starting session's endpoint once its agent accepts connections, None while it still starts;
+        BackendError(permanent) when it cannot start or is gone."""
         raise BackendError(f"{type(self).__name__} does not run agent sessions", permanent=True)
 
     def session_set_deadline(self, namespace: str, session_id: str, deadline: dt.datetime) -> bool:

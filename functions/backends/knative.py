@@ -384,6 +384,9 @@ class KnativeBackend(FunctionBackend):
     def session_create(self, spec: SessionSpec) -> SessionEndpoint:
         return self.sessions.create(spec)
 
+    def session_ready(self, namespace: str, session_id: str) -> SessionEndpoint | None:
+        return self.sessions.ready(namespace, session_id)
+
     def session_set_deadline(self, namespace: str, session_id: str, deadline: dt.datetime) -> bool:
         return self.sessions.set_deadline(namespace, session_id, deadline)
 
