@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import httpx
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
@@ -25,6 +26,7 @@ from functions.backends import get_backend
 from functions.backends.base import BackendError, SessionSpec
 from functions.errors import ServiceError
 from functions.models import AgentSession, Backend, Project, SessionStatus
+from functions.services import usage
 from functions.services.audit import audit
 
 
@@ -123,12 +125,33 @@ def set_deadline(*, session: AgentSession, deadline: dt.datetime) -> bool:
         raise _service_error(exc) from exc
 
 
-def delete(*, session: AgentSession) -> None:
+def delete(*, session: AgentSession) -> float | None:
+    """Delete the session's objects; the CPU seconds its pod reported first (None: not measured)."""
     project = session.project
+    cpu = pod_cpu_seconds(session) if session.agent_port else None
     try:
         get_backend(project).session_delete(project.effective_namespace, session.sandbox_id)
     except BackendError as exc:
         raise _service_error(exc) from exc
+    return cpu
+
+
+def pod_cpu_seconds(session: AgentSession) -> float | None:
+    """What the session's pod says it used (its agent's ``GET /hks/usage``: the container's cgroup, or its
+    process tree's clocks), or None when it does not answer. The pod's own word: code in the session runs
+    as the agent's user, so it could falsify it; the cluster's metrics (cAdvisor) are not read here."""
+    from functions.agents.sessions import agent_token  # sessions.py imports this module
+
+    try:
+        response = httpx.get(
+            f"http://{session.agent_host}:{session.agent_port}/hks/usage",
+            headers={"X-HKS-Agent-Token": agent_token(session.sandbox_id)},
+            timeout=httpx.Timeout(5.0, connect=2.0),
+        )
+        cpu = response.json().get("cpu_seconds") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return float(cpu) if isinstance(cpu, int | float) and not isinstance(cpu, bool) and cpu >= 0 else None
 
 
 def collect(*, now: dt.datetime) -> int:
@@ -171,9 +194,12 @@ def collect(*, now: dt.datetime) -> int:
                     backend.session_delete(project.effective_namespace, endpoint.session_id)
                 except BackendError:
                     continue
-        ended += (
+        gone = (
             AgentSession.objects.filter(project=project, status=SessionStatus.RUNNING, created_at__lte=cutoff)
             .exclude(sandbox_id__in=ids)
             .update(status=SessionStatus.EXPIRED, ended_at=now)
         )
+        if gone:  # their pods went without a report
+            usage.usage_record(project=project, unmeasured=gone)
+        ended += gone
     return ended

@@ -211,21 +211,26 @@ def session_set_timeout(*, session: AgentSession, timeout: int) -> AgentSession:
 
 
 def session_end(*, session: AgentSession, status: str = SessionStatus.KILLED) -> None:
-    """Kill the session's sandbox (idempotent) and record how it ended; on the local runtime, its CPU
-    seconds go to the project's usage (on a cluster they are not measured yet)."""
+    """Kill the session's sandbox (idempotent) and record how it ended; its CPU seconds go to the project's
+    usage: the runtime's figure, or on a cluster the pod's own report (cluster_sessions.delete). The one
+    call that ends the row counts a session without a figure as "not measured"."""
     if session.project.backend != Backend.LOCAL:
-        cluster_sessions.delete(session=session)
+        cpu = cluster_sessions.delete(session=session)
     else:
         response = _runtime("DELETE", f"/v1/sessions/{session.sandbox_id}")
         try:
             cpu = response.json().get("cpu_seconds")
         except (ValueError, AttributeError):
             cpu = None
-        if isinstance(cpu, int | float) and cpu > 0:  # the runtime answers it once per session
-            usage.usage_record(project=session.project, cpu_seconds=cpu)
+    if not isinstance(cpu, int | float) or isinstance(cpu, bool):
+        cpu = None
     updated = AgentSession.objects.filter(pk=session.pk, status=SessionStatus.RUNNING).update(
         status=status, ended_at=timezone.now()
     )
+    if cpu is not None:  # the runtime answers it once per session
+        usage.usage_record(project=session.project, cpu_seconds=cpu)
+    elif updated:
+        usage.cpu_finished(project=session.project, cpu_seconds=None)
     if updated:
         audit(project=session.project, action=f"agent.session.{status}", session=session.sandbox_id)
     session.refresh_from_db()
@@ -252,8 +257,10 @@ def sessions_collect_expired(*, now: dt.datetime | None = None) -> int:
     for session in AgentSession.objects.filter(
         status=SessionStatus.RUNNING, created_at__lte=cutoff, project__backend=Backend.LOCAL
     ).exclude(sandbox_id__in=held):
-        AgentSession.objects.filter(pk=session.pk).update(status=SessionStatus.EXPIRED, ended_at=now)
-        ended += 1
+        running = AgentSession.objects.filter(pk=session.pk, status=SessionStatus.RUNNING)
+        if running.update(status=SessionStatus.EXPIRED, ended_at=now):
+            usage.cpu_finished(project=session.project, cpu_seconds=None)  # died with the runtime, unmeasured
+            ended += 1
     return ended
 
 

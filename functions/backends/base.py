@@ -188,8 +188,10 @@ class FunctionBackend(abc.ABC):
         return 0.05 if waited < 3 else 0.5
 
     @abc.abstractmethod
-    def delete(self, ref: FunctionRef) -> None:
-        """Remove everything that belongs to the function; a no-op when it is already gone."""
+    def delete(self, ref: FunctionRef) -> float | None:
+        """Remove everything that belongs to the function; a no-op when it is already gone. Returns the CPU
+        seconds its instances used over its life when the backend measures it (the local runtime), else
+        None (Knative: the cluster's metrics hold it, not read here)."""
 
     def delete_artifact(self, artifact: str) -> bool:
         """Free the storage of a built artifact no revision needs any more (the caller checked that).

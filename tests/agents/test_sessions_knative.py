@@ -18,6 +18,7 @@ from django.test import Client
 from django.utils import timezone
 from kubernetes import client
 
+from functions import selectors
 from functions.agents import sessions
 from functions.backends import get_backend
 from functions.models import AgentSession, SessionStatus
@@ -144,11 +145,15 @@ def test_an_outsider_cannot_see_or_kill_a_knative_session(
 def test_killing_a_knative_session_deletes_its_service_policy_and_secret(
     cluster_settings, knative_project, gvisor, fake_k8s, agent_credential
 ):
+    fake_k8s.route_services_to(f"http://127.0.0.1:{_free_port()}")  # where no agent answers
     sandbox_id = _create(agent_credential)
     assert _e2b("delete", f"sandboxes/{sandbox_id}", agent_credential[1]).status_code == 204
     for resource in (KSVC, "networkpolicies.networking.k8s.io", "secrets"):
         assert _of_session(fake_k8s, resource, sandbox_id) == [], resource
     assert AgentSession.objects.get(sandbox_id=sandbox_id).status == SessionStatus.KILLED
+    # its pod did not report its CPU: the usage says "not measured" for it, rather than counting 0
+    today = selectors.project_agent_usage(project=knative_project)["today"]
+    assert (today["cpu_seconds"], today["cpu_unmeasured"]) == (0.0, 1)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -388,6 +393,12 @@ def test_a_create_past_its_wait_returns_the_session_starting_and_the_data_plane_
         row.refresh_from_db()
         assert (row.agent_host, row.agent_port) == ("127.0.0.1", port)
         assert _ready(fake_k8s, namespace, sandbox_id) == "True"
+        # Killed: the pod's agent reports what it used before its Service goes (here its process tree's
+        # clocks: not a container's init), and that is the session's CPU in the project's usage.
+        assert _e2b("delete", f"sandboxes/{sandbox_id}", agent_credential[1]).status_code == 204
+        today = selectors.project_agent_usage(project=knative_project)["today"]
+        assert today["cpu_seconds"] > 0 and today["cpu_unmeasured"] == 0
+        assert _of_session(fake_k8s, KSVC, sandbox_id) == []
     finally:
         agent.terminate()
         agent.wait(timeout=10)
@@ -423,6 +434,8 @@ def test_a_session_whose_pod_is_not_ready_in_time_is_answered_starting_then_reap
         assert _of_session(fake_k8s, resource, sandbox_id) == [], resource
     gone = _plane("GET", "/e2b/health", sandbox_id)
     assert gone.status_code == 502 and "was not found" in gone.json()["message"]
+    # it never ran code: no CPU, and nothing "not measured" either
+    assert selectors.project_agent_usage(project=knative_project)["today"]["cpu_unmeasured"] == 0
     assert _create(agent_credential)  # the slot is free again
 
 
