@@ -125,10 +125,11 @@ def set_deadline(*, session: AgentSession, deadline: dt.datetime) -> bool:
         raise _service_error(exc) from exc
 
 
-def delete(*, session: AgentSession) -> float | None:
-    """Delete the session's objects; the CPU seconds its pod reported first (None: not measured)."""
+def delete(*, session: AgentSession, agent_token: str = "") -> float | None:
+    """Delete the session's objects; with the session's ``agent_token``, the CPU seconds its pod reported
+    first (None: not measured)."""
     project = session.project
-    cpu = pod_cpu_seconds(session) if session.agent_port else None
+    cpu = pod_cpu_seconds(session, agent_token) if session.agent_port and agent_token else None
     try:
         get_backend(project).session_delete(project.effective_namespace, session.sandbox_id)
     except BackendError as exc:
@@ -136,16 +137,14 @@ def delete(*, session: AgentSession) -> float | None:
     return cpu
 
 
-def pod_cpu_seconds(session: AgentSession) -> float | None:
+def pod_cpu_seconds(session: AgentSession, agent_token: str) -> float | None:
     """What the session's pod says it used (its agent's ``GET /hks/usage``: the container's cgroup, or its
     process tree's clocks), or None when it does not answer. The pod's own word: code in the session runs
     as the agent's user, so it could falsify it; the cluster's metrics (cAdvisor) are not read here."""
-    from functions.agents.sessions import agent_token  # sessions.py imports this module
-
     try:
         response = httpx.get(
             f"http://{session.agent_host}:{session.agent_port}/hks/usage",
-            headers={"X-HKS-Agent-Token": agent_token(session.sandbox_id)},
+            headers={"X-HKS-Agent-Token": agent_token},
             timeout=httpx.Timeout(5.0, connect=2.0),
         )
         cpu = response.json().get("cpu_seconds") if response.status_code == 200 else None

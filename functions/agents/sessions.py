@@ -215,7 +215,7 @@ def session_end(*, session: AgentSession, status: str = SessionStatus.KILLED) ->
     usage: the runtime's figure, or on a cluster the pod's own report (cluster_sessions.delete). The one
     call that ends the row counts a session without a figure as "not measured"."""
     if session.project.backend != Backend.LOCAL:
-        cpu = cluster_sessions.delete(session=session)
+        cpu = cluster_sessions.delete(session=session, agent_token=agent_token(session.sandbox_id))
     else:
         response = _runtime("DELETE", f"/v1/sessions/{session.sandbox_id}")
         try:
