@@ -154,9 +154,11 @@ class Supervisor:
             self.lifecycle.forget_metrics(fn, rev)
         fn.notify()
         await asyncio.gather(*stops, return_exceptions=True)
-        exits = [inst.exited.wait() for inst in instances if inst.proc is not None]
+        exits = [asyncio.ensure_future(inst.exited.wait()) for inst in instances if inst.proc is not None]
         if exits:  # their exit watchers add up their CPU (lifecycle._exited)
-            await asyncio.wait([asyncio.ensure_future(e) for e in exits], timeout=10)
+            await asyncio.wait(exits, timeout=10)
+            for waiting in exits:
+                waiting.cancel()
         self.logs.remove(namespace, name)
         self.on_change()
         self.keep_pool()

@@ -127,9 +127,11 @@ def set_deadline(*, session: AgentSession, deadline: dt.datetime) -> bool:
 
 def delete(*, session: AgentSession, agent_token: str = "") -> float | None:
     """Delete the session's objects; with the session's ``agent_token``, the CPU seconds its pod reported
-    first (None: not measured)."""
+    first (None: not measured; 0 for one that never became ready: no request reached it)."""
     project = session.project
     cpu = pod_cpu_seconds(session, agent_token) if session.agent_port and agent_token else None
+    if not session.agent_port:
+        cpu = 0.0
     try:
         get_backend(project).session_delete(project.effective_namespace, session.sandbox_id)
     except BackendError as exc:
