@@ -341,6 +341,36 @@ def test_the_fast_path_answers_429_with_retry_after_and_the_sdk_waits_for_it(cli
         _set_quota(live_platform, "max_agent_functions", 5)
 
 
+def test_the_deploy_path_waits_for_retry_after_past_the_agent_function_quota(client, live_platform):  # noqa: F811
+    import threading
+
+    from hks_sdk import DeployError
+
+    _set_quota(live_platform, "max_agent_functions", 1)
+    try:
+        files = {"data.txt": "x"}  # with files: the deploy path
+        slow = threading.Thread(
+            target=functions.execute,
+            kwargs={"code": "import time; time.sleep(3)", "files": files, "client": client},
+        )
+        answers = _answers(client, "/operations/deploy-function")
+        slow.start()
+        deadline = time.monotonic() + 60
+        while not answers and time.monotonic() < deadline:  # its function is deployed (and counts)
+            time.sleep(0.05)
+        with pytest.raises(DeployError) as refused:
+            functions.execute(code="1", files=files, client=client)
+        assert refused.value.status == 429 and refused.value.retry_after == 1
+        execution = functions.execute(code="print(6 * 7)", files=files, client=client, wait_for_quota=120)
+        assert execution.stdout == "42\n", execution
+        slow.join()
+        # the slow one's 202, the refusals with their Retry-After, and the retry's 202
+        assert (429, "1") in answers and answers[-1][0] == 202
+        assert set(answers) <= {(429, "1"), (202, None)}
+    finally:
+        _set_quota(live_platform, "max_agent_functions", 5)
+
+
 def test_a_session_create_over_the_quota_waits_for_retry_after_then_surfaces_429(client, live_platform):  # noqa: F811
     import threading
 
