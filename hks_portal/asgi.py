@@ -9,7 +9,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from functions.agents.e2b_data_plane import SandboxDataPlane  # noqa: E402
+from functions.agents.e2b_data_plane import SandboxDataPlane, body_limit  # noqa: E402
 from functions.routing import websocket_urlpatterns  # noqa: E402
 
 from .limits import HeaderLimits  # noqa: E402
@@ -20,4 +20,4 @@ router = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
-application = HeaderLimits(router)
+application = HeaderLimits(router, body_limit=body_limit)

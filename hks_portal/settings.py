@@ -236,6 +236,10 @@ HKS_REGISTRY_CA_CONFIGMAP = env_str("HKS_REGISTRY_CA_CONFIGMAP")  # ConfigMap wi
 HKS_PORTAL_CA_CONFIGMAP = env_str("HKS_PORTAL_CA_CONFIGMAP")  # ConfigMap with the portal's ca.crt, for builds
 HKS_REGISTRY_MIRRORS = env_list("HKS_REGISTRY_MIRRORS", [])  # Docker Hub mirrors for base images
 HKS_BUILD_RETRIES = env_int("HKS_BUILD_RETRIES", 3)
+# Fair builds (functions/services/build_slots.py): builds of one project at once, and how long a build
+# waits (off the worker) before it asks again when they are all taken
+HKS_BUILDS_PER_PROJECT = env_int("HKS_BUILDS_PER_PROJECT", 1)
+HKS_BUILD_SLOT_WAIT_SECONDS = env_int("HKS_BUILD_SLOT_WAIT_SECONDS", 3)
 HKS_BUILD_CACHE = env_bool("HKS_BUILD_CACHE", False)
 HKS_KNATIVE_NODE_ARCH = env_str("HKS_KNATIVE_NODE_ARCH")  # e.g. "amd64" on a mixed-architecture cluster
 # NetworkPolicies: where Knative's traffic comes from, what operators add to functions' and builds' egress.

@@ -55,6 +55,7 @@ FUNC_PYTHON = "func-python==0.8.1"
 LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
 BUILD_TIMEOUT = 600.0
 _BUILD_LIMITS = sandbox.limits_for("standard", memory_mb=1536, max_file_size_mb=512, max_pids=512)
+BUILD_MAX_DISK_MB = int(os.environ.get("HKS_BUILD_MAX_DISK_MB", "2048"))  # what an install may write
 _PATH = "/usr/local/bin:/usr/bin:/bin"
 PYTHON_DEPS = ".hks/site-packages"  # inside the artifact: the function's own Python dependencies
 
@@ -517,9 +518,10 @@ def _run_sandboxed(command, *, env, layer, work, on_log, timeout, name, identity
         identity=identity,
     )
     proc = sandbox.spawn(spec)
+    deadline = time.monotonic() + timeout
     try:
-        tail = _drain(proc, on_log, deadline=time.monotonic() + timeout)
-        code = proc.wait()
+        tail = _drain(proc, on_log, deadline=deadline, work=work)
+        code = _wait(proc, deadline=deadline, work=work)  # pipes closed; a process may live on without them
     finally:
         proc.terminate(grace=0)
         proc.cleanup()
@@ -528,8 +530,39 @@ def _run_sandboxed(command, *, env, layer, work, on_log, timeout, name, identity
         raise BuildError(f"{_shown(command)} failed ({reason}):\n" + "\n".join(tail))
 
 
-def _drain(proc, on_log: LogFn, deadline: float) -> list[str]:
-    """Stream both pipes line by line to on_log; return the last lines (stderr first, for the error)."""
+def _disk_use(root: Path) -> int:
+    """Bytes under ``root`` (files as allocated, links not followed), as the kubelet measures an emptyDir."""
+    total = 0
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    return total
+
+
+def _check_disk(proc, work: Path | None) -> None:
+    if work is not None and _disk_use(work) > BUILD_MAX_DISK_MB << 20:
+        proc.terminate(grace=0)
+        raise BuildError(f"dependency installation wrote more than {BUILD_MAX_DISK_MB} MiB: stopped")
+
+
+def _wait(proc, *, deadline: float, work: Path | None) -> int:
+    while True:
+        try:
+            return proc.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                proc.terminate(grace=1)
+                raise BuildError("dependency installation timed out") from None
+            _check_disk(proc, work)
+
+
+def _drain(proc, on_log: LogFn, deadline: float, work: Path | None = None) -> list[str]:
+    """Stream both pipes line by line to on_log; return the last lines (stderr first, for the error).
+
+    Every second, what the install wrote under ``work`` (the host dir bound at /build, on the host's disk)
+    is measured: past ``BUILD_MAX_DISK_MB`` the build is stopped, so no install fills the disk every tenant
+    shares (its /tmp is a size-capped tmpfs, see sandbox.memory_dir_bytes)."""
     tails = {"stdout": deque(maxlen=40), "stderr": deque(maxlen=40)}
     selector = selectors.DefaultSelector()
     buffers = {}
@@ -537,11 +570,15 @@ def _drain(proc, on_log: LogFn, deadline: float) -> list[str]:
         selector.register(pipe, selectors.EVENT_READ, stream_name)
         buffers[stream_name] = b""
     open_pipes = 2
+    measured = time.monotonic()
     while open_pipes:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             proc.terminate(grace=1)
             raise BuildError("dependency installation timed out")
+        if time.monotonic() - measured >= 1.0:
+            measured = time.monotonic()
+            _check_disk(proc, work)
         for key, _ in selector.select(timeout=min(remaining, 1.0)):
             chunk = os.read(key.fileobj.fileno(), 65536)
             if not chunk:

@@ -114,6 +114,16 @@ class SandboxSpec:
     network: bool | None = None
     gateway_port: int | None = None  # with network: the one host loopback port it may reach (netns.py)
     identity: Identity | None = None  # the project's own uid/gid (identities.py); None: nobody
+    # writable dirs kept in memory, like /tmp (e.g. a session's home): size-capped, never on the host's disk
+    memory_dirs: tuple[str, ...] = ()
+
+
+def memory_dir_bytes(limits: Limits) -> int:
+    """The size cap of /tmp and of each of ``memory_dirs``: half the memory limit. Their pages count in the
+    sandbox's memory (as Cloud Run's in-memory filesystem and an emptyDir of medium Memory do), so a full
+    one answers ENOSPC before the memory limit is reached, and without cgroups (the rlimit fallback) the
+    cap is still a hard bound: no sandbox can fill the host's disk or memory through them."""
+    return limits.memory_mb * 1024 * 1024 // 2
 
 
 def _bwrap_path() -> str:
@@ -321,14 +331,15 @@ def _stat_value(text: str | None, key: str) -> int | None:
 # --- the command line --------------------------------------------------------------------------------
 
 
-def _system_args() -> list[str]:
+def _system_args(tmp_bytes: int | None = None) -> list[str]:
     args = []
     for src, dst in _SYSTEM_BINDS:
         args += ["--ro-bind", src, dst]
     for target, link in _SYSTEM_SYMLINKS:
         if os.path.exists("/" + target):
             args += ["--symlink", target, link]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(tmp_bytes), "--tmpfs", "/tmp"] if tmp_bytes else ["--tmpfs", "/tmp"]
     for name in _ETC_FILES:
         path = os.path.realpath("/etc/" + name)
         if os.path.exists(path):
@@ -354,13 +365,16 @@ def _bwrap_args(
     args += ["--share-net"] if network else []
     args += ["--hostname", "sandbox", "--clearenv", "--args", str(env_fd)]
     args += ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
-    args += _system_args()
+    size = memory_dir_bytes(spec.limits)
+    args += _system_args(size)
     if resolv_fd is not None:  # its own network: DNS through slirp's forwarder, not the host's resolver
         args += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
     for src, dst in spec.ro_binds:
         args += ["--ro-bind", view.path_for(str(src)) if view else str(src), dst]
     for src, dst in spec.rw_binds:
         args += ["--bind", view.path_for(str(src)) if view else str(src), dst]
+    for dst in spec.memory_dirs:
+        args += ["--size", str(size), "--tmpfs", dst]
     return args + ["--chdir", spec.cwd, "--", *spec.argv]
 
 
@@ -392,6 +406,9 @@ def _validate(spec: SandboxSpec) -> None:
             raise ValueError(f"invalid environment variable name or value: {key!r}")
     if not spec.argv:
         raise ValueError("argv must not be empty")
+    for dst in spec.memory_dirs:
+        if not dst.startswith("/") or dst in ("/", "/usr", "/proc", "/dev"):
+            raise ValueError(f"a memory dir must be an absolute path of its own: {dst!r}")
 
 
 # --- the process ---------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A session is one bubblewrap sandbox under the ``restricted`` profile (loopback only, the profile's limits,
 seccomp) running ``launchers/session_agent.py``, which keeps a Python kernel, serves files under its own
-writable home (``<data>/sessions/<slot>/home`` bound at ``/home/user``) and runs commands (a JavaScript
+writable home (``/home/user``: a tmpfs inside the sandbox capped like ``/tmp``, never the host's disk; see
+``sandbox.memory_dir_bytes``) and runs commands (a JavaScript
 kernel, ``session_kernel.js``, starts on demand on the runtime's Node, bound at ``/hks/node``). Its listening
 socket is opened here and inherited (socket activation), so the portal reaches it at ``127.0.0.1:port``
 with the session's agent token while the code inside has no network.
@@ -13,7 +14,7 @@ code, answers, and is torn down after the answer, off the caller's path.
 
 Every session has a deadline; the reaper kills it then even if the portal never asks (the portal's beat
 does too). A killed session leaves nothing behind: its sandbox (every process in its cgroup) is killed and
-its home directory removed.
+its slot directory removed (its home went with the sandbox's mounts).
 """
 
 from __future__ import annotations
@@ -225,8 +226,7 @@ class SessionManager:
 
     def _spawn_blocking(self) -> Agent:
         slot = self.root / secrets.token_hex(8)
-        home = slot / "home"
-        home.mkdir(parents=True)
+        slot.mkdir(parents=True)
         slot.chmod(0o711)
         sock = listening_socket()
         layer = self.layer
@@ -244,7 +244,7 @@ class SessionManager:
                 profile="restricted",
                 limits=limits,
                 ro_binds=binds,
-                rw_binds=[(str(home), "/home/user")],
+                memory_dirs=("/home/user",),  # in memory and capped, as /tmp: never the host's disk
                 cwd="/home/user",
                 pass_fds=(sock.fileno(),),
                 name=f"session-{slot.name}",

@@ -39,10 +39,19 @@ from functions.models import AgentSession, Backend, SessionStatus
 PREFIX = "/e2b/"
 JUPYTER_PORT = b"49999"
 MAX_BODY = 100 * 1024 * 1024
+CONTEXTS_MAX_BODY = 64 * 1024  # a context's creation: a language and a cwd (sent without the token)
 _FORWARDED = {b"content-type", b"content-encoding", b"connect-timeout-ms", b"connect-protocol-version"}
 _CACHE_SECONDS = 2.0
 STARTING = ("", 0)  # a session on Knative whose pod is not ready yet
 START_POLL_SECONDS = 0.5
+
+
+def body_limit(scope: dict) -> int | None:
+    """The body limit of a request for a session's agent (see hks_portal/limits.py)."""
+    headers = scope.get("headers") or []
+    if scope["path"].startswith(PREFIX) and any(k == b"e2b-sandbox-id" for k, _ in headers):
+        return MAX_BODY
+    return None
 
 
 class SandboxDataPlane:
@@ -113,9 +122,8 @@ class SandboxDataPlane:
         return self._client
 
     async def _proxy(self, scope, receive, send, headers: dict, sandbox_id: str) -> None:
-        body = await _read_body(receive)
-        if body is None:
-            return await _answer(send, 413, {"code": 413, "message": "the body is too large"})
+        # Who may send it is settled before a byte of the body is read: a caller without the sandbox's
+        # token cannot make the portal hold up to MAX_BODY for it.
         target = await self._target(sandbox_id)
         if target is None:
             return await _not_found(send, sandbox_id)
@@ -124,6 +132,11 @@ class SandboxDataPlane:
         given = headers.get(b"x-access-token", b"").decode("latin-1")
         if not tokenless and not sessions.access_token_valid(sandbox_id, given):
             return await _answer(send, 401, {"code": 401, "message": "missing or wrong X-Access-Token"})
+        if tokenless and _declared_length(headers) > CONTEXTS_MAX_BODY:
+            return await _answer(send, 413, {"code": 413, "message": "the body is too large"})
+        body = await _read_body(receive, CONTEXTS_MAX_BODY if tokenless else MAX_BODY)
+        if body is None:
+            return await _answer(send, 413, {"code": 413, "message": "the body is too large"})
         if target == STARTING:
             target, why = await self._started(sandbox_id)
             if target is None and why:
@@ -167,7 +180,15 @@ def _lookup(sandbox_id: str) -> tuple[tuple[str, int] | None, float]:
     return (row[0], row[1]), row[2].timestamp()
 
 
-async def _read_body(receive) -> bytes | None:
+def _declared_length(headers: dict) -> int:
+    try:
+        return int(headers.get(b"content-length", b"0"))
+    except ValueError:
+        return 0
+
+
+async def _read_body(receive, limit: int = 0) -> bytes | None:
+    limit = limit or MAX_BODY
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -175,7 +196,7 @@ async def _read_body(receive) -> bytes | None:
             return b""
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > limit:
             return None
         chunks.append(chunk)
         if not message.get("more_body"):

@@ -349,6 +349,10 @@ def knative_service(spec: ServiceSpec, settings: ClusterSettings) -> dict:
     }
 
 
+FUNCTION_EPHEMERAL_STORAGE = "1Gi"  # a function's or session's writable layer and logs on the node
+BUILD_EPHEMERAL_STORAGE = "8Gi"  # a Kaniko build's
+
+
 def _function_container(spec: ServiceSpec) -> dict:
     cpu, memory = f"{spec.resources.cpu_millicores}m", f"{spec.resources.memory_mb}Mi"
     # Knative sets these itself and refuses a Service that sets them; the platform's values win, as locally.
@@ -363,7 +367,12 @@ def _function_container(spec: ServiceSpec) -> dict:
         "image": spec.artifact,
         "ports": [{"containerPort": FUNCTION_PORT, "name": "http1"}],
         "env": env,
-        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
+        "resources": {
+            "requests": {"cpu": cpu, "memory": memory},
+            # without a limit, a function (or an agent's session) writing without end fills the node's disk
+            # for every tenant on it; past this the kubelet evicts the pod (locally: /tmp's size cap)
+            "limits": {"cpu": cpu, "memory": memory, "ephemeral-storage": FUNCTION_EPHEMERAL_STORAGE},
+        },
         "securityContext": restricted_security_context(run_as_user=FUNCTION_UID),
         "readinessProbe": {"httpGet": {"path": "/health/readiness"}},
         "livenessProbe": {"httpGet": {"path": "/health/liveness"}},
@@ -529,7 +538,8 @@ def kaniko_job(spec: BuildSpec, settings: ClusterSettings) -> dict:
         # A namespace with a cpu/memory ResourceQuota refuses any container without them.
         "resources": {
             "requests": {"cpu": "50m", "memory": "32Mi"},
-            "limits": {"cpu": "500m", "memory": "128Mi"},
+            # it writes to the emptyDir (its own sizeLimit); its own layer stays small
+            "limits": {"cpu": "500m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
         },
         "securityContext": restricted_security_context(run_as_user=CURL_UID),
     }
@@ -552,7 +562,12 @@ def kaniko_job(spec: BuildSpec, settings: ClusterSettings) -> dict:
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "1Gi"},
+            # the base image, the installed dependencies and the layers it pushes: bounded, as the node's disk
+            # is shared with other tenants' pods (a postinstall script writing without end is evicted)
+            "limits": {"cpu": "2", "memory": "4Gi", "ephemeral-storage": BUILD_EPHEMERAL_STORAGE},
+        },
         # Kaniko unpacks images as root inside its container; it needs no privileges beyond that.
         "securityContext": {"allowPrivilegeEscalation": False, "seccompProfile": {"type": "RuntimeDefault"}},
     }

@@ -294,6 +294,16 @@ def build_run(*, build: Build) -> bool:
     return True
 
 
+def build_wait(*, build: Build) -> None:
+    """Say on a queued build why it has not started: its project's other builds hold every build slot
+    (services/build_slots.py)."""
+    running = settings.HKS_BUILDS_PER_PROJECT
+    Build.objects.filter(pk=build.pk, status=BuildStatus.QUEUED).update(
+        log=f"waiting: {running} build{'s' if running != 1 else ''} of this project already running "
+        "(builds of a project run one after another; other projects are not held up)\n"
+    )
+
+
 def build_fail(*, build: Build, message: str) -> None:
     """Record a build's failure - unless it already succeeded (a duplicate run failing late is stale)."""
     updated = (

@@ -7,10 +7,11 @@ last retry, is recorded on the function with the backend's message.
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from functions.backends import BackendError
-from functions.models import Build, Function, Revision
-from functions.services import enqueue
+from functions.models import Build, BuildStatus, Function, Revision
+from functions.services import build_slots, enqueue
 from functions.services import functions as services
 from functions.services import storage as services_storage
 from functions.services.observe import functions_observe
@@ -26,12 +27,23 @@ def build_revision(self, build_id: int) -> None:
     build = Build.objects.select_related("revision__function__project").filter(pk=build_id).first()
     if build is None:
         return
-    built = drive(
-        self,
-        lambda: services.build_run(build=build),
-        lambda msg: services.build_fail(build=build, message=msg),
-        function_id=build.revision.function_id,
-    )
+    function_id = build.revision.function_id
+    holder = f"{build_id}:{self.request.id}"
+    finished = build.status in (BuildStatus.SUCCEEDED, BuildStatus.FAILED)
+    settled = finished or not build.revision.function.is_alive  # nothing to build: no slot needed
+    wait = settings.HKS_BUILD_SLOT_WAIT_SECONDS
+    with build_slots.held(build.revision.function.project_id, holder) as running:
+        if not running and not settled:
+            # the project's builds are all running: wait off the worker, other projects' go meanwhile
+            services.build_wait(build=build)
+            enqueue.enqueue(function_id, lambda: build_revision.apply_async((build_id,), countdown=wait))
+            return
+        built = drive(
+            self,
+            lambda: services.build_run(build=build),
+            lambda msg: services.build_fail(build=build, message=msg),
+            function_id=function_id,
+        )
     if built:
         function_id = build.revision.function_id
         enqueue.enqueue(function_id, lambda: deploy_revision.delay(build.revision_id))

@@ -101,6 +101,57 @@ def test_the_data_plane_needs_the_sandboxs_access_token(project):
     assert _data_plane("GET", "/e2b/files?path=x", **headers, **{"X-Access-Token": wrong}).status_code == 401
 
 
+def _upload(path: str, size: int, **headers):
+    """Send ``size`` bytes in 1 MiB chunks; return (status, bytes the data plane read before answering)."""
+    read = {"bytes": 0}
+
+    async def call():
+        chunk = b"x" * (1 << 20)
+        sent = {"n": 0}
+
+        async def receive():
+            if sent["n"] * len(chunk) >= size:
+                return {"type": "http.disconnect"}
+            sent["n"] += 1
+            read["bytes"] += len(chunk)
+            return {"type": "http.request", "body": chunk, "more_body": sent["n"] * len(chunk) < size}
+
+        answers = []
+
+        async def send(message):
+            answers.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "query_string": b"",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        }
+        await SandboxDataPlane(_inner)(scope, receive, send)
+        return answers[0]["status"]
+
+    return asyncio.run(call()), read["bytes"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_data_plane_reads_no_body_before_the_token_is_checked(project):
+    """A caller without the sandbox's token (or with an unknown sandbox) cannot make the portal buffer a big
+    body: it is answered before a byte of the body is read."""
+    row = _row(project)
+    big = 50 << 20
+    headers = {"E2b-Sandbox-Id": row.sandbox_id, "E2b-Sandbox-Port": "49983", "Content-Length": str(big)}
+    assert _upload("/e2b/files?path=x", big, **headers) == (401, 0)
+    unknown = {**headers, "E2b-Sandbox-Id": "nosuchsandbox0000000"}
+    assert _upload("/e2b/files?path=x", big, **unknown) == (502, 0)
+    # the tokenless /contexts call of the code interpreter takes only a small body
+    contexts = {**headers, "E2b-Sandbox-Port": "49999"}
+    assert _upload("/e2b/contexts", big, **contexts) == (413, 0)
+    undeclared = {k: v for k, v in contexts.items() if k != "Content-Length"}
+    status, read = _upload("/e2b/contexts", big, **undeclared)
+    assert status == 413 and read <= 2 << 20  # stopped at the small limit, not at MAX_BODY
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_data_plane_of_an_unknown_or_ended_sandbox_is_502_not_found(project):
     unknown = _data_plane("GET", "/e2b/health", **{"E2b-Sandbox-Id": "nosuchsandbox0000000"})

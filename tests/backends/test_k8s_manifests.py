@@ -140,7 +140,7 @@ def test_ksvc_carries_scale_resources_and_a_restricted_container():
     assert pod["timeoutSeconds"] == 60
     assert pod["serviceAccountName"] == m.service_account_name(REF)
     container = pod["containers"][0]
-    assert container["resources"]["limits"] == {"cpu": "250m", "memory": "128Mi"}
+    assert container["resources"]["limits"] == {"cpu": "250m", "memory": "128Mi", "ephemeral-storage": "1Gi"}
     assert container["env"] == [{"name": "B", "value": "2"}, {"name": "GREETING", "value": "hi"}]
     context = container["securityContext"]
     assert context["runAsNonRoot"] is True
@@ -297,7 +297,14 @@ def test_every_build_container_has_resources():
     pod = m.kaniko_job(BUILD, CLUSTER)["spec"]["template"]["spec"]
     for container in [*pod["initContainers"], *pod["containers"]]:
         assert set(container["resources"]) == {"requests", "limits"}, container["name"]
-        assert set(container["resources"]["limits"]) == {"cpu", "memory"}, container["name"]
+        # ephemeral-storage too: the node's disk is shared with other tenants' pods
+        limits = set(container["resources"]["limits"])
+        assert limits == {"cpu", "memory", "ephemeral-storage"}, container["name"]
+
+
+def test_function_and_session_containers_cannot_fill_the_nodes_disk():
+    for container in m.knative_service(service_spec(), CLUSTER)["spec"]["template"]["spec"]["containers"]:
+        assert container["resources"]["limits"]["ephemeral-storage"] == m.FUNCTION_EPHEMERAL_STORAGE
 
 
 def test_a_long_timeout_raises_the_response_start_timeout_too():

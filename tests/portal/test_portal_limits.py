@@ -1,5 +1,6 @@
 """The portal bounds request heads as the gateway does: size in the HTTP parser, count in the app."""
 
+import os
 import socket
 from urllib.parse import urlsplit
 
@@ -43,3 +44,53 @@ def test_too_many_request_headers_get_a_431_with_the_reason(live_platform):  # n
     response = httpx.get(f"{live_platform.portal_url}/accounts/login/", headers=headers, timeout=10)
     assert response.status_code == 431
     assert "header lines; the limit is 100" in response.json()["detail"]
+
+
+def _post_endless(url: str, path: str, size: int, *, chunked: bool) -> bytes:
+    """POST ``size`` bytes (declared, or chunked without a length) as fast as the server takes them."""
+    parts = urlsplit(url)
+    length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
+    head = b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n\r\n" % (path.encode(), length)
+    piece = b"x" * (1 << 20)
+    if chunked:
+        piece = b"%x\r\n" % len(piece) + piece + b"\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        try:
+            sock.sendall(head)
+            for _ in range(size >> 20):
+                sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before it was all sent: what we want
+        answer = b""
+        try:
+            while data := sock.recv(65536):
+                answer += data
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return answer
+
+
+def _spooled(pid: int) -> int:
+    """Bytes of the files the portal process holds open (Django spools big bodies to temporary files)."""
+    total = 0
+    for f in psutil.Process(pid).open_files():
+        try:
+            total += os.stat(f.path).st_size
+        except OSError:
+            pass
+    return total
+
+
+def test_a_huge_body_to_any_url_is_refused_before_it_is_stored(live_platform):  # noqa: F811
+    """Signed out, a POST far over the limit (declared, or chunked with no length) gets a 413; the portal
+    neither holds it in memory nor spools it to disk, and serves the next request."""
+    portal = psutil.Process(live_platform.procs["portal"].pid)
+    before = portal.memory_info().rss
+    declared = _post_endless(live_platform.portal_url, "/accounts/login/", 200 << 20, chunked=False)
+    assert declared.split(b"\r\n", 1)[0] == b"HTTP/1.1 413 Request Entity Too Large", declared[:200]
+    assert b"over the limit of" in declared
+    chunked = _post_endless(live_platform.portal_url, "/api/v1/auth/token", 200 << 20, chunked=True)
+    assert chunked.split(b"\r\n", 1)[0] == b"HTTP/1.1 413 Request Entity Too Large", chunked[:200]
+    assert portal.memory_info().rss - before < 64 << 20
+    assert _spooled(portal.pid) < 64 << 20
+    assert httpx.get(f"{live_platform.portal_url}/accounts/login/", timeout=10).status_code == 200

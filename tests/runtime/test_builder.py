@@ -389,6 +389,54 @@ def test_owner_builds_run_their_hooks(work, node_layer):
     assert any("HOOK-RAN-preinstall" in line for line in logs)
 
 
+def test_an_install_that_writes_without_end_is_stopped_before_it_fills_the_disk(
+    work, node_layer, monkeypatch
+):
+    """An owner's install script runs with /build on the host's disk: past HKS_BUILD_MAX_DISK_MB of it the
+    build stops with the reason, and nothing of it is kept (no cache entry, no work dir)."""
+    monkeypatch.setattr(builder, "BUILD_MAX_DISK_MB", 32)
+    filler = {
+        **HOOK_PACKAGE,
+        "name": "filler",
+        "scripts": {"preinstall": "i=0; while :; do head -c 4194304 /dev/zero > fill$i; i=$((i+1)); done"},
+    }
+    deps = work / "deps-filler"
+    logs = []
+    with pytest.raises(builder.BuildError, match="wrote more than 32 MiB: stopped"):
+        _build(
+            work,
+            {"index.js": "", "package.json": json.dumps(filler)},
+            "filler",
+            logs,
+            runtime="node",
+            profile="standard",
+            scope="acme",
+            deps_cache_dir=deps,
+        )
+    assert [p.name for p in deps.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_the_builds_tmp_is_capped_too(work, node_layer):
+    writer = {
+        **HOOK_PACKAGE,
+        "name": "tmp-filler",
+        "scripts": {"preinstall": "head -c 2147483648 /dev/zero > /tmp/fill || echo TMP-FULL $(du -sm /tmp)"},
+    }
+    logs = []
+    _build(
+        work,
+        {"index.js": "", "package.json": json.dumps(writer)},
+        "tmp-filler",
+        logs,
+        runtime="node",
+        profile="standard",
+        scope="acme",
+    )
+    full = [line for line in logs if line.startswith("TMP-FULL")]
+    assert full, logs[-20:]
+    assert int(full[0].split()[1]) <= builder._BUILD_LIMITS.memory_mb // 2
+
+
 LOCAL_BACKEND_PYPROJECT = """[project]
 name = "function"
 version = "0.1.0"

@@ -370,3 +370,55 @@ def test_sandboxed_code_is_nobody_on_the_host_too(scratch):
         assert proc.unprivileged
     finally:
         proc.cleanup()
+
+
+# A sandbox cannot fill the host's disk or memory through what it may write: /tmp and its memory dirs are
+# size-capped tmpfs mounts (half the memory limit each), with or without cgroups.
+_FILL = (
+    "import errno, os, sys\n"
+    "where = sys.argv[1]\n"
+    "written = 0\n"
+    "try:\n"
+    "    for i in range(10_000):\n"
+    "        with open(os.path.join(where, f'f{i}'), 'wb') as f:\n"
+    "            f.write(b'x' * (8 << 20))\n"
+    "        written += 8\n"
+    "except OSError as e:\n"
+    "    print(errno.errorcode[e.errno], written)\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["cgroup", "rlimit"])
+@pytest.mark.parametrize("where", ["/tmp", "/home/user"])
+def test_writing_without_end_stops_at_the_memory_dirs_cap(monkeypatch, fresh_probes, where, mode):
+    if mode == "rlimit":
+        monkeypatch.setenv("HKS_SANDBOX_LIMITS", "rlimit")
+    limits = sandbox.limits_for("restricted", memory_mb=128)
+    identity = identities.project_identity(LAYERS_DIR, "fill-test")
+    code, out, err = run(
+        ["/usr/bin/python3", "-c", _FILL, where],
+        limits=limits,
+        identity=identity,
+        memory_dirs=("/home/user",),
+        cwd="/",
+    )
+    assert code == 0, err
+    name, written = out.split()
+    assert name == "ENOSPC"  # a clean "no space left", not an OOM kill, and not the host's disk
+    assert int(written) <= 64  # half of the 128 MiB memory limit
+
+
+def test_memory_dirs_are_private_writable_and_gone_with_the_sandbox():
+    script = "echo mine > /home/user/note && cat /home/user/note && stat -c %U /home/user"
+    code, out, err = run(["/bin/sh", "-c", script], memory_dirs=("/home/user",))
+    assert code == 0, err
+    assert out.splitlines()[0] == "mine"
+    code, out, _ = run(["/bin/sh", "-c", "ls -A /home/user"], memory_dirs=("/home/user",))
+    assert code == 0 and out.strip() == ""  # a new sandbox starts with an empty one
+
+
+def test_a_memory_dir_must_be_a_path_of_its_own():
+    with pytest.raises(ValueError, match="memory dir"):
+        sandbox.spawn(_spec(memory_dirs=("/usr",)))
+    with pytest.raises(ValueError, match="memory dir"):
+        sandbox.spawn(_spec(memory_dirs=("relative",)))

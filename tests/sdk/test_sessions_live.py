@@ -451,6 +451,36 @@ def test_a_session_cannot_see_another_sessions_files(client, live_platform):  # 
         assert b.commands.run(f"cat {a_home}").exit_code != 0
 
 
+def test_a_session_cannot_fill_the_hosts_disk(client, live_platform):  # noqa: F811
+    """Its home and /tmp live in memory, capped at half the memory limit each: writing without end ends in
+    ENOSPC, the host's data dir does not grow, and the session (and the next one) keep working."""
+    fill = (
+        "import errno\n"
+        "written = 0\n"
+        "try:\n"
+        "    for i in range(1000):\n"
+        "        open(f'{where}/fill{i}', 'wb').write(b'x' * (8 << 20)); written += 8\n"
+        "except OSError as e:\n"
+        "    outcome = (errno.errorcode[e.errno], written)\n"
+        "outcome"
+    )
+    before = _disk_use(live_platform.data_dir)
+    with functions.session(client=client) as s:
+        for where in ("/home/user", "/tmp"):
+            name, written = s.run(f"where = {where!r}\n" + fill).result
+            assert name == "ENOSPC" and 0 < written <= 128, (where, name, written)
+            assert _disk_use(live_platform.data_dir) - before < 64 << 20  # not on the host's disk
+            s.run(f"import glob, os\n[os.remove(p) for p in glob.glob({where!r} + '/fill*')]")
+        assert s.commands.run("echo still here").stdout == "still here\n"
+        with pytest.raises(Exception):  # noqa: B017 - a file past the cap is refused, whichever way
+            s.files.write("big.bin", b"x" * (200 << 20))
+        assert s.run("1 + 1").result == 2
+
+
+def _disk_use(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 def test_a_memory_bomb_in_a_session_is_contained(client, live_platform):  # noqa: F811
     with functions.session(client=client) as s:
         held = _held(live_platform, s.id)
