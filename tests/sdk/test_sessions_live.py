@@ -393,6 +393,16 @@ def test_a_session_create_over_the_quota_waits_for_retry_after_then_surfaces_429
         # refused with a Retry-After at least once, then the retry after it created the session
         assert answers[0][0] == 429 and answers[0][1] is not None and answers[-1][0] == 201
         assert all(status == 429 for status, _ in answers[:-1])
+
+        async def waits_too() -> int:  # the async session waits the same way
+            held = functions.Session.create(client=client, timeout=5)
+            del answers[:]
+            threading.Timer(1.0, held.kill).start()
+            async with functions.session(client=client, wait_for_quota=60) as third:
+                return (await third.run("6 * 7")).result
+
+        assert asyncio.run(waits_too()) == 42
+        assert answers[0][0] == 429 and answers[-1][0] == 201
     finally:
         _set_quota(live_platform, "max_sessions", 20)
 
