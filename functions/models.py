@@ -483,9 +483,10 @@ class AgentCredential(models.Model):
 
 
 class SessionStatus(models.TextChoices):
-    RUNNING = "running"
+    RUNNING = "running"  # on Knative also while its pod starts (no agent_port yet)
     KILLED = "killed"
     EXPIRED = "expired"
+    FAILED = "failed"  # its pod never became ready (Knative)
 
 
 class AgentSession(models.Model):
@@ -514,14 +515,17 @@ class AgentSession(models.Model):
 
 class AgentUsage(models.Model):
     """What a project's agents used in one hour (UTC): executions started, sessions created, and the CPU
-    seconds their sandboxes spent (from the runtime's cgroup figures). One row per project per hour, so
-    the table stays bounded; written only by ``services.usage``."""
+    seconds their sandboxes spent (the runtime's cgroup or process figures, a session pod's own report),
+    and how many of them had no figure. One row per project per hour, so the table stays bounded; written
+    only by ``services.usage``."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agent_usage")
     hour = models.DateTimeField()
     executions = models.PositiveIntegerField(default=0)
     sessions = models.PositiveIntegerField(default=0)
     cpu_seconds = models.FloatField(default=0.0)
+    # executions and sessions whose CPU time had no figure (services/usage.py): in cpu_seconds as 0
+    cpu_unmeasured = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-hour"]

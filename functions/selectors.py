@@ -200,11 +200,17 @@ def cpu_seconds_today(*, project: Project, now: dt.datetime | None = None) -> fl
 
 
 def _totals(rows) -> dict:
-    totals = rows.aggregate(executions=Sum("executions"), sessions=Sum("sessions"), cpu=Sum("cpu_seconds"))
+    totals = rows.aggregate(
+        executions=Sum("executions"),
+        sessions=Sum("sessions"),
+        cpu=Sum("cpu_seconds"),
+        unmeasured=Sum("cpu_unmeasured"),
+    )
     return {
         "executions": totals["executions"] or 0,
         "sessions": totals["sessions"] or 0,
         "cpu_seconds": round(float(totals["cpu"] or 0.0), 3),
+        "cpu_unmeasured": totals["unmeasured"] or 0,
     }
 
 

@@ -257,9 +257,14 @@ HKS_KNATIVE_PORTAL_IN_CLUSTER = env_bool("HKS_KNATIVE_PORTAL_IN_CLUSTER", False)
 HKS_CRON_IMAGE = env_str("HKS_CRON_IMAGE", "curlimages/curl:8.17.0")
 HKS_AGENT_RUNTIME_CLASS = env_str("HKS_AGENT_RUNTIME_CLASS")  # e.g. "gvisor"; empty = the cluster default
 # The image agent sessions run on Knative (deploy/session-image/Dockerfile builds it); empty = no sessions
-# there. How long a session's pod may take to become ready before its create fails.
+# there. A create waits at most CREATE_WAIT for the session's pod (less than clients wait for an answer:
+# hks_sdk 30 s, E2B's SDK 60 s) and answers with the session still starting past it; a request to its data
+# plane waits at most START_WAIT for it (then 503 "still starting"); a session whose pod is not ready
+# READY seconds after its create is deleted.
 HKS_AGENT_SESSION_IMAGE = env_str("HKS_AGENT_SESSION_IMAGE")
-HKS_KNATIVE_SESSION_READY_SECONDS = env_int("HKS_KNATIVE_SESSION_READY_SECONDS", 120)
+HKS_KNATIVE_SESSION_CREATE_WAIT_SECONDS = env_int("HKS_KNATIVE_SESSION_CREATE_WAIT_SECONDS", 20)
+HKS_KNATIVE_SESSION_START_WAIT_SECONDS = env_int("HKS_KNATIVE_SESSION_START_WAIT_SECONDS", 45)
+HKS_KNATIVE_SESSION_READY_SECONDS = env_int("HKS_KNATIVE_SESSION_READY_SECONDS", 300)
 # The platform's own identity on the host cluster, which provisions projects' namespaces: a kubeconfig file,
 # or (unset) the pod's ServiceAccount when the platform runs on the cluster (deploy/); neither = projects
 # need a kubeconfig of their own (manage.py set_kubeconfig).

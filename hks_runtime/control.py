@@ -2,7 +2,9 @@
 
     PUT    /v1/namespaces/{ns}/functions/{name}        apply a spec (see spec.FunctionSpec.from_json)
     GET    /v1/namespaces/{ns}/functions/{name}        status (404 {"exists": false} when unknown)
-    DELETE /v1/namespaces/{ns}/functions/{name}        stop and forget it (idempotent: 200 either way)
+    DELETE /v1/namespaces/{ns}/functions/{name}        stop and forget it (idempotent: 200 either way):
+                                                       {"deleted": bool, "cpu_seconds": the CPU its instances
+                                                       used over its life, null when one had no figure}
     GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO (inclusive)&tail=N&follow=1
     GET    /v1/functions[?namespace=ns]                what the daemon holds, with replicas and the latest
                                                        ready revision of each
@@ -121,8 +123,8 @@ class ControlApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         ns, name = self._names(request)
-        existed = await self.supervisor.delete(ns, name)
-        return web.json_response({"deleted": existed})
+        existed, cpu = await self.supervisor.delete_measured(ns, name)
+        return web.json_response({"deleted": existed, "cpu_seconds": cpu})
 
     async def list_functions(self, request: web.Request) -> web.Response:
         namespace = request.query.get("namespace")

@@ -42,6 +42,7 @@ class Instance:
     haproxy_server: tuple[str, str] | None = None
     slot: Path | None = None  # the pre-warmed slot dir holding its code, when it came from the pool
     caller_port: int | None = None  # its own gateway listener (gateway.SandboxCallers), when it has one
+    cpu_at_claim: float = 0.0  # a pre-started sandbox's CPU seconds when it became this instance
 
     @classmethod
     def new(cls, namespace: str, function: str, revision: str) -> Instance:

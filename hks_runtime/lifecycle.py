@@ -128,6 +128,7 @@ class InstanceLifecycle:
         standby = self.prewarm.claim(spec)
         if standby is not None:
             inst.proc, inst.port, inst.slot = standby.proc, standby.port, standby.slot
+            inst.cpu_at_claim = safe(standby.proc.cpu_seconds) or 0.0  # its start-up was nobody's
             inst.caller_port = standby.caller_port
             if self.state.callers is not None and inst.caller_port:
                 self.state.callers.bind(inst.caller_port, spec.namespace)
@@ -242,6 +243,12 @@ class InstanceLifecycle:
     def _exited(self, fn: FunctionState, inst: Instance, code: int | None) -> None:
         was_ready = inst.state in (READY, DRAINING)
         inst.exit_code, inst.state = code, STOPPED
+        if inst.proc is not None:  # the final figure: read when the exit was first seen (sandbox.py)
+            cpu = safe(inst.proc.cpu_seconds)
+            if cpu is None:
+                fn.cpu_unmeasured += 1
+            else:
+                fn.cpu_seconds += max(0.0, cpu - inst.cpu_at_claim)
         if self.state.router is not None and inst.haproxy_server:
             background.start(self.state.router.remove(inst))
         inst.exited.set()

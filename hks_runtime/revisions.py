@@ -67,6 +67,9 @@ class FunctionState:
         self.waiting = 0
         self.low_since: float | None = None  # since when the demand fits in one instance fewer
         self.queued = 0  # requests HAProxy holds for it (every instance at its container concurrency)
+        # CPU seconds of its instances that have exited, and how many of them had no figure
+        self.cpu_seconds = 0.0
+        self.cpu_unmeasured = 0
         self.changed = asyncio.Event()
 
     @property

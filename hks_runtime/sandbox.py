@@ -431,6 +431,7 @@ class SandboxedProcess:
         self.view: views.View | None = None  # what its read-only binds are mounted from (views.py)
         # (oom_killed, cpu_seconds, hit_process_limit) once it has ended
         self._final: tuple[bool, float | None, bool] | None = None
+        self._last_cpu: float | None = None  # the last process-tree CPU figure (no cgroup to read)
 
     def poll(self) -> int | None:
         code = self._popen.poll()
@@ -446,7 +447,10 @@ class SandboxedProcess:
     def _finish(self) -> None:
         """On first sight of the exit: keep what metrics need, then drop the cgroups (without blocking)."""
         if self._final is None:
-            self._final = (self._read_oom(), self._read_cpu(), self._read_pids_max())
+            cpu = self._read_cpu()
+            if cpu is None:  # no cgroup, and the processes are gone: their figure as last read (terminate)
+                cpu = self._last_cpu
+            self._final = (self._read_oom(), cpu, self._read_pids_max())
         self._remove_cgroups(attempts=1)
         if self.netns is not None:
             self.netns.release()  # slirp4netns exits; cleanup() removes the namespace itself
@@ -471,6 +475,9 @@ class SandboxedProcess:
 
     def terminate(self, grace: float = 5.0) -> None:
         """SIGTERM every process in the sandbox, then SIGKILL whatever is left after ``grace`` seconds."""
+        if self._final is None and self._popen.returncode is None:
+            with contextlib.suppress(Exception):
+                self._read_cpu()  # without a cgroup, the processes' CPU can only be read while they live
         if self.poll() is None:
             self._signal_all(signal.SIGTERM)
             self._wait_quietly(grace)
@@ -561,7 +568,27 @@ class SandboxedProcess:
         if "cpuacct" in self.cgroups:
             nsec = _read(self.cgroups["cpuacct"] / "cpuacct.usage")
             return None if nsec is None else int(nsec) / 1e9
-        return None
+        figure = self._tree_cpu()  # the rlimit fallback (or cgroup v1 without cpuacct)
+        if figure is not None:
+            self._last_cpu = figure
+        return figure
+
+    def _tree_cpu(self) -> float | None:
+        """CPU seconds of the sandbox's processes while it runs, by the kernel's per-process clocks: each
+        live process's own (``utime``+``stime`` in /proc/PID/stat) plus that of the children it has reaped
+        (``cutime``+``cstime``; the pid namespace's init reaps orphans). A process that exited unreaped
+        and anything that escaped the process tree are not in it; None once the sandbox is gone."""
+        if self._popen.returncode is not None:
+            return None
+        ticks, total, seen = os.sysconf("SC_CLK_TCK"), 0, False
+        for pid in _tree(self.pid):
+            stat = _read(Path("/proc", str(pid), "stat"))
+            if not stat:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state): utime is field 14
+            total += sum(int(v) for v in fields[11:15])
+            seen = True
+        return total / ticks if seen else None
 
     def cleanup(self) -> None:
         """Kill the sandbox if it still runs, remove its cgroups, close its pipes. Safe to call twice.
@@ -590,6 +617,30 @@ def _children_map() -> dict[int, list[int]]:
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry))
     return children
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants, by /proc/PID/task/TID/children (no scan of all of /proc), or by the
+    full scan where the kernel lacks those files."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                    todo.extend(int(child) for child in handle.read().split())
+            except FileNotFoundError:
+                if not os.path.exists(f"/proc/{pid}"):
+                    continue
+                return _descendants(root, _children_map())  # no children files (CONFIG_PROC_CHILDREN)
+            except (OSError, ValueError):
+                continue
+    return found
 
 
 def _descendants(root: int, children: dict[int, list[int]]) -> list[int]:

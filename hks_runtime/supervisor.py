@@ -138,22 +138,35 @@ class Supervisor:
         fn.notify()
 
     async def delete(self, namespace: str, name: str) -> bool:
+        return (await self.delete_measured(namespace, name))[0]
+
+    async def delete_measured(self, namespace: str, name: str) -> tuple[bool, float | None]:
+        """Delete the function: (whether it existed, the CPU seconds its instances used over its life -
+        None when one of them had no figure)."""
         fn = self.functions.pop((namespace, name), None)
         if fn is None:
-            return False
+            return False, None
         if fn.start_timer:
             fn.start_timer.cancel()
-        stops = [self.lifecycle.stop(inst, drain=False) for rev in fn.revisions() for inst in rev.instances]
+        instances = [inst for rev in fn.revisions() for inst in rev.instances]
+        stops = [self.lifecycle.stop(inst, drain=False) for inst in instances]
         for rev in fn.revisions():
             self.lifecycle.forget_metrics(fn, rev)
         fn.notify()
         await asyncio.gather(*stops, return_exceptions=True)
+        exits = [asyncio.ensure_future(inst.exited.wait()) for inst in instances if inst.proc is not None]
+        if exits:  # their exit watchers add up their CPU (lifecycle._exited)
+            await asyncio.wait(exits, timeout=10)
+            for waiting in exits:
+                waiting.cancel()
         self.logs.remove(namespace, name)
         self.on_change()
         self.keep_pool()
         if self.state.router is not None:
             await self.state.router.forget((namespace, name))
-        return True
+        if fn.cpu_unmeasured or any(not inst.exited.is_set() for inst in instances if inst.proc is not None):
+            return True, None
+        return True, round(fn.cpu_seconds, 6)
 
     # Status --------------------------------------------------------------------------------------
 

@@ -3,22 +3,53 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+T = TypeVar("T")
+
 
 class HksError(Exception):
-    """The platform refused a request; ``status`` is the HTTP status, the message its reason."""
+    """The platform refused a request; ``status`` is the HTTP status, the message its reason.
+    ``retry_after``: the seconds its ``Retry-After`` header gave (a 429 over a quota), else None."""
 
-    def __init__(self, message: str, *, status: int = 0):
+    def __init__(self, message: str, *, status: int = 0, retry_after: float | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class DeployError(HksError):
     """The code could not be deployed (build failed, quota, bad input)."""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the platform sends whole seconds; an HTTP date is not used)."""
+    try:
+        value = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def quota_wait(call: Callable[[], T], wait_for_quota: float) -> T:
+    """``call()``, tried again while the platform answers 429 (a quota) and ``wait_for_quota`` seconds have
+    not passed: each wait is the answer's ``Retry-After`` (1 s without one). When that is longer than what
+    is left of the wait the 429 is raised at once, since the platform said no sooner would do."""
+    give_up = time.monotonic() + wait_for_quota
+    while True:
+        try:
+            return call()
+        except HksError as exc:
+            if exc.status != 429:
+                raise
+            pause = 1.0 if exc.retry_after is None else max(0.05, exc.retry_after)
+            if pause > give_up - time.monotonic():
+                raise
+            time.sleep(pause)
 
 
 class Client:
@@ -67,7 +98,11 @@ class Client:
                 detail = response.json().get("detail", response.text)
             except ValueError:
                 detail = response.text
-            raise HksError(f"{method} {path}: {detail}", status=response.status_code)
+            raise HksError(
+                f"{method} {path}: {detail}",
+                status=response.status_code,
+                retry_after=_retry_after(response),
+            )
         return response.json()
 
     # Operations ------------------------------------------------------------------------------------
@@ -93,7 +128,7 @@ class Client:
         try:
             return self._call("POST", "/operations/deploy-function", json=payload)
         except HksError as exc:
-            raise DeployError(str(exc), status=exc.status) from exc
+            raise DeployError(str(exc), status=exc.status, retry_after=exc.retry_after) from exc
 
     def status(self, name: str) -> dict:
         return self._call("GET", f"/operations/functions/{name}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from .client import Client, HksError
+from .client import Client, HksError, quota_wait
 from .execution import Execution, ExecutionError
 from .sessions import AsyncSession, Session, execute_fast, session  # noqa: F401  (functions.session())
 
@@ -31,7 +31,10 @@ def execute(
     it hit the process limit, ``ExecutionError`` when its process ended without an answer.
 
     Python code without ``files`` takes the fast path (a pre-started sandbox, no deploy; sessions.py). Past
-    the project's concurrency quota it answers 429; ``wait_for_quota`` seconds makes the SDK wait and retry.
+    a quota of the project (executions at once, per minute, CPU seconds a day) the platform answers 429
+    with ``Retry-After``; ``wait_for_quota`` seconds makes the SDK wait as it says and retry, for that long
+    at most: a 429 whose Retry-After is past the remaining wait is raised (``HksError``/``DeployError``,
+    status 429) at once.
     """
     own_client = client is None
     client = client or Client()
@@ -43,9 +46,11 @@ def execute(
             fast = execute_fast(code, env=env, timeout=timeout, client=client, wait_for_quota=wait_for_quota)
             if fast is not None:
                 return fast
-        name = client.deploy(code=code, runtime=language, env=env, files=files, timeout_seconds=timeout)[
-            "name"
-        ]
+        deployed = quota_wait(
+            lambda: client.deploy(code=code, runtime=language, env=env, files=files, timeout_seconds=timeout),
+            wait_for_quota,
+        )
+        name = deployed["name"]
         client.wait_ready(name, timeout=ready_timeout)
         timings["deploy_ms"] = (time.perf_counter() - started) * 1000
         invoked = time.perf_counter()

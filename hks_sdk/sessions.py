@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from .client import Client, HksError
+from .client import Client, HksError, quota_wait
 from .execution import Execution, ExecutionError
 
 ENVD, INTERPRETER = "49983", "49999"
@@ -169,14 +169,21 @@ class Session(_Base):
         metadata: dict[str, str] | None = None,
         client: Client | None = None,
         language: str = "python",
+        wait_for_quota: float = 0.0,
     ) -> Session:
-        """A new session; ``language`` "node" makes ``run()`` take JavaScript (its Node kernel)."""
+        """A new session; ``language`` "node" makes ``run()`` take JavaScript (its Node kernel). Past the
+        project's session quota the platform answers 429 with ``Retry-After``: ``wait_for_quota`` seconds
+        makes this wait as it says and try again, for that long at most."""
         _language(language)
         own = client is None
         client = client or Client()
-        info = client._call(
-            "POST", "/sessions", json={"timeout_seconds": timeout, "metadata": metadata or {}}
-        )
+        body = {"timeout_seconds": timeout, "metadata": metadata or {}}
+        try:
+            info = quota_wait(lambda: client._call("POST", "/sessions", json=body), wait_for_quota)
+        except HksError:
+            if own:
+                client.close()
+            raise
         return cls(client, info, own, language)
 
     def __enter__(self) -> Session:
@@ -303,12 +310,24 @@ class AsyncSession(_Base):
         metadata: dict[str, str] | None = None,
         client: Client | None = None,
         language: str = "python",
+        wait_for_quota: float = 0.0,
     ) -> AsyncSession:
         _language(language)
         own = client is None
         client = client or Client()
         body = {"timeout_seconds": timeout, "metadata": metadata or {}}
-        info = await asyncio.to_thread(client._call, "POST", "/sessions", json=body)
+        give_up = time.monotonic() + wait_for_quota
+        while True:  # quota_wait's loop, with an await for the pause
+            try:
+                info = await asyncio.to_thread(client._call, "POST", "/sessions", json=body)
+                break
+            except HksError as exc:
+                pause = 1.0 if exc.retry_after is None else max(0.05, exc.retry_after)
+                if exc.status != 429 or pause > give_up - time.monotonic():
+                    if own:
+                        client.close()
+                    raise
+                await asyncio.sleep(pause)
         return cls(client, info, own, language)
 
     async def __aenter__(self) -> AsyncSession:
@@ -438,12 +457,17 @@ def session(
     metadata: dict[str, str] | None = None,
     client: Client | None = None,
     language: str = "python",
+    wait_for_quota: float = 0.0,
 ) -> _Starter:
     """A session for a ``with`` (or ``async with``) block; ``Session.create(...)`` for one without.
 
-    ``language``: "python" (the default) or "node" ("javascript", "js"): the kernel ``run()`` uses."""
+    ``language``: "python" (the default) or "node" ("javascript", "js"): the kernel ``run()`` uses.
+    ``wait_for_quota``: seconds to wait (as the 429's ``Retry-After`` says) for a slot of the project's
+    session quota."""
     _language(language)
-    return _Starter(timeout=timeout, metadata=metadata, client=client, language=language)
+    return _Starter(
+        timeout=timeout, metadata=metadata, client=client, language=language, wait_for_quota=wait_for_quota
+    )
 
 
 def execute_fast(
@@ -456,20 +480,18 @@ def execute_fast(
 ) -> Execution | None:
     """One Python run in a pre-started sandbox (no deploy); None when the platform has no fast path.
 
-    Past the project's quota the platform answers 429; with ``wait_for_quota`` seconds this waits (the
-    server's Retry-After, 1 s) and tries again until then, else raises HksError (status 429)."""
+    Past the project's quota the platform answers 429 with ``Retry-After``; with ``wait_for_quota`` seconds
+    this waits as it says and tries again, for that long at most, else raises HksError (status 429)."""
     started = time.perf_counter()
-    give_up = time.monotonic() + wait_for_quota
     body = {"code": code, "env": env or {}, "timeout_seconds": timeout}
-    while True:
-        try:
-            data = client._call("POST", "/operations/execute", json=body, timeout=timeout + 30)
-            break
-        except HksError as exc:
-            if exc.status in (404, 405, 501):
-                return None
-            if exc.status != 429 or time.monotonic() >= give_up:
-                raise
-            time.sleep(min(1.0, max(0.05, give_up - time.monotonic())))
+    try:
+        data = quota_wait(
+            lambda: client._call("POST", "/operations/execute", json=body, timeout=timeout + 30),
+            wait_for_quota,
+        )
+    except HksError as exc:
+        if exc.status in (404, 405, 501):
+            return None
+        raise
     timings = {"execute_ms": (time.perf_counter() - started) * 1000}
     return Execution.from_response(data, function="", timings=timings)

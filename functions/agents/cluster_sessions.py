@@ -4,19 +4,30 @@ module turns their errors into ``ServiceError`` and reaps what the cluster holds
 
 The portal reaches a session's agent at its cluster-local address, so it must run inside the cluster
 (``HKS_KNATIVE_PORTAL_IN_CLUSTER``); otherwise sessions on Knative are refused before anything is written.
+
+A create holds its request for at most ``HKS_KNATIVE_SESSION_CREATE_WAIT_SECONDS`` (a cold image pull can
+take minutes, longer than clients wait for an answer): past it the session is *starting*, a running row
+without an agent address. ``poll_ready`` asks the cluster again - the data plane (e2b_data_plane.py) while
+it holds a request for it, the reaper every round - and records the address once the Service is Ready,
+or ends the session as failed (everything deleted, its quota slot free) when its pod cannot start or is
+not ready ``HKS_KNATIVE_SESSION_READY_SECONDS`` after the create.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+import httpx
 from django.conf import settings
 from django.db.models import Q
+from django.utils import timezone
 
 from functions.backends import get_backend
 from functions.backends.base import BackendError, SessionSpec
 from functions.errors import ServiceError
 from functions.models import AgentSession, Backend, Project, SessionStatus
+from functions.services import usage
+from functions.services.audit import audit
 
 
 def _service_error(exc: BackendError) -> ServiceError:
@@ -37,7 +48,8 @@ def check(project: Project) -> None:
 
 
 def start(*, project: Project, session: AgentSession, token: str, timeout: int) -> dict:
-    """Start the session's Knative Service and wait for it; ``{"host", "port"}`` of its agent."""
+    """Start the session's Knative Service and wait a bounded time for it; ``{"host", "port"}`` of its
+    agent (``""``, 0 while it still starts: ``poll_ready``)."""
     spec = SessionSpec(
         project=project.slug,
         namespace=project.effective_namespace,
@@ -52,6 +64,56 @@ def start(*, project: Project, session: AgentSession, token: str, timeout: int) 
     return {"host": endpoint.host, "port": endpoint.port}
 
 
+STARTING, READY, FAILED = "starting", "ready", "failed"
+
+
+def poll_ready(sandbox_id: str, *, now: dt.datetime | None = None) -> tuple[str, object]:
+    """Where a session's agent is: ``(READY, (host, port))``; ``(STARTING, "")`` while its pod starts;
+    ``(FAILED, why)`` when it cannot start (then it is ended and deleted) or has ended."""
+    session = (
+        AgentSession.objects.select_related("project")
+        .filter(sandbox_id=sandbox_id, status=SessionStatus.RUNNING)
+        .first()
+    )
+    if session is None:
+        return FAILED, "it has ended"
+    if session.agent_port:
+        return READY, (session.agent_host, session.agent_port)
+    project = session.project
+    try:
+        endpoint = get_backend(project).session_ready(project.effective_namespace, sandbox_id)
+    except BackendError as exc:
+        if exc.permanent:
+            return FAILED, _fail(session, exc.message)
+        endpoint = None  # the cluster did not answer: as far as we know it still starts
+    if endpoint is not None:
+        AgentSession.objects.filter(pk=session.pk, status=SessionStatus.RUNNING).update(
+            agent_host=endpoint.host, agent_port=endpoint.port
+        )
+        return READY, (endpoint.host, endpoint.port)
+    now = now or timezone.now()
+    limit = settings.HKS_KNATIVE_SESSION_READY_SECONDS
+    if now - session.created_at > dt.timedelta(seconds=limit):
+        return FAILED, _fail(
+            session, f"its pod did not become ready in {limit} s (an image pull, a full node?)"
+        )
+    return STARTING, ""
+
+
+def _fail(session: AgentSession, why: str) -> str:
+    """End a session that could not start: its row failed (the quota slot is free), its objects deleted (if
+    the cluster does not answer now, the reaper deletes them: their row has ended)."""
+    if AgentSession.objects.filter(pk=session.pk, status=SessionStatus.RUNNING).update(
+        status=SessionStatus.FAILED, ended_at=timezone.now()
+    ):
+        audit(project=session.project, action="agent.session.failed", session=session.sandbox_id, reason=why)
+    try:
+        delete(session=session)
+    except ServiceError:
+        pass
+    return why
+
+
 def set_deadline(*, session: AgentSession, deadline: dt.datetime) -> bool:
     """False when the cluster no longer has the session."""
     project = session.project
@@ -63,12 +125,34 @@ def set_deadline(*, session: AgentSession, deadline: dt.datetime) -> bool:
         raise _service_error(exc) from exc
 
 
-def delete(*, session: AgentSession) -> None:
+def delete(*, session: AgentSession, agent_token: str = "") -> float | None:
+    """Delete the session's objects; with the session's ``agent_token``, the CPU seconds its pod reported
+    first (None: not measured; 0 for one that never became ready: no request reached it)."""
     project = session.project
+    cpu = pod_cpu_seconds(session, agent_token) if session.agent_port and agent_token else None
+    if not session.agent_port:
+        cpu = 0.0
     try:
         get_backend(project).session_delete(project.effective_namespace, session.sandbox_id)
     except BackendError as exc:
         raise _service_error(exc) from exc
+    return cpu
+
+
+def pod_cpu_seconds(session: AgentSession, agent_token: str) -> float | None:
+    """What the session's pod says it used (its agent's ``GET /hks/usage``: the container's cgroup, or its
+    process tree's clocks), or None when it does not answer. The pod's own word: code in the session runs
+    as the agent's user, so it could falsify it; the cluster's metrics (cAdvisor) are not read here."""
+    try:
+        response = httpx.get(
+            f"http://{session.agent_host}:{session.agent_port}/hks/usage",
+            headers={"X-HKS-Agent-Token": agent_token},
+            timeout=httpx.Timeout(5.0, connect=2.0),
+        )
+        cpu = response.json().get("cpu_seconds") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return float(cpu) if isinstance(cpu, int | float) and not isinstance(cpu, bool) and cpu >= 0 else None
 
 
 def collect(*, now: dt.datetime) -> int:
@@ -86,6 +170,12 @@ def collect(*, now: dt.datetime) -> int:
         | Q(agent_sessions__created_at__gte=recent)
         | Q(agent_sessions__ended_at__gte=recent)
     )
+    starting = AgentSession.objects.filter(
+        project__backend=Backend.KNATIVE, status=SessionStatus.RUNNING, agent_port__in=[0, None]
+    ).values_list("sandbox_id", flat=True)
+    for sandbox_id in list(starting):  # ready by now (its address recorded), failed, or still starting
+        state, _ = poll_ready(sandbox_id, now=now)
+        ended += state == FAILED
     for project in projects.distinct():
         try:
             backend = get_backend(project)
@@ -105,9 +195,12 @@ def collect(*, now: dt.datetime) -> int:
                     backend.session_delete(project.effective_namespace, endpoint.session_id)
                 except BackendError:
                     continue
-        ended += (
+        gone = (
             AgentSession.objects.filter(project=project, status=SessionStatus.RUNNING, created_at__lte=cutoff)
             .exclude(sandbox_id__in=ids)
             .update(status=SessionStatus.EXPIRED, ended_at=now)
         )
+        if gone:  # their pods went without a report
+            usage.usage_record(project=project, unmeasured=gone)
+        ended += gone
     return ended

@@ -67,6 +67,8 @@ def _control(request, rest: str):
                 response = _error(exc.code, exc.message)
                 if exc.code == 429:  # over the session quota: the SDK's retries would not help
                     response["Should-Retry"] = "false"
+                    if exc.retry_after:  # when it may: for a client of its own that waits
+                        response["Retry-After"] = str(exc.retry_after)
                 return response
     return _error(404, f"/{rest} is not supported by HKS Functions (see docs/sdk.md)")
 

@@ -16,6 +16,12 @@ the agent interrupts the running code.
 
 Where a session's agent listens is looked up in the database and kept for two seconds: a killed session's
 agent is gone (the connection is refused: 502), and the runtime enforces the deadline itself.
+
+A session on Knative may still be starting (its pod pulling the image: cluster_sessions.py). A request for
+it is held while the portal asks the cluster, for at most ``HKS_KNATIVE_SESSION_START_WAIT_SECONDS`` (below
+the SDKs' own request timeouts), and goes on to the agent once it is ready. Otherwise it is answered 503
+"The sandbox … is still starting" with ``Retry-After`` (nothing is left waiting), or - when the pod cannot
+start - 502 "The sandbox … was not found: it could not start (why)", the session then ended and deleted.
 """
 
 from __future__ import annotations
@@ -26,16 +32,19 @@ import time
 
 import aiohttp
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.utils import timezone
 
-from functions.agents import sessions
-from functions.models import AgentSession, SessionStatus
+from functions.agents import cluster_sessions, sessions
+from functions.models import AgentSession, Backend, SessionStatus
 
 PREFIX = "/e2b/"
 JUPYTER_PORT = b"49999"
 MAX_BODY = 100 * 1024 * 1024
 _FORWARDED = {b"content-type", b"content-encoding", b"connect-timeout-ms", b"connect-protocol-version"}
 _CACHE_SECONDS = 2.0
+STARTING = ("", 0)  # a session on Knative whose pod is not ready yet
+START_POLL_SECONDS = 0.5
 
 
 def body_limit(scope: dict) -> int | None:
@@ -67,7 +76,7 @@ class SandboxDataPlane:
     async def _target(self, sandbox_id: str) -> tuple[str, int] | None:
         cached = self._where.get(sandbox_id)
         now = time.monotonic()
-        if cached is None or now - cached[0] > _CACHE_SECONDS:
+        if cached is None or now - cached[0] > _CACHE_SECONDS or cached[1] == STARTING:
             target, expires = await sync_to_async(_lookup)(sandbox_id)
             cached = (now, target, expires)
             if len(self._where) > 10000:
@@ -75,6 +84,24 @@ class SandboxDataPlane:
             self._where[sandbox_id] = cached
         _, target, expires = cached
         return target if target is not None and expires > time.time() else None
+
+    async def _started(self, sandbox_id: str) -> tuple[tuple[str, int] | None, str]:
+        """Hold on while a starting session's pod becomes ready: (where its agent is, "") once it is;
+        (None, why) when it could not start; (None, "") when it is still starting after the wait."""
+        give_up = time.monotonic() + settings.HKS_KNATIVE_SESSION_START_WAIT_SECONDS
+        # not thread-sensitive: each poll is a round trip to the cluster, and other requests go on meanwhile
+        poll = sync_to_async(cluster_sessions.poll_ready, thread_sensitive=False)
+        while True:
+            state, detail = await poll(sandbox_id)
+            if state == cluster_sessions.READY:
+                self._where.pop(sandbox_id, None)
+                return detail, ""
+            if state == cluster_sessions.FAILED:
+                self._where.pop(sandbox_id, None)
+                return None, detail
+            if time.monotonic() + START_POLL_SECONDS > give_up:
+                return None, ""
+            await asyncio.sleep(START_POLL_SECONDS)
 
     # --- proxying ---------------------------------------------------------------------------------------
 
@@ -109,6 +136,17 @@ class SandboxDataPlane:
         body = await _read_body(receive, MAX_BODY)
         if body is None:
             return await _answer(send, 413, {"code": 413, "message": "the body is too large"})
+        if target == STARTING:
+            target, why = await self._started(sandbox_id)
+            if target is None and why:
+                message = f"The sandbox {sandbox_id} was not found: it could not start ({why})"
+                return await _answer(send, 502, {"code": 502, "message": message})
+            if target is None:
+                message = (
+                    f"The sandbox {sandbox_id} is still starting (its pod is being pulled or started); "
+                    "try again in a few seconds"
+                )
+                return await _answer(send, 503, {"code": 503, "message": message}, retry_after=5)
         forwarded = {k.decode(): v.decode("latin-1") for k, v in headers.items() if k in _FORWARDED}
         forwarded["X-HKS-Agent-Token"] = sessions.agent_token(sandbox_id)
         query = scope.get("query_string", b"").decode("latin-1")
@@ -131,11 +169,13 @@ class SandboxDataPlane:
 def _lookup(sandbox_id: str) -> tuple[tuple[str, int] | None, float]:
     row = (
         AgentSession.objects.filter(sandbox_id=sandbox_id, status=SessionStatus.RUNNING)
-        .values_list("agent_host", "agent_port", "expires_at")
+        .values_list("agent_host", "agent_port", "expires_at", "project__backend")
         .first()
     )
-    if row is None or not row[1] or row[2] <= timezone.now():
+    if row is None or row[2] <= timezone.now():
         return None, 0.0
+    if not row[1]:  # no agent yet: a session on Knative whose pod starts (on the local runtime: its create)
+        return (STARTING if row[3] == Backend.KNATIVE else None), row[2].timestamp()
     return (row[0], row[1]), row[2].timestamp()
 
 
@@ -180,9 +220,11 @@ async def _relay(upstream: aiohttp.ClientResponse, receive, send) -> bool:
     return pumping.done() and not pumping.cancelled() and pumping.exception() is None
 
 
-async def _answer(send, status: int, data: dict) -> None:
+async def _answer(send, status: int, data: dict, retry_after: int = 0) -> None:
     body = json.dumps(data).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -132,11 +132,13 @@ def session_create(
     usage.cpu_quota_check(project=project)
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
-        running = AgentSession.objects.filter(project=locked, status=SessionStatus.RUNNING).count()
+        held = AgentSession.objects.filter(project=locked, status=SessionStatus.RUNNING)
+        running = held.count()
         if running >= locked.max_sessions:
             raise ServiceError(
                 f"project {locked.slug} already has {running} running sessions (quota {locked.max_sessions})",
                 code=429,
+                retry_after=_slot_retry_after(held),
             )
         session = AgentSession.objects.create(
             project=locked,
@@ -161,6 +163,14 @@ def session_create(
     usage.usage_record(project=project, sessions=1)
     audit(project=project, action="agent.session.create", session=session.sandbox_id)
     return session
+
+
+def _slot_retry_after(held) -> int:
+    """When to ask again for a session slot: at the latest the earliest deadline of the running ones frees
+    one, but a kill may come sooner, so at most 10 s (at least 1)."""
+    first = held.order_by("expires_at").values_list("expires_at", flat=True).first()
+    seconds = (first - timezone.now()).total_seconds() if first else 1
+    return int(min(10, max(1, seconds)))
 
 
 def _runtime_create(project: Project, session: AgentSession, timeout: int) -> dict:
@@ -201,21 +211,26 @@ def session_set_timeout(*, session: AgentSession, timeout: int) -> AgentSession:
 
 
 def session_end(*, session: AgentSession, status: str = SessionStatus.KILLED) -> None:
-    """Kill the session's sandbox (idempotent) and record how it ended; on the local runtime, its CPU
-    seconds go to the project's usage (on a cluster they are not measured yet)."""
+    """Kill the session's sandbox (idempotent) and record how it ended; its CPU seconds go to the project's
+    usage: the runtime's figure, or on a cluster the pod's own report (cluster_sessions.delete). The one
+    call that ends the row counts a session without a figure as "not measured"."""
     if session.project.backend != Backend.LOCAL:
-        cluster_sessions.delete(session=session)
+        cpu = cluster_sessions.delete(session=session, agent_token=agent_token(session.sandbox_id))
     else:
         response = _runtime("DELETE", f"/v1/sessions/{session.sandbox_id}")
         try:
             cpu = response.json().get("cpu_seconds")
         except (ValueError, AttributeError):
             cpu = None
-        if isinstance(cpu, int | float) and cpu > 0:  # the runtime answers it once per session
-            usage.usage_record(project=session.project, cpu_seconds=cpu)
+    if not isinstance(cpu, int | float) or isinstance(cpu, bool):
+        cpu = None
     updated = AgentSession.objects.filter(pk=session.pk, status=SessionStatus.RUNNING).update(
         status=status, ended_at=timezone.now()
     )
+    if cpu is not None:  # the runtime answers it once per session
+        usage.usage_record(project=session.project, cpu_seconds=cpu)
+    elif updated:
+        usage.cpu_finished(project=session.project, cpu_seconds=None)
     if updated:
         audit(project=session.project, action=f"agent.session.{status}", session=session.sandbox_id)
     session.refresh_from_db()
@@ -242,8 +257,10 @@ def sessions_collect_expired(*, now: dt.datetime | None = None) -> int:
     for session in AgentSession.objects.filter(
         status=SessionStatus.RUNNING, created_at__lte=cutoff, project__backend=Backend.LOCAL
     ).exclude(sandbox_id__in=held):
-        AgentSession.objects.filter(pk=session.pk).update(status=SessionStatus.EXPIRED, ended_at=now)
-        ended += 1
+        running = AgentSession.objects.filter(pk=session.pk, status=SessionStatus.RUNNING)
+        if running.update(status=SessionStatus.EXPIRED, ended_at=now):
+            usage.cpu_finished(project=session.project, cpu_seconds=None)  # died with the runtime, unmeasured
+            ended += 1
     return ended
 
 

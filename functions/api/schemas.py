@@ -35,7 +35,12 @@ class ProjectOut(Schema):
 class UsageTotals(Schema):
     executions: int
     sessions: int
-    cpu_seconds: float
+    cpu_seconds: float = Field(
+        ..., description="CPU seconds of the executions and sessions that had a figure"
+    )
+    cpu_unmeasured: int = Field(
+        ..., description="executions and sessions whose CPU time was not measured (not in cpu_seconds)"
+    )
 
 
 class UsageOut(Schema):

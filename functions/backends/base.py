@@ -188,8 +188,10 @@ class FunctionBackend(abc.ABC):
         return 0.05 if waited < 3 else 0.5
 
     @abc.abstractmethod
-    def delete(self, ref: FunctionRef) -> None:
-        """Remove everything that belongs to the function; a no-op when it is already gone."""
+    def delete(self, ref: FunctionRef) -> float | None:
+        """Remove everything that belongs to the function; a no-op when it is already gone. Returns the CPU
+        seconds its instances used over its life when the backend measures it (the local runtime), else
+        None (Knative: the cluster's metrics hold it, not read here)."""
 
     def delete_artifact(self, artifact: str) -> bool:
         """Free the storage of a built artifact no revision needs any more (the caller checked that).
@@ -228,8 +230,14 @@ class FunctionBackend(abc.ABC):
     # control API; a cluster backend implements these four. Each is idempotent, like the rest.
 
     def session_create(self, spec: SessionSpec) -> SessionEndpoint:
-        """Start the session and wait until its agent accepts connections; BackendError(permanent) when
-        this backend or cluster cannot run sessions, saying why."""
+        """Start the session and wait, for a bounded time, until its agent accepts connections; the
+        endpoint's ``host`` is "" when it still starts (ask ``session_ready`` later). BackendError(permanent)
+        when this backend or cluster cannot run sessions, or the session failed to start, saying why."""
+        raise BackendError(f"{type(self).__name__} does not run agent sessions", permanent=True)
+
+    def session_ready(self, namespace: str, session_id: str) -> SessionEndpoint | None:
+        """A starting session's endpoint once its agent accepts connections, None while it still starts;
+        BackendError(permanent) when it cannot start or is gone."""
         raise BackendError(f"{type(self).__name__} does not run agent sessions", permanent=True)
 
     def session_set_deadline(self, namespace: str, session_id: str, deadline: dt.datetime) -> bool:

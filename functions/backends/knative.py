@@ -356,8 +356,9 @@ class KnativeBackend(FunctionBackend):
                     trouble = f"{waiting.reason}: {waiting.message or ''}".rstrip(": ")
         return running, trouble
 
-    def delete(self, ref: FunctionRef) -> None:
-        """Remove everything labelled with the function; what is already gone is fine."""
+    def delete(self, ref: FunctionRef) -> float | None:
+        """Remove everything labelled with the function; what is already gone is fine. Its CPU time is not
+        measured here (None)."""
         namespace, selector = ref.namespace, self._selector(ref)
         ksvcs = self._ksvc_call("list", namespace, label_selector=selector, ok=(404,)) or {"items": []}
         for ksvc in ksvcs["items"]:
@@ -368,6 +369,7 @@ class KnativeBackend(FunctionBackend):
         self._call(self.networking.delete_collection_namespaced_network_policy, namespace, **background)
         for kind in ("config_map", "secret", "service_account"):
             self._call(getattr(self.core, f"delete_collection_namespaced_{kind}"), namespace, **background)
+        return None
 
     @staticmethod
     def _selector(ref: FunctionRef) -> str:
@@ -402,6 +404,9 @@ class KnativeBackend(FunctionBackend):
 
     def session_create(self, spec: SessionSpec) -> SessionEndpoint:
         return self.sessions.create(spec)
+
+    def session_ready(self, namespace: str, session_id: str) -> SessionEndpoint | None:
+        return self.sessions.ready(namespace, session_id)
 
     def session_set_deadline(self, namespace: str, session_id: str, deadline: dt.datetime) -> bool:
         return self.sessions.set_deadline(namespace, session_id, deadline)

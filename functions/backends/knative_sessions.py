@@ -4,8 +4,11 @@ Before anything is written the cluster is asked whether it can run one: Knative 
 (``knative_presence``), a session image configured (``HKS_AGENT_SESSION_IMAGE``), and - with
 ``HKS_AGENT_RUNTIME_CLASS`` set - that RuntimeClass present (a namespace-scoped kubeconfig may not read
 RuntimeClasses: then the pod's own refusal, ``RuntimeClass "x" not found``, is reported instead). A create
-waits for the Knative Service to become Ready (its one pod pulled, started and accepting connections), and
-deletes what it wrote when the revision fails or does not become ready in time.
+waits for the Knative Service to become Ready (its one pod pulled, started and accepting connections) for
+at most ``HKS_KNATIVE_SESSION_CREATE_WAIT_SECONDS`` - less than the clients wait for an answer - and
+deletes what it wrote when the revision fails in that time. A session not ready by then is returned
+*starting* (no host): ``ready()`` is asked again later (the data plane, the reaper) until it is Ready or
+has failed.
 
 Nothing in the cluster enforces the deadline: it is an annotation, and the portal's beat
 (``sessions_collect_expired``) deletes the session once it is past.
@@ -79,24 +82,36 @@ class KnativeSessions:
         backend._upsert_typed(policy, backend.networking, "network_policy")
         backend._upsert_ksvc(manifests.session_service(spec, backend.cluster, deadline))
         try:
-            url = self._wait_ready(spec)
+            url = self._wait_ready(
+                spec.namespace, spec.session_id, settings.HKS_KNATIVE_SESSION_CREATE_WAIT_SECONDS
+            )
         except BackendError:
             self.delete(spec.namespace, spec.session_id)
             raise
+        where = _host_port(url, spec.namespace) if url else {"host": "", "port": 0}  # "": still starting
         return SessionEndpoint(
             session_id=spec.session_id,
             deadline=deadline,
             labels=manifests.session_labels(spec.project, spec.session_id),
-            **_host_port(url, spec.namespace),
+            **where,
         )
 
-    def _wait_ready(self, spec: SessionSpec) -> str:
-        name = manifests.session_name(spec.session_id)
-        limit = time.monotonic() + settings.HKS_KNATIVE_SESSION_READY_SECONDS
+    def ready(self, namespace: str, session_id: str) -> SessionEndpoint | None:
+        """Where a started session's agent answers once its Service is Ready; None while it still starts;
+        BackendError(permanent) when it cannot start (its revision failed, its pod is stuck) or is gone."""
+        url = self._wait_ready(namespace, session_id, 0)
+        if not url:
+            return None
+        return SessionEndpoint(session_id=session_id, **_host_port(url, namespace))
+
+    def _wait_ready(self, namespace: str, session_id: str, wait: float) -> str:
+        """The Service's address once it is Ready, or "" if it is not within ``wait`` seconds."""
+        name = manifests.session_name(session_id)
+        limit = time.monotonic() + wait
         while True:
-            ksvc = self.backend._ksvc_call("get", spec.namespace, name, ok=(404,))
+            ksvc = self.backend._ksvc_call("get", namespace, name, ok=(404,))
             if ksvc is None:
-                raise BackendError(f"session {spec.session_id} was deleted while it started", permanent=True)
+                raise BackendError(f"session {session_id} was deleted while it started", permanent=True)
             status = ksvc.get("status", {})
             ready = {c["type"]: c for c in status.get("conditions", [])}.get("Ready", {})
             current = status.get("observedGeneration") == ksvc["metadata"].get("generation")
@@ -106,16 +121,11 @@ class KnativeSessions:
                 raise BackendError(
                     f"the session could not start: {ready.get('message', 'revision failed')}", permanent=True
                 )
-            _, trouble = self.backend._pods(_Ref(spec.namespace, name))
+            _, trouble = self.backend._pods(_Ref(namespace, name))
             if trouble:
                 raise BackendError(f"the session could not start: {trouble}", permanent=True)
-            if time.monotonic() > limit:
-                message = ready.get("message") or "no status yet"
-                raise BackendError(
-                    f"the session did not become ready in {settings.HKS_KNATIVE_SESSION_READY_SECONDS} s "
-                    f"({message})",
-                    permanent=False,
-                )
+            if time.monotonic() >= limit:
+                return ""
             time.sleep(self.poll_seconds)
 
     def set_deadline(self, namespace: str, session_id: str, deadline: dt.datetime) -> bool:

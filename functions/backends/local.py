@@ -145,10 +145,15 @@ class LocalBackend(FunctionBackend):
             failed=bool(data.get("failed")),
         )
 
-    def delete(self, ref: FunctionRef) -> None:
+    def delete(self, ref: FunctionRef) -> float | None:
         response = self._request("DELETE", self._path(ref))
         if response.status_code != 200:
             raise _error(response)
+        try:
+            cpu = response.json().get("cpu_seconds")
+        except (ValueError, AttributeError):
+            return None
+        return float(cpu) if isinstance(cpu, int | float) and not isinstance(cpu, bool) else None
 
     def delete_artifact(self, artifact: str) -> bool:
         response = self._request("DELETE", f"/v1/artifacts/{Path(artifact).name}")

@@ -30,7 +30,7 @@ from functions.models import (
     SandboxProfile,
 )
 from functions.secret_env import MAX_SECRET_BYTES, secret_env_updated, secret_env_version, secret_values
-from functions.services import enqueue
+from functions.services import enqueue, usage
 from functions.services.audit import audit
 from functions.sources.archives import ArchiveError, inspect_archive
 from functions.sources.funcyaml import FuncYamlError, parse_func_yaml
@@ -76,6 +76,7 @@ def _check_quota(project: Project, *, ephemeral: bool) -> None:
             f"project {project.slug} already runs {active_agents} agent functions "
             f"(its quota is {project.max_agent_functions})",
             code=429,
+            retry_after=1,  # an agent function is deleted once it has answered: seconds, usually
         )
 
 
@@ -524,10 +525,14 @@ def function_delete_run(*, function: Function) -> None:
     backend = get_backend(function.project)
     for schedule in function.schedules.all():
         backend.delete_schedule(function_ref(function), schedule.name)
-    backend.delete(function_ref(function))
-    Function.objects.filter(pk=function.pk).update(
-        status=FunctionStatus.DELETED, deleted_at=timezone.now(), replicas=0
+    cpu = backend.delete(function_ref(function))
+    done = (
+        Function.objects.filter(pk=function.pk)
+        .exclude(status=FunctionStatus.DELETED)
+        .update(status=FunctionStatus.DELETED, deleted_at=timezone.now(), replicas=0)
     )
+    if done and function.ephemeral:  # an agent's code: its instances' CPU goes to the project's usage
+        usage.cpu_finished(project=function.project, cpu_seconds=cpu)
     enqueue.push(function.pk)
 
 

@@ -33,21 +33,29 @@ def usage_record(
     executions: int = 0,
     sessions: int = 0,
     cpu_seconds: float | None = None,
+    unmeasured: int = 0,
     now: dt.datetime | None = None,
 ) -> None:
-    """Add to the project's usage of the current hour (``cpu_seconds`` None: the runtime had no figure)."""
+    """Add to the project's usage of the current hour. ``unmeasured``: how many executions or sessions
+    ended without a CPU figure (the usage says "not measured" for them rather than counting 0)."""
     cpu = max(0.0, float(cpu_seconds or 0.0))
-    if not (executions or sessions or cpu):
+    if not (executions or sessions or cpu or unmeasured):
         return
     hour = hour_of(now or timezone.now())
     changes = {"executions": F("executions") + executions, "sessions": F("sessions") + sessions}
     changes["cpu_seconds"] = F("cpu_seconds") + cpu
+    changes["cpu_unmeasured"] = F("cpu_unmeasured") + unmeasured
     if AgentUsage.objects.filter(project=project, hour=hour).update(**changes):
         return
     try:
         with transaction.atomic():
             AgentUsage.objects.create(
-                project=project, hour=hour, executions=executions, sessions=sessions, cpu_seconds=cpu
+                project=project,
+                hour=hour,
+                executions=executions,
+                sessions=sessions,
+                cpu_seconds=cpu,
+                cpu_unmeasured=unmeasured,
             )
     except IntegrityError:  # another portal made the hour's row first
         AgentUsage.objects.filter(project=project, hour=hour).update(**changes)
@@ -109,7 +117,13 @@ def execution_release(key: str) -> None:
 
 
 def execution_finished(*, project: Project, cpu_seconds: float | None) -> None:
-    usage_record(project=project, executions=1, cpu_seconds=cpu_seconds)
+    usage_record(project=project, executions=1, cpu_seconds=cpu_seconds, unmeasured=int(cpu_seconds is None))
+
+
+def cpu_finished(*, project: Project, cpu_seconds: float | None) -> None:
+    """What an ended sandbox used (a session, an agent function's instances): its figure, or one more
+    "not measured" when there is none."""
+    usage_record(project=project, cpu_seconds=cpu_seconds, unmeasured=int(cpu_seconds is None))
 
 
 def project_quotas_update(

@@ -19,6 +19,8 @@ The endpoints are the wire protocols E2B's SDKs speak, written from their public
     POST /process.Process/Start                    Connect server stream (connect+json envelopes)
     POST /process.Process/{SendSignal,List}        Connect unary, JSON
     POST /hks/commands                             the same run as NDJSON lines (for hks_sdk)
+    GET  /hks/usage                                {"cpu_seconds": ...}: what this sandbox has used (a pod's
+                                                   own report, read by the portal before it deletes the pod)
 
 Relative paths are resolved against /home/user, the session's writable home.
 
@@ -482,6 +484,8 @@ class Handler(BaseHTTPRequestHandler):
             self._read_file(parse_qs(url.query))
         elif url.path == "/contexts":
             self._json(200, [_context(cid, k) for cid, k in list(self.server.kernels.items())])
+        elif url.path == "/hks/usage":
+            self._json(200, {"cpu_seconds": cpu_seconds()})
         else:
             self._error(404, f"no route {url.path}")
 
@@ -758,6 +762,47 @@ class Server(ThreadingHTTPServer):
             if kernel is None:
                 kernel = self.kernels["default-javascript"] = Kernel(HOME, "javascript")
             return kernel
+
+
+def cpu_seconds() -> float | None:
+    """CPU seconds this sandbox has used. As a container's init (pid 1: a session pod) its cgroup holds the
+    container alone: cgroup v2's ``cpu.stat`` or v1's ``cpuacct.usage`` at the container's cgroup root.
+    Otherwise (or without those files: gVisor without cgroupfs) the process tree's own clocks from here
+    down, /proc/PID/stat ``utime``+``stime``+``cutime``+``cstime`` (the reaped children's included)."""
+    if os.getpid() == 1:
+        try:
+            with open("/sys/fs/cgroup/cpu.stat") as handle:
+                for line in handle:
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+        except (OSError, ValueError):
+            pass
+        for path in ("/sys/fs/cgroup/cpuacct/cpuacct.usage", "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage"):
+            try:
+                with open(path) as handle:
+                    return int(handle.read()) / 1e9
+            except (OSError, ValueError):
+                continue
+    parents: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        stats[int(entry)] = fields
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += sum(int(v) for v in stats[pid][11:15])  # fields 14-17: utime stime cutime cstime
+        todo.extend(parents.get(pid, []))
+    return round(total / os.sysconf("SC_CLK_TCK"), 6)
 
 
 def main() -> None:

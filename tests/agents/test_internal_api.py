@@ -137,6 +137,7 @@ def test_agent_quota_is_enforced_and_leaves_nothing_behind(agent_credential, pro
     response = _deploy(client, token)
     assert response.status_code == 429
     assert "quota" in response.json()["detail"]
+    assert response["Retry-After"] == "1"
     assert Function.objects.count() == 1
 
 

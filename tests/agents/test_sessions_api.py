@@ -44,6 +44,7 @@ def test_e2b_create_over_quota_is_429_and_creates_nothing(agent_credential, proj
     project.save()
     response = _e2b(Client(), "post", "v2/sandboxes", agent_credential[1], {"templateID": "base"})
     assert response.status_code == 429
+    assert response["Should-Retry"] == "false" and int(response["Retry-After"]) >= 1
     assert not AgentSession.objects.exists()
 
 
@@ -193,6 +194,7 @@ def test_internal_api_refuses_bad_timeouts_and_quota(agent_credential, project):
     project.save()
     over = client.post("/internal/v1/sessions", {}, content_type="application/json", **auth)
     assert over.status_code == 429
+    assert 1 <= int(over["Retry-After"]) <= 10
     assert not AgentSession.objects.exists()
 
 

@@ -18,6 +18,7 @@ from django.test import Client
 from django.utils import timezone
 from kubernetes import client
 
+from functions import selectors
 from functions.agents import sessions
 from functions.backends import get_backend
 from functions.models import AgentSession, SessionStatus
@@ -144,11 +145,15 @@ def test_an_outsider_cannot_see_or_kill_a_knative_session(
 def test_killing_a_knative_session_deletes_its_service_policy_and_secret(
     cluster_settings, knative_project, gvisor, fake_k8s, agent_credential
 ):
+    fake_k8s.route_services_to(f"http://127.0.0.1:{_free_port()}")  # where no agent answers
     sandbox_id = _create(agent_credential)
     assert _e2b("delete", f"sandboxes/{sandbox_id}", agent_credential[1]).status_code == 204
     for resource in (KSVC, "networkpolicies.networking.k8s.io", "secrets"):
         assert _of_session(fake_k8s, resource, sandbox_id) == [], resource
     assert AgentSession.objects.get(sandbox_id=sandbox_id).status == SessionStatus.KILLED
+    # its pod did not report its CPU: the usage says "not measured" for it, rather than counting 0
+    today = selectors.project_agent_usage(project=knative_project)["today"]
+    assert (today["cpu_seconds"], today["cpu_unmeasured"]) == (0.0, 1)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -298,3 +303,159 @@ def test_the_pod_entry_point_serves_the_agent_on_port_with_the_token_from_its_en
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# A pod slow to start: the create does not hold its request past its wait; the data plane waits for the pod --
+
+
+def _plane(method, path, sandbox_id, port="49983", body=None):
+    """A request to the sessions' data plane (the ASGI layer before Django), as E2B's SDK sends it."""
+    from functions.agents.e2b_data_plane import SandboxDataPlane
+
+    async def django(scope, receive, send):  # nothing here goes on to Django
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    headers = {
+        "E2b-Sandbox-Id": sandbox_id,
+        "E2b-Sandbox-Port": port,
+        "X-Access-Token": sessions.access_token(sandbox_id),
+    }
+
+    async def call():
+        transport = httpx.ASGITransport(app=SandboxDataPlane(django))
+        async with httpx.AsyncClient(transport=transport, base_url="http://portal", timeout=120) as c:
+            return await c.request(method, path, headers=headers, json=body)
+
+    import asyncio
+
+    return asyncio.run(call())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _agent(port: int, token: str, home: Path) -> subprocess.Popen:
+    """The session pod's entry point as a plain process: what the Service's address reaches."""
+    launcher = Path(sessions.__file__).resolve().parents[2] / "hks_runtime" / "launchers" / "session_pod.py"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PORT": str(port),
+        "HKS_AGENT_TOKEN": token,
+        "HKS_SESSION_HOME": str(home),
+    }
+    proc = subprocess.Popen([sys.executable, "-u", str(launcher)], env=env)
+    for _ in range(600):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", headers={"X-HKS-Agent-Token": token})
+            return proc
+        except httpx.ConnectError:
+            time.sleep(0.05)
+    proc.terminate()
+    raise AssertionError("the session agent did not start")
+
+
+def _ready(fake, namespace, sandbox_id) -> str:
+    ksvc = fake.get(KSVC, namespace, f"hks-s-{sandbox_id}")
+    return {c["type"]: c["status"] for c in ksvc["status"]["conditions"]}["Ready"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_past_its_wait_returns_the_session_starting_and_the_data_plane_waits_for_the_pod(
+    cluster_settings, knative_project, gvisor, fake_k8s, agent_credential, tmp_path
+):
+    import threading
+
+    cluster_settings.HKS_KNATIVE_SESSION_CREATE_WAIT_SECONDS = 0.3
+    port = _free_port()
+    fake_k8s.pull_slowly(IMAGE.split("@")[0])  # a cold pull of the session image
+    fake_k8s.route_services_to(f"http://127.0.0.1:{port}")
+    sandbox_id = _create(agent_credential)  # 201 although the pod is still pulling
+    namespace = knative_project.effective_namespace
+    assert _ready(fake_k8s, namespace, sandbox_id) == "Unknown"
+    row = AgentSession.objects.get(sandbox_id=sandbox_id)
+    assert row.status == SessionStatus.RUNNING and not row.agent_port
+    (pod,) = fake_k8s.list("pods", namespace, f"serving.knative.dev/service=hks-s-{sandbox_id}")
+    assert pod["status"]["phase"] == "Pending"
+    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+
+    agent = _agent(port, sessions.agent_token(sandbox_id), tmp_path)
+    try:
+        threading.Timer(1.0, fake_k8s.finish_pulls).start()
+        # Sent while the pod still pulls: held until the Service is Ready, then the code runs in the agent.
+        ran = _plane("POST", "/e2b/execute", sandbox_id, "49999", {"code": "6 * 7"})
+        assert ran.status_code == 200, ran.text
+        events = [json.loads(line) for line in ran.text.splitlines()]
+        assert next(e for e in events if e["type"] == "result")["text"] == "42"
+        row.refresh_from_db()
+        assert (row.agent_host, row.agent_port) == ("127.0.0.1", port)
+        assert _ready(fake_k8s, namespace, sandbox_id) == "True"
+        # Killed: the pod's agent reports what it used before its Service goes (here its process tree's
+        # clocks: not a container's init), and that is the session's CPU in the project's usage.
+        assert _e2b("delete", f"sandboxes/{sandbox_id}", agent_credential[1]).status_code == 204
+        today = selectors.project_agent_usage(project=knative_project)["today"]
+        assert today["cpu_seconds"] > 0 and today["cpu_unmeasured"] == 0
+        assert _of_session(fake_k8s, KSVC, sandbox_id) == []
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_whose_pod_is_not_ready_in_time_is_answered_starting_then_reaped_and_its_slot_freed(
+    cluster_settings, knative_project, gvisor, fake_k8s, agent_credential
+):
+    cluster_settings.HKS_KNATIVE_SESSION_CREATE_WAIT_SECONDS = 0.2
+    cluster_settings.HKS_KNATIVE_SESSION_START_WAIT_SECONDS = 0.6
+    knative_project.max_sessions = 1
+    knative_project.save()
+    fake_k8s.pull_slowly(IMAGE.split("@")[0])  # and it never finishes
+    sandbox_id = _create(agent_credential, timeout=3600)  # its deadline is not what ends it
+
+    waiting = _plane("GET", "/e2b/health", sandbox_id)  # answered, not held past the wait
+    assert waiting.status_code == 503 and waiting.headers["Retry-After"] == "5"
+    assert waiting.json() == {
+        "code": 503,
+        "message": f"The sandbox {sandbox_id} is still starting (its pod is being pulled or started); "
+        "try again in a few seconds",
+    }
+    # the starting session holds the project's one slot
+    assert _e2b("post", "sandboxes", agent_credential[1], {"timeout": 60}).status_code == 429
+
+    assert sessions.sessions_collect_expired() == 0  # not past HKS_KNATIVE_SESSION_READY_SECONDS yet
+    later = timezone.now() + dt.timedelta(seconds=cluster_settings.HKS_KNATIVE_SESSION_READY_SECONDS + 1)
+    assert sessions.sessions_collect_expired(now=later) == 1
+    row = AgentSession.objects.get(sandbox_id=sandbox_id)
+    assert row.status == SessionStatus.FAILED and row.ended_at is not None
+    for resource in (KSVC, "networkpolicies.networking.k8s.io", "secrets"):
+        assert _of_session(fake_k8s, resource, sandbox_id) == [], resource
+    gone = _plane("GET", "/e2b/health", sandbox_id)
+    assert gone.status_code == 502 and "was not found" in gone.json()["message"]
+    # it never ran code: no CPU, and nothing "not measured" either
+    assert selectors.project_agent_usage(project=knative_project)["today"]["cpu_unmeasured"] == 0
+    assert _create(agent_credential)  # the slot is free again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pod_that_cannot_start_after_the_create_fails_the_request_clearly_and_frees_the_slot(
+    cluster_settings, knative_project, gvisor, fake_k8s, agent_credential
+):
+    cluster_settings.HKS_KNATIVE_SESSION_CREATE_WAIT_SECONDS = 0  # the create answers at once
+    knative_project.max_sessions = 1
+    knative_project.save()
+    fake_k8s.nodes_cannot_pull(IMAGE.split("@")[0])
+    sandbox_id = _create(agent_credential)
+    assert not AgentSession.objects.get(sandbox_id=sandbox_id).agent_port
+
+    failed = _plane("POST", "/e2b/execute", sandbox_id, "49999", {"code": "1"})
+    assert failed.status_code == 502
+    message = failed.json()["message"]
+    assert message.startswith(f"The sandbox {sandbox_id} was not found: it could not start")
+    assert "ImagePullBackOff" in message
+    assert AgentSession.objects.get(sandbox_id=sandbox_id).status == SessionStatus.FAILED
+    for resource in (KSVC, "networkpolicies.networking.k8s.io", "secrets"):
+        assert _of_session(fake_k8s, resource, sandbox_id) == [], resource
+    assert _create(agent_credential)  # its slot was released

@@ -26,14 +26,15 @@ def _token(client, secret):
 def test_usage_adds_up_in_one_row_per_hour(project):
     usage.usage_record(project=project, executions=1, cpu_seconds=0.25, now=NOON)
     usage.usage_record(project=project, sessions=1, cpu_seconds=1.5, now=NOON + dt.timedelta(minutes=20))
-    usage.usage_record(project=project, executions=1, cpu_seconds=None, now=NOON + dt.timedelta(hours=1))
+    # no figure: one more "not measured", not a 0 among the measured
+    usage.usage_record(project=project, executions=1, unmeasured=1, now=NOON + dt.timedelta(hours=1))
     rows = list(AgentUsage.objects.filter(project=project).order_by("hour"))
-    assert [(r.hour.hour, r.executions, r.sessions, r.cpu_seconds) for r in rows] == [
-        (12, 1, 1, 1.75),
-        (13, 1, 0, 0.0),
+    assert [(r.hour.hour, r.executions, r.sessions, r.cpu_seconds, r.cpu_unmeasured) for r in rows] == [
+        (12, 1, 1, 1.75, 0),
+        (13, 1, 0, 0.0, 1),
     ]
     figures = selectors.project_agent_usage(project=project, now=NOON + dt.timedelta(hours=2))
-    assert figures["today"] == {"executions": 2, "sessions": 1, "cpu_seconds": 1.75}
+    assert figures["today"] == {"executions": 2, "sessions": 1, "cpu_seconds": 1.75, "cpu_unmeasured": 1}
     assert figures["cpu_seconds_today"] == 1.75
     next_day = selectors.project_agent_usage(project=project, now=NOON + dt.timedelta(days=1))
     assert next_day["today"]["executions"] == 0 and next_day["month"]["executions"] == 2
@@ -108,9 +109,10 @@ def test_deploying_code_counts_and_a_spent_cpu_quota_refuses_it(agent_credential
 
 def test_members_read_the_usage_and_outsiders_get_404(project, viewer, outsider, api_client_for):
     usage.usage_record(project=project, executions=3, sessions=1, cpu_seconds=4.5)
+    usage.cpu_finished(project=project, cpu_seconds=None)
     body = api_client_for(viewer).get("/api/v1/projects/acme/usage").json()
     assert body["project"] == "acme"
-    assert body["today"] == {"executions": 3, "sessions": 1, "cpu_seconds": 4.5}
+    assert body["today"] == {"executions": 3, "sessions": 1, "cpu_seconds": 4.5, "cpu_unmeasured": 1}
     assert body["max_sessions"] == project.max_sessions and body["sessions_running"] == 0
     assert body["max_executions_per_minute"] == project.max_executions_per_minute
     assert api_client_for(outsider).get("/api/v1/projects/acme/usage").status_code == 404
@@ -198,6 +200,10 @@ def test_the_usage_page_shows_quotas_and_owners_get_the_form(project, owner, vie
     assert page.status_code == 200
     html = page.content.decode()
     assert 'id="quota-cpu"' in html and "12.5" in html and ">none<" in html
+    assert "cpu-unmeasured" not in html
+    usage.cpu_finished(project=project, cpu_seconds=None)  # a session whose CPU had no figure
+    html = _signed_in(viewer).get("/p/acme/usage/").content.decode()
+    assert "12.5" in html and "+ 1 not measured" in html
     assert 'id="quotas-form"' not in html
     assert _signed_in(viewer).post("/p/acme/usage/", {"max_sessions": 50}).status_code == 403
     assert _signed_in(outsider).get("/p/acme/usage/").status_code == 404

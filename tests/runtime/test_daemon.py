@@ -453,8 +453,10 @@ def test_delete_removes_the_function_and_is_idempotent(backend, artifacts, runti
     ref = FunctionRef(NS, NS, name)
     deploy(backend, service(name, "node", artifacts["node"]))
     assert name in [owned.ref.function for owned in backend.list_owned(NS, NS)]
-    backend.delete(ref)
-    backend.delete(ref)
+    assert call(runtime_daemon.gateway_url, name, "?spin=200").status_code == 200
+    cpu = backend.delete(ref)  # what its instance used (agent functions' CPU accounting)
+    assert cpu is not None and cpu > 0
+    assert backend.delete(ref) is None  # already gone: no figure twice
     assert backend.status(ref).exists is False
     assert name not in [owned.ref.function for owned in backend.list_owned(NS, NS)]
     assert call(runtime_daemon.gateway_url, name).status_code == 404
@@ -503,3 +505,23 @@ def test_failed_build_reports_the_tools_error_as_permanent(backend, work):
 
 def metrics_text(runtime_daemon) -> str:
     return httpx.get(runtime_daemon.control_url + "/metrics", headers=runtime_daemon.headers).text
+
+
+def test_under_the_rlimit_fallback_a_deleted_functions_cpu_is_still_measured(monkeypatch, work):
+    """No cgroup to read: the runtime reads its instances' process trees before it stops them. (Python: Node
+    does not start under the fallback's address-space limit.)"""
+    from tests.support.daemon import start_daemon, stop_daemon
+
+    monkeypatch.setenv("HKS_SANDBOX_LIMITS", "rlimit")
+    data_dir = scratch_dir("daemon-rlimit-")
+    daemon = start_daemon(data_dir, "rlimit-token-0123456789")
+    try:
+        backend = LocalBackend(daemon.control_url, daemon.token)
+        artifact = build(backend, work, "rlimit", "python")
+        deploy(backend, service("burner", "python", artifact))
+        assert call(daemon.gateway_url, "burner", "?spin=300").status_code == 200  # 0.3 s of CPU time
+        cpu = backend.delete(FunctionRef(NS, NS, "burner"))
+        assert cpu is not None and cpu >= 0.3
+    finally:
+        stop_daemon(daemon)
+        remove_dir(data_dir)

@@ -247,6 +247,34 @@ def test_rlimit_mode_still_bounds_open_files_and_memory(monkeypatch, fresh_probe
     assert out.split() == ["50", "MemoryError"], err
 
 
+def test_rlimit_mode_counts_the_processes_cpu_while_they_run_and_keeps_it_past_terminate(
+    monkeypatch, fresh_probes
+):
+    """No cgroup to read: the figure is the sandbox's process tree's own clocks, a child's included once
+    it has been reaped, and the last one read before the kill stays the final figure."""
+    monkeypatch.setenv("HKS_SANDBOX_LIMITS", "rlimit")
+    assert sandbox.check_sandbox() == "rlimit"
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}:\n    pass\n"
+    script = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {burn.format(s=0.4)!r}])\n"  # a child, reaped
+        f"{burn.format(s=0.4)}"
+        "print('burnt', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    identity = identities.project_identity(LAYERS_DIR, "rlimit-test")
+    proc = sandbox.spawn(_spec(argv=["/usr/bin/python3", "-c", script], identity=identity))
+    try:
+        assert proc.stdout.readline() == b"burnt\n"
+        running = proc.cpu_seconds()
+        assert running is not None and running >= 0.8  # the child's 0.4 s and its own
+        proc.terminate(grace=0)
+        assert proc.poll() is not None
+        assert proc.cpu_seconds() >= running  # the figure read before the kill, kept
+    finally:
+        proc.cleanup()
+
+
 def test_bad_specs_are_refused_before_anything_runs(scratch):
     marker = scratch / "ran"
     with pytest.raises(ValueError, match="profile"):

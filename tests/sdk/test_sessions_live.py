@@ -298,7 +298,19 @@ def _set_quota(platform, field: str, value: int) -> None:
     )
 
 
-def test_the_fast_path_answers_429_past_the_quota_and_the_sdk_can_wait(client, live_platform):  # noqa: F811
+def _answers(client: Client, path: str) -> list[tuple[int, str | None]]:
+    """(status, Retry-After) of every answer ``client`` gets for ``path``, from now on."""
+    seen: list[tuple[int, str | None]] = []
+
+    def hook(response: httpx.Response) -> None:
+        if response.request.url.path.endswith(path):
+            seen.append((response.status_code, response.headers.get("Retry-After")))
+
+    client._http.event_hooks["response"].append(hook)
+    return seen
+
+
+def test_the_fast_path_answers_429_with_retry_after_and_the_sdk_waits_for_it(client, live_platform):  # noqa: F811
     import threading
 
     from hks_sdk import HksError
@@ -310,13 +322,89 @@ def test_the_fast_path_answers_429_past_the_quota_and_the_sdk_can_wait(client, l
         )
         slow.start()
         time.sleep(1.5)
-        with pytest.raises(HksError) as refused:
+        answers = _answers(client, "/operations/execute")
+        with pytest.raises(HksError) as refused:  # no wait asked for: the 429 itself
             functions.execute(code="1", client=client)
-        assert refused.value.status == 429
+        assert refused.value.status == 429 and refused.value.retry_after == 1
+        # A wait shorter than the Retry-After: raised at once, as HksError 429, without a second try.
+        with pytest.raises(HksError) as short:
+            functions.execute(code="1", client=client, wait_for_quota=0.5)
+        assert short.value.status == 429
+        assert answers == [(429, "1"), (429, "1")]
+        del answers[:]
         assert functions.execute(code="2 + 2", client=client, wait_for_quota=30).result == 4
+        # refused (with the server's Retry-After) at least once, and the retry after it succeeded (the
+        # slow thread's own answer, on the same client, is a 200 too)
+        assert answers[0] == (429, "1") and set(answers) == {(429, "1"), (200, None)}, answers
         slow.join()
     finally:
         _set_quota(live_platform, "max_agent_functions", 5)
+
+
+def test_the_deploy_path_waits_for_retry_after_past_the_agent_function_quota(client, live_platform):  # noqa: F811
+    import threading
+
+    from hks_sdk import DeployError
+
+    _set_quota(live_platform, "max_agent_functions", 1)
+    try:
+        files = {"data.txt": "x"}  # with files: the deploy path
+        slow = threading.Thread(
+            target=functions.execute,
+            kwargs={"code": "import time; time.sleep(3)", "files": files, "client": client},
+        )
+        answers = _answers(client, "/operations/deploy-function")
+        slow.start()
+        deadline = time.monotonic() + 60
+        while not answers and time.monotonic() < deadline:  # its function is deployed (and counts)
+            time.sleep(0.05)
+        with pytest.raises(DeployError) as refused:
+            functions.execute(code="1", files=files, client=client)
+        assert refused.value.status == 429 and refused.value.retry_after == 1
+        execution = functions.execute(code="print(6 * 7)", files=files, client=client, wait_for_quota=120)
+        assert execution.stdout == "42\n", execution
+        slow.join()
+        # the slow one's 202, the refusals with their Retry-After, and the retry's 202
+        assert (429, "1") in answers and answers[-1][0] == 202
+        assert set(answers) <= {(429, "1"), (202, None)}
+    finally:
+        _set_quota(live_platform, "max_agent_functions", 5)
+
+
+def test_a_session_create_over_the_quota_waits_for_retry_after_then_surfaces_429(client, live_platform):  # noqa: F811
+    import threading
+
+    from hks_sdk import HksError
+
+    _set_quota(live_platform, "max_sessions", 1)
+    try:
+        first = functions.Session.create(client=client, timeout=5)  # Retry-After: its deadline, <= 5 s
+        answers = _answers(client, "/sessions")
+        with pytest.raises(HksError) as refused:  # past the wait: the 429, with how long to wait
+            functions.Session.create(client=client, wait_for_quota=0.2)
+        assert refused.value.status == 429 and 1 <= refused.value.retry_after <= 5
+        assert [status for status, _ in answers] == [429]
+        del answers[:]
+        killer = threading.Timer(1.0, first.kill)
+        killer.start()
+        with functions.session(client=client, wait_for_quota=60) as second:
+            assert second.run("6 * 7").result == 42
+        killer.join()
+        # refused with a Retry-After at least once, then the retry after it created the session
+        assert answers[0][0] == 429 and answers[0][1] is not None and answers[-1][0] == 201
+        assert all(status == 429 for status, _ in answers[:-1])
+
+        async def waits_too() -> int:  # the async session waits the same way
+            held = functions.Session.create(client=client, timeout=5)
+            del answers[:]
+            threading.Timer(1.0, held.kill).start()
+            async with functions.session(client=client, wait_for_quota=60) as third:
+                return (await third.run("6 * 7")).result
+
+        assert asyncio.run(waits_too()) == 42
+        assert answers[0][0] == 429 and answers[-1][0] == 201
+    finally:
+        _set_quota(live_platform, "max_sessions", 20)
 
 
 # --- hostile code inside sessions ------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def _cpu_accounted() -> bool:
 
 def test_an_execution_and_a_session_add_to_the_projects_usage(live_platform, accounts):  # noqa: F811
     before = _usage(live_platform, accounts["owner"]).json()
-    assert before["today"] == {"executions": 0, "sessions": 0, "cpu_seconds": 0.0}
+    assert before["today"] == {"executions": 0, "sessions": 0, "cpu_seconds": 0.0, "cpu_unmeasured": 0}
     with Client(url=live_platform.portal_url, credential=accounts["agent"]) as client:
         execution = functions.execute(code=BURN, client=client)
         assert execution.result == "burnt", execution
@@ -97,3 +97,26 @@ def test_a_session_reaped_at_its_deadline_is_accounted_for(live_platform, accoun
     assert now["today"]["sessions"] == before["today"]["sessions"] + 1
     if _cpu_accounted():
         assert now["today"]["cpu_seconds"] >= before["today"]["cpu_seconds"] + 0.5
+
+
+def test_code_taking_the_deploy_path_is_accounted_for_when_its_function_is_deleted(live_platform, accounts):  # noqa: F811
+    """Code with ``files`` is deployed as a throwaway function; the runtime reports its instance's CPU
+    (from its start: a pre-started instance's start-up is not counted) when the function is deleted."""
+    before = _usage(live_platform, accounts["owner"]).json()
+    code = BURN.replace("'burnt'", "print('burnt')")
+    with Client(url=live_platform.portal_url, credential=accounts["agent"]) as client:
+        execution = functions.execute(code=code, files={"data.txt": "x"}, client=client)
+    assert execution.stdout == "burnt\n", execution
+    assert execution.function.startswith("agent-")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # the delete runs in Celery after execute() returned
+        now = _usage(live_platform, accounts["owner"]).json()
+        done = now["today"]["cpu_seconds"] > before["today"]["cpu_seconds"]
+        if done or now["today"]["cpu_unmeasured"] > before["today"]["cpu_unmeasured"]:
+            break
+        time.sleep(0.5)
+    assert now["today"]["executions"] == before["today"]["executions"] + 1
+    # the half second it burnt, in its instance's figure (cgroup, or under the rlimit fallback the process
+    # tree's clocks read before the kill); nothing unmeasured
+    assert now["today"]["cpu_seconds"] >= before["today"]["cpu_seconds"] + 0.5
+    assert now["today"]["cpu_unmeasured"] == before["today"]["cpu_unmeasured"]

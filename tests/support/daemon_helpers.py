@@ -16,7 +16,8 @@ from tests.support.sample_functions import archive_from_files, fixture_files
 
 NS = "acme"
 
-# Behaviour picked by the query: ?sleep=ms, ?spin=ms (busy loop), ?crash=1, ?log=text, ?env=1.
+# Behaviour picked by the query: ?sleep=ms, ?spin=ms (busy loop; Python: ms of CPU time), ?crash=1,
+# ?log=text, ?env=1.
 NODE_INDEX = """
 const handle = async (context, body) => {
   const q = context.query || {};
@@ -40,6 +41,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from urllib.parse import parse_qs
 
 
@@ -54,6 +56,10 @@ class Function:
             os._exit(3)
         if "sleep" in q:
             await asyncio.sleep(int(q["sleep"]) / 1000)
+        if "spin" in q:  # busy for that much CPU time, by the process's own clock
+            started = time.process_time()
+            while time.process_time() - started < int(q["spin"]) / 1000:
+                pass
         if "log" in q:
             print(q["log"], flush=True)
             print("err:" + q["log"], file=sys.stderr, flush=True)

@@ -15,7 +15,8 @@ answers); ``platform_allowed`` lists what it was allowed.
 It also plays the controllers the platform relies on, as they behave on a real cluster (each behaviour is
 cited where it is implemented, under "Controllers"):
 
-- pods start Pending, then their containers wait (ContainerCreating, PodInitializing), then run; the log
+- pods start Pending, then their containers wait (ContainerCreating, PodInitializing), then run - a pod
+  whose image a test made slow to pull (``pull_slowly``) waits in ContainerCreating until it says; the log
   endpoint answers 400 for a container that has not started;
 - Pod Security Admission enforces the namespace's ``pod-security.kubernetes.io/enforce`` level on every pod
   the fake creates: a refused Job pod is never created, the Job records a FailedCreate event and fails by
@@ -51,7 +52,8 @@ project on the knative backend, pointing at it). The server object has ``url``, 
 (YAML text), ``objects`` (a snapshot ``{(resource, namespace, name): object}`` where ``resource`` is named
 the way kubectl does: ``jobs.batch``, ``services.serving.knative.dev``, ``serviceaccounts``...),
 ``get``/``list``, ``append_log``, ``record_event``, ``fail_next_job``, ``fail_next_revision``,
-``fail_next_request``, ``requests``, ``images``, ``resolvable_registries``, ``knative``,
+``fail_next_request``, ``pull_slowly``/``finish_pulls``, ``route_services_to``, ``requests``, ``images``,
+``resolvable_registries``, ``knative``,
 ``knative_controller`` (False: the CRDs without Knative running), and the controller
 delays ``job_seconds``/``ready_seconds``/``job_deadline_cap`` (all back to their defaults at each reset).
 """
@@ -497,6 +499,10 @@ class FakeKubernetes:
             # A Job whose pod is never created fails at min(activeDeadlineSeconds, this).
             self.job_deadline_cap = 3.0
             self.unpullable: list[str] = []
+            # Images whose pull is slow: the pod's containers stay ContainerCreating until released.
+            self.slow_pulls: list[str] = []
+            # Where Knative Services' address points (None: their cluster-local name); see route_services_to.
+            self.service_address: str | None = None
             self._request_failures: list[tuple[str, str, int, str]] = []
             self.requests: list[tuple[str, str]] = []
             # The RBAC objects the platform's token is authorized by (besides stored RoleBindings), and
@@ -540,6 +546,25 @@ class FakeKubernetes:
         its progress deadline (600 s by default, config-deployment), longer than any test waits."""
         with self._lock:
             self.unpullable.append(image_prefix)
+
+    def pull_slowly(self, image_prefix: str) -> None:
+        """Pulling images starting with ``image_prefix`` takes until ``finish_pulls()``: a cold pull of a
+        large image. The revision's pod stays Pending with its containers waiting in ContainerCreating (the
+        kubelet's reason while it pulls), and the Service's Ready stays Unknown, as on a cluster."""
+        with self._lock:
+            self.slow_pulls.append(image_prefix)
+
+    def finish_pulls(self) -> None:
+        """The slow pulls are done: their pods start at the controller's next step."""
+        with self._lock:
+            self.slow_pulls.clear()
+
+    def route_services_to(self, url: str) -> None:
+        """Knative Services made ready from now on report ``url`` as their ``address.url``: a test standing
+        in for the cluster's network with a server of its own (a real agent on 127.0.0.1), so that what the
+        portal does with a ready Service's address reaches something."""
+        with self._lock:
+            self.service_address = url
 
     def fail_next_request(
         self, method: str, path_contains: str, status: int = 500, message: str = "injected failure"
@@ -1436,6 +1461,10 @@ class FakeKubernetes:
         pod = self._store.get(("pods", namespace, pod_name))
         if ksvc is None or pod is None:
             return
+        if any(image.startswith(prefix) for prefix in self.slow_pulls):  # still pulling: look again soon
+            args = (key, uid, generation, revision, pod_name, image)
+            self._later(0.05, self._revision_pod_started, *args)
+            return
         if any(image.startswith(prefix) for prefix in self.unpullable):
             user, queue = pod["spec"]["containers"]
             message = f'Back-off pulling image "{image}"'
@@ -1478,7 +1507,7 @@ class FakeKubernetes:
             "latestCreatedRevisionName": revision,
             "latestReadyRevisionName": revision,
             "url": self._public_url(ksvc, name, namespace),
-            "address": {"url": f"http://{name}.{namespace}.svc.cluster.local"},
+            "address": {"url": self.service_address or f"http://{name}.{namespace}.svc.cluster.local"},
             "traffic": [{"revisionName": revision, "latestRevision": True, "percent": 100}],
             "conditions": [
                 {"type": t, "status": "True", "lastTransitionTime": now}
