@@ -10,6 +10,7 @@ from kubernetes import client
 from functions.backends import knative_preflight as kpf
 from functions.backends import knative_provision as kp
 from functions.models import Backend
+from tests.support.k8s_fake import platform_namespace
 
 CONFIG = {
     "config-features": {"secure-pod-defaults": "enabled", "kubernetes.podspec-runtimeclassname": "enabled"},
@@ -59,17 +60,7 @@ def cluster(fake_k8s, settings, tmp_path):
     settings.HKS_KNATIVE_MAX_TIMEOUT_SECONDS = 600
     api = kp.api_client(fake_k8s.kubeconfig)
     core = client.CoreV1Api(api)
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hks"}})
-    core.create_namespaced_secret(
-        "hks",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "hks-registry"},
-            "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": "eyJhdXRocyI6IHt9fQ=="},
-        },
-    )
+    platform_namespace(core)
     return api
 
 

@@ -22,6 +22,7 @@ from functions.backends.base import BuildSpec, FunctionRef, Resources, Scale, Se
 from functions.models import Backend, ClusterState, Project
 from functions.services import projects as services_projects
 from tests.support.factories import ProjectFactory
+from tests.support.k8s_fake import platform_namespace
 
 LABELS = {
     "app.kubernetes.io/managed-by": "hks-functions",
@@ -44,17 +45,7 @@ def host(fake_k8s, settings, tmp_path):
     settings.HKS_PLATFORM_NAMESPACE = "hks"
     settings.HKS_QUOTA_INSTANCES = 3
     core = client.CoreV1Api(kp.api_client(fake_k8s.kubeconfig))
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hks"}})
-    core.create_namespaced_secret(
-        "hks",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "hks-registry"},
-            "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": DOCKER_CONFIG},
-        },
-    )
+    platform_namespace(core, docker_config=DOCKER_CONFIG)
     return core
 
 

@@ -6,7 +6,6 @@ function's and the project's deletion - is allowed, and every right the manifest
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import datetime as dt
 
@@ -24,7 +23,7 @@ from functions.models import Backend
 from functions.services import projects as services_projects
 from tests.backends.test_knative import BUILD, SCHEDULE, service_spec
 from tests.backends.test_knative_preflight import install_knative
-from tests.support.k8s_fake import RBAC_MANIFEST
+from tests.support.k8s_fake import RBAC_MANIFEST, platform_namespace
 
 REF = FunctionRef(project="acme", namespace="acme", function="hello")
 
@@ -57,18 +56,7 @@ def platform(fake_k8s, settings, tmp_path, project):
     admin = kp.api_client(fake_k8s.kubeconfig)  # the operator, arranging the cluster
     install_knative(admin)
     core = client.CoreV1Api(admin)
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hks"}})
-    docker_config = base64.b64encode(b'{"auths": {}}').decode()
-    core.create_namespaced_secret(
-        "hks",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "hks-registry"},
-            "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": docker_config},
-        },
-    )
+    platform_namespace(core)
     client.NodeV1Api(admin).create_runtime_class(
         {
             "apiVersion": "node.k8s.io/v1",

@@ -8,15 +8,18 @@ import httpx
 import psutil
 
 
-def _raw(url: str, head: bytes, *, chunk: int = 1 << 16) -> bytes:
-    """Send ``head`` to the server as fast as it takes it; return what it answered (possibly early)."""
+def _raw(url: str, head: bytes, *, chunk: int = 1 << 16, body=()) -> bytes:
+    """Send ``head`` (then each piece of ``body``) as fast as the server takes it; return what it answered
+    (possibly early)."""
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
         try:
             for start in range(0, len(head), chunk):
                 sock.sendall(head[start : start + chunk])
+            for piece in body:
+                sock.sendall(piece)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before the whole head arrived: what we want
+            pass  # refused before it all arrived: what we want
         answer = b""
         try:
             while data := sock.recv(65536):
@@ -48,26 +51,12 @@ def test_too_many_request_headers_get_a_431_with_the_reason(live_platform):  # n
 
 def _post_endless(url: str, path: str, size: int, *, chunked: bool) -> bytes:
     """POST ``size`` bytes (declared, or chunked without a length) as fast as the server takes them."""
-    parts = urlsplit(url)
     length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
     head = b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n\r\n" % (path.encode(), length)
     piece = b"x" * (1 << 20)
     if chunked:
         piece = b"%x\r\n" % len(piece) + piece + b"\r\n"
-    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
-        try:
-            sock.sendall(head)
-            for _ in range(size >> 20):
-                sock.sendall(piece)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before it was all sent: what we want
-        answer = b""
-        try:
-            while data := sock.recv(65536):
-                answer += data
-        except (ConnectionResetError, TimeoutError):
-            pass
-    return answer
+    return _raw(url, head, body=(piece for _ in range(size >> 20)))
 
 
 def _spooled(pid: int) -> int:

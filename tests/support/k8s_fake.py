@@ -1754,3 +1754,21 @@ def knative_hello(project, owner, fake_k8s):
     pods = fake_k8s.list("pods", function.ns, "serving.knative.dev/service=hello")
     function.pod = pods[0]["metadata"]["name"]
     return function
+
+
+def platform_namespace(
+    core, *, namespace: str = "hks", secret: str = "hks-registry", docker_config: str = "eyJhdXRocyI6IHt9fQ=="
+) -> None:
+    """What an operator makes before the platform runs on a cluster: its namespace and the registry's
+    push secret in it (docs/install-k3s.md), through ``core`` (a CoreV1Api of the cluster's admin)."""
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": docker_config},  # base64; the default is {"auths": {}}
+        },
+    )
