@@ -111,7 +111,7 @@ def _detail(session: AgentSession) -> dict:
         "endAt": session.expires_at.isoformat(),
         "cpuCount": 1,
         "memoryMB": 256,
-        "diskSizeMB": 32,
+        "diskSizeMB": 128,  # its home (and /tmp): in memory, half the memory limit (sandbox.memory_dir_bytes)
         "state": "running",
         "metadata": session.metadata,
     }
