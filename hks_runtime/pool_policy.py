@@ -2,7 +2,7 @@
 
 A pool of standbys (``sessions.py``: agents started ahead for sessions and the ``execute()`` fast path) is
 sized by one ``PoolPolicy``. The pool reports each claim with how many claims are in progress at that
-moment (``claimed(concurrent)``); the policy remembers the peak of those over the last ``window`` seconds,
+moment (``claimed(concurrent)``), and the same on its tick while any are; the policy remembers the peak of those over the last ``window`` seconds,
 in ``window / BUCKETS`` slices, and its ``target()`` is that peak, never below ``minimum`` and never above
 ``maximum``. So after a burst of 50 executions the pool refills to 50 (capped), the next burst within the
 window finds its agents waiting, and once the window has passed without such demand the target is the
@@ -51,7 +51,8 @@ class PoolPolicy:
         self._peaks: deque[tuple[float, int]] = deque()  # (slice start, peak concurrent claims in it)
 
     def claimed(self, concurrent: int) -> None:
-        """A claim was made while ``concurrent`` claims (it included) were in progress."""
+        """A claim was made while ``concurrent`` claims (it included) were in progress; also called on the
+        pool's tick while claims are in progress, so a long burst is remembered from its end."""
         if self.window <= 0:
             return
         now = self.clock()

@@ -164,7 +164,7 @@ class SessionManager:
         for stale in self.root.iterdir():  # a previous daemon's sessions died with it (--die-with-parent)
             shutil.rmtree(stale, ignore_errors=True)
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        self._starts = asyncio.Semaphore(STARTS_AT_ONCE * (os.cpu_count() or 1))
+        self._starts = asyncio.Semaphore(max(1, int(STARTS_AT_ONCE * (os.cpu_count() or 1))))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
         await asyncio.get_running_loop().run_in_executor(self.blocking, self._find_node)
         await asyncio.get_running_loop().run_in_executor(self.blocking, self._compile_launchers)
@@ -317,7 +317,8 @@ class SessionManager:
         up = loop.create_future()
 
         def on_ready():
-            loop.call_soon_threadsafe(lambda: up.done() or up.set_result(None))
+            with contextlib.suppress(RuntimeError):  # the loop has closed (the daemon stopped)
+                loop.call_soon_threadsafe(lambda: up.done() or up.set_result(None))
 
         return await loop.run_in_executor(self.spawner, self._spawn_blocking, up, on_ready)
 
@@ -506,6 +507,8 @@ class SessionManager:
         while True:
             await asyncio.sleep(self.reap_every)
             now = time.time()
+            if self._active:
+                self.policy.claimed(self._active)  # a burst still running is demand until it ends
             self.trim()
             if not self.inflight:
                 self.refill()  # a standby that could not start, or one the policy wants again
