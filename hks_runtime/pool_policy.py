@@ -2,11 +2,12 @@
 
 A pool of standbys (``sessions.py``: agents started ahead for sessions and the ``execute()`` fast path) is
 sized by one ``PoolPolicy``. The pool reports each claim with how many claims are in progress at that
-moment (``claimed(concurrent)``), and the same on its tick while any are; the policy remembers the peak of those over the last ``window`` seconds,
-in ``window / BUCKETS`` slices, and its ``target()`` is that peak, never below ``minimum`` and never above
-``maximum``. So after a burst of 50 executions the pool refills to 50 (capped), the next burst within the
-window finds its agents waiting, and once the window has passed without such demand the target is the
-minimum again and the pool destroys its surplus (``surplus()``; the pool does this on its reaper's tick).
+moment (``claimed(concurrent)``), and the same on its tick while any are; the policy remembers the peak of
+those over the last ``window`` seconds, in ``window / BUCKETS`` slices, and its ``target()`` is that peak,
+never below ``minimum`` and never above ``maximum``. So after a burst of 50 executions the pool refills to
+50 (capped), the next burst within the window finds its agents waiting, and once the window has passed
+without such demand the target is the minimum again and the pool destroys its surplus (``surplus()``; the
+pool does this on its reaper's tick).
 
 This is the provisioned-capacity idea of a FaaS (predictive warm capacity from recent concurrency), kept to
 what one machine can afford: ``maximum`` is the ``--session-pool-max`` setting, and never more agents than

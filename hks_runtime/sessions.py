@@ -377,19 +377,19 @@ class SessionManager:
         sends the code at once, and the first answer is the readiness check."""
         self.policy.claimed(self._active)
         starting = False
-        while self.standbys:
-            agent = self.standbys.pop(0)
-            if agent.proc.poll() is None:
-                break
-            background.start(self._destroy(agent))
-        else:
+        agent = self._pop_standby()
+        if agent is None:
             await self._starts.acquire()  # released by _claimed once the agent has started
-            starting = True
-            try:
-                agent = await self._spawn()
-            except BaseException:
+            agent = self._pop_standby()  # one of the refill's became ready meanwhile
+            if agent is not None:
                 self._starts.release()
-                raise
+            else:
+                starting = True
+                try:
+                    agent = await self._spawn()
+                except BaseException:
+                    self._starts.release()
+                    raise
         self.refill()
         if starting:
             background.start(self._claimed(agent))
@@ -404,6 +404,14 @@ class SessionManager:
             background.start(self._destroy(agent))
             raise
         return agent
+
+    def _pop_standby(self) -> Agent | None:
+        while self.standbys:
+            agent = self.standbys.pop(0)
+            if agent.proc.poll() is None:
+                return agent
+            background.start(self._destroy(agent))
+        return None
 
     async def _claimed(self, agent: Agent) -> None:
         try:
