@@ -16,8 +16,8 @@ and the total with the deletion.
 ``--fast-only`` measures the fast path alone. A burst is served from the runtime's pool of pre-started agents
 when it holds the burst. The pool grows toward recent demand (docs/runtime.md): the first burst finds the
 default pool of 2 and starts the rest of its agents; ``--bursts 2`` (the default) sends another burst
-``--gap`` seconds later, which finds the pool grown. ``HKS_RUNTIME_SESSION_POOL_SIZE=50`` makes the first
-burst find 50 waiting too.
+``--gap`` seconds later, once the pool holds its target (``GET /v1/session-pool``), which finds it grown.
+``HKS_RUNTIME_SESSION_POOL_SIZE=50`` makes the first burst find 50 waiting too.
 
 Prints a table, then one JSON line with every figure.
 """
@@ -64,7 +64,29 @@ def _p(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
-def fast_path(client: Client, runs: int, concurrency: int, bursts: int = 1, gap: float = 20.0) -> dict:
+def _pool_refilled(platform, timeout: float = 180.0) -> float | None:
+    """Wait until the runtime's session pool holds its target (GET /v1/session-pool); the seconds it took,
+    None where the runtime has no such endpoint (code from before the adaptive pool)."""
+    import httpx
+
+    token = (platform.data_dir / "runtime-token").read_text().strip()
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        response = httpx.get(
+            f"{platform.runtime_url}/v1/session-pool", headers={"Authorization": f"Bearer {token}"}
+        )
+        if response.status_code == 404:
+            return None
+        pool = response.json()
+        if pool["standbys"] >= pool["target"]:
+            return round(time.perf_counter() - started, 1)
+        time.sleep(0.5)
+    return None
+
+
+def fast_path(
+    client: Client, runs: int, concurrency: int, bursts: int = 1, gap: float = 20.0, platform=None
+) -> dict:
     code = CODE["python"]
     functions.execute(code=code, client=client)  # the pool's first standby
     times = []
@@ -79,6 +101,7 @@ def fast_path(client: Client, runs: int, concurrency: int, bursts: int = 1, gap:
     later = []
     for _ in range(bursts - 1):
         time.sleep(gap)  # the pool refills (to the burst, if it adapts) before the next burst
+        refill = _pool_refilled(platform) if platform is not None else None
         ok, failed, took = _burst(client, code, concurrency)
         later.append(
             {
@@ -87,6 +110,7 @@ def fast_path(client: Client, runs: int, concurrency: int, bursts: int = 1, gap:
                 "ms_p50": _median(ok) if ok else None,
                 "ms_p95": _p(ok, 0.95) if ok else None,
                 "wall_ms": round(took, 1),
+                "pool_refilled_after_gap_s": refill,
             }
         )
     return {
@@ -126,7 +150,7 @@ def run(
     platform, runs: int, concurrency: int, fast_only: bool = False, bursts: int = 1, gap: float = 20.0
 ) -> dict:
     client = Client(url=platform.portal_url, credential=_credential(platform), timeout=120)
-    results = {"python_fast_path": fast_path(client, runs, concurrency, bursts, gap)}
+    results = {"python_fast_path": fast_path(client, runs, concurrency, bursts, gap, platform)}
     for language, code in {} if fast_only else CODE.items():
         totals, deploys, invokes = [], [], []
         files = {"data.txt": "forces the deploy path"}
@@ -197,7 +221,8 @@ def main() -> None:
     )
     for number, later in enumerate(fast["later_bursts"], start=2):
         print(
-            f"  burst {number} ({args.gap:g} s later): {later['ok']} ok, {later['failed']} failed, "
+            f"  burst {number} ({args.gap:g} s later, pool refilled {later['pool_refilled_after_gap_s']} s "
+            f"after that): {later['ok']} ok, {later['failed']} failed, "
             f"p50 {later['ms_p50']} ms, p95 {later['ms_p95']} ms, wall {later['wall_ms']} ms"
         )
     if results:

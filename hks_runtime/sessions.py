@@ -23,6 +23,7 @@ its home directory removed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -50,7 +51,9 @@ MAX_TIMEOUT = 24 * 3600
 READY_TIMEOUT = 30.0
 ENDED_KEPT = 1000
 REFILL_DEFER = 1.0  # seconds a refill waits for running one-shot executions to answer
-STARTS_AT_ONCE = 1  # agents starting together, per core (the rest wait their turn; see the docstring)
+# agents starting together, per core (the rest wait their turn; see the docstring): two, because the
+# restricted profile gives each sandbox half a core (cpu.max), so two per core are what fills the cores
+STARTS_AT_ONCE = 2
 READY_LINE = b"hks-agent-ready\n"  # what an agent prints once its kernel is up (session_agent.py)
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8"}
 # the agent as a module (its bytecode cached; a script is compiled at every start), its kernel forked early
@@ -142,6 +145,7 @@ class SessionManager:
         self.policy = PoolPolicy(pool_size, pool_max, pool_window)
         self._active = 0  # claims in progress: one-shot executions running, session creates claiming
         self._starts: asyncio.Semaphore | None = None  # agents starting at once (made on the loop)
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()  # claims the pool left empty
         self.reap_every = reap_every
         self.sessions: dict[str, Session] = {}
         self.standbys: list[Agent] = []
@@ -262,6 +266,10 @@ class SessionManager:
         if self._reaper is not None:
             self._reaper.cancel()
         agents = [s.agent for s in self.sessions.values()] + self.standbys
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(SessionError("the runtime is stopping", 503))
+        self._waiters.clear()
         self.sessions.clear()
         self.standbys.clear()
         await asyncio.gather(*(self._destroy(a) for a in agents), return_exceptions=True)
@@ -350,49 +358,71 @@ class SessionManager:
 
     def trim(self) -> None:
         """Destroy the standbys the policy no longer wants (the demand that grew the pool has passed)."""
-        for _ in range(min(self.policy.surplus(len(self.standbys) + self._filling), len(self.standbys))):
+        starting = max(0, self._filling - len(self._waiters))  # those not already promised to a claim
+        for _ in range(min(self.policy.surplus(len(self.standbys) + starting), len(self.standbys))):
             background.start(self._destroy(self.standbys.pop()))
 
     def pool_view(self) -> dict:
-        return {**self.policy.view(), "standbys": len(self.standbys), "starting": self._filling}
+        starting = max(0, self._filling - len(self._waiters))  # for the pool, not for a waiting claim
+        return {**self.policy.view(), "standbys": len(self.standbys), "starting": starting}
+
+    def _start_for_waiters(self) -> None:
+        """As many agents starting as claims wait for one (the refill's count: the first up is the first
+        waiter's); not deferred like the refill, since these claims have nothing else to wait for."""
+        while self._waiters and self._waiters[0].done():
+            self._waiters.popleft()
+        for _ in range(len(self._waiters) - self._filling):
+            self._filling += 1
+            background.start(self._add_standby())
 
     async def _add_standby(self) -> None:
+        """Start an agent, STARTS_AT_ONCE per core at a time; once it is up it goes to the first claim
+        waiting for one, else to the pool."""
         try:
             async with self._starts:
                 agent = await self._spawn()
                 await self._started(agent)
+            if agent.proc.poll() is not None:
+                background.start(self._destroy(agent))
+                detail = b"".join(agent.output)[-500:].decode(errors="replace")
+                raise SessionError(f"the agent exited ({agent.proc.returncode}) as it started: {detail}", 503)
         except Exception as exc:  # noqa: BLE001 - a standby that cannot start is logged, not fatal
             log.warning("cannot pre-start a session agent: %s", exc)
+            while self._waiters:  # a claim waiting is told rather than left waiting
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(SessionError(f"cannot start a session agent: {exc}", 503))
+                    break
             return
         finally:
             self._filling -= 1
         if self.closing:
             await self._destroy(agent)
-        else:
-            self.standbys.append(agent)
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a claim given up (its caller went away) is skipped
+                waiter.set_result(agent)
+                return
+        self.standbys.append(agent)
 
     async def _claim(self, token: str, *, wait_ready: bool = True) -> Agent:
         """A started agent given ``token``. Its socket listens from the spawn on (the daemon opened it), so
         a request made before the agent serves waits in the backlog: ``wait_ready=False`` (one-shot runs)
         sends the code at once, and the first answer is the readiness check."""
         self.policy.claimed(self._active)
-        starting = False
         agent = self._pop_standby()
-        if agent is None:
-            await self._starts.acquire()  # released by _claimed once the agent has started
-            agent = self._pop_standby()  # one of the refill's became ready meanwhile
-            if agent is not None:
-                self._starts.release()
-            else:
-                starting = True
-                try:
-                    agent = await self._spawn()
-                except BaseException:
-                    self._starts.release()
-                    raise
+        if agent is None:  # the next agent to be up is this claim's (one is started for it if need be)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self._start_for_waiters()
+            try:
+                agent = await waiter
+            except asyncio.CancelledError:  # the caller went away just as its agent came up
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    background.start(self._destroy(waiter.result()))
+                raise
         self.refill()
-        if starting:
-            background.start(self._claimed(agent))
         with contextlib.suppress(Exception):
             agent.cpu_at_claim = agent.proc.cpu_seconds()
         try:
@@ -412,12 +442,6 @@ class SessionManager:
                 return agent
             background.start(self._destroy(agent))
         return None
-
-    async def _claimed(self, agent: Agent) -> None:
-        try:
-            await self._started(agent)
-        finally:
-            self._starts.release()
 
     async def _wait_ready(self, agent: Agent, token: str) -> None:
         """One /health request, answered once the agent serves (it waits in the socket's backlog until
