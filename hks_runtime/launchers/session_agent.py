@@ -53,6 +53,24 @@ ENV = {
 }
 
 
+def _close_from(lowest: int) -> None:
+    """Close every fd from ``lowest`` up, wherever it is numbered (the inherited listening socket keeps the
+    daemon's number, which may lie above this sandbox's open-files limit)."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = []
+    listen = os.environ.get("HKS_LISTEN_FD", "")
+    for fd in [*fds, *([int(listen)] if listen.isdigit() else [])]:
+        if fd >= lowest:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    # and by range up to the limit, should /proc not say (not close_range: seccomp may refuse it)
+    os.closerange(lowest, os.sysconf("SC_OPEN_MAX"))
+
+
 def _early_kernel() -> tuple[int, int, int, int, int]:
     """Fork the default Python kernel now, from the bare interpreter (see the module docstring):
     (pid, its request pipe, its event pipe, its stdout, its stderr)."""
@@ -68,7 +86,7 @@ def _early_kernel() -> tuple[int, int, int, int, int]:
             null = os.open(os.devnull, os.O_RDONLY)
             for fd, target in ((null, 0), (stdout_w, 1), (stderr_w, 2), (req_r, 3), (out_w, 4)):
                 os.dup2(fd, target)
-            os.closerange(5, os.sysconf("SC_OPEN_MAX"))  # the listening socket, the other pipe ends
+            _close_from(5)  # the listening socket, the other pipe ends: only the kernel's own stay open
             os.environ.clear()
             os.environ.update({**ENV, "HKS_KERNEL_IN": "3", "HKS_KERNEL_OUT": "4"})
             os.makedirs(HOME, exist_ok=True)

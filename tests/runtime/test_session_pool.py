@@ -118,3 +118,21 @@ def test_a_timed_out_execution_leaves_no_process_cgroup_or_slot(daemon):
 
     assert wait_for(lambda: not running() and not cgroups() and standby not in _slots(daemon))
     assert not running() and not cgroups() and standby not in _slots(daemon)
+
+
+def test_the_code_holds_nothing_of_its_agent_but_its_pipes(daemon):
+    """The kernel is forked from the agent (session_agent.py): it must hold neither the agent's listening
+    socket (it could answer the portal's requests, token and all) nor the agent's stdin (the token)."""
+    code = (
+        "import os\n"
+        "fds = sorted(int(f) for f in os.listdir('/proc/self/fd'))\n"
+        "links = {}\n"
+        "for f in fds:\n"
+        "    try: links[f] = os.readlink(f'/proc/self/fd/{f}')\n"
+        "    except OSError: pass\n"
+        "links\n"
+    )
+    links = _execute(daemon, code)["result"]
+    assert links["0"] == "/dev/null"
+    assert not [link for link in links.values() if link.startswith("socket:")], links
+    assert {int(fd) for fd in links} <= {0, 1, 2, 3, 4}, links  # stdio and the kernel's two pipes
