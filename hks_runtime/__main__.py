@@ -59,7 +59,20 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--session-pool-size",
         type=int,
         default=int(_env_float("HKS_RUNTIME_SESSION_POOL_SIZE", 2)),
-        help="agent sandboxes started ahead for sessions and execute() (0 disables)",
+        help="agent sandboxes started ahead for sessions and execute(), at least (0: none when idle)",
+    )
+    parser.add_argument(
+        "--session-pool-max",
+        type=int,
+        default=int(_env_float("HKS_RUNTIME_SESSION_POOL_MAX", 50)),
+        help="the most agents the pool grows to after a burst of claims (~35 MB each; also at most a "
+        "quarter of the machine's memory); at most --session-pool-size keeps the pool fixed",
+    )
+    parser.add_argument(
+        "--session-pool-window",
+        type=float,
+        default=_env_float("HKS_RUNTIME_SESSION_POOL_WINDOW", 300.0),
+        help="seconds: the pool holds the peak of concurrent claims seen within this long (0: fixed pool)",
     )
     parser.add_argument(
         "--session-libraries",
@@ -100,6 +113,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         data_path=args.data_path,
         client_limits=ClientLimits.from_env(),
         session_pool_size=max(0, args.session_pool_size),
+        session_pool_max=max(0, args.session_pool_max),
+        session_pool_window=max(0.0, args.session_pool_window),
         session_libraries=args.session_libraries,
     )
 

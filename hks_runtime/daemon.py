@@ -47,7 +47,11 @@ class Options:
     pool_recent_shapes: int = 2  # shapes no longer in use that keep their standbys (the latest given up)
     data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
     client_limits: ClientLimits = ClientLimits()  # what one client may hold of the gateway
-    session_pool_size: int = 2  # pre-started agent sandboxes for sessions and execute() (sessions.py)
+    session_pool_size: int = (
+        2  # pre-started agent sandboxes for sessions and execute(), at least (sessions.py)
+    )
+    session_pool_max: int = 50  # at most, grown toward recent demand (pool_policy.py)
+    session_pool_window: float = 300.0  # seconds of demand the pool is sized by
     session_libraries: str = "lazy"  # the agent library layer: eager | lazy (at the first session) | off
 
 
@@ -79,6 +83,8 @@ class Daemon:
             data_dir=self.data_dir,
             layers_dir=self.layers_dir,
             pool_size=options.session_pool_size,
+            pool_max=options.session_pool_max,
+            pool_window=options.session_pool_window,
             libraries=options.session_libraries,
         )
         self.runners: list[web.AppRunner] = []

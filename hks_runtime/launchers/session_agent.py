@@ -24,6 +24,16 @@ The endpoints are the wire protocols E2B's SDKs speak, written from their public
 
 Relative paths are resolved against /home/user, the session's writable home.
 
+The runtime starts the agent as ``import session_agent; session_agent.main()`` with its bytecode cached
+beside it (the runtime compiles it: a script would be compiled at every start) and
+``HKS_SESSION_EARLY_KERNEL=1``: the default Python kernel is then forked at the agent's very start, before
+the agent imports its HTTP server (``_early_kernel``). It begins from a bare interpreter, as if started on
+its own, with only its own pipes open (stdin /dev/null; the listening socket and the agent's stdin, which
+carries the token, closed), and does its imports on one core while the agent does its own on the other,
+instead of being a second interpreter started once the agent is up. Kernels started later (restarts, new
+contexts) are processes of their own. The agent prints ``hks-agent-ready`` on stdout once its kernel is up
+(the runtime bounds the agents starting at once by it).
+
 Kernels are Python (session_kernel.py, the "default" context) or JavaScript (session_kernel.js on the Node
 the runtime gives as HKS_SESSION_NODE); an /execute with ``language`` "javascript" (or "js", "node") and no
 context runs in the session's default JavaScript context ("default-javascript"), started at its first use.
@@ -31,34 +41,10 @@ context runs in the session's default JavaScript context ("default-javascript"),
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import hmac
-import json
 import os
-import queue
-import select
-import shutil
-import signal
-import socket
-import stat
-import struct
-import subprocess
 import sys
-import threading
-import time
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 HOME = os.environ.get("HKS_SESSION_HOME", "/home/user")
-KERNEL = str(Path(__file__).with_name("session_kernel.py"))
-NODE_KERNEL = str(Path(__file__).with_name("session_kernel.js"))
-LANGUAGES = {None: "python", "": "python", "python": "python", "py": "python", "python3": "python"}
-LANGUAGES.update(dict.fromkeys(("javascript", "js", "node", "nodejs"), "javascript"))
-MAX_CONTEXTS = 8  # kernels per session (each one a process)
 ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": HOME,
@@ -67,6 +53,89 @@ ENV = {
     "PYTHONUNBUFFERED": "1",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
+
+
+def _close_from(lowest: int) -> None:
+    """Close every fd from ``lowest`` up, wherever it is numbered (the inherited listening socket keeps the
+    daemon's number, which may lie above this sandbox's open-files limit)."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = []
+    listen = os.environ.get("HKS_LISTEN_FD", "")
+    for fd in [*fds, *([int(listen)] if listen.isdigit() else [])]:
+        if fd >= lowest:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    # and by range up to the limit, should /proc not say (not close_range: seccomp may refuse it)
+    os.closerange(lowest, os.sysconf("SC_OPEN_MAX"))
+
+
+def _early_kernel() -> tuple[int, int, int, int, int]:
+    """Fork the default Python kernel now, from the bare interpreter (see the module docstring):
+    (pid, its request pipe, its event pipe, its stdout, its stderr)."""
+    kernel = os.path.join(os.path.dirname(os.path.abspath(__file__)), "session_kernel.py")
+    req_r, req_w = os.pipe()
+    out_r, out_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    stderr_r, stderr_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the kernel: nothing of the agent's but the interpreter (no thread runs yet)
+        status = 1
+        try:
+            null = os.open(os.devnull, os.O_RDONLY)
+            for fd, target in ((null, 0), (stdout_w, 1), (stderr_w, 2), (req_r, 3), (out_w, 4)):
+                os.dup2(fd, target)
+            _close_from(5)  # the listening socket, the other pipe ends: only the kernel's own stay open
+            os.environ.clear()
+            os.environ.update({**ENV, "HKS_KERNEL_IN": "3", "HKS_KERNEL_OUT": "4"})
+            os.makedirs(HOME, exist_ok=True)
+            os.chdir(HOME)
+            sys.argv = [kernel]
+            here = os.path.dirname(kernel)
+            sys.path[:] = [here] + [p for p in sys.path if p not in ("", here)]  # as when run as a script
+            import session_kernel  # its bytecode, as the agent's (sessions.py compiles both)
+
+            session_kernel.main()
+            status = 0
+        finally:
+            os._exit(status)
+    for fd in (req_r, out_w, stdout_w, stderr_w):
+        os.close(fd)
+    return pid, req_w, out_r, stdout_r, stderr_r
+
+
+_EARLY = _early_kernel() if os.environ.pop("HKS_SESSION_EARLY_KERNEL", "") == "1" else None
+if _EARLY is not None:
+    # The agent speaks plain HTTP on loopback: OpenSSL (ssl, _hashlib; http.client and hmac import them when
+    # they can) is a fifth of its start-up. The kernel, forked above, and every later process import them.
+    sys.modules.update(ssl=None, _hashlib=None)
+
+import base64  # noqa: E402 - after the kernel's fork, which must not carry the agent's imports
+import datetime as dt  # noqa: E402
+import hmac  # noqa: E402
+import json  # noqa: E402
+import queue  # noqa: E402
+import select  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import stat  # noqa: E402
+import struct  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import parse_qs, urlparse  # noqa: E402
+
+KERNEL = str(Path(__file__).with_name("session_kernel.py"))
+NODE_KERNEL = str(Path(__file__).with_name("session_kernel.js"))
+LANGUAGES = {None: "python", "": "python", "python": "python", "py": "python", "python3": "python"}
+LANGUAGES.update(dict.fromkeys(("javascript", "js", "node", "nodejs"), "javascript"))
+MAX_CONTEXTS = 8  # kernels per session (each one a process)
 _CONNECT_STATUS = {
     "invalid_argument": 400,
     "unauthenticated": 401,
@@ -86,6 +155,38 @@ class RpcError(Exception):
 # --- kernel --------------------------------------------------------------------------------------------
 
 
+class _Forked:
+    """The early-forked kernel, with what Kernel uses of a Popen: pid, stdout, stderr, poll, wait, kill."""
+
+    def __init__(self, pid: int, stdout_fd: int, stderr_fd: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdout = os.fdopen(stdout_fd, "rb")
+        self.stderr = os.fdopen(stderr_fd, "rb")
+        self._lock = threading.Lock()
+
+    def _reap(self, flags: int) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, flags)
+                except ChildProcessError:
+                    pid, status = self.pid, 0
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def wait(self) -> int:
+        return self._reap(0)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
 class Kernel:
     """A kernel subprocess (Python or JavaScript); one execution at a time. Restarted (state lost) when it
     dies."""
@@ -99,6 +200,13 @@ class Kernel:
         self.start()
 
     def start(self) -> None:
+        global _EARLY
+        if _EARLY is not None and self.language == "python" and self.cwd == HOME:
+            pid, req_w, out_r, stdout_r, stderr_r = _EARLY
+            _EARLY = None
+            self.proc = _Forked(pid, stdout_r, stderr_r)
+            self._attach(req_w, out_r)
+            return
         req_r, req_w = os.pipe()
         out_r, out_w = os.pipe()
         env = {**ENV, "HKS_KERNEL_IN": str(req_r), "HKS_KERNEL_OUT": str(out_w)}
@@ -120,6 +228,9 @@ class Kernel:
         )
         os.close(req_r)
         os.close(out_w)
+        self._attach(req_w, out_r)
+
+    def _attach(self, req_w: int, out_r: int) -> None:
         self.requests = os.fdopen(req_w, "w", buffering=1, encoding="utf-8")
         self.events = events = queue.Queue()
         threading.Thread(target=self._pump_events, args=(out_r, events), daemon=True).start()
@@ -612,6 +723,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if content_type.startswith("multipart/form-data"):
                 header = f"Content-Type: {content_type}\r\n\r\n".encode()
+                from email.parser import BytesParser  # only here: the email package is slow to import
+                from email.policy import HTTP
+
                 message = BytesParser(policy=HTTP).parsebytes(header + body)
                 parts = [p for p in message.iter_parts() if p.get_param("name", header="content-disposition")]
                 written = [
@@ -810,6 +924,8 @@ def main() -> None:
     os.makedirs(HOME, exist_ok=True)
     os.chdir(HOME)
     server = Server(sock, token="")
+    sys.stdout.buffer.write(b"hks-agent-ready\n")  # the runtime bounds agents starting at once by it
+    sys.stdout.flush()
     config = json.loads(sys.stdin.readline() or "{}")  # a pre-started agent waits here for its session
     if not config.get("token"):
         sys.exit("no token given; exiting")

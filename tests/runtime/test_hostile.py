@@ -235,6 +235,42 @@ def test_busy_loop_and_its_grandchildren_are_stopped_by_terminate():
     proc.cleanup()
 
 
+@pytest.mark.parametrize("mode", ["cgroups", "rlimit"])
+def test_an_immediate_kill_reaches_children_of_threads_and_setsid_daemons(mode, monkeypatch):
+    """terminate(grace=0) - a one-shot execution's teardown - kills at once, with the sandbox's process
+    tree read from its own /proc/PID/task/*/children rather than a scan of the host: a child forked by a
+    thread other than the main one, and a double-forked setsid'd daemon, are killed too (without cgroups,
+    where the tree is all there is, as well)."""
+    if mode == "rlimit":
+        monkeypatch.setenv("HKS_SANDBOX_LIMITS", "rlimit")
+    sandbox._cgroups.cache_clear()
+    try:
+        script = (
+            "import os, subprocess, threading, time\n"
+            "def spawn():\n"
+            "    subprocess.Popen(['/bin/sleep', '600'])\n"  # a child of this thread, not of the main one
+            "threading.Thread(target=spawn).start()\n"
+            "subprocess.Popen(['/bin/sh', '-c', 'setsid sh -c \"trap : TERM; sleep 600\" & :'])\n"
+            "time.sleep(600)\n"
+        )
+        proc = _spawn([PY, "-c", script])
+        members = _wait_for_tree(proc, 6)  # bwrap, init, python, sleep, the setsid'd sh and its sleep
+        for _ in range(600):
+            if sum(_comm(pid) == "sleep" for pid in members if pid_alive(pid)) == 2:
+                break
+            time.sleep(0.05)
+            members = _tree(proc)
+        assert set(sandbox._descendants(proc.pid, sandbox._process_tree(proc.pid))) == members
+        proc.terminate(grace=0)
+        assert proc.returncode is not None
+        assert not [pid for pid in members if pid_alive(pid)]
+        dirs = list(proc.cgroups.values())
+        proc.cleanup()
+        assert not any(path.exists() for path in dirs)
+    finally:
+        sandbox._cgroups.cache_clear()
+
+
 # --- isolation -----------------------------------------------------------------------------------------
 
 
