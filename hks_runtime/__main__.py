@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="agent sandboxes started ahead for sessions and execute() (0 disables)",
     )
     parser.add_argument(
+        "--node-pool-size",
+        type=int,
+        default=int(_env_float("HKS_RUNTIME_NODE_POOL_SIZE", 2)),
+        help="agent sandboxes started ahead with their Node kernel, for JavaScript execute() and sessions "
+        "(0: none; they then take a Python one and start Node)",
+    )
+    parser.add_argument(
         "--session-libraries",
         choices=("eager", "lazy", "off"),
         default=os.environ.get("HKS_RUNTIME_SESSION_LIBRARIES", "lazy"),
@@ -100,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         data_path=args.data_path,
         client_limits=ClientLimits.from_env(),
         session_pool_size=max(0, args.session_pool_size),
+        node_pool_size=max(0, args.node_pool_size),
         session_libraries=args.session_libraries,
     )
 

@@ -48,6 +48,7 @@ class Options:
     data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
     client_limits: ClientLimits = ClientLimits()  # what one client may hold of the gateway
     session_pool_size: int = 2  # pre-started agent sandboxes for sessions and execute() (sessions.py)
+    node_pool_size: int = 2  # of them apart, Node-ready: JavaScript execute() and sessions (sessions.py)
     session_libraries: str = "lazy"  # the agent library layer: eager | lazy (at the first session) | off
 
 
@@ -79,6 +80,7 @@ class Daemon:
             data_dir=self.data_dir,
             layers_dir=self.layers_dir,
             pool_size=options.session_pool_size,
+            node_pool_size=options.node_pool_size,
             libraries=options.session_libraries,
         )
         self.runners: list[web.AppRunner] = []

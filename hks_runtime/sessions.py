@@ -12,6 +12,11 @@ Agents are started ahead (``pool_size`` standbys): the agent and its kernel are 
 exists, and a create only hands one a token. ``execute()`` is the one-shot fast path: a standby takes the
 code, answers, and is torn down after the answer, off the caller's path.
 
+JavaScript has a small pool of its own (``node_pool_size``): Node-ready standbys, the same agent with its
+Node kernel started too (``HKS_SESSION_PRESTART``), for one-shot JavaScript runs and sessions that ask for
+``language="javascript"``. When that pool is empty they take a Python standby and have it start Node at
+once; when both are, they start a Node-ready agent of their own.
+
 Every session has a deadline; the reaper kills it then even if the portal never asks (the portal's beat
 does too). A killed session leaves nothing behind: its sandbox (every process in its cgroup) is killed and
 its slot directory removed (its home went with the sandbox's mounts).
@@ -47,6 +52,7 @@ READY_TIMEOUT = 30.0
 ENDED_KEPT = 1000
 REFILL_DEFER = 1.0  # seconds a refill waits for running one-shot executions to answer
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8"}
+LANGUAGES = ("python", "javascript")  # what a session or a one-shot run asks for
 
 
 class SessionError(Exception):
@@ -64,6 +70,7 @@ class Agent:
     slot: Path
     started: float = field(default_factory=time.monotonic)
     output: list[bytes] = field(default_factory=list)
+    language: str = "python"  # "javascript": a Node-ready agent (its Node kernel started with it)
     cpu_at_claim: float | None = None  # the sandbox's CPU seconds when it was handed out (start-up excluded)
 
     def cpu_used(self) -> float | None:
@@ -117,6 +124,7 @@ class SessionManager:
         data_dir: Path,
         layers_dir: Path | None = None,
         pool_size: int = 2,
+        node_pool_size: int = 2,
         reap_every: float = 1.0,
         libraries: str = "lazy",
     ):
@@ -132,6 +140,9 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.standbys: list[Agent] = []
         self._filling = 0
+        self.node_pool_size = node_pool_size
+        self.node_standbys: list[Agent] = []  # Node-ready (see the module's docstring)
+        self._node_filling = 0
         self._refill_pending = False
         self.inflight: dict[str, int] = {}  # one-shot executions running, per namespace
         self.ended: dict[str, float | None] = {}  # CPU seconds of sessions reaped here, until asked (bounded)
@@ -181,6 +192,7 @@ class SessionManager:
             return
         self.layer_state = "ready"
         old, self.standbys = self.standbys, []  # standbys without the libraries make way for ones with
+        old, self.node_standbys = old + self.node_standbys, []
         for agent in old:
             background.start(self._destroy(agent))
         if not self.closing:
@@ -214,9 +226,10 @@ class SessionManager:
         self.closing = True
         if self._reaper is not None:
             self._reaper.cancel()
-        agents = [s.agent for s in self.sessions.values()] + self.standbys
+        agents = [s.agent for s in self.sessions.values()] + self.standbys + self.node_standbys
         self.sessions.clear()
         self.standbys.clear()
+        self.node_standbys.clear()
         await asyncio.gather(*(self._destroy(a) for a in agents), return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(None, self._teardown.shutdown)  # the last runs' too
         if self._http is not None:
@@ -224,7 +237,7 @@ class SessionManager:
 
     # agents ---------------------------------------------------------------------------------------------
 
-    def _spawn_blocking(self) -> Agent:
+    def _spawn_blocking(self, language: str = "python") -> Agent:
         slot = self.root / secrets.token_hex(8)
         slot.mkdir(parents=True)
         slot.chmod(0o711)
@@ -236,6 +249,8 @@ class SessionManager:
             node_root, env["HKS_SESSION_NODE"] = self.node
             if node_root:
                 binds.append((node_root, "/hks/node"))
+            if language == "javascript":
+                env["HKS_SESSION_PRESTART"] = "javascript"
         try:
             limits = sandbox.limits_for("restricted", max_pids=128)
             spec = sandbox.SandboxSpec(
@@ -252,7 +267,7 @@ class SessionManager:
                 identity=identities.project_identity(self.layers_dir, f"session:{slot.name}"),
             )
             proc = sandbox.spawn(spec, stdin=subprocess.PIPE)
-            agent = Agent(proc=proc, port=sock.getsockname()[1], slot=slot)
+            agent = Agent(proc=proc, port=sock.getsockname()[1], slot=slot, language=language)
         except BaseException:
             shutil.rmtree(slot, ignore_errors=True)
             raise
@@ -262,8 +277,9 @@ class SessionManager:
             threading.Thread(target=_drain, args=(pipe, agent.output), daemon=True).start()
         return agent
 
-    async def _spawn(self) -> Agent:
-        return await asyncio.get_running_loop().run_in_executor(self.spawner, self._spawn_blocking)
+    async def _spawn(self, language: str = "python") -> Agent:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.spawner, self._spawn_blocking, language)
 
     def refill(self, *, now: bool = False) -> None:
         if self.closing:
@@ -281,6 +297,7 @@ class SessionManager:
         for _ in range(max(0, missing)):
             self._filling += 1
             background.start(self._add_standby())
+        self._refill_node()
 
     def _refill_deferred(self) -> None:
         if self._refill_pending:
@@ -299,22 +316,29 @@ class SessionManager:
         else:
             self.standbys.append(agent)
 
-    async def _claim(self, token: str, *, wait_ready: bool = True) -> Agent:
+    async def _claim(
+        self, token: str, *, wait_ready: bool = True, language: str = "python", one_shot: bool = False
+    ) -> Agent:
         """A started agent given ``token``. Its socket listens from the spawn on (the daemon opened it), so
         a request made before the agent serves waits in the backlog: ``wait_ready=False`` (one-shot runs)
-        sends the code at once, and the first answer is the readiness check."""
-        while self.standbys:
-            agent = self.standbys.pop(0)
+        sends the code at once, and the first answer is the readiness check. ``language`` "javascript"
+        takes a Node-ready agent (see the module's docstring)."""
+        standbys = self._node_standbys_or_python() if language == "javascript" else self.standbys
+        while standbys:
+            agent = standbys.pop(0)
             if agent.proc.poll() is None:
                 break
             background.start(self._destroy(agent))
         else:
-            agent = await self._spawn()
+            agent = await self._spawn(language if self.node is not None else "python")
         self.refill()
         with contextlib.suppress(Exception):
             agent.cpu_at_claim = agent.proc.cpu_seconds()
+        config = {"token": token, "one_shot": one_shot}
+        if language == "javascript" and agent.language != "javascript":
+            config["start"] = "javascript"  # a Python standby: Node starts now, before the first run asks
         try:
-            agent.proc.stdin.write((json.dumps({"token": token}) + "\n").encode())
+            agent.proc.stdin.write((json.dumps(config) + "\n").encode())
             agent.proc.stdin.flush()
             if wait_ready:
                 await self._wait_ready(agent, token)
@@ -322,6 +346,37 @@ class SessionManager:
             background.start(self._destroy(agent))
             raise
         return agent
+
+    # Node-ready standbys (kept apart from the Python pool above) ----------------------------------------
+
+    def _refill_node(self) -> None:
+        if self.node is None or self.closing:
+            return
+        missing = self.node_pool_size - len(self.node_standbys) - self._node_filling
+        for _ in range(max(0, missing)):
+            self._node_filling += 1
+            background.start(self._add_node_standby())
+
+    async def _add_node_standby(self) -> None:
+        try:
+            agent = await self._spawn("javascript")
+        except Exception as exc:  # noqa: BLE001 - a standby that cannot start is logged, not fatal
+            log.warning("cannot pre-start a Node-ready session agent: %s", exc)
+            return
+        finally:
+            self._node_filling -= 1
+        if self.closing:
+            await self._destroy(agent)
+        else:
+            self.node_standbys.append(agent)
+
+    def _node_standbys_or_python(self) -> list[Agent]:
+        """Where a JavaScript claim takes its agent: a Node-ready standby, else a Python one (told to start
+        Node at once), else none (the claim starts a Node-ready agent)."""
+        for agent in [a for a in self.node_standbys if a.proc.poll() is not None]:
+            self.node_standbys.remove(agent)
+            background.start(self._destroy(agent))
+        return self.node_standbys or self.standbys
 
     async def _wait_ready(self, agent: Agent, token: str) -> None:
         """One /health request, answered once the agent serves (it waits in the socket's backlog until
@@ -368,7 +423,14 @@ class SessionManager:
     # sessions -------------------------------------------------------------------------------------------
 
     async def create(
-        self, *, session_id: str, namespace: str, token: str, timeout: float, labels: dict[str, str]
+        self,
+        *,
+        session_id: str,
+        namespace: str,
+        token: str,
+        timeout: float,
+        labels: dict[str, str],
+        language: str = "python",
     ) -> Session:
         if not SESSION_ID.match(session_id) or session_id in self.sessions:
             raise SessionError("id must be 8-40 lowercase letters or digits, unused", 400)
@@ -376,9 +438,10 @@ class SessionManager:
             raise SessionError(f"timeout must be between 1 and {MAX_TIMEOUT} seconds", 400)
         if len(token) < 16:
             raise SessionError("token must have at least 16 characters", 400)
+        _check_language(language)
         if self.libraries == "lazy":
             self._build_layer()
-        agent = await self._claim(token)
+        agent = await self._claim(token, language=language)
         session = Session(session_id, namespace, agent, token, time.time() + timeout, dict(labels))
         self.sessions[session_id] = session
         return session
@@ -423,11 +486,22 @@ class SessionManager:
     # one-shot execution ---------------------------------------------------------------------------------
 
     async def execute(
-        self, *, code: str, timeout: float, env: dict[str, str], namespace: str = "", max_concurrent: int = 0
+        self,
+        *,
+        code: str,
+        timeout: float,
+        env: dict[str, str],
+        namespace: str = "",
+        max_concurrent: int = 0,
+        language: str = "python",
     ) -> dict:
         """Run ``code`` once in a pre-started agent; the agent is destroyed after the answer.
 
-        With ``max_concurrent``, at most that many run at once per namespace (SessionError 429 past it)."""
+        With ``max_concurrent``, at most that many run at once per namespace (SessionError 429 past it).
+        ``language`` "javascript" runs it in the agent's Node kernel (a Node-ready standby)."""
+        _check_language(language)
+        if language == "javascript" and self.node is None:
+            raise SessionError("JavaScript is not available: the runtime found no Node", 503)
         running = self.inflight.get(namespace, 0)
         if max_concurrent and running >= max_concurrent:
             raise SessionError(
@@ -435,7 +509,7 @@ class SessionManager:
             )
         self.inflight[namespace] = running + 1
         try:
-            return await self._execute(code=code, timeout=timeout, env=env)
+            return await self._execute(code=code, timeout=timeout, env=env, language=language)
         finally:
             self.inflight[namespace] -= 1
             if not self.inflight[namespace]:
@@ -443,14 +517,14 @@ class SessionManager:
             if self._refill_pending and not self.inflight:
                 self.refill()
 
-    async def _execute(self, *, code: str, timeout: float, env: dict[str, str]) -> dict:
+    async def _execute(self, *, code: str, timeout: float, env: dict[str, str], language: str) -> dict:
         started = time.perf_counter()
         token = secrets.token_urlsafe(24)
-        agent = await self._claim(token, wait_ready=False)
+        agent = await self._claim(token, wait_ready=False, language=language, one_shot=True)
         events: list[dict] = []
         try:
             url = f"http://127.0.0.1:{agent.port}/execute"
-            body = {"code": code, "env_vars": env, "timeout": timeout}
+            body = {"code": code, "env_vars": env, "timeout": timeout, "language": language}
             async with self._http.post(url, json=body, headers={"X-HKS-Agent-Token": token}) as response:
                 if response.status != 200:
                     raise SessionError(f"the agent refused the code: {await response.text()}", 502)
@@ -478,6 +552,11 @@ class SessionManager:
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "cpu_seconds": cpu,
         }
+
+
+def _check_language(language: str) -> None:
+    if language not in LANGUAGES:
+        raise SessionError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}", 400)
 
 
 def _crashed() -> dict:

@@ -26,7 +26,12 @@ Relative paths are resolved against /home/user, the session's writable home.
 
 Kernels are Python (session_kernel.py, the "default" context) or JavaScript (session_kernel.js on the Node
 the runtime gives as HKS_SESSION_NODE); an /execute with ``language`` "javascript" (or "js", "node") and no
-context runs in the session's default JavaScript context ("default-javascript"), started at its first use.
+context runs in the session's default JavaScript context ("default-javascript"), started at its first use -
+or ahead: with the agent (``HKS_SESSION_PRESTART=javascript``, a Node-ready standby), or right after the
+token (``"start": "javascript"`` in the token line), so a session's first JavaScript run does not wait for
+Node. ``"one_shot": true`` in the token line (a one-shot execute(), torn down after its answer) keeps a
+kernel that dies or ignores its timeout from being restarted on the caller's time, and reports a
+JavaScript kernel's ``process.exit(n)`` as exit code n (as ``sys.exit(n)`` is in Python).
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ NODE_KERNEL = str(Path(__file__).with_name("session_kernel.js"))
 LANGUAGES = {None: "python", "": "python", "python": "python", "py": "python", "python3": "python"}
 LANGUAGES.update(dict.fromkeys(("javascript", "js", "node", "nodejs"), "javascript"))
 MAX_CONTEXTS = 8  # kernels per session (each one a process)
+JS_HEAP_OOM = "JavaScript heap out of memory"  # what V8 prints when --max-old-space-size is reached
+ONE_SHOT = False  # set from the token line: nothing is restarted, the sandbox goes after the answer
 ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": HOME,
@@ -123,8 +130,12 @@ class Kernel:
         self.requests = os.fdopen(req_w, "w", buffering=1, encoding="utf-8")
         self.events = events = queue.Queue()
         threading.Thread(target=self._pump_events, args=(out_r, events), daemon=True).start()
-        for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr)):
-            threading.Thread(target=self._pump_fd, args=(name, pipe, events), daemon=True).start()
+        self.pumps = [
+            threading.Thread(target=self._pump_fd, args=(name, pipe, events), daemon=True)
+            for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))
+        ]
+        for pump in self.pumps:
+            pump.start()
         ready = events.get(timeout=60)
         if ready.get("type") != "ready":
             raise RuntimeError(f"kernel did not start: {ready}")
@@ -173,6 +184,7 @@ class Kernel:
                 self.requests.write(json.dumps({"code": code, "env": env or {}}) + "\n")
             deadline = time.monotonic() + timeout if timeout else None
             interrupted_at = None
+            heap_oom = False
             while True:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if gone is not None and interrupted_at is None:
@@ -192,25 +204,52 @@ class Kernel:
                         deadline = time.monotonic() + 2.0
                         yield _timeout_error(timeout, restarted=False)
                         continue
-                    self.restart()
-                    yield _timeout_error(timeout, restarted=True)
+                    if ONE_SHOT:
+                        self.stop()
+                    else:
+                        self.restart()
+                        yield _timeout_error(timeout, restarted=True)
                     yield {"type": "end_of_execution"}
                     return
                 if event["type"] == "_exit":
-                    yield {
-                        "type": "error",
-                        "name": "KernelDied",
-                        "value": f"the kernel exited ({self.proc.wait()}); restarted, its state lost",
-                        "traceback": "",
-                    }
-                    self.start()
+                    yield from self._died(heap_oom)
                     yield {"type": "end_of_execution"}
                     return
                 if interrupted_at is not None and event["type"] == "error":
                     continue  # the KeyboardInterrupt our own interrupt caused: the timeout was reported
+                if event["type"] == "stderr" and JS_HEAP_OOM in event["text"]:
+                    heap_oom = True
                 yield event
                 if event["type"] == "end_of_execution":
                     return
+
+    def _died(self, heap_oom: bool):
+        """The events after the kernel exited: the rest of its output, then why (restarted unless one-shot).
+        Node out of heap (--max-old-space-size) is a MemoryError, as the sandbox's OOM kill is."""
+        code = self.proc.wait()
+        until = time.monotonic() + 1.0  # its last output (V8's fatal error) may still be on its way
+        for pump in self.pumps:  # (a child still holding the pipes keeps them open: wait no longer)
+            pump.join(timeout=max(0.0, until - time.monotonic()))
+        while not self.events.empty():
+            event = self.events.get_nowait()
+            if event["type"] in ("stdout", "stderr"):
+                heap_oom = heap_oom or (event["type"] == "stderr" and JS_HEAP_OOM in event["text"])
+                yield event
+        tail = "" if ONE_SHOT else "; restarted, its state lost"
+        if heap_oom:
+            value = f"out of memory: the JavaScript heap limit was reached{tail}"
+            yield {"type": "error", "name": "MemoryError", "value": value, "traceback": ""}
+        elif ONE_SHOT and self.language == "javascript" and code >= 0:
+            yield {"type": "error", "name": "SystemExit", "value": str(code), "traceback": ""}  # exit(n)
+        else:
+            yield {
+                "type": "error",
+                "name": "KernelDied",
+                "value": f"the kernel exited ({code}){tail}",
+                "traceback": "",
+            }
+        if not ONE_SHOT:
+            self.start()
 
 
 def _timeout_error(timeout, *, restarted: bool) -> dict:
@@ -744,14 +783,36 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, sock: socket.socket, token: str):
+    def __init__(self, sock: socket.socket, token: str, prestart: str = ""):
         super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
         self.socket.close()
         self.socket = sock
         self.token = token
-        self.kernels = {"default": Kernel()}
         self.commands = Commands()
-        self._starting = threading.Lock()
+        self._starting = threading.RLock()
+        self.kernels: dict[str, Kernel] = {}
+        node = self.start_javascript() if prestart == "javascript" else None  # beside Python's start
+        self.kernels["default"] = Kernel()
+        if node is not None:
+            node.join()
+            self.kernels = {"default": self.kernels.pop("default"), **self.kernels}  # Python's listed first
+
+    def start_javascript(self) -> threading.Thread:
+        """Start the default JavaScript context in the background; a run asking for it meanwhile waits."""
+        ready = threading.Event()
+
+        def start():
+            with self._starting:
+                ready.set()
+                try:
+                    self.default_kernel("javascript")
+                except Exception as exc:  # noqa: BLE001 - no Node here, or it failed: its first use says so
+                    print(f"no JavaScript kernel: {exc}", file=sys.stderr)
+
+        thread = threading.Thread(target=start, daemon=True)
+        thread.start()
+        ready.wait()  # the lock is held before anyone can ask for the context
+        return thread
 
     def default_kernel(self, language: str) -> Kernel:
         """The default context of ``language``; the JavaScript one is started at its first use."""
@@ -809,11 +870,15 @@ def main() -> None:
     sock = socket.socket(fileno=int(os.environ["HKS_LISTEN_FD"]))
     os.makedirs(HOME, exist_ok=True)
     os.chdir(HOME)
-    server = Server(sock, token="")
+    server = Server(sock, token="", prestart=os.environ.get("HKS_SESSION_PRESTART", ""))
     config = json.loads(sys.stdin.readline() or "{}")  # a pre-started agent waits here for its session
     if not config.get("token"):
         sys.exit("no token given; exiting")
     server.token = config["token"]
+    global ONE_SHOT
+    ONE_SHOT = bool(config.get("one_shot"))
+    if config.get("start") == "javascript" and "default-javascript" not in server.kernels:
+        server.start_javascript()
     server.serve_forever(poll_interval=3600)
 
 
