@@ -789,25 +789,25 @@ class Server(ThreadingHTTPServer):
         self.socket = sock
         self.token = token
         self.commands = Commands()
-        self._starting = threading.RLock()
-        self.kernels: dict[str, Kernel] = {}
+        self._starting = threading.Lock()
+        self._node_ahead: Kernel | None = None  # started before its first use (listed from then on)
         node = self.start_javascript() if prestart == "javascript" else None  # beside Python's start
-        self.kernels["default"] = Kernel()
+        self.kernels = {"default": Kernel()}
         if node is not None:
             node.join()
-            self.kernels = {"default": self.kernels.pop("default"), **self.kernels}  # Python's listed first
 
     def start_javascript(self) -> threading.Thread:
-        """Start the default JavaScript context in the background; a run asking for it meanwhile waits."""
+        """Start the default JavaScript context ahead, in the background; a run asking for it meanwhile
+        waits for it."""
         ready = threading.Event()
 
         def start():
             with self._starting:
                 ready.set()
                 try:
-                    self.default_kernel("javascript")
+                    self._node_ahead = Kernel(HOME, "javascript")
                 except Exception as exc:  # noqa: BLE001 - no Node here, or it failed: its first use says so
-                    print(f"no JavaScript kernel: {exc}", file=sys.stderr)
+                    print(f"no JavaScript kernel ahead: {exc}", file=sys.stderr)
 
         thread = threading.Thread(target=start, daemon=True)
         thread.start()
@@ -815,13 +815,15 @@ class Server(ThreadingHTTPServer):
         return thread
 
     def default_kernel(self, language: str) -> Kernel:
-        """The default context of ``language``; the JavaScript one is started at its first use."""
+        """The default context of ``language``; the JavaScript one is started at its first use (unless it
+        was started ahead)."""
         if language == "python":
             return self.kernels["default"]
         with self._starting:
             kernel = self.kernels.get("default-javascript")
             if kernel is None:
-                kernel = self.kernels["default-javascript"] = Kernel(HOME, "javascript")
+                kernel, self._node_ahead = self._node_ahead or Kernel(HOME, "javascript"), None
+                self.kernels["default-javascript"] = kernel
             return kernel
 
 
@@ -877,7 +879,7 @@ def main() -> None:
     server.token = config["token"]
     global ONE_SHOT
     ONE_SHOT = bool(config.get("one_shot"))
-    if config.get("start") == "javascript" and "default-javascript" not in server.kernels:
+    if config.get("start") == "javascript" and server._node_ahead is None:
         server.start_javascript()
     server.serve_forever(poll_interval=3600)
 

@@ -83,10 +83,14 @@ function rewriteAsync(code) {
 
 function compile(code) {
   const source = rewriteSync(code);
+  let syncError;
   try {
     return new vm.Script(source, { filename: FILENAME });
   } catch (error) {
-    if (!(error instanceof SyntaxError) || !/await|async/.test(error.message)) throw error;
+    // `await` outside an async function is an identifier to the parser: `[await f()]` fails as "Unexpected
+    // identifier 'f'", so any code using the word gets the async reading too.
+    if (!(error instanceof SyntaxError) || !/\bawait\b|async/.test(`${error.message}\n${code}`)) throw error;
+    syncError = error;
   }
   // Top-level await: the code becomes the body of an async function returning its last expression.
   const lines = rewriteAsync(code).split('\n');
@@ -110,7 +114,7 @@ function compile(code) {
       first = first || error;
     }
   }
-  throw first;
+  throw /await|async/.test(syncError.message) ? first : syncError; // the error that names the real problem
 }
 
 function isThenable(value) {
