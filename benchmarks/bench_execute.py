@@ -1,10 +1,11 @@
 """``hks_sdk.functions.execute(code=...)`` end to end: an agent's throwaway function deployed into the
 restricted sandbox, invoked once and deleted, against a platform started here.
 
-Python's ``execute()`` takes the fast path (a pre-started restricted sandbox takes the code: no build, no
-Celery, no polling); measured sequentially and with ``--concurrency`` calls at once. Baselines, in the same
-run: the deploy path (forced with an extra file, as before the fast path), and the same code invoked again
-through the portal in a function that is already deployed and warm.
+Python's and Node's ``execute()`` take the fast path (a pre-started restricted sandbox takes the code: no
+build, no Celery, no polling; Node's from the runtime's Node-ready pool); Python's measured sequentially and
+with ``--concurrency`` calls at once, Node's sequentially. Baselines, in the same run: the deploy path
+(forced with an extra file, as before the fast path), and the same code invoked again through the portal in
+a function that is already deployed and warm.
 
 For each language, a run of sequential deploy-path executions (as an agent working through a task makes
 them), split into the SDK's own timings - deploy (until ready) and invoke (the call, cold start included) -
@@ -12,7 +13,7 @@ and the total with the deletion.
 
     .venv/bin/python benchmarks/bench_execute.py [--runs 8] [--concurrency 50] [--fast-only] [--keep]
 
-``--fast-only`` measures the fast path alone. A burst is served from the runtime's pool of pre-started agents
+``--fast-only`` measures the fast paths alone. A burst is served from the runtime's pool of pre-started agents
 when it holds the burst: run with ``HKS_RUNTIME_SESSION_POOL_SIZE=50`` for the issue's 50 at once.
 
 Prints a table, then one JSON line with every figure.
@@ -60,18 +61,24 @@ def _p(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
-def fast_path(client: Client, runs: int, concurrency: int) -> dict:
-    code = CODE["python"]
-    functions.execute(code=code, client=client)  # the pool's first standby
+def sequential(client: Client, language: str, runs: int) -> list[float]:
+    """``runs`` fast-path executions one after the other (ms each), after one that is not counted."""
+    code = CODE[language]
+    functions.execute(code=code, language=language, client=client)  # the pool's first standby
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        execution = functions.execute(code=code, client=client)
+        execution = functions.execute(code=code, language=language, client=client)
         times.append((time.perf_counter() - started) * 1000)
         if execution.error is not None or execution.result != 499500 or execution.function:
-            raise SystemExit(f"fast path: unexpected execution {execution}")
+            raise SystemExit(f"{language} fast path: unexpected execution {execution}")
         time.sleep(0.3)  # an agent thinks between steps; the pool refills meanwhile
-    burst, failures, wall = _burst(client, code, concurrency)
+    return times
+
+
+def fast_path(client: Client, runs: int, concurrency: int) -> dict:
+    times = sequential(client, "python", runs)
+    burst, failures, wall = _burst(client, CODE["python"], concurrency)
     return {
         "runs": runs,
         "sequential_ms_p50": _median(times),
@@ -107,6 +114,13 @@ def _burst(client: Client, code: str, concurrency: int) -> tuple[list[float], in
 def run(platform, runs: int, concurrency: int, fast_only: bool = False) -> dict:
     client = Client(url=platform.portal_url, credential=_credential(platform), timeout=120)
     results = {"python_fast_path": fast_path(client, runs, concurrency)}
+    time.sleep(3)  # the burst's agents leave, the pools refill
+    node = sequential(client, "node", runs)
+    results["node_fast_path"] = {
+        "runs": runs,
+        "sequential_ms_p50": _median(node),
+        "sequential_ms_p95": _p(node, 0.95),
+    }
     for language, code in {} if fast_only else CODE.items():
         totals, deploys, invokes = [], [], []
         files = {"data.txt": "forces the deploy path"}
@@ -165,6 +179,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     fast = results.pop("python_fast_path")
+    node = results.pop("node_fast_path")
     print(
         f"python fast path: sequential p50 {fast['sequential_ms_p50']} ms, p95 {fast['sequential_ms_p95']} ms"
     )
@@ -172,6 +187,9 @@ def main() -> None:
         f"  {fast['concurrency']} at once: {fast['concurrent_ok']} ok, {fast['concurrent_failed']} failed, "
         f"p50 {fast['concurrent_ms_p50']} ms, p95 {fast['concurrent_ms_p95']} ms, "
         f"wall {fast['concurrent_wall_ms']} ms"
+    )
+    print(
+        f"node fast path: sequential p50 {node['sequential_ms_p50']} ms, p95 {node['sequential_ms_p95']} ms"
     )
     if results:
         print("deploy path (baseline):")
@@ -184,6 +202,9 @@ def main() -> None:
         )
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
     results["python_fast_path"] = fast
+    results["node_fast_path"] = node
+    if "node" in results:
+        node["baseline_deploy_total_ms_p50"] = results["node"]["total_ms_p50"]
     print(json.dumps({"benchmark": "execute", "load_average": load, "results": results}))
 
 
