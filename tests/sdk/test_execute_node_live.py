@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hks_sdk import Client, HksError, functions
-from tests.support.sandboxes import processes_running
+from tests.support.sandboxes import processes_of, processes_running
 
 from .test_sessions_live import _held, client, secret  # noqa: F401
 
@@ -151,19 +151,28 @@ def test_a_node_execution_leaves_nothing_behind(client, live_platform):  # noqa:
     marker = f"{secrets.token_hex(8)}"
     seconds = f"86400.{int(marker, 16) % 10**9}"  # a command line of its own, to look for afterwards
     code = (
-        f"require('fs').writeFileSync('/home/user/{marker}', 'x');\n"
         "const options = { detached: true, stdio: 'ignore' };\n"
         f"const child = require('child_process').spawn('sleep', ['{seconds}'], options);\n"
         "await new Promise((resolve, reject) => { child.on('spawn', resolve); child.on('error', reject) });\n"
         "child.unref();\n"
-        "'started'"
+        "process.getuid()"
     )
     execution = _node(code, client)
-    assert execution.result == "started", execution
-    sessions_root = live_platform.data_dir / "runtime" / "sessions"
-    _eventually_none(lambda: processes_running(f"sleep\0{seconds}"))
-    _eventually_none(lambda: list(sessions_root.glob(f"*/home/{marker}")))
-    assert sessions_root.is_dir()  # (the place searched is the right one: the runtime's slots)
+    uid = execution.result
+    assert isinstance(uid, int), execution
+    runtime = live_platform.data_dir / "runtime"
+
+    def identities() -> dict[str, int]:  # the sandboxes' uids the runtime holds (identities.py)
+        table = runtime / "layers" / "sandbox-ids.json"
+        return json.loads(table.read_text()) if table.exists() else {}
+
+    _eventually_none(lambda: processes_running(f"sleep\0{seconds}"))  # the process it left running
+    _eventually_none(lambda: processes_of(uid))  # anything else of its sandbox
+    _eventually_none(lambda: [name for name, held in identities().items() if held == uid])  # its uid
+    # every slot directory left is a live agent's (a standby's, a session's): the run's went with it
+    slots = runtime / "sessions"
+    assert slots.is_dir()
+    _eventually_none(lambda: [d.name for d in slots.iterdir() if f"session:{d.name}" not in identities()])
 
 
 def _eventually_none(found, timeout: float = 30) -> None:

@@ -46,3 +46,19 @@ def kernels_in(sandbox_pid: int) -> list[str]:
 def processes_running(marker: str) -> list[int]:
     """Processes on the machine whose command line holds ``marker``."""
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and marker.encode() in _cmdline(p)]
+
+
+def processes_of(uid: int) -> list[int]:
+    """Processes on the machine running as ``uid`` (a sandbox's identity, identities.py)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
+        if str(uid) in uids:
+            found.append(int(name))
+    return found
