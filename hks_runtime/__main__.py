@@ -62,17 +62,17 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="agent sandboxes started ahead for sessions and execute() (0 disables)",
     )
     parser.add_argument(
+        "--session-libraries",
+        choices=("eager", "lazy", "off"),
+        default=os.environ.get("HKS_RUNTIME_SESSION_LIBRARIES", "lazy"),
+        help="the agent library layer (numpy, pandas...): build at start, at the first session, or never",
+    )
+    parser.add_argument(
         "--node-pool-size",
         type=int,
         default=int(_env_float("HKS_RUNTIME_NODE_POOL_SIZE", 2)),
         help="agent sandboxes started ahead with their Node kernel, for JavaScript execute() and sessions "
         "(0: none; they then take a Python one and start Node)",
-    )
-    parser.add_argument(
-        "--session-libraries",
-        choices=("eager", "lazy", "off"),
-        default=os.environ.get("HKS_RUNTIME_SESSION_LIBRARIES", "lazy"),
-        help="the agent library layer (numpy, pandas...): build at start, at the first session, or never",
     )
     parser.add_argument(
         "--data-path",
@@ -107,8 +107,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         data_path=args.data_path,
         client_limits=ClientLimits.from_env(),
         session_pool_size=max(0, args.session_pool_size),
-        node_pool_size=max(0, args.node_pool_size),
         session_libraries=args.session_libraries,
+        node_pool_size=max(0, args.node_pool_size),
     )
 
 

@@ -48,8 +48,8 @@ class Options:
     data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
     client_limits: ClientLimits = ClientLimits()  # what one client may hold of the gateway
     session_pool_size: int = 2  # pre-started agent sandboxes for sessions and execute() (sessions.py)
-    node_pool_size: int = 2  # of them apart, Node-ready: JavaScript execute() and sessions (sessions.py)
     session_libraries: str = "lazy"  # the agent library layer: eager | lazy (at the first session) | off
+    node_pool_size: int = 2  # Node-ready agents started ahead, apart: JavaScript execute() and sessions
 
 
 class Daemon:
@@ -80,8 +80,8 @@ class Daemon:
             data_dir=self.data_dir,
             layers_dir=self.layers_dir,
             pool_size=options.session_pool_size,
-            node_pool_size=options.node_pool_size,
             libraries=options.session_libraries,
+            node_pool_size=options.node_pool_size,
         )
         self.runners: list[web.AppRunner] = []
         self.servers: list[asyncio.Server] = []

@@ -12,10 +12,10 @@ Agents are started ahead (``pool_size`` standbys): the agent and its kernel are 
 exists, and a create only hands one a token. ``execute()`` is the one-shot fast path: a standby takes the
 code, answers, and is torn down after the answer, off the caller's path.
 
-JavaScript has a small pool of its own (``node_pool_size``): Node-ready standbys, the same agent with its
-Node kernel started too (``HKS_SESSION_PRESTART``), for one-shot JavaScript runs and sessions that ask for
-``language="javascript"``. When that pool is empty they take a Python standby and have it start Node at
-once; when both are, they start a Node-ready agent of their own.
+JavaScript has a small pool of its own (``node_pool_size``): Node-ready standbys, the same agent told to
+start its Node kernel too as soon as it is up, for one-shot JavaScript runs and sessions that ask for
+``language="javascript"``. When that pool is empty they take a Python standby (or start one) and have it
+start Node at once.
 
 Every session has a deadline; the reaper kills it then even if the portal never asks (the portal's beat
 does too). A killed session leaves nothing behind: its sandbox (every process in its cgroup) is killed and
@@ -47,12 +47,13 @@ from .instances import listening_socket
 log = logging.getLogger("hks_runtime.sessions")
 LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
 SESSION_ID = re.compile(r"^[a-z0-9]{8,40}$")
+LANGUAGES = ("python", "javascript")  # what a session or a one-shot run asks for
+NODE_READY = b"hks-node-ready"  # what an agent prints once its Node kernel started ahead is up
 MAX_TIMEOUT = 24 * 3600
 READY_TIMEOUT = 30.0
 ENDED_KEPT = 1000
 REFILL_DEFER = 1.0  # seconds a refill waits for running one-shot executions to answer
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/user", "LANG": "C.UTF-8"}
-LANGUAGES = ("python", "javascript")  # what a session or a one-shot run asks for
 
 
 class SessionError(Exception):
@@ -70,8 +71,8 @@ class Agent:
     slot: Path
     started: float = field(default_factory=time.monotonic)
     output: list[bytes] = field(default_factory=list)
-    language: str = "python"  # "javascript": a Node-ready agent (its Node kernel started with it)
     cpu_at_claim: float | None = None  # the sandbox's CPU seconds when it was handed out (start-up excluded)
+    language: str = "python"  # "javascript": a Node-ready agent (told to start its Node kernel ahead)
 
     def cpu_used(self) -> float | None:
         """CPU seconds of everything in the sandbox since it was claimed; None without CPU accounting."""
@@ -124,9 +125,9 @@ class SessionManager:
         data_dir: Path,
         layers_dir: Path | None = None,
         pool_size: int = 2,
-        node_pool_size: int = 2,
         reap_every: float = 1.0,
         libraries: str = "lazy",
+        node_pool_size: int = 2,
     ):
         self.layers_dir = layers_dir or data_dir / "layers"
         self.libraries = libraries  # "eager": build the library layer at start; "lazy": at the first session
@@ -143,6 +144,7 @@ class SessionManager:
         self.node_pool_size = node_pool_size
         self.node_standbys: list[Agent] = []  # Node-ready (see the module's docstring)
         self._node_filling = 0
+        self._node_starting: list[Agent] = []  # spawned, their Node kernel not up yet
         self._refill_pending = False
         self.inflight: dict[str, int] = {}  # one-shot executions running, per namespace
         self.ended: dict[str, float | None] = {}  # CPU seconds of sessions reaped here, until asked (bounded)
@@ -226,7 +228,8 @@ class SessionManager:
         self.closing = True
         if self._reaper is not None:
             self._reaper.cancel()
-        agents = [s.agent for s in self.sessions.values()] + self.standbys + self.node_standbys
+        agents = [s.agent for s in self.sessions.values()] + self.standbys
+        agents += self.node_standbys + self._node_starting
         self.sessions.clear()
         self.standbys.clear()
         self.node_standbys.clear()
@@ -237,7 +240,7 @@ class SessionManager:
 
     # agents ---------------------------------------------------------------------------------------------
 
-    def _spawn_blocking(self, language: str = "python") -> Agent:
+    def _spawn_blocking(self) -> Agent:
         slot = self.root / secrets.token_hex(8)
         slot.mkdir(parents=True)
         slot.chmod(0o711)
@@ -249,8 +252,6 @@ class SessionManager:
             node_root, env["HKS_SESSION_NODE"] = self.node
             if node_root:
                 binds.append((node_root, "/hks/node"))
-            if language == "javascript":
-                env["HKS_SESSION_PRESTART"] = "javascript"
         try:
             limits = sandbox.limits_for("restricted", max_pids=128)
             spec = sandbox.SandboxSpec(
@@ -267,7 +268,7 @@ class SessionManager:
                 identity=identities.project_identity(self.layers_dir, f"session:{slot.name}"),
             )
             proc = sandbox.spawn(spec, stdin=subprocess.PIPE)
-            agent = Agent(proc=proc, port=sock.getsockname()[1], slot=slot, language=language)
+            agent = Agent(proc=proc, port=sock.getsockname()[1], slot=slot)
         except BaseException:
             shutil.rmtree(slot, ignore_errors=True)
             raise
@@ -277,9 +278,8 @@ class SessionManager:
             threading.Thread(target=_drain, args=(pipe, agent.output), daemon=True).start()
         return agent
 
-    async def _spawn(self, language: str = "python") -> Agent:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.spawner, self._spawn_blocking, language)
+    async def _spawn(self) -> Agent:
+        return await asyncio.get_running_loop().run_in_executor(self.spawner, self._spawn_blocking)
 
     def refill(self, *, now: bool = False) -> None:
         if self.closing:
@@ -330,13 +330,13 @@ class SessionManager:
                 break
             background.start(self._destroy(agent))
         else:
-            agent = await self._spawn(language if self.node is not None else "python")
+            agent = await self._spawn()
         self.refill()
         with contextlib.suppress(Exception):
             agent.cpu_at_claim = agent.proc.cpu_seconds()
         config = {"token": token, "one_shot": one_shot}
-        if language == "javascript" and agent.language != "javascript":
-            config["start"] = "javascript"  # a Python standby: Node starts now, before the first run asks
+        if language == "javascript" and agent.language != "javascript" and self.node is not None:
+            config["start"] = "javascript"  # a Python agent: Node starts now, before the first run asks
         try:
             agent.proc.stdin.write((json.dumps(config) + "\n").encode())
             agent.proc.stdin.flush()
@@ -358,21 +358,42 @@ class SessionManager:
             background.start(self._add_node_standby())
 
     async def _add_node_standby(self) -> None:
+        agent = None
         try:
-            agent = await self._spawn("javascript")
+            agent = await self._spawn()
+            agent.language = "javascript"
+            self._node_starting.append(agent)  # (close() destroys it)
+            agent.proc.stdin.write(b'{"start": "javascript"}\n')  # read once its Python kernel is up
+            agent.proc.stdin.flush()
+            await self._node_up(agent)
         except Exception as exc:  # noqa: BLE001 - a standby that cannot start is logged, not fatal
-            log.warning("cannot pre-start a Node-ready session agent: %s", exc)
+            if not self.closing:
+                log.warning("cannot pre-start a Node-ready session agent: %s", exc)
+            if agent is not None:
+                background.start(self._destroy(agent))
             return
         finally:
             self._node_filling -= 1
+            if agent in self._node_starting:
+                self._node_starting.remove(agent)
         if self.closing:
             await self._destroy(agent)
         else:
             self.node_standbys.append(agent)
 
+    async def _node_up(self, agent: Agent) -> None:
+        """Until the agent says its Node kernel is up: a Node-ready standby is offered only then (claimed
+        earlier, its first run would wait for Node, and pay its start). Its output is looked at every 50 ms
+        while it starts: a few standbys, off every caller's path."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not any(NODE_READY in chunk for chunk in list(agent.output)):
+            if self.closing or agent.proc.poll() is not None or time.monotonic() > deadline:
+                raise SessionError("its Node kernel did not start", 503)
+            await asyncio.sleep(0.05)
+
     def _node_standbys_or_python(self) -> list[Agent]:
         """Where a JavaScript claim takes its agent: a Node-ready standby, else a Python one (told to start
-        Node at once), else none (the claim starts a Node-ready agent)."""
+        Node at once), else none (the claim starts one, told the same)."""
         for agent in [a for a in self.node_standbys if a.proc.poll() is not None]:
             self.node_standbys.remove(agent)
             background.start(self._destroy(agent))

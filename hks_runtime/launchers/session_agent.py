@@ -27,11 +27,11 @@ Relative paths are resolved against /home/user, the session's writable home.
 Kernels are Python (session_kernel.py, the "default" context) or JavaScript (session_kernel.js on the Node
 the runtime gives as HKS_SESSION_NODE); an /execute with ``language`` "javascript" (or "js", "node") and no
 context runs in the session's default JavaScript context ("default-javascript"), started at its first use -
-or ahead: with the agent (``HKS_SESSION_PRESTART=javascript``, a Node-ready standby), or right after the
-token (``"start": "javascript"`` in the token line), so a session's first JavaScript run does not wait for
-Node. ``"one_shot": true`` in the token line (a one-shot execute(), torn down after its answer) keeps a
-kernel that dies or ignores its timeout from being restarted on the caller's time, and reports a
-JavaScript kernel's ``process.exit(n)`` as exit code n (as ``sys.exit(n)`` is in Python).
+or ahead, on a ``{"start": "javascript"}`` line before the token (a Node-ready standby) or in the token's
+line, so that a session's first JavaScript run does not wait for Node. ``"one_shot": true`` in the token
+line (a one-shot execute(), torn down after its answer) keeps a kernel that dies or ignores its timeout from
+being restarted on the caller's time, and reports a JavaScript kernel's ``process.exit(n)`` as exit code n
+(as ``sys.exit(n)`` is in Python).
 """
 
 from __future__ import annotations
@@ -64,8 +64,6 @@ NODE_KERNEL = str(Path(__file__).with_name("session_kernel.js"))
 LANGUAGES = {None: "python", "": "python", "python": "python", "py": "python", "python3": "python"}
 LANGUAGES.update(dict.fromkeys(("javascript", "js", "node", "nodejs"), "javascript"))
 MAX_CONTEXTS = 8  # kernels per session (each one a process)
-JS_HEAP_OOM = "JavaScript heap out of memory"  # what V8 prints when --max-old-space-size is reached
-ONE_SHOT = False  # set from the token line: nothing is restarted, the sandbox goes after the answer
 ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": HOME,
@@ -130,12 +128,8 @@ class Kernel:
         self.requests = os.fdopen(req_w, "w", buffering=1, encoding="utf-8")
         self.events = events = queue.Queue()
         threading.Thread(target=self._pump_events, args=(out_r, events), daemon=True).start()
-        self.pumps = [
-            threading.Thread(target=self._pump_fd, args=(name, pipe, events), daemon=True)
-            for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))
-        ]
-        for pump in self.pumps:
-            pump.start()
+        for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr)):
+            threading.Thread(target=self._pump_fd, args=(name, pipe, events), daemon=True).start()
         ready = events.get(timeout=60)
         if ready.get("type") != "ready":
             raise RuntimeError(f"kernel did not start: {ready}")
@@ -155,6 +149,7 @@ class Kernel:
         # Output written below print() (os.write, child processes) arrives here.
         for chunk in iter(lambda: pipe.read1(65536), b""):
             events.put({"type": name, "text": chunk.decode(errors="replace")})
+        events.put({"type": "_eof"})  # (what a kernel that died printed last is in before this: _died)
 
     def interrupt(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -184,7 +179,7 @@ class Kernel:
                 self.requests.write(json.dumps({"code": code, "env": env or {}}) + "\n")
             deadline = time.monotonic() + timeout if timeout else None
             interrupted_at = None
-            heap_oom = False
+            heap_oom, eofs = False, 0
             while True:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if gone is not None and interrupted_at is None:
@@ -212,26 +207,31 @@ class Kernel:
                     yield {"type": "end_of_execution"}
                     return
                 if event["type"] == "_exit":
-                    yield from self._died(heap_oom)
+                    yield from self._died(heap_oom, eofs)
                     yield {"type": "end_of_execution"}
                     return
                 if interrupted_at is not None and event["type"] == "error":
                     continue  # the KeyboardInterrupt our own interrupt caused: the timeout was reported
+                if event["type"] == "_eof":
+                    eofs += 1
+                    continue
                 if event["type"] == "stderr" and JS_HEAP_OOM in event["text"]:
                     heap_oom = True
                 yield event
                 if event["type"] == "end_of_execution":
                     return
 
-    def _died(self, heap_oom: bool):
+    def _died(self, heap_oom: bool, eofs: int):
         """The events after the kernel exited: the rest of its output, then why (restarted unless one-shot).
         Node out of heap (--max-old-space-size) is a MemoryError, as the sandbox's OOM kill is."""
         code = self.proc.wait()
-        until = time.monotonic() + 1.0  # its last output (V8's fatal error) may still be on its way
-        for pump in self.pumps:  # (a child still holding the pipes keeps them open: wait no longer)
-            pump.join(timeout=max(0.0, until - time.monotonic()))
-        while not self.events.empty():
-            event = self.events.get_nowait()
+        until = time.monotonic() + 1.0  # its last output (V8's fatal error) may still be on its way, until
+        while eofs < 2 and (left := until - time.monotonic()) > 0:  # both pipes end (a child may hold them)
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            eofs += event["type"] == "_eof"
             if event["type"] in ("stdout", "stderr"):
                 heap_oom = heap_oom or (event["type"] == "stderr" and JS_HEAP_OOM in event["text"])
                 yield event
@@ -250,6 +250,11 @@ class Kernel:
             }
         if not ONE_SHOT:
             self.start()
+
+
+JS_HEAP_OOM = "JavaScript heap out of memory"  # what V8 prints when --max-old-space-size is reached
+ONE_SHOT = False  # set from the token line: nothing is restarted, the sandbox goes after the answer
+NODE_READY = "hks-node-ready"  # printed once a JavaScript kernel started ahead is up (sessions.py)
 
 
 def _timeout_error(timeout, *, restarted: bool) -> dict:
@@ -783,22 +788,22 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, sock: socket.socket, token: str, prestart: str = ""):
+    def __init__(self, sock: socket.socket, token: str):
         super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
         self.socket.close()
         self.socket = sock
         self.token = token
+        self.kernels = {"default": Kernel()}
         self.commands = Commands()
         self._starting = threading.Lock()
         self._node_ahead: Kernel | None = None  # started before its first use (listed from then on)
-        node = self.start_javascript() if prestart == "javascript" else None  # beside Python's start
-        self.kernels = {"default": Kernel()}
-        if node is not None:
-            node.join()
+        self._node_thread: threading.Thread | None = None
 
-    def start_javascript(self) -> threading.Thread:
-        """Start the default JavaScript context ahead, in the background; a run asking for it meanwhile
-        waits for it."""
+    def start_javascript(self) -> None:
+        """Start the default JavaScript context ahead, in the background (once); a run asking for it
+        meanwhile waits for it."""
+        if self._node_thread is not None or "default-javascript" in self.kernels:
+            return
         ready = threading.Event()
 
         def start():
@@ -808,11 +813,12 @@ class Server(ThreadingHTTPServer):
                     self._node_ahead = Kernel(HOME, "javascript")
                 except Exception as exc:  # noqa: BLE001 - no Node here, or it failed: its first use says so
                     print(f"no JavaScript kernel ahead: {exc}", file=sys.stderr)
+                    return
+                print(NODE_READY, flush=True)  # the runtime offers a Node-ready standby from then on
 
-        thread = threading.Thread(target=start, daemon=True)
-        thread.start()
+        self._node_thread = threading.Thread(target=start, daemon=True)
+        self._node_thread.start()
         ready.wait()  # the lock is held before anyone can ask for the context
-        return thread
 
     def default_kernel(self, language: str) -> Kernel:
         """The default context of ``language``; the JavaScript one is started at its first use (unless it
@@ -872,14 +878,17 @@ def main() -> None:
     sock = socket.socket(fileno=int(os.environ["HKS_LISTEN_FD"]))
     os.makedirs(HOME, exist_ok=True)
     os.chdir(HOME)
-    server = Server(sock, token="", prestart=os.environ.get("HKS_SESSION_PRESTART", ""))
+    server = Server(sock, token="")
     config = json.loads(sys.stdin.readline() or "{}")  # a pre-started agent waits here for its session
+    while config.get("start") == "javascript" and not config.get("token"):  # made Node-ready meanwhile
+        server.start_javascript()
+        config = json.loads(sys.stdin.readline() or "{}")
     if not config.get("token"):
         sys.exit("no token given; exiting")
     server.token = config["token"]
     global ONE_SHOT
     ONE_SHOT = bool(config.get("one_shot"))
-    if config.get("start") == "javascript" and server._node_ahead is None:
+    if config.get("start") == "javascript":
         server.start_javascript()
     server.serve_forever(poll_interval=3600)
 
