@@ -13,7 +13,7 @@ and the total with the deletion.
 
     .venv/bin/python benchmarks/bench_execute.py [--runs 8] [--concurrency 50] [--fast-only] [--keep]
 
-``--fast-only`` measures the fast paths alone. A burst is served from the runtime's pool of pre-started agents
+``--fast-only`` measures the fast path alone. A burst is served from the runtime's pool of pre-started agents
 when it holds the burst: run with ``HKS_RUNTIME_SESSION_POOL_SIZE=50`` for the issue's 50 at once.
 
 Prints a table, then one JSON line with every figure.
@@ -61,24 +61,18 @@ def _p(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
-def sequential(client: Client, language: str, runs: int) -> list[float]:
-    """``runs`` fast-path executions one after the other (ms each), after one that is not counted."""
-    code = CODE[language]
-    functions.execute(code=code, language=language, client=client)  # the pool's first standby
+def fast_path(client: Client, runs: int, concurrency: int) -> dict:
+    code = CODE["python"]
+    functions.execute(code=code, client=client)  # the pool's first standby
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        execution = functions.execute(code=code, language=language, client=client)
+        execution = functions.execute(code=code, client=client)
         times.append((time.perf_counter() - started) * 1000)
         if execution.error is not None or execution.result != 499500 or execution.function:
-            raise SystemExit(f"{language} fast path: unexpected execution {execution}")
+            raise SystemExit(f"fast path: unexpected execution {execution}")
         time.sleep(0.3)  # an agent thinks between steps; the pool refills meanwhile
-    return times
-
-
-def fast_path(client: Client, runs: int, concurrency: int) -> dict:
-    times = sequential(client, "python", runs)
-    burst, failures, wall = _burst(client, CODE["python"], concurrency)
+    burst, failures, wall = _burst(client, code, concurrency)
     return {
         "runs": runs,
         "sequential_ms_p50": _median(times),
@@ -111,16 +105,28 @@ def _burst(client: Client, code: str, concurrency: int) -> tuple[list[float], in
     return ok, len(outcomes) - len(ok), wall
 
 
+def node_fast_path(client: Client, runs: int, deploy: dict | None) -> dict:
+    """Sequential Node executions on the fast path, as Python's above; ``deploy``: the deploy path's
+    figures of the same run (the baseline), when measured."""
+    code = CODE["node"]
+    functions.execute(code=code, language="node", client=client)  # the Node-ready pool's first standby
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        execution = functions.execute(code=code, language="node", client=client)
+        times.append((time.perf_counter() - started) * 1000)
+        if execution.error is not None or execution.result != 499500 or execution.function:
+            raise SystemExit(f"node fast path: unexpected execution {execution}")
+        time.sleep(0.3)  # as Python's: an agent thinks between steps
+    figures = {"runs": runs, "sequential_ms_p50": _median(times), "sequential_ms_p95": _p(times, 0.95)}
+    if deploy:
+        figures["baseline_deploy_total_ms_p50"] = deploy["total_ms_p50"]
+    return figures
+
+
 def run(platform, runs: int, concurrency: int, fast_only: bool = False) -> dict:
     client = Client(url=platform.portal_url, credential=_credential(platform), timeout=120)
     results = {"python_fast_path": fast_path(client, runs, concurrency)}
-    time.sleep(3)  # the burst's agents leave, the pools refill
-    node = sequential(client, "node", runs)
-    results["node_fast_path"] = {
-        "runs": runs,
-        "sequential_ms_p50": _median(node),
-        "sequential_ms_p95": _p(node, 0.95),
-    }
     for language, code in {} if fast_only else CODE.items():
         totals, deploys, invokes = [], [], []
         files = {"data.txt": "forces the deploy path"}
@@ -142,6 +148,7 @@ def run(platform, runs: int, concurrency: int, fast_only: bool = False) -> dict:
             "baseline_warm_invoke_ms_p50": _median(warm),
             "ratio_total_to_warm_invoke": round(_median(totals[1:] or totals) / _median(warm), 1),
         }
+    results["node_fast_path"] = node_fast_path(client, runs, results.get("node"))
     return results
 
 
@@ -188,9 +195,6 @@ def main() -> None:
         f"p50 {fast['concurrent_ms_p50']} ms, p95 {fast['concurrent_ms_p95']} ms, "
         f"wall {fast['concurrent_wall_ms']} ms"
     )
-    print(
-        f"node fast path: sequential p50 {node['sequential_ms_p50']} ms, p95 {node['sequential_ms_p95']} ms"
-    )
     if results:
         print("deploy path (baseline):")
         header = f"{'language':<10}{'first ms':>10}{'p50 total':>11}{'p50 deploy':>12}{'p50 invoke':>12}"
@@ -200,11 +204,14 @@ def main() -> None:
             f"{language:<10}{r['first_total_ms']:>10}{r['total_ms_p50']:>11}{r['deploy_ms_p50']:>12}"
             f"{r['invoke_ms_p50']:>12}{r['baseline_warm_invoke_ms_p50']:>13}{r['ratio_total_to_warm_invoke']:>7}"
         )
+    baseline = node.get("baseline_deploy_total_ms_p50")
+    print(
+        f"node fast path: sequential p50 {node['sequential_ms_p50']} ms, p95 {node['sequential_ms_p95']} ms"
+        + (f" (deploy path p50 {baseline} ms)" if baseline else "")
+    )
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
     results["python_fast_path"] = fast
     results["node_fast_path"] = node
-    if "node" in results:
-        node["baseline_deploy_total_ms_p50"] = results["node"]["total_ms_p50"]
     print(json.dumps({"benchmark": "execute", "load_average": load, "results": results}))
 
 

@@ -347,6 +347,48 @@ class SessionManager:
             raise
         return agent
 
+    async def _wait_ready(self, agent: Agent, token: str) -> None:
+        """One /health request, answered once the agent serves (it waits in the socket's backlog until
+        then): no polling, which under a burst of starting agents cost the daemon more than the agents."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        url = f"http://127.0.0.1:{agent.port}/health"
+        while True:
+            if agent.proc.poll() is not None:
+                detail = b"".join(agent.output)[-2000:].decode(errors="replace")
+                raise SessionError(f"the session agent exited ({agent.proc.returncode}): {detail}", 503)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SessionError("the session agent did not become ready", 503)
+            try:
+                timeout = aiohttp.ClientTimeout(total=left)
+                async with self._http.get(url, headers={"X-HKS-Agent-Token": token}, timeout=timeout) as r:
+                    if r.status == 204:
+                        return
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            await asyncio.sleep(0.01)  # refused or reset: the agent is exiting (checked above) or not yet up
+
+    async def _destroy(self, agent: Agent, *, after_answer: bool = False) -> float | None:
+        """Kill the agent's sandbox and remove its files; its CPU seconds since it was claimed (the final
+        cgroup figure). ``after_answer`` (a one-shot run's agent, whose caller has its answer): on the one
+        teardown thread, in order, rather than on the blocking pool - a teardown scans /proc (sandbox.py),
+        and a burst's fifty of them at once on sixteen threads held the interpreter lock the daemon's event
+        loop needs to answer the burst's runs."""
+
+        def work():
+            with contextlib.suppress(Exception):
+                agent.proc.terminate(grace=0)
+            with contextlib.suppress(Exception):
+                agent.proc.cleanup()
+            shutil.rmtree(agent.slot, ignore_errors=True)
+            identities.release(self.layers_dir, f"session:{agent.slot.name}")
+            with contextlib.suppress(Exception):
+                return agent.cpu_used()
+            return None
+
+        executor = self._teardown if after_answer else self.blocking
+        return await asyncio.get_running_loop().run_in_executor(executor, work)
+
     # Node-ready standbys (kept apart from the Python pool above) ----------------------------------------
 
     def _refill_node(self) -> None:
@@ -398,48 +440,6 @@ class SessionManager:
             self.node_standbys.remove(agent)
             background.start(self._destroy(agent))
         return self.node_standbys or self.standbys
-
-    async def _wait_ready(self, agent: Agent, token: str) -> None:
-        """One /health request, answered once the agent serves (it waits in the socket's backlog until
-        then): no polling, which under a burst of starting agents cost the daemon more than the agents."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        url = f"http://127.0.0.1:{agent.port}/health"
-        while True:
-            if agent.proc.poll() is not None:
-                detail = b"".join(agent.output)[-2000:].decode(errors="replace")
-                raise SessionError(f"the session agent exited ({agent.proc.returncode}): {detail}", 503)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise SessionError("the session agent did not become ready", 503)
-            try:
-                timeout = aiohttp.ClientTimeout(total=left)
-                async with self._http.get(url, headers={"X-HKS-Agent-Token": token}, timeout=timeout) as r:
-                    if r.status == 204:
-                        return
-            except (TimeoutError, aiohttp.ClientError):
-                pass
-            await asyncio.sleep(0.01)  # refused or reset: the agent is exiting (checked above) or not yet up
-
-    async def _destroy(self, agent: Agent, *, after_answer: bool = False) -> float | None:
-        """Kill the agent's sandbox and remove its files; its CPU seconds since it was claimed (the final
-        cgroup figure). ``after_answer`` (a one-shot run's agent, whose caller has its answer): on the one
-        teardown thread, in order, rather than on the blocking pool - a teardown scans /proc (sandbox.py),
-        and a burst's fifty of them at once on sixteen threads held the interpreter lock the daemon's event
-        loop needs to answer the burst's runs."""
-
-        def work():
-            with contextlib.suppress(Exception):
-                agent.proc.terminate(grace=0)
-            with contextlib.suppress(Exception):
-                agent.proc.cleanup()
-            shutil.rmtree(agent.slot, ignore_errors=True)
-            identities.release(self.layers_dir, f"session:{agent.slot.name}")
-            with contextlib.suppress(Exception):
-                return agent.cpu_used()
-            return None
-
-        executor = self._teardown if after_answer else self.blocking
-        return await asyncio.get_running_loop().run_in_executor(executor, work)
 
     # sessions -------------------------------------------------------------------------------------------
 
