@@ -105,25 +105,6 @@ def _burst(client: Client, code: str, concurrency: int) -> tuple[list[float], in
     return ok, len(outcomes) - len(ok), wall
 
 
-def node_fast_path(client: Client, runs: int, deploy: dict | None) -> dict:
-    """Sequential Node executions on the fast path, as Python's above; ``deploy``: the deploy path's
-    figures of the same run (the baseline), when measured."""
-    code = CODE["node"]
-    functions.execute(code=code, language="node", client=client)  # the Node-ready pool's first standby
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        execution = functions.execute(code=code, language="node", client=client)
-        times.append((time.perf_counter() - started) * 1000)
-        if execution.error is not None or execution.result != 499500 or execution.function:
-            raise SystemExit(f"node fast path: unexpected execution {execution}")
-        time.sleep(0.3)  # as Python's: an agent thinks between steps
-    figures = {"runs": runs, "sequential_ms_p50": _median(times), "sequential_ms_p95": _p(times, 0.95)}
-    if deploy:
-        figures["baseline_deploy_total_ms_p50"] = deploy["total_ms_p50"]
-    return figures
-
-
 def run(platform, runs: int, concurrency: int, fast_only: bool = False) -> dict:
     client = Client(url=platform.portal_url, credential=_credential(platform), timeout=120)
     results = {"python_fast_path": fast_path(client, runs, concurrency)}
@@ -166,6 +147,25 @@ def _warm_invokes(client: Client, language: str, code: str, runs: int) -> list[f
         return times
     finally:
         client.delete(name)
+
+
+def node_fast_path(client: Client, runs: int, deploy: dict | None) -> dict:
+    """Sequential Node executions on the fast path, as Python's above; ``deploy``: the deploy path's
+    figures of the same run (the baseline), when measured."""
+    code = CODE["node"]
+    functions.execute(code=code, language="node", client=client)  # the Node-ready pool's first standby
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        execution = functions.execute(code=code, language="node", client=client)
+        times.append((time.perf_counter() - started) * 1000)
+        if execution.error is not None or execution.result != 499500 or execution.function:
+            raise SystemExit(f"node fast path: unexpected execution {execution}")
+        time.sleep(0.3)  # as Python's: an agent thinks between steps
+    figures = {"runs": runs, "sequential_ms_p50": _median(times), "sequential_ms_p95": _p(times, 0.95)}
+    if deploy:
+        figures["baseline_deploy_total_ms_p50"] = deploy["total_ms_p50"]
+    return figures
 
 
 def main() -> None:
