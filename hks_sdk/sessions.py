@@ -174,9 +174,9 @@ class Session(_Base):
         """A new session; ``language`` "node" makes ``run()`` take JavaScript (its Node kernel). Past the
         project's session quota the platform answers 429 with ``Retry-After``: ``wait_for_quota`` seconds
         makes this wait as it says and try again, for that long at most."""
+        body = {"timeout_seconds": timeout, "metadata": metadata or {}, "language": _language(language)}
         own = client is None
         client = client or Client()
-        body = {"timeout_seconds": timeout, "metadata": metadata or {}, "language": _language(language)}
         try:
             info = quota_wait(lambda: client._call("POST", "/sessions", json=body), wait_for_quota)
         except HksError:
