@@ -1,10 +1,11 @@
 """``hks_sdk.functions.execute(code=...)`` end to end: an agent's throwaway function deployed into the
 restricted sandbox, invoked once and deleted, against a platform started here.
 
-Python's ``execute()`` takes the fast path (a pre-started restricted sandbox takes the code: no build, no
-Celery, no polling); measured sequentially and with ``--concurrency`` calls at once. Baselines, in the same
-run: the deploy path (forced with an extra file, as before the fast path), and the same code invoked again
-through the portal in a function that is already deployed and warm.
+Python's and Node's ``execute()`` take the fast path (a pre-started restricted sandbox takes the code: no
+build, no Celery, no polling; Node's from the runtime's Node-ready pool); Python's measured sequentially and
+with ``--concurrency`` calls at once, Node's sequentially. Baselines, in the same run: the deploy path
+(forced with an extra file, as before the fast path), and the same code invoked again through the portal in
+a function that is already deployed and warm.
 
 For each language, a run of sequential deploy-path executions (as an agent working through a task makes
 them), split into the SDK's own timings - deploy (until ready) and invoke (the call, cold start included) -
@@ -172,6 +173,7 @@ def run(
             "baseline_warm_invoke_ms_p50": _median(warm),
             "ratio_total_to_warm_invoke": round(_median(totals[1:] or totals) / _median(warm), 1),
         }
+    results["node_fast_path"] = node_fast_path(client, runs, results.get("node"))
     return results
 
 
@@ -189,6 +191,25 @@ def _warm_invokes(client: Client, language: str, code: str, runs: int) -> list[f
         return times
     finally:
         client.delete(name)
+
+
+def node_fast_path(client: Client, runs: int, deploy: dict | None) -> dict:
+    """Sequential Node executions on the fast path, as Python's above; ``deploy``: the deploy path's
+    figures of the same run (the baseline), when measured."""
+    code = CODE["node"]
+    functions.execute(code=code, language="node", client=client)  # the Node-ready pool's first standby
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        execution = functions.execute(code=code, language="node", client=client)
+        times.append((time.perf_counter() - started) * 1000)
+        if execution.error is not None or execution.result != 499500 or execution.function:
+            raise SystemExit(f"node fast path: unexpected execution {execution}")
+        time.sleep(0.3)  # as Python's: an agent thinks between steps
+    figures = {"runs": runs, "sequential_ms_p50": _median(times), "sequential_ms_p95": _p(times, 0.95)}
+    if deploy:
+        figures["baseline_deploy_total_ms_p50"] = deploy["total_ms_p50"]
+    return figures
 
 
 def main() -> None:
@@ -211,6 +232,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     fast = results.pop("python_fast_path")
+    node = results.pop("node_fast_path")
     print(
         f"python fast path: sequential p50 {fast['sequential_ms_p50']} ms, p95 {fast['sequential_ms_p95']} ms"
     )
@@ -234,8 +256,14 @@ def main() -> None:
             f"{language:<10}{r['first_total_ms']:>10}{r['total_ms_p50']:>11}{r['deploy_ms_p50']:>12}"
             f"{r['invoke_ms_p50']:>12}{r['baseline_warm_invoke_ms_p50']:>13}{r['ratio_total_to_warm_invoke']:>7}"
         )
+    baseline = node.get("baseline_deploy_total_ms_p50")
+    print(
+        f"node fast path: sequential p50 {node['sequential_ms_p50']} ms, p95 {node['sequential_ms_p95']} ms"
+        + (f" (deploy path p50 {baseline} ms)" if baseline else "")
+    )
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
     results["python_fast_path"] = fast
+    results["node_fast_path"] = node
     print(json.dumps({"benchmark": "execute", "load_average": load, "results": results}))
 
 

@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="the agent library layer (numpy, pandas...): build at start, at the first session, or never",
     )
     parser.add_argument(
+        "--node-pool-size",
+        type=int,
+        default=int(_env_float("HKS_RUNTIME_NODE_POOL_SIZE", 2)),
+        help="agent sandboxes started ahead with their Node kernel, for JavaScript execute() and sessions "
+        "(0: none; they then take a Python one and start Node)",
+    )
+    parser.add_argument(
         "--data-path",
         choices=("auto", "python", "haproxy"),
         default=os.environ.get("HKS_RUNTIME_DATA_PATH", "auto"),
@@ -116,6 +123,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         session_pool_max=max(0, args.session_pool_max),
         session_pool_window=max(0.0, args.session_pool_window),
         session_libraries=args.session_libraries,
+        node_pool_size=max(0, args.node_pool_size),
     )
 
 

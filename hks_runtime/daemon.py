@@ -53,6 +53,7 @@ class Options:
     session_pool_max: int = 50  # at most, grown toward recent demand (pool_policy.py)
     session_pool_window: float = 300.0  # seconds of demand the pool is sized by
     session_libraries: str = "lazy"  # the agent library layer: eager | lazy (at the first session) | off
+    node_pool_size: int = 2  # Node-ready agents started ahead, apart: JavaScript execute() and sessions
 
 
 class Daemon:
@@ -86,6 +87,7 @@ class Daemon:
             pool_max=options.session_pool_max,
             pool_window=options.session_pool_window,
             libraries=options.session_libraries,
+            node_pool_size=options.node_pool_size,
         )
         self.runners: list[web.AppRunner] = []
         self.servers: list[asyncio.Server] = []

@@ -16,6 +16,11 @@ answers, and is torn down after the answer, off the caller's path. Agents that s
 (``STARTS_AT_ONCE`` per core): fifty started together would share two cores and all be ready late, while
 started a few at a time the first are answering while the last wait their turn.
 
+JavaScript has a small pool of its own (``node_pool_size``): Node-ready standbys, the same agent told to
+start its Node kernel too as soon as it is up, for one-shot JavaScript runs and sessions that ask for
+``language="javascript"``. When that pool is empty they take a Python standby (or start one) and have it
+start Node at once.
+
 Every session has a deadline; the reaper kills it then even if the portal never asks (the portal's beat
 does too). A killed session leaves nothing behind: its sandbox (every process in its cgroup) is killed and
 its slot directory removed (its home went with the sandbox's mounts).
@@ -48,6 +53,8 @@ from .pool_policy import PoolPolicy
 log = logging.getLogger("hks_runtime.sessions")
 LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
 SESSION_ID = re.compile(r"^[a-z0-9]{8,40}$")
+LANGUAGES = ("python", "javascript")  # what a session or a one-shot run asks for
+NODE_READY = b"hks-node-ready"  # what an agent prints once its Node kernel started ahead is up
 MAX_TIMEOUT = 24 * 3600
 READY_TIMEOUT = 30.0
 ENDED_KEPT = 1000
@@ -78,6 +85,7 @@ class Agent:
     output: list[bytes] = field(default_factory=list)
     up: asyncio.Future | None = None  # done once the agent printed READY_LINE (or its output ended)
     cpu_at_claim: float | None = None  # the sandbox's CPU seconds when it was handed out (start-up excluded)
+    language: str = "python"  # "javascript": a Node-ready agent (told to start its Node kernel ahead)
 
     def cpu_used(self) -> float | None:
         """CPU seconds of everything in the sandbox since it was claimed; None without CPU accounting."""
@@ -134,6 +142,7 @@ class SessionManager:
         pool_window: float = 300.0,
         reap_every: float = 1.0,
         libraries: str = "lazy",
+        node_pool_size: int = 2,
     ):
         self.layers_dir = layers_dir or data_dir / "layers"
         self.libraries = libraries  # "eager": build the library layer at start; "lazy": at the first session
@@ -151,6 +160,10 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.standbys: list[Agent] = []
         self._filling = 0
+        self.node_pool_size = node_pool_size
+        self.node_standbys: list[Agent] = []  # Node-ready (see the module's docstring)
+        self._node_filling = 0
+        self._node_starting: list[Agent] = []  # spawned, their Node kernel not up yet
         self._refill_pending = False
         self.inflight: dict[str, int] = {}  # one-shot executions running, per namespace
         self.ended: dict[str, float | None] = {}  # CPU seconds of sessions reaped here, until asked (bounded)
@@ -202,6 +215,7 @@ class SessionManager:
             return
         self.layer_state = "ready"
         old, self.standbys = self.standbys, []  # standbys without the libraries make way for ones with
+        old, self.node_standbys = old + self.node_standbys, []
         for agent in old:
             background.start(self._destroy(agent))
         if not self.closing:
@@ -267,12 +281,14 @@ class SessionManager:
         if self._reaper is not None:
             self._reaper.cancel()
         agents = [s.agent for s in self.sessions.values()] + self.standbys
+        agents += self.node_standbys + self._node_starting
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(SessionError("the runtime is stopping", 503))
         self._waiters.clear()
         self.sessions.clear()
         self.standbys.clear()
+        self.node_standbys.clear()
         await asyncio.gather(*(self._destroy(a) for a in agents), return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(None, self._teardown.shutdown)  # the last runs' too
         if self._http is not None:
@@ -351,6 +367,7 @@ class SessionManager:
         for _ in range(max(0, missing)):
             self._filling += 1
             background.start(self._add_standby())
+        self._refill_node()
 
     def _refill_deferred(self) -> None:
         if self._refill_pending:
@@ -406,12 +423,17 @@ class SessionManager:
                 return
         self.standbys.append(agent)
 
-    async def _claim(self, token: str, *, wait_ready: bool = True) -> Agent:
+    async def _claim(
+        self, token: str, *, wait_ready: bool = True, language: str = "python", one_shot: bool = False
+    ) -> Agent:
         """A started agent given ``token``. Its socket listens from the spawn on (the daemon opened it), so
         a request made before the agent serves waits in the backlog: ``wait_ready=False`` (one-shot runs)
-        sends the code at once, and the first answer is the readiness check."""
+        sends the code at once, and the first answer is the readiness check. ``language`` "javascript"
+        takes a Node-ready agent if one is idle, else a Python one told to start Node at once (see the
+        module's docstring)."""
         self.policy.claimed(self._active)
-        agent = self._pop_standby()
+        agent = self._pop_node_standby() if language == "javascript" else None
+        agent = agent or self._pop_standby()
         if agent is None:  # the next agent to be up is this claim's (one is started for it if need be)
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -425,8 +447,11 @@ class SessionManager:
         self.refill()
         with contextlib.suppress(Exception):
             agent.cpu_at_claim = agent.proc.cpu_seconds()
+        config = {"token": token, "one_shot": one_shot}
+        if language == "javascript" and agent.language != "javascript" and self.node is not None:
+            config["start"] = "javascript"  # a Python agent: Node starts now, before the first run asks
         try:
-            agent.proc.stdin.write((json.dumps({"token": token}) + "\n").encode())
+            agent.proc.stdin.write((json.dumps(config) + "\n").encode())
             agent.proc.stdin.flush()
             if wait_ready:
                 await self._wait_ready(agent, token)
@@ -485,10 +510,73 @@ class SessionManager:
         executor = self._teardown if after_answer else self.blocking
         return await asyncio.get_running_loop().run_in_executor(executor, work)
 
+    # Node-ready standbys (kept apart from the Python pool above) ----------------------------------------
+
+    def _refill_node(self) -> None:
+        if self.node is None or self.closing:
+            return
+        missing = self.node_pool_size - len(self.node_standbys) - self._node_filling
+        for _ in range(max(0, missing)):
+            self._node_filling += 1
+            background.start(self._add_node_standby())
+
+    async def _add_node_standby(self) -> None:
+        agent = None
+        try:
+            async with self._starts:  # bounded like the Python pool's starts
+                agent = await self._spawn()
+                await self._started(agent)
+            agent.language = "javascript"
+            self._node_starting.append(agent)  # (close() destroys it)
+            agent.proc.stdin.write(b'{"start": "javascript"}\n')  # read once its Python kernel is up
+            agent.proc.stdin.flush()
+            await self._node_up(agent)
+        except Exception as exc:  # noqa: BLE001 - a standby that cannot start is logged, not fatal
+            if not self.closing:
+                log.warning("cannot pre-start a Node-ready session agent: %s", exc)
+            if agent is not None:
+                background.start(self._destroy(agent))
+            return
+        finally:
+            self._node_filling -= 1
+            if agent in self._node_starting:
+                self._node_starting.remove(agent)
+        if self.closing:
+            await self._destroy(agent)
+        else:
+            self.node_standbys.append(agent)
+
+    async def _node_up(self, agent: Agent) -> None:
+        """Until the agent says its Node kernel is up: a Node-ready standby is offered only then (claimed
+        earlier, its first run would wait for Node, and pay its start). Its output is looked at every 50 ms
+        while it starts: a few standbys, off every caller's path."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not any(NODE_READY in chunk for chunk in list(agent.output)):
+            if self.closing or agent.proc.poll() is not None or time.monotonic() > deadline:
+                raise SessionError("its Node kernel did not start", 503)
+            await asyncio.sleep(0.05)
+
+    def _pop_node_standby(self) -> Agent | None:
+        """An idle Node-ready standby for a JavaScript claim, or None (it then takes a Python one, told to
+        start Node at once)."""
+        while self.node_standbys:
+            agent = self.node_standbys.pop(0)
+            if agent.proc.poll() is None:
+                return agent
+            background.start(self._destroy(agent))
+        return None
+
     # sessions -------------------------------------------------------------------------------------------
 
     async def create(
-        self, *, session_id: str, namespace: str, token: str, timeout: float, labels: dict[str, str]
+        self,
+        *,
+        session_id: str,
+        namespace: str,
+        token: str,
+        timeout: float,
+        labels: dict[str, str],
+        language: str = "python",
     ) -> Session:
         if not SESSION_ID.match(session_id) or session_id in self.sessions:
             raise SessionError("id must be 8-40 lowercase letters or digits, unused", 400)
@@ -496,11 +584,12 @@ class SessionManager:
             raise SessionError(f"timeout must be between 1 and {MAX_TIMEOUT} seconds", 400)
         if len(token) < 16:
             raise SessionError("token must have at least 16 characters", 400)
+        _check_language(language)
         if self.libraries == "lazy":
             self._build_layer()
         self._active += 1
         try:
-            agent = await self._claim(token)
+            agent = await self._claim(token, language=language)
         finally:
             self._active -= 1
         session = Session(session_id, namespace, agent, token, time.time() + timeout, dict(labels))
@@ -552,11 +641,22 @@ class SessionManager:
     # one-shot execution ---------------------------------------------------------------------------------
 
     async def execute(
-        self, *, code: str, timeout: float, env: dict[str, str], namespace: str = "", max_concurrent: int = 0
+        self,
+        *,
+        code: str,
+        timeout: float,
+        env: dict[str, str],
+        namespace: str = "",
+        max_concurrent: int = 0,
+        language: str = "python",
     ) -> dict:
         """Run ``code`` once in a pre-started agent; the agent is destroyed after the answer.
 
-        With ``max_concurrent``, at most that many run at once per namespace (SessionError 429 past it)."""
+        With ``max_concurrent``, at most that many run at once per namespace (SessionError 429 past it).
+        ``language`` "javascript" runs it in the agent's Node kernel (a Node-ready standby)."""
+        _check_language(language)
+        if language == "javascript" and self.node is None:
+            raise SessionError("JavaScript is not available: the runtime found no Node", 503)
         running = self.inflight.get(namespace, 0)
         if max_concurrent and running >= max_concurrent:
             raise SessionError(
@@ -565,7 +665,7 @@ class SessionManager:
         self.inflight[namespace] = running + 1
         self._active += 1
         try:
-            return await self._execute(code=code, timeout=timeout, env=env)
+            return await self._execute(code=code, timeout=timeout, env=env, language=language)
         finally:
             self._active -= 1
             self.inflight[namespace] -= 1
@@ -574,14 +674,14 @@ class SessionManager:
             if self._refill_pending and not self.inflight:
                 self.refill()
 
-    async def _execute(self, *, code: str, timeout: float, env: dict[str, str]) -> dict:
+    async def _execute(self, *, code: str, timeout: float, env: dict[str, str], language: str) -> dict:
         started = time.perf_counter()
         token = secrets.token_urlsafe(24)
-        agent = await self._claim(token, wait_ready=False)
+        agent = await self._claim(token, wait_ready=False, language=language, one_shot=True)
         events: list[dict] = []
         try:
             url = f"http://127.0.0.1:{agent.port}/execute"
-            body = {"code": code, "env_vars": env, "timeout": timeout}
+            body = {"code": code, "env_vars": env, "timeout": timeout, "language": language}
             async with self._http.post(url, json=body, headers={"X-HKS-Agent-Token": token}) as response:
                 if response.status != 200:
                     raise SessionError(f"the agent refused the code: {await response.text()}", 502)
@@ -609,6 +709,11 @@ class SessionManager:
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "cpu_seconds": cpu,
         }
+
+
+def _check_language(language: str) -> None:
+    if language not in LANGUAGES:
+        raise SessionError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}", 400)
 
 
 def _crashed() -> dict:

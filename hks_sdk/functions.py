@@ -30,11 +30,11 @@ def execute(
     ``MemoryError`` ("out of memory") when the sandbox's memory limit killed it, ``ProcessLimitError`` when
     it hit the process limit, ``ExecutionError`` when its process ended without an answer.
 
-    Python code without ``files`` takes the fast path (a pre-started sandbox, no deploy; sessions.py). Past
-    a quota of the project (executions at once, per minute, CPU seconds a day) the platform answers 429
-    with ``Retry-After``; ``wait_for_quota`` seconds makes the SDK wait as it says and retry, for that long
-    at most: a 429 whose Retry-After is past the remaining wait is raised (``HksError``/``DeployError``,
-    status 429) at once.
+    Python and Node code without ``files`` takes the fast path (a pre-started sandbox, no deploy;
+    sessions.py), or the deploy path where the platform has none. Past a quota of the project (executions
+    at once, per minute, CPU seconds a day) the platform answers 429 with ``Retry-After``; ``wait_for_quota``
+    seconds makes the SDK wait as it says and retry, for that long at most: a 429 whose Retry-After is past
+    the remaining wait is raised (``HksError``/``DeployError``, status 429) at once.
     """
     own_client = client is None
     client = client or Client()
@@ -42,8 +42,15 @@ def execute(
     started = time.perf_counter()
     name = ""
     try:
-        if language == "python" and not files:  # fast path: a pre-started sandbox takes it (sessions.py)
-            fast = execute_fast(code, env=env, timeout=timeout, client=client, wait_for_quota=wait_for_quota)
+        if language in ("python", "node") and not files:  # fast path: a pre-started sandbox (sessions.py)
+            fast = execute_fast(
+                code,
+                language=language,
+                env=env,
+                timeout=timeout,
+                client=client,
+                wait_for_quota=wait_for_quota,
+            )
             if fast is not None:
                 return fast
         deployed = quota_wait(

@@ -174,10 +174,9 @@ class Session(_Base):
         """A new session; ``language`` "node" makes ``run()`` take JavaScript (its Node kernel). Past the
         project's session quota the platform answers 429 with ``Retry-After``: ``wait_for_quota`` seconds
         makes this wait as it says and try again, for that long at most."""
-        _language(language)
+        body = {"timeout_seconds": timeout, "metadata": metadata or {}, "language": _language(language)}
         own = client is None
         client = client or Client()
-        body = {"timeout_seconds": timeout, "metadata": metadata or {}}
         try:
             info = quota_wait(lambda: client._call("POST", "/sessions", json=body), wait_for_quota)
         except HksError:
@@ -312,10 +311,9 @@ class AsyncSession(_Base):
         language: str = "python",
         wait_for_quota: float = 0.0,
     ) -> AsyncSession:
-        _language(language)
+        body = {"timeout_seconds": timeout, "metadata": metadata or {}, "language": _language(language)}
         own = client is None
         client = client or Client()
-        body = {"timeout_seconds": timeout, "metadata": metadata or {}}
         give_up = time.monotonic() + wait_for_quota
         while True:  # quota_wait's loop, with an await for the pause
             try:
@@ -473,24 +471,30 @@ def session(
 def execute_fast(
     code: str,
     *,
+    language: str = "python",
     env: dict[str, str] | None = None,
     timeout: int = 60,
     client: Client,
     wait_for_quota: float = 0.0,
 ) -> Execution | None:
-    """One Python run in a pre-started sandbox (no deploy); None when the platform has no fast path.
+    """One run (Python, or Node with ``language="node"``) in a pre-started sandbox (no deploy); None when
+    the platform has no fast path (for that language).
 
     Past the project's quota the platform answers 429 with ``Retry-After``; with ``wait_for_quota`` seconds
     this waits as it says and tries again, for that long at most, else raises HksError (status 429)."""
     started = time.perf_counter()
     body = {"code": code, "env": env or {}, "timeout_seconds": timeout}
+    no_fast_path = (404, 405, 501)
+    if language != "python":
+        body["language"] = language
+        no_fast_path += (422,)  # a platform whose fast path is Python's alone refuses the language
     try:
         data = quota_wait(
             lambda: client._call("POST", "/operations/execute", json=body, timeout=timeout + 30),
             wait_for_quota,
         )
     except HksError as exc:
-        if exc.status in (404, 405, 501):
+        if exc.status in no_fast_path:
             return None
         raise
     timings = {"execute_ms": (time.perf_counter() - started) * 1000}

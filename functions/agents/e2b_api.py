@@ -131,12 +131,15 @@ def _create(request, credential, _id):
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise ServiceError("metadata must be an object")
+    template = str(data.get("templateID") or "base")
     session = sessions.session_create(
         project=credential.project,
         credential=credential,
         timeout=_timeout(data),
         metadata=metadata,
-        template=str(data.get("templateID") or "base"),
+        template=template,
+        # E2B's code interpreter runs JavaScript too (run_code(language="js")): a Node-ready sandbox
+        language="node" if template.startswith("code-interpreter") else "python",
     )
     return JsonResponse(_sandbox(session), status=201)
 

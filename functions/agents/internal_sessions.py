@@ -1,11 +1,13 @@
 """Session endpoints of the internal API (/internal/v1/sessions, agent JWTs), used by hks_sdk's sessions.
 
-    POST   /sessions                {timeout_seconds, metadata}: 201, with the sandbox's access token
+    POST   /sessions                {timeout_seconds, metadata, language}: 201, with the sandbox's access
+                                    token (``language`` "node": its Node kernel already started)
     GET    /sessions                the project's running sessions
     GET    /sessions/{id}
     POST   /sessions/{id}/timeout   {timeout_seconds}: a new deadline from now
     DELETE /sessions/{id}           kill it
-    POST   /operations/execute      {code, timeout_seconds, env}: the one-shot fast path (Python)
+    POST   /operations/execute      {code, language, timeout_seconds, env}: the one-shot fast path (Python,
+                                    or Node: "node", "javascript", "js")
     GET    /session-libraries       the libraries sessions can import: {state, libraries: {name: version}}
 
 A session's code, files and commands then go through the data plane at ``data_url`` (e2b_api.py) with
@@ -32,6 +34,7 @@ router = Router(tags=["sessions"])
 class SessionIn(Schema):
     timeout_seconds: int = Field(300, ge=1, le=sessions.MAX_TIMEOUT)
     metadata: dict[str, str] = Field(default_factory=dict)
+    language: str = Field("python", pattern=sessions.LANGUAGE_PATTERN)
 
 
 class TimeoutIn(Schema):
@@ -54,7 +57,7 @@ class SessionCreated(SessionOut):
 
 class ExecuteIn(Schema):
     code: str = Field(..., max_length=512 * 1024)
-    language: str = Field("python", pattern="^python$")
+    language: str = Field("python", pattern=sessions.LANGUAGE_PATTERN)
     env: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: int = Field(60, ge=1, le=600)
 
@@ -85,6 +88,7 @@ def session_create(request, payload: SessionIn):
         credential=identity.credential,
         timeout=payload.timeout_seconds,
         metadata=payload.metadata,
+        language=payload.language,
     )
     data_url = settings.HKS_PUBLIC_URL.rstrip("/") + "/e2b"
     return Status(
@@ -125,7 +129,11 @@ def execute(request, payload: ExecuteIn):
         return Status(501, {"detail": "the fast path needs the local runtime; deploy the code instead"})
     try:
         result = sessions.runtime_execute(
-            project=identity.project, code=payload.code, timeout=payload.timeout_seconds, env=payload.env
+            project=identity.project,
+            code=payload.code,
+            timeout=payload.timeout_seconds,
+            env=payload.env,
+            language=payload.language,
         )
     except ServiceError as exc:
         if exc.code != 429:

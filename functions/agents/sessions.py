@@ -33,6 +33,9 @@ from functions.services.audit import audit
 MAX_TIMEOUT = 24 * 3600
 _ALPHABET = string.ascii_lowercase + string.digits
 _TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+# What the SDKs call a language, as the runtime's kernels are named (hks_runtime/sessions.py).
+KERNELS = {"python": "python", "node": "javascript", "javascript": "javascript", "js": "javascript"}
+LANGUAGE_PATTERN = "^(python|node|javascript|js)$"
 
 
 def new_sandbox_id() -> str:
@@ -74,10 +77,13 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:500]
 
 
-def runtime_execute(*, project: Project, code: str, timeout: int, env: dict[str, str]) -> dict:
+def runtime_execute(
+    *, project: Project, code: str, timeout: int, env: dict[str, str], language: str = "python"
+) -> dict:
     """A one-shot run in a pre-started restricted sandbox (no build, no Celery, no polling); at most
     ``project.max_agent_functions`` at once and the project's execution quotas (ServiceError 429 past
-    them, services/usage.py). The run and its sandbox's CPU seconds go to the project's usage."""
+    them, services/usage.py). The run and its sandbox's CPU seconds go to the project's usage.
+    ``language`` "node" (or "javascript", "js") runs it in a Node-ready sandbox's Node kernel."""
     admitted = usage.execution_admit(project=project)
     body = {
         "code": code,
@@ -85,6 +91,7 @@ def runtime_execute(*, project: Project, code: str, timeout: int, env: dict[str,
         "env": env,
         "namespace": project.effective_namespace,
         "max_concurrent": project.max_agent_functions,
+        "language": KERNELS[language],
     }
     try:
         response = _runtime("POST", "/v1/execute", json=body, timeout=timeout + 30)
@@ -121,8 +128,12 @@ def session_create(
     timeout: int = 300,
     metadata: dict[str, str] | None = None,
     template: str = "code-interpreter-v1",
+    language: str = "python",
 ) -> AgentSession:
-    """Start a session (counts against ``project.max_sessions``); raises ServiceError (429 over quota)."""
+    """Start a session (counts against ``project.max_sessions``); raises ServiceError (429 over quota).
+
+    ``language`` "node" (or "javascript", "js") on the local runtime: a sandbox whose Node kernel is already
+    started, so the first JavaScript run does not wait for Node (its Python kernel is there too)."""
     _check_timeout(timeout)
     metadata = metadata or {}
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
@@ -154,7 +165,7 @@ def session_create(
                 project=project, session=session, token=agent_token(session.sandbox_id), timeout=timeout
             )
         else:
-            data = _runtime_create(project, session, timeout)
+            data = _runtime_create(project, session, timeout, KERNELS[language])
     except ServiceError:
         session.delete()
         raise
@@ -173,7 +184,7 @@ def _slot_retry_after(held) -> int:
     return int(min(10, max(1, seconds)))
 
 
-def _runtime_create(project: Project, session: AgentSession, timeout: int) -> dict:
+def _runtime_create(project: Project, session: AgentSession, timeout: int, kernel: str) -> dict:
     """The local runtime starts the session (hks_runtime/sessions.py)."""
     response = _runtime(
         "POST",
@@ -184,6 +195,7 @@ def _runtime_create(project: Project, session: AgentSession, timeout: int) -> di
             "token": agent_token(session.sandbox_id),
             "timeout_seconds": timeout,
             "labels": {"hks.project": project.slug},
+            "language": kernel,
         },
     )
     if response.status_code != 201:

@@ -36,7 +36,12 @@ contexts) are processes of their own. The agent prints ``hks-agent-ready`` on st
 
 Kernels are Python (session_kernel.py, the "default" context) or JavaScript (session_kernel.js on the Node
 the runtime gives as HKS_SESSION_NODE); an /execute with ``language`` "javascript" (or "js", "node") and no
-context runs in the session's default JavaScript context ("default-javascript"), started at its first use.
+context runs in the session's default JavaScript context ("default-javascript"), started at its first use -
+or ahead, on a ``{"start": "javascript"}`` line before the token (a Node-ready standby) or in the token's
+line, so that a session's first JavaScript run does not wait for Node. ``"one_shot": true`` in the token
+line (a one-shot execute(), torn down after its answer) keeps a kernel that dies or ignores its timeout from
+being restarted on the caller's time, and reports a JavaScript kernel's ``process.exit(n)`` as exit code n
+(as ``sys.exit(n)`` is in Python).
 """
 
 from __future__ import annotations
@@ -255,6 +260,7 @@ class Kernel:
         # Output written below print() (os.write, child processes) arrives here.
         for chunk in iter(lambda: pipe.read1(65536), b""):
             events.put({"type": name, "text": chunk.decode(errors="replace")})
+        events.put({"type": "_eof"})  # (what a kernel that died printed last is in before this: _died)
 
     def interrupt(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -284,6 +290,7 @@ class Kernel:
                 self.requests.write(json.dumps({"code": code, "env": env or {}}) + "\n")
             deadline = time.monotonic() + timeout if timeout else None
             interrupted_at = None
+            heap_oom, eofs = False, 0
             while True:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if gone is not None and interrupted_at is None:
@@ -303,25 +310,62 @@ class Kernel:
                         deadline = time.monotonic() + 2.0
                         yield _timeout_error(timeout, restarted=False)
                         continue
-                    self.restart()
-                    yield _timeout_error(timeout, restarted=True)
+                    if ONE_SHOT:
+                        self.stop()
+                    else:
+                        self.restart()
+                        yield _timeout_error(timeout, restarted=True)
                     yield {"type": "end_of_execution"}
                     return
                 if event["type"] == "_exit":
-                    yield {
-                        "type": "error",
-                        "name": "KernelDied",
-                        "value": f"the kernel exited ({self.proc.wait()}); restarted, its state lost",
-                        "traceback": "",
-                    }
-                    self.start()
+                    yield from self._died(heap_oom, eofs)
                     yield {"type": "end_of_execution"}
                     return
                 if interrupted_at is not None and event["type"] == "error":
                     continue  # the KeyboardInterrupt our own interrupt caused: the timeout was reported
+                if event["type"] == "_eof":
+                    eofs += 1
+                    continue
+                if event["type"] == "stderr" and JS_HEAP_OOM in event["text"]:
+                    heap_oom = True
                 yield event
                 if event["type"] == "end_of_execution":
                     return
+
+    def _died(self, heap_oom: bool, eofs: int):
+        """The events after the kernel exited: the rest of its output, then why (restarted unless one-shot).
+        Node out of heap (--max-old-space-size) is a MemoryError, as the sandbox's OOM kill is."""
+        code = self.proc.wait()
+        until = time.monotonic() + 1.0  # its last output (V8's fatal error) may still be on its way, until
+        while eofs < 2 and (left := until - time.monotonic()) > 0:  # both pipes end (a child may hold them)
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            eofs += event["type"] == "_eof"
+            if event["type"] in ("stdout", "stderr"):
+                heap_oom = heap_oom or (event["type"] == "stderr" and JS_HEAP_OOM in event["text"])
+                yield event
+        tail = "" if ONE_SHOT else "; restarted, its state lost"
+        if heap_oom:
+            value = f"out of memory: the JavaScript heap limit was reached{tail}"
+            yield {"type": "error", "name": "MemoryError", "value": value, "traceback": ""}
+        elif ONE_SHOT and self.language == "javascript" and code >= 0:
+            yield {"type": "error", "name": "SystemExit", "value": str(code), "traceback": ""}  # exit(n)
+        else:
+            yield {
+                "type": "error",
+                "name": "KernelDied",
+                "value": f"the kernel exited ({code}){tail}",
+                "traceback": "",
+            }
+        if not ONE_SHOT:
+            self.start()
+
+
+JS_HEAP_OOM = "JavaScript heap out of memory"  # what V8 prints when --max-old-space-size is reached
+ONE_SHOT = False  # set from the token line: nothing is restarted, the sandbox goes after the answer
+NODE_READY = "hks-node-ready"  # printed once a JavaScript kernel started ahead is up (sessions.py)
 
 
 def _timeout_error(timeout, *, restarted: bool) -> dict:
@@ -866,15 +910,40 @@ class Server(ThreadingHTTPServer):
         self.kernels = {"default": Kernel()}
         self.commands = Commands()
         self._starting = threading.Lock()
+        self._node_ahead: Kernel | None = None  # started before its first use (listed from then on)
+        self._node_thread: threading.Thread | None = None
+
+    def start_javascript(self) -> None:
+        """Start the default JavaScript context ahead, in the background (once); a run asking for it
+        meanwhile waits for it."""
+        if self._node_thread is not None or "default-javascript" in self.kernels:
+            return
+        ready = threading.Event()
+
+        def start():
+            with self._starting:
+                ready.set()
+                try:
+                    self._node_ahead = Kernel(HOME, "javascript")
+                except Exception as exc:  # noqa: BLE001 - no Node here, or it failed: its first use says so
+                    print(f"no JavaScript kernel ahead: {exc}", file=sys.stderr)
+                    return
+                print(NODE_READY, flush=True)  # the runtime offers a Node-ready standby from then on
+
+        self._node_thread = threading.Thread(target=start, daemon=True)
+        self._node_thread.start()
+        ready.wait()  # the lock is held before anyone can ask for the context
 
     def default_kernel(self, language: str) -> Kernel:
-        """The default context of ``language``; the JavaScript one is started at its first use."""
+        """The default context of ``language``; the JavaScript one is started at its first use (unless it
+        was started ahead)."""
         if language == "python":
             return self.kernels["default"]
         with self._starting:
             kernel = self.kernels.get("default-javascript")
             if kernel is None:
-                kernel = self.kernels["default-javascript"] = Kernel(HOME, "javascript")
+                kernel, self._node_ahead = self._node_ahead or Kernel(HOME, "javascript"), None
+                self.kernels["default-javascript"] = kernel
             return kernel
 
 
@@ -927,9 +996,16 @@ def main() -> None:
     sys.stdout.buffer.write(b"hks-agent-ready\n")  # the runtime bounds agents starting at once by it
     sys.stdout.flush()
     config = json.loads(sys.stdin.readline() or "{}")  # a pre-started agent waits here for its session
+    while config.get("start") == "javascript" and not config.get("token"):  # made Node-ready meanwhile
+        server.start_javascript()
+        config = json.loads(sys.stdin.readline() or "{}")
     if not config.get("token"):
         sys.exit("no token given; exiting")
     server.token = config["token"]
+    global ONE_SHOT
+    ONE_SHOT = bool(config.get("one_shot"))
+    if config.get("start") == "javascript":
+        server.start_javascript()
     server.serve_forever(poll_interval=3600)
 
 

@@ -49,11 +49,31 @@ const sandbox = {};
 // JavaScript built-ins (Object, Array, Promise...) stay its own.
 const context = vm.createContext(sandbox, { name: 'session' });
 const own = new Set(Object.getOwnPropertyNames(vm.runInContext('globalThis', context)));
-for (const name of Object.getOwnPropertyNames(globalThis)) {
-  if (own.has(name) || name === 'globalThis') continue;
+const enumerable = new Set(Object.keys(globalThis)); // (cheap: no value is read)
+
+// Each global is copied at its first use: reading the descriptor of one Node builds lazily (FormData, the
+// web streams) loads its implementation, which for all of them took ~60 ms of every kernel's start.
+function copyGlobal(name) {
   const descriptor = Object.getOwnPropertyDescriptor(globalThis, name);
   try {
     Object.defineProperty(sandbox, name, descriptor);
+  } catch {
+    return descriptor.get ? descriptor.get.call(globalThis) : descriptor.value;
+  }
+  return sandbox[name];
+}
+
+for (const name of Object.getOwnPropertyNames(globalThis)) {
+  if (own.has(name) || name === 'globalThis') continue;
+  try {
+    Object.defineProperty(sandbox, name, {
+      configurable: true,
+      enumerable: enumerable.has(name),
+      get: () => copyGlobal(name),
+      set: (value) => {
+        Object.defineProperty(sandbox, name, { value, writable: true, configurable: true, enumerable: enumerable.has(name) });
+      },
+    });
   } catch {
     // a non-configurable name the context already has
   }
@@ -83,10 +103,14 @@ function rewriteAsync(code) {
 
 function compile(code) {
   const source = rewriteSync(code);
+  let syncError;
   try {
     return new vm.Script(source, { filename: FILENAME });
   } catch (error) {
-    if (!(error instanceof SyntaxError) || !/await|async/.test(error.message)) throw error;
+    // `await` outside an async function is an identifier to the parser: `[await f()]` fails as "Unexpected
+    // identifier 'f'", so any code using the word gets the async reading too.
+    if (!(error instanceof SyntaxError) || !/\bawait\b|async/.test(`${error.message}\n${code}`)) throw error;
+    syncError = error;
   }
   // Top-level await: the code becomes the body of an async function returning its last expression.
   const lines = rewriteAsync(code).split('\n');
@@ -110,7 +134,7 @@ function compile(code) {
       first = first || error;
     }
   }
-  throw first;
+  throw /await|async/.test(syncError.message) ? first : syncError; // the error that names the real problem
 }
 
 function isThenable(value) {

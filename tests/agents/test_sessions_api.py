@@ -4,6 +4,7 @@
 import asyncio
 import datetime as dt
 import json
+import time
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from django.utils import timezone
 from functions.agents import sessions
 from functions.agents.e2b_data_plane import SandboxDataPlane
 from functions.models import AgentSession, Backend
+from tests.support.sandboxes import kernels_in
 
 
 def _e2b(client, method, path, secret="", body=None, **headers):
@@ -210,9 +212,14 @@ def test_internal_api_hides_other_projects_sessions(outsider_credential, project
 def test_internal_execute_refuses_other_languages(agent_credential):
     client = Client()
     auth = _bearer(client, agent_credential[1])
-    body = {"code": "1", "language": "node"}
+    body = {"code": "1", "language": "ruby"}
     response = client.post("/internal/v1/operations/execute", body, content_type="application/json", **auth)
     assert response.status_code == 422
+    session = client.post(
+        "/internal/v1/sessions", {"language": "ruby"}, content_type="application/json", **auth
+    )
+    assert session.status_code == 422
+    assert not AgentSession.objects.exists()
 
 
 @pytest.mark.runtime
@@ -223,3 +230,40 @@ def test_internal_execute_runs_code_in_the_runtime(agent_credential, local_backe
     response = client.post("/internal/v1/operations/execute", body, content_type="application/json", **auth)
     assert response.status_code == 200, response.content
     assert response.json()["result"] == 42 and response.json()["stdout"] == "hi\n"
+
+
+@pytest.mark.runtime
+def test_internal_execute_runs_node_code_in_the_runtime(agent_credential, local_backend_settings):
+    client = Client()
+    auth = _bearer(client, agent_credential[1])
+    body = {"code": "console.log('hi')\n6 * 7", "language": "node"}
+    response = client.post("/internal/v1/operations/execute", body, content_type="application/json", **auth)
+    assert response.status_code == 200, response.content
+    assert response.json()["result"] == 42 and response.json()["stdout"] == "hi\n"
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize(
+    ("language", "kernels"),
+    [("node", ["session_kernel.js", "session_kernel.py"]), ("python", ["session_kernel.py"])],
+)
+def test_a_node_session_gets_its_node_kernel_before_its_first_run(
+    agent_credential, local_backend_settings, language, kernels
+):
+    client = Client()
+    auth = _bearer(client, agent_credential[1])
+    body = {"language": language}
+    response = client.post("/internal/v1/sessions", body, content_type="application/json", **auth)
+    assert response.status_code == 201, response.content
+    sandbox_id = response.json()["id"]
+    try:
+        held = httpx.get(
+            f"{local_backend_settings.control_url}/v1/sessions/{sandbox_id}",
+            headers=local_backend_settings.headers,
+        ).json()
+        deadline = time.monotonic() + 15  # a Node-ready standby has it already; a Python one starts it now
+        while kernels_in(held["sandbox_pid"]) != kernels and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert kernels_in(held["sandbox_pid"]) == kernels  # no code has run in the session
+    finally:
+        client.delete(f"/internal/v1/sessions/{sandbox_id}", **auth)

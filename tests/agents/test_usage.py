@@ -67,14 +67,15 @@ def test_a_spent_daily_cpu_quota_refuses_until_midnight(project):
     usage.execution_admit(project=project, now=NOON)
 
 
-def test_fast_path_over_the_minute_quota_is_429_before_the_runtime(agent_credential, project):
+@pytest.mark.parametrize("language", ["python", "node"])
+def test_fast_path_over_the_minute_quota_is_429_before_the_runtime(agent_credential, project, language):
     project.max_executions_per_minute = 0
     project.save()
     client = Client()
     token = _token(client, agent_credential[1])
     response = client.post(
         "/internal/v1/operations/execute",
-        {"code": "1"},
+        {"code": "1", "language": language},
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )

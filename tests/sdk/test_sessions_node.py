@@ -10,6 +10,7 @@ import time
 import pytest
 
 from hks_sdk import functions
+from tests.support.sandboxes import kernels_in
 
 from .test_sessions_live import _assert_nothing_left, _held, client, e2b_env, secret  # noqa: F401
 
@@ -116,6 +117,35 @@ def test_a_node_session_is_contained_like_a_python_one(client, live_platform):  
         assert died.error.name == "KernelDied"
         assert s.run("typeof x").result == "undefined"  # restarted, its state lost
     _assert_nothing_left(live_platform, held)
+
+
+def _kernels_soon(sandbox_pid: int, wanted: list[str]) -> list[str]:
+    """The sandbox's kernels once they are ``wanted`` (a Node-ready sandbox has them at once; one given a
+    Python standby starts Node at its create), or as they are after 15 s."""
+    deadline = time.monotonic() + 15
+    while (found := kernels_in(sandbox_pid)) != wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+BOTH = ["session_kernel.js", "session_kernel.py"]
+
+
+def test_new_node_sessions_have_node_started_before_their_first_run(e2b_env, client, live_platform):  # noqa: F811
+    from e2b_code_interpreter import Sandbox
+
+    with functions.session(language="node", client=client) as s:
+        assert _kernels_soon(_held(live_platform, s.id)["sandbox_pid"], BOTH) == BOTH
+        assert s.run("[process.version, 1 + 1]").result[1] == 2
+    with functions.session(client=client) as python:  # a Python session starts no Node
+        assert kernels_in(_held(live_platform, python.id)["sandbox_pid"]) == ["session_kernel.py"]
+    # E2B's code interpreter may run JavaScript (run_code(language="js")) in any sandbox it creates
+    with Sandbox.create(timeout=60) as sandbox:
+        assert _kernels_soon(_held(live_platform, sandbox.sandbox_id)["sandbox_pid"], BOTH) == BOTH
+        assert [c.id for c in sandbox.list_code_contexts()] == ["default"]  # listed from its first use
+        assert sandbox.run_code("[1, 2].map((n) => n * 21).at(-1)", language="js").text == "42"
+        assert {c.id for c in sandbox.list_code_contexts()} == {"default", "default-javascript"}
+        assert sandbox.run_code("6 * 7").text == "42"
 
 
 def test_hks_sdk_refuses_an_unknown_session_language():

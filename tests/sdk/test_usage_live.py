@@ -120,3 +120,23 @@ def test_code_taking_the_deploy_path_is_accounted_for_when_its_function_is_delet
     # tree's clocks read before the kill); nothing unmeasured
     assert now["today"]["cpu_seconds"] >= before["today"]["cpu_seconds"] + 0.5
     assert now["today"]["cpu_unmeasured"] == before["today"]["cpu_unmeasured"]
+
+
+NODE_BURN = (
+    "const t = process.cpuUsage();\n"
+    "while (process.cpuUsage(t).user + process.cpuUsage(t).system < 500000) {}\n"
+    "'burnt'"
+)
+
+
+def test_a_node_execution_adds_to_the_projects_usage(live_platform, accounts):  # noqa: F811
+    before = _usage(live_platform, accounts["owner"]).json()
+    with Client(url=live_platform.portal_url, credential=accounts["agent"]) as client:
+        execution = functions.execute(code=NODE_BURN, language="node", client=client)
+    assert execution.result == "burnt" and execution.function == "", execution  # the fast path
+    after = _usage(live_platform, accounts["owner"]).json()
+    assert after["today"]["executions"] == before["today"]["executions"] + 1
+    assert after["today"]["sessions"] == before["today"]["sessions"]
+    if _cpu_accounted():
+        assert after["today"]["cpu_seconds"] >= before["today"]["cpu_seconds"] + 0.5
+    assert _usage(live_platform, accounts["outsider"]).status_code == 404
