@@ -94,6 +94,8 @@ def _early_kernel() -> tuple[int, int, int, int, int]:
             for fd, target in ((null, 0), (stdout_w, 1), (stderr_w, 2), (req_r, 3), (out_w, 4)):
                 os.dup2(fd, target)
             _close_from(5)  # the listening socket, the other pipe ends: only the kernel's own stay open
+            with open("/proc/self/comm", "w") as comm:  # its name in ps and /proc, as when run as a script
+                comm.write("session_kernel")
             os.environ.clear()
             os.environ.update({**ENV, "HKS_KERNEL_IN": "3", "HKS_KERNEL_OUT": "4"})
             os.makedirs(HOME, exist_ok=True)

@@ -29,6 +29,7 @@ def daemon():
     data_dir = scratch_dir("session-pool-")
     extra = ("--session-pool-size", str(MINIMUM), "--session-pool-max", str(MAXIMUM))
     extra += ("--session-pool-window", str(WINDOW), "--session-libraries", "off")
+    extra += ("--node-pool-size", "0")  # only the session pool: its slots are the ones counted
     running = start_daemon(data_dir, secrets.token_urlsafe(16), *extra)
     yield running
     stop_daemon(running)

@@ -39,8 +39,18 @@ def kernels_in(sandbox_pid: int) -> list[str]:
     found = []
     for pid in descendants(sandbox_pid):
         cmdline = _cmdline(pid)
-        found += [name for name in KERNELS if name.encode() in cmdline]
+        named = [name for name in KERNELS if name.encode() in cmdline]
+        if not named and _comm(pid) == "session_kernel":  # the Python kernel forked early by the agent
+            named = ["session_kernel.py"]
+        found += named
     return sorted(found)
+
+
+def _comm(pid: int | str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def processes_running(marker: str) -> list[int]:
