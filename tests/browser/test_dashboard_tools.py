@@ -1,0 +1,166 @@
+"""The invoke pane and the Logs tab as an owner uses them (issue 15), in Debian's Chromium against the
+running platform (tests/support/live.py):
+
+- the invoke pane says which revision answered and shows that call's log lines, keeps the last calls, and
+  its "copy as curl" puts on the clipboard a command that, run, gets the same answer;
+- a CloudEvents function, invoked with what the pane fills in, gets its event (binary mode), not a 400;
+- a request to a function that prints nothing shows its request line in the live log; after 210 more
+  requests the live view starts from the newest 200, "Load older" brings the first one back, and the
+  search form finds it by time range.
+
+Needs: chromium, bubblewrap, curl (Debian packages).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tests.support.needs import require_binary
+
+from .conftest import run_cli, screenshot, sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.runtime]
+
+
+def _serving(page) -> str:
+    return re.search(r"serving (\S+)", page.inner_text(".status-box")).group(1)
+
+
+def _send(page, method: str, path: str, body: str = "") -> None:
+    page.select_option("#id_method", method)
+    page.fill("#id_path", path)
+    page.fill("#id_body", body)
+    with page.expect_response(lambda r: r.request.method == "POST" and "/invoke/" in r.url):
+        page.click("#invoke-send")
+    page.wait_for_selector("#invoke-status")
+
+
+def test_the_invoke_pane_says_who_answered_shows_the_calls_lines_history_and_a_working_curl(
+    browser, browser_users, two_revisions
+):
+    curl = require_binary("curl", hint="apt-get install curl")
+    platform, name = browser_users, two_revisions
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    sign_in(page, platform)
+    page.goto(f"{platform.portal_url}/p/acme/f/{name}/invoke/")
+    marker = f"pane-{uuid.uuid4().hex[:8]}"
+
+    _send(page, "POST", "/", f'{{"note": "{marker}"}}')
+
+    assert "HTTP 200" in page.inner_text("#invoke-status")
+    assert page.inner_text("#invoke-revision") == _serving(page)
+    assert page.inner_text("#invoke-instance").strip("()").startswith(f"{_serving(page)}-deployment-")
+    lines = page.locator("#invoke-lines .log-line")
+    printed = lines.filter(has_text=marker)
+    assert printed.count() == 1 and printed.locator(".stream").inner_text() == "stdout"
+    assert re.match(r"POST / 200 [\d.]+ ?ms", lines.last.locator(".text").inner_text())
+    command = page.text_content("#invoke-curl")  # inside a closed <details>
+    assert command.startswith("curl -i -X POST") and marker in command
+
+    page.click("#invoke-curl-box summary")
+    page.click("#invoke-curl-box button.copy")
+    assert page.evaluate("navigator.clipboard.readText()") == command
+    ran = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("HTTP/1.1 200") and marker in ran.stdout, f"{curl}: {ran.stdout}"
+
+    _send(page, "GET", "/?name=pane")
+    assert "Hello, pane!" in page.inner_text("#invoke-body") or "Howdy, pane!" in page.inner_text(
+        "#invoke-body"
+    )
+    page.click("#invoke-history-box summary")  # folded away while an answer is shown
+    history = page.locator("#invoke-history li")
+    assert history.count() >= 2
+    assert "GET /?name=pane" in history.nth(0).inner_text() and "HTTP 200" in history.nth(0).inner_text()
+    assert "POST /" in history.nth(1).inner_text()
+    page.reload()  # the history is the session's, not the page's
+    assert "GET /?name=pane" in page.inner_text("#invoke-history li:first-child")
+    screenshot(page, "invoke-history")
+    context.close()
+
+
+def test_a_cloudevents_function_gets_the_sample_event_the_pane_fills_in(
+    page, browser_users, cli_env, tmp_path
+):
+    platform = browser_users
+    name = f"ce-{uuid.uuid4().hex[:6]}"
+    run_cli("hks-func", "create", "-l", "node", "-t", "cloudevents", name, env=cli_env, cwd=tmp_path)
+    run_cli("hks-func", "deploy", env=cli_env, cwd=tmp_path / name)
+    sign_in(page, platform)
+    page.goto(f"{platform.portal_url}/p/acme/f/{name}/invoke/")
+    assert page.locator("#invoke-ce-help").count() == 1
+    headers = page.input_value("#id_headers")
+    assert "ce-specversion: 1.0" in headers and "ce-type: dev.hks.sample" in headers
+    event_id = re.search(r"ce-id: (\S+)", headers).group(1)
+
+    with page.expect_response(lambda r: r.request.method == "POST" and "/invoke/" in r.url):
+        page.click("#invoke-send")  # what the pane filled in, unchanged
+
+    assert "HTTP 200" in page.inner_text("#invoke-status")
+    body = page.inner_text("#invoke-body")
+    assert '"dev.hks.sample"' in body and event_id in body
+    assert (
+        page.locator("#invoke-lines .log-line", has_text=f"received dev.hks.sample {event_id}").count() == 1
+    )
+    assert page.inner_text("#invoke-revision") == f"{name}-00001"
+    screenshot(page, "invoke-cloudevents")
+
+
+def _get(platform, name: str, path: str) -> int:
+    host = f"{name}.acme.localhost"
+    return httpx.get(f"{platform.gateway_url}{path}", headers={"Host": host}, timeout=30).status_code
+
+
+def test_a_silent_request_shows_in_the_live_log_and_older_lines_come_back_by_load_older_and_search(
+    page, browser_users, two_revisions
+):
+    platform, name = browser_users, two_revisions
+    sign_in(page, platform)
+    logs_url = f"{platform.portal_url}/p/acme/f/{name}/logs/"
+    page.goto(logs_url)
+    page.wait_for_function("document.querySelector('#log-state').textContent === 'live'")
+    first = f"/silent-{uuid.uuid4().hex[:8]}"
+
+    status = _get(platform, name, first)  # a GET: the template's function prints nothing for it
+
+    line = page.locator("#log-lines .log-line.stream-request", has_text=f"GET {first} {status} ")
+    line.wait_for(timeout=60_000)
+    assert re.search(rf"revision={name}-0000\d instance={name}-0000\d-deployment-", line.inner_text())
+    assert page.locator("#log-lines .log-line", has_text=first).count() == 1  # nothing printed beside it
+    time.sleep(1.2)
+    boundary = dt.datetime.now(dt.UTC).replace(microsecond=0)  # the form takes whole seconds
+    time.sleep(1.2)
+    for n in range(210):
+        _get(platform, name, f"/later-{n}")
+
+    page.goto(logs_url)
+    page.wait_for_function("document.querySelector('#log-state').textContent === 'live'")
+    page.locator("#log-lines .log-line", has_text="/later-209 ").wait_for(timeout=60_000)
+    assert page.locator("#log-lines .log-line", has_text=first).count() == 0  # the newest 200 only
+    while page.locator("#log-lines .log-line", has_text=first).count() == 0:
+        assert page.is_enabled("#log-older"), "no older lines left, and the first request not among them"
+        page.click("#log-older")
+        page.wait_for_function(
+            "!document.querySelector('#log-older').disabled || "
+            "document.querySelector('#log-older').textContent === 'No older lines'"
+        )
+    screenshot(page, "logs-load-older")
+
+    page.fill("#id_search_end", boundary.strftime("%Y-%m-%dT%H:%M:%S"))
+    page.check("#log-search input[name=stream][value=request]")
+    with page.expect_response(lambda r: "/logs/search/" in r.url):
+        page.click("#log-search-go")
+    results = page.locator("#log-search-results .log-line")
+    results.filter(has_text=first).wait_for()
+    assert results.filter(has_text="/later-").count() == 0
+    assert all(s == "request" for s in results.locator(".stream").all_inner_texts())
+    screenshot(page, "logs-search-time-range")
