@@ -76,3 +76,11 @@ def test_a_memory_axis_rounds_in_mebibytes():
     chart = Chart(key="m", title="M", unit="bytes", series=[Series("m", [(5.0, 34 * 1024 * 1024)])])
     svg = str(svg_chart(chart, 0.0, 10.0))
     assert ">50.0 MiB<" in svg and ">25.0 MiB<" in svg and "47.7" not in svg
+
+
+def test_every_window_has_about_sixty_points():
+    from functions.metrics import WINDOWS, _step
+
+    for window, seconds in WINDOWS.items():
+        assert 55 <= seconds / _step(seconds) <= 61, window
+    assert 3 * 86_400 / _step(3 * 86_400) == 60  # a custom range of days

@@ -37,6 +37,21 @@ def test_the_500_page_is_branded_and_needs_no_context():
     assert 'id="error-500"' in html and "HKS Functions" in html
 
 
+def test_an_error_in_a_view_gets_the_branded_500(client_for, owner, monkeypatch):
+    from functions.views import dashboard
+
+    def broken(**kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(dashboard.selectors, "project_get_for_user", broken)
+    client = client_for(owner)
+    client.raise_request_exception = False  # as a browser gets it, not re-raised into the test
+    response = client.get("/p/acme/")
+    assert response.status_code == 500
+    html = response.content.decode()
+    assert 'id="error-500"' in html and 'class="topbar"' in html and "a bug" not in html
+
+
 def test_each_tab_has_its_own_title_and_marks_itself_current(client_for, owner, hello):
     html = client_for(owner).get(_url("function_logs", hello)).content.decode()
     assert "<title>Logs · hello · acme · HKS Functions</title>" in html
