@@ -71,6 +71,11 @@ WIDEST = """() => {
 }"""
 
 
+LIST_TABLE = (
+    "(() => { const s = document.querySelector('.list-scroll'); return [s.scrollWidth, s.clientWidth]; })()"
+)
+
+
 def _serious_violations(page) -> list[str]:
     from axe_playwright_python.sync_playwright import Axe
 
@@ -111,9 +116,7 @@ def test_no_page_scrolls_sideways_and_axe_finds_nothing_serious(
                 widest = page.evaluate(WIDEST)
                 problems.append(f"{label} at {width} px ({scheme}): {scroll} px wide in {inner} px: {widest}")
             if label == "list" and width >= 1280:  # a laptop sees every column without scrolling the table
-                table, box = page.evaluate(
-                    "(() => { const s = document.querySelector('.list-scroll'); return [s.scrollWidth, s.clientWidth]; })()"
-                )
+                table, box = page.evaluate(LIST_TABLE)
                 if table > box:
                     problems.append(f"list at {width} px ({scheme}): the table is {table} px in {box} px")
             problems += [f"{label} at {width} px ({scheme}): {v}" for v in _serious_violations(page)]
