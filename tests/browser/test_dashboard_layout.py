@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import PASSWORD, SCREENSHOTS, _collect_errors
+from .conftest import CHART_TICKS, PASSWORD, SCREENSHOTS, _collect_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.runtime]
 
@@ -119,6 +119,10 @@ def test_no_page_scrolls_sideways_and_axe_finds_nothing_serious(
                 table, box = page.evaluate(LIST_TABLE)
                 if table > box:
                     problems.append(f"list at {width} px ({scheme}): the table is {table} px in {box} px")
+            if label == "tab-metrics":  # time labels apart, tick text readable at every width
+                ticks = page.evaluate(CHART_TICKS)
+                if ticks["overlaps"] or ticks["smallest"] < 10.5:
+                    problems.append(f"charts at {width} px: {ticks}")
             problems += [f"{label} at {width} px ({scheme}): {v}" for v in _serious_violations(page)]
             SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / f"{label}-{width}-{scheme}.png"), full_page=True)

@@ -24,7 +24,7 @@ import pytest
 
 from tests.support.needs import require_binary
 
-from .conftest import run_cli, screenshot, sign_in
+from .conftest import CHART_TICKS, run_cli, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.runtime]
 
@@ -164,3 +164,42 @@ def test_a_silent_request_shows_in_the_live_log_and_older_lines_come_back_by_loa
     assert results.filter(has_text="/later-").count() == 0
     assert all(s == "request" for s in results.locator(".stream").all_inner_texts())
     screenshot(page, "logs-search-time-range")
+
+
+def test_a_custom_range_of_days_has_dates_on_its_axes_about_sixty_points_and_values_on_hover(
+    page, browser_users, two_revisions
+):
+    require_binary("prometheus", hint="apt-get install prometheus")
+    platform, name = browser_users, two_revisions
+    assert _get(platform, name, "/?name=chart") == 200  # at least one request in the range
+    sign_in(page, platform)
+    end = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=2)
+    start = end - dt.timedelta(days=3)
+
+    def drawn():
+        page.goto(f"{platform.portal_url}/p/acme/f/{name}/metrics/")
+        page.fill("#id_start", start.strftime("%Y-%m-%dT%H:%M"))
+        page.fill("#id_end", end.strftime("%Y-%m-%dT%H:%M"))
+        page.click("#metrics-range button[type=submit]")
+        page.wait_for_selector("#metrics-summary")
+        return page.locator("#chart-requests circle").count() > 0
+
+    deadline = time.monotonic() + 90
+    while not drawn():
+        assert time.monotonic() < deadline, page.inner_text("#metrics-panel")
+        time.sleep(5)
+
+    summary = page.inner_text("#metrics-summary")
+    assert f"from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC" in summary
+    assert "one point every 4320 s" in summary  # 3 days / 60
+    assert page.input_value("#id_start") == start.strftime("%Y-%m-%dT%H:%M")  # the form keeps the range
+    ticks = page.locator("#chart-requests .tick").all_text_contents()  # SVG: no innerText
+    assert any(re.fullmatch(r"[A-Z][a-z]{2} \d\d\d\d:\d\d( UTC)?", t) for t in ticks), (
+        ticks
+    )  # the date over the time
+    assert page.locator("#chart-requests .grid").count() >= 4
+    ticks = page.evaluate(CHART_TICKS)
+    assert ticks["overlaps"] == [] and ticks["smallest"] >= 11, ticks
+    hover = page.locator("#chart-requests circle title").first.text_content()
+    assert re.match(r"2xx: \d+ at \d{4}-\d\d-\d\d \d\d:\d\d", hover), hover
+    screenshot(page, "metrics-custom-range")
