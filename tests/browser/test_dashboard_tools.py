@@ -6,7 +6,11 @@ running platform (tests/support/live.py):
 - a CloudEvents function, invoked with what the pane fills in, gets its event (binary mode), not a 400;
 - a request to a function that prints nothing shows its request line in the live log; after 210 more
   requests the live view starts from the newest 200, "Load older" brings the first one back, and the
-  search form finds it by time range.
+  search form finds it by time range;
+- a custom range of days on the Metrics tab: dates on the time axis, ~60 points, values on hover, labels
+  that do not overlap;
+- the keyboard alone reaches every control of the list, overview, invoke and settings pages, with a
+  visible focus.
 
 Needs: chromium, bubblewrap, curl (Debian packages).
 """
@@ -203,3 +207,45 @@ def test_a_custom_range_of_days_has_dates_on_its_axes_about_sixty_points_and_val
     hover = page.locator("#chart-requests circle title").first.text_content()
     assert re.match(r"2xx: \d+ at \d{4}-\d\d-\d\d \d\d:\d\d", hover), hover
     screenshot(page, "metrics-custom-range")
+
+
+FOCUSABLE = """() => {
+  const all = document.querySelectorAll(
+    'a[href], button, input, select, textarea, summary, [tabindex]:not([tabindex="-1"])');
+  const shown = [...all].filter((el) => !el.disabled && el.getClientRects().length
+    && getComputedStyle(el).visibility !== 'hidden' && !el.closest('details:not([open]) > :not(summary)'));
+  shown.forEach((el, i) => { el.dataset.kb = String(i); });
+  return shown.length;
+}"""
+
+FOCUSED = """() => {
+  const el = document.activeElement;
+  const style = getComputedStyle(el);
+  return [el.dataset.kb ?? null, style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2,
+          el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + ' '
+            + (el.textContent || '').trim().slice(0, 30)];
+}"""
+
+
+def test_every_control_of_the_main_pages_is_reached_by_the_keyboard_with_a_visible_focus(
+    page, browser_users, two_revisions
+):
+    platform, name = browser_users, two_revisions
+    sign_in(page, platform)
+    base = f"{platform.portal_url}/p/acme/f/{name}"
+    for url in (f"{platform.portal_url}/p/acme/", f"{base}/", f"{base}/invoke/", f"{base}/settings/"):
+        page.goto(url)
+        page.wait_for_load_state("networkidle")
+        count = page.evaluate(FOCUSABLE)
+        reached, unmarked = set(), []
+        page.locator("body").focus()
+        for _ in range(count + 3):
+            page.keyboard.press("Tab")
+            index, visible, what = page.evaluate(FOCUSED)
+            if index is None:
+                unmarked.append(what)
+                continue
+            assert visible, f"{url}: no visible focus on {what}"
+            reached.add(int(index))
+        missing = sorted(set(range(count)) - reached)
+        assert not missing, f"{url}: not reached by Tab: {missing} of {count} ({unmarked[:3]})"
