@@ -35,8 +35,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def setup_django(data_dir: Path) -> None:
+def setup_django(data_dir: Path):
+    """Django on a throwaway SQLite file, with its own embedded Redis (the cache: sign-in limits) in
+    ``data_dir``; returns that redis-server's process, which the caller stops."""
     os.environ["HKS_DATA_DIR"] = str(data_dir)
+    os.environ.pop("REDIS_URL", None)
     os.environ["DATABASE_URL"] = f"sqlite:///{data_dir / 'bench.sqlite3'}"
     os.environ["HKS_PROMETHEUS_URL"] = f"http://127.0.0.1:{free_port()}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hks_portal.settings")
@@ -44,6 +47,9 @@ def setup_django(data_dir: Path) -> None:
     from django.conf import settings
 
     django.setup()
+    from hks_portal.embedded_redis import ensure_running
+
+    redis_server = ensure_running(settings.EMBEDDED_REDIS_SOCKET)
     settings.ALLOWED_HOSTS = ["*"]
     settings.STATIC_ROOT = None
     settings.DATABASES["default"]["TEST"] = {"NAME": str(data_dir / "bench.sqlite3"), "MIGRATE": False}
@@ -51,6 +57,7 @@ def setup_django(data_dir: Path) -> None:
 
     # No setup_test_environment(): its instrumented template rendering would copy every row's context.
     connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    return redis_server
 
 
 def fill(slug: str, count: int, user) -> None:
@@ -115,20 +122,34 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hks-bench-list-") as tmp:
-        setup_django(Path(tmp))
-        from django.contrib.auth import get_user_model
-        from django.test import Client
+        redis_server = setup_django(Path(tmp))
+        try:
+            figures = run(args.repeat)
+        finally:
+            if redis_server is not None:
+                redis_server.terminate()
+                redis_server.wait(timeout=10)
+    report(*figures)
 
-        user = get_user_model().objects.create_user("bench", password="bench-password", is_staff=True)
-        _constant_health()
-        client = Client()
-        client.force_login(user)
-        fill("small", 10, user)
-        ops_small = measure(client, "/ops/", args.repeat)
-        fill("large", 1000, user)
-        ops_large = measure(client, "/ops/", args.repeat)
-        small = measure(client, "/p/small/", args.repeat)
-        large = measure(client, "/p/large/", args.repeat)
+
+def run(repeat: int) -> tuple[dict, dict, dict, dict]:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user = get_user_model().objects.create_user("bench", password="bench-password", is_staff=True)
+    _constant_health()
+    client = Client()
+    client.force_login(user)
+    fill("small", 10, user)
+    ops_small = measure(client, "/ops/", repeat)
+    fill("large", 1000, user)
+    ops_large = measure(client, "/ops/", repeat)
+    small = measure(client, "/p/small/", repeat)
+    large = measure(client, "/p/large/", repeat)
+    return small, large, ops_small, ops_large
+
+
+def report(small: dict, large: dict, ops_small: dict, ops_large: dict) -> None:
     print(f"{'functions':>10}{'median ms':>11}{'p95 ms':>9}{'queries':>9}{'KiB':>8}")
     for label, figures in (
         ("list 10", small),

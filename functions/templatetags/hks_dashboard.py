@@ -26,7 +26,7 @@ SERIES_COLOURS = {
     "p99": "#b3261e",
 }
 PALETTE = ("#2f6fd6", "#c62828", "#1a7f37", "#9a6700", "#6f42c1", "#0a7ea4")
-WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP, PAD_RIGHT = 600, 200, 64, 36, 10, 14
+WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP, PAD_RIGHT = 600, 220, 96, 56, 10, 14
 Y_TICKS = 4
 
 
@@ -91,17 +91,29 @@ def human(value: float, unit: str) -> str:
     if unit == "ms":
         if value >= 1000:
             return f"{value / 1000:.3g} s"
+        if 0 < value < 1:
+            return f"{_plain(value)} ms"
         return f"{value:.3g} ms" if value < 100 else f"{value:.0f} ms"
     if unit == "%":
-        return f"{value:.0f} %" if value >= 10 or value == 0 else f"{value:.2g} %"
-    suffix = ""  # "cores", counts: the chart's caption names the unit
+        return f"{value:.0f} %" if value >= 10 or value == 0 else f"{_plain(value)} %"
+    if unit == "cores" and 0 < abs(value) < 1:
+        return f"{_plain(value * 1000)}m"  # millicores, as Kubernetes (and the Settings tab) write them
+    # counts and cores: the chart's caption names the unit
     if value >= 10_000:
-        return f"{value / 1000:.0f}k{suffix}"
+        return f"{value / 1000:.0f}k"
     if value >= 1000:
-        return f"{value / 1000:.1f}k{suffix}"
+        return f"{value / 1000:.1f}k"
     if value == int(value):
-        return f"{value:.0f}{suffix}"
-    return f"{value:.2g}{suffix}"
+        return f"{value:.0f}"
+    return _plain(value)
+
+
+def _plain(value: float) -> str:
+    """Two significant digits, never an exponent: 0.0075, not 7.5e-03."""
+    if value == int(value):
+        return f"{value:.0f}"
+    text = f"{value:.{max(0, 1 - math.floor(math.log10(abs(value))))}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def nice_top(value: float) -> float:
@@ -115,11 +127,15 @@ def nice_top(value: float) -> float:
     return 10 * magnitude
 
 
-def _time_label(t: float, span: float, first: bool) -> str:
+def _time_label(t: float, span: float, last: bool = False) -> tuple[str, str]:
+    """A time axis label in two short lines, so that neighbours never overlap: the date over the time
+    for a day or more (the date alone past three days), the time alone otherwise; "UTC" on the last."""
     moment = dt.datetime.fromtimestamp(t, dt.UTC)
     if span > 20 * 3600:  # a day or more: dates on the axis
-        return moment.strftime("%b %d %H:%M" if span <= 3 * 86400 else "%b %d")
-    return moment.strftime("%H:%M" if span >= 600 else "%H:%M:%S")
+        if span > 3 * 86400:
+            return moment.strftime("%b %d"), "UTC" if last else ""
+        return moment.strftime("%b %d"), moment.strftime("%H:%M") + (" UTC" if last else "")
+    return moment.strftime("%H:%M" if span >= 600 else "%H:%M:%S"), "UTC" if last else ""
 
 
 def _colour(label: str, i: int) -> str:
@@ -170,20 +186,25 @@ def _grid(plot: _Plot, unit: str, end: float) -> SafeString:
                 ty=f"{y + 4:.1f}",
             )
         )
-    ticks = 5
+    ticks = 4  # five labels; phones show the first, middle and last (.minor hidden, larger text)
     for i in range(ticks + 1):
         t = plot.start + plot.span * i / ticks
         x = plot.x(t)
         anchor = "start" if i == 0 else "end" if i == ticks else "middle"
+        first_line, second_line = _time_label(t, plot.span, last=i == ticks)
         rows.append(
             format_html(
                 '<line x1="{x}" y1="{}" x2="{x}" y2="{}" class="grid"/>'
-                '<text x="{x}" y="{}" class="tick" text-anchor="{}">{}</text>',
+                '<text x="{x}" y="{}" class="tick tick-x{}" text-anchor="{}">{}{}</text>',
                 PAD_TOP,
                 PAD_TOP + plot.h,
-                HEIGHT - PAD_BOTTOM + 16,
+                HEIGHT - PAD_BOTTOM + 20,
+                " minor" if i % 2 else "",
                 anchor,
-                _time_label(t, plot.span, i == 0) + (" UTC" if i == ticks else ""),
+                first_line,
+                format_html('<tspan x="{}" dy="1.15em">{}</tspan>', f"{x:.1f}", second_line)
+                if second_line
+                else "",
                 x=f"{x:.1f}",
             )
         )

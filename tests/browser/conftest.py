@@ -118,3 +118,22 @@ def screenshot(page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# Each chart's time-axis labels as laid out: any two that overlap, and the smallest tick text in CSS px.
+CHART_TICKS = """() => {
+  const out = {overlaps: [], smallest: 1000};
+  for (const svg of document.querySelectorAll('.chart svg')) {
+    const visible = (sel) =>
+      [...svg.querySelectorAll(sel)].filter((t) => getComputedStyle(t).display !== 'none');
+    const boxes = visible('.tick-x').map((t) => t.getBoundingClientRect());
+    for (let i = 1; i < boxes.length; i++) {
+      if (boxes[i].left < boxes[i - 1].right - 0.5) out.overlaps.push(svg.closest('figure').id + ' #' + i);
+    }
+    const scale = svg.getScreenCTM().a;
+    for (const t of visible('.tick')) {
+      out.smallest = Math.min(out.smallest, parseFloat(getComputedStyle(t).fontSize) * scale);
+    }
+  }
+  return out;
+}"""

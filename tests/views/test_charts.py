@@ -58,9 +58,34 @@ def test_a_multi_day_axis_has_dates_and_an_hour_axis_has_times():
     start = 1_764_547_200.0  # 2025-12-01 00:00 UTC
     chart = Chart(key="r", title="R", unit="", series=[Series("2xx", [(start + day, 1.0)])])
     three_days = str(svg_chart(chart, start, start + 3 * day))
-    assert ">Dec 01 00:00<" in three_days and "Dec 04 00:00 UTC" in three_days
+    assert '>Dec 01<tspan x="96.0" dy="1.15em">00:00</tspan>' in three_days  # the date over the time
+    assert '>Dec 04<tspan x="586.0" dy="1.15em">00:00 UTC</tspan>' in three_days
+    week = str(svg_chart(chart, start, start + 7 * day))
+    assert ">Dec 01</text>" in week and '>Dec 08<tspan x="586.0" dy="1.15em">UTC</tspan>' in week
     hour = str(svg_chart(chart, start, start + 3600))
-    assert ">00:00<" in hour and "01:00 UTC" in hour
+    assert ">00:00</text>" in hour and '>01:00<tspan x="586.0" dy="1.15em">UTC</tspan>' in hour
+
+
+def test_axis_labels_are_short_enough_never_to_overlap():
+    """Five labels 122 units apart (three on phones): a line of at most 9 characters fits between them."""
+    day, start = 86_400.0, 1_764_547_200.0
+    chart = Chart(key="r", title="R", unit="", series=[Series("2xx", [(start, 1.0)])])
+    for span in (300.0, 3600.0, day, 3 * day, 30 * day):
+        svg = str(svg_chart(chart, start, start + span))
+        lines = re.findall(
+            r'class="tick tick-x(?: minor)?"[^>]*>([^<]*)(?:<tspan[^>]*>([^<]*)</tspan>)?', svg
+        )
+        assert len(lines) == 5, span
+        assert max(len(x) for pair in lines for x in pair) <= 9, (span, lines)
+
+
+def test_tiny_values_read_without_exponents():
+    assert human(7.5e-06, "cores") == "0.0075m" and human(0.25, "cores") == "250m"
+    assert human(2.5, "cores") == "2.5" and human(1e-05, "") == "0.00001"
+    assert human(0.0004, "ms") == "0.0004 ms" and human(0.005, "%") == "0.005 %"
+    cpu = Chart(key="cpu", title="CPU", unit="cores", series=[Series("CPU", [(5.0, 7.5e-06)])])
+    svg = str(svg_chart(cpu, 0.0, 10.0))
+    assert "e-0" not in svg and ">0.01m<" in svg and ">0.005m<" in svg
 
 
 def test_values_are_also_a_table_for_keyboards_and_screen_readers():
@@ -76,3 +101,11 @@ def test_a_memory_axis_rounds_in_mebibytes():
     chart = Chart(key="m", title="M", unit="bytes", series=[Series("m", [(5.0, 34 * 1024 * 1024)])])
     svg = str(svg_chart(chart, 0.0, 10.0))
     assert ">50.0 MiB<" in svg and ">25.0 MiB<" in svg and "47.7" not in svg
+
+
+def test_every_window_has_about_sixty_points():
+    from functions.metrics import WINDOWS, _step
+
+    for window, seconds in WINDOWS.items():
+        assert 55 <= seconds / _step(seconds) <= 61, window
+    assert 3 * 86_400 / _step(3 * 86_400) == 60  # a custom range of days

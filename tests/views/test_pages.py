@@ -37,6 +37,21 @@ def test_the_500_page_is_branded_and_needs_no_context():
     assert 'id="error-500"' in html and "HKS Functions" in html
 
 
+def test_an_error_in_a_view_gets_the_branded_500(client_for, owner, monkeypatch):
+    from functions.views import dashboard
+
+    def broken(**kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(dashboard.selectors, "project_get_for_user", broken)
+    client = client_for(owner)
+    client.raise_request_exception = False  # as a browser gets it, not re-raised into the test
+    response = client.get("/p/acme/")
+    assert response.status_code == 500
+    html = response.content.decode()
+    assert 'id="error-500"' in html and 'class="topbar"' in html and "a bug" not in html
+
+
 def test_each_tab_has_its_own_title_and_marks_itself_current(client_for, owner, hello):
     html = client_for(owner).get(_url("function_logs", hello)).content.decode()
     assert "<title>Logs · hello · acme · HKS Functions</title>" in html
@@ -189,21 +204,119 @@ def operator(db):
     return UserFactory(username="ops", is_staff=True)
 
 
-def test_operators_open_a_tenants_pages_read_only(client_for, operator, hello):
+PAGES = ("function_detail", "function_metrics", "function_logs", "function_revisions", "function_builds")
+PAGES += ("function_invoke", "schedule_list", "function_settings")
+
+
+@pytest.fixture
+def tenant_state(hello, owner):
+    """hello with two built revisions (2 serving) and a schedule, as an owner left them."""
+    from functions.services import schedules as services_schedules
+
+    r1 = Revision.objects.create(function=hello, number=1, content_hash="a", artifact="/a")
+    r2 = Revision.objects.create(function=hello, number=2, content_hash="b", artifact="/b")
+    hello.current_revision = hello.desired_revision = r2
+    hello.save()
+    schedule = services_schedules.schedule_create(
+        function=hello, user=owner, name="nightly", cron="0 3 * * *"
+    )
+    return hello, r1, schedule
+
+
+def _snapshot(function, schedule):
+    f = type(function).objects.get(pk=function.pk)
+    s = type(schedule).objects.get(pk=schedule.pk)
+    p = f.project
+    p.refresh_from_db()
+    return (
+        (
+            f.status,
+            f.env,
+            f.min_scale,
+            f.max_scale,
+            f.memory_mb,
+            f.current_revision_id,
+            f.desired_revision_id,
+        ),
+        (s.cron, s.enabled, s.name),
+        type(schedule).objects.filter(function=function).count(),
+        (p.max_sessions, p.max_executions_per_minute, p.max_cpu_seconds_per_day),
+        AuditEvent.objects.count(),
+    )
+
+
+def _writes(function, schedule):
+    """Every change a member may make from the dashboard, as (url, form data)."""
+    sched = {"sched": schedule.name}
+    settings_form = {"env": "X=1", "min_scale": "1", "max_scale": "3", "target_concurrency": "100"}
+    settings_form |= {"container_concurrency": "0", "cpu_millicores": "250", "memory_mb": "64"}
+    settings_form |= {"timeout_seconds": "30"}
+    schedule_form = {"name": "other", "cron": "*/5 * * * *", "timezone": "UTC", "method": "POST", "path": "/"}
+    return [
+        (_url("function_settings", function), settings_form),
+        (_url("revision_rollback", function, number=1), {}),
+        (_url("function_invoke", function), {"method": "GET", "path": "/", "headers": "", "body": ""}),
+        (_url("schedule_create", function), schedule_form),
+        (_url("schedule_edit", function, **sched), {**schedule_form, "name": schedule.name}),
+        (_url("schedule_pause", function, **sched), {}),
+        (_url("schedule_delete", function, **sched), {}),
+        (
+            reverse("project_usage", kwargs={"project": "acme"}),
+            {"max_sessions": "99"} | {"max_executions_per_minute": "99", "max_cpu_seconds_per_day": "99"},
+        ),
+        (_url("function_delete", function), {}),
+    ]
+
+
+def test_operators_open_a_tenants_pages_read_only_and_can_change_nothing(client_for, operator, tenant_state):
+    hello, _, schedule = tenant_state
     client = client_for(operator)
+    before = _snapshot(hello, schedule)
+
     listing = client.get(reverse("function_list", kwargs={"project": "acme"}))
-    detail = client.get(_url("function_revisions", hello))
-    rollback = client.post(_url("revision_rollback", hello, number=1))
-    settings_page = client.get(_url("function_settings", hello)).content.decode()
+    usage = client.get(reverse("project_usage", kwargs={"project": "acme"})).content.decode()
+    pages = {view: client.get(_url(view, hello)) for view in PAGES}
+    refused = {url: client.post(url, data).status_code for url, data in _writes(hello, schedule)}
+    hx_refused = client.post(_url("revision_rollback", hello, number=1), HTTP_HX_REQUEST="true")
 
-    assert listing.status_code == 200 and detail.status_code == 200
-    assert 'id="read-only"' in detail.content.decode()
-    assert rollback.status_code == 404  # writing needs a membership
-    assert 'id="settings-form"' not in settings_page
+    assert listing.status_code == 200 and "hello" in listing.content.decode()
+    assert {view: r.status_code for view, r in pages.items()} == dict.fromkeys(PAGES, 200)
+    html = "".join(r.content.decode() for r in pages.values())
+    assert html.count('id="read-only"') == len(PAGES)
+    for control in (
+        'id="settings-form"',
+        'id="invoke-form"',
+        'class="rollback"',
+        "/delete/",
+        "/schedules/new/",
+    ):
+        assert control not in html, f"{control} offered to a read-only operator"
+    assert 'name="max_sessions"' not in usage
+    assert set(refused.values()) <= {403, 404}, refused
+    assert hx_refused.status_code in (403, 404)
+    assert _snapshot(hello, schedule) == before  # nothing changed, nothing audited
 
 
-def test_non_staff_outsiders_still_get_404(client_for, outsider, hello):
-    assert client_for(outsider).get(_url("function_detail", hello)).status_code == 404
+def test_non_staff_outsiders_still_get_404_on_every_page(client_for, outsider, tenant_state):
+    hello, _, schedule = tenant_state
+    client = client_for(outsider)
+    before = _snapshot(hello, schedule)
+
+    gets = [
+        reverse("function_list", kwargs={"project": "acme"}),
+        reverse("project_usage", kwargs={"project": "acme"}),
+    ]
+    gets += [_url(view, hello) for view in PAGES]
+    gets += [
+        _url("function_logs_search", hello),
+        _url("function_logs_download", hello),
+        _url("function_status", hello),
+    ]
+    answers = {url: client.get(url).status_code for url in gets}
+    answers |= {url: client.post(url, data).status_code for url, data in _writes(hello, schedule)}
+
+    assert answers == dict.fromkeys(answers, 404)
+    assert _snapshot(hello, schedule) == before
 
 
 def test_the_api_gives_operators_no_read_access(api_client_for, operator, hello):
