@@ -28,7 +28,7 @@ import pytest
 
 from tests.support.needs import require_binary
 
-from .conftest import CHART_TICKS, run_cli, screenshot, sign_in
+from .conftest import BIN, CHART_TICKS, run_cli, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.runtime]
 
@@ -249,3 +249,60 @@ def test_every_control_of_the_main_pages_is_reached_by_the_keyboard_with_a_visib
             reached.add(int(index))
         missing = sorted(set(range(count)) - reached)
         assert not missing, f"{url}: not reached by Tab: {missing} of {count} ({unmarked[:3]})"
+
+
+def _acme_build_slot(platform, action: str) -> None:
+    """Take or give back acme's one build slot in the platform's Redis, as a build of acme running
+    elsewhere holds it (functions/services/build_slots.py)."""
+    platform.manage(
+        "shell",
+        "-c",
+        "from functions.models import Project; from functions.services import build_slots;"
+        f"build_slots.{action}(Project.objects.get(slug='acme').pk, 'browser-test-holder')",
+        capture=True,
+    )
+
+
+def test_the_builds_tab_follows_a_build_while_you_watch(page, browser_users, cli_env, tmp_path):
+    """A build waiting for its project's build slot, then running, then done: the Builds tab shows each
+    state as it comes (status badge, its log, a duration at the end) without being reloaded."""
+    require_binary("bwrap", hint="apt-get install bubblewrap")
+    platform = browser_users
+    name = f"watch-{uuid.uuid4().hex[:6]}"
+    run_cli("hks-func", "create", "-l", "node", name, env=cli_env, cwd=tmp_path)
+    _acme_build_slot(platform, "take")
+    deploy = subprocess.Popen(
+        [str(BIN / "hks-func"), "deploy"],
+        env=cli_env,
+        cwd=tmp_path / name,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        sign_in(page, platform)
+        deadline = time.monotonic() + 60
+        builds = f"{platform.portal_url}/p/acme/f/{name}/builds/"
+        while page.request.get(builds).status != 200:  # the function exists once the CLI has uploaded it
+            assert time.monotonic() < deadline, "the deploy made no function"
+            time.sleep(0.5)
+        page.goto(builds)
+        page.locator(".build.card").first.wait_for(timeout=30_000)
+        page.evaluate("window.notReloaded = true")
+        card = page.locator(".build.card").first
+        assert "Queued" in card.locator(".build-status").inner_text()
+        card.locator(".build-log:has-text('waiting: 1 build of this project already running')").wait_for(
+            timeout=30_000
+        )
+        _acme_build_slot(platform, "give_back")
+        page.locator(".build.card .build-status:text-is('Succeeded')").first.wait_for(timeout=180_000)
+        card = page.locator(".build.card").first
+        assert card.locator(".build-duration").count() == 1
+        assert "artifact" in card.locator(".build-log").text_content()  # its own log (folded once done)
+        assert page.evaluate("window.notReloaded")
+        screenshot(page, "builds-followed-live")
+        assert deploy.wait(timeout=300) == 0, deploy.stdout.read()
+    finally:
+        _acme_build_slot(platform, "give_back")
+        if deploy.poll() is None:
+            deploy.kill()
