@@ -240,10 +240,14 @@ def _v1_layout(own: dict[str, str]) -> _CgroupLayout | None:
     return None
 
 
-@functools.cache
 def _cgroups() -> _CgroupLayout:
     if os.environ.get("HKS_SANDBOX_LIMITS") == "rlimit":  # lets tests and odd hosts force the fallback
-        return _CgroupLayout("rlimit", {})
+        return _CgroupLayout("rlimit", {})  # (never cached: unsetting it brings the machine's layout back)
+    return _detected_cgroups()
+
+
+@functools.cache
+def _detected_cgroups() -> _CgroupLayout:
     try:
         own = _own_cgroup_paths()
     except OSError:
@@ -785,3 +789,6 @@ def sweep_stale_networks() -> int:
     """Network namespaces a crashed daemon left behind (see netns.sweep_stale), and its sandboxes' views
     (views.sweep_stale: mounts, not networks, but left behind the same way and swept at the same time)."""
     return netns.sweep_stale() + views.sweep_stale()
+
+
+_cgroups.cache_clear = _detected_cgroups.cache_clear  # what tests that re-probe the machine call

@@ -507,7 +507,7 @@ def metrics_text(runtime_daemon) -> str:
     return httpx.get(runtime_daemon.control_url + "/metrics", headers=runtime_daemon.headers).text
 
 
-def test_under_the_rlimit_fallback_a_deleted_functions_cpu_is_still_measured(monkeypatch, work):
+def test_under_the_rlimit_fallback_a_deleted_functions_cpu_is_still_measured(fresh_probes, monkeypatch, work):
     """No cgroup to read: the runtime reads its instances' process trees before it stops them. (Python: Node
     does not start under the fallback's address-space limit.)"""
     from tests.support.daemon import start_daemon, stop_daemon

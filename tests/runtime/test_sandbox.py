@@ -36,20 +36,6 @@ def scratch():
     remove_dir(path)
 
 
-@pytest.fixture
-def fresh_probes():
-    """Forget what was probed about this machine (for tests that change PATH or the limits mode)."""
-
-    def clear():
-        sandbox._probe.cache_clear()
-        sandbox.runs_unprivileged.cache_clear()
-        sandbox._cgroups.cache_clear()
-
-    clear()
-    yield
-    clear()
-
-
 def _spec(**fields) -> sandbox.SandboxSpec:
     defaults = dict(
         argv=["/bin/true"],
