@@ -132,6 +132,18 @@ document.addEventListener("htmx:oobBeforeSwap", (event) => {
   }
 });
 
+// A pushed row of a function this page does not show (created since it loaded, or filtered out) has no
+// target: rather than let htmx report an oob error, drop the message; the list's 5-second refresh brings the
+// row if this page's filter shows it.
+document.addEventListener("htmx:wsBeforeMessage", (event) => {
+  const template = document.createElement("template");
+  template.innerHTML = event.detail.message;
+  const rows = [...template.content.children];
+  if (rows.length && rows.every((row) => row.id && !document.getElementById(row.id))) {
+    event.preventDefault();
+  }
+});
+
 // Which error answers htmx swaps in (a form's 400, a conflict, an unreachable function) is one policy:
 // the htmx-config meta tag in templates/base.html.
 
