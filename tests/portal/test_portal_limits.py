@@ -52,7 +52,7 @@ def test_too_many_request_headers_get_a_431_with_the_reason(live_platform):  # n
 def _post_endless(url: str, path: str, size: int, *, chunked: bool) -> bytes:
     """POST ``size`` bytes (declared, or chunked without a length) as fast as the server takes them."""
     length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
-    head = b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n\r\n" % (path.encode(), length)
+    head = b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s\r\n\r\n" % (path.encode(), length)
     piece = b"x" * (1 << 20)
     if chunked:
         piece = b"%x\r\n" % len(piece) + piece + b"\r\n"
