@@ -48,8 +48,10 @@ def _credential(platform) -> str:
         "shell",
         "-c",
         "from functions.models import AgentCredential, Project;"
-        # the quota raised to 60, as the issue measured the burst
-        "p = Project.objects.get(slug='bench'); p.max_agent_functions = 60; p.save();"
+        # the quota raised to 60, as the issue measured the burst; and the minute's, since two bursts of 50
+        # and the baselines pass 120 a minute (a benchmark measures speed, not quotas)
+        "p = Project.objects.get(slug='bench'); p.max_agent_functions = 60;"
+        "p.max_executions_per_minute = 1000; p.save();"
         "print(AgentCredential.issue(project=p, name='bench')[1])",
         capture=True,
     )

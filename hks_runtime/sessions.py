@@ -432,8 +432,9 @@ class SessionManager:
         takes a Node-ready agent if one is idle, else a Python one told to start Node at once (see the
         module's docstring)."""
         self.policy.claimed(self._active)
-        agent = self._pop_node_standby() if language == "javascript" else None
-        agent = agent or self._pop_standby()
+        # JavaScript: an idle Node-ready agent if there is one, else a Python one told to start Node
+        agent = self._pop_live(self.node_standbys) if language == "javascript" else None
+        agent = agent or self._pop_live(self.standbys)
         if agent is None:  # the next agent to be up is this claim's (one is started for it if need be)
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -460,9 +461,10 @@ class SessionManager:
             raise
         return agent
 
-    def _pop_standby(self) -> Agent | None:
-        while self.standbys:
-            agent = self.standbys.pop(0)
+    def _pop_live(self, standbys: list[Agent]) -> Agent | None:
+        """The first of ``standbys`` still alive (dead ones are torn down on the way), or None."""
+        while standbys:
+            agent = standbys.pop(0)
             if agent.proc.poll() is None:
                 return agent
             background.start(self._destroy(agent))
@@ -555,16 +557,6 @@ class SessionManager:
             if self.closing or agent.proc.poll() is not None or time.monotonic() > deadline:
                 raise SessionError("its Node kernel did not start", 503)
             await asyncio.sleep(0.05)
-
-    def _pop_node_standby(self) -> Agent | None:
-        """An idle Node-ready standby for a JavaScript claim, or None (it then takes a Python one, told to
-        start Node at once)."""
-        while self.node_standbys:
-            agent = self.node_standbys.pop(0)
-            if agent.proc.poll() is None:
-                return agent
-            background.start(self._destroy(agent))
-        return None
 
     # sessions -------------------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
+from functions.services import enqueue
+
 log = logging.getLogger(__name__)
 
 SLOT_TTL = 30.0  # seconds a slot outlives its holder's last refresh
@@ -34,19 +36,9 @@ end
 return 0
 """
 
-_client = None
-
 
 def _redis():
-    import redis
-
-    global _client
-    if _client is None or _client[0] != settings.REDIS_URL:
-        _client = (
-            settings.REDIS_URL,
-            redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2),
-        )
-    return _client[1]
+    return enqueue.queue_client()
 
 
 def _key(project_id: int) -> str:

@@ -37,7 +37,7 @@ def tasks_queue_check() -> None:
     import redis
 
     try:
-        _queue_client().ping()
+        queue_client().ping()
     except (redis.exceptions.RedisError, OSError) as exc:
         raise ServiceError(
             f"the task queue is unavailable ({type(exc).__name__}); nothing was changed, try again shortly",
@@ -45,7 +45,8 @@ def tasks_queue_check() -> None:
         ) from exc
 
 
-def _queue_client():
+def queue_client():
+    """A redis-py client of the task queue's Redis (one per process; build_slots.py keeps its slots there)."""
     import redis
 
     global _QUEUE_CLIENT
