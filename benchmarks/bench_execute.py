@@ -1,8 +1,8 @@
 """``hks_sdk.functions.execute(code=...)`` end to end: an agent's throwaway function deployed into the
 restricted sandbox, invoked once and deleted, against a platform started here.
 
-Python's and Node's ``execute()`` take the fast path (a pre-started restricted sandbox takes the code: no
-build, no Celery, no polling; Node's from the runtime's Node-ready pool); Python's measured sequentially and
+Python's and Node's ``execute()`` take the fast path (a pre-started restricted sandbox running a bare kernel
+takes the code: no build, no Celery, no polling; hks_runtime/oneshot.py); Python's measured sequentially and
 with ``--concurrency`` calls at once, Node's sequentially. Baselines, in the same run: the deploy path
 (forced with an extra file, as before the fast path), and the same code invoked again through the portal in
 a function that is already deployed and warm.
@@ -14,11 +14,11 @@ and the total with the deletion.
     .venv/bin/python benchmarks/bench_execute.py [--runs 8] [--concurrency 50] [--bursts 2] [--gap 20]
         [--fast-only] [--keep]
 
-``--fast-only`` measures the fast path alone. A burst is served from the runtime's pool of pre-started agents
-when it holds the burst. The pool grows toward recent demand (docs/runtime.md): the first burst finds the
-default pool of 2 and starts the rest of its agents; ``--bursts 2`` (the default) sends another burst
-``--gap`` seconds later, once the pool holds its target (``GET /v1/session-pool``), which finds it grown.
-``HKS_RUNTIME_SESSION_POOL_SIZE=50`` makes the first burst find 50 waiting too.
+``--fast-only`` measures the fast path alone. A burst is served from the runtime's pool of pre-started
+kernels when it holds the burst. The pool grows toward recent demand (docs/runtime.md): the first burst
+finds the default pool of 2 and starts the rest of its kernels; ``--bursts 2`` (the default) sends another
+burst ``--gap`` seconds later, once the pool holds its target (``GET /v1/session-pool``), which finds it
+grown. ``HKS_RUNTIME_EXECUTE_POOL_SIZE=50`` makes the first burst find 50 waiting too.
 
 Prints a table, then one JSON line with every figure.
 """
@@ -68,7 +68,8 @@ def _p(values: list[float], q: float) -> float:
 
 
 def _pool_refilled(platform, timeout: float = 180.0) -> float | None:
-    """Wait until the runtime's session pool holds its target (GET /v1/session-pool); the seconds it took,
+    """Wait until the runtime's one-shot pool holds its target (GET /v1/session-pool: its "execute" part,
+    or the session pool where the runtime has none, code from before oneshot.py); the seconds it took,
     None where the runtime has no such endpoint (code from before the adaptive pool)."""
     import httpx
 
@@ -81,6 +82,7 @@ def _pool_refilled(platform, timeout: float = 180.0) -> float | None:
         if response.status_code == 404:
             return None
         pool = response.json()
+        pool = pool.get("execute", {}).get("python", pool)
         if pool["standbys"] >= pool["target"]:
             return round(time.perf_counter() - started, 1)
         time.sleep(0.5)
@@ -199,7 +201,7 @@ def node_fast_path(client: Client, runs: int, deploy: dict | None) -> dict:
     """Sequential Node executions on the fast path, as Python's above; ``deploy``: the deploy path's
     figures of the same run (the baseline), when measured."""
     code = CODE["node"]
-    functions.execute(code=code, language="node", client=client)  # the Node-ready pool's first standby
+    functions.execute(code=code, language="node", client=client)  # the Node kernels' pool's first standby
     times = []
     for _ in range(runs):
         started = time.perf_counter()

@@ -59,14 +59,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--session-pool-size",
         type=int,
         default=int(_env_float("HKS_RUNTIME_SESSION_POOL_SIZE", 2)),
-        help="agent sandboxes started ahead for sessions and execute(), at least (0: none when idle)",
+        help="agent sandboxes started ahead for sessions, at least (0: none when idle)",
     )
     parser.add_argument(
         "--session-pool-max",
         type=int,
         default=int(_env_float("HKS_RUNTIME_SESSION_POOL_MAX", 50)),
-        help="the most agents the pool grows to after a burst of claims (~35 MB each; also at most a "
-        "quarter of the machine's memory); at most --session-pool-size keeps the pool fixed",
+        help="the most agents (and one-shot kernels, per language) a pool grows to after a burst of "
+        "claims (~35 MB each; also at most a quarter of the machine's memory); at most the pool's size "
+        "keeps it fixed",
     )
     parser.add_argument(
         "--session-pool-window",
@@ -84,8 +85,21 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--node-pool-size",
         type=int,
         default=int(_env_float("HKS_RUNTIME_NODE_POOL_SIZE", 2)),
-        help="agent sandboxes started ahead with their Node kernel, for JavaScript execute() and sessions "
+        help="agent sandboxes started ahead with their Node kernel, for JavaScript sessions "
         "(0: none; they then take a Python one and start Node)",
+    )
+    parser.add_argument(
+        "--execute-pool-size",
+        type=int,
+        default=int(_env_float("HKS_RUNTIME_EXECUTE_POOL_SIZE", 2)),
+        help="bare Python kernels started ahead for execute(), at least; grown toward recent demand as "
+        "the session pool is (0: none when idle)",
+    )
+    parser.add_argument(
+        "--execute-node-pool-size",
+        type=int,
+        default=int(_env_float("HKS_RUNTIME_EXECUTE_NODE_POOL_SIZE", 2)),
+        help="bare Node kernels started ahead for JavaScript execute(), at least (0: none when idle)",
     )
     parser.add_argument(
         "--data-path",
@@ -124,6 +138,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         session_pool_window=max(0.0, args.session_pool_window),
         session_libraries=args.session_libraries,
         node_pool_size=max(0, args.node_pool_size),
+        execute_pool_size=max(0, args.execute_pool_size),
+        execute_node_pool_size=max(0, args.execute_node_pool_size),
     )
 
 

@@ -47,13 +47,13 @@ class Options:
     pool_recent_shapes: int = 2  # shapes no longer in use that keep their standbys (the latest given up)
     data_path: str = "python"  # "haproxy": HAProxy proxies warm traffic, Python activates (haproxy.py)
     client_limits: ClientLimits = ClientLimits()  # what one client may hold of the gateway
-    session_pool_size: int = (
-        2  # pre-started agent sandboxes for sessions and execute(), at least (sessions.py)
-    )
+    session_pool_size: int = 2  # pre-started agent sandboxes for sessions, at least (sessions.py)
     session_pool_max: int = 50  # at most, grown toward recent demand (pool_policy.py)
     session_pool_window: float = 300.0  # seconds of demand the pool is sized by
     session_libraries: str = "lazy"  # the agent library layer: eager | lazy (at the first session) | off
-    node_pool_size: int = 2  # Node-ready agents started ahead, apart: JavaScript execute() and sessions
+    node_pool_size: int = 2  # Node-ready agents started ahead, apart: JavaScript sessions
+    execute_pool_size: int = 2  # bare Python kernels started ahead for execute(), at least (oneshot.py)
+    execute_node_pool_size: int = 2  # bare Node kernels started ahead for JavaScript execute(), at least
 
 
 class Daemon:
@@ -88,6 +88,8 @@ class Daemon:
             pool_window=options.session_pool_window,
             libraries=options.session_libraries,
             node_pool_size=options.node_pool_size,
+            execute_pool_size=options.execute_pool_size,
+            execute_node_pool_size=options.execute_node_pool_size,
         )
         self.runners: list[web.AppRunner] = []
         self.servers: list[asyncio.Server] = []

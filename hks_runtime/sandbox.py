@@ -477,6 +477,10 @@ class SandboxedProcess:
     def returncode(self) -> int | None:
         return self._popen.returncode
 
+    def pids(self) -> list[int]:
+        """The sandbox's processes as the host numbers them: bubblewrap's and its descendants'."""
+        return _tree(self.pid)
+
     def terminate(self, grace: float = 5.0) -> None:
         """SIGTERM every process in the sandbox, then SIGKILL whatever is left after ``grace`` seconds
         (with ``grace=0``, SIGKILL at once: a SIGTERM nothing waits for would only cost a pass)."""

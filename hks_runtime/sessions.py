@@ -11,15 +11,15 @@ with the session's agent token while the code inside has no network.
 Agents are started ahead (standbys): the agent and its kernel are up before any session exists, and a
 create only hands one a token. How many are kept is ``pool_policy.PoolPolicy``'s: ``pool_size`` at least,
 grown toward the peak of concurrent claims of the last ``pool_window`` seconds (at most ``pool_max``), and
-trimmed back once that demand has passed. ``execute()`` is the one-shot fast path: a standby takes the code,
-answers, and is torn down after the answer, off the caller's path. Agents that start at once are bounded
+trimmed back once that demand has passed. ``execute()``, the one-shot fast path, takes no agent: a bare kernel
+in a sandbox of its own takes the code and is torn down after the answer (oneshot.py, with pools of its
+own sized the same way). Agents (and one-shot kernels) that start at once are bounded
 (``STARTS_AT_ONCE`` per core): fifty started together would share two cores and all be ready late, while
 started a few at a time the first are answering while the last wait their turn.
 
 JavaScript has a small pool of its own (``node_pool_size``): Node-ready standbys, the same agent told to
-start its Node kernel too as soon as it is up, for one-shot JavaScript runs and sessions that ask for
-``language="javascript"``. When that pool is empty they take a Python standby (or start one) and have it
-start Node at once.
+start its Node kernel too as soon as it is up, for sessions that ask for ``language="javascript"``. When
+that pool is empty they take a Python standby (or start one) and have it start Node at once.
 
 Every session has a deadline; the reaper kills it then even if the portal never asks (the portal's beat
 does too). A killed session leaves nothing behind: its sandbox (every process in its cgroup) is killed and
@@ -29,7 +29,6 @@ its slot directory removed (its home went with the sandbox's mounts).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -48,7 +47,9 @@ import aiohttp
 
 from . import agent_layer, background, builder, identities, sandbox
 from .instances import listening_socket
+from .oneshot import OneShot
 from .pool_policy import PoolPolicy
+from .standbys import StandbyPool, StandbyUnavailable
 
 log = logging.getLogger("hks_runtime.sessions")
 LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
@@ -86,6 +87,13 @@ class Agent:
     up: asyncio.Future | None = None  # done once the agent printed READY_LINE (or its output ended)
     cpu_at_claim: float | None = None  # the sandbox's CPU seconds when it was handed out (start-up excluded)
     language: str = "python"  # "javascript": a Node-ready agent (told to start its Node kernel ahead)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def said(self) -> str:
+        """Its last output (why it ended as it started)."""
+        return b"".join(self.output)[-500:].decode(errors="replace")
 
     def cpu_used(self) -> float | None:
         """CPU seconds of everything in the sandbox since it was claimed; None without CPU accounting."""
@@ -143,6 +151,8 @@ class SessionManager:
         reap_every: float = 1.0,
         libraries: str = "lazy",
         node_pool_size: int = 2,
+        execute_pool_size: int = 2,
+        execute_node_pool_size: int = 2,
     ):
         self.layers_dir = layers_dir or data_dir / "layers"
         self.libraries = libraries  # "eager": build the library layer at start; "lazy": at the first session
@@ -152,14 +162,18 @@ class SessionManager:
         self.blocking = blocking  # the supervisor's thread pool for blocking calls
         self.root = data_dir / "sessions"
         self.launchers = LAUNCHERS_DIR  # bound at /hks/launchers (a compiled copy: _compile_launchers)
-        self.policy = PoolPolicy(pool_size, pool_max, pool_window)
-        self._active = 0  # claims in progress: one-shot executions running, session creates claiming
+        self.agents = StandbyPool(
+            "session agent",
+            PoolPolicy(pool_size, pool_max, pool_window),
+            spawn=self._spawn,
+            destroy=self._destroy,
+            starts=lambda: self._starts,  # made on the loop, at start()
+        )
+        self.policy = self.agents.policy
+        self._active = 0  # session creates claiming an agent (one-shot runs are counted by oneshot.py)
         self._starts: asyncio.Semaphore | None = None  # agents starting at once (made on the loop)
-        self._waiters: collections.deque[asyncio.Future] = collections.deque()  # claims the pool left empty
         self.reap_every = reap_every
         self.sessions: dict[str, Session] = {}
-        self.standbys: list[Agent] = []
-        self._filling = 0
         self.node_pool_size = node_pool_size
         self.node_standbys: list[Agent] = []  # Node-ready (see the module's docstring)
         self._node_filling = 0
@@ -168,11 +182,28 @@ class SessionManager:
         self.inflight: dict[str, int] = {}  # one-shot executions running, per namespace
         self.ended: dict[str, float | None] = {}  # CPU seconds of sessions reaped here, until asked (bounded)
         self._http: aiohttp.ClientSession | None = None
+        # one-shot kernels are torn down on one thread, in order, rather than on the blocking pool: a burst's
+        # fifty teardowns at once on sixteen threads held the interpreter lock the event loop needs to
+        # answer the burst's runs (oneshot.py)
         self._teardown = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hks-session-teardown")
         self._reaper: asyncio.Task | None = None
         self.closing = False
         self.node: tuple[str, str] | None = None  # (host dir bound at /hks/node, node's path in the sandbox)
         self.node_version = ""
+        # one-shot runs: bare kernels, no agent (oneshot.py), sized by demand as the agents are
+        self.oneshot = OneShot(
+            self,
+            pool_size=execute_pool_size,
+            pool_max=pool_max,
+            pool_window=pool_window,
+            node_pool_size=execute_node_pool_size,
+        )
+
+    def python(self) -> str:
+        return _python()
+
+    def error(self, message: str, status: int) -> SessionError:
+        return SessionError(message, status)
 
     # lifecycle ------------------------------------------------------------------------------------------
 
@@ -214,7 +245,7 @@ class SessionManager:
             log.error("the agent library layer could not be built: %s", exc)
             return
         self.layer_state = "ready"
-        old, self.standbys = self.standbys, []  # standbys without the libraries make way for ones with
+        old, self.agents.standbys = self.agents.standbys, []  # those without the libraries make way
         old, self.node_standbys = old + self.node_standbys, []
         for agent in old:
             background.start(self._destroy(agent))
@@ -280,16 +311,13 @@ class SessionManager:
         self.closing = True
         if self._reaper is not None:
             self._reaper.cancel()
-        agents = [s.agent for s in self.sessions.values()] + self.standbys
+        agents = [s.agent for s in self.sessions.values()] + self.agents.close()
         agents += self.node_standbys + self._node_starting
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(SessionError("the runtime is stopping", 503))
-        self._waiters.clear()
         self.sessions.clear()
-        self.standbys.clear()
         self.node_standbys.clear()
-        await asyncio.gather(*(self._destroy(a) for a in agents), return_exceptions=True)
+        await asyncio.gather(
+            *(self._destroy(a) for a in agents), self.oneshot.close(), return_exceptions=True
+        )
         await asyncio.get_running_loop().run_in_executor(None, self._teardown.shutdown)  # the last runs' too
         if self._http is not None:
             await self._http.close()
@@ -363,109 +391,56 @@ class SessionManager:
                 asyncio.get_running_loop().call_later(REFILL_DEFER, self._refill_deferred)
             return
         self._refill_pending = False
-        missing = self.policy.target() - len(self.standbys) - self._filling
-        for _ in range(max(0, missing)):
-            self._filling += 1
-            background.start(self._add_standby())
+        self.agents.refill()
         self._refill_node()
+        self.oneshot.refill()
 
     def _refill_deferred(self) -> None:
         if self._refill_pending:
             self.refill(now=True)
 
     def trim(self) -> None:
-        """Destroy the standbys the policy no longer wants (the demand that grew the pool has passed)."""
-        starting = max(0, self._filling - len(self._waiters))  # those not already promised to a claim
-        for _ in range(min(self.policy.surplus(len(self.standbys) + starting), len(self.standbys))):
-            background.start(self._destroy(self.standbys.pop()))
+        """Destroy the standbys the policies no longer want (the demand that grew a pool has passed)."""
+        self.agents.trim()
+        self.oneshot.trim()
 
     def pool_view(self) -> dict:
-        starting = max(0, self._filling - len(self._waiters))  # for the pool, not for a waiting claim
-        return {**self.policy.view(), "standbys": len(self.standbys), "starting": starting}
+        """The session agents' pool, and under "execute" the one-shot kernels' pools per language."""
+        return {**self.agents.view(), "execute": self.oneshot.view()}
 
-    def _start_for_waiters(self) -> None:
-        """As many agents starting as claims wait for one (the refill's count: the first up is the first
-        waiter's); not deferred like the refill, since these claims have nothing else to wait for."""
-        while self._waiters and self._waiters[0].done():
-            self._waiters.popleft()
-        for _ in range(len(self._waiters) - self._filling):
-            self._filling += 1
-            background.start(self._add_standby())
-
-    async def _add_standby(self) -> None:
-        """Start an agent, STARTS_AT_ONCE per core at a time; once it is up it goes to the first claim
-        waiting for one, else to the pool."""
-        try:
-            async with self._starts:
-                agent = await self._spawn()
-                await self._started(agent)
-            if agent.proc.poll() is not None:
-                background.start(self._destroy(agent))
-                detail = b"".join(agent.output)[-500:].decode(errors="replace")
-                raise SessionError(f"the agent exited ({agent.proc.returncode}) as it started: {detail}", 503)
-        except Exception as exc:  # noqa: BLE001 - a standby that cannot start is logged, not fatal
-            log.warning("cannot pre-start a session agent: %s", exc)
-            while self._waiters:  # a claim waiting is told rather than left waiting
-                waiter = self._waiters.popleft()
-                if not waiter.done():
-                    waiter.set_exception(SessionError(f"cannot start a session agent: {exc}", 503))
-                    break
-            return
-        finally:
-            self._filling -= 1
-        if self.closing:
-            await self._destroy(agent)
-            return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():  # a claim given up (its caller went away) is skipped
-                waiter.set_result(agent)
-                return
-        self.standbys.append(agent)
-
-    async def _claim(
-        self, token: str, *, wait_ready: bool = True, language: str = "python", one_shot: bool = False
-    ) -> Agent:
-        """A started agent given ``token``. Its socket listens from the spawn on (the daemon opened it), so
-        a request made before the agent serves waits in the backlog: ``wait_ready=False`` (one-shot runs)
-        sends the code at once, and the first answer is the readiness check. ``language`` "javascript"
+    async def _claim(self, token: str, *, language: str = "python") -> Agent:
+        """A started agent given ``token``, once it serves. ``language`` "javascript"
         takes a Node-ready agent if one is idle, else a Python one told to start Node at once (see the
         module's docstring)."""
-        self.policy.claimed(self._active)
         # JavaScript: an idle Node-ready agent if there is one, else a Python one told to start Node
         agent = self._pop_live(self.node_standbys) if language == "javascript" else None
-        agent = agent or self._pop_live(self.standbys)
-        if agent is None:  # the next agent to be up is this claim's (one is started for it if need be)
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            self._start_for_waiters()
+        if agent is None:
             try:
-                agent = await waiter
-            except asyncio.CancelledError:  # the caller went away just as its agent came up
-                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    background.start(self._destroy(waiter.result()))
-                raise
+                agent = await self.agents.claim(self._active)
+            except StandbyUnavailable as exc:
+                raise SessionError(str(exc), 503) from exc
+        else:
+            self.policy.claimed(self._active)
         self.refill()
         with contextlib.suppress(Exception):
             agent.cpu_at_claim = agent.proc.cpu_seconds()
-        config = {"token": token, "one_shot": one_shot}
+        config = {"token": token}
         if language == "javascript" and agent.language != "javascript" and self.node is not None:
             config["start"] = "javascript"  # a Python agent: Node starts now, before the first run asks
         try:
             agent.proc.stdin.write((json.dumps(config) + "\n").encode())
             agent.proc.stdin.flush()
-            if wait_ready:
-                await self._wait_ready(agent, token)
+            await self._wait_ready(agent, token)
         except BaseException:
             background.start(self._destroy(agent))
             raise
         return agent
 
     def _pop_live(self, standbys: list[Agent]) -> Agent | None:
-        """The first of ``standbys`` still alive (dead ones are torn down on the way), or None."""
+        """The first of the Node-ready ``standbys`` still alive (dead ones are torn down on the way)."""
         while standbys:
             agent = standbys.pop(0)
-            if agent.proc.poll() is None:
+            if agent.alive():
                 return agent
             background.start(self._destroy(agent))
         return None
@@ -491,12 +466,9 @@ class SessionManager:
                 pass
             await asyncio.sleep(0.01)  # refused or reset: the agent is exiting (checked above) or not yet up
 
-    async def _destroy(self, agent: Agent, *, after_answer: bool = False) -> float | None:
+    async def _destroy(self, agent: Agent) -> float | None:
         """Kill the agent's sandbox and remove its files; its CPU seconds since it was claimed (the final
-        cgroup figure). ``after_answer`` (a one-shot run's agent, whose caller has its answer): on the one
-        teardown thread, in order, rather than on the blocking pool - a teardown scans /proc (sandbox.py),
-        and a burst's fifty of them at once on sixteen threads held the interpreter lock the daemon's event
-        loop needs to answer the burst's runs."""
+        cgroup figure)."""
 
         def work():
             with contextlib.suppress(Exception):
@@ -509,8 +481,7 @@ class SessionManager:
                 return agent.cpu_used()
             return None
 
-        executor = self._teardown if after_answer else self.blocking
-        return await asyncio.get_running_loop().run_in_executor(executor, work)
+        return await asyncio.get_running_loop().run_in_executor(self.blocking, work)
 
     # Node-ready standbys (kept apart from the Python pool above) ----------------------------------------
 
@@ -622,6 +593,7 @@ class SessionManager:
             now = time.time()
             if self._active:
                 self.policy.claimed(self._active)  # a burst still running is demand until it ends
+            self.oneshot.tick()
             self.trim()
             if not self.inflight:
                 self.refill()  # a standby that could not start, or one the policy wants again
@@ -655,11 +627,9 @@ class SessionManager:
                 f"{running} executions are running in {namespace} (quota {max_concurrent})", 429
             )
         self.inflight[namespace] = running + 1
-        self._active += 1
         try:
             return await self._execute(code=code, timeout=timeout, env=env, language=language)
         finally:
-            self._active -= 1
             self.inflight[namespace] -= 1
             if not self.inflight[namespace]:
                 del self.inflight[namespace]
@@ -667,26 +637,14 @@ class SessionManager:
                 self.refill()
 
     async def _execute(self, *, code: str, timeout: float, env: dict[str, str], language: str) -> dict:
+        """A bare kernel of ``language`` takes the code (oneshot.py); it is torn down after the answer."""
         started = time.perf_counter()
-        token = secrets.token_urlsafe(24)
-        agent = await self._claim(token, wait_ready=False, language=language, one_shot=True)
-        events: list[dict] = []
+        events, standby = await self.oneshot.run(code=code, timeout=timeout, env=env, language=language)
         try:
-            url = f"http://127.0.0.1:{agent.port}/execute"
-            body = {"code": code, "env_vars": env, "timeout": timeout, "language": language}
-            async with self._http.post(url, json=body, headers={"X-HKS-Agent-Token": token}) as response:
-                if response.status != 200:
-                    raise SessionError(f"the agent refused the code: {await response.text()}", 502)
-                async for line in response.content:
-                    if line.strip():
-                        events.append(json.loads(line))
-        except aiohttp.ClientError:  # the whole sandbox went down (an OOM kill takes it all on cgroup v2)
-            pass
-        finally:
             if not any(e["type"] == "end_of_execution" for e in events):
                 events.append(_crashed())
             outcome = summarise(events)
-            if _kernel_lost(outcome) and agent.proc.oom_killed():
+            if _kernel_lost(outcome) and standby.proc.oom_killed():
                 outcome["error"] = {
                     "name": "MemoryError",
                     "value": "out of memory: the sandbox's memory limit was reached",
@@ -694,8 +652,9 @@ class SessionManager:
                 }
             cpu = None
             with contextlib.suppress(Exception):
-                cpu = agent.cpu_used()  # the code has answered: its CPU is counted (teardown is not)
-            background.start(self._destroy(agent, after_answer=True))
+                cpu = standby.cpu_used()  # the code has answered: its CPU is counted (teardown is not)
+        finally:
+            background.start(self.oneshot.destroy(standby))
         return {
             **outcome,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),

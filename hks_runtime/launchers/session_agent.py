@@ -38,10 +38,8 @@ Kernels are Python (session_kernel.py, the "default" context) or JavaScript (ses
 the runtime gives as HKS_SESSION_NODE); an /execute with ``language`` "javascript" (or "js", "node") and no
 context runs in the session's default JavaScript context ("default-javascript"), started at its first use -
 or ahead, on a ``{"start": "javascript"}`` line before the token (a Node-ready standby) or in the token's
-line, so that a session's first JavaScript run does not wait for Node. ``"one_shot": true`` in the token
-line (a one-shot execute(), torn down after its answer) keeps a kernel that dies or ignores its timeout from
-being restarted on the caller's time, and reports a JavaScript kernel's ``process.exit(n)`` as exit code n
-(as ``sys.exit(n)`` is in Python).
+line, so that a session's first JavaScript run does not wait for Node. (One-shot runs take no agent: the
+runtime runs a bare kernel for them, hks_runtime/oneshot.py.)
 """
 
 from __future__ import annotations
@@ -312,11 +310,8 @@ class Kernel:
                         deadline = time.monotonic() + 2.0
                         yield _timeout_error(timeout, restarted=False)
                         continue
-                    if ONE_SHOT:
-                        self.stop()
-                    else:
-                        self.restart()
-                        yield _timeout_error(timeout, restarted=True)
+                    self.restart()
+                    yield _timeout_error(timeout, restarted=True)
                     yield {"type": "end_of_execution"}
                     return
                 if event["type"] == "_exit":
@@ -348,12 +343,10 @@ class Kernel:
             if event["type"] in ("stdout", "stderr"):
                 heap_oom = heap_oom or (event["type"] == "stderr" and JS_HEAP_OOM in event["text"])
                 yield event
-        tail = "" if ONE_SHOT else "; restarted, its state lost"
+        tail = "; restarted, its state lost"
         if heap_oom:
             value = f"out of memory: the JavaScript heap limit was reached{tail}"
             yield {"type": "error", "name": "MemoryError", "value": value, "traceback": ""}
-        elif ONE_SHOT and self.language == "javascript" and code >= 0:
-            yield {"type": "error", "name": "SystemExit", "value": str(code), "traceback": ""}  # exit(n)
         else:
             yield {
                 "type": "error",
@@ -361,12 +354,10 @@ class Kernel:
                 "value": f"the kernel exited ({code}){tail}",
                 "traceback": "",
             }
-        if not ONE_SHOT:
-            self.start()
+        self.start()
 
 
 JS_HEAP_OOM = "JavaScript heap out of memory"  # what V8 prints when --max-old-space-size is reached
-ONE_SHOT = False  # set from the token line: nothing is restarted, the sandbox goes after the answer
 NODE_READY = "hks-node-ready"  # printed once a JavaScript kernel started ahead is up (sessions.py)
 
 
@@ -1004,8 +995,6 @@ def main() -> None:
     if not config.get("token"):
         sys.exit("no token given; exiting")
     server.token = config["token"]
-    global ONE_SHOT
-    ONE_SHOT = bool(config.get("one_shot"))
     if config.get("start") == "javascript":
         server.start_javascript()
     server.serve_forever(poll_interval=3600)

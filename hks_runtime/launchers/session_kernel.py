@@ -1,6 +1,7 @@
 """A session's Python kernel: runs code in one persistent namespace, reporting events as JSON lines.
 
-Started by session_agent.py inside the session's sandbox (standard library only). Requests arrive one JSON
+Started by session_agent.py inside the session's sandbox (standard library only), or as a sandbox of its
+own for a one-shot run (``standalone()``: hks_runtime/oneshot.py, no agent). Requests arrive one JSON
 line at a time on the fd HKS_KERNEL_IN (``{"code": ..., "env": {...}}``); events go to the fd HKS_KERNEL_OUT,
 in the shape of E2B's code interpreter stream: ``number_of_executions``, ``stdout``/``stderr`` (what ``print``
 writes), ``result`` (the last expression's value, and a PNG per open matplotlib figure), ``error`` (name,
@@ -18,7 +19,7 @@ import threading
 import traceback
 
 _lock = threading.Lock()
-_out = os.fdopen(int(os.environ["HKS_KERNEL_OUT"]), "w", buffering=1, encoding="utf-8")
+_out = None  # the event fd, opened by main()
 _FILENAME = "<cell>"
 
 
@@ -117,6 +118,8 @@ def run(code: str, namespace: dict) -> None:
 
 
 def main() -> None:
+    global _out
+    _out = os.fdopen(int(os.environ["HKS_KERNEL_OUT"]), "w", buffering=1, encoding="utf-8")
     requests = os.fdopen(int(os.environ["HKS_KERNEL_IN"]), "r", encoding="utf-8")
     sys.stdout, sys.stderr = _Stream("stdout"), _Stream("stderr")
     sys.stdin = io.StringIO("")
@@ -140,6 +143,35 @@ def main() -> None:
             emit({"type": "error", **error})
         finally:
             emit({"type": "end_of_execution"})
+
+
+def standalone() -> None:
+    """The kernel as the sandbox's only program (a one-shot standby): its two pipes, which the runtime
+    passed at its own fd numbers, moved to 3 (requests) and 4 (events); every other fd above stderr closed,
+    whatever its number (an inherited fd may lie above this sandbox's open-files limit, where closerange
+    does not reach); named session_kernel in ps and /proc, as when the agent forks it. Then ``main()``."""
+    for fd, name in ((3, "HKS_KERNEL_IN"), (4, "HKS_KERNEL_OUT")):
+        given = int(os.environ[name])
+        if given != fd:
+            os.dup2(given, fd)
+        os.environ[name] = str(fd)
+    try:
+        open_fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        open_fds = []
+    for fd in open_fds:
+        if fd > 4:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    os.closerange(5, os.sysconf("SC_OPEN_MAX"))
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write("session_kernel")
+    except OSError:
+        pass
+    main()
 
 
 if __name__ == "__main__":

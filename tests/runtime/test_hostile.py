@@ -129,7 +129,9 @@ def test_fork_bomb_is_contained_by_the_process_limit():
 def test_shell_fork_bomb_is_contained_and_fully_killed():
     _needs_cgroups()
     limits = sandbox.limits_for("restricted", max_pids=40)
-    proc = _spawn(["/bin/sh", "-c", "b() { b | b & }; b; sleep 120"], limits=limits)
+    # the sleep is started first: forked after the bomb, it could find no pid left, and its shell would end
+    # the sandbox (and its cgroup, with the counter read below) before the loop looks
+    proc = _spawn(["/bin/sh", "-c", "sleep 120 & b() { b | b & }; b; wait"], limits=limits)
     seen: set[int] = set()
     try:
         deadline = time.monotonic() + 5
