@@ -92,7 +92,11 @@ class ProjectAdmin(admin.ModelAdmin):
 
     @admin.display(description="CPU s today", ordering="usage_cpu_today")
     def cpu_seconds_today(self, obj):
-        return round(obj.usage_cpu_today or 0.0, 1)
+        figure = round(obj.usage_cpu_today or 0.0, 1)
+        unmeasured = obj.usage_unmeasured_today or 0
+        if not unmeasured:
+            return figure
+        return f"not measured ({unmeasured})" if not figure else f"{figure} + {unmeasured} not measured"
 
     @admin.display(description="CPU s this month", ordering="usage_cpu_month")
     def cpu_seconds_month(self, obj):

@@ -249,7 +249,7 @@ def _usage_sum(field: str, since: dt.datetime):
 
 def projects_with_agent_usage(*, queryset: QuerySet[Project], now: dt.datetime | None = None):
     """Operators' list: each project with ``usage_*`` figures (sessions running, executions and CPU seconds
-    today, CPU seconds this month), in the one query."""
+    today - and how many of today's had no CPU figure - CPU seconds this month), in the one query."""
     day = _day_start(now or timezone.now())
     return queryset.annotate(
         usage_sessions_running=Count(
@@ -257,5 +257,6 @@ def projects_with_agent_usage(*, queryset: QuerySet[Project], now: dt.datetime |
         ),
         usage_executions_today=_usage_sum("executions", day),
         usage_cpu_today=_usage_sum("cpu_seconds", day),
+        usage_unmeasured_today=_usage_sum("cpu_unmeasured", day),
         usage_cpu_month=_usage_sum("cpu_seconds", day.replace(day=1)),
     )

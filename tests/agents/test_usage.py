@@ -239,6 +239,15 @@ def test_operators_read_the_page_and_edit_quotas_in_the_admin(project, other_pro
     rows = {p.slug: p for p in selectors.projects_with_agent_usage(queryset=type(project).objects.all())}
     assert rows["acme"].usage_executions_today == 4 and rows["acme"].usage_cpu_today == 7.5
     assert rows["globex"].usage_executions_today is None
+    # what had no CPU figure is said so, on /ops/ and in the admin, never counted as 0 seconds
+    usage.usage_record(project=other_project, executions=3, unmeasured=3)
+    ops = client.get("/ops/").content.decode()
+    assert "not measured (3)" in ops and "+ " not in ops.split("globex", 1)[1].split("</tr>", 1)[0]
+    usage.usage_record(project=project, executions=1, unmeasured=1)
+    ops = client.get("/ops/").content.decode()
+    assert "7.5 <span" in ops.split("acme", 1)[1] and "+ 1 not measured" in ops
+    listing = client.get("/admin/functions/project/").content.decode()
+    assert "7.5 + 1 not measured" in listing and "not measured (3)" in listing
     change = client.get(f"/admin/functions/project/{project.pk}/change/")
     assert b"max_executions_per_minute" in change.content
     assert timezone.now()  # (the day is UTC: see selectors.project_agent_usage)
