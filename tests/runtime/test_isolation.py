@@ -306,6 +306,10 @@ def test_a_standard_function_reaches_the_internet_but_nothing_on_the_host(backen
             "the gateway's public port": ("10.0.2.2", gateway),
             "Redis": ("10.0.2.2", 6379),
             "PostgreSQL": ("10.0.2.2", 5432),
+            "MariaDB": ("10.0.2.2", 3306),
+            "RabbitMQ": ("10.0.2.2", 5672),
+            "NATS": ("10.0.2.2", 4222),
+            "Mosquitto": ("10.0.2.2", 1883),
             "another tenant's instance": ("10.0.2.2", victim_port),
             "the host's own address": (_host_address(), on_every_address),
             "the metadata service": ("169.254.169.254", 80),
@@ -313,7 +317,7 @@ def test_a_standard_function_reaches_the_internet_but_nothing_on_the_host(backen
         }
         if prom is not None:
             targets["Prometheus"] = ("10.0.2.2", prom[1])
-        for what in ("Redis", "PostgreSQL"):  # the machine's own, when it runs them (CI does)
+        for what in ("Redis", "PostgreSQL", "MariaDB", "RabbitMQ", "NATS", "Mosquitto"):  # when it runs them
             if not _listening("127.0.0.1", targets[what][1]):
                 del targets[what]
         # the control: every host target answers a process on the host

@@ -105,7 +105,7 @@ OUTSIDE = (
 
 def test_node_code_has_no_network(client, live_platform):  # noqa: F811
     ports = live_platform.ports
-    targets = [5432, 6379, ports.portal, ports.runtime, ports.gateway]
+    targets = [5432, 6379, 3306, 5672, 4222, 1883, ports.portal, ports.runtime, ports.gateway]
     code = REACH + f"await Promise.all([...{json.dumps(targets)}.map(reach), {OUTSIDE}])"
     execution = _node(code, client, timeout=30)
     assert execution.ok, execution.error
