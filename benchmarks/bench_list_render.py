@@ -1,9 +1,10 @@
-"""Render time of the function list page and the operators' overview (/ops/) with 10 and 1,000 functions
-(server side, one request each).
+"""Render time of the function list page with 10, 1,000 and 10,000 functions, and of the operators'
+overview (/ops/) with 10 and 1,010 (server side, one request each).
 
 Builds a throwaway SQLite database (tables from the models, no migrations), fills one project with
 functions that each have a revision and a schedule, and GETs ``/p/<project>/`` with Django's test client
-as a signed-in member: the whole view, the 1 + N row template, metrics included. Prometheus is pointed at a
+as a signed-in member: the whole view, its first page of rows (50) and, at 10,000, its last page and a
+search, metrics included. Prometheus is pointed at a
 port where nothing listens (the list then says "metrics unavailable" after one refused connection per
 figure, and skips Prometheus for the next few seconds), so the figure is the portal's own cost. For /ops/
 the three health probes (runtime, task queue, Prometheus: network calls with their own timeouts) are
@@ -146,19 +147,28 @@ def run(repeat: int) -> tuple[dict, dict, dict, dict]:
     ops_large = measure(client, "/ops/", repeat)
     small = measure(client, "/p/small/", repeat)
     large = measure(client, "/p/large/", repeat)
-    return small, large, ops_small, ops_large
+    fill("huge", 10_000, user)
+    huge = {
+        "first_page": measure(client, "/p/huge/", repeat),
+        "last_page": measure(client, "/p/huge/?page=200", repeat),
+        "search": measure(client, "/p/huge/?q=fn-9&status=failed", repeat),
+    }
+    return small, large, ops_small, ops_large, huge
 
 
-def report(small: dict, large: dict, ops_small: dict, ops_large: dict) -> None:
-    print(f"{'functions':>10}{'median ms':>11}{'p95 ms':>9}{'queries':>9}{'KiB':>8}")
+def report(small: dict, large: dict, ops_small: dict, ops_large: dict, huge: dict) -> None:
+    print(f"{'functions':>22}{'median ms':>11}{'p95 ms':>9}{'queries':>9}{'KiB':>8}")
     for label, figures in (
         ("list 10", small),
         ("list 1000", large),
+        ("list 10000", huge["first_page"]),
+        ("list 10000 last page", huge["last_page"]),
+        ("list 10000 search", huge["search"]),
         ("ops 10", ops_small),
         ("ops 1010", ops_large),
     ):
         print(
-            f"{label:>10}{figures['median_ms']:>11}{figures['p95_ms']:>9}{figures['queries']:>9}"
+            f"{label:>22}{figures['median_ms']:>11}{figures['p95_ms']:>9}{figures['queries']:>9}"
             f"{figures['bytes'] // 1024:>8}"
         )
     print(
@@ -168,7 +178,8 @@ def report(small: dict, large: dict, ops_small: dict, ops_large: dict) -> None:
                 "functions_10": small,
                 "functions_1000": large,
                 "ms_per_function": round((large["median_ms"] - small["median_ms"]) / 990, 4),
-                "same_query_count": small["queries"] == large["queries"],
+                "same_query_count": small["queries"] == large["queries"] == huge["first_page"]["queries"],
+                "functions_10000": huge,
                 "ops_functions_10": ops_small,
                 "ops_functions_1010": ops_large,
                 "ops_same_query_count": ops_small["queries"] == ops_large["queries"],

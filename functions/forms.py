@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
 
 from functions.models import FunctionStatus
 from functions.validators import check_env
@@ -60,26 +61,41 @@ SORT_CHOICES = [
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
+def status_filter(status: str) -> Q:
+    """The functions a status filter (a key of ``STATUS_FILTERS``; "" for any) keeps."""
+    if status == "scaled-to-zero":
+        return Q(status=FunctionStatus.READY, replicas=0)
+    if status == "ready":
+        return Q(status=FunctionStatus.READY, replicas__gt=0)
+    return Q(status=status) if status else Q()
+
+
 class FunctionFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=63, label="Search")
     status = forms.ChoiceField(required=False, choices=STATUS_FILTERS)
     sort = forms.ChoiceField(required=False, choices=SORT_CHOICES)
 
+    def search(self, queryset):
+        """The functions whose name has the search text; invalid input filters nothing."""
+        if self.is_valid() and self.cleaned_data["q"]:
+            return queryset.filter(name__icontains=self.cleaned_data["q"])
+        return queryset
+
     def filter(self, queryset):
         """Apply the search, status filter and sort; invalid input filters nothing."""
         if not self.is_valid():
             return queryset
-        data = self.cleaned_data
-        if data["q"]:
-            queryset = queryset.filter(name__icontains=data["q"])
-        status = data["status"]
-        if status == "scaled-to-zero":
-            queryset = queryset.filter(status=FunctionStatus.READY, replicas=0)
-        elif status == "ready":
-            queryset = queryset.filter(status=FunctionStatus.READY, replicas__gt=0)
-        elif status:
-            queryset = queryset.filter(status=status)
-        return queryset.order_by(*SORTS.get(data["sort"] or "name", ("name",)))
+        queryset = self.search(queryset).filter(status_filter(self.status_key()))
+        return queryset.order_by(*SORTS.get(self.cleaned_data["sort"] or "name", ("name",)))
+
+    def status_counts(self, queryset) -> dict[str, int]:
+        """How many of the searched functions each status filter keeps ("" = all): one query."""
+        counts = {key or "all": Count("pk", filter=status_filter(key)) for key, _ in STATUS_FILTERS}
+        answer = self.search(queryset).order_by().aggregate(**counts)
+        return {key: answer[key or "all"] or 0 for key, _ in STATUS_FILTERS}
+
+    def status_key(self) -> str:
+        return self.cleaned_data["status"] if self.is_valid() else ""
 
     def metric_sort(self) -> tuple[str, bool] | None:
         """(figure, highest first) to sort rows by once the metrics are in (the queryset is in name order)."""

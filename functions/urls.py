@@ -3,6 +3,7 @@ from django.urls import path
 from functions.views import cli as views_cli
 from functions.views import dashboard as views
 from functions.views import invoke as views_invoke
+from functions.views import listing as views_listing
 from functions.views import ops as views_ops
 from functions.views import schedules as views_schedules
 from functions.views import usage as views_usage
@@ -11,7 +12,7 @@ from functions.views.archives import archive_download
 urlpatterns = [
     path("", views.home, name="home"),
     path("cli/approve", views_cli.cli_approve, name="cli_approve"),
-    path("p/<slug:project>/", views.function_list, name="function_list"),
+    path("p/<slug:project>/", views_listing.function_list, name="function_list"),
     path("p/<slug:project>/usage/", views_usage.project_usage, name="project_usage"),
     # Dashboard: one function's tabs, fragments and actions (views/dashboard.py, views/ops.py)
     path("p/<slug:project>/f/<slug:name>/", views.function_detail, name="function_detail"),

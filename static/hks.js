@@ -68,14 +68,29 @@ function patchRows(oldRoot, newRoot) {
   const notice = (root) => root.querySelector("#metrics-unavailable")?.outerHTML ?? "";
   // Another query (filters, sort) needs the new element: htmx keeps the polling URL it was set up with.
   if (oldRoot.getAttribute("hx-get") !== newRoot.getAttribute("hx-get")) return false;
-  if (ids(oldRoot) !== ids(newRoot) || head(oldRoot) !== head(newRoot) || notice(oldRoot) !== notice(newRoot)) {
+  // The status counts and the pager ([data-patch]) are replaced in place when they change; a block that
+  // comes or goes changes the shape.
+  const blocks = (root) => [...root.querySelectorAll("[data-patch][id]")].map((el) => el.id).join(" ");
+  if (ids(oldRoot) !== ids(newRoot) || head(oldRoot) !== head(newRoot) || notice(oldRoot) !== notice(newRoot)
+      || blocks(oldRoot) !== blocks(newRoot)) {
     return false;
   }
+  for (const fresh of newRoot.querySelectorAll("[data-patch][id]")) patchBlock(document.getElementById(fresh.id), fresh);
   for (const fresh of newRoot.querySelectorAll("tbody > tr[id]")) patchRow(document.getElementById(fresh.id), fresh);
   return true;
 }
 
-const served = new WeakMap();  // cell -> the HTML the server last sent for it
+function patchBlock(block, fresh) {
+  const html = fresh.outerHTML;
+  if (!block || (served.get(block) ?? block.outerHTML) === html) return;
+  const mark = focusMark(block);
+  block.replaceWith(fresh);
+  served.set(fresh, html);
+  htmx.process(fresh);  // the pager's links are htmx links
+  focusRestore(mark);
+}
+
+const served = new WeakMap();  // cell or block -> the HTML the server last sent for it
 
 function patchRow(row, fresh, keepFigures = false) {
   // keepFigures: a pushed row carries no live figures (those come with the next poll): keep ours.
@@ -132,9 +147,9 @@ document.addEventListener("htmx:oobBeforeSwap", (event) => {
   }
 });
 
-// A pushed row of a function this page does not show (created since it loaded, or filtered out) has no
-// target: rather than let htmx report an oob error, drop the message; the list's 5-second refresh brings the
-// row if this page's filter shows it.
+// A pushed row of a function this page does not show (created since it loaded, filtered out, or on another
+// page of the list) has no target: rather than let htmx report an oob error, drop the message; the list's
+// 5-second refresh brings the row if this page's filter and page show it.
 document.addEventListener("htmx:wsBeforeMessage", (event) => {
   const template = document.createElement("template");
   template.innerHTML = event.detail.message;

@@ -320,6 +320,7 @@ def sort_header(
         direction, target = "", first or ascending or descending
     query = context["request"].GET.copy()
     query["sort"] = target
+    query.pop("page", None)  # another order starts at its first page
     return format_html(
         '<th scope="col"{}{}><a href="?{}">{}</a></th>',
         format_html(' class="{}"', css) if css else "",
@@ -327,6 +328,19 @@ def sort_header(
         query.urlencode(),
         label,
     )
+
+
+@register.simple_tag(takes_context=True)
+def query_with(context, **changes) -> str:
+    """This page's query string with ``changes``, a value of None or "" dropping its key: the pager's and
+    the status counts' links keep the search, filter and sort."""
+    query = context["request"].GET.copy()
+    for key, value in changes.items():
+        if value is None or value == "":
+            query.pop(key, None)
+        else:
+            query[key] = str(value)
+    return f"?{query.urlencode()}"
 
 
 @register.filter

@@ -1,4 +1,4 @@
-"""Dashboard pages: the project list and a function's tabs (overview, metrics, logs, revisions, builds,
+"""Dashboard pages: the home redirect and a function's tabs (overview, metrics, logs, revisions, builds,
 settings). Each view finds the function through ``views.common.function_for_request``, parses input with
 a form, calls a selector or a service and renders.
 
@@ -13,7 +13,6 @@ import datetime as dt
 from asgiref.sync import async_to_sync
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,12 +22,12 @@ from django_htmx.http import HttpResponseClientRedirect
 from functions import metrics, selectors
 from functions.backends import BackendError, function_ref
 from functions.errors import ServiceError
-from functions.forms import FunctionFilterForm, LogSearchForm, MetricsRangeForm, SettingsForm
-from functions.models import Build, Role, Schedule
+from functions.forms import LogSearchForm, MetricsRangeForm, SettingsForm
+from functions.models import Build, Role
 from functions.realtime import logstream
 from functions.secret_env import log_source
 from functions.services import functions as services
-from functions.views.common import function_for_request, is_partial, link_revision, render_tab
+from functions.views.common import function_for_request, is_partial, render_tab
 
 SNAPSHOT_LINES = 5000
 
@@ -39,45 +38,6 @@ def home(request):
     if project is None:
         return render(request, "functions/no_projects.html")
     return redirect("function_list", project=project.slug)
-
-
-def _with_next_run(queryset):
-    next_run = (
-        Schedule.objects.filter(function=OuterRef("pk"), enabled=True, next_run_at__isnull=False)
-        .order_by("next_run_at")
-        .values("next_run_at")[:1]
-    )
-    return queryset.annotate(next_run_at=Subquery(next_run))
-
-
-@login_required
-def function_list(request, project: str):
-    """Every function of a project with its live figures; ``_function_rows.html`` for htmx polling."""
-    project_obj = selectors.project_get_for_user(user=request.user, slug=project, operators_read=True)
-    form = FunctionFilterForm(request.GET)
-    functions = list(form.filter(_with_next_run(selectors.functions_for_project(project=project_obj))))
-    figures = metrics.project_list_metrics(project=project_obj) if functions else None
-    for function in functions:
-        link_revision(function)
-    rows = [(f, figures.for_function(f.name) if figures else None) for f in functions]
-    metric_sort = form.metric_sort()
-    if metric_sort and figures is not None and figures.available:
-        by, highest_first = metric_sort
-        sign = -1 if highest_first else 1
-        # stable: functions with equal figures (or none, listed last) stay in name order
-        rows.sort(key=lambda row: (getattr(row[1], by) is None, sign * (getattr(row[1], by) or 0)))
-    context = {
-        "project": project_obj,
-        "form": form,
-        "rows": rows,
-        "sort": form.sort_key(),
-        "metrics": figures,
-        "filtered": bool(form.is_valid() and (form.cleaned_data["q"] or form.cleaned_data["status"])),
-        "query": request.GET.urlencode(),
-    }
-    if is_partial(request):
-        return render(request, "functions/_function_rows.html", context)
-    return render(request, "functions/function_list.html", context)
 
 
 OVERVIEW_LOG_LINES = 8

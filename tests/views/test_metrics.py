@@ -309,3 +309,31 @@ def test_the_list_sorts_by_a_live_figure_highest_first(
 
     # highest first; a function with no figure at all is listed last
     assert wait_for(order) == ["big", "small", "idle"]
+
+
+def test_a_sort_by_a_live_figure_runs_across_pages(
+    prometheus, exposition, project, viewer, client_for, monkeypatch
+):
+    """The whole project is ordered by the figure, then cut into pages: page 2 goes on where page 1 ended."""
+    from functions.views import listing
+
+    monkeypatch.setattr(listing, "PAGE_SIZE", 2)
+    names = ("idle", "small", "mid", "big")
+    for name in names:
+        FunctionFactory(project=project, name=name, status="ready")
+    for name, mib in (("small", 16), ("mid", 32), ("big", 64)):
+        exposition.memory.labels("acme", f"{name}-1", "user-container", name, f"{name}-00001").set(mib << 20)
+    client = client_for(viewer)
+
+    def listed(page: int) -> list[str]:
+        html = client.get("/p/acme/", {"sort": "-memory", "page": page}).content.decode()
+        return sorted((n for n in names if f">{n}<" in html), key=lambda n: html.index(f">{n}<"))
+
+    def pages():
+        figures = metrics.project_list_metrics(project=project)
+        if not all(figures.for_function(name).memory_bytes for name in ("small", "mid", "big")):
+            return None  # not in Prometheus yet
+        return [listed(1), listed(2)]
+
+    # highest first across both pages; the function without a figure last
+    assert wait_for(pages) == [["big", "mid"], ["small", "idle"]]
