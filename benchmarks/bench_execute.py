@@ -135,19 +135,27 @@ def fast_path(
 def _burst(client: Client, code: str, concurrency: int) -> tuple[list[float], int, float]:
     from concurrent.futures import ThreadPoolExecutor
 
+    failures: list[str] = []
+
     def one(_):
         started = time.perf_counter()
         try:
             execution = functions.execute(code=code, client=client)
-        except Exception:  # noqa: BLE001 - counted as a failure
+        except Exception as exc:  # noqa: BLE001 - counted as a failure, and said why
+            failures.append(f"{type(exc).__name__}: {exc}"[:300])
             return None
-        return (time.perf_counter() - started) * 1000 if execution.result == 499500 else None
+        if execution.result != 499500:
+            failures.append(f"unexpected: {execution}"[:300])
+            return None
+        return (time.perf_counter() - started) * 1000
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         outcomes = list(pool.map(one, range(concurrency)))
     wall = (time.perf_counter() - started) * 1000
     ok = [t for t in outcomes if t is not None]
+    for failure in sorted(set(failures)):
+        print(f"  a failed call ({failures.count(failure)}x): {failure}", file=sys.stderr)
     return ok, len(outcomes) - len(ok), wall
 
 

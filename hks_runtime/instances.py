@@ -110,3 +110,18 @@ def safe(call):
         return call()
     except Exception:  # noqa: BLE001 - see the docstring
         return None
+
+
+def pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str = "rb"):
+    """A file object over ``fd`` for ``loop.connect_read_pipe`` (``mode`` "wb": ``connect_write_pipe``) that
+    gets ``fd`` closed exactly once.
+
+    uvloop hands the fd to libuv, which closes it when the transport ends, and then closes the file object
+    as well. That second close(2) of the same number is harmless only in a single-threaded process: here
+    the builder's and spawner's threads open files all the time, and one that got the number in between
+    lost its fd ("[Errno 9] Bad file descriptor" in 1 of 150 concurrent agent builds, and in a one-shot
+    kernel's start in a burst of 50). Under uvloop the file object therefore never closes the fd; under
+    asyncio's own loop the transport closes it through the file. Give it an fd of its own (``os.dup`` of a
+    pipe something else also closes, such as a Popen's)."""
+    owned_by_loop = type(loop).__module__.startswith("uvloop")
+    return os.fdopen(fd, mode, buffering=0, closefd=not owned_by_loop)

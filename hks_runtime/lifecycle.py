@@ -26,6 +26,7 @@ from .instances import (
     backoff_seconds,
     cleanup,
     listening_socket,
+    pipe_file,
     safe,
     watch_exit,
 )
@@ -37,19 +38,6 @@ from .spec import FunctionSpec
 from .starter import SandboxStarter
 
 STARTUP_TIMEOUT = 60.0
-
-
-def pipe_reader(loop: asyncio.AbstractEventLoop, fd: int):
-    """A file object over ``fd`` for ``loop.connect_read_pipe`` that gets ``fd`` closed exactly once.
-
-    uvloop hands the fd to libuv, which closes it when the transport ends, and then closes the file object
-    as well. That second close(2) of the same number is harmless only in a single-threaded process: here
-    the builder's and spawner's threads open files all the time, and one that got the number in between
-    lost its fd ("[Errno 9] Bad file descriptor" in 1 of 150 concurrent agent builds). Under uvloop the file
-    object therefore never closes the fd; under asyncio's own loop the transport closes it through the file.
-    """
-    owned_by_loop = type(loop).__module__.startswith("uvloop")
-    return os.fdopen(fd, "rb", buffering=0, closefd=not owned_by_loop)
 
 
 class InstanceLifecycle:
@@ -186,7 +174,7 @@ class InstanceLifecycle:
 
             # Our own copy of the fd: the sandbox's cleanup() closes its pipes, and a closed fd number reused
             # by the next instance's pipe while this transport still watches it would break both.
-            reader = pipe_reader(loop, os.dup(pipe.fileno()))
+            reader = pipe_file(loop, os.dup(pipe.fileno()))
             background.start(loop.connect_read_pipe(lambda w=write: LinePump(w, lambda: None), reader))
         watch_exit(loop, inst.proc, lambda code: self._exited(fn, inst, code))
 

@@ -37,6 +37,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from . import background, identities, sandbox
+from .instances import pipe_file
 from .pool_policy import PoolPolicy
 from .standbys import StandbyPool, StandbyUnavailable
 
@@ -251,13 +252,16 @@ class OneShot:
             self.manager.spawner, self._spawn_blocking, language
         )
         standby = Standby(proc=proc, name=name, language=language, up=loop.create_future())
-        try:
-            transport, _ = await loop.connect_read_pipe(lambda: _Events(standby), os.fdopen(ev_r, "rb", 0))
+        try:  # every fd closed exactly once, by its transport (pipe_file); Popen's pipes by the cleanup
+            events = pipe_file(loop, ev_r)
+            transport, _ = await loop.connect_read_pipe(lambda: _Events(standby), events)
             standby.transports.append(transport)
             for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-                transport, _ = await loop.connect_read_pipe(lambda s=stream: _Output(standby, s), pipe)
+                copy = pipe_file(loop, os.dup(pipe.fileno()))
+                transport, _ = await loop.connect_read_pipe(lambda s=stream: _Output(standby, s), copy)
                 standby.transports.append(transport)
-            standby.requests, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", 0))
+            requests = pipe_file(loop, req_w, "wb")
+            standby.requests, _ = await loop.connect_write_pipe(asyncio.Protocol, requests)
             standby.transports.append(standby.requests)
         except BaseException:
             background.start(self.destroy(standby))

@@ -3,7 +3,7 @@ loop) libuv closes the pipe's fd and then the transport closed the file object t
 thread - the builder unpacking an archive, the spawner passing fds to bubblewrap - could have been given
 that very number: it lost its file ("[Errno 9] Bad file descriptor", 1 of 150 concurrent agent builds).
 
-The stress test reads many pipes to their end the way the daemon does (``lifecycle.pipe_reader`` +
+The stress test reads many pipes to their end the way the daemon does (``instances.pipe_file`` +
 ``connect_read_pipe``) while threads keep opening, checking and closing files; none may see EBADF. With
 the old reader (``os.fdopen(os.dup(fd))``) the same loop lost another thread's fd after 876 and after 9,089
 pipes on the loaded development machine - a race, so it does not fail every run; the contract test below
@@ -18,7 +18,7 @@ import threading
 import pytest
 import uvloop
 
-from hks_runtime.lifecycle import pipe_reader
+from hks_runtime.instances import pipe_file
 
 PIPES = 5000
 
@@ -48,7 +48,7 @@ async def _read_pipes(count: int) -> None:
     loop = asyncio.get_running_loop()
     for _ in range(count):
         read_end, write_end = os.pipe()
-        reader = pipe_reader(loop, os.dup(read_end))  # as lifecycle._attach does with a sandbox's pipe
+        reader = pipe_file(loop, os.dup(read_end))  # as lifecycle._attach does with a sandbox's pipe
         os.close(read_end)
         done = loop.create_future()
         await loop.connect_read_pipe(lambda done=done: _UntilClosed(done), reader)
@@ -78,7 +78,7 @@ def test_reading_pipes_under_uvloop_never_closes_another_threads_fd():
 def test_under_uvloop_only_libuv_closes_the_fd():
     async def closefd() -> bool:
         read_end, write_end = os.pipe()
-        reader = pipe_reader(asyncio.get_running_loop(), read_end)
+        reader = pipe_file(asyncio.get_running_loop(), read_end)
         owns = reader.closefd
         reader.close()
         for fd in (write_end,) if owns else (read_end, write_end):

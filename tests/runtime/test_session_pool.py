@@ -236,3 +236,13 @@ def test_session_creates_grow_the_agents_pool_and_it_shrinks_back(daemon):
             httpx.delete(f"{daemon.control_url}/v1/sessions/{session_id}", headers=daemon.headers, timeout=60)
     idle = wait_for(lambda: (p := _pools(daemon))["standbys"] == 1 and p["target"] == 1 and p)
     assert idle, _pools(daemon)
+
+
+def test_bursts_of_fifty_on_a_small_pool_all_answer(daemon):
+    """Fifty at once, twice, on a pool of one: each claim that finds it empty starts a kernel of its own,
+    the daemon opening and closing pipes on several threads at once (a double close of a reused fd number
+    once took another start's pipe: "Bad file descriptor", about 1 in 50)."""
+    for _ in range(2):
+        with cf.ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(lambda _: _execute(daemon, "6 * 7"), range(50)))
+        assert [(r["result"], r["error"]) for r in results] == [(42, None)] * 50
