@@ -2,6 +2,7 @@
 docs/operations.md "Backups"): a commit does not fsync a rollback journal, and readers do not wait for a
 writer. PostgreSQL runs have nothing to check here."""
 
+import os
 import sqlite3
 
 import pytest
@@ -36,3 +37,26 @@ def test_a_reader_does_not_wait_for_a_writer_even_while_it_commits(fresh_connect
             reader.close()
         finally:
             cursor.execute("ROLLBACK")
+
+
+def test_a_requests_close_leaves_the_log_to_the_next_commit(fresh_connection, tmp_path):
+    """In WAL mode the last connection to close checkpoints the log (fsyncs) and deletes it; the process's
+    holder (hks_portal/sqlite_wal.py) keeps it open between requests, which each open and close their own."""
+    from hks_portal import sqlite_wal
+
+    path = tmp_path / "db.sqlite3"
+    request = type(connections["default"])({**connection.settings_dict, "NAME": str(path)})
+    try:
+        with request.cursor() as cursor:
+            cursor.execute("CREATE TABLE t (n integer)")
+            cursor.execute("INSERT INTO t VALUES (1)")
+        request.close()
+        assert path.with_name("db.sqlite3-wal").exists()  # not checkpointed and deleted at the close
+        reader = sqlite3.connect(path)
+        assert reader.execute("SELECT n FROM t").fetchall() == [(1,)]
+        reader.close()
+    finally:
+        request.close()
+        holder = sqlite_wal._held.pop((os.getpid(), str(path)), None)
+        if holder is not None:
+            holder.close()
