@@ -88,6 +88,12 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Take the write lock at BEGIN: a read-then-write transaction upgrading later gets "database is locked"
     # at once when another writer is active (the worker's threads and the portal write concurrently).
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    # Write-ahead log: readers no longer wait for a writer, and a commit appends to the -wal file instead of
+    # writing a rollback journal and fsyncing it and the database each time; synchronous=NORMAL fsyncs at
+    # checkpoints only. A burst of agent executions (two writes each) queues on this lock. The cost: a crash
+    # of the machine (not of a process) may lose the last commits, and a copy of the database must take its
+    # -wal file too or use SQLite's backup (docs/operations.md, "Backups").
+    DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: Celery's broker and the Channels layer. Unset means the embedded server on a unix socket.

@@ -26,7 +26,6 @@ from functions.agents import sessions
 from functions.agents.tokens import AgentIdentity
 from functions.errors import ServiceError
 from functions.models import AgentSession
-from functions.services.audit import audit
 
 router = Router(tags=["sessions"])
 
@@ -134,18 +133,13 @@ def execute(request, payload: ExecuteIn):
             timeout=payload.timeout_seconds,
             env=payload.env,
             language=payload.language,
+            audit_detail={"credential": identity.credential.name, "jti": identity.jti},
         )
     except ServiceError as exc:
         if exc.code != 429:
             raise
         retry = str(exc.retry_after or 1)
         return JsonResponse({"detail": exc.message}, status=429, headers={"Retry-After": retry})
-    audit(
-        project=identity.project,
-        action="agent.execute",
-        credential=identity.credential.name,
-        jti=identity.jti,
-    )
     return result
 
 

@@ -78,11 +78,18 @@ def _detail(response: httpx.Response) -> str:
 
 
 def runtime_execute(
-    *, project: Project, code: str, timeout: int, env: dict[str, str], language: str = "python"
+    *,
+    project: Project,
+    code: str,
+    timeout: int,
+    env: dict[str, str],
+    language: str = "python",
+    audit_detail: dict[str, str] | None = None,
 ) -> dict:
     """A one-shot run in a pre-started restricted sandbox (no build, no Celery, no polling); at most
     ``project.max_agent_functions`` at once and the project's execution quotas (ServiceError 429 past
-    them, services/usage.py). The run and its sandbox's CPU seconds go to the project's usage.
+    them, services/usage.py). The run and its sandbox's CPU seconds go to the project's usage, and a run
+    the runtime answered is audited ("agent.execute", with ``audit_detail``: who ran it).
     ``language`` "node" (or "javascript", "js") runs it in a Node-ready sandbox's Node kernel."""
     admitted = usage.execution_admit(project=project)
     body = {
@@ -101,7 +108,13 @@ def runtime_execute(
         usage.execution_release(admitted)
         raise
     result = response.json()
-    usage.execution_finished(project=project, cpu_seconds=result.get("cpu_seconds"))
+    # The run's two writes in one transaction: one commit, and on SQLite one wait for the write lock instead
+    # of two, which is what a burst of executions queues on. The audit row first, so that on PostgreSQL the
+    # project's hourly usage row - every execution of the project updates it - stays locked only for its
+    # UPDATE and the commit.
+    with transaction.atomic():
+        audit(project=project, action="agent.execute", **(audit_detail or {}))
+        usage.execution_finished(project=project, cpu_seconds=result.get("cpu_seconds"))
     return result
 
 

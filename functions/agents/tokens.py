@@ -97,12 +97,7 @@ def credential_guessing(address: str) -> bool:
 
 
 def credential_failed(address: str) -> None:
-    key = _failures_key(address)
-    django_cache.add(key, 0, timeout=CREDENTIAL_FAILURE_WINDOW.total_seconds())
-    try:
-        django_cache.incr(key)
-    except ValueError:  # expired between add and incr
-        django_cache.set(key, 1, timeout=CREDENTIAL_FAILURE_WINDOW.total_seconds())
+    django_cache.incr_window(_failures_key(address), timeout=int(CREDENTIAL_FAILURE_WINDOW.total_seconds()))
 
 
 def credential_authenticate(secret: str) -> AgentCredential:

@@ -80,12 +80,8 @@ def locked_message() -> str:
 
 
 def _increment(key: str) -> None:
-    seconds = FAILED_LOGIN_WINDOW.total_seconds()
-    cache.add(key, 0, timeout=seconds)  # the window starts at the first failure
-    try:
-        cache.incr(key)
-    except ValueError:  # it expired between add and incr
-        cache.set(key, 1, timeout=seconds)
+    # the window starts at the first failure (hks_portal/cache.py)
+    cache.incr_window(key, timeout=int(FAILED_LOGIN_WINDOW.total_seconds()))
 
 
 def record_failure(username: str, request=None) -> None:

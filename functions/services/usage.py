@@ -92,12 +92,7 @@ def execution_admit(*, project: Project, now: dt.datetime | None = None) -> str:
     cpu_quota_check(project=project, now=now)
     limit = project.max_executions_per_minute
     key = execution_minute_key(project, now)
-    cache.add(key, 0, timeout=120)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # the key expired in between
-        cache.add(key, 1, timeout=120)
-        count = 1
+    count = cache.incr_window(key, timeout=120)  # one round trip (hks_portal/cache.py)
     if count > limit:
         cache.decr(key)
         raise ServiceError(
