@@ -77,13 +77,17 @@ TEMPLATES = [
     },
 ]
 
+# A connection per request, closed at its end (CONN_MAX_AGE 0), on every database: the portal serves
+# ASGI, where each request's sync code runs on a thread of its own, so a persistent connection is never
+# reused but stays open until its thread's objects are collected (Django ticket #33497) - thirty executions
+# at once left thirty PostgreSQL connections behind, three bursts sixty-nine, of its 100: a tenant's bursts
+# would have taken the database from every other tenant.
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=60
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=0
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     # Take the write lock at BEGIN: a read-then-write transaction upgrading later gets "database is locked"
     # at once when another writer is active (the worker's threads and the portal write concurrently).

@@ -3,6 +3,7 @@
 import pytest
 
 from hks_sdk import Client, functions
+from tests.support.daemon_helpers import wait_for
 from tests.support.needs import require_binary
 
 pytestmark = pytest.mark.runtime
@@ -111,3 +112,33 @@ def test_agent_files_with_npm_lifecycle_scripts_do_not_run_them(agent_client):
     )
     assert execution.ok, execution.error
     assert execution.stdout == "no hook\n"  # the dependency is there, the script never ran
+
+
+def test_a_burst_leaves_no_database_connection_open(agent_client, live_platform):  # noqa: F811
+    """The portal serves ASGI: each request's code runs on a thread of its own, so a persistent connection
+    was never reused and stayed open - every call left one PostgreSQL connection behind, until the server
+    refused everyone. Connections are per request now (hks_portal/settings.py)."""
+    import concurrent.futures as cf
+
+    import dj_database_url
+    import psycopg
+
+    url = live_platform.env["DATABASE_URL"]
+    if not url.startswith("postgres"):
+        pytest.skip("SQLite has no server connections (CI runs this on PostgreSQL)")
+    config = dj_database_url.parse(url)
+
+    def connections() -> int:
+        with psycopg.connect(
+            host=config["HOST"], port=config["PORT"] or 5432, user=config["USER"], dbname="postgres"
+        ) as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+            return conn.execute(query, (config["NAME"],)).fetchone()[0]
+
+    functions.execute(code="1", client=agent_client)
+    before = connections()
+    with cf.ThreadPoolExecutor(3) as pool:  # within the project's quota of executions at once
+        calls = pool.map(lambda _: functions.execute(code="6 * 7", client=agent_client), range(12))
+        results = [execution.result for execution in calls]
+    assert results == [42] * 12
+    assert wait_for(lambda: connections() <= before + 2, timeout=10), (before, connections())
