@@ -244,6 +244,10 @@ def test_hks_sdk_session_keeps_state_streams_and_cleans_up(client, live_platform
         timed = s.run("while True: pass", timeout=1)
         assert timed.error.name == "TimeoutError"
         assert s.run("x").result == 41  # the interrupt kept the kernel and its state
+        rich = s.run("class Dot:\n    def _repr_png_(self): return b'\\x89PNG'\nDot()")
+        assert rich.results[0]["png"] == "iVBORw==", rich.results  # bytes of a rich repr, base64
+        failed = s.run("def f(): 1 / 0\nf()")
+        assert failed.error.name == "ZeroDivisionError" and "in f" in failed.error.traceback
         s.set_timeout(300)
     _assert_nothing_left(live_platform, held)
     assert s.id not in [item["id"] for item in client._call("GET", "/sessions")]
