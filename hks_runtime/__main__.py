@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .client_limits import ClientLimits
 from .daemon import Daemon, Options
+from .pool_policy import execute_pool_default
 
 
 def _env_float(name: str, default: float) -> float:
@@ -91,9 +92,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--execute-pool-size",
         type=int,
-        default=int(_env_float("HKS_RUNTIME_EXECUTE_POOL_SIZE", 2)),
-        help="bare Python kernels started ahead for execute(), at least; grown toward recent demand as "
-        "the session pool is (0: none when idle)",
+        default=int(_env_float("HKS_RUNTIME_EXECUTE_POOL_SIZE", execute_pool_default())),
+        help="bare Python kernels started ahead for execute(), at least (default: one per GiB of memory, "
+        "2 to 16; ~6 MB each); grown toward recent demand as the session pool is (0: none when idle)",
     )
     parser.add_argument(
         "--execute-node-pool-size",

@@ -52,7 +52,8 @@ class Options:
     session_pool_window: float = 300.0  # seconds of demand the pool is sized by
     session_libraries: str = "lazy"  # the agent library layer: eager | lazy (at the first session) | off
     node_pool_size: int = 2  # Node-ready agents started ahead, apart: JavaScript sessions
-    execute_pool_size: int = 2  # bare Python kernels started ahead for execute(), at least (oneshot.py)
+    execute_pool_size: int = 2  # bare Python kernels started ahead for execute(), at least (oneshot.py;
+    # the command line's default is pool_policy.execute_pool_default())
     execute_node_pool_size: int = 2  # bare Node kernels started ahead for JavaScript execute(), at least
 
 

@@ -43,3 +43,13 @@ def test_the_cap_is_bounded_by_the_machines_memory(monkeypatch):
     policy = PoolPolicy(2, 50)
     policy.claimed(50)
     assert policy.maximum == 7 and policy.target() == 7
+
+
+def test_the_default_one_shot_pool_is_one_kernel_per_gib_between_2_and_16(monkeypatch):
+    from hks_runtime import pool_policy
+
+    pages = {"SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(pool_policy.os, "sysconf", lambda name: pages.get(name) or pages["SC_PHYS_PAGES"])
+    for gib, expected in ((1, 2), (4, 4), (8, 8), (24, 16), (256, 16)):
+        pages["SC_PHYS_PAGES"] = gib * 2**30 // 4096
+        assert pool_policy.execute_pool_default() == expected

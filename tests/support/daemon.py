@@ -39,7 +39,10 @@ def start_daemon(data_dir: Path, token: str, *extra: str) -> RuntimeDaemon:
     """Start a daemon and wait for its ``listening`` line (it prints it once both servers are up)."""
     log = data_dir / "daemon.stderr.log"
     with open(log, "ab") as stderr:
-        args = ("--idle-seconds", str(IDLE_SECONDS), "--layers-dir", str(LAYERS_DIR), *extra)
+        # two one-shot kernels waiting, not the machine's default (up to 16): a test that wants more says so
+        # (a later --execute-pool-size in ``extra`` wins); daemons start often in the suite
+        args = ("--idle-seconds", str(IDLE_SECONDS), "--layers-dir", str(LAYERS_DIR))
+        args += ("--execute-pool-size", "2", *extra)
         try:
             process, info = harness.start_daemon(data_dir, token, *args, stderr=stderr)
         except RuntimeError as exc:

@@ -99,6 +99,9 @@ def live_platform():
         "HKS_CHANNELS_PREFIX": f"hks-live-{uuid.uuid4().hex[:8]}:asgi",
         "HKS_BEAT_LOCK_KEY": f"hks-live-{uuid.uuid4().hex[:8]}:beat-lock",
         "HKS_RUNTIME_IDLE_SECONDS": os.environ.get("HKS_RUNTIME_IDLE_SECONDS", "30"),
+        # two one-shot kernels waiting, not the machine's default (up to 16; pool_policy.py): each worker
+        # of the suite runs a platform
+        "HKS_RUNTIME_EXECUTE_POOL_SIZE": os.environ.get("HKS_RUNTIME_EXECUTE_POOL_SIZE", "2"),
     }
     database = None
     if os.environ.get("DATABASE_URL", "").startswith("postgres"):
