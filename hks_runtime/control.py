@@ -38,8 +38,8 @@ from .logstore import parse_ts
 from .session_api import SessionApi
 from .spec import DNS_LABEL, RUNTIMES, FunctionSpec, SpecError
 
-# <content hash>, or <content hash>-<project> / -agent-<project> (builder.artifact_name: whose build made it)
-ARTIFACT_NAME = re.compile(r"[0-9A-Za-z]{8,128}(-[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?")
+# <content hash>[_agent][-<project>] (builder.artifact_name: whose build made it, and whether an agent's)
+ARTIFACT_NAME = re.compile(r"[0-9A-Za-z]{8,128}(_agent)?(-[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?")
 ARTIFACT_GUARD_SECONDS = 600.0
 
 

@@ -4,7 +4,7 @@ Every sandbox of a project - its dependency builds (and the owner's build hooks 
 instances, its pre-warmed standbys - runs as that project's own uid and gid, so code that escaped one
 tenant's sandbox lands on a uid that owns nothing of another tenant's and cannot signal its processes.
 Per project rather than per function because the project is the tenant boundary everywhere else
-(``cluster-local``, the owner's dependency cache, a Knative namespace): functions of one project share a
+(``cluster-local``, its dependency cache, a Knative namespace): functions of one project share a
 cache, call each other and are deployed by the same people; a uid per function would multiply pre-warmed
 standbys and cache entries without separating tenants.
 

@@ -80,7 +80,9 @@ class ClusterSettings:
     # image trusts only the Mozilla bundle).
     portal_ca_configmap: str = ""
     build_retries: int = 3  # Kaniko's --push-retry and --image-download-retry (its default is 0)
-    build_cache: bool = False  # --cache with --cache-repo=<registry>/cache
+    build_cache: bool = (
+        False  # --cache with --cache-repo=<registry>/<project>/cache/kaniko (kaniko_cache_repo)
+    )
     kaniko_extra_args: tuple[str, ...] = ()
     node_arch: str = ""  # "amd64", "arm64": builds and functions on nodes of that architecture only
     agent_runtime_class: str = ""
@@ -472,8 +474,15 @@ def kaniko_args(spec: BuildSpec, settings: ClusterSettings) -> list[str]:
         args.append(f"--registry-certificate={host}={BUILD_CERTS_DIR}/ca.crt")
     args += [f"--registry-mirror={mirror}" for mirror in settings.registry_mirrors]
     if settings.build_cache:
-        args += ["--cache=true", f"--cache-repo={settings.registry.rstrip('/')}/cache"]
+        args += ["--cache=true", f"--cache-repo={kaniko_cache_repo(spec, settings)}"]
     return args + list(settings.kaniko_extra_args)
+
+
+def kaniko_cache_repo(spec: BuildSpec, settings: ClusterSettings) -> str:
+    """The project's own layer cache: a layer made by one tenant's build (its npm lifecycle scripts ran in
+    it) is never another tenant's cache hit. Three path segments, so it is no function's image repository
+    (``<registry>/<project>/<function>``)."""
+    return f"{settings.registry.rstrip('/')}/{spec.ref.project}/cache/kaniko"
 
 
 def _build_volumes(name: str, settings: ClusterSettings) -> tuple[list[dict], list[dict]]:

@@ -280,12 +280,21 @@ def test_registry_knobs_reach_kaniko():
     assert "--registry-mirror=mirror.gcr.io" in kaniko["args"]
     assert "--push-retry=3" in kaniko["args"] and "--image-download-retry=3" in kaniko["args"]
     assert "--cache=true" in kaniko["args"]
-    assert f"--cache-repo={EVERYTHING.registry}/cache" in kaniko["args"]
+    assert f"--cache-repo={EVERYTHING.registry}/{BUILD.ref.project}/cache/kaniko" in kaniko["args"]
     assert kaniko["args"][-1] == "--verbosity=debug"
     assert {"name": "registry-ca", "mountPath": "/kaniko/hks-certs", "readOnly": True} in kaniko[
         "volumeMounts"
     ]
     assert pod["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+
+
+def test_each_project_has_a_kaniko_layer_cache_of_its_own():
+    """A layer one tenant's build made (its install scripts ran in it) is never another tenant's hit, and
+    the cache is no function's image repository, not even one called ``cache``."""
+    other = dataclasses.replace(BUILD, ref=FunctionRef(project="other", namespace="other", function="cache"))
+    mine, theirs = m.kaniko_cache_repo(BUILD, EVERYTHING), m.kaniko_cache_repo(other, EVERYTHING)
+    assert mine != theirs
+    assert theirs != m.image_repository(other, EVERYTHING)
 
 
 def test_the_default_kaniko_image_is_pinned():

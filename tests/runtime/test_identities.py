@@ -129,7 +129,7 @@ def test_a_build_hook_of_one_project_cannot_touch_another_projects_files_or_proc
     hook_a, hook_b = ids["tenant-a"], ids["tenant-b"]
     assert hook_a.uid != hook_b.uid and sandbox.SANDBOX_UID not in (hook_a.uid, hook_b.uid)
 
-    entries = [p for p in (work / "deps").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries = [p for p in (work / "deps" / "tenant-b").iterdir() if p.is_dir() and not p.name.startswith(".")]
     cache_b = next(p for p in entries if "ids-tenant-b" in (p / "package.json").read_text())
     with serving("node", "http", artifact_b, profile="standard", project="tenant-b") as (url, proc):
         wait_ready(url, proc)
