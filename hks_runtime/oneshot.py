@@ -98,10 +98,7 @@ class Standby:
         return b"".join(self.early)[-500:].decode(errors="replace")
 
     def cpu_used(self) -> float | None:
-        total = self.proc.cpu_seconds()
-        if total is None:
-            return None
-        return max(0.0, total - (self.cpu_at_claim or 0.0))
+        return self.proc.cpu_since(self.cpu_at_claim)
 
 
 class _Events(asyncio.Protocol):
@@ -109,7 +106,7 @@ class _Events(asyncio.Protocol):
 
     def __init__(self, standby: Standby):
         self.standby = standby
-        self.buffer = b""
+        self.buffer = bytearray()  # the line being received (grown in place: a long line costs no copies)
         self.transport = None
 
     def connection_made(self, transport) -> None:
@@ -118,7 +115,11 @@ class _Events(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.standby.took(data, self.transport)
         self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
+        if b"\n" not in data:  # (a line up to 32 MiB arrives in 64 KiB reads: no split of it per read)
+            return
+        end = self.buffer.rfind(b"\n")
+        lines = bytes(self.buffer[:end]).split(b"\n")
+        del self.buffer[: end + 1]
         for line in lines:
             try:
                 event = json.loads(line)

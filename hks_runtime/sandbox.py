@@ -477,6 +477,13 @@ class SandboxedProcess:
     def returncode(self) -> int | None:
         return self._popen.returncode
 
+    def cpu_since(self, mark: float | None) -> float | None:
+        """CPU seconds used since the sandbox's figure was ``mark`` (None: no CPU accounting)."""
+        total = self.cpu_seconds()
+        if total is None:
+            return None
+        return round(max(0.0, total - (mark or 0.0)), 6)
+
     def pids(self) -> list[int]:
         """The sandbox's processes as the host numbers them: bubblewrap's and its descendants'."""
         return _tree(self.pid)

@@ -97,10 +97,7 @@ class Agent:
 
     def cpu_used(self) -> float | None:
         """CPU seconds of everything in the sandbox since it was claimed; None without CPU accounting."""
-        total = self.proc.cpu_seconds()
-        if total is None:
-            return None
-        return round(max(0.0, total - (self.cpu_at_claim or 0.0)), 6)
+        return self.proc.cpu_since(self.cpu_at_claim)
 
 
 @dataclass
