@@ -105,6 +105,16 @@ def two_revisions(cli_env, tmp_path_factory):
     return name
 
 
+def settle(page) -> None:
+    """The page has loaded (Playwright's goto waits for that), its fonts are ready and no htmx request of
+    its own is in flight. Not Playwright's "networkidle": the dashboard polls every few seconds (status
+    every 3 s, builds every 4 s), so on a loaded machine 500 ms without any request may never come."""
+    page.wait_for_load_state("load")
+    page.wait_for_function(
+        "() => document.fonts.status === 'loaded' && !document.querySelector('.htmx-request')"
+    )
+
+
 def sign_in(page, platform, username="bea"):
     page.goto(platform.portal_url + "/accounts/login/")
     page.fill("#id_username", username)

@@ -28,7 +28,7 @@ import pytest
 
 from tests.support.needs import require_binary
 
-from .conftest import BIN, CHART_TICKS, run_cli, screenshot, sign_in
+from .conftest import BIN, CHART_TICKS, run_cli, screenshot, settle, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.runtime]
 
@@ -235,7 +235,7 @@ def test_every_control_of_the_main_pages_is_reached_by_the_keyboard_with_a_visib
     base = f"{platform.portal_url}/p/acme/f/{name}"
     for url in (f"{platform.portal_url}/p/acme/", f"{base}/", f"{base}/invoke/", f"{base}/settings/"):
         page.goto(url)
-        page.wait_for_load_state("networkidle")
+        settle(page)
         count = page.evaluate(FOCUSABLE)
         reached, unmarked = set(), []
         page.locator("body").focus()

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from .conftest import PASSWORD, SCREENSHOTS, _collect_errors
+from .conftest import PASSWORD, SCREENSHOTS, _collect_errors, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.runtime]
 
@@ -161,7 +161,7 @@ def test_a_later_page_fits_the_screen_and_axe_finds_nothing_serious(browser, bul
     page.set_default_timeout(20_000)
     _sign_in(page, bulk.portal_url)
     page.goto(f"{bulk.portal_url}/p/bulk/?page=2&q=item")
-    page.wait_for_load_state("networkidle")
+    settle(page)
 
     scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     serious = [
