@@ -4,6 +4,7 @@ import pytest
 
 from hks_sdk import Client, functions
 from tests.support.daemon_helpers import wait_for
+from tests.support.machine import host_targets, reach_py
 from tests.support.needs import require_binary
 
 pytestmark = pytest.mark.runtime
@@ -53,40 +54,11 @@ def test_node_code_reports_its_exception(agent_client):
     assert execution.exit_code == 1
 
 
-# what the machine runs beside the platform, which no tenant's code may reach: PostgreSQL, Redis, MariaDB,
-# RabbitMQ, NATS, Mosquitto (CI's machines run them all)
-MACHINE_SERVICES = {"PostgreSQL": 5432, "Redis": 6379, "MariaDB": 3306, "RabbitMQ": 5672, "NATS": 4222}
-MACHINE_SERVICES["Mosquitto"] = 1883
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 def test_agent_code_has_no_network(agent_client, live_platform):  # noqa: F811
     """Nothing on the host answers agent code: not the platform (portal, runtime, gateway), not the
     machine's other services, not the internet - each of them answering the host itself, as the control."""
-    ports = live_platform.ports
-    targets = {"portal": ports.portal, "runtime": ports.runtime, "gateway": ports.gateway}
-    targets.update({name: port for name, port in MACHINE_SERVICES.items() if _listening(port)})
-    assert all(_listening(port) for port in targets.values())
-    code = (
-        "import socket\n"
-        "def reach(host, port):\n"
-        "    try:\n"
-        "        socket.create_connection((host, port), timeout=3).close()\n"
-        "        return 'connected'\n"
-        "    except OSError as exc:\n"
-        "        return type(exc).__name__ + ': ' + str(exc)\n"
-        f"{{name: reach('127.0.0.1', port) for name, port in {targets!r}.items()}} | "
-        "{'internet': reach('1.1.1.1', 80)}"
-    )
+    targets = host_targets(live_platform.ports)
+    code = reach_py(targets)
     execution = functions.execute(code=code, client=agent_client, timeout=60)
     assert execution.ok, execution.error
     assert set(execution.result) == {*targets, "internet"}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hks_sdk import Client, HksError, functions
+from tests.support.machine import host_targets
 from tests.support.sandboxes import processes_of, processes_running
 
 from .test_sessions_live import _held, client, secret  # noqa: F401
@@ -104,8 +105,7 @@ OUTSIDE = (
 
 
 def test_node_code_has_no_network(client, live_platform):  # noqa: F811
-    ports = live_platform.ports
-    targets = [5432, 6379, 3306, 5672, 4222, 1883, ports.portal, ports.runtime, ports.gateway]
+    targets = list(host_targets(live_platform.ports).values())
     code = REACH + f"await Promise.all([...{json.dumps(targets)}.map(reach), {OUTSIDE}])"
     execution = _node(code, client, timeout=30)
     assert execution.ok, execution.error

@@ -4,6 +4,7 @@ commands, set a timeout and kill it; hostile code stays contained; nothing is le
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import time
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from hks_sdk import Client, functions
+from tests.support.machine import host_targets, reach_py
 from tests.support.needs import require_binary
 
 pytestmark = pytest.mark.runtime
@@ -454,6 +456,23 @@ def test_hostile_code_in_a_session_is_contained(client, live_platform):  # noqa:
             pass
         assert functions.execute(code="1 + 1", client=client).result == 2
     _assert_nothing_left(live_platform, held)
+
+
+def test_nothing_on_the_host_answers_a_session_kernel_or_its_commands(client, live_platform):  # noqa: F811
+    """The session's network is the one-shot executions' (tests/sdk/test_execute_live.py): neither its kernel
+    nor a command it runs reaches the platform's ports, the machine's other services or the internet."""
+    targets = host_targets(live_platform.ports)
+    with functions.session(client=client) as s:
+        from_kernel = s.run(reach_py(targets), timeout=60)
+        assert from_kernel.error is None, from_kernel.error
+        s.files.write("reach.py", reach_py(targets, print_it=True))
+        from_command = s.commands.run("python3 reach.py", timeout=60)
+    assert set(from_kernel.result) == {*targets, "internet"}
+    assert "connected" not in from_kernel.result.values(), from_kernel.result
+    assert from_command.exit_code == 0, from_command.stderr
+    reached = ast.literal_eval(from_command.stdout)
+    assert set(reached) == {*targets, "internet"}
+    assert "connected" not in reached.values(), reached
 
 
 def test_a_session_cannot_see_another_sessions_files(client, live_platform):  # noqa: F811
