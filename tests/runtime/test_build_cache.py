@@ -18,7 +18,11 @@ import pytest
 
 from hks_runtime import builder, identities, sandbox
 from tests.support.needs import require_binary
-from tests.support.sample_functions import LAYERS_DIR, archive_from_files, remove_dir, scratch_dir
+from tests.support.sample_functions import (
+    LAYERS_DIR,
+    build_files,
+    scratch_fixture,
+)
 
 pytestmark = pytest.mark.runtime
 
@@ -33,28 +37,13 @@ def _bwrap():
     require_binary("bwrap", hint="apt-get install bubblewrap")
 
 
-@pytest.fixture
-def work():
-    path = scratch_dir("build-cache-")
-    yield path
-    remove_dir(path)
+work = scratch_fixture("build-cache-", scope="function")
 
 
 def _build(work, project: str, runtime: str, files: dict, logs: list, *, profile: str = "standard"):
-    archive, content_hash = archive_from_files(
-        {"func.yaml": f"name: f\nruntime: {runtime}\n", **files}, work / f"{project}-{len(logs)}.tar.gz"
-    )
-    return builder.build(
-        runtime=runtime,
-        archive_path=archive,
-        artifacts_dir=work / "artifacts",
-        layers_dir=LAYERS_DIR,
-        content_hash=content_hash,
-        on_log=logs.append,
-        deps_cache_dir=work / "deps",
-        profile=profile,
-        scope=project,
-    )
+    files = {"func.yaml": f"name: f\nruntime: {runtime}\n", **files}
+    name = f"{project}-{len(logs)}"
+    return build_files(files, runtime, work, logs, name=name, scope=project, profile=profile, deps_cache=True)
 
 
 def _entries(work, project: str) -> list:

@@ -21,6 +21,7 @@ from tests.support.sample_functions import (
     request,
     run,
     scratch_dir,
+    scratch_fixture,
     serving,
     wait_ready,
 )
@@ -41,11 +42,7 @@ def _bwrap():
     require_binary("bwrap", hint="apt-get install bubblewrap")
 
 
-@pytest.fixture(scope="module")
-def work():
-    path = scratch_dir("builder-")
-    yield path
-    remove_dir(path)
+work = scratch_fixture("builder-")
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from tests.support.daemon_helpers import (
     service,
     wait_for,
 )
-from tests.support.sample_functions import remove_dir, scratch_dir
+from tests.support.sample_functions import remove_dir, scratch_dir, scratch_fixture
 
 pytestmark = pytest.mark.runtime
 
@@ -43,11 +43,7 @@ CE_HEADERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def work():
-    path = scratch_dir("daemon-work-")
-    yield path
-    remove_dir(path)
+work = scratch_fixture("daemon-work-")
 
 
 @pytest.fixture

@@ -19,11 +19,10 @@ from tests.support.needs import require_binary
 from tests.support.sample_functions import (
     LAYERS_DIR,
     REPO,
-    archive_from_files,
+    build_files,
     fixture_files,
-    remove_dir,
     request,
-    scratch_dir,
+    scratch_fixture,
     serving,
     wait_ready,
 )
@@ -40,25 +39,12 @@ def _root_and_bwrap():
         pytest.skip("per-project uids need a root daemon and unprivileged user namespaces (docs/runtime.md)")
 
 
-@pytest.fixture(scope="module")
-def work():
-    path = scratch_dir("identities-")
-    yield path
-    remove_dir(path)
+work = scratch_fixture("identities-")
 
 
 def _build(work, project: str, runtime: str, files: dict, logs: list):
-    archive, content_hash = archive_from_files(files, work / f"{project}-{runtime}.tar.gz")
-    return builder.build(
-        runtime=runtime,
-        archive_path=archive,
-        artifacts_dir=work / "artifacts",
-        layers_dir=LAYERS_DIR,
-        content_hash=content_hash,
-        on_log=logs.append,
-        deps_cache_dir=work / "deps",
-        scope=project,
-    )
+    name = f"{project}-{runtime}"
+    return build_files(files, runtime, work, logs, name=name, scope=project, deps_cache=True)
 
 
 def _hooked_node(project: str) -> dict:

@@ -28,7 +28,7 @@ from hks_portal.platform import prometheus_config
 from hks_runtime import netns
 from tests.support.daemon_helpers import deploy, wait_for
 from tests.support.needs import require_binary
-from tests.support.sample_functions import REPO, archive_from_files, remove_dir, scratch_dir
+from tests.support.sample_functions import REPO, archive_from_files, scratch_fixture
 
 pytestmark = pytest.mark.runtime
 
@@ -124,11 +124,7 @@ def _tools():
         pytest.skip(problem)
 
 
-@pytest.fixture(scope="module")
-def work():
-    path = scratch_dir("isolation-")
-    yield path
-    remove_dir(path)
+work = scratch_fixture("isolation-")
 
 
 @pytest.fixture(scope="module")

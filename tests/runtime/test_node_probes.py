@@ -27,8 +27,7 @@ from tests.support.daemon_helpers import NS, SOURCES, build, call, deploy, servi
 from tests.support.sample_functions import (
     LAYERS_DIR,
     archive_from_files,
-    remove_dir,
-    scratch_dir,
+    scratch_fixture,
     serving,
     wait_ready,
 )
@@ -40,11 +39,7 @@ SLOW_TO_LOAD = "{ const end = Date.now() + 150; while (Date.now() < end) { /* lo
 TYPE_ERROR = "res.setHeader is not a function"
 
 
-@pytest.fixture(scope="module")
-def work():
-    path = scratch_dir("node-probes-")
-    yield path
-    remove_dir(path)
+work = scratch_fixture("node-probes-")
 
 
 @pytest.fixture(scope="module")
