@@ -15,6 +15,7 @@ from tests.support.needs import require_binary
 from tests.support.sample_functions import (
     LAYERS_DIR,
     archive_from_files,
+    build_files,
     build_fixture,
     fixture_files,
     remove_dir,
@@ -193,15 +194,7 @@ def test_python_pyproject_dependencies_are_installed_like_kn_funcs_template(work
     files = {name: data for name, data in fixture_files("python-http").items() if name != "requirements.txt"}
     files["README.md"] = "# hello\n"
     files["pyproject.toml"] = PYPROJECT
-    archive, content_hash = archive_from_files(files, work / "pyproject.tar.gz")
-    artifact = builder.build(
-        runtime="python",
-        archive_path=archive,
-        artifacts_dir=work / "artifacts",
-        layers_dir=LAYERS_DIR,
-        content_hash=content_hash,
-        on_log=lambda line: None,
-    )
+    artifact = build_files(files, "python", work, name="pyproject")
     assert (artifact / ".hks" / "site-packages" / "six.py").exists()
     with serving("python", "http", artifact) as (url, proc):
         wait_ready(url, proc)

@@ -22,11 +22,9 @@ import pytest
 
 from functions.backends.base import FunctionRef, Scale
 from functions.backends.local import LocalBackend
-from hks_runtime import builder
 from tests.support.daemon_helpers import NS, SOURCES, build, call, deploy, service, wait_for
 from tests.support.sample_functions import (
-    LAYERS_DIR,
-    archive_from_files,
+    build_files,
     scratch_fixture,
     serving,
     wait_ready,
@@ -142,15 +140,7 @@ def test_a_lagging_node_instance_still_answers_its_probe_503_with_retry_after(wo
         "} };\n"
     )
     files = {"index.js": index, "package.json": SOURCES["node"]["package.json"]}
-    archive, content_hash = archive_from_files(files, work / "lagging.tar.gz")
-    artifact = builder.build(
-        runtime="node",
-        archive_path=archive,
-        artifacts_dir=work / "artifacts",
-        layers_dir=LAYERS_DIR,
-        content_hash=content_hash,
-        on_log=lambda line: None,
-    )
+    artifact = build_files(files, "node", work, name="lagging")
     with serving("node", "http", artifact) as (url, proc):
         wait_ready(url, proc)
         out: list[bytes] = []
