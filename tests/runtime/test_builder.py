@@ -11,6 +11,7 @@ import json
 import pytest
 
 from hks_runtime import builder, identities, sandbox
+from tests.support.machine import MACHINE_SERVICES, listening
 from tests.support.needs import require_binary
 from tests.support.sample_functions import (
     LAYERS_DIR,
@@ -527,18 +528,20 @@ def test_dependency_caches_are_keyed_by_build_mode_and_project(work, node_layer)
 
 
 OWNER_HOOK_PROBE = r"""
-import socket, sys
-targets = [("127.0.0.1", sys.argv[1]), ("10.0.2.2", sys.argv[1]), (sys.argv[2], sys.argv[3])]
-for host, port in targets:
+import json, socket, sys
+for host, port in json.loads(bytes.fromhex(sys.argv[1])):
     try:
-        socket.create_connection((host, int(port)), timeout=5).close(); print("HOOK-NET", host, "connected")
+        socket.create_connection((host, port), timeout=5).close(); print("HOOK-NET", host, port, "connected")
     except OSError as exc:
-        print("HOOK-NET", host, type(exc).__name__)
+        print("HOOK-NET", host, port, type(exc).__name__)
 """
 
 
 def test_owner_build_hooks_cannot_reach_the_host(work, node_layer):
-    """An owner's preinstall script runs in the build's own network namespace: nothing on the host."""
+    """An owner's preinstall script runs in the build's own network namespace (it may reach a registry on
+    the internet): nothing on the host answers it - a listener on loopback, the same through slirp's host
+    alias, one on every address through the host's own address, nor the machine's PostgreSQL, Redis,
+    MariaDB, RabbitMQ, NATS and Mosquitto that answer the host itself (the control)."""
     import socket
 
     with (
@@ -552,19 +555,24 @@ def test_owner_build_hooks_cannot_reach_the_host(work, node_layer):
         everywhere.listen()
         route.connect(("198.51.100.1", 9))
         host_ip = route.getsockname()[0]
-        args = f"{loopback.getsockname()[1]} {host_ip} {everywhere.getsockname()[1]}"
+        services = [port for port in MACHINE_SERVICES.values() if listening(port)]
+        targets = [("127.0.0.1", loopback.getsockname()[1]), ("10.0.2.2", loopback.getsockname()[1])]
+        targets.append((host_ip, everywhere.getsockname()[1]))
+        targets += [(host, port) for port in services for host in ("127.0.0.1", "10.0.2.2")]
+        assert all(listening(port, host if host != "10.0.2.2" else "127.0.0.1") for host, port in targets)
         code = OWNER_HOOK_PROBE.encode().hex()  # no shell quoting to get wrong
+        probe = f"python3 -c \"exec(bytes.fromhex('{code}'))\" {json.dumps(targets).encode().hex()}"
         package = {
             "name": "netprobe",
             "version": "1.0.0",
             "dependencies": {"cloudevents": "8.0.2"},
-            "scripts": {"preinstall": f"python3 -c \"exec(bytes.fromhex('{code}'))\" {args}"},
+            "scripts": {"preinstall": probe},
         }
         logs = []
         files = {"package.json": json.dumps(package)}
         _build(work, files, "owner-net-hooks", logs, runtime="node", profile="standard", scope="acme")
     lines = [line for line in logs if line.startswith("HOOK-NET")]
-    assert len(lines) == 3, logs
+    assert len(lines) == len(targets), logs
     assert all(line.endswith("ConnectionRefusedError") for line in lines), lines
 
 
