@@ -3,9 +3,6 @@ and who may read and change them (API, dashboard page, admin). The live runtime'
 test_usage_live.py."""
 
 import datetime as dt
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
@@ -274,61 +271,37 @@ def test_an_execution_the_runtime_refuses_is_given_back(agent_credential, projec
     assert not AgentUsage.objects.exists()
 
 
-class _RuntimeStandIn(BaseHTTPRequestHandler):
-    """The local runtime's /v1/execute, answering every run with its result and CPU seconds."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        payload = json.dumps({"result": 2, "stdout": "", "cpu_seconds": 0.25}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def runtime_stand_in(settings):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RuntimeStandIn)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings.HKS_RUNTIME_URL = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def _execute(client, token):
+def _execute(client, token, code: str = "1 + 1"):
     return client.post(
         "/internal/v1/operations/execute",
-        {"code": "1 + 1"},
+        {"code": code},
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )
 
 
 def test_an_answered_execution_is_audited_with_who_ran_it_and_counted(
-    agent_credential, outsider_credential, project, runtime_stand_in
+    agent_credential, outsider_credential, project, local_backend_settings
 ):
     client = Client()
     token = _token(client, agent_credential[1])
-    response = _execute(client, token)
+    # the real runtime's one-shot kernel, busy for a measurable moment of CPU
+    response = _execute(client, token, "sum(range(20_000_000)) and 2")
     assert response.status_code == 200 and response.json()["result"] == 2
     event = AuditEvent.objects.get(action="agent.execute")
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     assert event.project == project and event.detail == {"credential": "agent", "jti": jti}
-    assert selectors.project_agent_usage(project=project)["today"]["executions"] == 1
-    assert selectors.project_agent_usage(project=project)["today"]["cpu_seconds"] == 0.25
+    today = selectors.project_agent_usage(project=project)["today"]
+    assert today["executions"] == 1
+    assert today["cpu_seconds"] == pytest.approx(response.json()["cpu_seconds"], abs=0.01)  # kept to 0.01 s
+    assert today["cpu_seconds"] > 0.05
     outsiders = outsider_credential[0].project
     assert not AuditEvent.objects.filter(project=outsiders).exists()
     assert selectors.project_agent_usage(project=outsiders)["today"]["executions"] == 0
 
 
 def test_an_execution_whose_audit_row_is_not_written_is_not_counted_either(
-    agent_credential, project, runtime_stand_in, monkeypatch
+    agent_credential, project, local_backend_settings, monkeypatch
 ):
     """The audit row and the usage are one transaction (one commit, one wait for SQLite's write lock), so
     the audit trail and the usage never disagree about a run."""
