@@ -110,26 +110,8 @@ def test_overview_counts_functions_per_project_and_lists_failing_ones(
     assert "Local runtime</strong>: DOWN" in html  # nothing listens there
 
 
-def test_overview_reports_a_healthy_runtime(ops_client, settings):
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Healthz(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200 if self.path == "/healthz" else 404)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings.HKS_RUNTIME_URL = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        html = ops_client.get(reverse("operators_overview")).content.decode()
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_overview_reports_a_healthy_runtime(ops_client, local_backend_settings):
+    html = ops_client.get(reverse("operators_overview")).content.decode()
 
     assert "Local runtime</strong>: healthy" in html
     assert "Task queue</strong>" in html and " waiting; " in html  # the broker answered LLEN
