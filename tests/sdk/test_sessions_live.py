@@ -224,6 +224,84 @@ def test_a_sandbox_is_invisible_to_another_project(e2b_env, live_platform, monke
         Sandbox.create(api_key="hksa_not-a-credential")
 
 
+def test_an_outsider_cannot_reach_a_sandbox_through_the_wire_protocols(e2b_env, live_platform):  # noqa: F811
+    """As an attacker with a project of their own would try it, on the wire: the victim's sandbox id with
+    the attacker's API key on every control-plane route, and the attacker's own sandbox's tokens (valid
+    ones, for the wrong sandbox) on both daemons of the data plane. Nothing answers but 404 and 401, and
+    the victim's sandbox goes on as before."""
+    from e2b_code_interpreter import Sandbox
+
+    out = live_platform.manage(
+        "shell",
+        "-c",
+        "from functions.models import AgentCredential, Project;"
+        "p, _ = Project.objects.get_or_create(slug='wire-intruder', defaults={'name': 'w'});"
+        "print(AgentCredential.issue(project=p, name='intruder')[1])",
+        capture=True,
+    )
+    api = f"{live_platform.portal_url}/e2b"
+    intruder = {"X-API-Key": out.strip().splitlines()[-1]}
+    with httpx.Client(base_url=api, timeout=30) as http, Sandbox.create(timeout=120) as victim:
+        mine = http.post(
+            "/sandboxes", json={"templateID": "code-interpreter-v1", "timeout": 60}, headers=intruder
+        )
+        assert mine.status_code == 201, mine.text
+        mine = mine.json()
+        try:
+            theirs = victim.sandbox_id
+            attempts = {
+                "get": http.get(f"/sandboxes/{theirs}", headers=intruder),
+                "connect": http.post(
+                    f"/sandboxes/{theirs}/connect", json={"timeout": 3600}, headers=intruder
+                ),
+                "connect v2": http.post(f"/v2/sandboxes/{theirs}/connect", json={}, headers=intruder),
+                "timeout": http.post(f"/sandboxes/{theirs}/timeout", json={"timeout": 1}, headers=intruder),
+                "kill": http.delete(f"/sandboxes/{theirs}", headers=intruder),
+            }
+            assert {what: r.status_code for what, r in attempts.items()} == dict.fromkeys(attempts, 404)
+            assert all("envdAccessToken" not in r.text for r in attempts.values())
+            listed = http.get("/v2/sandboxes", headers=intruder).json()
+            assert [s["sandboxID"] for s in listed] == [mine["sandboxID"]]
+
+            def data_plane(port: str, path: str, token_header: str, token: str, **kwargs):
+                headers = {"E2b-Sandbox-Id": theirs, "E2b-Sandbox-Port": port, token_header: token}
+                return http.request(kwargs.pop("method", "GET"), path, headers=headers, **kwargs)
+
+            wrong = [
+                data_plane(
+                    "49999",
+                    "/execute",
+                    "X-Access-Token",
+                    mine["envdAccessToken"],
+                    method="POST",
+                    json={"code": "open('/etc/hostname').read()"},
+                ),
+                data_plane(
+                    "49999",
+                    "/contexts",
+                    "E2B-Traffic-Access-Token",
+                    mine["trafficAccessToken"],
+                    method="POST",
+                    json={"language": "python"},
+                ),
+                data_plane(
+                    "49983",
+                    "/files",
+                    "X-Access-Token",
+                    mine["envdAccessToken"],
+                    params={"path": "/home/user/secret.txt"},
+                ),
+                data_plane("49983", "/health", "X-Access-Token", ""),
+            ]
+            assert [r.status_code for r in wrong] == [401, 401, 401, 401]
+        finally:
+            http.delete(f"/sandboxes/{mine['sandboxID']}", headers=intruder)
+        victim.files.write("secret.txt", "the victim's")
+        assert victim.run_code("6 * 7").text == "42"
+        assert victim.files.read("secret.txt") == "the victim's"
+        assert victim.get_info().end_at.timestamp() > time.time() + 60  # the intruder's timeout did nothing
+
+
 # --- hks_sdk --------------------------------------------------------------------------------------------
 
 
