@@ -31,7 +31,8 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Exists, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from functions import selectors
@@ -80,15 +81,16 @@ PRUNE_BATCH = 200  # revisions one prune removes at most; the rest go on the nex
 PRUNE_DUE_BATCH = 100  # functions one catch-up run prunes at most
 
 
+UNFINISHED = [BuildStatus.QUEUED, BuildStatus.RUNNING]
+
+
 def _prunable(function: Function) -> list[Revision]:
     """The function's revisions past its history that nothing needs: oldest first."""
     keep = settings.HKS_REVISION_HISTORY
     newest = list(function.revisions.order_by("-number").values_list("pk", flat=True)[:keep])
     serving = Function.objects.filter(pk=function.pk).values_list("current_revision", "desired_revision")
     protected = [pk for pair in serving for pk in pair if pk is not None]
-    candidates = function.revisions.exclude(pk__in=newest + protected).exclude(
-        builds__status__in=[BuildStatus.QUEUED, BuildStatus.RUNNING]
-    )
+    candidates = function.revisions.exclude(pk__in=newest + protected).exclude(builds__status__in=UNFINISHED)
     return list(candidates.order_by("number")[:PRUNE_BATCH])
 
 
@@ -133,14 +135,22 @@ def revisions_prune(*, function: Function) -> list[int]:
 
 
 def functions_prune_due() -> list[int]:
-    """Ids of live functions holding more revisions than their history: beat's catch-up prunes them."""
-    over = (
-        Function.objects.alive()
-        .exclude(status=FunctionStatus.DELETING)
-        .annotate(stored=Count("revisions"))
-        .filter(stored__gt=settings.HKS_REVISION_HISTORY)
+    """Ids of live functions with a revision to prune (as ``_prunable`` decides, in one query): beat's
+    catch-up. A function whose extra revisions are all protected (the one a rollback serves) is not one, so
+    it never takes a place in the batch from those that have one."""
+    keep = settings.HKS_REVISION_HISTORY
+    nth_newest = (
+        Revision.objects.filter(function=OuterRef(OuterRef("pk"))).order_by("-number").values("number")
+    )[keep - 1 : keep]
+    none = Value(0, output_field=IntegerField())  # no revision has pk 0: "not the serving one" when none
+    old = (
+        Revision.objects.filter(function=OuterRef("pk"), number__lt=Subquery(nth_newest))
+        .exclude(pk=Coalesce(OuterRef("current_revision"), none))
+        .exclude(pk=Coalesce(OuterRef("desired_revision"), none))
+        .exclude(builds__status__in=UNFINISHED)
     )
-    return list(over.order_by("pk").values_list("pk", flat=True)[:PRUNE_DUE_BATCH])
+    due = Function.objects.alive().exclude(status=FunctionStatus.DELETING).filter(Exists(old))
+    return list(due.order_by("pk").values_list("pk", flat=True)[:PRUNE_DUE_BATCH])
 
 
 def _mib(size: int) -> str:
