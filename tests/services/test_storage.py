@@ -1,10 +1,12 @@
 """Which functions beat's catch-up prunes, and which of their revisions: only revisions past the history that
 nothing needs (not the serving one, not one being built), so functions that rolled back never crowd the
-batch. The pruning itself, on a real runtime: tests/api/test_storage_limits.py."""
+batch; a rollback racing a prune. The pruning itself, on a real runtime: tests/api/test_storage_limits.py."""
 
 import pytest
 
+from functions.errors import ServiceError
 from functions.models import Build, BuildStatus, FunctionStatus, Revision
+from functions.services import functions as services_functions
 from functions.services import storage as services_storage
 from tests.support.factories import FunctionFactory
 
@@ -59,3 +61,16 @@ def test_deleted_functions_are_reclaimed_whole_not_pruned(project):
     _revisions(function, 3)
     assert services_storage.functions_prune_due() == []
     assert services_storage.revisions_prune(function=function) == []
+
+
+def test_a_rollback_to_a_revision_pruned_meanwhile_is_a_409(project, developer):
+    function = FunctionFactory(project=project, status=FunctionStatus.READY)
+    first, *_ = _revisions(function, 3)
+    Revision.objects.filter(pk=first.pk).update(artifact="/srv/artifacts/a")
+    first.refresh_from_db()  # what the API's selector read, before the prune removed it
+    Revision.objects.filter(pk=first.pk).delete()
+    with pytest.raises(ServiceError) as refused:
+        services_functions.revision_rollback(function=function, revision=first, user=developer)
+    assert refused.value.code == 409 and "no longer stored" in refused.value.message
+    function.refresh_from_db()
+    assert function.desired_revision is None and function.status == FunctionStatus.READY
