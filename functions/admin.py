@@ -12,7 +12,7 @@ from functions.services import functions as services
 from functions.services import projects as services_projects
 from functions.services.audit import audit
 
-QUOTA_FIELDS = ("max_sessions", "max_executions_per_minute", "max_cpu_seconds_per_day")
+QUOTA_FIELDS = ("max_sessions", "max_executions_per_minute", "max_cpu_seconds_per_day", "max_storage_mb")
 
 admin.site.site_header = "HKS Functions operations"
 admin.site.site_title = "HKS Functions"
@@ -42,15 +42,17 @@ class ProjectAdmin(admin.ModelAdmin):
         "cpu_seconds_today",
         "cpu_seconds_month",
         "max_cpu_seconds_per_day",
+        "max_storage_mb",
         "created_at",
     ]
-    # Operators change the agent quotas right in the list (each change is audited as project.quotas).
-    list_editable = ["max_sessions", "max_executions_per_minute", "max_cpu_seconds_per_day"]
+    # Operators change these quotas right in the list (each change is audited as project.quotas).
+    list_editable = list(QUOTA_FIELDS)
     list_filter = ["backend", "created_at"]
     search_fields = ["slug", "name", "namespace"]
     readonly_fields = [
         "created_at",
         "has_kubeconfig",
+        "storage_used",
         "cluster_state",
         "cluster_message",
         "cluster_synced_at",
@@ -69,6 +71,8 @@ class ProjectAdmin(admin.ModelAdmin):
                     "max_cpu_seconds_per_day",
                     "max_cpu_millicores",
                     "max_memory_mb",
+                    "max_storage_mb",
+                    "storage_used",
                 ]
             },
         ),
@@ -81,6 +85,12 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return selectors.projects_with_agent_usage(queryset=super().get_queryset(request))
+
+    @admin.display(description="Storage used")
+    def storage_used(self, obj):
+        """Archives and artifacts of its stored revisions (the /ops/ overview lists it for every project)."""
+        used = selectors.project_storage_used(project=obj) if obj.pk else 0
+        return f"{used / (1 << 20):.1f} MiB of {obj.max_storage_mb} MiB"
 
     @admin.display(description="Sessions running", ordering="usage_sessions_running")
     def sessions_running(self, obj):
@@ -141,7 +151,15 @@ class RevisionInline(admin.TabularInline):
     model = models.Revision
     extra = 0
     can_delete = False
-    fields = ["number", "content_hash", "size_bytes", "artifact", "created_by", "created_at"]
+    fields = [
+        "number",
+        "content_hash",
+        "size_bytes",
+        "artifact",
+        "artifact_bytes",
+        "created_by",
+        "created_at",
+    ]
     readonly_fields = fields
     show_change_link = True
 

@@ -47,6 +47,9 @@ class Project(models.Model):
     max_cpu_seconds_per_day = models.PositiveIntegerField(
         default=0, help_text="CPU seconds agent executions and sessions may use per day (UTC); 0: no limit"
     )
+    max_storage_mb = models.PositiveIntegerField(
+        default=5120, help_text="MiB the kept revisions' source archives and built artifacts may take"
+    )
     created_at = models.DateTimeField(default=dj_timezone.now)
     cluster_state = models.CharField(max_length=16, choices=ClusterState.choices, blank=True, default="")
     cluster_message = models.TextField(blank=True)
@@ -288,6 +291,9 @@ class Revision(models.Model):
     size_bytes = models.PositiveIntegerField(default=0)
     config = models.JSONField(default=dict, blank=True, help_text="func.yaml as deployed")
     artifact = models.CharField(max_length=500, blank=True)
+    # The artifact's size on disk as the local runtime measured it after the build; 0 when unknown (an image
+    # on a registry, a runtime older than the measurement). Counted once per artifact in the storage quota.
+    artifact_bytes = models.PositiveBigIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

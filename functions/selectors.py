@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404
 from django.utils import timezone
 
@@ -94,8 +95,33 @@ def function_get_for_user(
 def revision_get(*, function: Function, number: int) -> Revision:
     revision = function.revisions.filter(number=number).first()
     if revision is None:
+        latest = function.revisions.order_by("-number").values_list("number", flat=True).first()
+        if latest is not None and 0 < number < latest:  # it existed: pruned (services/storage.py)
+            raise Http404(
+                f"Revision {number} is no longer stored: a function keeps its newest "
+                f"{settings.HKS_REVISION_HISTORY} revisions and the one it serves."
+            )
         raise Http404("No such revision.")
     return revision
+
+
+def storage_used(*, project_ids: list[int]) -> dict[int, int]:
+    """Bytes each project's stored revisions take: their source archives, plus each artifact they record
+    once (identical sources in a project share one; an artifact never crosses projects, the runtime names
+    it after its project). A deleted function's revisions count until they are reclaimed: their files are
+    still on disk. Two queries, whatever the number of projects."""
+    used = dict.fromkeys(project_ids, 0)
+    revisions = Revision.objects.filter(function__project_id__in=project_ids)
+    for row in revisions.values("function__project_id").annotate(n=Sum("size_bytes")):
+        used[row["function__project_id"]] += row["n"] or 0
+    artifacts = revisions.exclude(artifact="").values("function__project_id", "artifact")
+    for row in artifacts.annotate(n=Max("artifact_bytes")):
+        used[row["function__project_id"]] += row["n"] or 0
+    return used
+
+
+def project_storage_used(*, project: Project) -> int:
+    return storage_used(project_ids=[project.pk])[project.pk]
 
 
 def builds_for_function(*, function: Function) -> QuerySet[Build]:
@@ -232,6 +258,8 @@ def project_agent_usage(*, project: Project, now: dt.datetime | None = None) -> 
         "max_executions_per_minute": project.max_executions_per_minute,
         "cpu_seconds_today": today["cpu_seconds"],
         "max_cpu_seconds_per_day": project.max_cpu_seconds_per_day,
+        "storage_used_bytes": project_storage_used(project=project),
+        "max_storage_mb": project.max_storage_mb,
         "today": today,
         "month": _totals(rows.filter(hour__gte=month)),
     }

@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from .envtools import env_bool, env_int, env_list, env_str
 
@@ -298,6 +299,11 @@ HKS_MAX_ARCHIVE_MEMBERS = env_int("HKS_MAX_ARCHIVE_MEMBERS", 5000)
 HKS_EPHEMERAL_TTL_SECONDS = env_int("HKS_EPHEMERAL_TTL_SECONDS", 900)
 # A deleted function's archives, artifacts and rows stay this long (agents' functions: not at all).
 HKS_DELETED_RETENTION_SECONDS = env_int("HKS_DELETED_RETENTION_SECONDS", 7 * 24 * 3600)
+# A function keeps its newest this many revisions (and the one it serves); older ones are pruned - their
+# archive, their artifact when nothing else records it, their row - so deploying in a loop fills no disk.
+HKS_REVISION_HISTORY = env_int("HKS_REVISION_HISTORY", 10)
+if HKS_REVISION_HISTORY < 1:
+    raise ImproperlyConfigured(f"HKS_REVISION_HISTORY must be at least 1, got {HKS_REVISION_HISTORY}")
 HKS_INTERNAL_JWT_TTL_SECONDS = env_int("HKS_INTERNAL_JWT_TTL_SECONDS", 300)
 # How much longer than a function's timeout the portal waits for the backend's own answer (a 504 naming it).
 HKS_INVOKE_GRACE_SECONDS = env_int("HKS_INVOKE_GRACE_SECONDS", 5)

@@ -635,6 +635,12 @@ def _disk_use(root: Path) -> int:
     return total
 
 
+def artifact_bytes(artifact: Path) -> int:
+    """What a built artifact takes on disk, for the portal's storage quota. Files it hard-links from the
+    project's dependency cache count in full: an evicted cache entry leaves them to the artifact alone."""
+    return _disk_use(artifact)
+
+
 def _check_disk(proc, work: Path | None) -> None:
     if work is not None and _disk_use(work) > BUILD_MAX_DISK_MB << 20:
         proc.terminate(grace=0)

@@ -10,7 +10,8 @@
                                                        ready revision of each
     POST   /v1/builds                                  {runtime, archive_path, content_hash[, profile,
                                                        namespace]}: ndjson stream
-                                                       of {"log": line}..., then {"artifact": dir} or
+                                                       of {"log": line}..., then {"artifact": dir,
+                                                       "bytes": its size on disk} or
                                                        {"error": message, "permanent": bool}
     DELETE /v1/artifacts/{content_hash}                free a built artifact: 200 {"deleted": bool}, or 409
                                                        while a function's revision or a fresh build uses it
@@ -240,7 +241,7 @@ class ControlApi:
                 )
                 if reused:  # a second revision of this content, maybe not recorded by the portal yet
                     self.reused_at[name] = time.monotonic()
-                return {"artifact": str(artifact)}
+                return {"artifact": str(artifact), "bytes": builder.artifact_bytes(artifact)}
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 permanent = isinstance(exc, builder.BuildError)
                 return {"error": getattr(exc, "message", None) or str(exc), "permanent": permanent}

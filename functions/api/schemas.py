@@ -44,7 +44,7 @@ class UsageTotals(Schema):
 
 
 class UsageOut(Schema):
-    """A project's agent quotas beside their use (UTC days and months)."""
+    """A project's agent and storage quotas beside their use (UTC days and months)."""
 
     project: str
     sessions_running: int
@@ -53,6 +53,10 @@ class UsageOut(Schema):
     max_executions_per_minute: int
     cpu_seconds_today: float
     max_cpu_seconds_per_day: int = Field(..., description="0: no daily CPU limit")
+    storage_used_bytes: int = Field(
+        ..., description="source archives of the stored revisions, plus each built artifact they record once"
+    )
+    max_storage_mb: int = Field(..., description="past it, a new revision's upload is refused (409)")
     today: UsageTotals
     month: UsageTotals
 

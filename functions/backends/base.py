@@ -63,6 +63,7 @@ class BuildSpec:
 class BuildResult:
     artifact: str  # local: prepared directory; cluster: image reference
     log: str = ""
+    artifact_bytes: int = 0  # its size on disk (the local runtime measures it); 0: unknown (an image)
 
 
 @dataclass(frozen=True)

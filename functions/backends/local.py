@@ -116,7 +116,10 @@ class LocalBackend(FunctionBackend):
                         if on_log:
                             on_log(item["log"])
                     elif "artifact" in item:
-                        return BuildResult(artifact=item["artifact"], log="\n".join(lines))
+                        size = _byte_count(item.get("bytes"))
+                        return BuildResult(
+                            artifact=item["artifact"], log="\n".join(lines), artifact_bytes=size
+                        )
                     elif "error" in item:
                         raise BackendError(item["error"], permanent=bool(item.get("permanent")))
         except httpx.HTTPError as exc:
@@ -223,6 +226,11 @@ def _log_line(item: dict) -> LogLine:
         stream=item["stream"],
         text=item["text"],
     )
+
+
+def _byte_count(value) -> int:
+    """A build answer's ``bytes``; 0 when there is none (a runtime older than the storage quota)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _error(response: httpx.Response) -> BackendError:

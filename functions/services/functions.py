@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from functions.backends import BackendError, function_ref, get_backend
@@ -30,7 +30,7 @@ from functions.models import (
     SandboxProfile,
 )
 from functions.secret_env import MAX_SECRET_BYTES, secret_env_updated, secret_env_version, secret_values
-from functions.services import enqueue, usage
+from functions.services import enqueue, storage, usage
 from functions.services.audit import audit
 from functions.sources.archives import ArchiveError, inspect_archive
 from functions.sources.funcyaml import FuncYamlError, parse_func_yaml
@@ -175,6 +175,10 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
         raise ServiceError(
             f"func.yaml says runtime {config.runtime!r} but {function.name} is a {function.runtime} function"
         )
+    # The project's row first (as function_create): concurrent uploads to its functions check the storage
+    # quota one after another, so two cannot both fit in the same free space.
+    project = Project.objects.select_for_update().get(pk=function.project_id)
+    storage.storage_quota_check(project=project, adding=len(archive))
     function = Function.objects.select_for_update().get(pk=function.pk)
     _apply_config(function, config)
     _check_resources(function.project, cpu_millicores=function.cpu_millicores, memory_mb=function.memory_mb)
@@ -213,9 +217,10 @@ def function_deploy_or_create(
 
 
 def _revision_store(function: Function, revision: Revision, info, user) -> Revision:
-    reusable = _reusable_artifact(function, info.content_hash)
-    if reusable:
-        revision.artifact = reusable
+    previous = _reusable_revision(function, info.content_hash)
+    reusable = previous.artifact if previous else ""
+    if previous:
+        revision.artifact, revision.artifact_bytes = previous.artifact, previous.artifact_bytes
     try:
         with transaction.atomic():
             revision.save()
@@ -249,14 +254,17 @@ def _revision_store(function: Function, revision: Revision, info, user) -> Revis
     return revision
 
 
-def _reusable_artifact(function: Function, content_hash: str) -> str:
-    previous = (
-        Revision.objects.filter(function=function, content_hash=content_hash)
-        .exclude(artifact="")
-        .order_by("-number")
-        .first()
-    )
-    return previous.artifact if previous else ""
+def _reusable_revision(function: Function, content_hash: str) -> Revision | None:
+    """A built revision of the same source whose artifact the new one may reuse - only one that pruning
+    (services/storage.py) cannot take from under it: one of the newest ``HKS_REVISION_HISTORY - 1`` (the new
+    revision keeps them among the newest N) or the one the function serves. An older source is built again;
+    the runtime answers with its artifact if it is still there, and guards it while the portal records it."""
+    recent = function.revisions.order_by("-number").values_list("pk", flat=True)
+    kept = Q(pk__in=list(recent[: settings.HKS_REVISION_HISTORY - 1]))
+    if function.current_revision_id:
+        kept |= Q(pk=function.current_revision_id)
+    same = Revision.objects.filter(function=function, content_hash=content_hash).exclude(artifact="")
+    return same.filter(kept).order_by("-number").first()
 
 
 def build_run(*, build: Build) -> bool:
@@ -285,7 +293,9 @@ def build_run(*, build: Build) -> bool:
         sandbox_profile=function.sandbox_profile,
     )
     result = get_backend(function.project).build(spec, on_log=on_log)
-    Revision.objects.filter(pk=revision.pk).update(artifact=result.artifact)
+    Revision.objects.filter(pk=revision.pk).update(
+        artifact=result.artifact, artifact_bytes=result.artifact_bytes
+    )
     Build.objects.filter(pk=build.pk).update(
         status=BuildStatus.SUCCEEDED,
         finished_at=timezone.now(),
@@ -366,16 +376,18 @@ def service_spec(function: Function, revision: Revision) -> ServiceSpec:
     )
 
 
-def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> None:
-    """Apply a built revision and wait for it to be ready; raise BackendError when it is not."""
+def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> bool:
+    """Apply a built revision and wait for it to be ready; raise BackendError when it is not. Returns True
+    when the revision serves now (its function's older revisions may then be pruned), False when the
+    function went or a newer revision was asked for meanwhile."""
     function = Function.objects.select_related("project").get(pk=revision.function_id)
     if not function.is_alive:
-        return
+        return False
     if function.desired_revision_id not in (None, revision.pk):
         log.info(
             "not deploying %s: revision %s was asked for since", revision.name, function.desired_revision_id
         )
-        return
+        return False
     Function.objects.filter(pk=function.pk).update(status=FunctionStatus.DEPLOYING)
     enqueue.push(function.pk)
     backend = get_backend(function.project)
@@ -405,10 +417,19 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> Non
         deployed_at=function.deployed_at if redeployed else timezone.now(),
     )
     enqueue.push(function.pk)
+    return True
 
 
 @transaction.atomic
 def revision_rollback(*, function: Function, revision: Revision, user) -> None:
+    # The function's row lock orders this with pruning (services/storage.py), which holds it too.
+    Function.objects.select_for_update().filter(pk=function.pk).first()
+    if not Revision.objects.filter(pk=revision.pk).exists():
+        raise ServiceError(
+            f"revision {revision.number} is no longer stored: a function keeps its newest "
+            f"{settings.HKS_REVISION_HISTORY} revisions and the one it serves",
+            code=409,
+        )
     if not revision.artifact:
         raise ServiceError(f"revision {revision.number} was never built; it cannot take traffic", code=409)
     enqueue.tasks_queue_check()

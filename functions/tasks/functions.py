@@ -54,12 +54,14 @@ def deploy_revision(self, revision_id: int) -> None:
     revision = Revision.objects.select_related("function__project").filter(pk=revision_id).first()
     if revision is None:
         return
-    drive(
+    served = drive(
         self,
         lambda: services.revision_deploy_run(revision=revision),
         lambda msg: services.function_mark_failed(function=revision.function, message=msg),
         function_id=revision.function_id,
     )
+    if served:  # a new revision serves: the function's oldest ones may go now
+        prune_revisions.delay(revision.function_id)
 
 
 @shared_task(name="functions.tasks.delete_function", bind=True, acks_late=True, **RETRY)
@@ -92,12 +94,31 @@ def reclaim_storage(self, function_id: int) -> None:
         raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
 
 
+@shared_task(name="functions.tasks.prune_revisions", bind=True, acks_late=True, **RETRY)
+def prune_revisions(self, function_id: int) -> None:
+    """Remove a function's revisions past its history; beat's ``reclaim_due`` catches up on any left."""
+    function = Function.objects.select_related("project").filter(pk=function_id).first()
+    if function is None:
+        return
+    try:
+        services_storage.revisions_prune(function=function)
+    except BackendError as exc:
+        if exc.permanent or self.request.retries >= self.max_retries:
+            log.warning("pruning the revisions of %s failed: %s", function, exc.message)
+            return
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+
+
 @shared_task(name="functions.tasks.reclaim_due")
 def reclaim_due() -> int:
+    """Reclaim the deleted functions that are due, and prune the histories that grew past their limit."""
     due = services_storage.functions_reclaim_due()
     for function_id in due:
         reclaim_storage.delay(function_id)
-    return len(due)
+    over = services_storage.functions_prune_due()
+    for function_id in over:
+        prune_revisions.delay(function_id)
+    return len(due) + len(over)
 
 
 @shared_task(name="functions.tasks.collect_expired")

@@ -73,7 +73,7 @@ def prometheus_health() -> Health:
 
 def project_rows() -> list[Project]:
     """Every project with its function and member counts and its agent usage (``usage_*``, annotated on
-    the projects' query): three queries, whatever the number of rows (one join of functions and memberships
+    the projects' query): five queries, whatever the number of rows (one join of functions and memberships
     would multiply them)."""
     alive = ~Q(status=FunctionStatus.DELETED)
     counts = {
@@ -89,7 +89,9 @@ def project_rows() -> list[Project]:
         row["project_id"]: row["n"] for row in Membership.objects.values("project_id").annotate(n=Count("pk"))
     }
     projects = list(selectors.projects_with_agent_usage(queryset=Project.objects.order_by("slug")))
+    storage = selectors.storage_used(project_ids=[p.pk for p in projects])
     for p in projects:
+        p.storage_used_mb = storage[p.pk] / (1 << 20)
         row = counts.get(p.pk, {})
         p.functions_alive, p.functions_ready = row.get("alive", 0), row.get("ready", 0)
         p.functions_failed, p.functions_agent = row.get("failed", 0), row.get("agent", 0)

@@ -1,8 +1,10 @@
-"""The project's agent usage page: its quotas beside what is used of them, today's and this month's totals,
-and (owners) a form to change the quotas. Viewers and operators read it; outsiders get 404."""
+"""The project's usage page: its agent and storage quotas beside what is used of them, today's and this
+month's agent totals, and (owners) a form to change the agent quotas. Viewers and operators read it;
+outsiders get 404."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -37,8 +39,7 @@ def project_usage(request, project: str):
                 messages.success(request, "Quotas saved.")
                 return redirect("project_usage", project=project_obj.slug)
     usage = selectors.project_agent_usage(project=project_obj)
-    return render(
-        request,
-        "functions/project_usage.html",
-        {"project": project_obj, "usage": usage, "form": form, "may_change": may_change},
-    )
+    usage["storage_used_mb"] = usage["storage_used_bytes"] / (1 << 20)
+    context = {"project": project_obj, "usage": usage, "form": form, "may_change": may_change}
+    context["revision_history"] = settings.HKS_REVISION_HISTORY
+    return render(request, "functions/project_usage.html", context)
