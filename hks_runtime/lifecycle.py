@@ -270,8 +270,11 @@ class InstanceLifecycle:
         self.on_promote()
 
     def retire(self, fn: FunctionState, rev: RevisionState) -> None:
-        """Drain and stop every instance of a revision that no longer takes traffic."""
-        fn.retired.append(rev)
+        """Drain and stop every instance of a revision that no longer takes traffic. It stays among the
+        function's revisions (its artifact in use) while any of them is still running - they are all in
+        ``rev.instances`` from the moment they are started - and not at all when none is (scaled to zero)."""
+        if rev.instances:
+            fn.retired.append(rev)
         for inst in list(rev.instances):
             background.start(self.stop(inst, drain=True))
         self.forget_metrics(fn, rev)

@@ -155,7 +155,7 @@ def session_create(
         cluster_sessions.check(project)
     usage.cpu_quota_check(project=project)
     with transaction.atomic():
-        locked = Project.objects.select_for_update().get(pk=project.pk)
+        locked = Project.objects.select_for_update(no_key=True).get(pk=project.pk)
         held = AgentSession.objects.filter(project=locked, status=SessionStatus.RUNNING)
         running = held.count()
         if running >= locked.max_sessions:

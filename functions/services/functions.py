@@ -107,7 +107,7 @@ def function_create(
         raise ServiceError(exc.messages[0]) from exc
     if runtime not in ("node", "python"):
         raise ServiceError(f"runtime {runtime!r} is not supported (use node or python)")
-    Project.objects.select_for_update().get(pk=project.pk)  # serialise quota checks per project
+    Project.objects.select_for_update(no_key=True).get(pk=project.pk)  # serialise quota checks per project
     if Function.objects.alive().filter(project=project, name=name).exists():
         raise ServiceError(f"a function named {name!r} already exists in {project.slug}", code=409)
     _check_quota(project, ephemeral=ephemeral)
@@ -176,10 +176,13 @@ def function_deploy(*, function: Function, archive: bytes, user) -> Revision:
             f"func.yaml says runtime {config.runtime!r} but {function.name} is a {function.runtime} function"
         )
     # The project's row first (as function_create): concurrent uploads to its functions check the storage
-    # quota one after another, so two cannot both fit in the same free space.
-    project = Project.objects.select_for_update().get(pk=function.project_id)
+    # quota one after another, so two cannot both fit in the same free space. FOR NO KEY UPDATE, here and for
+    # every lock on a project or function row: it orders the lockers, but does not stop other transactions
+    # inserting rows that refer to the row (PostgreSQL's FOR KEY SHARE), such as the audit event a prune
+    # writes while it holds the function's lock - with FOR UPDATE the two deadlocked.
+    project = Project.objects.select_for_update(no_key=True).get(pk=function.project_id)
     storage.storage_quota_check(project=project, adding=len(archive))
-    function = Function.objects.select_for_update().get(pk=function.pk)
+    function = Function.objects.select_for_update(no_key=True).get(pk=function.pk)
     _apply_config(function, config)
     _check_resources(function.project, cpu_millicores=function.cpu_millicores, memory_mb=function.memory_mb)
     last = function.revisions.order_by("-number").first()
@@ -423,7 +426,7 @@ def revision_deploy_run(*, revision: Revision, wait_seconds: float = 120) -> boo
 @transaction.atomic
 def revision_rollback(*, function: Function, revision: Revision, user) -> None:
     # The function's row lock orders this with pruning (services/storage.py), which holds it too.
-    Function.objects.select_for_update().filter(pk=function.pk).first()
+    Function.objects.select_for_update(no_key=True).filter(pk=function.pk).first()
     if not Revision.objects.filter(pk=revision.pk).exists():
         raise ServiceError(
             f"revision {revision.number} is no longer stored: a function keeps its newest "

@@ -104,7 +104,7 @@ def revisions_prune(*, function: Function) -> list[int]:
     if not function.is_alive:
         return []  # a deleted function is reclaimed whole (function_storage_reclaim)
     with transaction.atomic():
-        Function.objects.select_for_update().filter(pk=function.pk).first()
+        Function.objects.select_for_update(no_key=True).filter(pk=function.pk).first()
         victims = _prunable(function)
         ids = [r.pk for r in victims]
         artifacts = {r.artifact for r in victims if r.artifact}

@@ -111,6 +111,26 @@ def test_the_runtime_refuses_to_free_an_artifact_a_function_serves(
     assert bad.status_code in (400, 404)
 
 
+def test_a_replaced_revision_scaled_to_zero_frees_its_artifact_at_once(
+    celery_worker, project, developer, api_client_for, runtime_daemon
+):
+    """A revision replaced while it ran no instance is not kept "in use" by the runtime: its artifact can
+    be freed at once (pruning, reclaim), not only once some other instance of the function has exited."""
+    client = api_client_for(developer)
+    function = _deploy(client, "idle", body=INDEX.replace(b"true", b"1"))
+    first = Path(Revision.objects.get(function=function, number=1).artifact)
+    status = f"{runtime_daemon.control_url}/v1/namespaces/{project.effective_namespace}/functions/idle"
+    wait_for(
+        lambda: not httpx.get(status, headers=runtime_daemon.headers).json()["instances"], 60, "scale to zero"
+    )
+    _deploy(client, "idle", body=INDEX.replace(b"true", b"2"))
+    freed = httpx.delete(
+        f"{runtime_daemon.control_url}/v1/artifacts/{first.name}", headers=runtime_daemon.headers
+    )
+    assert freed.status_code == 200, freed.text
+    assert not first.exists()
+
+
 def _du(*roots: Path) -> int:
     return sum(
         p.stat().st_size for root in roots for p in root.rglob("*") if p.is_file() and not p.is_symlink()

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -191,36 +192,49 @@ def listener(host: str):
 
 @contextlib.contextmanager
 def outside_host():
-    """A TCP server on an address outside this host: a namespace of its own behind a veth pair."""
-    name, veth = f"hkst-peer-{os.getpid()}", f"hkst{os.getpid() % 100000}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    """A TCP server on an address outside this host: a network namespace of its own behind a veth pair.
+
+    The namespace is the server's own (``unshare --net``), named by its pid, not ``ip netns``' files under
+    /run/netns: those are bind mounts, and in CI's mount namespace one was once not there when ``ip netns
+    exec`` looked ("setting the network namespace ... failed: Invalid argument")."""
+    veth = f"hkst{os.getpid() % 100000}"
+    server = subprocess.Popen(
+        ["unshare", "--net", sys.executable, "-c", _ECHO_SERVER, PEER_NS_ADDR],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
+        own = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{server.pid}/ns/net") == own:  # until unshare(2) has run
+            assert time.monotonic() < deadline, "the peer's namespace did not come up"
+            time.sleep(0.01)
+        inside = ["nsenter", f"--net=/proc/{server.pid}/ns/net"]
         for argv in (
-            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "peer0", "netns", name],
+            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "peer0", "netns", str(server.pid)],
             ["ip", "addr", "add", f"{PEER_HOST}/30", "dev", veth],
             ["ip", "link", "set", veth, "up"],
-            ["ip", "-n", name, "addr", "add", f"{PEER_NS_ADDR}/30", "dev", "peer0"],
-            ["ip", "-n", name, "link", "set", "peer0", "up"],
+            [*inside, "ip", "addr", "add", f"{PEER_NS_ADDR}/30", "dev", "peer0"],
+            [*inside, "ip", "link", "set", "peer0", "up"],
         ):
             subprocess.run(argv, check=True)
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", name, sys.executable, "-c", _ECHO_SERVER, PEER_NS_ADDR],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            yield int(server.stdout.readline())
-        finally:
-            server.kill()
-            server.wait()
+        yield int(server.stdout.readline())
     finally:
+        server.kill()
+        server.wait()
         subprocess.run(["ip", "link", "del", veth], capture_output=True)
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
+# Binds once its address is there (the test adds it from outside after the namespace exists).
 _ECHO_SERVER = """
-import socket, sys
-s = socket.socket(); s.bind((sys.argv[1], 0)); s.listen(8)
+import socket, sys, time
+s = socket.socket()
+for _ in range(200):
+    try:
+        s.bind((sys.argv[1], 0)); break
+    except OSError:
+        time.sleep(0.05)
+s.listen(8)
 print(s.getsockname()[1], flush=True)
 while True:
     s.accept()[0].close()
