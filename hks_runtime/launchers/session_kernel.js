@@ -94,6 +94,20 @@ sandbox.__dirname = cwd;
 
 // --- modules: import/export declarations, TypeScript ----------------------------------------------------
 
+// Node's one-time "experimental feature" warnings for what the kernel uses on the code's behalf (TypeScript's
+// stripping, the dynamic import() below) would be printed on the stderr of the cell that first used them:
+// they are not the cell's output.
+const QUIET_WARNINGS = /stripTypeScriptTypes|USE_MAIN_CONTEXT_DEFAULT_LOADER/;
+const emitWarning = process.emitWarning;
+process.emitWarning = function (warning, ...rest) {
+  if (QUIET_WARNINGS.test(String(warning && warning.message ? warning.message : warning))) return undefined;
+  return emitWarning.call(this, warning, ...rest);
+};
+// `await import('m')` in a cell: Node's own ES module loader, resolving from the working directory (Node >=
+// 20.12; before it, dynamic import() stays unavailable in a cell)
+const DYNAMIC_IMPORT = vm.constants && vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER;
+const SCRIPT = { filename: FILENAME, ...(DYNAMIC_IMPORT ? { importModuleDynamically: DYNAMIC_IMPORT } : {}) };
+
 const cellRequire = sandbox.require;
 
 // What a rewritten import binds (see rewriteImports): `kind` "default" is the module's default export (an ES
@@ -200,10 +214,6 @@ function stripTypes(code) {
   if (typeof stripTypeScriptTypes !== 'function') {
     throw new Error(`TypeScript needs Node 22.13 or later (this sandbox has ${process.version})`);
   }
-  const emitWarning = process.emitWarning; // its "experimental feature" warning (once) is not the cell's
-  process.emitWarning = (warning, ...rest) => {
-    if (!/stripTypeScriptTypes/.test(String(warning))) emitWarning.call(process, warning, ...rest);
-  };
   try {
     const lines = code.split('\n');
     // `abstract class X` is blanked to `         class X`: back to the line's start, to be rewritten as one
@@ -218,8 +228,6 @@ function stripTypes(code) {
     } catch (transformError) {
       throw tsError(transformError);
     }
-  } finally {
-    process.emitWarning = emitWarning;
   }
 }
 
@@ -256,7 +264,7 @@ function compile(cell, typescript) {
   const source = rewriteSync(code);
   let syncError;
   try {
-    return new vm.Script(source, { filename: FILENAME });
+    return new vm.Script(source, SCRIPT);
   } catch (error) {
     // `await` outside an async function is an identifier to the parser: `[await f()]` fails as "Unexpected
     // identifier 'f'", so any code using the word gets the async reading too.
@@ -280,7 +288,7 @@ function compile(cell, typescript) {
   let first;
   for (const candidate of candidates) {
     try {
-      return new vm.Script(candidate, { filename: FILENAME, lineOffset: -1 });
+      return new vm.Script(candidate, { ...SCRIPT, lineOffset: -1 });
     } catch (error) {
       first = first || error;
     }

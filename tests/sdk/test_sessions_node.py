@@ -157,6 +157,7 @@ def test_hks_sdk_node_session_takes_es_imports(client, live_platform):  # noqa: 
             "[answer + one, m.default, m.one, c.two, two, deux]"
         )
         assert s.run(modules).result == [42, 41, 1, 2, 2, 2]
+        assert s.run("(await import('./m.mjs')).default + (await import('node:os')).EOL.length").result == 42
         # with a top-level await too, the bindings are the session's globals
         assert s.run(
             "import { readFile } from 'fs/promises'\nconst text = await readFile('c.cjs', 'utf8')"
