@@ -152,13 +152,12 @@ function importBindings(match) {
     const value = imported === 'default' ? `__hksImport(${from}, 'default')` : `__hksImport(${from})[${key}]`;
     bindings.push(`${local} = ${value}`);
   }
-  if (!name && !namespace && names === undefined && /^import\s*['"]/.test(text)) {
-    return `void __hksImport(${from});`; // `import 'm'`, for its side effects (the cell's value: undefined)
-  }
-  if (!bindings.length) return `void __hksImport(${from});`; // `import {} from 'm'`
-  // one `var` statement (the async reading turns `var a = x, b = y` into assignments to globals), and the
-  // declaration's line breaks kept, so the lines after it keep their numbers in stack traces
-  return `var ${bindings.join(', ')};${'\n'.repeat((text.match(/\n/g) || []).length)}`;
+  // the declaration's line breaks kept, so that the lines after it keep their numbers in stack traces
+  const breaks = '\n'.repeat((text.match(/\n/g) || []).length);
+  // `import 'm'` (or `import {} from 'm'`) is run for its side effects, the cell's value staying undefined
+  if (!bindings.length) return `void __hksImport(${from});${breaks}`;
+  // one `var` statement: the async reading turns `var a = x, b = y` into assignments to globals
+  return `var ${bindings.join(', ')};${breaks}`;
 }
 
 // Static import declarations starting a line (more than one on it, `import a from 'a'; import b from 'b'`,
