@@ -309,6 +309,9 @@ HKS_DELETED_RETENTION_SECONDS = env_int("HKS_DELETED_RETENTION_SECONDS", 7 * 24 
 HKS_REVISION_HISTORY = env_int("HKS_REVISION_HISTORY", 10)
 # Audit events, schedule runs and ended agent sessions older than this are removed (services/retention.py),
 # and a schedule keeps at most its newest HKS_SCHEDULE_RUNS_KEPT runs: no tenant grows the database forever.
+# Requests per minute each user may make to /api/v1, and each project's agents to /internal/v1 (429 with
+# Retry-After past it; 0: no limit): functions/api/throttling.py.
+HKS_API_REQUESTS_PER_MINUTE = env_int("HKS_API_REQUESTS_PER_MINUTE", 1200)
 HKS_HISTORY_RETENTION_DAYS = env_int("HKS_HISTORY_RETENTION_DAYS", 90)
 HKS_SCHEDULE_RUNS_KEPT = env_int("HKS_SCHEDULE_RUNS_KEPT", 1000)
 if HKS_REVISION_HISTORY < 1:
