@@ -9,7 +9,8 @@ round trips, and lets concurrent requests overwrite each other's.
 
 Who is counted is who the platform bills, so a caller cannot multiply its share by minting credentials: a
 user on ``/api/v1`` (however many API tokens or sessions it uses), a project on ``/internal/v1`` (however
-many agent credentials it has). ``HKS_API_REQUESTS_PER_MINUTE`` (0: no limit) is the budget of each.
+many agent credentials it has, and E2B's control plane, ``/e2b/sandboxes``, spends the same project's
+budget: functions/agents/e2b_api.py). ``HKS_API_REQUESTS_PER_MINUTE`` (0: no limit) is the budget of each.
 When Redis cannot be reached the request goes through: the throttle protects the portal, it must not be
 what takes it down.
 """
@@ -37,26 +38,35 @@ def caller_key(auth) -> str:
     return f"user:{getattr(auth, 'pk', auth)}"
 
 
+def spend(scope: str, caller: str) -> float | None:
+    """Count one request of ``caller`` (``caller_key``) in ``scope``; the seconds until its budget is back
+    when it is spent (refuse the request), else None."""
+    limit = settings.HKS_API_REQUESTS_PER_MINUTE
+    if not limit:
+        return None
+    now = clock()
+    window = int(now // WINDOW_SECONDS)
+    try:
+        count = cache.incr_window(f"throttle:{scope}:{caller}:{window}", timeout=WINDOW_SECONDS + 1)
+    except Exception as exc:  # noqa: BLE001 - any cache failure: let the request through
+        log.warning("API throttle skipped (the cache cannot be reached): %s", exc)
+        return None
+    return WINDOW_SECONDS - now % WINDOW_SECONDS if count > limit else None
+
+
 class CallerRateThrottle(BaseThrottle):
+    """django-ninja's hook: after authentication, before the view."""
+
     def __init__(self, scope: str):
         self.scope = scope
-        self.retry_after = float(WINDOW_SECONDS)
+        self.retry_after: float | None = None
 
     def allow_request(self, request) -> bool:
-        limit = settings.HKS_API_REQUESTS_PER_MINUTE
         auth = getattr(request, "auth", None)
-        if not limit or auth is None:
+        if auth is None:
             return True
-        now = clock()
-        window = int(now // WINDOW_SECONDS)
-        self.retry_after = WINDOW_SECONDS - now % WINDOW_SECONDS
-        key = f"throttle:{self.scope}:{caller_key(auth)}:{window}"
-        try:
-            count = cache.incr_window(key, timeout=WINDOW_SECONDS + 1)
-        except Exception as exc:  # noqa: BLE001 - any cache failure: let the request through
-            log.warning("API throttle skipped (the cache cannot be reached): %s", exc)
-            return True
-        return count <= limit
+        self.retry_after = spend(self.scope, caller_key(auth))
+        return self.retry_after is None
 
-    def wait(self) -> float:
+    def wait(self) -> float | None:
         return self.retry_after

@@ -56,8 +56,12 @@ def test_a_projects_agents_share_one_budget_and_another_projects_have_theirs(
     spent = [first.get(path).status_code for _ in range(LIMIT)]
     assert spent == [404] * LIMIT  # answered: the budget counts every authenticated call
     refused = second.get(path)
-    assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+    assert refused.status_code == 429 and refused["Retry-After"] == "50"
+    # E2B's control plane spends the same project's budget, with the same answer
+    e2b = Client().get("/e2b/v2/sandboxes", HTTP_X_API_KEY=agent_credential[1])
+    assert e2b.status_code == 429 and e2b["Retry-After"] == "50"
     assert other.get(path).status_code == 404
+    assert Client().get("/e2b/v2/sandboxes", HTTP_X_API_KEY=outsider_credential[1]).status_code == 200
 
 
 def test_without_redis_nobody_is_throttled(project, developer, api_client_for, tmp_path):
