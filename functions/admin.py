@@ -12,7 +12,13 @@ from functions.services import functions as services
 from functions.services import projects as services_projects
 from functions.services.audit import audit
 
-QUOTA_FIELDS = ("max_sessions", "max_executions_per_minute", "max_cpu_seconds_per_day", "max_storage_mb")
+QUOTA_FIELDS = (
+    "max_sessions",
+    "max_executions_per_minute",
+    "max_cpu_seconds_per_day",
+    "max_storage_mb",
+    "max_instances",
+)
 
 admin.site.site_header = "HKS Functions operations"
 admin.site.site_title = "HKS Functions"
@@ -43,6 +49,7 @@ class ProjectAdmin(admin.ModelAdmin):
         "cpu_seconds_month",
         "max_cpu_seconds_per_day",
         "max_storage_mb",
+        "max_instances",
         "created_at",
     ]
     # Operators change these quotas right in the list (each change is audited as project.quotas).
@@ -73,6 +80,7 @@ class ProjectAdmin(admin.ModelAdmin):
                     "max_memory_mb",
                     "max_storage_mb",
                     "storage_used",
+                    "max_instances",
                 ]
             },
         ),

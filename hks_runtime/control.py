@@ -6,8 +6,8 @@
                                                        {"deleted": bool, "cpu_seconds": the CPU its instances
                                                        used over its life, null when one had no figure}
     GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO (inclusive)&tail=N&follow=1
-    GET    /v1/functions[?namespace=ns]                what the daemon holds, with replicas and the latest
-                                                       ready revision of each
+    GET    /v1/functions[?namespace=ns]                what the daemon holds, with replicas, the latest
+                                                       ready revision and the status message of each
     POST   /v1/builds                                  {runtime, archive_path, content_hash[, profile,
                                                        namespace]}: ndjson stream
                                                        of {"log": line}..., then {"artifact": dir,
@@ -138,6 +138,7 @@ class ControlApi:
                 # what the portal shows (replicas 0 included), in the same call for every function
                 "replicas": len(fn.active.ready) if fn.active else 0,
                 "latest_ready_revision": fn.latest_ready,
+                "message": self.supervisor.message(fn),  # e.g. held back by the project's instance quota
             }
             for fn in self.supervisor.functions.values()
             if namespace is None or fn.spec.namespace == namespace

@@ -71,6 +71,7 @@ class Supervisor:
         self.autoscaler = Autoscaler(
             state=self.state, lifecycle=self.lifecycle, logs=logs, idle_seconds=idle_seconds
         )
+        self.lifecycle.on_room = self.autoscaler.resume
         self._tick: asyncio.Task | None = None
 
     @property
@@ -87,6 +88,7 @@ class Supervisor:
     # Desired state -------------------------------------------------------------------------------
 
     def apply(self, spec: FunctionSpec) -> None:
+        self._set_quota(spec)
         fn = self.functions.get((spec.namespace, spec.name))
         if fn is None:
             fn = self.functions[(spec.namespace, spec.name)] = FunctionState(spec)
@@ -100,11 +102,17 @@ class Supervisor:
         if self.state.router is not None:
             background.start(self.state.router.function(fn))
 
+    def _set_quota(self, spec: FunctionSpec) -> None:
+        """The project's instance quota as its most recent spec says; raised, it lets held functions start."""
+        if self.state.quotas.set_cap(spec.namespace, spec.project_max_instances):
+            asyncio.get_running_loop().call_soon(self.autoscaler.resume, spec.namespace)
+
     def keep_pool(self) -> None:
         self.prewarm.wanted({Shape.of(fn.spec) for fn in self.functions.values()})
 
     def restore(self, spec: FunctionSpec, latest_ready: str) -> None:
         """After a daemon restart: a revision that was ready comes back at zero instances (plus min-scale)."""
+        self._set_quota(spec)
         fn = self.functions[(spec.namespace, spec.name)] = FunctionState(spec, latest_ready)
         if latest_ready == spec.revision:
             fn.active = RevisionState(spec)
@@ -170,12 +178,18 @@ class Supervisor:
 
     # Status --------------------------------------------------------------------------------------
 
-    def status(self, fn: FunctionState) -> dict:
-        message = ""
+    def message(self, fn: FunctionState) -> str:
+        """Why the function does not run as its spec asks: a start that failed, or its project's quota."""
         if fn.pending is not None and fn.pending.start_error:
-            message = f"revision {fn.pending.name} failed to start: {fn.pending.start_error}"
-        elif fn.active is not None and fn.active.start_error:
-            message = fn.active.start_error
+            return f"revision {fn.pending.name} failed to start: {fn.pending.start_error}"
+        if fn.active is not None and fn.active.start_error:
+            return fn.active.start_error
+        if self.state.quotas.is_held(fn):
+            return self.state.quotas.message(fn)
+        return ""
+
+    def status(self, fn: FunctionState) -> dict:
+        message = self.message(fn)
         return {
             "exists": True,
             "ready": bool(fn.active) and fn.latest_ready == fn.spec.revision,

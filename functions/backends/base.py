@@ -84,6 +84,9 @@ class ServiceSpec:
     # ``secret_env_version`` changes whenever they do and reveals nothing about them.
     secret_env: dict[str, str] = field(default_factory=dict)
     secret_env_version: str = ""
+    # The project's quota of instances of all its functions at once, on the local runtime (0: none). A
+    # cluster bounds a namespace with its ResourceQuota instead (project_manifests.py).
+    project_max_instances: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class OwnedFunction:
     # The backend's report, when listing gives it for free (the local runtime does); None = ask status().
     replicas: int | None = None
     latest_ready_revision: str = ""
+    message: str | None = None  # the backend's status message, when listing gives it (None: not given)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ def spec_payload(spec: ServiceSpec) -> dict:
         "profile": spec.sandbox_profile,
         "visibility": spec.visibility,
         "labels": dict(spec.labels),
+        "project_max_instances": spec.project_max_instances,  # the runtime keeps the namespace's latest
     }
 
 
@@ -214,6 +215,7 @@ class LocalBackend(FunctionBackend):
                 labels=item.get("labels", {}),
                 replicas=item.get("replicas"),
                 latest_ready_revision=item.get("latest_ready_revision", ""),
+                message=item.get("message"),  # an older runtime gives none
             )
             for item in response.json()["functions"]
         ]

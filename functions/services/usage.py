@@ -9,6 +9,10 @@ per project per minute, so it costs no database write on the fast path. Quotas:
 - ``max_cpu_seconds_per_day``: CPU seconds of the day (UTC) so far; 0 means no limit. Once spent, new
   executions and sessions are refused until midnight UTC; running sessions are not stopped.
 
+``max_instances`` (function instances running at once on the local runtime) is not checked here: every
+spec carries it and the runtime holds back the starts past it (hks_runtime/quotas.py); it is changed here
+with the others.
+
 Every refusal is a ``ServiceError`` 429 with ``retry_after`` (seconds).
 """
 
@@ -128,14 +132,17 @@ def project_quotas_update(
     max_sessions: int | None = None,
     max_executions_per_minute: int | None = None,
     max_cpu_seconds_per_day: int | None = None,
+    max_instances: int | None = None,
 ) -> Project:
-    """Change a project's agent quotas and audit it. Operators (staff) set them; an owner (the caller checks
-    the role) may only lower them - to guard the project's own budget - since a tenant that could raise its
-    quotas would have none. ``max_cpu_seconds_per_day`` 0 means no limit, so an owner cannot set 0."""
+    """Change a project's agent quotas and its instance quota on the local runtime, and audit it.
+    Operators (staff) set them; an owner (the caller checks the role) may only lower them - to guard the
+    project's own budget - since a tenant that could raise its quotas would have none.
+    ``max_cpu_seconds_per_day`` 0 means no limit, so an owner cannot set 0; ``max_instances`` 0 too."""
     given = {
         "max_sessions": max_sessions,
         "max_executions_per_minute": max_executions_per_minute,
         "max_cpu_seconds_per_day": max_cpu_seconds_per_day,
+        "max_instances": max_instances,
     }
     changed = {}
     for field, value in given.items():
@@ -158,6 +165,6 @@ def project_quotas_update(
 
 
 def _raises(field: str, current: int, value: int) -> bool:
-    if field == "max_cpu_seconds_per_day":  # 0: no limit, the highest there is
+    if field in ("max_cpu_seconds_per_day", "max_instances"):  # 0: no limit, the highest there is
         return value == 0 and current != 0 or current != 0 and value > current
     return value > current

@@ -1,0 +1,140 @@
+"""A project's instance quota on the runtime (hks_runtime/quotas.py): the instances of all its functions
+at once stop at the cap its specs carry - min-scale is held at what fits, demand's scale-up stops there -
+while another project starts its own; a held function gets its place when one of the project's instances
+stops. Real daemon, real sandboxed Node functions. Debian package: bubblewrap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import dataclasses
+import time
+
+import httpx
+import pytest
+
+from functions.backends.base import FunctionRef, Scale
+from functions.backends.local import LocalBackend
+from tests.support.daemon_helpers import build, deploy, service, wait_for
+
+pytestmark = pytest.mark.runtime
+
+
+@pytest.fixture(scope="module")
+def artifact(runtime_daemon, tmp_path_factory):
+    backend = LocalBackend(runtime_daemon.control_url, runtime_daemon.token)
+    return build(backend, tmp_path_factory.mktemp("quota"), "shared", "node")
+
+
+@pytest.fixture
+def backend(runtime_daemon):
+    return LocalBackend(runtime_daemon.control_url, runtime_daemon.token)
+
+
+def spec(namespace: str, name: str, artifact: str, cap: int, scale: Scale, revision: int = 1):
+    base = service(name, "node", artifact, revision=revision, scale=scale, project_max_instances=cap)
+    return dataclasses.replace(base, ref=FunctionRef(project=namespace, namespace=namespace, function=name))
+
+
+def running(runtime_daemon, namespace: str) -> int:
+    """The namespace's instances the runtime holds (starting, ready or draining), all functions together."""
+    answer = httpx.get(
+        f"{runtime_daemon.control_url}/v1/functions",
+        params={"namespace": namespace},
+        headers=runtime_daemon.headers,
+    )
+    total = 0
+    for item in answer.json()["functions"]:
+        status = httpx.get(
+            f"{runtime_daemon.control_url}/v1/namespaces/{namespace}/functions/{item['name']}",
+            headers=runtime_daemon.headers,
+        ).json()
+        total += sum(1 for i in status["instances"] if i["state"] in ("starting", "ready", "draining"))
+    return total
+
+
+def system_lines(backend: LocalBackend, ref: FunctionRef, text: str) -> list[str]:
+    async def collect():
+        return [
+            line.text async for line in backend.logs(ref) if line.stream == "system" and text in line.text
+        ]
+
+    return asyncio.run(collect())
+
+
+def test_min_scale_past_the_quota_is_held_and_another_project_starts_its_own(
+    backend, artifact, runtime_daemon
+):
+    first, held = FunctionRef("quota-a", "quota-a", "first"), FunctionRef("quota-a", "quota-a", "held")
+    deploy(backend, spec("quota-a", "first", artifact, 3, Scale(min=2, max=4)))
+    deploy(backend, spec("quota-a", "held", artifact, 3, Scale(min=2, max=4)))
+    # The outsider deploys while quota-a is full: its own quota, its own instances.
+    other = FunctionRef("quota-b", "quota-b", "other")
+    deploy(backend, spec("quota-b", "other", artifact, 2, Scale(min=2, max=4)))
+    assert wait_for(lambda: backend.status(other).replicas == 2)
+
+    assert wait_for(lambda: backend.status(held).replicas == 1)
+    time.sleep(1.0)  # time for a start past the quota to show, if one were made
+    assert running(runtime_daemon, "quota-a") == 3
+    assert (backend.status(first).replicas, backend.status(held).replicas) == (2, 1)
+    assert backend.status(held).message == "held at 1 instance: project quota of 3 instances reached"
+    assert backend.status(first).message == ""
+    listed = {o.ref.function: o.message for o in backend.list_owned("quota-a", "quota-a")}
+    assert listed["held"] == "held at 1 instance: project quota of 3 instances reached"
+    assert len(system_lines(backend, held, "project quota of 3 instances reached")) == 1
+
+    # Scaled down (min 0, no requests: its instances go after the idle period): the held one gets its place.
+    backend.apply(spec("quota-a", "first", artifact, 3, Scale(min=0, max=4)))
+    assert wait_for(lambda: backend.status(held).replicas == 2, timeout=30)
+    assert backend.status(held).message == ""
+    assert running(runtime_daemon, "quota-a") <= 3
+    for ref in (first, held, other):
+        backend.delete(ref)
+
+
+def test_a_deleted_function_gives_its_places_to_the_one_waiting_longest(backend, artifact, runtime_daemon):
+    ns = "quota-c"
+    refs = {name: FunctionRef(ns, ns, name) for name in ("big", "early", "late")}
+    deploy(backend, spec(ns, "big", artifact, 3, Scale(min=2, max=2)))
+    deploy(backend, spec(ns, "early", artifact, 3, Scale(min=2, max=2)))  # 1 of 2: held first
+    assert wait_for(lambda: backend.status(refs["early"]).message.startswith("held at 1 instance"))
+    backend.apply(spec(ns, "late", artifact, 3, Scale(min=1, max=1)))  # no place for its first
+    assert wait_for(lambda: backend.status(refs["late"]).message.startswith("held at 0 instances"))
+    assert running(runtime_daemon, ns) == 3
+
+    backend.delete(refs["big"])  # two places: early's second, then late's first
+    assert wait_for(lambda: backend.status(refs["late"]).ready, timeout=30)
+    assert backend.status(refs["early"]).replicas == 2 and backend.status(refs["late"]).replicas == 1
+    assert (backend.status(refs["early"]).message, backend.status(refs["late"]).message) == ("", "")
+    for ref in refs.values():
+        backend.delete(ref)
+
+
+def test_scale_up_for_demand_stops_at_the_quota_and_the_requests_queue(backend, artifact, runtime_daemon):
+    ns, name = "quota-d", "busy"
+    ref = FunctionRef(ns, ns, name)
+    deploy(backend, spec(ns, name, artifact, 2, Scale(min=0, max=6, target_concurrency=1)))
+    url = f"{runtime_daemon.gateway_url}/{ns}/{name}/?sleep=1500"
+    seen: list[int] = []
+    with cf.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(httpx.get, url, timeout=60) for _ in range(6)]
+        while not all(f.done() for f in futures):
+            seen.append(running(runtime_daemon, ns))
+            time.sleep(0.05)
+        codes = [f.result().status_code for f in futures]
+    assert codes == [200] * 6  # they waited for the two instances, none failed
+    assert max(seen) == 2
+    held = system_lines(backend, ref, "project quota of 2 instances reached")
+    assert len(held) == 1  # said once, not once per request that wanted an instance
+    backend.delete(ref)
+
+
+def test_a_spec_without_a_quota_runs_as_before(backend, artifact, runtime_daemon):
+    """0 (or no field: an older portal) is no cap: min-scale is started in full."""
+    ns = "quota-e"
+    ref = FunctionRef(ns, ns, "plain")
+    deploy(backend, spec(ns, "plain", artifact, 0, Scale(min=3, max=3)))
+    assert wait_for(lambda: backend.status(ref).replicas == 3)
+    assert backend.status(ref).message == ""
+    backend.delete(ref)
