@@ -10,6 +10,7 @@ from django.utils import timezone
 from functions import models, selectors
 from functions.services import functions as services
 from functions.services import projects as services_projects
+from functions.services import usage as services_usage
 from functions.services.audit import audit
 
 QUOTA_FIELDS = (
@@ -127,6 +128,8 @@ class ProjectAdmin(admin.ModelAdmin):
         if change and quotas:
             changes = {f: [form.initial.get(f), getattr(obj, f)] for f in quotas}
             audit(project=obj, action="project.quotas", actor=request.user, changes=changes, via="admin")
+        if change and "max_instances" in quotas:
+            services_usage.project_instance_quota_push(project=obj)
         services_projects.project_provision(project=obj)
 
     def delete_model(self, request, obj):

@@ -103,9 +103,13 @@ class Supervisor:
             background.start(self.state.router.function(fn))
 
     def _set_quota(self, spec: FunctionSpec) -> None:
-        """The project's instance quota as its most recent spec says; raised, it lets held functions start."""
-        if self.state.quotas.set_cap(spec.namespace, spec.project_max_instances):
-            asyncio.get_running_loop().call_soon(self.autoscaler.resume, spec.namespace)
+        self.set_quota(spec.namespace, spec.project_max_instances)
+
+    def set_quota(self, namespace: str, cap: int) -> None:
+        """The project's instance quota (from its most recent spec, or the portal's change of it): raised,
+        it lets held functions start; lowered, it stops no running instance."""
+        if self.state.quotas.set_cap(namespace, cap):
+            asyncio.get_running_loop().call_soon(self.autoscaler.resume, namespace)
 
     def keep_pool(self) -> None:
         self.prewarm.wanted({Shape.of(fn.spec) for fn in self.functions.values()})

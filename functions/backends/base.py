@@ -226,6 +226,12 @@ class FunctionBackend(abc.ABC):
     def list_owned(self, project: str, namespace: str) -> list[OwnedFunction]:
         """Every function the backend holds for a project, for reconciliation and orphan cleanup."""
 
+    def set_instance_quota(self, namespace: str, max_instances: int) -> None:
+        """Bound the instances of all the namespace's functions at once (0: no bound) now, not only with
+        the next spec (``ServiceSpec.project_max_instances``). A cluster keeps this default: the namespace's
+        ResourceQuota bounds it there (project_manifests.py)."""
+        return None
+
     def fires_schedules_itself(self) -> bool:
         """True when the backend runs cron triggers (CronJobs); False when the portal's beat does."""
         return False

@@ -159,6 +159,13 @@ class LocalBackend(FunctionBackend):
             return None
         return float(cpu) if isinstance(cpu, int | float) and not isinstance(cpu, bool) else None
 
+    def set_instance_quota(self, namespace: str, max_instances: int) -> None:
+        response = self._request(
+            "PUT", f"/v1/namespaces/{namespace}/quota", json={"max_instances": max_instances}
+        )
+        if response.status_code != 200:
+            raise _error(response)
+
     def delete_artifact(self, artifact: str) -> bool:
         response = self._request("DELETE", f"/v1/artifacts/{Path(artifact).name}")
         if response.status_code == 409:  # a function or a fresh build uses it

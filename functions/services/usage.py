@@ -25,9 +25,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from functions.backends import get_backend
 from functions.errors import ServiceError
-from functions.models import AgentUsage, Project
+from functions.models import AgentUsage, Backend, Project
 from functions.selectors import cpu_seconds_today, execution_minute_key, hour_of
+from functions.services import enqueue
 from functions.services.audit import audit
 
 
@@ -161,6 +163,8 @@ def project_quotas_update(
     if changed:
         project.save(update_fields=list(changed))
         audit(project=project, action="project.quotas", actor=user, changes=changed)
+    if "max_instances" in changed:
+        project_instance_quota_push(project=project)
     return project
 
 
@@ -168,3 +172,17 @@ def _raises(field: str, current: int, value: int) -> bool:
     if field in ("max_cpu_seconds_per_day", "max_instances"):  # 0: no limit, the highest there is
         return value == 0 and current != 0 or current != 0 and value > current
     return value > current
+
+
+def project_instance_quota_push(*, project: Project) -> None:
+    """Tell the local runtime the project's changed ``max_instances`` once the current transaction
+    commits (every spec carries it too, so a push that is lost is made good by the next deploy)."""
+    if project.backend != Backend.LOCAL:
+        return  # a cluster: the namespace's ResourceQuota
+    tasks_provision = enqueue.tasks().provision
+
+    transaction.on_commit(lambda: tasks_provision.push_instance_quota.delay(project.pk))
+
+
+def project_instance_quota_run(*, project: Project) -> None:
+    get_backend(project).set_instance_quota(project.effective_namespace, project.max_instances)

@@ -138,3 +138,25 @@ def test_a_spec_without_a_quota_runs_as_before(backend, artifact, runtime_daemon
     assert wait_for(lambda: backend.status(ref).replicas == 3)
     assert backend.status(ref).message == ""
     backend.delete(ref)
+
+
+def test_a_quota_raised_through_the_control_api_starts_the_held_and_lowered_stops_none(
+    backend, artifact, runtime_daemon
+):
+    ns = "quota-f"
+    ref = FunctionRef(ns, ns, "grows")
+    deploy(backend, spec(ns, "grows", artifact, 1, Scale(min=2, max=2)))
+    assert wait_for(lambda: backend.status(ref).message.startswith("held at 1 instance"))
+    backend.set_instance_quota(ns, 3)
+    assert wait_for(lambda: backend.status(ref).replicas == 2, timeout=30)
+    assert backend.status(ref).message == ""
+    backend.set_instance_quota(ns, 1)  # as a ResourceQuota: what runs keeps running
+    time.sleep(1.0)
+    assert backend.status(ref).replicas == 2 and running(runtime_daemon, ns) == 2
+    refused = httpx.put(
+        f"{runtime_daemon.control_url}/v1/namespaces/{ns}/quota",
+        json={"max_instances": -1},
+        headers=runtime_daemon.headers,
+    )
+    assert refused.status_code == 400 and refused.json()["permanent"] is True
+    backend.delete(ref)
