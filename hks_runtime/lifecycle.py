@@ -182,6 +182,7 @@ class InstanceLifecycle:
                 name=f"{spec.namespace}-{inst.id}",
                 gateway_port=inst.caller_port,
                 identity=identities.project_identity(self.starter.layers_dir, spec.namespace),
+                group=self.starter.group(spec.namespace),
             )
             proc = await self.starter.spawn(sandbox_spec)
         finally:

@@ -45,13 +45,16 @@ class Supervisor:
         pool_size: int = 1,
         slots_dir: Path | None = None,
         pool_recent_shapes: int = 2,
+        project_memory_mb: int = 0,
     ):
         self.logs = logs
         self.metrics = metrics
         self.on_change = on_change  # persists state
         self.state = SupervisorState()
         self.functions = self.state.functions
-        self.starter = SandboxStarter(state=self.state, layers_dir=layers_dir, logs=logs)
+        self.starter = SandboxStarter(
+            state=self.state, layers_dir=layers_dir, logs=logs, project_memory_mb=project_memory_mb
+        )
         self.blocking, self.spawner = self.starter.blocking, self.starter.spawner
         self.prewarm = PrewarmPool(
             state=self.state,

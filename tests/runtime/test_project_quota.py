@@ -16,6 +16,7 @@ import pytest
 
 from functions.backends.base import FunctionRef, Scale
 from functions.backends.local import LocalBackend
+from hks_runtime import sandbox
 from tests.support.daemon_helpers import build, deploy, service, wait_for
 
 pytestmark = pytest.mark.runtime
@@ -159,4 +160,21 @@ def test_a_quota_raised_through_the_control_api_starts_the_held_and_lowered_stop
         headers=runtime_daemon.headers,
     )
     assert refused.status_code == 400 and refused.json()["permanent"] is True
+    backend.delete(ref)
+
+
+def test_a_projects_instances_and_standbys_run_in_its_cgroup(backend, artifact, runtime_daemon, fresh_probes):
+    layout = sandbox._cgroups()
+    if layout.mode == "rlimit":
+        pytest.skip("no writable cgroups on this machine")
+    ns = "quota-g"
+    ref = FunctionRef(ns, ns, "grouped")
+    deploy(backend, spec(ns, "grouped", artifact, 0, Scale(min=2, max=2)))
+    assert wait_for(lambda: backend.status(ref).replicas == 2)
+    key = "unified" if layout.mode == "cgroup-v2" else "memory"
+    group = layout.parents[key] / f"project-{ns}"  # the test daemon's parent is this process's
+    limit = (group / ("memory.max" if key == "unified" else "memory.limit_in_bytes")).read_text()
+    assert int(limit) == (sandbox.host_memory_mb() // 2) << 20  # HKS_RUNTIME_PROJECT_MEMORY_MB's default
+    # its two instances, and the standby kept for its shape (which serves this project only)
+    assert wait_for(lambda: len([d for d in group.iterdir() if d.is_dir()]) >= 3, timeout=30)
     backend.delete(ref)
