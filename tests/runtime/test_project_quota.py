@@ -94,7 +94,7 @@ def test_min_scale_past_the_quota_is_held_and_another_project_starts_its_own(
         backend.delete(ref)
 
 
-def test_a_deleted_function_gives_its_places_to_the_one_waiting_longest(backend, artifact, runtime_daemon):
+def test_places_freed_go_to_the_function_waiting_longest_first(backend, artifact, runtime_daemon):
     ns = "quota-c"
     refs = {name: FunctionRef(ns, ns, name) for name in ("big", "early", "late")}
     deploy(backend, spec(ns, "big", artifact, 3, Scale(min=2, max=2)))
@@ -104,10 +104,15 @@ def test_a_deleted_function_gives_its_places_to_the_one_waiting_longest(backend,
     assert wait_for(lambda: backend.status(refs["late"]).message.startswith("held at 0 instances"))
     assert running(runtime_daemon, ns) == 3
 
-    backend.delete(refs["big"])  # two places: early's second, then late's first
+    backend.apply(spec(ns, "big", artifact, 3, Scale(min=1, max=2)))  # one place, after the idle period
+    assert wait_for(lambda: backend.status(refs["early"]).replicas == 2, timeout=30)
+    assert backend.status(refs["early"]).message == ""
+    assert backend.status(refs["late"]).message.startswith("held at 0 instances")  # it came later
+    assert running(runtime_daemon, ns) == 3
+
+    backend.delete(refs["big"])  # its last place: late's first
     assert wait_for(lambda: backend.status(refs["late"]).ready, timeout=30)
-    assert backend.status(refs["early"]).replicas == 2 and backend.status(refs["late"]).replicas == 1
-    assert (backend.status(refs["early"]).message, backend.status(refs["late"]).message) == ("", "")
+    assert backend.status(refs["late"]).replicas == 1 and backend.status(refs["late"]).message == ""
     for ref in refs.values():
         backend.delete(ref)
 
