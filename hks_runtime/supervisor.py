@@ -15,6 +15,7 @@ revision's instances then drain (finish their in-flight requests) and stop, so a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,13 +107,22 @@ class Supervisor:
             background.start(self.state.router.function(fn))
 
     def _set_quota(self, spec: FunctionSpec) -> None:
-        self.set_quota(spec.namespace, spec.project_max_instances)
+        self._set_cap(spec.namespace, spec.project_max_instances)
 
-    def set_quota(self, namespace: str, cap: int) -> None:
-        """The project's instance quota (from its most recent spec, or the portal's change of it): raised,
-        it lets held functions start; lowered, it stops no running instance."""
+    def _set_cap(self, namespace: str, cap: int) -> None:
+        """The project's instance quota: raised, it lets held functions start; lowered, it stops no running
+        instance."""
         if self.state.quotas.set_cap(namespace, cap):
             asyncio.get_running_loop().call_soon(self.autoscaler.resume, namespace)
+
+    def set_quota(self, namespace: str, cap: int) -> None:
+        """The portal changed the project's instance quota: its functions' specs say so from now on, so the
+        state file keeps it across a restart and the latest spec stays the one that counts."""
+        for fn in self.functions.values():
+            if fn.spec.namespace == namespace:
+                fn.spec = dataclasses.replace(fn.spec, project_max_instances=cap)
+        self._set_cap(namespace, cap)
+        self.on_change()
 
     def keep_pool(self) -> None:
         self.prewarm.wanted({Shape.of(fn.spec) for fn in self.functions.values()})

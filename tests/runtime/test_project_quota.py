@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import dataclasses
+import secrets
 import time
 
 import httpx
@@ -17,7 +18,9 @@ import pytest
 from functions.backends.base import FunctionRef, Scale
 from functions.backends.local import LocalBackend
 from hks_runtime import sandbox
+from tests.support.daemon import start_daemon, stop_daemon
 from tests.support.daemon_helpers import build, deploy, service, wait_for
+from tests.support.sample_functions import remove_dir, scratch_dir
 
 pytestmark = pytest.mark.runtime
 
@@ -183,3 +186,36 @@ def test_a_projects_instances_and_standbys_run_in_its_cgroup(backend, artifact, 
     # its two instances, and the standby kept for its shape (which serves this project only)
     assert wait_for(lambda: len([d for d in group.iterdir() if d.is_dir()]) >= 3, timeout=30)
     backend.delete(ref)
+
+
+def test_a_quota_the_portal_changed_survives_a_daemon_restart(tmp_path):
+    """The Python data path here: a held function's requests wait in the activator for the one instance."""
+    data_dir = scratch_dir("quota-restart-")
+    token = secrets.token_urlsafe(8)
+    ns, ref = "quota-h", FunctionRef("quota-h", "quota-h", "kept")
+    try:
+        daemon = start_daemon(data_dir, token, "--data-path", "python")
+        try:
+            backend = LocalBackend(daemon.control_url, token)
+            artifact = build(backend, tmp_path, "kept", "node")
+            deploy(backend, spec(ns, "kept", artifact, 1, Scale(min=3, max=3)))
+            assert wait_for(lambda: backend.status(ref).message.startswith("held at 1 instance"))
+            url = f"{daemon.gateway_url}/{ns}/kept/?sleep=300"
+            with cf.ThreadPoolExecutor(4) as pool:
+                codes = [f.status_code for f in pool.map(lambda _: httpx.get(url, timeout=60), range(4))]
+            assert codes == [200] * 4 and running(daemon, ns) == 1
+            backend.set_instance_quota(ns, 2)
+            assert wait_for(lambda: backend.status(ref).replicas == 2, timeout=30)
+        finally:
+            stop_daemon(daemon)
+        daemon = start_daemon(data_dir, token, "--data-path", "python")
+        try:
+            backend = LocalBackend(daemon.control_url, token)
+            assert wait_for(lambda: backend.status(ref).replicas == 2, timeout=60)  # min-scale 3, quota 2
+            time.sleep(1.0)
+            assert running(daemon, ns) == 2
+            assert backend.status(ref).message == "held at 2 instances: project quota of 2 instances reached"
+        finally:
+            stop_daemon(daemon)
+    finally:
+        remove_dir(data_dir)
