@@ -93,11 +93,18 @@ def _archive(files: dict[str, str], dest: Path) -> tuple[Path, str]:
     return dest, hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-def build_hello(daemon: BenchDaemon, runtime: str) -> str:
-    files = {**HELLO[runtime], "func.yaml": f"specVersion: 0.36.0\nname: hello\nruntime: {runtime}\n"}
-    archive, content_hash = _archive(files, daemon.data_dir / f"hello-{runtime}.tar.gz")
+def build_hello(
+    daemon: BenchDaemon, runtime: str, *, namespace: str = HELLO["namespace"], files: dict | None = None
+) -> str:
+    """Build the hello function of ``runtime`` (or ``files``) for ``namespace``; the artifact's path."""
+    files = {
+        **(files or HELLO[runtime]),
+        "func.yaml": f"specVersion: 0.36.0\nname: hello\nruntime: {runtime}\n",
+    }
+    source = hashlib.sha256(json.dumps([namespace, files], sort_keys=True).encode()).hexdigest()[:12]
+    archive, content_hash = _archive(files, daemon.data_dir / f"hello-{runtime}-{source}.tar.gz")
     payload = {"runtime": runtime, "archive_path": str(archive), "content_hash": content_hash}
-    payload["namespace"] = HELLO["namespace"]  # as the portal does: the artifact is the project's own
+    payload["namespace"] = namespace  # as the portal does: the artifact is the project's own
     with daemon.client() as client, client.stream("POST", "/v1/builds", json=payload) as response:
         for line in response.iter_lines():
             item = json.loads(line) if line.strip() else {}
@@ -116,17 +123,21 @@ def deploy_hello(
     min_scale: int = 0,
     revision: int = 1,
     cpu_millicores: int = 500,
+    namespace: str = HELLO["namespace"],
+    files: dict | None = None,
+    max_scale: int = 10,
+    target_concurrency: int = 100,
 ) -> dict:
-    artifact = build_hello(daemon, runtime)
+    artifact = build_hello(daemon, runtime, namespace=namespace, files=files)
     spec = {
         "revision": f"{name}-{revision:05d}",
         "runtime": runtime,
         "kind": "http",
         "artifact": artifact,
-        "scale": {"min": min_scale, "max": 10, "target_concurrency": 100},
+        "scale": {"min": min_scale, "max": max_scale, "target_concurrency": target_concurrency},
         "resources": {"cpu_millicores": cpu_millicores, "memory_mb": 256},
     }
-    path = f"/v1/namespaces/{HELLO['namespace']}/functions/{name}"
+    path = f"/v1/namespaces/{namespace}/functions/{name}"
     with daemon.client() as client:
         client.put(path, json=spec).raise_for_status()
         deadline = time.monotonic() + 120

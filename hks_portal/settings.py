@@ -158,6 +158,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 300.0,
         "options": {"expires": 300},
     },
+    "prune-history": {
+        "task": "functions.tasks.prune_history",
+        "schedule": 600.0,
+        "options": {"expires": 600},
+    },
     "collect-orphans": {
         "task": "functions.tasks.collect_orphans",
         "schedule": 600.0,
@@ -302,6 +307,13 @@ HKS_DELETED_RETENTION_SECONDS = env_int("HKS_DELETED_RETENTION_SECONDS", 7 * 24 
 # A function keeps its newest this many revisions (and the one it serves); older ones are pruned - their
 # archive, their artifact when nothing else records it, their row - so deploying in a loop fills no disk.
 HKS_REVISION_HISTORY = env_int("HKS_REVISION_HISTORY", 10)
+# Audit events, schedule runs and ended agent sessions older than this are removed (services/retention.py),
+# and a schedule keeps at most its newest HKS_SCHEDULE_RUNS_KEPT runs: no tenant grows the database forever.
+# Requests per minute each user may make to /api/v1, and each project's agents to /internal/v1 (429 with
+# Retry-After past it; 0: no limit): functions/api/throttling.py.
+HKS_API_REQUESTS_PER_MINUTE = env_int("HKS_API_REQUESTS_PER_MINUTE", 1200)
+HKS_HISTORY_RETENTION_DAYS = env_int("HKS_HISTORY_RETENTION_DAYS", 90)
+HKS_SCHEDULE_RUNS_KEPT = env_int("HKS_SCHEDULE_RUNS_KEPT", 1000)
 if HKS_REVISION_HISTORY < 1:
     raise ImproperlyConfigured(f"HKS_REVISION_HISTORY must be at least 1, got {HKS_REVISION_HISTORY}")
 HKS_INTERNAL_JWT_TTL_SECONDS = env_int("HKS_INTERNAL_JWT_TTL_SECONDS", 300)

@@ -293,14 +293,19 @@ class OneShot:
     async def run(
         self, *, code: str, timeout: float, env: dict[str, str], language: str
     ) -> tuple[list[dict], Standby]:
-        """Claim a standby, run ``code`` in it; (its events, the standby - the caller tears it down)."""
-        self.running[language] += 1
+        """Claim a standby, run ``code`` in it; (its events, the standby - the caller tears it down).
+        ``language`` "typescript" takes a JavaScript standby, whose kernel strips the code's types."""
+        kernel = "python" if language == "python" else "javascript"
+        request = {"code": code, "env": env}
+        if language == "typescript":
+            request["typescript"] = True
+        self.running[kernel] += 1
         try:
-            return await self._run(language, code, timeout, env)
+            return await self._run(kernel, request, timeout)
         finally:
-            self.running[language] -= 1
+            self.running[kernel] -= 1
 
-    async def _run(self, language: str, code: str, timeout: float, env: dict) -> tuple[list[dict], Standby]:
+    async def _run(self, language: str, request: dict, timeout: float) -> tuple[list[dict], Standby]:
         try:
             standby = await self.pools[language].claim(self.running[language])
         except StandbyUnavailable as exc:
@@ -309,9 +314,8 @@ class OneShot:
         with contextlib.suppress(Exception):
             standby.cpu_at_claim = standby.proc.cpu_seconds()
         self.manager.refill()  # (deferred while runs are in progress: sessions.py)
-        request = json.dumps({"code": code, "env": env}) + "\n"
         try:
-            standby.requests.write(request.encode())
+            standby.requests.write((json.dumps(request) + "\n").encode())
         except (OSError, RuntimeError, AttributeError):
             pass  # a kernel already gone: its events end, and the run reports it
         return await self._events(standby, timeout), standby

@@ -1,15 +1,17 @@
 """The control API's session routes (same bearer token as the rest of control.py), see sessions.py.
 
     POST   /v1/sessions                 {id, namespace, token, timeout_seconds, labels, language}: 201
-                                        session (``language`` "javascript": a Node-ready agent)
+                                        session (``language`` "javascript" or "typescript": a Node-ready
+                                        agent)
     GET    /v1/sessions[?namespace=ns]  {"sessions": [...]}
     GET    /v1/sessions/{id}            the session (404 when unknown)
     DELETE /v1/sessions/{id}            kill it: {"deleted": bool, "cpu_seconds": float | null} (the CPU
                                         time its sandbox used; also once for a session the reaper ended)
     POST   /v1/sessions/{id}/timeout    {timeout_seconds}: a new deadline counted from now
     POST   /v1/execute                  {code, timeout_seconds, env, namespace, max_concurrent, language}:
-                                        one-shot run in a pre-started agent (``language`` "python" or
-                                        "javascript"); 429 (Retry-After) past max_concurrent; the
+                                        one-shot run in a bare kernel (``language`` "python",
+                                        "javascript", or "typescript": the JavaScript kernel stripping
+                                        the code's types); 429 (Retry-After) past max_concurrent; the
                                         answer carries the sandbox's ``cpu_seconds`` (null without cgroups)
     GET    /v1/session-libraries        the library layer: {state, libraries: {name: version}, node: version}
 

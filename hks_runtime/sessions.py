@@ -54,7 +54,8 @@ from .standbys import StandbyPool, StandbyUnavailable
 log = logging.getLogger("hks_runtime.sessions")
 LAUNCHERS_DIR = Path(__file__).resolve().parent / "launchers"
 SESSION_ID = re.compile(r"^[a-z0-9]{8,40}$")
-LANGUAGES = ("python", "javascript")  # what a session or a one-shot run asks for
+# what a session or a one-shot run asks for: TypeScript is the JavaScript kernel stripping each cell's types
+LANGUAGES = ("python", "javascript", "typescript")
 NODE_READY = b"hks-node-ready"  # what an agent prints once its Node kernel started ahead is up
 MAX_TIMEOUT = 24 * 3600
 READY_TIMEOUT = 30.0
@@ -549,7 +550,7 @@ class SessionManager:
             self._build_layer()
         self._active += 1
         try:
-            agent = await self._claim(token, language=language)
+            agent = await self._claim(token, language="python" if language == "python" else "javascript")
         finally:
             self._active -= 1
         session = Session(session_id, namespace, agent, token, time.time() + timeout, dict(labels))
@@ -614,9 +615,9 @@ class SessionManager:
         """Run ``code`` once in a pre-started agent; the agent is destroyed after the answer.
 
         With ``max_concurrent``, at most that many run at once per namespace (SessionError 429 past it).
-        ``language`` "javascript" runs it in the agent's Node kernel (a Node-ready standby)."""
+        ``language`` "javascript" runs it in a bare Node kernel, "typescript" too, its types stripped."""
         _check_language(language)
-        if language == "javascript" and self.node is None:
+        if language != "python" and self.node is None:
             raise SessionError("JavaScript is not available: the runtime found no Node", 503)
         running = self.inflight.get(namespace, 0)
         if max_concurrent and running >= max_concurrent:

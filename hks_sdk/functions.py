@@ -7,7 +7,13 @@ import time
 
 from .client import Client, HksError, quota_wait
 from .execution import Execution, ExecutionError
-from .sessions import AsyncSession, Session, execute_fast, session  # noqa: F401  (functions.session())
+from .sessions import (  # noqa: F401  (functions.session())
+    LANGUAGES,
+    AsyncSession,
+    Session,
+    execute_fast,
+    session,
+)
 
 
 def execute(
@@ -30,11 +36,12 @@ def execute(
     ``MemoryError`` ("out of memory") when the sandbox's memory limit killed it, ``ProcessLimitError`` when
     it hit the process limit, ``ExecutionError`` when its process ended without an answer.
 
-    Python and Node code without ``files`` takes the fast path (a pre-started sandbox, no deploy;
-    sessions.py), or the deploy path where the platform has none. Past a quota of the project (executions
-    at once, per minute, CPU seconds a day) the platform answers 429 with ``Retry-After``; ``wait_for_quota``
-    seconds makes the SDK wait as it says and retry, for that long at most: a 429 whose Retry-After is past
-    the remaining wait is raised (``HksError``/``DeployError``, status 429) at once.
+    Python, Node and TypeScript (``language="typescript"``: its types stripped, not checked) code without
+    ``files`` takes the fast path (a pre-started sandbox, no deploy; sessions.py), or the deploy path where
+    the platform has none. Past a quota of the project (executions at once, per minute, CPU seconds a day)
+    the platform answers 429 with ``Retry-After``; ``wait_for_quota`` seconds makes the SDK wait as it says
+    and retry, for that long at most: a 429 whose Retry-After is past the remaining wait is raised
+    (``HksError``/``DeployError``, status 429) at once.
     """
     own_client = client is None
     client = client or Client()
@@ -42,7 +49,7 @@ def execute(
     started = time.perf_counter()
     name = ""
     try:
-        if language in ("python", "node") and not files:  # fast path: a pre-started sandbox (sessions.py)
+        if language in LANGUAGES and not files:  # fast path: a pre-started sandbox (sessions.py)
             fast = execute_fast(
                 code,
                 language=language,

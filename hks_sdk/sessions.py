@@ -38,6 +38,7 @@ from .execution import Execution, ExecutionError
 
 ENVD, INTERPRETER = "49983", "49999"
 LANGUAGES = {"python": "python", "node": "javascript", "javascript": "javascript", "js": "javascript"}
+LANGUAGES.update(typescript="typescript", ts="typescript")  # the Node kernel, each cell's types stripped
 Callback = Callable[[str], Any] | None
 
 
@@ -127,7 +128,8 @@ def _raise_for(response: httpx.Response, what: str) -> None:
 
 
 def _language(language: str) -> str:
-    """What the session's data plane calls ``language`` ("python", "node"...): "python" or "javascript"."""
+    """What the session's data plane calls ``language`` ("python", "node", "ts"...): "python", "javascript"
+    or "typescript"."""
     try:
         return LANGUAGES[language.lower()]
     except (KeyError, AttributeError):
@@ -171,9 +173,10 @@ class Session(_Base):
         language: str = "python",
         wait_for_quota: float = 0.0,
     ) -> Session:
-        """A new session; ``language`` "node" makes ``run()`` take JavaScript (its Node kernel). Past the
-        project's session quota the platform answers 429 with ``Retry-After``: ``wait_for_quota`` seconds
-        makes this wait as it says and try again, for that long at most."""
+        """A new session; ``language`` "node" makes ``run()`` take JavaScript (its Node kernel), "typescript"
+        TypeScript (the same kernel, each cell's types stripped). Past the project's session quota the
+        platform answers 429 with ``Retry-After``: ``wait_for_quota`` seconds makes this wait as it says and
+        try again, for that long at most."""
         body = {"timeout_seconds": timeout, "metadata": metadata or {}, "language": _language(language)}
         own = client is None
         client = client or Client()
@@ -459,7 +462,8 @@ def session(
 ) -> _Starter:
     """A session for a ``with`` (or ``async with``) block; ``Session.create(...)`` for one without.
 
-    ``language``: "python" (the default) or "node" ("javascript", "js"): the kernel ``run()`` uses.
+    ``language``: "python" (the default), "node" ("javascript", "js") or "typescript" ("ts"): the kernel
+    ``run()`` uses.
     ``wait_for_quota``: seconds to wait (as the 429's ``Retry-After`` says) for a slot of the project's
     session quota."""
     _language(language)
@@ -477,8 +481,8 @@ def execute_fast(
     client: Client,
     wait_for_quota: float = 0.0,
 ) -> Execution | None:
-    """One run (Python, or Node with ``language="node"``) in a pre-started sandbox (no deploy); None when
-    the platform has no fast path (for that language).
+    """One run (Python, or Node with ``language="node"``, TypeScript with "typescript") in a pre-started
+    sandbox (no deploy); None when the platform has no fast path (for that language).
 
     Past the project's quota the platform answers 429 with ``Retry-After``; with ``wait_for_quota`` seconds
     this waits as it says and tries again, for that long at most, else raises HksError (status 429)."""

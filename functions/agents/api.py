@@ -29,6 +29,7 @@ from functions.agents.tokens import (
     token_mint,
     token_verify,
 )
+from functions.api.throttling import CallerRateThrottle
 from functions.auth.login_guard import client_address
 from functions.errors import ServiceError
 from functions.models import Function, FunctionStatus
@@ -62,6 +63,7 @@ internal_api = StableIdsAPI(
     auth=AgentAuth(),
     urls_namespace="internal",
     docs_url=None,
+    throttle=CallerRateThrottle("internal"),
 )
 
 

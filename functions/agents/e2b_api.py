@@ -17,6 +17,7 @@ The data plane (sandbox traffic) never reaches Django: ``e2b_data_plane.py`` is 
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from django.http import HttpResponse, JsonResponse
@@ -25,6 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from functions.agents import sessions
 from functions.agents.tokens import TokenError, credential_authenticate
+from functions.api import throttling
 from functions.errors import ServiceError
 from functions.models import AgentSession
 
@@ -56,6 +58,11 @@ def _control(request, rest: str):
         credential = credential_authenticate(request.headers.get("X-Api-Key", ""))
     except TokenError as exc:
         return _error(401, str(exc))
+    retry_after = throttling.spend("internal", f"project:{credential.project_id}")
+    if retry_after is not None:  # the project's agents' budget, shared with /internal/v1
+        response = _error(429, "Too many requests.")
+        response["Retry-After"] = str(math.ceil(retry_after))
+        return response
     for pattern, kind in _CONTROL:
         match = pattern.match(rest)
         if match:

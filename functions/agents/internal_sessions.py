@@ -1,13 +1,15 @@
 """Session endpoints of the internal API (/internal/v1/sessions, agent JWTs), used by hks_sdk's sessions.
 
     POST   /sessions                {timeout_seconds, metadata, language}: 201, with the sandbox's access
-                                    token (``language`` "node": its Node kernel already started)
+                                    token (``language`` "node", "javascript", "js", "typescript" or
+                                    "ts": its Node kernel already started; ``run()`` takes that language)
     GET    /sessions                the project's running sessions
     GET    /sessions/{id}
     POST   /sessions/{id}/timeout   {timeout_seconds}: a new deadline from now
     DELETE /sessions/{id}           kill it
     POST   /operations/execute      {code, language, timeout_seconds, env}: the one-shot fast path (Python,
-                                    or Node: "node", "javascript", "js")
+                                    or Node: "node", "javascript", "js"; TypeScript, its types stripped:
+                                    "typescript", "ts")
     GET    /session-libraries       the libraries sessions can import: {state, libraries: {name: version}}
 
 A session's code, files and commands then go through the data plane at ``data_url`` (e2b_api.py) with

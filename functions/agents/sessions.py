@@ -33,9 +33,11 @@ from functions.services.audit import audit
 MAX_TIMEOUT = 24 * 3600
 _ALPHABET = string.ascii_lowercase + string.digits
 _TIMEOUT = httpx.Timeout(60.0, connect=5.0)
-# What the SDKs call a language, as the runtime's kernels are named (hks_runtime/sessions.py).
+# What the SDKs call a language, as the runtime's kernels are named (hks_runtime/sessions.py): TypeScript is
+# the JavaScript kernel stripping each cell's types.
 KERNELS = {"python": "python", "node": "javascript", "javascript": "javascript", "js": "javascript"}
-LANGUAGE_PATTERN = "^(python|node|javascript|js)$"
+KERNELS.update(typescript="typescript", ts="typescript")
+LANGUAGE_PATTERN = "^(python|node|javascript|js|typescript|ts)$"
 
 
 def new_sandbox_id() -> str:
@@ -90,7 +92,8 @@ def runtime_execute(
     ``project.max_agent_functions`` at once and the project's execution quotas (ServiceError 429 past
     them, services/usage.py). The run and its sandbox's CPU seconds go to the project's usage, and a run
     the runtime answered is audited ("agent.execute", with ``audit_detail``: who ran it).
-    ``language`` "node" (or "javascript", "js") runs it in a Node-ready sandbox's Node kernel."""
+    ``language`` "node" (or "javascript", "js") runs it in a bare Node kernel; "typescript" ("ts") too,
+    its types stripped."""
     admitted = usage.execution_admit(project=project)
     body = {
         "code": code,
@@ -145,8 +148,9 @@ def session_create(
 ) -> AgentSession:
     """Start a session (counts against ``project.max_sessions``); raises ServiceError (429 over quota).
 
-    ``language`` "node" (or "javascript", "js") on the local runtime: a sandbox whose Node kernel is already
-    started, so the first JavaScript run does not wait for Node (its Python kernel is there too)."""
+    ``language`` "node" (or "javascript", "js", "typescript", "ts") on the local runtime: a sandbox whose
+    Node kernel is already started, so the first JavaScript run does not wait for Node (its Python kernel is
+    there too)."""
     _check_timeout(timeout)
     metadata = metadata or {}
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):

@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from functions.api import builds, cli_auth, functions, invoke, logs, projects, revisions, schedules
+from functions.api.throttling import CallerRateThrottle
 from functions.auth.tokens import SessionAuth, TokenAuth
 from functions.errors import ServiceError
 from functions.operation_ids import StableIdsAPI
@@ -16,6 +17,7 @@ api = StableIdsAPI(
     version="1",
     auth=[TokenAuth(), SessionAuth()],
     urls_namespace="api",
+    throttle=CallerRateThrottle("api"),
 )
 
 

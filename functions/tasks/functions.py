@@ -17,6 +17,7 @@ from functions.services import storage as services_storage
 from functions.services.observe import functions_observe
 from functions.services.orphans import orphans_collect
 from functions.services.reconcile import functions_reconcile
+from functions.services.retention import history_prune
 from functions.tasks.retry import RETRY, drive
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,12 @@ def reclaim_due() -> int:
     for function_id in over:
         prune_revisions.delay(function_id)
     return len(due) + len(over)
+
+
+@shared_task(name="functions.tasks.prune_history")
+def prune_history() -> dict:
+    """Audit events, schedule runs and ended sessions past their retention (services/retention.py)."""
+    return history_prune()
 
 
 @shared_task(name="functions.tasks.collect_expired")

@@ -38,7 +38,10 @@ Kernels are Python (session_kernel.py, the "default" context) or JavaScript (ses
 the runtime gives as HKS_SESSION_NODE); an /execute with ``language`` "javascript" (or "js", "node") and no
 context runs in the session's default JavaScript context ("default-javascript"), started at its first use -
 or ahead, on a ``{"start": "javascript"}`` line before the token (a Node-ready standby) or in the token's
-line, so that a session's first JavaScript run does not wait for Node. (One-shot runs take no agent: the
+line, so that a session's first JavaScript run does not wait for Node. TypeScript ("typescript", "ts") is
+the same Node kernel told to strip each cell's types (``"typescript": true`` on its request line); as in
+E2B, it has a default context of its own ("default-typescript", its own state), and whichever of the two
+default contexts is used first takes the Node kernel started ahead. (One-shot runs take no agent: the
 runtime runs a bare kernel for them, hks_runtime/oneshot.py.)
 """
 
@@ -140,6 +143,8 @@ KERNEL = str(Path(__file__).with_name("session_kernel.py"))
 NODE_KERNEL = str(Path(__file__).with_name("session_kernel.js"))
 LANGUAGES = {None: "python", "": "python", "python": "python", "py": "python", "python3": "python"}
 LANGUAGES.update(dict.fromkeys(("javascript", "js", "node", "nodejs"), "javascript"))
+LANGUAGES.update(dict.fromkeys(("typescript", "ts"), "typescript"))
+NODE_LANGUAGES = ("javascript", "typescript")  # run by session_kernel.js
 MAX_CONTEXTS = 8  # kernels per session (each one a process)
 _CONNECT_STATUS = {
     "invalid_argument": 400,
@@ -193,8 +198,8 @@ class _Forked:
 
 
 class Kernel:
-    """A kernel subprocess (Python or JavaScript); one execution at a time. Restarted (state lost) when it
-    dies."""
+    """A kernel subprocess (Python, or JavaScript/TypeScript: session_kernel.js); one execution at a time.
+    Restarted (state lost) when it dies."""
 
     def __init__(self, cwd: str = HOME, language: str = "python"):
         self.lock = threading.Lock()
@@ -215,7 +220,7 @@ class Kernel:
         req_r, req_w = os.pipe()
         out_r, out_w = os.pipe()
         env = {**ENV, "HKS_KERNEL_IN": str(req_r), "HKS_KERNEL_OUT": str(out_w)}
-        if self.language == "javascript":
+        if self.language in NODE_LANGUAGES:
             node = os.environ.get("HKS_SESSION_NODE", "")
             if not node or not os.path.exists(node):
                 raise RuntimeError("Node.js is not available in this sandbox")
@@ -283,11 +288,14 @@ class Kernel:
         with self.lock:
             while not self.events.empty():  # stray output after the previous execution
                 self.events.get_nowait()
+            request = {"code": code, "env": env or {}}
+            if self.language == "typescript":
+                request["typescript"] = True  # session_kernel.js strips the cell's types first
             try:
-                self.requests.write(json.dumps({"code": code, "env": env or {}}) + "\n")
+                self.requests.write(json.dumps(request) + "\n")
             except OSError:
                 self.restart()
-                self.requests.write(json.dumps({"code": code, "env": env or {}}) + "\n")
+                self.requests.write(json.dumps(request) + "\n")
             deadline = time.monotonic() + timeout if timeout else None
             interrupted_at = None
             heap_oom, eofs = False, 0
@@ -683,7 +691,7 @@ class Handler(BaseHTTPRequestHandler):
         parts = route.split("/")
         if len(parts) != 3 or parts[1] != "contexts":
             return self._error(404, f"no route {route}")
-        if parts[2] in ("default", "default-javascript"):
+        if parts[2] in ("default", "default-javascript", "default-typescript"):
             return self._error(400, "the default context cannot be removed (restart it instead)")
         kernel = self.server.kernels.pop(parts[2], None)
         if kernel is None:
@@ -696,7 +704,10 @@ class Handler(BaseHTTPRequestHandler):
     def _create_context(self, req: dict) -> None:
         language = _language(req.get("language"))
         if language is None:
-            return self._error(400, "contexts are Python or JavaScript (language python or javascript)")
+            return self._error(
+                400,
+                "contexts are Python, JavaScript or TypeScript (language python, javascript or typescript)",
+            )
         if len(self.server.kernels) >= MAX_CONTEXTS:
             return self._error(400, f"at most {MAX_CONTEXTS} contexts per session")
         cwd = _resolve(req.get("cwd") or HOME)
@@ -714,7 +725,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(400, "code must be a string")
         language = _language(req.get("language"))
         if language is None:
-            return self._error(404, f"language {req.get('language')!r}: only Python and JavaScript run here")
+            return self._error(
+                404, f"language {req.get('language')!r}: only Python, JavaScript and TypeScript run here"
+            )
         if req.get("context_id"):
             kernel = self.server.kernels.get(req["context_id"])
         else:
@@ -876,7 +889,8 @@ def _process_event(event: tuple) -> dict:
 
 
 def _language(value) -> str | None:
-    """The kernel ("python" or "javascript") a language name asks for; None when it is not one we run."""
+    """The kernel ("python", "javascript" or "typescript") a language name asks for; None when it is not one
+    we run."""
     if value is not None and not isinstance(value, str):
         return None
     return LANGUAGES.get(value.lower() if value else value)
@@ -909,7 +923,10 @@ class Server(ThreadingHTTPServer):
     def start_javascript(self) -> None:
         """Start the default JavaScript context ahead, in the background (once); a run asking for it
         meanwhile waits for it."""
-        if self._node_thread is not None or "default-javascript" in self.kernels:
+        if self._node_thread is not None or self.kernels.keys() & {
+            "default-javascript",
+            "default-typescript",
+        }:
             return
         ready = threading.Event()
 
@@ -928,15 +945,16 @@ class Server(ThreadingHTTPServer):
         ready.wait()  # the lock is held before anyone can ask for the context
 
     def default_kernel(self, language: str) -> Kernel:
-        """The default context of ``language``; the JavaScript one is started at its first use (unless it
-        was started ahead)."""
+        """The default context of ``language``; the JavaScript and TypeScript ones are started at their first
+        use, the first of them taking the Node kernel started ahead (one program serves both languages)."""
         if language == "python":
             return self.kernels["default"]
         with self._starting:
-            kernel = self.kernels.get("default-javascript")
+            kernel = self.kernels.get(f"default-{language}")
             if kernel is None:
-                kernel, self._node_ahead = self._node_ahead or Kernel(HOME, "javascript"), None
-                self.kernels["default-javascript"] = kernel
+                kernel, self._node_ahead = self._node_ahead or Kernel(HOME, language), None
+                kernel.language = language  # (what its requests ask: the kernel's program is the same)
+                self.kernels[f"default-{language}"] = kernel
             return kernel
 
 

@@ -233,10 +233,17 @@ def test_internal_execute_runs_code_in_the_runtime(agent_credential, local_backe
 
 
 @pytest.mark.runtime
-def test_internal_execute_runs_node_code_in_the_runtime(agent_credential, local_backend_settings):
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [("node", "console.log('hi')\n6 * 7"), ("ts", "const n: number = 6\nconsole.log('hi')\nn * 7")],
+    ids=["node", "ts"],
+)
+def test_internal_execute_runs_node_code_in_the_runtime(
+    agent_credential, local_backend_settings, language, code
+):
     client = Client()
     auth = _bearer(client, agent_credential[1])
-    body = {"code": "console.log('hi')\n6 * 7", "language": "node"}
+    body = {"code": code, "language": language}
     response = client.post("/internal/v1/operations/execute", body, content_type="application/json", **auth)
     assert response.status_code == 200, response.content
     assert response.json()["result"] == 42 and response.json()["stdout"] == "hi\n"

@@ -5,8 +5,7 @@ import pytest
 
 from functions.models import Function, FunctionStatus
 from tests.support.archive_samples import node_archive
-
-from .test_e2e_local import wait_for
+from tests.support.daemon_helpers import wait_until
 
 pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("local_backend_settings")]
 
@@ -24,7 +23,7 @@ def test_a_function_that_crashes_at_start_is_failed_with_its_error(
     )
     assert uploaded.status_code == 201, uploaded.json()
     # Well inside the 120 s a deploy waits for readiness: a failed revision must not be waited out.
-    function = wait_for(
+    function = wait_until(
         lambda: (f := Function.objects.get(name="crashy")).status == FunctionStatus.FAILED and f,
         90,
         "failure",

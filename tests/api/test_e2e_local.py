@@ -9,6 +9,7 @@ import pytest
 
 from functions.models import Function, FunctionStatus
 from tests.support.archive_samples import node_archive
+from tests.support.daemon_helpers import wait_until
 
 pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("local_backend_settings")]
 
@@ -18,14 +19,6 @@ INDEX = b"""module.exports = { handle: async (context, body) => {
   return { greeting: `hello ${body.name}` };
 } };
 """
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def follow_build(client, build_id: int) -> str:
@@ -55,7 +48,7 @@ def test_deploy_invoke_logs_delete_through_the_api(
     assert uploaded.status_code == 201, uploaded.json()
     assert uploaded.json()["created_function"] is True
     follow_build(client, uploaded.json()["revision"]["build"]["id"])
-    function = wait_for(
+    function = wait_until(
         lambda: (f := client.get(BASE).json())["status"] in ("ready", "failed") and f, 300, "the deploy"
     )
     assert function["status"] == "ready", function["status_message"]
@@ -74,7 +67,7 @@ def test_deploy_invoke_logs_delete_through_the_api(
     assert answer["status"] == 200, answer
     assert "hello api" in answer["body"]
 
-    lines = wait_for(
+    lines = wait_until(
         lambda: [x for x in client.get(f"{BASE}/logs?tail=50").json() if "called POST" in x["text"]],
         30,
         "the log",
@@ -82,5 +75,5 @@ def test_deploy_invoke_logs_delete_through_the_api(
     assert lines[-1]["stream"] == "stdout"
 
     assert client.delete(BASE).status_code == 202
-    wait_for(lambda: Function.objects.get(name="hello").status == FunctionStatus.DELETED, 60, "the delete")
+    wait_until(lambda: Function.objects.get(name="hello").status == FunctionStatus.DELETED, 60, "the delete")
     assert client.get(BASE).status_code == 404

@@ -6,7 +6,6 @@ real runtime daemon (sandboxed builds). Debian package: bubblewrap."""
 import base64
 import json
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from functions import selectors
 from functions.models import AuditEvent, Function, FunctionStatus, Revision
 from functions.services import storage as services_storage
 from tests.support.archive_samples import node_archive
+from tests.support.daemon_helpers import wait_until
 
 pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("local_backend_settings")]
 
@@ -27,14 +27,6 @@ HISTORY = 2
 @pytest.fixture(autouse=True)
 def short_history(settings):
     settings.HKS_REVISION_HISTORY = HISTORY
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 @pytest.fixture
@@ -68,7 +60,7 @@ def _deploy(client, name: str, body: bytes, project: str = "acme") -> Revision:
         assert function.status != FunctionStatus.FAILED, function.status_message
         return function.status == FunctionStatus.READY and function.current_revision.number == number
 
-    wait_for(served, 300, f"{name} revision {number} to serve")
+    wait_until(served, 300, f"{name} revision {number} to serve")
     return Revision.objects.get(function__project__slug=project, function__name=name, number=number)
 
 
@@ -94,7 +86,7 @@ def _pruned_to(function: Function, numbers: list[int]) -> None:
             services_storage.revisions_prune(function=function)
         return _numbers(function) == numbers
 
-    wait_for(done, 60, f"{function.name} pruned to {numbers}")
+    wait_until(done, 60, f"{function.name} pruned to {numbers}")
 
 
 def test_a_function_keeps_its_newest_revisions_and_the_older_ones_leave_the_disk(
@@ -142,7 +134,7 @@ def test_the_revision_a_rollback_serves_is_kept(
     api = api_client_for(developer)
     first, second, third = (_deploy(api, "hello", source(n)) for n in (1, 2, 3))
     assert api.post("/api/v1/projects/acme/functions/hello/revisions/1/rollback").status_code == 202
-    function = wait_for(
+    function = wait_until(
         lambda: Function.objects.filter(
             name="hello", status=FunctionStatus.READY, current_revision=first
         ).first(),
@@ -201,7 +193,7 @@ def test_a_project_at_its_storage_quota_is_refused_and_another_deploys_meanwhile
         assert "storage quota of 1 MiB" in detail and f"{used / (1 << 20):.1f} MiB" in detail
         assert "deleting functions" in detail and "HKS_REVISION_HISTORY" in detail
     assert other.status_code == 201, other.json()
-    wait_for(lambda: Function.objects.get(project__slug="globex").status == FunctionStatus.READY, 300, "B")
+    wait_until(lambda: Function.objects.get(project__slug="globex").status == FunctionStatus.READY, 300, "B")
     assert not Function.objects.filter(project=project, name="small").exists()
     assert Function.objects.count() == functions + 1 and Revision.objects.count() == revisions + 1
     theirs_archive = Revision.objects.get(function__project__slug="globex").archive.name

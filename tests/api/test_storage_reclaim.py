@@ -3,7 +3,6 @@ controlled clock), an agent's function at once; an artifact another function sha
 real runtime daemon (sandboxed builds). Debian package: bubblewrap."""
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import httpx
@@ -14,18 +13,11 @@ from django.utils import timezone
 from functions.models import AgentCredential, AuditEvent, Function, FunctionStatus, Revision
 from functions.services import storage as services_storage
 from tests.support.archive_samples import node_archive
+from tests.support.daemon_helpers import wait_until
 
 pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("local_backend_settings")]
 
 INDEX = b"module.exports = { handle: async () => ({ ok: true }) };\n"
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def _deploy(client, name: str, body: bytes = INDEX) -> Function:
@@ -35,7 +27,7 @@ def _deploy(client, name: str, body: bytes = INDEX) -> Function:
         content_type="application/gzip",
     )
     assert uploaded.status_code == 201, uploaded.json()
-    wait_for(
+    wait_until(
         lambda: Function.objects.get(name=name).status in (FunctionStatus.READY, FunctionStatus.FAILED),
         300,
         f"{name} to deploy",
@@ -48,7 +40,8 @@ def _deploy(client, name: str, body: bytes = INDEX) -> Function:
 def _delete(client, name: str) -> Function:
     function = Function.objects.get(name=name)
     assert client.delete(f"/api/v1/projects/acme/functions/{name}").status_code == 202
-    wait_for(lambda: Function.objects.get(pk=function.pk).status == FunctionStatus.DELETED, 60, "the delete")
+    deleted = lambda: Function.objects.get(pk=function.pk).status == FunctionStatus.DELETED  # noqa: E731
+    wait_until(deleted, 60, "the delete")
     return Function.objects.get(pk=function.pk)
 
 
@@ -120,7 +113,7 @@ def test_a_replaced_revision_scaled_to_zero_frees_its_artifact_at_once(
     function = _deploy(client, "idle", body=INDEX.replace(b"true", b"1"))
     first = Path(Revision.objects.get(function=function, number=1).artifact)
     status = f"{runtime_daemon.control_url}/v1/namespaces/{project.effective_namespace}/functions/idle"
-    wait_for(
+    wait_until(
         lambda: not httpx.get(status, headers=runtime_daemon.headers).json()["instances"], 60, "scale to zero"
     )
     _deploy(client, "idle", body=INDEX.replace(b"true", b"2"))
@@ -156,7 +149,7 @@ def test_agent_functions_leave_nothing_behind(celery_worker, project, media_root
         assert deployed.status_code == 202, deployed.content
         names.append(deployed.json()["name"])
     for name in names:
-        wait_for(
+        wait_until(
             lambda n=name: client.get(f"/internal/v1/operations/functions/{n}", **auth).json()["ready"],
             300,
             name,
@@ -166,5 +159,5 @@ def test_agent_functions_leave_nothing_behind(celery_worker, project, media_root
         client.post(
             "/internal/v1/operations/delete-function", {"name": name}, content_type="application/json", **auth
         )
-    wait_for(lambda: not Function.objects.filter(name__in=names).exists(), 120, "the reclaim")
+    wait_until(lambda: not Function.objects.filter(name__in=names).exists(), 120, "the reclaim")
     assert _du(media_root, artifacts_dir) == before

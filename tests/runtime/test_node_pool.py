@@ -42,6 +42,8 @@ def test_a_one_shot_javascript_run(daemon):
     answer = _call(daemon, "POST", "/v1/execute", code="console.log('hi'); 6 * 7", language="javascript")
     assert answer.status_code == 200, answer.text
     assert (answer.json()["stdout"], answer.json()["result"], answer.json()["error"]) == ("hi\n", 42, None)
+    typed = _call(daemon, "POST", "/v1/execute", code="const n: number = 6; n * 7", language="typescript")
+    assert (typed.status_code, typed.json()["result"], typed.json()["stderr"]) == (200, 42, ""), typed.text
     refused = _call(daemon, "POST", "/v1/execute", code="1", language="ruby")
     assert refused.status_code == 400 and "language" in refused.json()["error"]
 

@@ -58,6 +58,22 @@ def test_node_code_takes_the_fast_path_with_the_deploy_paths_results(client):  #
     assert (exited.stdout, exited.error, exited.exit_code) == ("bye\n", None, 3)  # as sys.exit(3) in Python
 
 
+def test_typescript_takes_the_node_fast_path_with_its_types_stripped(client):  # noqa: F811
+    code = (
+        "import { join } from 'node:path'\n"
+        "interface Named { name: string }\n"
+        "const greet = (who: Named): string => `hi ${who.name}`\n"
+        "console.log(greet({ name: 'ts' }))\n"
+        "await new Promise((r) => setTimeout(r, 20))\n"  # (Node's experimental warning would come meanwhile)
+        "join('a', 'b')"
+    )
+    typed = functions.execute(code=code, language="typescript", client=client)
+    assert typed.function == ""  # the fast path
+    assert (typed.stdout, typed.stderr, typed.result, typed.error) == ("hi ts\n", "", "a/b", None)
+    failed = functions.execute(code="let x: = 1", language="ts", client=client)
+    assert (failed.error.name, failed.exit_code) == ("SyntaxError", 1)
+
+
 def test_nothing_is_kept_from_one_node_execution_to_the_next(client):  # noqa: F811
     first = _node(
         "globalThis.leak = 'secret'; require('fs').writeFileSync('left.txt', 'x'); process.getuid()", client

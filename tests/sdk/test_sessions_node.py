@@ -1,7 +1,8 @@
 """Node sessions end to end on a running platform: E2B's own SDK (``run_code(language="js")``, a
 "javascript" context) and ``functions.session(language="node")`` run JavaScript in a Node kernel that keeps
 its node:vm context between calls, streams output, reports errors, times out, and stays as contained as
-the Python kernel (same sandbox, uid, no network)."""
+the Python kernel (same sandbox, uid, no network). Cells take ES import declarations, and TypeScript
+(``language="ts"``) runs in the same kernel with its types stripped."""
 
 from __future__ import annotations
 
@@ -56,6 +57,48 @@ def test_e2b_javascript_context_keeps_state_streams_and_reports_errors(e2b_env, 
     _assert_nothing_left(live_platform, held)
 
 
+def test_e2b_typescript_runs_with_its_types_stripped_in_its_own_default_context(e2b_env, live_platform):  # noqa: F811
+    from e2b_code_interpreter import Sandbox
+
+    sandbox = Sandbox.create(timeout=120)
+    held = _held(live_platform, sandbox.sandbox_id)
+    try:
+        # (awaiting a timer: Node's "stripTypeScriptTypes is experimental" warning would come meanwhile)
+        first = "const m: number = await new Promise((r) => setTimeout(() => r(20), 20))\nm + 1"
+        awaited = sandbox.run_code(first, language="ts")
+        assert (awaited.text, awaited.error, awaited.logs.stderr) == ("21", None, [])
+        assert sandbox.run_code("const n: number = 41; n + 1", language="ts").text == "42"
+        typed = (
+            "interface Point { x: number; y: number }\n"
+            "function norm(p: Point): number { return Math.hypot(p.x, p.y) }\n"
+            "norm({ x: 3, y: 4 } as Point)"
+        )
+        assert sandbox.run_code(typed, language="typescript").text == "5"
+        enum = "enum Color { Red = 'r', Green = 'g' }\nconst c: Color = Color.Green\nc"  # (transformed)
+        assert sandbox.run_code(enum, language="ts").text == "g"
+        imported = "import { join } from 'node:path'\nconst p: string = join('a', 'b')\np"
+        assert sandbox.run_code(imported, language="ts").text == "a/b"
+        failed = sandbox.run_code("const a = 1\nconst bad: = 2", language="ts")
+        assert failed.error.name == "SyntaxError"
+        assert "<cell>:2" in failed.error.traceback and "bad" in failed.error.traceback
+        assert sandbox.run_code("n", language="ts").text == "41"  # an error keeps the context
+        # as in E2B, TypeScript's default context is its own: not JavaScript's, not Python's
+        assert sandbox.run_code("typeof n", language="js").text == "undefined"
+        context = sandbox.create_code_context(language="typescript")
+        assert context.language == "typescript"
+        assert sandbox.run_code("const s: string = 'own'; s", context=context).text == "own"
+        ids = {c.id: c.language for c in sandbox.list_code_contexts()}
+        assert ids == {
+            "default": "python",
+            "default-typescript": "typescript",
+            "default-javascript": "javascript",
+            context.id: "typescript",
+        }
+    finally:
+        sandbox.kill()
+    _assert_nothing_left(live_platform, held)
+
+
 def test_e2b_javascript_timeout_interrupts_and_keeps_the_context(e2b_env):  # noqa: F811
     from e2b.exceptions import TimeoutException
     from e2b_code_interpreter import Sandbox
@@ -92,6 +135,47 @@ def test_hks_sdk_node_session_keeps_state_streams_and_times_out(client, live_pla
         assert s.run("process.env.GREETING").result is None
         s.files.write("data.json", '{"n": 3}')
         assert s.run("JSON.parse(require('fs').readFileSync('data.json', 'utf8')).n").result == 3
+    _assert_nothing_left(live_platform, held)
+
+
+def test_hks_sdk_node_session_takes_es_imports(client, live_platform):  # noqa: F811
+    with functions.session(language="node", timeout=120, client=client) as s:
+        held = _held(live_platform, s.id)
+        s.files.write("greeting.txt", "hi")
+        cell = (
+            "import fs from 'fs'; import { join } from 'node:path'; import * as os from 'os'\n"
+            "fs.readFileSync(join(os.homedir(), 'greeting.txt'), 'utf8')"
+        )
+        assert s.run(cell).result == "hi"
+        assert s.run(cell).result == "hi"  # run again: its bindings are vars
+        s.files.write("m.mjs", "export default 41; export const one = 1")
+        s.files.write("c.cjs", "module.exports = { two: 2 }")
+        modules = (
+            "import answer, { one } from './m.mjs'\n"
+            "import * as m from './m.mjs'\n"
+            "import c, {\n  two,\n  two as deux,\n} from './c.cjs'\n"
+            "[answer + one, m.default, m.one, c.two, two, deux]"
+        )
+        assert s.run(modules).result == [42, 41, 1, 2, 2, 2]
+        assert s.run("(await import('./m.mjs')).default + (await import('node:os')).EOL.length").result == 42
+        # with a top-level await too, the bindings are the session's globals
+        assert s.run(
+            "import { readFile } from 'fs/promises'\nconst text = await readFile('c.cjs', 'utf8')"
+        ).ok
+        assert s.run("[typeof readFile, text.length, one]").result == [
+            "function",
+            len("module.exports = { two: 2 }"),
+            1,
+        ]
+        assert s.run("export const shared = 5\nshared * 2").result == 10
+        missing = s.run("import nothing from 'no-such-module'")
+        assert missing.error.name == "Error"
+        assert "Cannot find module 'no-such-module'" in missing.error.value
+        code = s.run("try { require('no-such-module') } catch (e) { e.code }").result
+        assert code == "MODULE_NOT_FOUND"  # (what the import's error is: require's)
+        refused = s.run("export default 1")
+        assert refused.error.name == "SyntaxError" and "export default" in refused.error.value
+        assert s.run("[answer, shared]").result == [41, 5]  # the errors left the state as it was
     _assert_nothing_left(live_platform, held)
 
 

@@ -129,6 +129,16 @@ def wait_for(check: Callable[[], object], timeout: float = 90.0, interval: float
         time.sleep(interval)
 
 
+def wait_until(check: Callable[[], object], timeout: float, what: str):
+    """Poll ``check()`` every 0.2 s until it is truthy and return its value; fail the test, naming ``what``,
+    when ``timeout`` seconds pass first (a deadline for waiting, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
 def deploy(backend: LocalBackend, spec: ServiceSpec) -> ServiceStatus:
     backend.apply(spec)
     status = wait_for(lambda: _ready(backend, spec))

@@ -290,6 +290,7 @@ def test_registered_task_names_never_change():
         "functions.tasks.delete_function",
         "functions.tasks.deploy_revision",
         "functions.tasks.observe_functions",
+        "functions.tasks.prune_history",
         "functions.tasks.prune_revisions",
         "functions.tasks.reclaim_due",
         "functions.tasks.reclaim_storage",

@@ -6,7 +6,6 @@ the request and the run history (API) records it. Debian package: bubblewrap."""
 
 import asyncio
 import datetime as dt
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ from functions.services import schedules as services_schedules
 from functions.services.functions import function_ref
 from functions.services.schedule_runs import Outcome
 from tests.support.archive_samples import node_archive
+from tests.support.daemon_helpers import wait_until
 
 pytestmark = pytest.mark.runtime
 
@@ -28,14 +28,6 @@ INDEX = b"""module.exports = { handle: async (context, body) => {
   return { ok: true };
 } };
 """
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def _containing(text: str, expected: str) -> str | None:
@@ -57,7 +49,7 @@ def test_minutely_schedule_fires_the_deployed_function_and_history_records_it(
     settings.MEDIA_ROOT = tmp_path
     function = services.function_create(project=project, name="ticker", runtime="node", user=developer)
     services.function_deploy(function=function, archive=node_archive("ticker", body=INDEX), user=developer)
-    function = wait_for(
+    function = wait_until(
         lambda: Function.objects.filter(pk=function.pk, status__in=["ready", "failed"]).first(), 600, "deploy"
     )
     assert function.status == FunctionStatus.READY, function.status_message
@@ -76,7 +68,7 @@ def test_minutely_schedule_fires_the_deployed_function_and_history_records_it(
     [run] = schedule_firing.schedules_dispatch(now=due + dt.timedelta(seconds=1))  # the minute has come
     assert schedule_firing.schedules_dispatch(now=due + dt.timedelta(seconds=6)) == []  # next beat: nothing
 
-    run = wait_for(
+    run = wait_until(
         lambda: ScheduleRun.objects.filter(pk=run.pk).exclude(outcome__in=Outcome.ACTIVE).first(),
         120,
         "the run",
@@ -86,7 +78,7 @@ def test_minutely_schedule_fires_the_deployed_function_and_history_records_it(
 
     stamp = due.isoformat().replace("+00:00", "Z")
     expected = f'scheduled call POST minutely {stamp} {{"tick":1}}'
-    text = wait_for(lambda: _containing(log_text(function), expected), 30, "the log line")
+    text = wait_until(lambda: _containing(log_text(function), expected), 30, "the log line")
     assert text.count(expected) == 1
 
     history = (
