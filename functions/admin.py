@@ -10,9 +10,16 @@ from django.utils import timezone
 from functions import models, selectors
 from functions.services import functions as services
 from functions.services import projects as services_projects
+from functions.services import usage as services_usage
 from functions.services.audit import audit
 
-QUOTA_FIELDS = ("max_sessions", "max_executions_per_minute", "max_cpu_seconds_per_day", "max_storage_mb")
+QUOTA_FIELDS = (
+    "max_sessions",
+    "max_executions_per_minute",
+    "max_cpu_seconds_per_day",
+    "max_storage_mb",
+    "max_instances",
+)
 
 admin.site.site_header = "HKS Functions operations"
 admin.site.site_title = "HKS Functions"
@@ -43,6 +50,7 @@ class ProjectAdmin(admin.ModelAdmin):
         "cpu_seconds_month",
         "max_cpu_seconds_per_day",
         "max_storage_mb",
+        "max_instances",
         "created_at",
     ]
     # Operators change these quotas right in the list (each change is audited as project.quotas).
@@ -73,6 +81,7 @@ class ProjectAdmin(admin.ModelAdmin):
                     "max_memory_mb",
                     "max_storage_mb",
                     "storage_used",
+                    "max_instances",
                 ]
             },
         ),
@@ -119,6 +128,8 @@ class ProjectAdmin(admin.ModelAdmin):
         if change and quotas:
             changes = {f: [form.initial.get(f), getattr(obj, f)] for f in quotas}
             audit(project=obj, action="project.quotas", actor=request.user, changes=changes, via="admin")
+        if change and "max_instances" in quotas:
+            services_usage.project_instance_quota_push(project=obj)
         services_projects.project_provision(project=obj)
 
     def delete_model(self, request, obj):

@@ -280,3 +280,9 @@ class QuotasForm(forms.Form):
     max_cpu_seconds_per_day = forms.IntegerField(
         min_value=0, max_value=1_000_000, label="CPU seconds per day", help_text="0: no daily limit"
     )
+    max_instances = forms.IntegerField(
+        min_value=0,
+        max_value=1_000_000,
+        label="Function instances at once",
+        help_text="on the local runtime; starts past it wait (the runtime learns it at the next deploy)",
+    )

@@ -50,6 +50,9 @@ class Project(models.Model):
     max_storage_mb = models.PositiveIntegerField(
         default=5120, help_text="MiB the kept revisions' source archives and built artifacts may take"
     )
+    max_instances = models.PositiveIntegerField(
+        default=20, help_text="Function instances running at once, on the local runtime"
+    )
     created_at = models.DateTimeField(default=dj_timezone.now)
     cluster_state = models.CharField(max_length=16, choices=ClusterState.choices, blank=True, default="")
     cluster_message = models.TextField(blank=True)

@@ -23,6 +23,7 @@ from functions.models import (
     AuditEvent,
     Build,
     Function,
+    FunctionStatus,
     Invitation,
     Membership,
     Project,
@@ -240,6 +241,13 @@ def _totals(rows) -> dict:
     }
 
 
+def project_instances_running(*, project: Project) -> int:
+    """Ready instances of the project's functions as last observed (``Function.replicas``), beside its
+    ``max_instances``: the runtime's own count also has the starting and draining ones."""
+    alive = Function.objects.filter(project=project).exclude(status=FunctionStatus.DELETED)
+    return alive.aggregate(n=Sum("replicas"))["n"] or 0
+
+
 def project_agent_usage(*, project: Project, now: dt.datetime | None = None) -> dict:
     """A project's agent quotas beside what is used of them, and its usage today and this month (UTC).
 
@@ -260,6 +268,8 @@ def project_agent_usage(*, project: Project, now: dt.datetime | None = None) -> 
         "max_cpu_seconds_per_day": project.max_cpu_seconds_per_day,
         "storage_used_bytes": project_storage_used(project=project),
         "max_storage_mb": project.max_storage_mb,
+        "instances_running": project_instances_running(project=project),
+        "max_instances": project.max_instances,
         "today": today,
         "month": _totals(rows.filter(hour__gte=month)),
     }

@@ -109,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="haproxy: HAProxy proxies warm traffic, the Python gateway only activates; "
         "auto (default): haproxy when installed",
     )
+    parser.add_argument(
+        "--project-memory-mb",
+        type=int,
+        default=int(_env_float("HKS_RUNTIME_PROJECT_MEMORY_MB", 0)),
+        help="memory a project's function instances may use together, under cgroup v2 (their project's "
+        "cgroup; default: half the machine's)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not args.token:
@@ -141,6 +148,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         node_pool_size=max(0, args.node_pool_size),
         execute_pool_size=max(0, args.execute_pool_size),
         execute_node_pool_size=max(0, args.execute_node_pool_size),
+        project_memory_mb=max(0, args.project_memory_mb),
     )
 
 

@@ -1,7 +1,8 @@
 """Scaling: scale up by concurrency (Knative's target and container concurrency), scale down after the
-idle period (to zero unless min-scale), and the liveness check that replaces an instance stuck after a
-request timed out on it. One of the supervisor's collaborators: it starts and stops instances through the
-``InstanceLifecycle``'s public methods.
+idle period (to zero unless min-scale), the starts a project's instance quota held back (``resume``), and
+the liveness check that replaces an instance stuck after a request timed out on it. One of the
+supervisor's collaborators: it starts and stops instances through the ``InstanceLifecycle``'s public
+methods.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from . import background
 from .instances import DRAINING, READY, Instance
 from .lifecycle import InstanceLifecycle
 from .logstore import LogStore
-from .revisions import FunctionState, RevisionState, SupervisorState
+from .revisions import START_ATTEMPTS, FunctionState, RevisionState, SupervisorState
 
 LIVENESS_TIMEOUT = 3.0
 
@@ -65,10 +66,52 @@ class Autoscaler:
     def _demand(self, fn: FunctionState, rev: RevisionState) -> int:
         return sum(i.inflight + i.external for i in rev.instances) + fn.waiting + fn.queued
 
+    def _desired(self, fn: FunctionState, rev: RevisionState) -> int:
+        return min(rev.spec.max_scale, max(1, math.ceil(self._demand(fn, rev) / self._target(rev))))
+
     def scale_for_demand(self, fn: FunctionState, rev: RevisionState) -> None:
-        desired = min(rev.spec.max_scale, max(1, math.ceil(self._demand(fn, rev) / self._target(rev))))
-        if len(rev.live) < desired:
+        if len(rev.live) < self._desired(fn, rev):
             self.lifecycle.start(fn, rev, cold=not rev.live)
+
+    def next_start(self, fn: FunctionState) -> tuple[RevisionState, bool] | None:
+        """The start ``fn`` wants now, as (revision, cold): its rollout's first, then its min-scale, then
+        what its demand asks for; None when it wants none."""
+        pending, active = fn.pending, fn.active
+        if pending is not None and pending.attempts < START_ATTEMPTS:
+            if len(pending.live) < max(1, pending.spec.min_scale):
+                return pending, True
+        if active is None:
+            return None
+        want = active.spec.min_scale
+        if fn.waiting or fn.queued or any(i.inflight or i.external for i in active.instances):
+            want = max(want, self._desired(fn, active))
+        return (active, not active.live) if len(active.live) < want else None
+
+    def resume(self, namespace: str) -> None:
+        """Places free under the project's instance quota: the functions held back get their starts, one
+        at a time in turns, the one waiting longest first. A function that wants nothing more any more stops
+        waiting; one that got a start and wants more waits again behind the others."""
+        quotas = self.state.quotas
+        progress = True
+        while progress:
+            progress = False
+            for fn in quotas.held_in(namespace):
+                want = self.next_start(fn) if self.state.current(fn) and not self.state.closing else None
+                if want is None:
+                    quotas.release(fn)
+                    fn.notify()  # its status no longer says it is held
+                    continue
+                rev, cold = want
+                if not self.lifecycle.within_quota(fn, rev):
+                    continue
+                before = quotas.count(namespace)
+                self.lifecycle.start(fn, rev, cold=cold)
+                if quotas.count(namespace) > before:
+                    progress = True
+                    if self.next_start(fn) is None:
+                        quotas.release(fn)
+                    else:
+                        quotas.requeue(fn)
 
     async def run(self) -> None:
         """Scale down, every tick, whatever has been idle long enough (until cancelled)."""
@@ -77,6 +120,8 @@ class Autoscaler:
             await asyncio.sleep(tick)
             for fn in list(self.state.functions.values()):
                 self._scale_down(fn)
+            for namespace in self.state.quotas.namespaces_waiting():
+                self.resume(namespace)  # drops those whose demand went; and a place freed unnoticed
 
     def _scale_down(self, fn: FunctionState) -> None:
         rev = fn.active

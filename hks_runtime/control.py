@@ -6,8 +6,10 @@
                                                        {"deleted": bool, "cpu_seconds": the CPU its instances
                                                        used over its life, null when one had no figure}
     GET    /v1/namespaces/{ns}/functions/{name}/logs   ndjson records; ?since=ISO (inclusive)&tail=N&follow=1
-    GET    /v1/functions[?namespace=ns]                what the daemon holds, with replicas and the latest
-                                                       ready revision of each
+    PUT    /v1/namespaces/{ns}/quota                   {"max_instances": N}: the project's instance quota now,
+                                                       not at its next spec (quotas.py); 0 = none
+    GET    /v1/functions[?namespace=ns]                what the daemon holds, with replicas, the latest
+                                                       ready revision and the status message of each
     POST   /v1/builds                                  {runtime, archive_path, content_hash[, profile,
                                                        namespace]}: ndjson stream
                                                        of {"log": line}..., then {"artifact": dir,
@@ -64,6 +66,7 @@ class ControlApi:
         app.router.add_get(fn, self.status)
         app.router.add_delete(fn, self.delete)
         app.router.add_get(fn + "/logs", self.logs)
+        app.router.add_put("/v1/namespaces/{ns}/quota", self.set_quota)
         app.router.add_get("/v1/functions", self.list_functions)
         app.router.add_post("/v1/builds", self.build)
         app.router.add_delete("/v1/artifacts/{content_hash}", self.delete_artifact)
@@ -106,6 +109,21 @@ class ControlApi:
         self.supervisor.apply(spec)
         return web.json_response(self._status(ns, name))
 
+    async def set_quota(self, request: web.Request) -> web.Response:
+        ns = request.match_info["ns"]
+        if not DNS_LABEL.fullmatch(ns):
+            return error(400, "names must be DNS-1035 labels", permanent=True)
+        try:
+            data = await request.json()
+        except ValueError:
+            return error(400, "the body must be JSON", permanent=True)
+        cap = data.get("max_instances") if isinstance(data, dict) else None
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+            return error(400, "max_instances must be a non-negative integer", permanent=True)
+        self.supervisor.set_quota(ns, cap)
+        quotas = self.supervisor.state.quotas
+        return web.json_response({"max_instances": quotas.cap(ns), "instances": quotas.count(ns)})
+
     async def status(self, request: web.Request) -> web.Response:
         ns, name = self._names(request)
         status = self._status(ns, name)
@@ -138,6 +156,7 @@ class ControlApi:
                 # what the portal shows (replicas 0 included), in the same call for every function
                 "replicas": len(fn.active.ready) if fn.active else 0,
                 "latest_ready_revision": fn.latest_ready,
+                "message": self.supervisor.message(fn),  # e.g. held back by the project's instance quota
             }
             for fn in self.supervisor.functions.values()
             if namespace is None or fn.spec.namespace == namespace

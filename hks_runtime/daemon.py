@@ -55,6 +55,7 @@ class Options:
     execute_pool_size: int = 2  # bare Python kernels started ahead for execute(), at least (oneshot.py;
     # the command line's default is pool_policy.execute_pool_default())
     execute_node_pool_size: int = 2  # bare Node kernels started ahead for JavaScript execute(), at least
+    project_memory_mb: int = 0  # a project's function instances together (their cgroup); 0: half the host's
 
 
 class Daemon:
@@ -78,6 +79,7 @@ class Daemon:
             pool_size=options.pool_size,
             slots_dir=self.data_dir / "slots",
             pool_recent_shapes=options.pool_recent_shapes,
+            project_memory_mb=options.project_memory_mb,
         )
         self.sessions = SessionManager(
             spawner=self.supervisor.spawner,

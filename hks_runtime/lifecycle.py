@@ -50,6 +50,7 @@ class InstanceLifecycle:
         logs: LogStore,
         metrics: Metrics,
         on_promote: Callable[[], None],
+        on_room: Callable[[str], None] = lambda namespace: None,
     ):
         self.state = state
         self.starter = starter
@@ -57,9 +58,11 @@ class InstanceLifecycle:
         self.logs = logs
         self.metrics = metrics
         self.on_promote = on_promote  # a revision became the active one: persist the state
+        self.on_room = on_room  # an instance of the namespace is gone: its held functions may start
 
     def start(self, fn: FunctionState, rev: RevisionState, *, cold: bool = False) -> None:
-        """Add one instance to ``rev`` (at once, or after the function's crash backoff)."""
+        """Add one instance to ``rev`` (at once, or after the function's crash backoff), unless its project
+        is at its instance quota: then the function waits for a place (``Autoscaler.resume``)."""
         if self.state.closing or not self.state.current(fn):
             return
         delay = fn.next_start_at - time.monotonic()
@@ -67,11 +70,41 @@ class InstanceLifecycle:
             if fn.start_timer is None:
                 fn.start_timer = asyncio.get_running_loop().call_later(delay, self._delayed_start, fn, rev)
             return
+        if not self.within_quota(fn, rev):
+            self._hold(fn)
+            return
         inst = Instance.new(fn.spec.namespace, fn.spec.name, rev.name)
+        self.state.quotas.add(inst)
         if cold:
             inst.cold_since = time.monotonic()
         rev.instances.append(inst)
         background.start(self._run(fn, rev, inst))
+
+    def within_quota(self, fn: FunctionState, rev: RevisionState) -> bool:
+        """Whether one more instance of ``rev`` fits in its project's quota. A rollout's new revision may
+        start in place of the instances of the revision it replaces (they stop once it is ready): else a
+        project at its quota could never roll out, its old instances waiting for a new one that waits for
+        them. So a project runs at most its quota plus one function's instances, and only while that
+        function's rollout drains."""
+        replaced = len(fn.active.live) if rev is fn.pending and fn.active is not None else 0
+        return self.state.quotas.allows(fn.spec.namespace, besides=replaced)
+
+    def _hold(self, fn: FunctionState) -> None:
+        quotas = self.state.quotas
+        if quotas.hold(fn):  # one line when it starts waiting, not one per request that wanted a start
+            self.logs.get(fn.spec.namespace, fn.spec.name).write(
+                "-",
+                "system",
+                f"{quotas.message(fn)}: more instances start as the project's others stop",
+                limited=False,
+            )
+            fn.notify()
+
+    def _forget(self, inst: Instance) -> None:
+        """The instance (never spawned) no longer holds a place in its project's quota: offer the place to
+        the functions held back, once the caller is done."""
+        if self.state.quotas.discard(inst) and not self.state.closing:
+            asyncio.get_running_loop().call_soon(self.on_room, inst.namespace)
 
     def _delayed_start(self, fn: FunctionState, rev: RevisionState) -> None:
         fn.start_timer = None
@@ -149,6 +182,7 @@ class InstanceLifecycle:
                 name=f"{spec.namespace}-{inst.id}",
                 gateway_port=inst.caller_port,
                 identity=identities.project_identity(self.starter.layers_dir, spec.namespace),
+                group=self.starter.group(spec.namespace),
             )
             proc = await self.starter.spawn(sandbox_spec)
         finally:
@@ -211,6 +245,7 @@ class InstanceLifecycle:
     def _start_failed(self, fn: FunctionState, rev: RevisionState, inst: Instance, detail: str) -> None:
         if inst.proc is None:  # never spawned: no exit watcher will remove it (nor close its listener)
             inst.state = STOPPED
+            self._forget(inst)
             if inst.caller_port:
                 background.start(self.starter.close_caller_port(inst.caller_port))
             with contextlib.suppress(ValueError):
@@ -257,8 +292,11 @@ class InstanceLifecycle:
             self.starter.blocking.submit(cleanup, inst)
         if inst.caller_port:
             background.start(self.starter.close_caller_port(inst.caller_port))
+        freed = self.state.quotas.discard(inst)
         if self.state.current(fn) and not self.state.closing:
-            self.ensure_min_scale(fn)
+            self.ensure_min_scale(fn)  # a crashed function re-takes its own place first
+        if freed and not self.state.closing:  # then the functions held back get what is left
+            asyncio.get_running_loop().call_soon(self.on_room, inst.namespace)
         fn.notify()
 
     def _promote(self, fn: FunctionState, rev: RevisionState) -> None:

@@ -140,6 +140,7 @@ class PrewarmPool:
                 name=f"pool-{slot.name}",
                 gateway_port=caller_port,
                 identity=identity,
+                group=self.starter.group(shape.project),  # the project it will serve bounds its memory
             )
             proc = await self.starter.spawn(spec, stdin=subprocess.PIPE)
             port = sock.getsockname()[1]

@@ -5,7 +5,7 @@ revisions it replaced drain in ``retired``. ``SupervisorState`` is the one objec
 instance lifecycle, the autoscaler and the pre-warm pool are given (as uvicorn passes its ``ServerState``),
 so none of them reaches into another's attributes.
 
-A leaf: of this package it imports only ``instances`` and ``spec``.
+A leaf: of this package it imports only ``instances``, ``quotas`` and ``spec``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from .instances import READY, STARTING, Instance
+from .quotas import ProjectQuotas
 from .spec import FunctionSpec
 
 START_ATTEMPTS = 3  # a new revision that cannot start is retried this often, then reported failed
@@ -83,6 +84,11 @@ class FunctionState:
     def revisions(self) -> list[RevisionState]:
         return [r for r in (self.active, self.pending, *self.retired) if r is not None]
 
+    @property
+    def live(self) -> int:
+        """Its instances starting or ready, in the revision serving and the one being rolled out."""
+        return sum(len(r.live) for r in (self.active, self.pending) if r is not None)
+
 
 @dataclass
 class SupervisorState:
@@ -93,6 +99,7 @@ class SupervisorState:
     http: aiohttp.ClientSession | None = None  # probes, and the Python gateway's upstream requests
     router: Any = None  # haproxy.HAProxyRouting when HAProxy is the data path
     callers: Any = None  # gateway.SandboxCallers: one listener per sandbox with a network of its own
+    quotas: ProjectQuotas = field(default_factory=ProjectQuotas)  # instances per project (quotas.py)
 
     def current(self, fn: FunctionState) -> bool:
         """Whether ``fn`` is still the function the daemon runs under its name (not deleted, not replaced)."""

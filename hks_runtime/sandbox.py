@@ -30,6 +30,13 @@ installed.
 Bind sources are mounted through per-sandbox overlayfs views (``views.py``) where the daemon can, so that
 ``/proc/self/mountinfo`` inside shows no host path.
 
+A function instance's sandbox (``spec.group``) goes under its project's own cgroup,
+``<parent>/project-<namespace>/<sandbox>``, whose memory limit bounds the project's sandboxes together: past
+it the kernel's OOM killer takes one of them (under v2 ``memory.oom.group`` on each sandbox: the whole of
+that one), never another project's. Its CPU weight (v2 ``cpu.weight``, v1 ``cpu.shares``) is left at the
+default, so CPU under contention is shared per project, not per process. Under cgroup v1 the group is made
+in each controller's hierarchy (the limit in the memory one). Under rlimits there is no such group.
+
 Caller duties: spawn from a long-lived thread (``--die-with-parent`` is tied to the spawning thread), drain
 the pipes, and call ``terminate()`` for wall-time limits. Cgroups are removed when ``poll()``/``wait()`` first
 see the exit (``cleanup()`` waits for it); ``sweep_stale_cgroups()`` clears a crashed predecessor's.
@@ -58,6 +65,7 @@ _log = logging.getLogger(__name__)
 SANDBOX_UID = 65534  # "nobody": the probes' uid, and sandboxes' without an identity of their own
 NOBODY = Identity(SANDBOX_UID, SANDBOX_UID)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+GROUP_PREFIX = "project-"  # a project's cgroup (Group), beside the sandboxes' own under the parent
 _SYSTEM_BINDS = (("/usr", "/usr"),)
 _SYSTEM_SYMLINKS = (("usr/lib", "/lib"), ("usr/lib64", "/lib64"), ("usr/bin", "/bin"), ("usr/sbin", "/sbin"))
 # What language runtimes need from /etc (DNS, TLS roots, time zone); never shadow, passwd databases etc.
@@ -98,6 +106,22 @@ PROFILES: dict[str, Limits] = {
 _NETWORK_DEFAULT = {"standard": True, "restricted": False}
 
 
+@dataclass(frozen=True)
+class Group:
+    """A cgroup sandboxes share (a project's function instances): ``memory_mb`` bounds them together."""
+
+    name: str
+    memory_mb: int
+
+
+def host_memory_mb() -> int:
+    """The machine's memory (MemTotal), 0 when it cannot be read."""
+    for line in (_read(Path("/proc/meminfo")) or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
 @dataclass
 class SandboxSpec:
     """What to run and what it may see. ``ro_binds``/``rw_binds`` are (host path, sandbox path) pairs."""
@@ -116,6 +140,7 @@ class SandboxSpec:
     identity: Identity | None = None  # the project's own uid/gid (identities.py); None: nobody
     # writable dirs kept in memory, like /tmp (e.g. a session's home): size-capped, never on the host's disk
     memory_dirs: tuple[str, ...] = ()
+    group: Group | None = None  # the project's cgroup it goes under (cgroup v2 only; see the module's doc)
 
 
 def memory_dir_bytes(limits: Limits) -> int:
@@ -270,24 +295,61 @@ def sweep_stale_cgroups() -> int:
     removed = 0
     for parent in _cgroups().parents.values():
         for child in parent.iterdir():
-            creator = child.name.rsplit("-", 2)[-2] if child.name.count("-") >= 2 else ""
-            if not child.is_dir() or not creator.isdigit() or pid_alive(int(creator)):
-                continue
-            for pid in (_read(child / "cgroup.procs") or "").split():
+            if child.is_dir() and child.name.startswith(GROUP_PREFIX):  # a project's group: its sandboxes
+                removed += _sweep_dir(child)
                 with contextlib.suppress(OSError):
-                    os.kill(int(pid), signal.SIGKILL)
-            for _ in range(50):
-                try:
-                    child.rmdir()
-                    removed += 1
-                    break
-                except OSError:
-                    time.sleep(0.02)
+                    child.rmdir()  # empty: no daemon runs that project's sandboxes now (the next remakes it)
+        removed += _sweep_dir(parent)
     return removed
 
 
-def _create_cgroups(layout: _CgroupLayout, name: str, limits: Limits) -> dict[str, Path]:
-    dirs = {key: parent / name for key, parent in layout.parents.items()}
+def _sweep_dir(parent: Path) -> int:
+    removed = 0
+    for child in parent.iterdir():
+        creator = child.name.rsplit("-", 2)[-2] if child.name.count("-") >= 2 else ""
+        if not child.is_dir() or not creator.isdigit() or pid_alive(int(creator)):
+            continue
+        for pid in (_read(child / "cgroup.procs") or "").split():
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+        for _ in range(50):
+            try:
+                child.rmdir()
+                removed += 1
+                break
+            except OSError:
+                time.sleep(0.02)
+    return removed
+
+
+def _group_dir(mode: str, key: str, parent: Path, group: Group) -> Path:
+    """The project's cgroup under ``parent``, made on first use and kept (a sandbox of the project may be
+    spawned at any moment: only the sweep at a daemon's start removes an empty one). Its limit is written
+    each time, so a changed setting applies with the project's next sandbox."""
+    path = parent / f"{GROUP_PREFIX}{group.name}"
+    path.mkdir(exist_ok=True)
+    memory = group.memory_mb * 1024 * 1024
+    if mode == "cgroup-v2":
+        _write(path / "cgroup.subtree_control", "+memory +pids")
+        _write(path / "cgroup.subtree_control", "+cpu", optional=True)
+        if memory:
+            _write(path / "memory.max", memory)
+            _write(path / "memory.swap.max", 0, optional=True)
+    elif key == "memory" and memory:
+        # memsw must stay >= the memory limit: first when raising it, after when lowering it
+        _write(path / "memory.memsw.limit_in_bytes", memory, optional=True)
+        _write(path / "memory.limit_in_bytes", memory)
+        _write(path / "memory.memsw.limit_in_bytes", memory, optional=True)
+    return path
+
+
+def _create_cgroups(
+    layout: _CgroupLayout, name: str, limits: Limits, group: Group | None = None
+) -> dict[str, Path]:
+    parents = dict(layout.parents)
+    if group is not None:
+        parents = {key: _group_dir(layout.mode, key, parent, group) for key, parent in parents.items()}
+    dirs = {key: parent / name for key, parent in parents.items()}
     for path in dirs.values():
         path.mkdir()
     memory = limits.memory_mb * 1024 * 1024
@@ -691,7 +753,9 @@ def spawn(spec: SandboxSpec, *, stdin: int | None = subprocess.DEVNULL) -> Sandb
     check_sandbox()
     identity = spec.identity or NOBODY
     layout = _cgroups()
-    cgroups = _create_cgroups(layout, _cgroup_name(spec.name), spec.limits) if layout.parents else {}
+    cgroups = (
+        _create_cgroups(layout, _cgroup_name(spec.name), spec.limits, spec.group) if layout.parents else {}
+    )
     binds = spec.ro_binds + spec.rw_binds
     unprivileged = runs_unprivileged() and all(_reachable(src, identity) for src, _ in binds)
     if runs_unprivileged() and not unprivileged:

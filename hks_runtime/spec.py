@@ -46,6 +46,9 @@ class FunctionSpec:
     profile: str = "standard"
     visibility: str = "public"
     labels: dict[str, str] = field(default_factory=dict)
+    # The project's cap on instances of all its functions at once (quotas.py); 0 = none. Not the function's
+    # own: the most recent spec of a namespace sets it for the whole namespace.
+    project_max_instances: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -74,6 +77,7 @@ class FunctionSpec:
             profile=_str(data, "profile", "standard"),
             visibility=_str(data, "visibility", "public"),
             labels=_str_map(data.get("labels"), "labels"),
+            project_max_instances=_int(data, "project_max_instances", 0),
         )
         spec.validate()
         return spec

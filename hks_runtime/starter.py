@@ -1,6 +1,7 @@
 """What starting any sandboxed instance needs, shared by cold starts (lifecycle.py) and standbys (prewarm.py):
 the runtime layers (built once per runtime), the gateway listener a sandbox with a network of its own calls
-other functions through, a profile's limits, and the two executors.
+other functions through, a profile's limits, the project's cgroup its instances share, and the two
+executors.
 
 Blocking calls into the sandbox (terminate, cleanup, building a runtime layer, filling a slot, builds) go to
 ``blocking``, a thread pool; ``spawn`` goes to ``spawner``, one dedicated long-lived thread: bwrap's
@@ -23,10 +24,15 @@ from .revisions import FunctionState, SupervisorState
 
 
 class SandboxStarter:
-    def __init__(self, *, state: SupervisorState, layers_dir: Path, logs: LogStore):
+    def __init__(
+        self, *, state: SupervisorState, layers_dir: Path, logs: LogStore, project_memory_mb: int = 0
+    ):
         self.state = state
         self.layers_dir = layers_dir
         self.logs = logs
+        # What a project's function instances may use together (their cgroup, sandbox.Group): by default
+        # half the machine, so one tenant alone can never take all of it. 0 = the default.
+        self.project_memory_mb = project_memory_mb or sandbox.host_memory_mb() // 2
         self.blocking = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hks-blocking")
         self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hks-spawn")
         self.layers: dict[str, Path] = {}
@@ -77,6 +83,10 @@ class SandboxStarter:
                 min(base.cpu_millicores, cpu_millicores),
             )
         return dataclasses.replace(base, memory_mb=memory_mb, cpu_millicores=cpu_millicores)
+
+    def group(self, namespace: str) -> sandbox.Group | None:
+        """The cgroup a project's function instances (and its standbys) share, bounding their memory."""
+        return sandbox.Group(namespace, self.project_memory_mb) if namespace else None
 
     def shutdown(self) -> None:
         self.blocking.shutdown(wait=False, cancel_futures=True)

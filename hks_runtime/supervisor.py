@@ -15,6 +15,7 @@ revision's instances then drain (finish their in-flight requests) and stop, so a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,13 +46,16 @@ class Supervisor:
         pool_size: int = 1,
         slots_dir: Path | None = None,
         pool_recent_shapes: int = 2,
+        project_memory_mb: int = 0,
     ):
         self.logs = logs
         self.metrics = metrics
         self.on_change = on_change  # persists state
         self.state = SupervisorState()
         self.functions = self.state.functions
-        self.starter = SandboxStarter(state=self.state, layers_dir=layers_dir, logs=logs)
+        self.starter = SandboxStarter(
+            state=self.state, layers_dir=layers_dir, logs=logs, project_memory_mb=project_memory_mb
+        )
         self.blocking, self.spawner = self.starter.blocking, self.starter.spawner
         self.prewarm = PrewarmPool(
             state=self.state,
@@ -71,6 +75,7 @@ class Supervisor:
         self.autoscaler = Autoscaler(
             state=self.state, lifecycle=self.lifecycle, logs=logs, idle_seconds=idle_seconds
         )
+        self.lifecycle.on_room = self.autoscaler.resume
         self._tick: asyncio.Task | None = None
 
     @property
@@ -87,6 +92,7 @@ class Supervisor:
     # Desired state -------------------------------------------------------------------------------
 
     def apply(self, spec: FunctionSpec) -> None:
+        self._set_quota(spec)
         fn = self.functions.get((spec.namespace, spec.name))
         if fn is None:
             fn = self.functions[(spec.namespace, spec.name)] = FunctionState(spec)
@@ -100,11 +106,30 @@ class Supervisor:
         if self.state.router is not None:
             background.start(self.state.router.function(fn))
 
+    def _set_quota(self, spec: FunctionSpec) -> None:
+        self._set_cap(spec.namespace, spec.project_max_instances)
+
+    def _set_cap(self, namespace: str, cap: int) -> None:
+        """The project's instance quota: raised, it lets held functions start; lowered, it stops no running
+        instance."""
+        if self.state.quotas.set_cap(namespace, cap):
+            asyncio.get_running_loop().call_soon(self.autoscaler.resume, namespace)
+
+    def set_quota(self, namespace: str, cap: int) -> None:
+        """The portal changed the project's instance quota: its functions' specs say so from now on, so the
+        state file keeps it across a restart and the latest spec stays the one that counts."""
+        for fn in self.functions.values():
+            if fn.spec.namespace == namespace:
+                fn.spec = dataclasses.replace(fn.spec, project_max_instances=cap)
+        self._set_cap(namespace, cap)
+        self.on_change()
+
     def keep_pool(self) -> None:
         self.prewarm.wanted({Shape.of(fn.spec) for fn in self.functions.values()})
 
     def restore(self, spec: FunctionSpec, latest_ready: str) -> None:
         """After a daemon restart: a revision that was ready comes back at zero instances (plus min-scale)."""
+        self._set_quota(spec)
         fn = self.functions[(spec.namespace, spec.name)] = FunctionState(spec, latest_ready)
         if latest_ready == spec.revision:
             fn.active = RevisionState(spec)
@@ -170,12 +195,18 @@ class Supervisor:
 
     # Status --------------------------------------------------------------------------------------
 
-    def status(self, fn: FunctionState) -> dict:
-        message = ""
+    def message(self, fn: FunctionState) -> str:
+        """Why the function does not run as its spec asks: a start that failed, or its project's quota."""
         if fn.pending is not None and fn.pending.start_error:
-            message = f"revision {fn.pending.name} failed to start: {fn.pending.start_error}"
-        elif fn.active is not None and fn.active.start_error:
-            message = fn.active.start_error
+            return f"revision {fn.pending.name} failed to start: {fn.pending.start_error}"
+        if fn.active is not None and fn.active.start_error:
+            return fn.active.start_error
+        if self.state.quotas.is_held(fn):
+            return self.state.quotas.message(fn)
+        return ""
+
+    def status(self, fn: FunctionState) -> dict:
+        message = self.message(fn)
         return {
             "exists": True,
             "ready": bool(fn.active) and fn.latest_ready == fn.spec.revision,

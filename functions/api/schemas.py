@@ -57,6 +57,13 @@ class UsageOut(Schema):
         ..., description="source archives of the stored revisions, plus each built artifact they record once"
     )
     max_storage_mb: int = Field(..., description="past it, a new revision's upload is refused (409)")
+    instances_running: int = Field(
+        ..., description="ready instances of the project's functions, as last observed (local runtime)"
+    )
+    max_instances: int = Field(
+        ...,
+        description="function instances running at once on the local runtime: starts past it wait; 0: none",
+    )
     today: UsageTotals
     month: UsageTotals
 
@@ -65,6 +72,7 @@ class QuotasIn(Schema):
     max_sessions: int | None = Field(None, ge=0, le=1_000_000)
     max_executions_per_minute: int | None = Field(None, ge=0, le=1_000_000)
     max_cpu_seconds_per_day: int | None = Field(None, ge=0, le=1_000_000)
+    max_instances: int | None = Field(None, ge=0, le=1_000_000)
 
 
 class MemberOut(Schema):

@@ -84,6 +84,9 @@ class ServiceSpec:
     # ``secret_env_version`` changes whenever they do and reveals nothing about them.
     secret_env: dict[str, str] = field(default_factory=dict)
     secret_env_version: str = ""
+    # The project's quota of instances of all its functions at once, on the local runtime (0: none). A
+    # cluster bounds a namespace with its ResourceQuota instead (project_manifests.py).
+    project_max_instances: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class OwnedFunction:
     # The backend's report, when listing gives it for free (the local runtime does); None = ask status().
     replicas: int | None = None
     latest_ready_revision: str = ""
+    message: str | None = None  # the backend's status message, when listing gives it (None: not given)
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,12 @@ class FunctionBackend(abc.ABC):
     @abc.abstractmethod
     def list_owned(self, project: str, namespace: str) -> list[OwnedFunction]:
         """Every function the backend holds for a project, for reconciliation and orphan cleanup."""
+
+    def set_instance_quota(self, namespace: str, max_instances: int) -> None:
+        """Bound the instances of all the namespace's functions at once (0: no bound) now, not only with
+        the next spec (``ServiceSpec.project_max_instances``). A cluster keeps this default: the namespace's
+        ResourceQuota bounds it there (project_manifests.py)."""
+        return None
 
     def fires_schedules_itself(self) -> bool:
         """True when the backend runs cron triggers (CronJobs); False when the portal's beat does."""

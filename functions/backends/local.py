@@ -70,6 +70,7 @@ def spec_payload(spec: ServiceSpec) -> dict:
         "profile": spec.sandbox_profile,
         "visibility": spec.visibility,
         "labels": dict(spec.labels),
+        "project_max_instances": spec.project_max_instances,  # the runtime keeps the namespace's latest
     }
 
 
@@ -158,6 +159,13 @@ class LocalBackend(FunctionBackend):
             return None
         return float(cpu) if isinstance(cpu, int | float) and not isinstance(cpu, bool) else None
 
+    def set_instance_quota(self, namespace: str, max_instances: int) -> None:
+        response = self._request(
+            "PUT", f"/v1/namespaces/{namespace}/quota", json={"max_instances": max_instances}
+        )
+        if response.status_code != 200:
+            raise _error(response)
+
     def delete_artifact(self, artifact: str) -> bool:
         response = self._request("DELETE", f"/v1/artifacts/{Path(artifact).name}")
         if response.status_code == 409:  # a function or a fresh build uses it
@@ -214,6 +222,7 @@ class LocalBackend(FunctionBackend):
                 labels=item.get("labels", {}),
                 replicas=item.get("replicas"),
                 latest_ready_revision=item.get("latest_ready_revision", ""),
+                message=item.get("message"),  # an older runtime gives none
             )
             for item in response.json()["functions"]
         ]

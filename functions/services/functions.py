@@ -376,6 +376,7 @@ def service_spec(function: Function, revision: Revision) -> ServiceSpec:
         sandbox_profile=function.sandbox_profile,
         visibility=function.visibility,
         labels=labels,
+        project_max_instances=function.project.max_instances,
     )
 
 

@@ -1,5 +1,6 @@
 """Writing down what the backend reports about running functions: replicas (0 included), the revision it
-serves, and when it last said so (``Function.observed_at``, read by ``functions.status``).
+serves, its status message (the local runtime's "held at N instances: project quota of M instances
+reached", say), and when it last said so (``Function.observed_at``, read by ``functions.status``).
 
 ``functions_observe()`` runs on beat every few seconds. Per project it asks the backend once for everything
 it holds (``list_owned``; the local runtime's answer carries replicas and the latest ready revision), and
@@ -53,7 +54,9 @@ def project_observe(*, project: Project) -> int:
     Function.objects.filter(ready, pk__in=[f.pk for f in functions.values()]).update(observed_at=now)
     for function in changed:
         Function.objects.filter(ready, pk=function.pk).update(
-            replicas=function.replicas, current_revision=function.current_revision
+            replicas=function.replicas,
+            current_revision=function.current_revision,
+            status_message=function.status_message,
         )
     if changed:
         for function in changed:
@@ -61,23 +64,26 @@ def project_observe(*, project: Project) -> int:
     return len(changed)
 
 
-def _report(backend, function: Function, owned) -> tuple[int, str] | None:
-    """(replicas, latest ready revision), or None when the backend holds nothing for the function."""
+def _report(backend, function: Function, owned) -> tuple[int, str, str | None] | None:
+    """(replicas, latest ready revision, status message - None when not given), or None when the backend
+    holds nothing for the function."""
     if owned is not None and owned.replicas is not None:
-        return owned.replicas, owned.latest_ready_revision
+        return owned.replicas, owned.latest_ready_revision, owned.message
 
     status = backend.status(function_ref(function))
     if not status.exists:
         return None
-    return status.replicas, status.latest_ready_revision
+    return status.replicas, status.latest_ready_revision, None  # a ready Knative Service's message is ""
 
 
 def _apply(function: Function, report: tuple[int, str] | None) -> bool:
     if report is None:
         return False  # gone from the backend: the reconciler's business, not a display change
-    replicas, latest = report
+    replicas, latest, message = report
     changed = function.replicas != replicas
     function.replicas = replicas
+    if message is not None and message != function.status_message:
+        function.status_message, changed = message[:4000], True
     current = function.current_revision
     if latest and (current is None or current.name != latest):
         number = latest.rsplit("-", 1)[-1]

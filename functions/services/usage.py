@@ -9,6 +9,10 @@ per project per minute, so it costs no database write on the fast path. Quotas:
 - ``max_cpu_seconds_per_day``: CPU seconds of the day (UTC) so far; 0 means no limit. Once spent, new
   executions and sessions are refused until midnight UTC; running sessions are not stopped.
 
+``max_instances`` (function instances running at once on the local runtime) is not checked here: every
+spec carries it and the runtime holds back the starts past it (hks_runtime/quotas.py); it is changed here
+with the others.
+
 Every refusal is a ``ServiceError`` 429 with ``retry_after`` (seconds).
 """
 
@@ -21,9 +25,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from functions.backends import get_backend
 from functions.errors import ServiceError
-from functions.models import AgentUsage, Project
+from functions.models import AgentUsage, Backend, Project
 from functions.selectors import cpu_seconds_today, execution_minute_key, hour_of
+from functions.services import enqueue
 from functions.services.audit import audit
 
 
@@ -128,14 +134,17 @@ def project_quotas_update(
     max_sessions: int | None = None,
     max_executions_per_minute: int | None = None,
     max_cpu_seconds_per_day: int | None = None,
+    max_instances: int | None = None,
 ) -> Project:
-    """Change a project's agent quotas and audit it. Operators (staff) set them; an owner (the caller checks
-    the role) may only lower them - to guard the project's own budget - since a tenant that could raise its
-    quotas would have none. ``max_cpu_seconds_per_day`` 0 means no limit, so an owner cannot set 0."""
+    """Change a project's agent quotas and its instance quota on the local runtime, and audit it.
+    Operators (staff) set them; an owner (the caller checks the role) may only lower them - to guard the
+    project's own budget - since a tenant that could raise its quotas would have none.
+    ``max_cpu_seconds_per_day`` 0 means no limit, so an owner cannot set 0; ``max_instances`` 0 too."""
     given = {
         "max_sessions": max_sessions,
         "max_executions_per_minute": max_executions_per_minute,
         "max_cpu_seconds_per_day": max_cpu_seconds_per_day,
+        "max_instances": max_instances,
     }
     changed = {}
     for field, value in given.items():
@@ -154,10 +163,26 @@ def project_quotas_update(
     if changed:
         project.save(update_fields=list(changed))
         audit(project=project, action="project.quotas", actor=user, changes=changed)
+    if "max_instances" in changed:
+        project_instance_quota_push(project=project)
     return project
 
 
 def _raises(field: str, current: int, value: int) -> bool:
-    if field == "max_cpu_seconds_per_day":  # 0: no limit, the highest there is
+    if field in ("max_cpu_seconds_per_day", "max_instances"):  # 0: no limit, the highest there is
         return value == 0 and current != 0 or current != 0 and value > current
     return value > current
+
+
+def project_instance_quota_push(*, project: Project) -> None:
+    """Tell the local runtime the project's changed ``max_instances`` once the current transaction
+    commits (every spec carries it too, so a push that is lost is made good by the next deploy)."""
+    if project.backend != Backend.LOCAL:
+        return  # a cluster: the namespace's ResourceQuota
+    tasks_provision = enqueue.tasks().provision
+
+    transaction.on_commit(lambda: tasks_provision.push_instance_quota.delay(project.pk))
+
+
+def project_instance_quota_run(*, project: Project) -> None:
+    get_backend(project).set_instance_quota(project.effective_namespace, project.max_instances)

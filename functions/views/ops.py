@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -83,6 +83,7 @@ def project_rows() -> list[Project]:
             ready=Count("pk", filter=Q(status=FunctionStatus.READY)),
             failed=Count("pk", filter=Q(status=FunctionStatus.FAILED)),
             agent=Count("pk", filter=Q(ephemeral=True) & alive),
+            instances=Sum("replicas", filter=alive),
         )
     }
     members = {
@@ -96,6 +97,7 @@ def project_rows() -> list[Project]:
         p.functions_alive, p.functions_ready = row.get("alive", 0), row.get("ready", 0)
         p.functions_failed, p.functions_agent = row.get("failed", 0), row.get("agent", 0)
         p.members = members.get(p.pk, 0)
+        p.instances_running = row.get("instances") or 0
     return projects
 
 

@@ -156,10 +156,30 @@ def test_an_owner_changes_quotas_and_it_is_audited(project, owner, api_client_fo
     assert negative.status_code == 422
 
 
+def test_an_owner_lowers_the_instance_quota_and_the_usage_shows_it(project, owner, api_client_for):
+    response = api_client_for(owner).patch(
+        "/api/v1/projects/acme/usage", {"max_instances": 4}, content_type="application/json"
+    )
+    assert response.status_code == 200, response.content
+    assert (response.json()["max_instances"], response.json()["instances_running"]) == (4, 0)
+    project.refresh_from_db()
+    assert project.max_instances == 4
+    event = AuditEvent.objects.get(project=project, action="project.quotas")
+    assert event.detail["changes"]["max_instances"] == [20, 4]
+    page = _signed_in(owner).get("/p/acme/usage/").content.decode()
+    assert 'id="quota-instances"' in page and 'name="max_instances"' in page
+
+
 @pytest.mark.parametrize(
     "change",
-    [{"max_sessions": 6}, {"max_executions_per_minute": 121}, {"max_cpu_seconds_per_day": 0}],
-    ids=["sessions", "executions", "cpu-unlimited"],
+    [
+        {"max_sessions": 6},
+        {"max_executions_per_minute": 121},
+        {"max_cpu_seconds_per_day": 0},
+        {"max_instances": 21},
+        {"max_instances": 0},
+    ],
+    ids=["sessions", "executions", "cpu-unlimited", "instances", "instances-unlimited"],
 )
 def test_an_owner_cannot_raise_the_projects_quotas(change, project, owner, api_client_for):
     """Operators set the quotas; a tenant that could raise its own would have none."""
@@ -176,8 +196,14 @@ def test_an_owner_cannot_raise_the_projects_quotas(change, project, owner, api_c
         120,
         600,
     )
+    assert project.max_instances == 20
     assert not AuditEvent.objects.filter(project=project, action="project.quotas").exists()
-    raise_sessions = {"max_sessions": 50, "max_executions_per_minute": 120, "max_cpu_seconds_per_day": 600}
+    raise_sessions = {
+        "max_sessions": 50,
+        "max_executions_per_minute": 120,
+        "max_cpu_seconds_per_day": 600,
+        "max_instances": 20,
+    }
     page = _signed_in(owner).post("/p/acme/usage/", raise_sessions)
     assert page.status_code == 200 and "only an operator can raise" in page.content.decode()
     project.refresh_from_db()
@@ -216,10 +242,16 @@ def test_the_usage_page_shows_quotas_and_owners_get_the_form(project, owner, vie
     assert 'id="quotas-form"' in owner_page
     saved = _signed_in(owner).post(
         "/p/acme/usage/",
-        {"max_sessions": 4, "max_executions_per_minute": 30, "max_cpu_seconds_per_day": 600},
+        {
+            "max_sessions": 4,
+            "max_executions_per_minute": 30,
+            "max_cpu_seconds_per_day": 600,
+            "max_instances": 10,
+        },
     )
     assert saved.status_code == 302
     project.refresh_from_db()
+    assert project.max_instances == 10
     assert (project.max_sessions, project.max_executions_per_minute, project.max_cpu_seconds_per_day) == (
         4,
         30,

@@ -562,6 +562,7 @@ def test_changing_a_knative_projects_quotas_in_the_admin_asks_for_provisioning(
         "max_cpu_millicores": 500,
         "max_memory_mb": 256,
         "max_storage_mb": 5120,
+        "max_instances": 20,
         "memberships-TOTAL_FORMS": 0,
         "memberships-INITIAL_FORMS": 0,
         "memberships-MIN_NUM_FORMS": 0,

@@ -49,6 +49,18 @@ def test_spec_payload_carries_every_field_the_daemon_reads():
         30,
     )
     assert payload["labels"] == {"hks.dev/ephemeral": "true"} and payload["env"] == {"A": "1"}
+    assert payload["project_max_instances"] == 0  # no quota unless the portal gives one
+
+
+def test_every_spec_carries_the_projects_instance_quota(project):
+    from functions.services.functions import service_spec
+    from tests.support.factories import FunctionFactory
+
+    project.max_instances = 7
+    project.save()
+    function = FunctionFactory(project=project, name="hello")
+    revision = function.revisions.create(number=1, artifact="/srv/a", content_hash="x")
+    assert spec_payload(service_spec(function, revision))["project_max_instances"] == 7
 
 
 class _OlderRuntime(BaseHTTPRequestHandler):

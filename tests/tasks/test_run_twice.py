@@ -296,6 +296,7 @@ def test_registered_task_names_never_change():
         "functions.tasks.reclaim_storage",
         "functions.tasks.reconcile",
         "functions.tasks_provision.provision_project",
+        "functions.tasks_provision.push_instance_quota",
         "functions.tasks_provision.reconcile_projects",
         "functions.tasks_provision.teardown_project",
         "functions.tasks_schedules.dispatch_schedules",

@@ -240,7 +240,7 @@ def _snapshot(function, schedule):
         ),
         (s.cron, s.enabled, s.name),
         type(schedule).objects.filter(function=function).count(),
-        (p.max_sessions, p.max_executions_per_minute, p.max_cpu_seconds_per_day),
+        (p.max_sessions, p.max_executions_per_minute, p.max_cpu_seconds_per_day, p.max_instances),
         AuditEvent.objects.count(),
     )
 
@@ -262,7 +262,9 @@ def _writes(function, schedule):
         (_url("schedule_delete", function, **sched), {}),
         (
             reverse("project_usage", kwargs={"project": "acme"}),
-            {"max_sessions": "99"} | {"max_executions_per_minute": "99", "max_cpu_seconds_per_day": "99"},
+            {"max_sessions": "99"}
+            | {"max_executions_per_minute": "99", "max_cpu_seconds_per_day": "99"}
+            | {"max_instances": "99"},
         ),
         (_url("function_delete", function), {}),
     ]
