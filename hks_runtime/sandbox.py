@@ -306,6 +306,8 @@ def sweep_stale_cgroups() -> int:
 def _sweep_dir(parent: Path) -> int:
     removed = 0
     for child in parent.iterdir():
+        if child.name.startswith(GROUP_PREFIX):
+            continue  # a project's group (its name may end like a sandbox's: "project-a-123-b")
         creator = child.name.rsplit("-", 2)[-2] if child.name.count("-") >= 2 else ""
         if not child.is_dir() or not creator.isdigit() or pid_alive(int(creator)):
             continue
