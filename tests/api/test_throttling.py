@@ -8,6 +8,7 @@ from django.test import Client, override_settings
 from functions.api import throttling
 from functions.models import AgentCredential
 from tests.support.agents import agent_credential, outsider_credential  # noqa: F401
+from tests.support.faults import unreachable_caches
 
 LIMIT = 5
 
@@ -66,13 +67,7 @@ def test_a_projects_agents_share_one_budget_and_another_projects_have_theirs(
 
 def test_without_redis_nobody_is_throttled(project, developer, api_client_for, tmp_path):
     client = api_client_for(developer)
-    dead = {
-        "default": {
-            "BACKEND": "hks_portal.cache.PrefixedRedisCache",
-            "LOCATION": f"unix://{tmp_path / 'nothing.sock'}",
-            "OPTIONS": {"socket_connect_timeout": 1},
-        }
-    }
+    dead = unreachable_caches(tmp_path)
     with override_settings(CACHES=dead):
         answers = [client.get("/api/v1/whoami").status_code for _ in range(LIMIT + 3)]
     assert answers == [200] * (LIMIT + 3)

@@ -4,6 +4,8 @@ that failed; ``?live=1`` only says the process answers. Django's cache in Redis:
 import pytest
 from django.test import override_settings
 
+from tests.support.faults import unreachable_caches
+
 
 @pytest.fixture
 def on_a_cluster(settings, db):
@@ -18,13 +20,7 @@ def test_healthz_on_a_cluster_asks_for_the_database_and_redis_not_a_local_runtim
 
 
 def test_healthz_fails_when_redis_is_unreachable_but_the_process_stays_live(client, on_a_cluster, tmp_path):
-    dead = {
-        "default": {
-            "BACKEND": "hks_portal.cache.PrefixedRedisCache",
-            "LOCATION": f"unix://{tmp_path / 'nothing.sock'}",
-            "OPTIONS": {"socket_connect_timeout": 1},
-        }
-    }
+    dead = unreachable_caches(tmp_path)
     with override_settings(CACHES=dead):
         response = client.get("/healthz")
         assert response.status_code == 503
