@@ -18,10 +18,12 @@ what takes it down.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.http import HttpResponse
 from ninja.throttling import BaseThrottle
 
 log = logging.getLogger(__name__)
@@ -70,3 +72,27 @@ class CallerRateThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return self.retry_after
+
+
+class DashboardThrottleMiddleware:
+    """The same budget for a signed-in user's dashboard and admin pages (scope "dashboard", as many requests
+    as the API's): a script polling the pages in a loop is answered 429 with Retry-After like one calling
+    the API. The APIs count themselves (above); static files, the health check and E2B's routes are not
+    counted. A page's own live refreshes (one every 3-15 s per open tab) stay far below it."""
+
+    SKIP = ("/static/", "/api/", "/internal/", "/e2b", "/healthz")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and not request.path.startswith(self.SKIP):
+            retry_after = spend("dashboard", f"user:{user.pk}")
+            if retry_after is not None:
+                response = HttpResponse(
+                    "Too many requests: wait a moment and reload.\n", status=429, content_type="text/plain"
+                )
+                response["Retry-After"] = str(math.ceil(retry_after))
+                return response
+        return self.get_response(request)

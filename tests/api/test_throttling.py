@@ -1,6 +1,7 @@
-"""Requests per minute per caller on /api/v1 and /internal/v1 (functions/api/throttling.py), on the real
-Redis: past the budget a caller gets 429 with Retry-After, another tenant at the same moment does not, more
-credentials do not buy more budget, and a cache that cannot be reached throttles nobody."""
+"""Requests per minute per caller on /api/v1, /internal/v1, E2B's control plane and the dashboard
+(functions/api/throttling.py), on the real Redis: past the budget a caller gets 429 with Retry-After,
+another tenant at the same moment does not, more credentials do not buy more budget, and a cache that
+cannot be reached throttles nobody."""
 
 import pytest
 from django.test import Client, override_settings
@@ -63,6 +64,18 @@ def test_a_projects_agents_share_one_budget_and_another_projects_have_theirs(
     assert e2b.status_code == 429 and e2b["Retry-After"] == "50"
     assert other.get(path).status_code == 404
     assert Client().get("/e2b/v2/sandboxes", HTTP_X_API_KEY=outsider_credential[1]).status_code == 200
+
+
+def test_a_users_dashboard_pages_have_a_budget_of_their_own(project, developer, outsider, api_client_for):
+    mine, theirs = Client(), Client()
+    mine.force_login(developer)
+    theirs.force_login(outsider)
+    assert [mine.get("/p/acme/").status_code for _ in range(LIMIT)] == [200] * LIMIT
+    refused = mine.get("/p/acme/f/nothing/")
+    assert refused.status_code == 429 and refused["Retry-After"] == "50"
+    assert mine.get("/static/hks.css").status_code != 429  # static files are not counted
+    assert api_client_for(developer).get("/api/v1/whoami").status_code == 200  # the API's budget is apart
+    assert theirs.get("/p/globex/").status_code == 200
 
 
 def test_without_redis_nobody_is_throttled(project, developer, api_client_for, tmp_path):
