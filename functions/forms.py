@@ -284,5 +284,5 @@ class QuotasForm(forms.Form):
         min_value=0,
         max_value=1_000_000,
         label="Function instances at once",
-        help_text="on the local runtime; starts past it wait (the runtime learns it at the next deploy)",
+        help_text="on the local runtime; starts past it wait (the runtime is told at once)",
     )

@@ -308,15 +308,15 @@ HKS_DELETED_RETENTION_SECONDS = env_int("HKS_DELETED_RETENTION_SECONDS", 7 * 24 
 # A function keeps its newest this many revisions (and the one it serves); older ones are pruned - their
 # archive, their artifact when nothing else records it, their row - so deploying in a loop fills no disk.
 HKS_REVISION_HISTORY = env_int("HKS_REVISION_HISTORY", 10)
-# Audit events, schedule runs and ended agent sessions older than this are removed (services/retention.py),
-# and a schedule keeps at most its newest HKS_SCHEDULE_RUNS_KEPT runs: no tenant grows the database forever.
-# Requests per minute each user may make to /api/v1, and each project's agents to /internal/v1 (429 with
-# Retry-After past it; 0: no limit): functions/api/throttling.py.
-HKS_API_REQUESTS_PER_MINUTE = env_int("HKS_API_REQUESTS_PER_MINUTE", 1200)
-HKS_HISTORY_RETENTION_DAYS = env_int("HKS_HISTORY_RETENTION_DAYS", 90)
-HKS_SCHEDULE_RUNS_KEPT = env_int("HKS_SCHEDULE_RUNS_KEPT", 1000)
 if HKS_REVISION_HISTORY < 1:
     raise ImproperlyConfigured(f"HKS_REVISION_HISTORY must be at least 1, got {HKS_REVISION_HISTORY}")
+# Audit events, schedule runs and ended agent sessions older than this are removed (services/retention.py),
+# and a schedule keeps at most its newest HKS_SCHEDULE_RUNS_KEPT runs: no tenant grows the database forever.
+HKS_HISTORY_RETENTION_DAYS = env_int("HKS_HISTORY_RETENTION_DAYS", 90)
+HKS_SCHEDULE_RUNS_KEPT = env_int("HKS_SCHEDULE_RUNS_KEPT", 1000)
+# Requests per minute each user may make to /api/v1 and to the dashboard, and each project's agents to
+# /internal/v1 and E2B's control plane (429 with Retry-After past it; 0: no limit): api/throttling.py.
+HKS_API_REQUESTS_PER_MINUTE = env_int("HKS_API_REQUESTS_PER_MINUTE", 1200)
 HKS_INTERNAL_JWT_TTL_SECONDS = env_int("HKS_INTERNAL_JWT_TTL_SECONDS", 300)
 # How much longer than a function's timeout the portal waits for the backend's own answer (a 504 naming it).
 HKS_INVOKE_GRACE_SECONDS = env_int("HKS_INVOKE_GRACE_SECONDS", 5)

@@ -113,8 +113,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--project-memory-mb",
         type=int,
         default=int(_env_float("HKS_RUNTIME_PROJECT_MEMORY_MB", 0)),
-        help="memory a project's function instances may use together, under cgroup v2 (their project's "
-        "cgroup; default: half the machine's)",
+        help="memory a project's function instances may use together (their project's cgroup, v1 or v2; "
+        "default: half the machine's)",
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)

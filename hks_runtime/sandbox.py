@@ -140,7 +140,7 @@ class SandboxSpec:
     identity: Identity | None = None  # the project's own uid/gid (identities.py); None: nobody
     # writable dirs kept in memory, like /tmp (e.g. a session's home): size-capped, never on the host's disk
     memory_dirs: tuple[str, ...] = ()
-    group: Group | None = None  # the project's cgroup it goes under (cgroup v2 only; see the module's doc)
+    group: Group | None = None  # the project's cgroup it goes under (v1 and v2; see the module's doc)
 
 
 def memory_dir_bytes(limits: Limits) -> int:

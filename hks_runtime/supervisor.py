@@ -92,7 +92,7 @@ class Supervisor:
     # Desired state -------------------------------------------------------------------------------
 
     def apply(self, spec: FunctionSpec) -> None:
-        self._set_quota(spec)
+        self._set_cap(spec.namespace, spec.project_max_instances)
         fn = self.functions.get((spec.namespace, spec.name))
         if fn is None:
             fn = self.functions[(spec.namespace, spec.name)] = FunctionState(spec)
@@ -105,9 +105,6 @@ class Supervisor:
         self.keep_pool()
         if self.state.router is not None:
             background.start(self.state.router.function(fn))
-
-    def _set_quota(self, spec: FunctionSpec) -> None:
-        self._set_cap(spec.namespace, spec.project_max_instances)
 
     def _set_cap(self, namespace: str, cap: int) -> None:
         """The project's instance quota: raised, it lets held functions start; lowered, it stops no running
@@ -129,7 +126,7 @@ class Supervisor:
 
     def restore(self, spec: FunctionSpec, latest_ready: str) -> None:
         """After a daemon restart: a revision that was ready comes back at zero instances (plus min-scale)."""
-        self._set_quota(spec)
+        self._set_cap(spec.namespace, spec.project_max_instances)
         fn = self.functions[(spec.namespace, spec.name)] = FunctionState(spec, latest_ready)
         if latest_ready == spec.revision:
             fn.active = RevisionState(spec)

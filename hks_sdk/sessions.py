@@ -37,8 +37,12 @@ from .client import Client, HksError, quota_wait
 from .execution import Execution, ExecutionError
 
 ENVD, INTERPRETER = "49983", "49999"
-LANGUAGES = {"python": "python", "node": "javascript", "javascript": "javascript", "js": "javascript"}
-LANGUAGES.update(typescript="typescript", ts="typescript")  # the Node kernel, each cell's types stripped
+# what the data plane calls each language; TypeScript is the Node kernel, each cell's types stripped
+LANGUAGES = {
+    "python": "python",
+    **dict.fromkeys(("node", "javascript", "js"), "javascript"),
+    **dict.fromkeys(("typescript", "ts"), "typescript"),
+}
 Callback = Callable[[str], Any] | None
 
 

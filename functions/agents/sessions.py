@@ -35,8 +35,11 @@ _ALPHABET = string.ascii_lowercase + string.digits
 _TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 # What the SDKs call a language, as the runtime's kernels are named (hks_runtime/sessions.py): TypeScript is
 # the JavaScript kernel stripping each cell's types.
-KERNELS = {"python": "python", "node": "javascript", "javascript": "javascript", "js": "javascript"}
-KERNELS.update(typescript="typescript", ts="typescript")
+KERNELS = {
+    "python": "python",
+    **dict.fromkeys(("node", "javascript", "js"), "javascript"),
+    **dict.fromkeys(("typescript", "ts"), "typescript"),
+}
 LANGUAGE_PATTERN = "^(python|node|javascript|js|typescript|ts)$"
 
 

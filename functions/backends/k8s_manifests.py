@@ -80,9 +80,8 @@ class ClusterSettings:
     # image trusts only the Mozilla bundle).
     portal_ca_configmap: str = ""
     build_retries: int = 3  # Kaniko's --push-retry and --image-download-retry (its default is 0)
-    build_cache: bool = (
-        False  # --cache with --cache-repo=<registry>/<project>/cache/kaniko (kaniko_cache_repo)
-    )
+    # --cache with --cache-repo=<registry>/<project>/cache/kaniko (kaniko_cache_repo)
+    build_cache: bool = False
     kaniko_extra_args: tuple[str, ...] = ()
     node_arch: str = ""  # "amd64", "arm64": builds and functions on nodes of that architecture only
     agent_runtime_class: str = ""

@@ -76,7 +76,7 @@ def _report(backend, function: Function, owned) -> tuple[int, str, str | None] |
     return status.replicas, status.latest_ready_revision, None  # a ready Knative Service's message is ""
 
 
-def _apply(function: Function, report: tuple[int, str] | None) -> bool:
+def _apply(function: Function, report: tuple[int, str, str | None] | None) -> bool:
     if report is None:
         return False  # gone from the backend: the reconciler's business, not a display change
     replicas, latest, message = report

@@ -101,13 +101,11 @@ def prune_revisions(self, function_id: int) -> None:
     function = Function.objects.select_related("project").filter(pk=function_id).first()
     if function is None:
         return
-    try:
-        services_storage.revisions_prune(function=function)
-    except BackendError as exc:
-        if exc.permanent or self.request.retries >= self.max_retries:
-            log.warning("pruning the revisions of %s failed: %s", function, exc.message)
-            return
-        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+    drive(
+        self,
+        lambda: services_storage.revisions_prune(function=function),
+        lambda msg: log.warning("pruning the revisions of %s failed: %s", function, msg),
+    )
 
 
 @shared_task(name="functions.tasks.reclaim_due")
